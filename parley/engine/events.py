@@ -1,0 +1,112 @@
+"""The session timeline: every event of a call, stamped on one monotonic clock.
+
+Persistence, live monitors, analyzers, metrics and webhooks consume the timeline; the engine never calls
+them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+
+class EventType(StrEnum):
+    SESSION_STARTED = "session.started"
+    SESSION_ENDED = "session.ended"
+    STATE_CHANGED = "state.changed"
+    SPEECH_STARTED = "speech.started"
+    SPEECH_STOPPED = "speech.stopped"
+    TRANSCRIPT_INTERIM = "transcript.interim"
+    TRANSCRIPT_FINAL = "transcript.final"
+    TURN_ENDED = "turn.ended"
+    TURN_RESUMED = "turn.resumed"
+    LLM_REQUEST = "llm.request"
+    LLM_FIRST_TOKEN = "llm.first_token"
+    LLM_COMPLETED = "llm.completed"
+    AGENT_TEXT = "agent.text"
+    TTS_FIRST_BYTE = "tts.first_byte"
+    AGENT_AUDIO_STARTED = "agent.audio.started"
+    AGENT_AUDIO_STOPPED = "agent.audio.stopped"
+    AGENT_REPLY_DONE = "agent.reply.done"
+    BARGE_IN = "barge_in"
+    BARGE_IN_DISMISSED = "barge_in.dismissed"
+    REPLY_CANCELLED = "reply.cancelled"
+    TOOL_CALL = "tool.call"
+    TOOL_RESULT = "tool.result"
+    AUDIO_UNDERRUN = "audio.underrun"
+    INPUT_OVERFLOW = "audio.input_overflow"
+    METRICS = "metrics"
+    ERROR = "error"
+
+
+def now() -> float:
+    """The one clock of Parley: monotonic seconds."""
+    return time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: EventType
+    session_id: str
+    t: float = field(default_factory=now)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": str(self.type), "session_id": self.session_id, "t": self.t, **self.data}
+
+
+class TimelineSink(Protocol):
+    def emit(self, event: Event) -> None:
+        """Record an event; must not block (the engine calls it on the event loop)."""
+        ...
+
+
+class Timeline:
+    """In-process timeline: keeps the events and fans them out to subscribers synchronously.
+
+    A subscriber that raises is reported once on stderr and dropped, so a broken consumer never
+    breaks the call.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception as exc:  # a consumer's bug must not end the call
+                self._subscribers.remove(callback)
+                import sys
+
+                print(f"parley: timeline subscriber {callback!r} failed and was removed: {exc!r}", file=sys.stderr)
+
+    def of_type(self, *types: EventType) -> list[Event]:
+        return [e for e in self.events if e.type in types]
+
+
+class JsonlWriter:
+    """Timeline subscriber that appends each event as one JSON line, with time relative to ``origin``."""
+
+    def __init__(self, path: Path, origin: float) -> None:
+        self._file: IO[str] = path.open("w", encoding="utf-8")
+        self._origin = origin
+
+    def __call__(self, event: Event) -> None:
+        record = event.to_json()
+        record["t_ms"] = round((event.t - self._origin) * 1000, 1)
+        self._file.write(json.dumps(record, default=str) + "\n")
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,352 @@
+"""One agent reply — think, synthesize, play — inside a single cancellation scope.
+
+Barge-in cancels the reply's task and with it the LLM stream, pending tool decisions, TTS and queued
+audio in one move. The play loop owns the playout clock, so the reply always knows which words the
+listener actually heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from parley.audio.frame import PCM16, AudioFrame
+from parley.audio.resample import Resampler
+from parley.engine.chunker import ClauseChunker
+from parley.engine.context import ConversationContext
+from parley.engine.events import EventType, now
+from parley.engine.tools import ToolRegistry
+from parley.engine.transport import AudioOutput
+from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
+from parley.providers.tts.base import SpeechSynthesizer
+
+Emit = Callable[..., None]
+_reply_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplySettings:
+    max_tokens: int = 60
+    temperature: float = 0.0
+    max_tool_rounds: int = 3
+    frame_ms: int = 20
+    lead_s: float = 0.0
+    """How far ahead of play time frames are written (network transports want some slack)."""
+    underrun_tolerance_s: float = 0.03
+
+
+@dataclass(slots=True)
+class ReplyDeps:
+    llm: LanguageModel
+    tts: SpeechSynthesizer
+    tools: ToolRegistry
+    context: ConversationContext
+    output: AudioOutput
+    emit: Emit
+    settings: ReplySettings
+    on_audio_started: Callable[[Reply], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    pcm: PCM16
+    segment: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SegmentEnd:
+    segment: int
+
+
+_END = object()
+
+
+@dataclass(slots=True)
+class _Written:
+    segment: int
+    start: float
+    pcm: PCM16
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm)
+
+
+@dataclass(slots=True)
+class ReplyOutcome:
+    heard_text: str
+    interrupted: bool
+    messages: list[ChatMessage] = field(default_factory=list)
+
+
+class Reply:
+    """An agent reply to ``user_message`` (or a fixed ``canned_text`` such as the first message)."""
+
+    def __init__(self, deps: ReplyDeps, user_message: ChatMessage | None = None,
+                 canned_text: str | None = None) -> None:
+        self.id = f"r{next(_reply_ids)}"
+        self.deps = deps
+        self.user_message = user_message
+        self.canned_text = canned_text
+        self.committed = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.end_call_requested = False
+        self.speech_end: float | None = None
+        """When the user stopped speaking before this reply (for voice-to-voice latency)."""
+        self.first_audio_at: float | None = None
+        self.audio_done_at: float | None = None
+        self.paused_at: float | None = None
+        self.usage = Usage()
+        self.segments: list[str] = []
+        self.segment_samples: list[int] = []
+        self.messages: list[ChatMessage] = []
+        self._segment_queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+        self._audio: asyncio.Queue[Any] = asyncio.Queue(maxsize=int(30_000 / deps.settings.frame_ms))
+        self._written: list[_Written] = []
+        self._replay: list[_Frame] = []
+        self._segments_played = 0
+        self._played = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+
+    # --- control, called by the session -------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self._run(), name=f"reply-{self.id}")
+        return self.task
+
+    def commit(self) -> None:
+        """The turn really ended: audio may now play and side effects may fire."""
+        self.committed.set()
+
+    def pause(self) -> None:
+        if self.gate.is_set():
+            self.gate.clear()
+            self.paused_at = now()
+
+    def resume(self) -> None:
+        self.paused_at = None
+        self.gate.set()
+
+    @property
+    def playing(self) -> bool:
+        return self.first_audio_at is not None and self.audio_done_at is None
+
+    def outcome(self, stopped_at: float | None = None) -> ReplyOutcome:
+        """What the listener heard, up to ``stopped_at`` (default: when the reply was paused)."""
+        cut = stopped_at if stopped_at is not None else self.paused_at
+        if cut is None or self.audio_done_at is not None:
+            text = " ".join(self.segments)
+            return ReplyOutcome(text, False, self._context_messages(text))
+        heard = self._heard_text(cut)
+        return ReplyOutcome(heard, True, self._context_messages(heard))
+
+    # --- the three loops ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._think())
+            group.create_task(self._synthesize())
+            group.create_task(self._play())
+
+    async def _think(self) -> None:
+        chunker = ClauseChunker()
+        if self.canned_text is not None:
+            for piece in [*chunker.push(self.canned_text + " "), *chunker.flush()]:
+                self._add_segment(piece)
+            self.messages.append(ChatMessage("assistant", self.canned_text))
+            await self._segment_queue.put(None)
+            return
+        deps, settings = self.deps, self.deps.settings
+        pending: list[ChatMessage] = [self.user_message] if self.user_message else []
+        tools = deps.tools.specs() or None
+        for round_no in range(settings.max_tool_rounds + 1):
+            request = deps.context.for_request([*pending, *self.messages])
+            deps.emit(EventType.LLM_REQUEST, reply_id=self.id, round=round_no, messages=len(request))
+            started = now()
+            first = True
+            text = ""
+            calls: list[ToolCall] = []
+            async for chunk in deps.llm.stream(request, tools if round_no < settings.max_tool_rounds else None,
+                                               max_tokens=settings.max_tokens,
+                                               temperature=settings.temperature):
+                if first and (chunk.text or chunk.tool_call):
+                    first = False
+                    deps.emit(EventType.LLM_FIRST_TOKEN, reply_id=self.id, round=round_no,
+                              latency_ms=round((now() - started) * 1000, 1))
+                if chunk.text:
+                    text += chunk.text
+                    for piece in chunker.push(chunk.text):
+                        self._add_segment(piece)
+                if chunk.tool_call:
+                    calls.append(chunk.tool_call)
+                if chunk.usage:
+                    self.usage = Usage(self.usage.input_tokens + chunk.usage.input_tokens,
+                                       self.usage.output_tokens + chunk.usage.output_tokens)
+            for piece in chunker.flush():
+                self._add_segment(piece)
+            deps.emit(EventType.LLM_COMPLETED, reply_id=self.id, round=round_no, text=text.strip(),
+                      tool_calls=[c.name for c in calls], input_tokens=self.usage.input_tokens,
+                      output_tokens=self.usage.output_tokens)
+            if not calls:
+                if text.strip():
+                    self.messages.append(ChatMessage("assistant", text.strip()))
+                break
+            self.messages.append(ChatMessage("assistant", text.strip(), tool_calls=tuple(calls)))
+            for call in calls:
+                self.messages.append(await self._call_tool(call))
+        await self._segment_queue.put(None)
+
+    async def _call_tool(self, call: ToolCall) -> ChatMessage:
+        tool = self.deps.tools.get(call.name)
+        if tool is not None and tool.side_effect:
+            await self._wait_until_heard()
+        self.deps.emit(EventType.TOOL_CALL, reply_id=self.id, tool=call.name, arguments=call.arguments,
+                       call_id=call.id)
+        started = now()
+        outcome = await self.deps.tools.execute(call)
+        self.deps.emit(EventType.TOOL_RESULT, reply_id=self.id, tool=call.name, call_id=call.id,
+                       ok=outcome.ok, result=outcome.content, latency_ms=round((now() - started) * 1000, 1))
+        if outcome.ok and call.name == "end_call":
+            self.end_call_requested = True
+        return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
+
+    async def _synthesize(self) -> None:
+        out_rate = self.deps.output.sample_rate
+        frame_samples = out_rate * self.deps.settings.frame_ms // 1000
+        first_byte = True
+        while (item := await self._segment_queue.get()) is not None:
+            index, text = item
+            resampler = Resampler(self.deps.tts.sample_rate, out_rate)
+            pending = np.zeros(0, dtype=np.int16)
+            started = now()
+            async for chunk in self.deps.tts.synthesize(text):
+                if first_byte and len(chunk):
+                    first_byte = False
+                    self.deps.emit(EventType.TTS_FIRST_BYTE, reply_id=self.id,
+                                   latency_ms=round((now() - started) * 1000, 1), text=text)
+                pending = np.concatenate([pending, resampler.process(chunk)])
+                pending = await self._queue_frames(pending, index, frame_samples)
+            pending = np.concatenate([pending, resampler.flush()])
+            await self._queue_frames(pending, index, frame_samples)
+            if len(pending) % frame_samples:
+                await self._audio.put(_Frame(pending[-(len(pending) % frame_samples):], index))
+            self.segment_samples[index] += len(pending) % frame_samples
+            await self._audio.put(_SegmentEnd(index))
+        await self._audio.put(_END)
+
+    async def _queue_frames(self, pcm: PCM16, segment: int, frame_samples: int) -> PCM16:
+        whole = len(pcm) // frame_samples * frame_samples
+        for offset in range(0, whole, frame_samples):
+            await self._audio.put(_Frame(pcm[offset: offset + frame_samples], segment))
+        self.segment_samples[segment] += whole
+        return pcm[whole:]
+
+    async def _play(self) -> None:
+        await self.committed.wait()
+        settings, output = self.deps.settings, self.deps.output
+        rate = output.sample_rate
+        next_t: float | None = None
+        while True:
+            item = self._replay.pop(0) if self._replay else await self._audio.get()
+            if item is _END:
+                break
+            if not self.gate.is_set():
+                next_t = await self._park(item)
+                continue
+            if isinstance(item, _SegmentEnd):
+                if next_t is not None:
+                    await _sleep_until(next_t)
+                if not self.gate.is_set():
+                    next_t = await self._park(item)
+                    continue
+                async with self._played:
+                    self._segments_played = item.segment + 1
+                    self._played.notify_all()
+                continue
+            t = now()
+            if next_t is None:
+                next_t = t
+            elif t > next_t + settings.underrun_tolerance_s:
+                self.deps.emit(EventType.AUDIO_UNDERRUN, reply_id=self.id, gap_ms=round((t - next_t) * 1000, 1))
+                next_t = t
+            await _sleep_until(next_t - settings.lead_s)
+            if not self.gate.is_set():
+                next_t = await self._park(item)
+                continue
+            if self.first_audio_at is None:
+                self.first_audio_at = next_t
+                self.deps.on_audio_started(self)
+            await output.write(AudioFrame(item.pcm, rate, next_t))
+            self._written.append(_Written(item.segment, next_t, item.pcm))
+            next_t += len(item.pcm) / rate
+        if next_t is not None:
+            await _sleep_until(next_t)
+        self.audio_done_at = next_t if next_t is not None else now()
+
+    async def _park(self, item: Any) -> float:
+        """Wait out a pause. Frames written past the pause point, then ``item``, are replayed first."""
+        cut = self.paused_at if self.paused_at is not None else now()
+        unplayed = [w for w in self._written if w.start >= cut]
+        if unplayed:
+            del self._written[-len(unplayed):]
+        self._replay[:0] = [*(_Frame(w.pcm, w.segment) for w in unplayed), item]
+        await self.gate.wait()
+        return now()
+
+    async def _wait_until_heard(self) -> None:
+        """Block a side-effect tool until everything said before it has been played out."""
+        await self.committed.wait()
+        target = len(self.segments)
+        async with self._played:
+            await self._played.wait_for(lambda: self._segments_played >= target)
+
+    # --- bookkeeping --------------------------------------------------------------------------------
+
+    def _add_segment(self, text: str) -> None:
+        index = len(self.segments)
+        self.segments.append(text)
+        self.segment_samples.append(0)
+        self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text)
+        self._segment_queue.put_nowait((index, text))
+
+    def _heard_text(self, cut: float) -> str:
+        rate = self.deps.output.sample_rate
+        heard = [0] * len(self.segments)
+        for w in self._written:
+            if w.start < cut:
+                heard[w.segment] += min(w.samples, round((cut - w.start) * rate))
+        words: list[str] = []
+        for index, text in enumerate(self.segments):
+            total = self.segment_samples[index]
+            if heard[index] <= 0 or total <= 0:
+                break
+            if heard[index] >= total:
+                words.extend(text.split())
+                continue
+            segment_words = text.split()
+            words.extend(segment_words[: int(len(segment_words) * heard[index] / total)])
+            break
+        return " ".join(words)
+
+    def _context_messages(self, spoken: str) -> list[ChatMessage]:
+        """Messages for the history: tool exchanges as they happened, then exactly what was said."""
+        exchanges = [
+            ChatMessage(m.role, "", m.tool_calls, m.tool_call_id, m.name) if m.role == "assistant" else m
+            for m in self.messages
+            if m.tool_calls or m.role == "tool"
+        ]
+        complete = [m for m in exchanges if m.role == "tool" or any(
+            r.role == "tool" and r.tool_call_id in {c.id for c in m.tool_calls} for r in exchanges)]
+        return [*complete, ChatMessage("assistant", spoken)] if spoken else complete
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - now()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -1,0 +1,434 @@
+"""A live conversation: hear (VAD, endpointing, ASR), think and speak (a Reply), with barge-in.
+
+Turn-taking works by speculation. At a short pause the transcript is finalized and a reply starts at
+once, but its audio is held until the pause has lasted as long as the turn policy requires. If the user
+carries on, the speculative reply is dropped unheard; if not, its first audio is usually ready already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from parley.audio.endpointing import Boundary, Endpointer
+from parley.audio.frame import PCM16, AudioFrame
+from parley.audio.rechunk import Rechunker
+from parley.audio.resample import Resampler
+from parley.audio.vad import VoiceActivityDetector
+from parley.engine.agent import AgentConfig
+from parley.engine.context import ConversationContext
+from parley.engine.events import Event, EventType, TimelineSink, now
+from parley.engine.reply import Reply, ReplyDeps, ReplySettings
+from parley.engine.state import ALLOWED_TRANSITIONS, InvalidTransition, SessionState
+from parley.engine.tools import ToolRegistry
+from parley.engine.transport import AudioOutput
+from parley.engine.turns import EndOfTurnModel, TurnPolicy
+from parley.providers.asr.base import RecognitionStream, SpeechRecognizer
+from parley.providers.llm.base import ChatMessage, LanguageModel
+from parley.providers.tts.base import SpeechSynthesizer
+
+ASR_RATE = 16000
+PREROLL_S = 0.3
+
+
+@dataclass(slots=True)
+class EngineStack:
+    """The models a session uses. Recognizer, LLM, TTS and turn model are shared; VADs are per session."""
+
+    vad_factory: Callable[[], VoiceActivityDetector]
+    recognizer: SpeechRecognizer
+    llm: LanguageModel
+    tts: SpeechSynthesizer
+    turn_model: EndOfTurnModel | None = None
+
+
+@dataclass(slots=True)
+class SessionOptions:
+    reply: ReplySettings = field(default_factory=ReplySettings)
+    interim_interval_s: float | None = 0.6
+    """Seconds of new speech between interim transcripts (None: no interims)."""
+    inbound_max_frames: int = 500
+    """Inbound queue bound. When full the oldest audio is dropped: keeping up with real time beats
+    hearing stale audio, and each drop is reported on the timeline."""
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A pause that may end the user's turn, with the reply prepared speculatively for it."""
+
+    speech_end: float
+    task: asyncio.Task[None] | None = None
+    text: str = ""
+    audio_seconds: float = 0.0
+    reply: Reply | None = None
+    required_silence: float | None = None
+    completeness: float | None = None
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+class Session:
+    def __init__(self, agent: AgentConfig, stack: EngineStack, output: AudioOutput, timeline: TimelineSink,
+                 tools: ToolRegistry | None = None, options: SessionOptions | None = None,
+                 session_id: str | None = None) -> None:
+        self.id = session_id or uuid.uuid4().hex[:12]
+        self.agent = agent
+        self.stack = stack
+        self.output = output
+        self.timeline = timeline
+        self.options = options or SessionOptions()
+        self.tools = tools or ToolRegistry()
+        self.context = ConversationContext(agent.system_prompt, agent.knowledge, agent.context_token_budget,
+                                           stack.llm.count_tokens)
+        ep = agent.endpointing
+        self._endpointer = Endpointer(ep.start_threshold, ep.stop_threshold, ep.min_speech_ms / 1000,
+                                      ep.pause_ms / 1000)
+        self._policy = TurnPolicy(ep, stack.turn_model)
+        self._vad = stack.vad_factory()
+        self._rechunker = Rechunker(self._vad.frame_samples)
+        self._resampler: Resampler | None = None
+        self._input_rate: int | None = None
+        self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
+        self._state = SessionState.IDLE
+        self._asr: RecognitionStream = stack.recognizer.open_stream()
+        self._preroll: deque[PCM16] = deque(maxlen=max(1, int(PREROLL_S * ASR_RATE / self._vad.frame_samples)))
+        self._turn_audio: list[PCM16] = []
+        self._since_interim = 0.0
+        self._interim_task: asyncio.Task[None] | None = None
+        self._candidate: _Candidate | None = None
+        self._reply: Reply | None = None
+        self._barge_in_onset: float | None = None
+        self._ignoring_speech = False
+        self._end_reason: str | None = None
+        self._dropped_frames = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- the transport's side -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def feed_audio(self, frame: AudioFrame) -> None:
+        """Queue inbound audio without blocking; on overflow the oldest frame is dropped and reported."""
+        if self._end_reason is not None:
+            return
+        if self._inbound.full():
+            self._inbound.get_nowait()
+            self._dropped_frames += 1
+            if self._dropped_frames in (1, 10) or self._dropped_frames % 100 == 0:
+                self._emit(EventType.INPUT_OVERFLOW, dropped_frames=self._dropped_frames)
+        self._inbound.put_nowait(frame)
+
+    def send_text(self, text: str) -> None:
+        """A typed user message: it interrupts whatever the agent is saying and is answered at once."""
+        text = text.strip()
+        if not text or self._end_reason is not None:
+            return
+        self._stop_reply(reason="text_input")
+        self._drop_candidate()
+        self._reset_turn()
+        self._emit(EventType.TRANSCRIPT_FINAL, text=text, source="text")
+        self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
+
+    def interrupt(self) -> None:
+        """An explicit interrupt (a button): the agent stops and keeps only what was heard."""
+        if self._reply is not None:
+            self._reply.pause()
+            self._spawn(self.output.clear())
+            self._stop_reply(reason="interrupt")
+
+    def end(self, reason: str = "hangup") -> None:
+        if self._end_reason is None:
+            self._end_reason = reason
+            with contextlib.suppress(asyncio.QueueFull):
+                self._inbound.put_nowait(None)
+
+    # --- main loop ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until ``end()``; every task the session started is finished before this returns."""
+        self._emit(EventType.SESSION_STARTED, agent=self.agent.name)
+        self._set_state(SessionState.LISTENING)
+        if self.agent.first_message:
+            self._commit_reply(Reply(self._reply_deps(), canned_text=self.agent.first_message), speech_end=now())
+        try:
+            while (frame := await self._inbound.get()) is not None:
+                await self._hear(frame)
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._drop_candidate()
+        if self._reply is not None:
+            self._stop_reply(reason="session_ended")
+        tasks = [t for t in (*self._tasks, self._interim_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._asr.aclose()
+        self._set_state(SessionState.ENDED)
+        self._emit(EventType.SESSION_ENDED, reason=self._end_reason or "closed")
+
+    # --- hearing ------------------------------------------------------------------------------------
+
+    async def _hear(self, frame: AudioFrame) -> None:
+        if frame.sample_rate != self._input_rate:
+            self._input_rate = frame.sample_rate
+            self._resampler = Resampler(frame.sample_rate, ASR_RATE) if frame.sample_rate != ASR_RATE else None
+            self._rechunker.reset()
+        pcm = self._resampler.process(frame.pcm) if self._resampler else frame.pcm
+        for chunk in self._rechunker.push_frame(AudioFrame(pcm, ASR_RATE, frame.timestamp)):
+            await self._hear_chunk(chunk)
+
+    async def _hear_chunk(self, chunk: AudioFrame) -> None:
+        probability = self._vad.probability(chunk.pcm)
+        boundary = self._endpointer.update(probability, chunk.timestamp, chunk.duration)
+        if boundary is not None and boundary.kind is Boundary.STARTED:
+            self._preroll.append(chunk.pcm)
+            await self._on_speech_started(boundary.at)
+        elif self._endpointer.in_speech or boundary is not None:
+            if not self._ignoring_speech:
+                await self._add_turn_audio(chunk.pcm)
+            if boundary is not None:
+                self._on_pause(boundary.at)
+        else:
+            self._preroll.append(chunk.pcm)
+            self._maybe_commit()
+
+    async def _on_speech_started(self, onset: float) -> None:
+        self._emit(EventType.SPEECH_STARTED, at=onset)
+        if self._candidate is not None:
+            self._drop_candidate()
+            self._emit(EventType.TURN_RESUMED, at=onset)
+            await self._restart_asr()
+        elif self._reply is not None:
+            if not self.agent.interruption.enabled:
+                self._ignoring_speech = True
+                return
+            if self._barge_in_onset is None:
+                self._reply.pause()
+                await self.output.clear()
+                self._barge_in_onset = onset
+                self._emit(EventType.BARGE_IN, at=onset, reply_id=self._reply.id,
+                           latency_ms=round((now() - onset) * 1000, 1))
+                self._set_state(SessionState.LISTENING)
+        self._ignoring_speech = False
+        preroll = list(self._preroll)
+        self._preroll.clear()
+        for pcm in preroll:
+            await self._add_turn_audio(pcm)
+
+    async def _add_turn_audio(self, pcm: PCM16) -> None:
+        self._turn_audio.append(pcm)
+        await self._asr.push(pcm)
+        self._since_interim += len(pcm) / ASR_RATE
+        interval = self.options.interim_interval_s
+        if interval is not None and self._since_interim >= interval and self._interim_task is None:
+            self._since_interim = 0.0
+            self._interim_task = asyncio.create_task(self._interim(self._asr))
+
+    async def _interim(self, stream: RecognitionStream) -> None:
+        try:
+            result = await stream.interim()
+            if stream is self._asr and result.text.strip():
+                self._emit(EventType.TRANSCRIPT_INTERIM, text=result.text.strip())
+                if self._barge_in_onset is not None and self._has_real_words(result.text):
+                    self._confirm_barge_in()
+        except Exception as exc:
+            self._emit(EventType.ERROR, where="asr.interim", error=repr(exc))
+        finally:
+            self._interim_task = None
+
+    def _on_pause(self, speech_end: float) -> None:
+        self._emit(EventType.SPEECH_STOPPED, at=speech_end)
+        if self._ignoring_speech:
+            self._ignoring_speech = False
+            return
+        candidate = _Candidate(speech_end)
+        candidate.task = self._spawn(self._evaluate(candidate))
+        self._candidate = candidate
+
+    async def _evaluate(self, candidate: _Candidate) -> None:
+        """Finalize the transcript at a pause, start the reply speculatively, and size the silence."""
+        audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
+        final = await self._asr.finalize()
+        text = final.text.strip()
+        candidate.text, candidate.audio_seconds = text, len(audio) / ASR_RATE
+        if self._barge_in_onset is not None:
+            if not self._has_real_words(text):
+                self._dismiss_barge_in(text)
+                self._candidate = None
+                return
+            self._confirm_barge_in()
+        if not text:
+            self._candidate = None
+            self._reset_turn()
+            return
+        self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
+        candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
+        candidate.reply.start()
+        candidate.completeness = await self._policy.completeness(text, audio)
+        candidate.required_silence = self._policy.required_silence(candidate.completeness)
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        candidate = self._candidate
+        if candidate is None or candidate.required_silence is None or candidate.reply is None:
+            return
+        if self._endpointer.silence < candidate.required_silence:
+            return
+        self._candidate = None
+        self._emit(EventType.TRANSCRIPT_FINAL, text=candidate.text, audio_seconds=round(candidate.audio_seconds, 3),
+                   source="speech")
+        self._emit(EventType.TURN_ENDED, speech_end=candidate.speech_end, completeness=candidate.completeness,
+                   required_silence_ms=round(candidate.required_silence * 1000),
+                   waited_ms=round((now() - candidate.speech_end) * 1000, 1))
+        self._reset_turn()
+        self._commit_reply(candidate.reply, candidate.speech_end)
+
+    # --- barge-in -----------------------------------------------------------------------------------
+
+    def _has_real_words(self, text: str) -> bool:
+        settings = self.agent.interruption
+        cleaned = " " + " ".join(_WORD.findall(text.lower())) + " "
+        for phrase in sorted(settings.backchannels, key=len, reverse=True):
+            cleaned = cleaned.replace(f" {phrase} ", " ")
+        return len(cleaned.split()) >= max(1, settings.min_words)
+
+    def _confirm_barge_in(self) -> None:
+        if self._barge_in_onset is None:
+            return
+        self._barge_in_onset = None
+        self._stop_reply(reason="barge_in")
+
+    def _dismiss_barge_in(self, text: str) -> None:
+        """Noise or a backchannel: the agent carries on where it stopped."""
+        self._barge_in_onset = None
+        self._reset_turn()
+        self._emit(EventType.BARGE_IN_DISMISSED, text=text)
+        if self._reply is not None:
+            self._reply.resume()
+            self._set_state(SessionState.SPEAKING if self._reply.playing else SessionState.PROCESSING)
+
+    # --- replies ------------------------------------------------------------------------------------
+
+    def _reply_deps(self) -> ReplyDeps:
+        return ReplyDeps(self.stack.llm, self.stack.tts, self.tools, self.context, self.output, self._emit,
+                         self.options.reply, self._on_audio_started)
+
+    def _commit_reply(self, reply: Reply, speech_end: float) -> None:
+        self._stop_reply(reason="superseded")
+        self._reply = reply
+        if reply.task is None:
+            reply.start()
+        assert reply.task is not None
+        reply.task.add_done_callback(lambda _: self._on_reply_done(reply))
+        reply.speech_end = speech_end
+        self._set_state(SessionState.PROCESSING)
+        reply.commit()
+
+    def _on_audio_started(self, reply: Reply) -> None:
+        if reply is not self._reply or reply.first_audio_at is None:
+            return
+        speech_end = reply.speech_end if reply.speech_end is not None else reply.first_audio_at
+        self._emit(EventType.AGENT_AUDIO_STARTED, reply_id=reply.id, at=reply.first_audio_at,
+                   v2v_ms=round((reply.first_audio_at - speech_end) * 1000, 1))
+        if self._barge_in_onset is None:
+            self._set_state(SessionState.SPEAKING)
+
+    def _on_reply_done(self, reply: Reply) -> None:
+        if reply is not self._reply:
+            return
+        self._reply = None
+        self._barge_in_onset = None
+        assert reply.task is not None
+        if reply.task.cancelled():
+            return
+        error = reply.task.exception()
+        if error is not None:
+            self._emit(EventType.ERROR, where="reply", reply_id=reply.id, error=repr(error))
+        self._record(reply, reply.outcome())
+        self._emit(EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=reply.audio_done_at, reason="completed")
+        self._emit(EventType.AGENT_REPLY_DONE, reply_id=reply.id, input_tokens=reply.usage.input_tokens,
+                   output_tokens=reply.usage.output_tokens)
+        if self._state is not SessionState.ENDED:
+            self._set_state(SessionState.LISTENING)
+        if reply.end_call_requested:
+            self.end("agent_ended_call")
+
+    def _stop_reply(self, reason: str) -> None:
+        """Cancel the current reply in one move; the context keeps only what the user heard."""
+        reply, self._reply = self._reply, None
+        self._barge_in_onset = None
+        if reply is None or reply.task is None or reply.task.done():
+            return
+        reply.pause()
+        outcome = reply.outcome()
+        reply.task.cancel()
+        self._spawn(self.output.clear())
+        self._record(reply, outcome)
+        self._emit(EventType.REPLY_CANCELLED, reply_id=reply.id, reason=reason, heard_text=outcome.heard_text,
+                   interrupted=outcome.interrupted)
+        if reply.first_audio_at is not None:
+            self._emit(EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=reply.paused_at, reason=reason)
+
+    def _record(self, reply: Reply, outcome: Any) -> None:
+        if reply.user_message is not None:
+            self.context.add_user(reply.user_message.content)
+        self.context.add_turn(outcome.messages)
+
+    def _drop_candidate(self) -> None:
+        candidate, self._candidate = self._candidate, None
+        if candidate is None:
+            return
+        if candidate.task is not None:
+            candidate.task.cancel()
+        if candidate.reply is not None and candidate.reply.task is not None:
+            candidate.reply.task.cancel()
+
+    async def _restart_asr(self) -> None:
+        """A fresh stream holding the turn so far (the old one was finalized at the pause)."""
+        old, self._asr = self._asr, self.stack.recognizer.open_stream()
+        self._spawn(old.aclose())
+        for pcm in self._turn_audio:
+            await self._asr.push(pcm)
+
+    def _reset_turn(self) -> None:
+        self._turn_audio = []
+        self._since_interim = 0.0
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _set_state(self, new: SessionState) -> None:
+        old = self._state
+        if new is old:
+            return
+        if new not in ALLOWED_TRANSITIONS[old]:
+            raise InvalidTransition(f"{old} -> {new}")
+        self._state = new
+        self._emit(EventType.STATE_CHANGED, old=str(old), new=str(new))
+
+    def _emit(self, type_: EventType, **data: Any) -> None:
+        self.timeline.emit(Event(type_, self.id, now(), data))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._emit(EventType.ERROR, where="session", error=repr(task.exception()))

