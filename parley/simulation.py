@@ -21,7 +21,7 @@ FRAME_S = 0.02
 
 
 @dataclass(slots=True)
-class _Clip:
+class Clip:
     start: float
     pcm: PCM16
 
@@ -31,24 +31,24 @@ class Loudspeaker:
 
     def __init__(self, sample_rate: int = 16000) -> None:
         self.sample_rate = sample_rate
-        self.clips: list[_Clip] = []
+        self.clips: list[Clip] = []
         self.clears: list[float] = []
 
     async def write(self, frame: AudioFrame) -> None:
-        self.clips.append(_Clip(frame.timestamp, frame.pcm))
+        self.clips.append(Clip(frame.timestamp, frame.pcm))
 
     async def clear(self) -> None:
         t = now()
         self.clears.append(t)
-        kept: list[_Clip] = []
+        kept: list[Clip] = []
         for clip in self.clips:
             if clip.start >= t:
                 continue
             played = int((t - clip.start) * self.sample_rate)
-            kept.append(clip if played >= len(clip.pcm) else _Clip(clip.start, clip.pcm[:played]))
+            kept.append(clip if played >= len(clip.pcm) else Clip(clip.start, clip.pcm[:played]))
         self.clips = kept
 
-    def audio_after(self, t: float) -> list[_Clip]:
+    def audio_after(self, t: float) -> list[Clip]:
         return [c for c in self.clips if c.start + len(c.pcm) / self.sample_rate > t]
 
     def last_audio_end(self) -> float | None:
@@ -68,7 +68,7 @@ class Microphone:
         self.session = session
         self.sample_rate = sample_rate
         self.frame_samples = int(sample_rate * FRAME_S)
-        self.recorded: list[_Clip] = []
+        self.recorded: list[Clip] = []
         self._queue: asyncio.Queue[tuple[PCM16, asyncio.Future[float]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -114,26 +114,44 @@ class Microphone:
             if delay > 0:
                 await asyncio.sleep(delay)
             self.session.feed_audio(AudioFrame(frame, self.sample_rate, t))
-            self.recorded.append(_Clip(t, frame))
+            self.recorded.append(Clip(t, frame))
             t = t_end
 
 
-def last_voiced_time(pcm: PCM16, sample_rate: int, start: float) -> float:
-    """When the signal itself stops being speech: end of the last 10 ms window within 35 dB of the
-    loudest one (and above -55 dBFS). Used as "end of user speech" so latency never trusts the VAD."""
+def voiced_span(pcm: PCM16, sample_rate: int, start: float) -> tuple[float, float]:
+    """When the signal itself starts and stops being speech: the first and last 10 ms windows within
+    35 dB of the loudest one (and above -55 dBFS). Latency is measured from these, never from the VAD."""
     window = max(1, sample_rate // 100)
     usable = len(pcm) // window * window
     if usable == 0:
-        return start
+        return start, start
     frames = pcm[:usable].astype(np.float64).reshape(-1, window) / 32768.0
     level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-12)
     voiced = np.nonzero(level > max(-55.0, float(level.max()) - 35.0))[0]
     if len(voiced) == 0:
-        return start
-    return start + (int(voiced[-1]) + 1) * window / sample_rate
+        return start, start
+    return start + int(voiced[0]) * window / sample_rate, start + (int(voiced[-1]) + 1) * window / sample_rate
 
 
-def mix_stereo(left: list[_Clip], right: list[_Clip], origin: float, end: float,
+def agent_silent_at(clips: list[Clip], t: float, sample_rate: int) -> float | None:
+    """If agent audio was playing at ``t``, when that unbroken run of audio ended; else None."""
+    run_end: float | None = None
+    for clip in sorted(clips, key=lambda c: c.start):
+        end = clip.start + len(clip.pcm) / sample_rate
+        if run_end is not None and clip.start > run_end + 0.005:
+            if run_end >= t:
+                break
+            run_end = None
+        if run_end is None:
+            if clip.start > t:
+                break
+            run_end = end
+        else:
+            run_end = max(run_end, end)
+    return run_end if run_end is not None and run_end >= t else None
+
+
+def mix_stereo(left: list[Clip], right: list[Clip], origin: float, end: float,
                sample_rate: int) -> tuple[PCM16, PCM16]:
     """Place clips on a common timeline (user left, agent right)."""
     total = max(0, int((end - origin) * sample_rate))

@@ -111,6 +111,7 @@ class Reply:
         self._written: list[_Written] = []
         self._replay: list[_Frame] = []
         self._segments_played = 0
+        self._unannounced: list[tuple[str, float]] = []
         self._played = asyncio.Condition()
         self.task: asyncio.Task[None] | None = None
 
@@ -121,8 +122,11 @@ class Reply:
         return self.task
 
     def commit(self) -> None:
-        """The turn really ended: audio may now play and side effects may fire."""
+        """The turn really ended: audio may now play, side effects may fire, and text is announced."""
         self.committed.set()
+        for index, (text, ready_at) in enumerate(self._unannounced):
+            self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=ready_at)
+        self._unannounced.clear()
 
     def pause(self) -> None:
         if self.gate.is_set():
@@ -312,7 +316,10 @@ class Reply:
         index = len(self.segments)
         self.segments.append(text)
         self.segment_samples.append(0)
-        self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text)
+        if self.committed.is_set():
+            self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=now())
+        else:  # a speculative reply stays private until its turn is committed
+            self._unannounced.append((text, now()))
         self._segment_queue.put_nowait((index, text))
 
     def _heard_text(self, cut: float) -> str:

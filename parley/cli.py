@@ -1,0 +1,99 @@
+"""The ``parley`` command line (Typer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
+
+app = typer.Typer(help="Parley: real-time voice AI agents, fully offline.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _agent(path: Path | None) -> AgentConfig:
+    try:
+        return load_agent(path) if path else default_agent()
+    except AgentConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def simulate(
+    say: Annotated[list[Path] | None, typer.Option("--say", help="a WAV file per user turn (any rate/format)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="where conversation.wav, transcript.json and "
+                                          "events.jsonl go")] = Path("out/simulation"),
+    agent: Annotated[Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")] = None,
+    barge_in_at: Annotated[float | None, typer.Option("--barge-in-at", help="start each turn after the first "
+                                                      "this many ms into the agent's answer")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Play WAV files into a live session in real time, one per user turn, and record the call."""
+    from parley.simulate import run_simulation
+
+    config = _agent(agent)
+    for path in say or []:
+        if not path.is_file():
+            err.print(f"[red]error:[/red] no such WAV file: {path}")
+            raise typer.Exit(2)
+    try:
+        summary = asyncio.run(run_simulation(config, say or [], out_dir, barge_in_at, progress=err))
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    table = Table(title=f"Conversation ({out_dir})")
+    for column in ("#", "user said", "agent said", "v2v ms"):
+        table.add_column(column, overflow="fold")
+    for i, turn in enumerate(summary["turns"], 1):  # type: ignore[arg-type]
+        agent_text = turn["agent_text"] + (" [interrupted]" if turn["interrupted"] else "")
+        table.add_row(str(i), turn["user_text"], agent_text, _ms(turn["v2v_ms"]))
+    out.print(table)
+    out.print(f"voice-to-voice p50 {_ms(summary['v2v_p50_ms'])} ms, p90 {_ms(summary['v2v_p90_ms'])} ms")
+
+
+@bench_app.command("latency")
+def bench_latency(
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    agent: Annotated[Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")] = None,
+) -> None:
+    """Voice-to-voice and barge-in latency of the embedded stack, in real time."""
+    from parley.bench.latency import run_latency_bench
+
+    report = asyncio.run(run_latency_bench(_agent(agent), progress=err))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(title="Latency (ms)")
+    table.add_column("measure")
+    table.add_column("p50", justify="right")
+    table.add_column("p90", justify="right")
+    table.add_row("voice-to-voice", _ms(report["v2v_p50_ms"]), _ms(report["v2v_p90_ms"]))
+    table.add_row("barge-in", _ms(report["bargein_p50_ms"]), _ms(report["bargein_p90_ms"]))
+    for name, figures in report["breakdown"].items():  # type: ignore[union-attr]
+        table.add_row(f"  {name}", _ms(figures["p50"]), _ms(figures["p90"]))
+    out.print(table)
+    out.print(f"premature cut-ins: {report['premature_cutins']}")
+
+
+def _ms(value: object) -> str:
+    return "-" if value is None else f"{float(value):.0f}"  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,190 @@
+"""``parley simulate``: play recorded user turns into a live session and keep everything that happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+import numpy as np
+
+from parley.audio.frame import PCM16, AudioFrame
+from parley.audio.wav import read_wav, write_wav
+from parley.engine.agent import AgentConfig
+from parley.engine.events import Event, EventType, JsonlWriter, Timeline, now
+from parley.engine.session import EngineStack, Session, SessionOptions
+from parley.engine.state import SessionState
+from parley.simulation import Clip, Loudspeaker, Microphone, agent_silent_at, mix_stereo, voiced_span
+from parley.providers.tts.base import SpeechSynthesizer
+from parley.stack import build_tools, prepare_stack
+
+SIM_RATE = 16000
+
+
+@dataclass(slots=True)
+class TurnResult:
+    user_text: str
+    agent_text: str
+    v2v_ms: float | None
+    interrupted: bool = False
+    premature: bool = False
+    """The agent started speaking before the user's speech had ended."""
+    bargein_ms: float | None = None
+    """For a user turn that interrupted the agent: speech onset to agent silence."""
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    turns: list[TurnResult] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        v2v = [t.v2v_ms for t in self.turns if t.v2v_ms is not None]
+        bargein = [t.bargein_ms for t in self.turns if t.bargein_ms is not None]
+        return {
+            "turns": [asdict(t) for t in self.turns],
+            "v2v_p50_ms": percentile(v2v, 50),
+            "v2v_p90_ms": percentile(v2v, 90),
+            "bargein_p50_ms": percentile(bargein, 50),
+            "bargein_p90_ms": percentile(bargein, 90),
+            "premature_cutins": sum(t.premature for t in self.turns),
+        }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
+
+
+@dataclass(slots=True)
+class UserTurn:
+    audio: AudioFrame
+    barge_in_at_ms: float | None = None
+    """Start this turn this long after the agent's audio began, instead of after the agent finished."""
+
+
+class Conversation:
+    """One simulated call: a session, a microphone and a loudspeaker on the same clock."""
+
+    def __init__(self, agent: AgentConfig, stack: EngineStack, options: SessionOptions | None = None) -> None:
+        self.timeline = Timeline()
+        self.speaker = Loudspeaker(SIM_RATE)
+        self.session = Session(agent, stack, self.speaker, self.timeline, build_tools(agent), options)
+        self.mic = Microphone(self.session, SIM_RATE)
+        self.origin = now()
+
+    async def run(self, turns: list[UserTurn], answer_timeout_s: float = 30.0) -> SimulationResult:
+        result = SimulationResult()
+        runner = asyncio.create_task(self.session.run())
+        try:
+            async with self.mic:
+                await self._wait_quiet(answer_timeout_s)
+                for index, turn in enumerate(turns):
+                    mark = len(self.timeline.events)
+                    start = await self.mic.say(turn.audio.pcm, turn.audio.sample_rate)
+                    said = _concat_since(self.mic.recorded, start)
+                    upcoming = turns[index + 1] if index + 1 < len(turns) else None
+                    if upcoming is not None and upcoming.barge_in_at_ms is not None:
+                        await self._wait_agent_audio(start, answer_timeout_s)
+                        await asyncio.sleep(upcoming.barge_in_at_ms / 1000)
+                    else:
+                        await self._wait_quiet(answer_timeout_s)
+                    result.turns.append(self._score(mark, start, said))
+                await asyncio.sleep(0.2)
+        finally:
+            self.session.end("simulation_done")
+            await runner
+        result.events = list(self.timeline.events)
+        return result
+
+    async def _wait_quiet(self, timeout: float) -> None:
+        """Wait until the agent has answered and finished speaking (or there is nothing to answer)."""
+        deadline = now() + timeout
+        await asyncio.sleep(0.3)
+        while now() < deadline:
+            busy = self.session.state in (SessionState.PROCESSING, SessionState.SPEAKING)
+            pending = self.session._candidate is not None or self.session._reply is not None
+            if not busy and not pending and not self.session._endpointer.in_speech:
+                await asyncio.sleep(0.3)
+                if self.session.state is SessionState.LISTENING and self.session._candidate is None \
+                        and self.session._reply is None:
+                    return
+            if self.session.state is SessionState.ENDED:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _wait_agent_audio(self, since: float, timeout: float) -> None:
+        """Wait until agent audio that started after ``since`` is playing."""
+        deadline = now() + timeout
+        while now() < deadline:
+            if any(e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= since
+                   for e in reversed(self.timeline.events[-50:])):
+                return
+            await asyncio.sleep(0.005)
+
+    def _score(self, mark: int, start: float, pcm: PCM16) -> TurnResult:
+        onset, speech_end = voiced_span(pcm, SIM_RATE, start)
+        events = self.timeline.events[mark:]
+        user = " ".join(e.data["text"] for e in events if e.type is EventType.TRANSCRIPT_FINAL)
+        agent = " ".join(e.data["text"] for e in events if e.type is EventType.AGENT_TEXT)
+        interrupted = any(e.data.get("interrupted") for e in events if e.type is EventType.REPLY_CANCELLED)
+        started = [e.data["at"] for e in events if e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= start]
+        v2v = round((started[0] - speech_end) * 1000, 1) if started else None
+        stop = agent_silent_at(self.speaker.clips, onset, SIM_RATE)
+        bargein = round((stop - onset) * 1000, 1) if stop is not None else None
+        return TurnResult(user, agent, v2v, interrupted, v2v is not None and v2v < 0, bargein)
+
+    def write(self, out: Path, result: SimulationResult) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        end = max(filter(None, [self.speaker.last_audio_end(), now()]))
+        left, right = mix_stereo(self.mic.recorded, self.speaker.clips, self.origin, end, SIM_RATE)
+        write_wav(out / "conversation.wav", [left, right], SIM_RATE)
+        writer = JsonlWriter(out / "events.jsonl", self.origin)
+        for event in result.events:
+            writer(event)
+        writer.close()
+        (out / "transcript.json").write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+
+
+def _concat_since(clips: list[Clip], start: float) -> PCM16:
+    pieces = [c.pcm for c in clips if c.start >= start - 1e-6]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+
+
+DEMO_QUESTIONS = ["Hi there! What is the capital of France?", "Thanks. Can you tell me a joke?"]
+
+
+async def synthesize_speech(tts: SpeechSynthesizer, text: str) -> AudioFrame:
+    """Speak ``text`` with a synthesizer, padded with a little silence: a stand-in for a recorded user."""
+    chunks = [chunk async for chunk in tts.synthesize(text)]
+    pad = np.zeros(int(0.2 * tts.sample_rate), np.int16)
+    return AudioFrame(np.concatenate([pad, *chunks, pad]), tts.sample_rate)
+
+
+async def run_simulation(agent: AgentConfig, wavs: list[Path], out: Path, barge_in_at_ms: float | None = None,
+                         progress: Console | None = None) -> dict[str, object]:
+    """Run ``parley simulate``: load and warm the stack, play each WAV as a user turn, write the call."""
+    say = progress.print if progress else (lambda *_: None)
+    turns_audio = [read_wav(path) for path in wavs]
+    say(f"loading models for agent '{agent.name}' …")
+    started = now()
+    stack = await prepare_stack(agent)
+    say(f"models ready in {now() - started:.1f} s")
+    if not turns_audio:
+        say("no --say files given: synthesizing two demo questions")
+        turns_audio = [await synthesize_speech(stack.tts, q) for q in DEMO_QUESTIONS]
+    turns = [UserTurn(audio, barge_in_at_ms if i and barge_in_at_ms is not None else None)
+             for i, audio in enumerate(turns_audio)]
+    conversation = Conversation(agent, stack)
+    say(f"playing {len(turns)} user turn(s) in real time …")
+    result = await conversation.run(turns)
+    conversation.write(out, result)
+    say(f"wrote {out / 'conversation.wav'}, {out / 'transcript.json'}, {out / 'events.jsonl'}")
+    return result.summary()

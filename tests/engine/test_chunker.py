@@ -1,0 +1,33 @@
+from parley.engine.chunker import ClauseChunker
+
+
+def feed(chunker: ClauseChunker, text: str) -> list[str]:
+    pieces: list[str] = []
+    for token in text.split(" "):
+        pieces += chunker.push(token + " ")
+    return pieces + chunker.flush()
+
+
+def test_first_clause_is_cut_early_then_whole_sentences() -> None:
+    pieces = feed(ClauseChunker(), "Well, the capital of France, as you may know, is Paris. It is lovely in spring.")
+    assert pieces[0] == "Well, the capital of France,"
+    assert pieces[-1] == "It is lovely in spring."
+    assert " ".join(pieces) == "Well, the capital of France, as you may know, is Paris. It is lovely in spring."
+
+
+def test_short_sentence_is_spoken_as_soon_as_it_ends() -> None:
+    chunker = ClauseChunker()
+    assert chunker.push("Sure! ") == ["Sure!"]
+    assert chunker.push("Paris") == []
+    assert chunker.flush() == ["Paris"]
+
+
+def test_long_run_on_sentence_is_split_at_a_clause() -> None:
+    words = " ".join(["word"] * 30) + ", and more words to finish"
+    pieces = feed(ClauseChunker(max_words=25), "Yes. " + words)
+    assert len(pieces) == 3
+    assert all(len(p.split()) <= 31 for p in pieces)
+
+
+def test_decimal_numbers_do_not_end_a_sentence() -> None:
+    assert feed(ClauseChunker(), "It costs 3.50 dollars today.") == ["It costs 3.50 dollars today."]

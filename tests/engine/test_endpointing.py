@@ -1,0 +1,39 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parley.audio.endpointing import Boundary, Endpointer
+
+FRAME = 0.032
+
+
+def run(probs: list[float], **kwargs: float) -> list[tuple[Boundary, float]]:
+    ep = Endpointer(**kwargs)
+    out = []
+    for i, p in enumerate(probs):
+        b = ep.update(p, i * FRAME, FRAME)
+        if b:
+            out.append((b.kind, round(b.at, 3)))
+    return out
+
+
+def test_speech_start_is_stamped_at_the_first_voiced_frame() -> None:
+    events = run([0.0, 0.0, 0.9, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0], min_speech=0.064, pause=0.096)
+    assert events == [(Boundary.STARTED, round(2 * FRAME, 3)), (Boundary.PAUSED, round(5 * FRAME, 3))]
+
+
+def test_a_click_shorter_than_min_speech_is_ignored() -> None:
+    assert run([0.0, 0.9, 0.0, 0.0, 0.0], min_speech=0.064) == []
+
+
+def test_hysteresis_keeps_speech_through_middling_probabilities() -> None:
+    probs = [0.9, 0.9, 0.45, 0.4, 0.45, 0.4, 0.9] + [0.0] * 4
+    events = run(probs, start_threshold=0.5, stop_threshold=0.35, min_speech=0.064, pause=0.096)
+    assert [e[0] for e in events] == [Boundary.STARTED, Boundary.PAUSED]
+
+
+@given(st.lists(st.floats(0, 1), max_size=200))
+def test_boundaries_alternate(probs: list[float]) -> None:
+    kinds = [k for k, _ in run(probs)]
+    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
+    if kinds:
+        assert kinds[0] is Boundary.STARTED
