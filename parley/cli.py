@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,8 +14,11 @@ from rich.table import Table
 
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
 
-app = typer.Typer(help="Parley: real-time voice AI agents, fully offline.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="Parley: real-time voice AI agents, fully offline.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -33,12 +36,21 @@ def _agent(path: Path | None) -> AgentConfig:
 
 @app.command()
 def simulate(
-    say: Annotated[list[Path] | None, typer.Option("--say", help="a WAV file per user turn (any rate/format)")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="where conversation.wav, transcript.json and "
-                                          "events.jsonl go")] = Path("out/simulation"),
-    agent: Annotated[Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")] = None,
-    barge_in_at: Annotated[float | None, typer.Option("--barge-in-at", help="start each turn after the first "
-                                                      "this many ms into the agent's answer")] = None,
+    say: Annotated[
+        list[Path] | None, typer.Option("--say", help="a WAV file per user turn (any rate/format)")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="where conversation.wav, transcript.json and events.jsonl go")
+    ] = Path("out/simulation"),
+    agent: Annotated[
+        Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")
+    ] = None,
+    barge_in_at: Annotated[
+        float | None,
+        typer.Option(
+            "--barge-in-at", help="start each turn after the first this many ms into the agent's answer"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Play WAV files into a live session in real time, one per user turn, and record the call."""
@@ -60,7 +72,8 @@ def simulate(
     table = Table(title=f"Conversation ({out_dir})")
     for column in ("#", "user said", "agent said", "v2v ms"):
         table.add_column(column, overflow="fold")
-    for i, turn in enumerate(summary["turns"], 1):  # type: ignore[arg-type]
+    turns: list[dict[str, Any]] = summary["turns"]  # type: ignore[assignment]
+    for i, turn in enumerate(turns, 1):
         agent_text = turn["agent_text"] + (" [interrupted]" if turn["interrupted"] else "")
         table.add_row(str(i), turn["user_text"], agent_text, _ms(turn["v2v_ms"]))
     out.print(table)
@@ -70,7 +83,9 @@ def simulate(
 @bench_app.command("latency")
 def bench_latency(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
-    agent: Annotated[Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")] = None,
+    agent: Annotated[
+        Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")
+    ] = None,
 ) -> None:
     """Voice-to-voice and barge-in latency of the embedded stack, in real time."""
     from parley.bench.latency import run_latency_bench
@@ -85,7 +100,7 @@ def bench_latency(
     table.add_column("p90", justify="right")
     table.add_row("voice-to-voice", _ms(report["v2v_p50_ms"]), _ms(report["v2v_p90_ms"]))
     table.add_row("barge-in", _ms(report["bargein_p50_ms"]), _ms(report["bargein_p90_ms"]))
-    for name, figures in report["breakdown"].items():  # type: ignore[union-attr]
+    for name, figures in report["breakdown"].items():
         table.add_row(f"  {name}", _ms(figures["p50"]), _ms(figures["p90"]))
     out.print(table)
     out.print(f"premature cut-ins: {report['premature_cutins']}")

@@ -8,9 +8,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-
 import numpy as np
+from rich.console import Console
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.wav import read_wav, write_wav
@@ -18,8 +17,8 @@ from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType, JsonlWriter, Timeline, now
 from parley.engine.session import EngineStack, Session, SessionOptions
 from parley.engine.state import SessionState
-from parley.simulation import Clip, Loudspeaker, Microphone, agent_silent_at, mix_stereo, voiced_span
 from parley.providers.tts.base import SpeechSynthesizer
+from parley.simulation import Clip, Loudspeaker, Microphone, agent_silent_at, mix_stereo, voiced_span
 from parley.stack import build_tools, prepare_stack
 
 SIM_RATE = 16000
@@ -104,28 +103,33 @@ class Conversation:
         result.events = list(self.timeline.events)
         return result
 
-    async def _wait_quiet(self, timeout: float) -> None:
+    async def _wait_quiet(self, limit_s: float) -> None:
         """Wait until the agent has answered and finished speaking (or there is nothing to answer)."""
-        deadline = now() + timeout
+        deadline = now() + limit_s
         await asyncio.sleep(0.3)
         while now() < deadline:
             busy = self.session.state in (SessionState.PROCESSING, SessionState.SPEAKING)
             pending = self.session._candidate is not None or self.session._reply is not None
             if not busy and not pending and not self.session._endpointer.in_speech:
                 await asyncio.sleep(0.3)
-                if self.session.state is SessionState.LISTENING and self.session._candidate is None \
-                        and self.session._reply is None:
+                if (
+                    self.session.state is SessionState.LISTENING
+                    and self.session._candidate is None
+                    and self.session._reply is None
+                ):
                     return
             if self.session.state is SessionState.ENDED:
                 return
             await asyncio.sleep(0.05)
 
-    async def _wait_agent_audio(self, since: float, timeout: float) -> None:
+    async def _wait_agent_audio(self, since: float, limit_s: float) -> None:
         """Wait until agent audio that started after ``since`` is playing."""
-        deadline = now() + timeout
+        deadline = now() + limit_s
         while now() < deadline:
-            if any(e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= since
-                   for e in reversed(self.timeline.events[-50:])):
+            if any(
+                e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= since
+                for e in reversed(self.timeline.events[-50:])
+            ):
                 return
             await asyncio.sleep(0.005)
 
@@ -135,7 +139,9 @@ class Conversation:
         user = " ".join(e.data["text"] for e in events if e.type is EventType.TRANSCRIPT_FINAL)
         agent = " ".join(e.data["text"] for e in events if e.type is EventType.AGENT_TEXT)
         interrupted = any(e.data.get("interrupted") for e in events if e.type is EventType.REPLY_CANCELLED)
-        started = [e.data["at"] for e in events if e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= start]
+        started = [
+            e.data["at"] for e in events if e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= start
+        ]
         v2v = round((started[0] - speech_end) * 1000, 1) if started else None
         stop = agent_silent_at(self.speaker.clips, onset, SIM_RATE)
         bargein = round((stop - onset) * 1000, 1) if stop is not None else None
@@ -168,10 +174,15 @@ async def synthesize_speech(tts: SpeechSynthesizer, text: str) -> AudioFrame:
     return AudioFrame(np.concatenate([pad, *chunks, pad]), tts.sample_rate)
 
 
-async def run_simulation(agent: AgentConfig, wavs: list[Path], out: Path, barge_in_at_ms: float | None = None,
-                         progress: Console | None = None) -> dict[str, object]:
+async def run_simulation(
+    agent: AgentConfig,
+    wavs: list[Path],
+    out: Path,
+    barge_in_at_ms: float | None = None,
+    progress: Console | None = None,
+) -> dict[str, object]:
     """Run ``parley simulate``: load and warm the stack, play each WAV as a user turn, write the call."""
-    say = progress.print if progress else (lambda *_: None)
+    say = (progress or Console(quiet=True)).print
     turns_audio = [read_wav(path) for path in wavs]
     say(f"loading models for agent '{agent.name}' …")
     started = now()
@@ -180,8 +191,10 @@ async def run_simulation(agent: AgentConfig, wavs: list[Path], out: Path, barge_
     if not turns_audio:
         say("no --say files given: synthesizing two demo questions")
         turns_audio = [await synthesize_speech(stack.tts, q) for q in DEMO_QUESTIONS]
-    turns = [UserTurn(audio, barge_in_at_ms if i and barge_in_at_ms is not None else None)
-             for i, audio in enumerate(turns_audio)]
+    turns = [
+        UserTurn(audio, barge_in_at_ms if i and barge_in_at_ms is not None else None)
+        for i, audio in enumerate(turns_audio)
+    ]
     conversation = Conversation(agent, stack)
     say(f"playing {len(turns)} user turn(s) in real time …")
     result = await conversation.run(turns)

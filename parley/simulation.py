@@ -104,7 +104,7 @@ class Microphone:
                 if not marker.done():
                     marker.set_result(t)
             if len(current):
-                frame, current = current[: self.frame_samples], current[self.frame_samples:]
+                frame, current = current[: self.frame_samples], current[self.frame_samples :]
                 if len(frame) < self.frame_samples:
                     frame = np.concatenate([frame, silence[: self.frame_samples - len(frame)]])
             else:
@@ -151,19 +151,20 @@ def agent_silent_at(clips: list[Clip], t: float, sample_rate: int) -> float | No
     return run_end if run_end is not None and run_end >= t else None
 
 
-def mix_stereo(left: list[Clip], right: list[Clip], origin: float, end: float,
-               sample_rate: int) -> tuple[PCM16, PCM16]:
+def mix_stereo(
+    left: list[Clip], right: list[Clip], origin: float, end: float, sample_rate: int
+) -> tuple[PCM16, PCM16]:
     """Place clips on a common timeline (user left, agent right)."""
     total = max(0, int((end - origin) * sample_rate))
     channels = []
     for clips in (left, right):
         track = np.zeros(total, np.int32)
         for clip in clips:
-            at = int(round((clip.start - origin) * sample_rate))
+            at = round((clip.start - origin) * sample_rate)
             if at >= total or at + len(clip.pcm) <= 0:
                 continue
-            piece = clip.pcm[max(0, -at): max(0, total - at)]
+            piece = clip.pcm[max(0, -at) : max(0, total - at)]
             at = max(0, at)
-            track[at: at + len(piece)] += piece
+            track[at : at + len(piece)] += piece
         channels.append(np.clip(track, -32768, 32767).astype(np.int16))
     return channels[0], channels[1]

@@ -27,8 +27,13 @@ class Endpointer:
     turn is not decided here: that takes the transcript and a turn model.
     """
 
-    def __init__(self, start_threshold: float = 0.5, stop_threshold: float = 0.35,
-                 min_speech: float = 0.064, pause: float = 0.096) -> None:
+    def __init__(
+        self,
+        start_threshold: float = 0.5,
+        stop_threshold: float = 0.35,
+        min_speech: float = 0.064,
+        pause: float = 0.096,
+    ) -> None:
         if stop_threshold > start_threshold:
             raise ValueError("stop_threshold must not exceed start_threshold")
         self.start_threshold = start_threshold

@@ -25,7 +25,9 @@ class AudioFrame:
 
     def __post_init__(self) -> None:
         if self.pcm.dtype != np.int16 or self.pcm.ndim != 1:
-            raise ValueError(f"AudioFrame needs 1-D int16 samples, got {self.pcm.dtype} with shape {self.pcm.shape}")
+            raise ValueError(
+                f"AudioFrame needs 1-D int16 samples, got {self.pcm.dtype} with shape {self.pcm.shape}"
+            )
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
 
@@ -64,4 +66,5 @@ class AudioFrame:
 
 def float_to_pcm16(samples: npt.NDArray[np.floating]) -> PCM16:
     """Clip and scale float samples in [-1, 1] to int16."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm: PCM16 = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return pcm

@@ -32,8 +32,12 @@ QUESTIONS: list[tuple[str, ...]] = [
     ("Why is the sky blue?",),
 ]
 PAUSES_MS = [520, 640, 450, 700]
-INTERRUPTIONS = ["Wait, tell me about Tokyo instead.", "Sorry, what is the capital of Japan?",
-                 "Hold on, can you say that again?", "Actually, tell me a joke."]
+INTERRUPTIONS = [
+    "Wait, tell me about Tokyo instead.",
+    "Sorry, what is the capital of Japan?",
+    "Hold on, can you say that again?",
+    "Actually, tell me a joke.",
+]
 BARGE_IN_AFTER_MS = 900
 
 
@@ -58,8 +62,13 @@ async def build_turns(tts: Any) -> list[UserTurn]:
 
 def breakdown(result: SimulationResult) -> dict[str, dict[str, float | None]]:
     """Where the time goes after the user stops speaking, per stage, for turns that were answered."""
-    stages: dict[str, list[float]] = {"endpoint_wait": [], "asr_final": [], "llm_first_token": [],
-                                      "first_clause": [], "tts_first_byte": []}
+    stages: dict[str, list[float]] = {
+        "endpoint_wait": [],
+        "asr_final": [],
+        "llm_first_token": [],
+        "first_clause": [],
+        "tts_first_byte": [],
+    }
     events = result.events
     for turn_end in (e for e in events if e.type is EventType.TURN_ENDED):
         speech_end = turn_end.data["speech_end"]
@@ -68,12 +77,20 @@ def breakdown(result: SimulationResult) -> dict[str, dict[str, float | None]]:
             continue
         reply_id = started.data["reply_id"]
         stages["endpoint_wait"].append((turn_end.t - speech_end) * 1000)
-        asr = [e for e in events if e.type is EventType.TRANSCRIPT_INTERIM and e.data.get("stable")
-               and speech_end <= e.t <= turn_end.t]
+        asr = [
+            e
+            for e in events
+            if e.type is EventType.TRANSCRIPT_INTERIM
+            and e.data.get("stable")
+            and speech_end <= e.t <= turn_end.t
+        ]
         if asr:
             stages["asr_final"].append((asr[-1].t - speech_end) * 1000)
-        for name, kind in (("llm_first_token", EventType.LLM_FIRST_TOKEN), ("first_clause", EventType.AGENT_TEXT),
-                           ("tts_first_byte", EventType.TTS_FIRST_BYTE)):
+        for name, kind in (
+            ("llm_first_token", EventType.LLM_FIRST_TOKEN),
+            ("first_clause", EventType.AGENT_TEXT),
+            ("tts_first_byte", EventType.TTS_FIRST_BYTE),
+        ):
             hit = next((e for e in events if e.type is kind and e.data.get("reply_id") == reply_id), None)
             if hit is not None:
                 stages[name].append((hit.data.get("ready_at", hit.t) - speech_end) * 1000)
@@ -85,7 +102,7 @@ def _first(events: list[Event], kind: EventType, after: float) -> Event | None:
 
 
 async def run_latency_bench(agent: AgentConfig, progress: Console | None = None) -> dict[str, Any]:
-    say = progress.print if progress else (lambda *_: None)
+    say = (progress or Console(quiet=True)).print
     say("loading and warming the embedded stack …")
     stack = await prepare_stack(agent)
     turns = await build_turns(stack.tts)

@@ -19,7 +19,9 @@ class EndpointingSettings(BaseModel):
     min_speech_ms: int = Field(64, ge=0, description="voiced time needed before speech counts as started")
     pause_ms: int = Field(96, ge=0, description="silence that marks a pause; a speculative reply starts here")
     min_silence_ms: int = Field(200, ge=0, description="silence that ends a turn that is clearly complete")
-    unsure_silence_ms: int = Field(700, ge=0, description="silence that ends a turn of uncertain completeness")
+    unsure_silence_ms: int = Field(
+        800, ge=0, description="silence that ends a turn of uncertain completeness"
+    )
     max_silence_ms: int = Field(1400, ge=0, description="silence that ends any turn")
     semantic: bool = Field(True, description="use the end-of-turn model and transcript to pick the silence")
 
@@ -31,8 +33,26 @@ class InterruptionSettings(BaseModel):
     min_words: int = Field(1, ge=0, description="real words needed to confirm a barge-in")
     confirm_ms: int = Field(600, ge=0, description="speech after which an interruption is confirmed anyway")
     backchannels: list[str] = Field(
-        default_factory=lambda: ["uh-huh", "uh huh", "mm-hmm", "mhm", "mm", "hmm", "yeah", "yep", "ok",
-                                 "okay", "right", "uh", "um", "ah", "oh", "yes", "sure", "i see"]
+        default_factory=lambda: [
+            "uh-huh",
+            "uh huh",
+            "mm-hmm",
+            "mhm",
+            "mm",
+            "hmm",
+            "yeah",
+            "yep",
+            "ok",
+            "okay",
+            "right",
+            "uh",
+            "um",
+            "ah",
+            "oh",
+            "yes",
+            "sure",
+            "i see",
+        ]
     )
 
 
@@ -62,9 +82,13 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "assistant"
-    system_prompt: str = "You are a friendly, helpful voice assistant. Answer briefly, in one or two short sentences."
+    system_prompt: str = (
+        "You are a friendly, helpful voice assistant. Answer briefly, in one or two short sentences."
+    )
     first_message: str | None = None
-    knowledge: list[str] = Field(default_factory=list, description="facts put into the prompt to ground answers")
+    knowledge: list[str] = Field(
+        default_factory=list, description="facts put into the prompt to ground answers"
+    )
     asr: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="whisper"))
     llm: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="llamacpp"))
     tts: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="piper"))

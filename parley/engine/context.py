@@ -22,8 +22,9 @@ class ConversationContext:
     system prompt and grounding knowledge always stay.
     """
 
-    def __init__(self, system_prompt: str, knowledge: list[str], token_budget: int,
-                 count_tokens: Callable[[str], int]) -> None:
+    def __init__(
+        self, system_prompt: str, knowledge: list[str], token_budget: int, count_tokens: Callable[[str], int]
+    ) -> None:
         self.system_prompt = system_prompt
         self.knowledge = list(knowledge)
         self.token_budget = token_budget

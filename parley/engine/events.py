@@ -90,7 +90,10 @@ class Timeline:
                 self._subscribers.remove(callback)
                 import sys
 
-                print(f"parley: timeline subscriber {callback!r} failed and was removed: {exc!r}", file=sys.stderr)
+                print(
+                    f"parley: timeline subscriber {callback!r} failed and was removed: {exc!r}",
+                    file=sys.stderr,
+                )
 
     def of_type(self, *types: EventType) -> list[Event]:
         return [e for e in self.events if e.type in types]

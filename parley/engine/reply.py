@@ -87,8 +87,9 @@ class ReplyOutcome:
 class Reply:
     """An agent reply to ``user_message`` (or a fixed ``canned_text`` such as the first message)."""
 
-    def __init__(self, deps: ReplyDeps, user_message: ChatMessage | None = None,
-                 canned_text: str | None = None) -> None:
+    def __init__(
+        self, deps: ReplyDeps, user_message: ChatMessage | None = None, canned_text: str | None = None
+    ) -> None:
         self.id = f"r{next(_reply_ids)}"
         self.deps = deps
         self.user_message = user_message
@@ -125,7 +126,9 @@ class Reply:
         """The turn really ended: audio may now play, side effects may fire, and text is announced."""
         self.committed.set()
         for index, (text, ready_at) in enumerate(self._unannounced):
-            self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=ready_at)
+            self.deps.emit(
+                EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=ready_at
+            )
         self._unannounced.clear()
 
     def pause(self) -> None:
@@ -176,13 +179,20 @@ class Reply:
             first = True
             text = ""
             calls: list[ToolCall] = []
-            async for chunk in deps.llm.stream(request, tools if round_no < settings.max_tool_rounds else None,
-                                               max_tokens=settings.max_tokens,
-                                               temperature=settings.temperature):
+            async for chunk in deps.llm.stream(
+                request,
+                tools if round_no < settings.max_tool_rounds else None,
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+            ):
                 if first and (chunk.text or chunk.tool_call):
                     first = False
-                    deps.emit(EventType.LLM_FIRST_TOKEN, reply_id=self.id, round=round_no,
-                              latency_ms=round((now() - started) * 1000, 1))
+                    deps.emit(
+                        EventType.LLM_FIRST_TOKEN,
+                        reply_id=self.id,
+                        round=round_no,
+                        latency_ms=round((now() - started) * 1000, 1),
+                    )
                 if chunk.text:
                     text += chunk.text
                     for piece in chunker.push(chunk.text):
@@ -190,13 +200,21 @@ class Reply:
                 if chunk.tool_call:
                     calls.append(chunk.tool_call)
                 if chunk.usage:
-                    self.usage = Usage(self.usage.input_tokens + chunk.usage.input_tokens,
-                                       self.usage.output_tokens + chunk.usage.output_tokens)
+                    self.usage = Usage(
+                        self.usage.input_tokens + chunk.usage.input_tokens,
+                        self.usage.output_tokens + chunk.usage.output_tokens,
+                    )
             for piece in chunker.flush():
                 self._add_segment(piece)
-            deps.emit(EventType.LLM_COMPLETED, reply_id=self.id, round=round_no, text=text.strip(),
-                      tool_calls=[c.name for c in calls], input_tokens=self.usage.input_tokens,
-                      output_tokens=self.usage.output_tokens)
+            deps.emit(
+                EventType.LLM_COMPLETED,
+                reply_id=self.id,
+                round=round_no,
+                text=text.strip(),
+                tool_calls=[c.name for c in calls],
+                input_tokens=self.usage.input_tokens,
+                output_tokens=self.usage.output_tokens,
+            )
             if not calls:
                 if text.strip():
                     self.messages.append(ChatMessage("assistant", text.strip()))
@@ -210,12 +228,20 @@ class Reply:
         tool = self.deps.tools.get(call.name)
         if tool is not None and tool.side_effect:
             await self._wait_until_heard()
-        self.deps.emit(EventType.TOOL_CALL, reply_id=self.id, tool=call.name, arguments=call.arguments,
-                       call_id=call.id)
+        self.deps.emit(
+            EventType.TOOL_CALL, reply_id=self.id, tool=call.name, arguments=call.arguments, call_id=call.id
+        )
         started = now()
         outcome = await self.deps.tools.execute(call)
-        self.deps.emit(EventType.TOOL_RESULT, reply_id=self.id, tool=call.name, call_id=call.id,
-                       ok=outcome.ok, result=outcome.content, latency_ms=round((now() - started) * 1000, 1))
+        self.deps.emit(
+            EventType.TOOL_RESULT,
+            reply_id=self.id,
+            tool=call.name,
+            call_id=call.id,
+            ok=outcome.ok,
+            result=outcome.content,
+            latency_ms=round((now() - started) * 1000, 1),
+        )
         if outcome.ok and call.name == "end_call":
             self.end_call_requested = True
         return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
@@ -232,14 +258,18 @@ class Reply:
             async for chunk in self.deps.tts.synthesize(text):
                 if first_byte and len(chunk):
                     first_byte = False
-                    self.deps.emit(EventType.TTS_FIRST_BYTE, reply_id=self.id,
-                                   latency_ms=round((now() - started) * 1000, 1), text=text)
+                    self.deps.emit(
+                        EventType.TTS_FIRST_BYTE,
+                        reply_id=self.id,
+                        latency_ms=round((now() - started) * 1000, 1),
+                        text=text,
+                    )
                 pending = np.concatenate([pending, resampler.process(chunk)])
                 pending = await self._queue_frames(pending, index, frame_samples)
             pending = np.concatenate([pending, resampler.flush()])
             await self._queue_frames(pending, index, frame_samples)
             if len(pending) % frame_samples:
-                await self._audio.put(_Frame(pending[-(len(pending) % frame_samples):], index))
+                await self._audio.put(_Frame(pending[-(len(pending) % frame_samples) :], index))
             self.segment_samples[index] += len(pending) % frame_samples
             await self._audio.put(_SegmentEnd(index))
         await self._audio.put(_END)
@@ -247,7 +277,7 @@ class Reply:
     async def _queue_frames(self, pcm: PCM16, segment: int, frame_samples: int) -> PCM16:
         whole = len(pcm) // frame_samples * frame_samples
         for offset in range(0, whole, frame_samples):
-            await self._audio.put(_Frame(pcm[offset: offset + frame_samples], segment))
+            await self._audio.put(_Frame(pcm[offset : offset + frame_samples], segment))
         self.segment_samples[segment] += whole
         return pcm[whole:]
 
@@ -277,7 +307,9 @@ class Reply:
             if next_t is None:
                 next_t = t
             elif t > next_t + settings.underrun_tolerance_s:
-                self.deps.emit(EventType.AUDIO_UNDERRUN, reply_id=self.id, gap_ms=round((t - next_t) * 1000, 1))
+                self.deps.emit(
+                    EventType.AUDIO_UNDERRUN, reply_id=self.id, gap_ms=round((t - next_t) * 1000, 1)
+                )
                 next_t = t
             await _sleep_until(next_t - settings.lead_s)
             if not self.gate.is_set():
@@ -298,7 +330,7 @@ class Reply:
         cut = self.paused_at if self.paused_at is not None else now()
         unplayed = [w for w in self._written if w.start >= cut]
         if unplayed:
-            del self._written[-len(unplayed):]
+            del self._written[-len(unplayed) :]
         self._replay[:0] = [*(_Frame(w.pcm, w.segment) for w in unplayed), item]
         await self.gate.wait()
         return now()
@@ -348,8 +380,12 @@ class Reply:
             for m in self.messages
             if m.tool_calls or m.role == "tool"
         ]
-        complete = [m for m in exchanges if m.role == "tool" or any(
-            r.role == "tool" and r.tool_call_id in {c.id for c in m.tool_calls} for r in exchanges)]
+        complete = [
+            m
+            for m in exchanges
+            if m.role == "tool"
+            or any(r.role == "tool" and r.tool_call_id in {c.id for c in m.tool_calls} for r in exchanges)
+        ]
         return [*complete, ChatMessage("assistant", spoken)] if spoken else complete
 
 

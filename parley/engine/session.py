@@ -77,9 +77,16 @@ _WORD = re.compile(r"[a-z0-9']+")
 
 
 class Session:
-    def __init__(self, agent: AgentConfig, stack: EngineStack, output: AudioOutput, timeline: TimelineSink,
-                 tools: ToolRegistry | None = None, options: SessionOptions | None = None,
-                 session_id: str | None = None) -> None:
+    def __init__(
+        self,
+        agent: AgentConfig,
+        stack: EngineStack,
+        output: AudioOutput,
+        timeline: TimelineSink,
+        tools: ToolRegistry | None = None,
+        options: SessionOptions | None = None,
+        session_id: str | None = None,
+    ) -> None:
         self.id = session_id or uuid.uuid4().hex[:12]
         self.agent = agent
         self.stack = stack
@@ -87,11 +94,13 @@ class Session:
         self.timeline = timeline
         self.options = options or SessionOptions()
         self.tools = tools or ToolRegistry()
-        self.context = ConversationContext(agent.system_prompt, agent.knowledge, agent.context_token_budget,
-                                           stack.llm.count_tokens)
+        self.context = ConversationContext(
+            agent.system_prompt, agent.knowledge, agent.context_token_budget, stack.llm.count_tokens
+        )
         ep = agent.endpointing
-        self._endpointer = Endpointer(ep.start_threshold, ep.stop_threshold, ep.min_speech_ms / 1000,
-                                      ep.pause_ms / 1000)
+        self._endpointer = Endpointer(
+            ep.start_threshold, ep.stop_threshold, ep.min_speech_ms / 1000, ep.pause_ms / 1000
+        )
         self._policy = TurnPolicy(ep, stack.turn_model)
         self._vad = stack.vad_factory()
         self._rechunker = Rechunker(self._vad.frame_samples)
@@ -100,7 +109,9 @@ class Session:
         self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
         self._state = SessionState.IDLE
         self._asr: RecognitionStream = stack.recognizer.open_stream()
-        self._preroll: deque[PCM16] = deque(maxlen=max(1, int(PREROLL_S * ASR_RATE / self._vad.frame_samples)))
+        self._preroll: deque[PCM16] = deque(
+            maxlen=max(1, int(PREROLL_S * ASR_RATE / self._vad.frame_samples))
+        )
         self._turn_audio: list[PCM16] = []
         self._since_interim = 0.0
         self._interim_task: asyncio.Task[None] | None = None
@@ -160,7 +171,9 @@ class Session:
         self._emit(EventType.SESSION_STARTED, agent=self.agent.name)
         self._set_state(SessionState.LISTENING)
         if self.agent.first_message:
-            self._commit_reply(Reply(self._reply_deps(), canned_text=self.agent.first_message), speech_end=now())
+            self._commit_reply(
+                Reply(self._reply_deps(), canned_text=self.agent.first_message), speech_end=now()
+            )
         try:
             while (frame := await self._inbound.get()) is not None:
                 await self._hear(frame)
@@ -185,7 +198,9 @@ class Session:
     async def _hear(self, frame: AudioFrame) -> None:
         if frame.sample_rate != self._input_rate:
             self._input_rate = frame.sample_rate
-            self._resampler = Resampler(frame.sample_rate, ASR_RATE) if frame.sample_rate != ASR_RATE else None
+            self._resampler = (
+                Resampler(frame.sample_rate, ASR_RATE) if frame.sample_rate != ASR_RATE else None
+            )
             self._rechunker.reset()
         pcm = self._resampler.process(frame.pcm) if self._resampler else frame.pcm
         for chunk in self._rechunker.push_frame(AudioFrame(pcm, ASR_RATE, frame.timestamp)):
@@ -220,8 +235,12 @@ class Session:
                 self._reply.pause()
                 await self.output.clear()
                 self._barge_in_onset = onset
-                self._emit(EventType.BARGE_IN, at=onset, reply_id=self._reply.id,
-                           latency_ms=round((now() - onset) * 1000, 1))
+                self._emit(
+                    EventType.BARGE_IN,
+                    at=onset,
+                    reply_id=self._reply.id,
+                    latency_ms=round((now() - onset) * 1000, 1),
+                )
                 self._set_state(SessionState.LISTENING)
         self._ignoring_speech = False
         preroll = list(self._preroll)
@@ -262,23 +281,27 @@ class Session:
     async def _evaluate(self, candidate: _Candidate) -> None:
         """Finalize the transcript at a pause, start the reply speculatively, and size the silence."""
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
-        final = await self._asr.finalize()
-        text = final.text.strip()
-        candidate.text, candidate.audio_seconds = text, len(audio) / ASR_RATE
-        if self._barge_in_onset is not None:
-            if not self._has_real_words(text):
-                self._dismiss_barge_in(text)
+        acoustic = asyncio.ensure_future(self._policy.acoustic(audio))  # in parallel with the ASR
+        try:
+            final = await self._asr.finalize()
+            text = final.text.strip()
+            candidate.text, candidate.audio_seconds = text, len(audio) / ASR_RATE
+            if self._barge_in_onset is not None:
+                if not self._has_real_words(text):
+                    self._dismiss_barge_in(text)
+                    self._candidate = None
+                    return
+                self._confirm_barge_in()
+            if not text:
                 self._candidate = None
+                self._reset_turn()
                 return
-            self._confirm_barge_in()
-        if not text:
-            self._candidate = None
-            self._reset_turn()
-            return
-        self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
-        candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
-        candidate.reply.start()
-        candidate.completeness = await self._policy.completeness(text, audio)
+            self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
+            candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
+            candidate.reply.start()
+            candidate.completeness = self._policy.completeness(text, await acoustic)
+        finally:
+            acoustic.cancel()
         candidate.required_silence = self._policy.required_silence(candidate.completeness)
         self._maybe_commit()
 
@@ -289,11 +312,19 @@ class Session:
         if self._endpointer.silence < candidate.required_silence:
             return
         self._candidate = None
-        self._emit(EventType.TRANSCRIPT_FINAL, text=candidate.text, audio_seconds=round(candidate.audio_seconds, 3),
-                   source="speech")
-        self._emit(EventType.TURN_ENDED, speech_end=candidate.speech_end, completeness=candidate.completeness,
-                   required_silence_ms=round(candidate.required_silence * 1000),
-                   waited_ms=round((now() - candidate.speech_end) * 1000, 1))
+        self._emit(
+            EventType.TRANSCRIPT_FINAL,
+            text=candidate.text,
+            audio_seconds=round(candidate.audio_seconds, 3),
+            source="speech",
+        )
+        self._emit(
+            EventType.TURN_ENDED,
+            speech_end=candidate.speech_end,
+            completeness=candidate.completeness,
+            required_silence_ms=round(candidate.required_silence * 1000),
+            waited_ms=round((now() - candidate.speech_end) * 1000, 1),
+        )
         self._reset_turn()
         self._commit_reply(candidate.reply, candidate.speech_end)
 
@@ -324,8 +355,16 @@ class Session:
     # --- replies ------------------------------------------------------------------------------------
 
     def _reply_deps(self) -> ReplyDeps:
-        return ReplyDeps(self.stack.llm, self.stack.tts, self.tools, self.context, self.output, self._emit,
-                         self.options.reply, self._on_audio_started)
+        return ReplyDeps(
+            self.stack.llm,
+            self.stack.tts,
+            self.tools,
+            self.context,
+            self.output,
+            self._emit,
+            self.options.reply,
+            self._on_audio_started,
+        )
 
     def _commit_reply(self, reply: Reply, speech_end: float) -> None:
         self._stop_reply(reason="superseded")
@@ -342,8 +381,12 @@ class Session:
         if reply is not self._reply or reply.first_audio_at is None:
             return
         speech_end = reply.speech_end if reply.speech_end is not None else reply.first_audio_at
-        self._emit(EventType.AGENT_AUDIO_STARTED, reply_id=reply.id, at=reply.first_audio_at,
-                   v2v_ms=round((reply.first_audio_at - speech_end) * 1000, 1))
+        self._emit(
+            EventType.AGENT_AUDIO_STARTED,
+            reply_id=reply.id,
+            at=reply.first_audio_at,
+            v2v_ms=round((reply.first_audio_at - speech_end) * 1000, 1),
+        )
         if self._barge_in_onset is None:
             self._set_state(SessionState.SPEAKING)
 
@@ -359,9 +402,15 @@ class Session:
         if error is not None:
             self._emit(EventType.ERROR, where="reply", reply_id=reply.id, error=repr(error))
         self._record(reply, reply.outcome())
-        self._emit(EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=reply.audio_done_at, reason="completed")
-        self._emit(EventType.AGENT_REPLY_DONE, reply_id=reply.id, input_tokens=reply.usage.input_tokens,
-                   output_tokens=reply.usage.output_tokens)
+        self._emit(
+            EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=reply.audio_done_at, reason="completed"
+        )
+        self._emit(
+            EventType.AGENT_REPLY_DONE,
+            reply_id=reply.id,
+            input_tokens=reply.usage.input_tokens,
+            output_tokens=reply.usage.output_tokens,
+        )
         if self._state is not SessionState.ENDED:
             self._set_state(SessionState.LISTENING)
         if reply.end_call_requested:
@@ -378,8 +427,13 @@ class Session:
         reply.task.cancel()
         self._spawn(self.output.clear())
         self._record(reply, outcome)
-        self._emit(EventType.REPLY_CANCELLED, reply_id=reply.id, reason=reason, heard_text=outcome.heard_text,
-                   interrupted=outcome.interrupted)
+        self._emit(
+            EventType.REPLY_CANCELLED,
+            reply_id=reply.id,
+            reason=reason,
+            heard_text=outcome.heard_text,
+            interrupted=outcome.interrupted,
+        )
         if reply.first_audio_at is not None:
             self._emit(EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=reply.paused_at, reason=reason)
 

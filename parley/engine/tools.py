@@ -84,5 +84,11 @@ def static_tool(settings: ToolSettings) -> Tool:
     async def handler(_: dict[str, Any]) -> Any:
         return value
 
-    return Tool(settings.name, settings.description, settings.parameters, handler, settings.timeout_s,
-                settings.side_effect)
+    return Tool(
+        settings.name,
+        settings.description,
+        settings.parameters,
+        handler,
+        settings.timeout_s,
+        settings.side_effect,
+    )

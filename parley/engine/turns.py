@@ -31,13 +31,17 @@ class TurnPolicy:
         self.settings = settings
         self.model = model
 
-    async def completeness(self, text: str, audio: PCM16) -> float:
-        textual = text_completeness(text)
+    async def acoustic(self, audio: PCM16) -> float | None:
+        """The audio model's verdict on the turn so far (None without a model). Runs off the loop."""
         if self.model is None:
-            return textual
-        tail = audio[-int(TURN_MODEL_SECONDS * 16000):]
-        acoustic = await asyncio.to_thread(self.model.probability_complete, np.ascontiguousarray(tail))
-        return 0.5 * textual + 0.5 * acoustic
+            return None
+        tail = np.ascontiguousarray(audio[-int(TURN_MODEL_SECONDS * 16000) :])
+        return await asyncio.to_thread(self.model.probability_complete, tail)
+
+    @staticmethod
+    def completeness(text: str, acoustic: float | None) -> float:
+        textual = text_completeness(text)
+        return textual if acoustic is None else 0.5 * textual + 0.5 * acoustic
 
     def required_silence(self, completeness: float) -> float:
         s = self.settings

@@ -19,7 +19,9 @@ from parley.simulate import Conversation, SimulationResult, UserTurn
 RATE = 16000
 
 
-def speech(seconds: float, *, pause_at: float | None = None, pause: float = 0.0, level: float = 0.3) -> AudioFrame:
+def speech(
+    seconds: float, *, pause_at: float | None = None, pause: float = 0.0, level: float = 0.3
+) -> AudioFrame:
     """A stand-in for speech the energy VAD hears: a tone burst, optionally with a silent gap."""
     t = np.arange(int(seconds * RATE)) / RATE
     tone = (level * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
@@ -48,7 +50,9 @@ def stack(lines: Sequence[str], rules: Sequence[ScriptRule], ms_per_char: float 
     )
 
 
-async def converse(config: AgentConfig, engines: EngineStack, turns: list[UserTurn]) -> tuple[Conversation, SimulationResult]:
+async def converse(
+    config: AgentConfig, engines: EngineStack, turns: list[UserTurn]
+) -> tuple[Conversation, SimulationResult]:
     conversation = Conversation(config, engines, SessionOptions(interim_interval_s=None))
     result = await conversation.run(turns, answer_timeout_s=10)
     return conversation, result

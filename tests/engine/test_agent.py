@@ -13,7 +13,9 @@ def test_default_agent_loads_with_end_call_tool() -> None:
 
 def test_yaml_agent_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
-    path.write_text("name: dentist\nfirst_message: Hello!\nknowledge: [Open 9-5]\nendpointing: {min_silence_ms: 300}\n")
+    path.write_text(
+        "name: dentist\nfirst_message: Hello!\nknowledge: [Open 9-5]\nendpointing: {min_silence_ms: 300}\n"
+    )
     agent = load_agent(path)
     assert agent.first_message == "Hello!"
     assert agent.endpointing.min_silence_ms == 300
@@ -21,8 +23,12 @@ def test_yaml_agent_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("name: [unclosed", "not valid YAML"), ("- a\n- b\n", "mapping"), ("nmae: typo\n", "nmae"),
-     ("endpointing: {min_silence_ms: -5}\n", "min_silence_ms")],
+    [
+        ("name: [unclosed", "not valid YAML"),
+        ("- a\n- b\n", "mapping"),
+        ("nmae: typo\n", "nmae"),
+        ("endpointing: {min_silence_ms: -5}\n", "min_silence_ms"),
+    ],
 )
 def test_bad_agent_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"

@@ -9,10 +9,14 @@ def feed(chunker: ClauseChunker, text: str) -> list[str]:
 
 
 def test_first_clause_is_cut_early_then_whole_sentences() -> None:
-    pieces = feed(ClauseChunker(), "Well, the capital of France, as you may know, is Paris. It is lovely in spring.")
+    pieces = feed(
+        ClauseChunker(), "Well, the capital of France, as you may know, is Paris. It is lovely in spring."
+    )
     assert pieces[0] == "Well, the capital of France,"
     assert pieces[-1] == "It is lovely in spring."
-    assert " ".join(pieces) == "Well, the capital of France, as you may know, is Paris. It is lovely in spring."
+    assert (
+        " ".join(pieces) == "Well, the capital of France, as you may know, is Paris. It is lovely in spring."
+    )
 
 
 def test_short_sentence_is_spoken_as_soon_as_it_ends() -> None:

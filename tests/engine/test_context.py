@@ -31,8 +31,13 @@ def test_tool_call_and_result_are_pruned_together() -> None:
     context = ConversationContext("sys", [], 40, words)
     call = ToolCall("c1", "lookup", {"q": "x"}, '{"q": "x"}')
     context.add_user("first " * 3)
-    context.add_turn([ChatMessage("assistant", "", (call,)), ChatMessage("tool", "result " * 5, tool_call_id="c1"),
-                      ChatMessage("assistant", "done")])
+    context.add_turn(
+        [
+            ChatMessage("assistant", "", (call,)),
+            ChatMessage("tool", "result " * 5, tool_call_id="c1"),
+            ChatMessage("assistant", "done"),
+        ]
+    )
     context.add_user("second " * 10)
     request = context.for_request([ChatMessage("user", "third " * 5)])
     roles = [m.role for m in request]

@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,6 +36,6 @@ def test_hysteresis_keeps_speech_through_middling_probabilities() -> None:
 @given(st.lists(st.floats(0, 1), max_size=200))
 def test_boundaries_alternate(probs: list[float]) -> None:
     kinds = [k for k, _ in run(probs)]
-    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(kinds))
     if kinds:
         assert kinds[0] is Boundary.STARTED

@@ -8,21 +8,31 @@ from parley.providers.llm.scripted import ScriptRule
 from parley.simulate import UserTurn
 from tests.engine.harness import agent, converse, speech, stack, types
 
-LONG_ANSWER = ("Paris is the capital of France, and it is famous for the Eiffel Tower, the Louvre, "
-               "wide boulevards, long lunches and a river called the Seine that runs through it.")
+LONG_ANSWER = (
+    "Paris is the capital of France, and it is famous for the Eiffel Tower, the Louvre, "
+    "wide boulevards, long lunches and a river called the Seine that runs through it."
+)
 
 
 async def test_a_spoken_question_gets_a_spoken_answer_in_order() -> None:
-    conv, result = await converse(agent(), stack(["What is the capital of France?"],
-                                                 [ScriptRule.say("capital", "Paris, of course.")]),
-                                  [UserTurn(speech(1.0))])
+    conv, result = await converse(
+        agent(),
+        stack(["What is the capital of France?"], [ScriptRule.say("capital", "Paris, of course.")]),
+        [UserTurn(speech(1.0))],
+    )
     turn = result.turns[0]
     assert turn.user_text == "What is the capital of France?"
     assert turn.agent_text == "Paris, of course."
     assert turn.v2v_ms is not None and 150 < turn.v2v_ms < 800
     order = types(result)
-    expected = [EventType.SPEECH_STARTED, EventType.SPEECH_STOPPED, EventType.TRANSCRIPT_FINAL,
-                EventType.TURN_ENDED, EventType.AGENT_AUDIO_STARTED, EventType.AGENT_REPLY_DONE]
+    expected = [
+        EventType.SPEECH_STARTED,
+        EventType.SPEECH_STOPPED,
+        EventType.TRANSCRIPT_FINAL,
+        EventType.TURN_ENDED,
+        EventType.AGENT_AUDIO_STARTED,
+        EventType.AGENT_REPLY_DONE,
+    ]
     positions = [order.index(kind) for kind in expected]
     assert positions == sorted(positions)
     states = [e.data["new"] for e in result.events if e.type is EventType.STATE_CHANGED]
@@ -35,9 +45,13 @@ async def test_a_spoken_question_gets_a_spoken_answer_in_order() -> None:
 
 async def test_a_mid_sentence_pause_is_not_answered() -> None:
     lines = ["What's the capital of", "What's the capital of Australia?"]
-    conv, result = await converse(agent(), stack(lines, [ScriptRule.say("Australia", "Canberra."),
-                                                         ScriptRule.say("capital of", "Which country?")]),
-                                  [UserTurn(speech(1.6, pause_at=0.8, pause=0.6))])
+    conv, result = await converse(
+        agent(),
+        stack(
+            lines, [ScriptRule.say("Australia", "Canberra."), ScriptRule.say("capital of", "Which country?")]
+        ),
+        [UserTurn(speech(1.6, pause_at=0.8, pause=0.6))],
+    )
     turn = result.turns[0]
     assert turn.user_text == "What's the capital of Australia?"
     assert turn.agent_text == "Canberra."
@@ -47,13 +61,18 @@ async def test_a_mid_sentence_pause_is_not_answered() -> None:
     assert "Which country?" in drafted, "a speculative reply was prepared at the pause"
     said = [e.data["text"] for e in result.events if e.type is EventType.AGENT_TEXT]
     assert said == ["Canberra."], "the speculative reply was never announced"
-    assert [m.content for m in conv.session.context.messages] == ["What's the capital of Australia?", "Canberra."]
+    assert [m.content for m in conv.session.context.messages] == [
+        "What's the capital of Australia?",
+        "Canberra.",
+    ]
 
 
 async def test_barge_in_stops_audio_fast_and_keeps_only_what_was_heard() -> None:
     lines = ["Tell me about Paris.", "Stop, tell me about Rome instead."]
     rules = [ScriptRule.say("Rome", "Rome is the capital of Italy."), ScriptRule.say("Paris", LONG_ANSWER)]
-    conv, result = await converse(agent(), stack(lines, rules), [UserTurn(speech(1.0)), UserTurn(speech(1.2), 1500)])
+    conv, result = await converse(
+        agent(), stack(lines, rules), [UserTurn(speech(1.0)), UserTurn(speech(1.2), 1500)]
+    )
     interrupted = result.turns[1]
     assert interrupted.bargein_ms is not None and interrupted.bargein_ms < 150
     cancelled = [e for e in result.events if e.type is EventType.REPLY_CANCELLED]
@@ -62,13 +81,19 @@ async def test_barge_in_stops_audio_fast_and_keeps_only_what_was_heard() -> None
     assert heard and LONG_ANSWER.startswith(heard) and len(heard) < len(LONG_ANSWER) / 2
     history = [(m.role, m.content) for m in conv.session.context.messages]
     assert history[:2] == [("user", "Tell me about Paris."), ("assistant", heard)]
-    assert history[2:] == [("user", "Stop, tell me about Rome instead."), ("assistant", "Rome is the capital of Italy.")]
+    assert history[2:] == [
+        ("user", "Stop, tell me about Rome instead."),
+        ("assistant", "Rome is the capital of Italy."),
+    ]
 
 
 async def test_a_backchannel_lets_the_agent_carry_on() -> None:
     lines = ["Tell me about Paris.", "uh-huh"]
-    conv, result = await converse(agent(), stack(lines, [ScriptRule.say("Paris", LONG_ANSWER)]),
-                                  [UserTurn(speech(1.0)), UserTurn(speech(0.3), 1200)])
+    conv, result = await converse(
+        agent(),
+        stack(lines, [ScriptRule.say("Paris", LONG_ANSWER)]),
+        [UserTurn(speech(1.0)), UserTurn(speech(0.3), 1200)],
+    )
     kinds = types(result)
     assert EventType.BARGE_IN in kinds and EventType.BARGE_IN_DISMISSED in kinds
     assert EventType.REPLY_CANCELLED not in kinds
@@ -78,13 +103,28 @@ async def test_a_backchannel_lets_the_agent_carry_on() -> None:
 
 
 async def test_tool_call_round_trip() -> None:
-    config = agent(tools=[{"name": "weather", "kind": "static", "description": "Weather by city",
-                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                          "required": ["city"]},
-                           "result": {"forecast": "sunny", "high_c": 24}}])
-    rules = [ScriptRule.after_tool("sunny", "It will be sunny, around 24 degrees."),
-             ScriptRule.call("weather", "weather", {"city": "Paris"})]
-    conv, result = await converse(config, stack(["What's the weather in Paris?"], rules), [UserTurn(speech(1.0))])
+    config = agent(
+        tools=[
+            {
+                "name": "weather",
+                "kind": "static",
+                "description": "Weather by city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+                "result": {"forecast": "sunny", "high_c": 24},
+            }
+        ]
+    )
+    rules = [
+        ScriptRule.after_tool("sunny", "It will be sunny, around 24 degrees."),
+        ScriptRule.call("weather", "weather", {"city": "Paris"}),
+    ]
+    conv, result = await converse(
+        config, stack(["What's the weather in Paris?"], rules), [UserTurn(speech(1.0))]
+    )
     calls = [e for e in result.events if e.type is EventType.TOOL_CALL]
     results = [e for e in result.events if e.type is EventType.TOOL_RESULT]
     assert calls[0].data["arguments"] == {"city": "Paris"}
@@ -95,19 +135,32 @@ async def test_tool_call_round_trip() -> None:
 
 
 async def test_end_call_fires_after_the_goodbye_is_heard() -> None:
-    rules = [ScriptRule.after_tool("ended", ""), ScriptRule.call("bye", "end_call", {})]
-    conv, result = await converse(agent(first_message=None), stack(["Okay, bye!"], rules), [UserTurn(speech(0.8))])
+    rules = [
+        ScriptRule.after_tool("ended", ""),
+        ScriptRule("bye", reply="Goodbye, take care!", tool="end_call"),
+    ]
+    conv, result = await converse(agent(), stack(["Okay, bye!"], rules), [UserTurn(speech(0.8))])
     ended = [e for e in result.events if e.type is EventType.SESSION_ENDED]
     assert ended[0].data["reason"] == "agent_ended_call"
+    hang_up = next(e for e in result.events if e.type is EventType.TOOL_CALL and e.data["tool"] == "end_call")
+    last_audio = conv.speaker.last_audio_end()
+    assert last_audio is not None and hang_up.t >= last_audio - 0.005, "hung up before the goodbye was heard"
 
 
 async def test_interrupted_goodbye_does_not_hang_up() -> None:
     lines = ["Okay, bye!", "Wait, one more question."]
-    rules = [ScriptRule.say("one more", "Sure, go ahead."),
-             ScriptRule.after_tool("ended", ""),
-             ScriptRule("bye", reply="Goodbye, it was lovely talking to you, take care and have a great day!",
-                        tool="end_call")]
-    conv, result = await converse(agent(), stack(lines, rules), [UserTurn(speech(0.8)), UserTurn(speech(1.0), 800)])
+    rules = [
+        ScriptRule.say("one more", "Sure, go ahead."),
+        ScriptRule.after_tool("ended", ""),
+        ScriptRule(
+            "bye",
+            reply="Goodbye, it was lovely talking to you, take care and have a great day!",
+            tool="end_call",
+        ),
+    ]
+    _, result = await converse(
+        agent(), stack(lines, rules), [UserTurn(speech(0.8)), UserTurn(speech(1.0), 800)]
+    )
     assert not [e for e in result.events if e.type is EventType.TOOL_CALL and e.data["tool"] == "end_call"]
     ended = [e for e in result.events if e.type is EventType.SESSION_ENDED]
     assert ended[0].data["reason"] == "simulation_done"
@@ -115,7 +168,8 @@ async def test_interrupted_goodbye_does_not_hang_up() -> None:
 
 
 async def test_noise_without_words_gets_no_answer() -> None:
-    conv, result = await converse(agent(), stack([""], [ScriptRule.say("", "Should not be said.")]),
-                                  [UserTurn(speech(0.5))])
+    conv, result = await converse(
+        agent(), stack([""], [ScriptRule.say("", "Should not be said.")]), [UserTurn(speech(0.5))]
+    )
     assert EventType.AGENT_AUDIO_STARTED not in types(result)
     assert conv.session.context.messages == []

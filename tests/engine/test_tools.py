@@ -6,8 +6,12 @@ import pytest
 from parley.engine.tools import Tool, ToolRegistry
 from parley.providers.llm.base import ToolCall
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-          "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
 
 
 async def weather(args: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +50,9 @@ async def test_valid_call_returns_json_result(registry: ToolRegistry) -> None:
         (ToolCall("4", "broken", {}), "backend down"),
     ],
 )
-async def test_failures_become_messages_for_the_model(registry: ToolRegistry, call: ToolCall, expected: str) -> None:
+async def test_failures_become_messages_for_the_model(
+    registry: ToolRegistry, call: ToolCall, expected: str
+) -> None:
     outcome = await registry.execute(call)
     assert not outcome.ok
     assert expected in outcome.content

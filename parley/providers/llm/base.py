@@ -70,6 +70,8 @@ class LanguageModel(Protocol):
         """Token count used for context pruning; an estimate is fine for remote models."""
         ...
 
-    async def warm_up(self, messages: list[ChatMessage] | None = None, tools: list[ToolSpec] | None = None) -> None:
+    async def warm_up(
+        self, messages: list[ChatMessage] | None = None, tools: list[ToolSpec] | None = None
+    ) -> None:
         """Load and prime the model; with ``messages`` (an agent's system prompt), prime its prompt cache."""
         ...

@@ -1,0 +1,291 @@
+"""llama.cpp in-process (llama-cpp-python) for a small base model such as Gemma 3 270M.
+
+All model work runs on one SerialWorker thread: llama.cpp contexts are not thread-safe, and one reply
+is one job, so concurrent replies queue instead of thrashing the single-sequence KV cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec, Usage
+from parley.providers.llm.prompting import (
+    CALL,
+    STOP_STRINGS,
+    Prompt,
+    ReplyCleaner,
+    build_prompt,
+    parse_tool_line,
+    stable_prefix,
+)
+from parley.providers.serial_worker import BACKGROUND, URGENT, SerialWorker
+
+_DONE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStats:
+    """Figures for the last reply, so latency is measured rather than guessed."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    """Prompt tokens whose KV entries were reused from the previous call (not evaluated again)."""
+    completion_tokens: int
+    prompt_eval_seconds: float
+    """From the start of work on the worker thread to the first sampled token."""
+    generation_seconds: float
+    """From the first sampled token to the end of the reply."""
+    queued_seconds: float
+    finish_reason: str
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+
+class LlamaCppModel:
+    """A LanguageModel over a GGUF base model, prompted with a few-shot transcript.
+
+    Loading happens in the constructor (about half a second for Gemma 3 270M); from async code use
+    ``await LlamaCppModel.open(path)`` to keep the event loop free.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 256,
+        seed: int = 0,
+        *,
+        worker: SerialWorker | None = None,
+    ) -> None:
+        from llama_cpp import Llama  # imported here so the rest of Parley loads without the extension
+
+        started = time.perf_counter()
+        self._llm: Any = Llama(
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_batch=n_batch,
+            seed=seed,
+            verbose=False,
+        )
+        self.load_seconds = time.perf_counter() - started
+        self.name = f"llama.cpp/{Path(model_path).stem}"
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.last_stats: GenerationStats | None = None
+        self._worker = worker or SerialWorker("parley-llamacpp")
+        self._call_ids = itertools.count(1)
+
+    @classmethod
+    async def open(cls, model_path: str | Path, **options: Any) -> LlamaCppModel:
+        return await asyncio.to_thread(cls, model_path, **options)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+    async def warm_up(
+        self, messages: list[ChatMessage] | None = None, tools: list[ToolSpec] | None = None
+    ) -> None:
+        """Evaluate the stable prompt prefix once, so the first real turn only evaluates its own lines.
+
+        With an agent's system messages (and tools) the agent's part of the prefix is evaluated too.
+        """
+        prefix = build_prompt(messages, tools).prefix if messages else stable_prefix()
+        await self._worker.run(partial(self._prefill, self._tokenize(prefix), threading.Event()), BACKGROUND)
+
+    def close(self) -> None:
+        """Stop the worker thread once queued replies are done; the weights go with this object."""
+        self._worker.close()
+
+    async def stream(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec] | None = None,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+    ) -> AsyncIterator[LLMChunk]:
+        prompt = build_prompt(messages, tools)
+        offered = {tool.name for tool in tools or ()}
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                cancel.set()
+
+        request = _Request(prompt, offered, max_tokens, temperature, cancel, emit, time.perf_counter())
+        job = self._worker.submit(partial(self._run, request), URGENT)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, LLMChunk)
+                yield item
+        finally:
+            # Reached on normal end, on an error, on aclose() and on cancellation of the consumer;
+            # the worker checks the flag before every token, and skips a reply that has not started.
+            cancel.set()
+            job.cancel()
+
+    # --- worker thread -------------------------------------------------------------------------
+
+    def _tokenize(self, text: str) -> list[int]:
+        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=True)
+        return tokens
+
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> int:
+        """Evaluate what the KV cache does not hold yet, batch by batch; returns the reused count."""
+        llm = self._llm
+        cached = 0
+        for old, new in zip(llm.input_ids[: llm.n_tokens].tolist(), tokens, strict=False):
+            if old != new:
+                break
+            cached += 1
+        # Always evaluate at least the last token so the logits belong to this prompt.
+        cached = min(cached, len(tokens) - 1)
+        llm.n_tokens = cached
+        for start in range(cached, len(tokens), self.n_batch):
+            if cancel.is_set():
+                break
+            llm.eval(tokens[start : start + self.n_batch])
+        return cached
+
+    def _fit(self, prompt: Prompt, max_tokens: int) -> list[int]:
+        """Drop the oldest history lines until prompt and reply fit the context window."""
+        for skip in range(len(prompt.lines) + 1):
+            tokens = self._tokenize(prompt.text(skip))
+            if len(tokens) + max_tokens <= self.n_ctx:
+                return tokens
+        raise ValueError(
+            f"system prompt and tools take {len(tokens)} tokens; n_ctx={self.n_ctx} leaves no room"
+        )
+
+    def _run(self, request: _Request) -> None:
+        try:
+            if not request.cancel.is_set():
+                self._generate(request)
+        except Exception as error:  # surfaced to the consumer, raised there
+            request.emit(error)
+        finally:
+            request.emit(_DONE)
+
+    def _generate(self, request: _Request) -> None:
+        begun = time.perf_counter()
+        tokens = self._fit(request.prompt, request.max_tokens)
+        cached = self._prefill(tokens, request.cancel)
+        first_at = time.perf_counter()
+        reply = _ReplyState(request, self._llm)
+        produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
+        if finish != "cancelled":
+            generator = self._llm.generate(
+                tokens, temp=request.temperature, top_k=40, top_p=0.95, repeat_penalty=1.0
+            )
+            try:
+                for token in generator:
+                    if produced == 0:
+                        first_at = time.perf_counter()
+                    if request.cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    if self._is_end(token):
+                        break
+                    produced += 1
+                    if reply.add(token):
+                        break
+                    if produced >= request.max_tokens:
+                        finish = "length"
+                        break
+            finally:
+                generator.close()
+        if finish != "cancelled" and reply.finish(next(self._call_ids)):
+            finish = "tool_calls"
+        done = time.perf_counter()
+        self.last_stats = GenerationStats(
+            prompt_tokens=len(tokens),
+            cached_tokens=cached,
+            completion_tokens=produced,
+            prompt_eval_seconds=first_at - begun,
+            generation_seconds=done - first_at,
+            queued_seconds=begun - request.created,
+            finish_reason=finish,
+        )
+        request.emit(LLMChunk(usage=Usage(len(tokens), produced), finish_reason=finish))
+
+    def _is_end(self, token: int) -> bool:
+        from llama_cpp import llama_vocab_is_eog
+
+        return bool(llama_vocab_is_eog(self._llm._model.vocab, token))
+
+
+class _ReplyState:
+    """Turns sampled tokens into speakable text, or into one tool call when the reply is a CALL line."""
+
+    def __init__(self, request: _Request, llm: Any) -> None:
+        self._request = request
+        self._llm = llm
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._cleaner = ReplyCleaner()
+        self._mode = "undecided" if request.offered else "text"
+        self._raw = ""
+
+    def add(self, token: int) -> bool:
+        """Take one token; True when the reply is complete."""
+        piece = self._decoder.decode(self._llm.detokenize([token]))
+        self._raw += piece
+        if self._mode == "undecided":
+            head = self._raw.lstrip()
+            if head.startswith(CALL + " "):
+                self._mode = "call"
+            elif not (CALL + " ").startswith(head):
+                self._mode, piece = "text", self._raw
+        if self._mode == "call":
+            return any(stop in self._raw.lstrip() for stop in STOP_STRINGS)
+        if self._mode == "text":
+            text, stopped = self._cleaner.feed(piece)
+            if text:
+                self._request.emit(LLMChunk(text=text))
+            return stopped
+        return False
+
+    def finish(self, serial: int) -> bool:
+        """Emit what is still held back; True when that was a tool call."""
+        if self._mode == "call":
+            line = self._raw.lstrip().split("\n", 1)[0]
+            call = parse_tool_line(line, f"call_{serial}_{uuid.uuid4().hex[:8]}", self._request.offered)
+            if call is not None:
+                self._request.emit(LLMChunk(tool_call=call))
+            return call is not None
+        head = self._cleaner.feed(self._raw)[0] if self._mode == "undecided" else ""
+        tail = head + self._cleaner.flush()
+        if tail:
+            self._request.emit(LLMChunk(text=tail))
+        return False
+
+
+@dataclass(slots=True)
+class _Request:
+    prompt: Prompt
+    offered: set[str]
+    max_tokens: int
+    temperature: float
+    cancel: threading.Event
+    emit: Callable[[object], None]
+    created: float

@@ -1,0 +1,129 @@
+"""Gemma 3 270M through llama.cpp in-process: answers, grounding, prefix cache, cancel, tool lines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec
+from parley.providers.llm.llamacpp import LlamaCppModel
+from parley.providers.llm.prompting import stable_prefix
+from tests.helpers.llm_assets import gemma_gguf
+
+pytestmark = pytest.mark.models
+
+BAKERY = ChatMessage(
+    "system",
+    "You are the phone assistant of Bella's Bakery.\n"
+    "Facts: open 7am to 3pm, Tuesday to Sunday; closed on Mondays. A croissant costs 3 dollars. "
+    "The owner is Maria.",
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LlamaCppModel]:
+    llm = LlamaCppModel(gemma_gguf())
+    yield llm
+    llm.close()
+
+
+async def ask(
+    model: LlamaCppModel,
+    messages: list[ChatMessage],
+    tools: list[ToolSpec] | None = None,
+    max_tokens: int = 48,
+) -> list[LLMChunk]:
+    return [chunk async for chunk in model.stream(messages, tools, max_tokens=max_tokens)]
+
+
+def spoken(chunks: list[LLMChunk]) -> str:
+    return "".join(c.text for c in chunks)
+
+
+async def test_answers_a_simple_question_briefly_and_reports_usage(model: LlamaCppModel) -> None:
+    chunks = await ask(model, [ChatMessage("user", "What's the capital of France?")])
+    text = spoken(chunks)
+    assert "Paris" in text
+    assert len([c for c in chunks if c.text]) >= 2, "the reply should stream, not arrive in one piece"
+    for label in ("User:", "Assistant:", "\n", "*"):
+        assert label not in text
+    usage = chunks[-1].usage
+    assert usage is not None and usage.input_tokens == model.last_stats.prompt_tokens  # type: ignore[union-attr]
+    assert 0 < usage.output_tokens < 30
+    assert chunks[-1].finish_reason == "stop"
+
+
+async def test_answers_from_the_grounding_knowledge(model: LlamaCppModel) -> None:
+    text = spoken(await ask(model, [BAKERY, ChatMessage("user", "Who owns the bakery?")]))
+    assert "Maria" in text
+    text = spoken(await ask(model, [BAKERY, ChatMessage("user", "How much is a croissant?")]))
+    assert "3 dollars" in text
+
+
+async def test_second_turn_reuses_the_prefix_kv_cache(model: LlamaCppModel) -> None:
+    system = ChatMessage("system", f"You are a friendly assistant. Session {uuid.uuid4().hex}.")
+    history = [system, ChatMessage("user", "Hi, I'm planning a trip to Paris.")]
+    first_reply = spoken(await ask(model, history))
+    first = model.last_stats
+    assert first is not None
+    history += [ChatMessage("assistant", first_reply), ChatMessage("user", "What should I see there?")]
+    await ask(model, history)
+    second = model.last_stats
+    assert second is not None
+    # Only the new lines are evaluated; the session nonce made turn one evaluate its agent part anew.
+    assert second.prompt_tokens - second.cached_tokens < 30
+    assert first.prompt_tokens - first.cached_tokens > 20
+    assert second.prompt_eval_seconds < first.prompt_eval_seconds
+
+
+async def test_warm_up_evaluates_the_prefix_ahead_of_the_first_turn(model: LlamaCppModel) -> None:
+    system = ChatMessage("system", f"You are a concierge. Session {uuid.uuid4().hex}.")
+    await model.warm_up([system])
+    await ask(model, [system, ChatMessage("user", "Hello!")], max_tokens=8)
+    stats = model.last_stats
+    assert stats is not None and stats.prompt_tokens - stats.cached_tokens < 10
+    await model.warm_up()
+    assert model.count_tokens(stable_prefix()) > 50
+
+
+async def test_cancelling_the_consumer_stops_generation_within_a_token(model: LlamaCppModel) -> None:
+    seen: list[str] = []
+    enough = asyncio.Event()
+
+    async def consume() -> None:
+        # The base model answers this one with a long run of zeros: a reply that will not end by itself.
+        async for chunk in model.stream(
+            [ChatMessage("user", "What's a googol written out in digits?")], max_tokens=120
+        ):
+            seen.append(chunk.text)
+            if len(seen) >= 3:
+                enough.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(enough.wait(), timeout=30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 3
+    while model.last_stats is None or model.last_stats.finish_reason != "cancelled":
+        assert time.monotonic() < deadline, "generation did not stop"
+        await asyncio.sleep(0.01)
+    assert model.last_stats.completion_tokens <= len(seen) + 2
+
+
+async def test_offered_tools_turn_a_call_line_into_a_tool_call(model: LlamaCppModel) -> None:
+    tools = [ToolSpec("end_call", "End the phone call."), ToolSpec("get_weather", "Look up the weather.")]
+    chunks = await ask(model, [BAKERY, ChatMessage("user", "Please end the phone call.")], tools)
+    calls = [c.tool_call for c in chunks if c.tool_call]
+    assert [c.name for c in calls] == ["end_call"] and calls[0].arguments == {}
+    assert spoken(chunks) == "" and chunks[-1].finish_reason == "tool_calls"
+
+
+def test_count_tokens_uses_the_model_tokenizer(model: LlamaCppModel) -> None:
+    assert model.count_tokens("") == 0
+    assert 45 <= model.count_tokens("hello " * 50) <= 55
+    assert model.count_tokens("Paris") <= 2
