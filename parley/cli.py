@@ -86,11 +86,12 @@ def bench_latency(
     agent: Annotated[
         Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")
     ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="also write the call (wav, events) here")] = None,
 ) -> None:
     """Voice-to-voice and barge-in latency of the embedded stack, in real time."""
     from parley.bench.latency import run_latency_bench
 
-    report = asyncio.run(run_latency_bench(_agent(agent), progress=err))
+    report = asyncio.run(run_latency_bench(_agent(agent), progress=err, out=out_dir))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return

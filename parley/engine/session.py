@@ -71,6 +71,7 @@ class _Candidate:
     reply: Reply | None = None
     required_silence: float | None = None
     completeness: float | None = None
+    acoustic: float | None = None
 
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -299,7 +300,8 @@ class Session:
             self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
             candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
             candidate.reply.start()
-            candidate.completeness = self._policy.completeness(text, await acoustic)
+            candidate.acoustic = await acoustic
+            candidate.completeness = self._policy.completeness(text, candidate.acoustic)
         finally:
             acoustic.cancel()
         candidate.required_silence = self._policy.required_silence(candidate.completeness)
@@ -322,6 +324,7 @@ class Session:
             EventType.TURN_ENDED,
             speech_end=candidate.speech_end,
             completeness=candidate.completeness,
+            acoustic=candidate.acoustic,
             required_silence_ms=round(candidate.required_silence * 1000),
             waited_ms=round((now() - candidate.speech_end) * 1000, 1),
         )

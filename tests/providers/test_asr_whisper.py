@@ -1,0 +1,145 @@
+"""faster-whisper tiny.en on speech synthesized by Piper: what a caller would hear back as text."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from parley.audio.frame import PCM16
+from parley.providers.asr.base import SpeechRecognizer
+from parley.providers.asr.whisper import WhisperRecognizer
+from parley.providers.tts.piper import PiperSynthesizer
+
+pytestmark = pytest.mark.models
+
+BOOKING = "Could you book a table for tomorrow evening, next to the window?"
+THANKS = "Thank you very much."
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+async def speak(piper: PiperSynthesizer, text: str) -> PCM16:
+    chunks = [chunk async for chunk in piper.synthesize(text)]
+    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+    at_16k = soxr.resample(audio, piper.sample_rate, 16_000)
+    pause = np.zeros(3200, dtype=np.float32)  # 200 ms either side, as an endpointer would leave
+    return (np.concatenate([pause, at_16k, pause]) * 32767).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def speech() -> dict[str, PCM16]:
+    async def make() -> dict[str, PCM16]:
+        piper = PiperSynthesizer()
+        try:
+            return {text: await speak(piper, text) for text in (BOOKING, THANKS, "Okay.")}
+        finally:
+            piper.close()
+
+    return asyncio.run(make())
+
+
+@pytest.fixture(scope="module")
+def whisper() -> Iterator[WhisperRecognizer]:
+    recognizer = WhisperRecognizer()
+    yield recognizer
+    recognizer.close()
+
+
+async def test_final_transcript_has_the_key_words(
+    whisper: WhisperRecognizer, speech: dict[str, PCM16]
+) -> None:
+    stream = whisper.open_stream()
+    audio = speech[BOOKING]
+    for start in range(0, audio.size, 320):  # 20 ms frames, as a transport delivers them
+        await stream.push(audio[start : start + 320])
+    final = await stream.finalize()
+    heard = words(final.text)
+    assert {"book", "table", "tomorrow", "window"} <= set(heard), final.text
+    assert final.is_final
+    assert final.audio_seconds == pytest.approx(audio.size / 16_000)
+    assert 0.5 < final.confidence <= 1.0
+
+
+async def test_interim_on_part_of_the_audio_is_the_start_of_the_sentence(
+    whisper: WhisperRecognizer, speech: dict[str, PCM16]
+) -> None:
+    stream = whisper.open_stream()
+    audio = speech[BOOKING]
+    await stream.push(audio[: int(audio.size * 0.5)])
+    interim = await stream.interim()
+    guess = words(interim.text)
+    assert not interim.is_final
+    assert guess[:2] == ["could", "you"], interim.text
+    assert "window" not in guess
+    assert interim.audio_seconds == pytest.approx(audio.size * 0.5 / 16_000, abs=1e-3)
+    # Nothing new pushed: the same guess comes back without transcribing again.
+    assert await stream.interim() is interim
+
+
+async def test_finalize_starts_a_new_utterance(whisper: WhisperRecognizer, speech: dict[str, PCM16]) -> None:
+    stream = whisper.open_stream()
+    await stream.push(speech[BOOKING])
+    await stream.finalize()
+    empty = await stream.finalize()
+    assert (empty.text, empty.audio_seconds) == ("", 0.0)
+    await stream.push(speech[THANKS])
+    second = await stream.finalize()
+    assert words(second.text)[:2] == ["thank", "you"], second.text
+    assert "table" not in words(second.text)
+
+
+async def test_a_short_word_is_not_repeated(whisper: WhisperRecognizer, speech: dict[str, PCM16]) -> None:
+    """A short window makes Whisper loop ("Okay. Okay. Okay."); the recognizer must catch that."""
+    stream = whisper.open_stream()
+    await stream.push(speech["Okay."])
+    assert words((await stream.finalize()).text) in (["okay"], ["ok"])
+
+
+async def test_silence_is_not_hallucinated_into_words(whisper: WhisperRecognizer) -> None:
+    stream = whisper.open_stream()
+    noise = np.random.default_rng(7).normal(0, 30, 16_000).astype(np.int16)
+    await stream.push(noise)
+    assert (await stream.finalize()).text == ""
+
+
+async def test_an_interim_already_running_is_not_queued_twice(
+    whisper: WhisperRecognizer, speech: dict[str, PCM16]
+) -> None:
+    stream = whisper.open_stream()
+    await stream.push(speech[BOOKING])
+    first = asyncio.create_task(stream.interim())
+    await asyncio.sleep(0)  # the first guess is now being computed
+    second = await stream.interim()
+    assert not first.done()  # the second call did not wait for the model
+    assert second.text == ""  # it returned the previous guess: there was none yet
+    assert "book" in words((await first).text)
+
+
+async def test_streams_share_the_recognizer(whisper: WhisperRecognizer, speech: dict[str, PCM16]) -> None:
+    a, b = whisper.open_stream(), whisper.open_stream()
+    await a.push(speech[BOOKING])
+    await b.push(speech[THANKS])
+    final_a, final_b = await asyncio.gather(a.finalize(), b.finalize())
+    assert "table" in words(final_a.text) and "thank" in words(final_b.text)
+
+
+async def test_warm_up_loads_the_model(whisper: WhisperRecognizer) -> None:
+    await asyncio.wait_for(whisper.warm_up(), timeout=20)
+
+
+def test_a_missing_model_directory_fails_without_reaching_for_a_hub(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no model\.bin"):
+        WhisperRecognizer(model_dir=tmp_path / "tiny.en")
+
+
+def test_satisfies_the_protocol(whisper: WhisperRecognizer) -> None:
+    recognizer: SpeechRecognizer = whisper
+    assert recognizer.sample_rate == 16_000
