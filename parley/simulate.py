@@ -107,19 +107,11 @@ class Conversation:
         """Wait until the agent has answered and finished speaking (or there is nothing to answer)."""
         deadline = now() + limit_s
         await asyncio.sleep(0.3)
-        while now() < deadline:
-            busy = self.session.state in (SessionState.PROCESSING, SessionState.SPEAKING)
-            pending = self.session._candidate is not None or self.session._reply is not None
-            if not busy and not pending and not self.session._endpointer.in_speech:
-                await asyncio.sleep(0.3)
-                if (
-                    self.session.state is SessionState.LISTENING
-                    and self.session._candidate is None
-                    and self.session._reply is None
-                ):
+        while now() < deadline and self.session.state is not SessionState.ENDED:
+            if self.session.idle:
+                await asyncio.sleep(0.3)  # still idle a moment later: the turn is really over
+                if self.session.idle:
                     return
-            if self.session.state is SessionState.ENDED:
-                return
             await asyncio.sleep(0.05)
 
     async def _wait_agent_audio(self, since: float, limit_s: float) -> None:

@@ -100,6 +100,10 @@ class AgentConfig(BaseModel):
     temperature: float = Field(0.0, ge=0)
     context_token_budget: int = Field(1200, gt=0)
     max_tool_rounds: int = Field(3, ge=0)
+    error_message: str = Field(
+        "Sorry, I'm having trouble answering right now. Could you say that again?",
+        description="spoken when the language model fails",
+    )
 
 
 class AgentConfigError(ValueError):

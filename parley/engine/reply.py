@@ -38,6 +38,8 @@ class ReplySettings:
     lead_s: float = 0.0
     """How far ahead of play time frames are written (network transports want some slack)."""
     underrun_tolerance_s: float = 0.03
+    error_message: str = ""
+    """Spoken when the language model fails, so the caller is not left in silence."""
 
 
 @dataclass(slots=True)
@@ -169,60 +171,69 @@ class Reply:
             self.messages.append(ChatMessage("assistant", self.canned_text))
             await self._segment_queue.put(None)
             return
-        deps, settings = self.deps, self.deps.settings
-        pending: list[ChatMessage] = [self.user_message] if self.user_message else []
-        tools = deps.tools.specs() or None
+        settings = self.deps.settings
         for round_no in range(settings.max_tool_rounds + 1):
-            request = deps.context.for_request([*pending, *self.messages])
-            deps.emit(EventType.LLM_REQUEST, reply_id=self.id, round=round_no, messages=len(request))
-            started = now()
-            first = True
-            text = ""
-            calls: list[ToolCall] = []
-            async for chunk in deps.llm.stream(
-                request,
-                tools if round_no < settings.max_tool_rounds else None,
-                max_tokens=settings.max_tokens,
-                temperature=settings.temperature,
-            ):
-                if first and (chunk.text or chunk.tool_call):
-                    first = False
-                    deps.emit(
-                        EventType.LLM_FIRST_TOKEN,
-                        reply_id=self.id,
-                        round=round_no,
-                        latency_ms=round((now() - started) * 1000, 1),
-                    )
-                if chunk.text:
-                    text += chunk.text
-                    for piece in chunker.push(chunk.text):
-                        self._add_segment(piece)
-                if chunk.tool_call:
-                    calls.append(chunk.tool_call)
-                if chunk.usage:
-                    self.usage = Usage(
-                        self.usage.input_tokens + chunk.usage.input_tokens,
-                        self.usage.output_tokens + chunk.usage.output_tokens,
-                    )
-            for piece in chunker.flush():
-                self._add_segment(piece)
-            deps.emit(
-                EventType.LLM_COMPLETED,
-                reply_id=self.id,
-                round=round_no,
-                text=text.strip(),
-                tool_calls=[c.name for c in calls],
-                input_tokens=self.usage.input_tokens,
-                output_tokens=self.usage.output_tokens,
-            )
-            if not calls:
-                if text.strip():
-                    self.messages.append(ChatMessage("assistant", text.strip()))
+            try:
+                text, calls = await self._llm_round(round_no, chunker)
+            except Exception as exc:  # a dead or broken model: say so instead of going silent
+                self.deps.emit(EventType.ERROR, where="llm", reply_id=self.id, error=repr(exc))
+                chunker.flush()
+                if settings.error_message:
+                    self._add_segment(settings.error_message)
                 break
-            self.messages.append(ChatMessage("assistant", text.strip(), tool_calls=tuple(calls)))
+            if not calls:
+                if text:
+                    self.messages.append(ChatMessage("assistant", text))
+                break
+            self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
             for call in calls:
                 self.messages.append(await self._call_tool(call))
         await self._segment_queue.put(None)
+
+    async def _llm_round(self, round_no: int, chunker: ClauseChunker) -> tuple[str, list[ToolCall]]:
+        """One LLM call: stream text into speakable clauses and collect tool calls."""
+        deps, settings = self.deps, self.deps.settings
+        pending: list[ChatMessage] = [self.user_message] if self.user_message else []
+        request = deps.context.for_request([*pending, *self.messages])
+        offered = deps.tools.specs() if round_no < settings.max_tool_rounds else []
+        deps.emit(EventType.LLM_REQUEST, reply_id=self.id, round=round_no, messages=len(request))
+        started = now()
+        text = ""
+        calls: list[ToolCall] = []
+        stream = deps.llm.stream(
+            request, offered or None, max_tokens=settings.max_tokens, temperature=settings.temperature
+        )
+        async for chunk in stream:
+            if not text and not calls and (chunk.text or chunk.tool_call):
+                deps.emit(
+                    EventType.LLM_FIRST_TOKEN,
+                    reply_id=self.id,
+                    round=round_no,
+                    latency_ms=round((now() - started) * 1000, 1),
+                )
+            if chunk.text:
+                text += chunk.text
+                for piece in chunker.push(chunk.text):
+                    self._add_segment(piece)
+            if chunk.tool_call:
+                calls.append(chunk.tool_call)
+            if chunk.usage:
+                self.usage = Usage(
+                    self.usage.input_tokens + chunk.usage.input_tokens,
+                    self.usage.output_tokens + chunk.usage.output_tokens,
+                )
+        for piece in chunker.flush():
+            self._add_segment(piece)
+        deps.emit(
+            EventType.LLM_COMPLETED,
+            reply_id=self.id,
+            round=round_no,
+            text=text.strip(),
+            tool_calls=[c.name for c in calls],
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+        )
+        return text.strip(), calls
 
     async def _call_tool(self, call: ToolCall) -> ChatMessage:
         tool = self.deps.tools.get(call.name)

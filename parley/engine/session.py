@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import uuid
 from collections import deque
@@ -95,6 +96,13 @@ class Session:
         self.timeline = timeline
         self.options = options or SessionOptions()
         self.tools = tools or ToolRegistry()
+        self._reply_settings = dataclasses.replace(
+            self.options.reply,
+            max_tokens=agent.max_reply_tokens,
+            temperature=agent.temperature,
+            max_tool_rounds=agent.max_tool_rounds,
+            error_message=agent.error_message,
+        )
         self.context = ConversationContext(
             agent.system_prompt, agent.knowledge, agent.context_token_budget, stack.llm.count_tokens
         )
@@ -129,6 +137,16 @@ class Session:
     @property
     def state(self) -> SessionState:
         return self._state
+
+    @property
+    def idle(self) -> bool:
+        """Nobody is talking and nothing is pending: no user speech, no turn being judged, no reply."""
+        return (
+            self._state in (SessionState.LISTENING, SessionState.ENDED)
+            and self._candidate is None
+            and self._reply is None
+            and not self._endpointer.in_speech
+        )
 
     def feed_audio(self, frame: AudioFrame) -> None:
         """Queue inbound audio without blocking; on overflow the oldest frame is dropped and reported."""
@@ -334,11 +352,13 @@ class Session:
     # --- barge-in -----------------------------------------------------------------------------------
 
     def _has_real_words(self, text: str) -> bool:
+        """Words beyond backchannels ("uh-huh", "okay") and stray letters an interim guess can produce."""
         settings = self.agent.interruption
         cleaned = " " + " ".join(_WORD.findall(text.lower())) + " "
         for phrase in sorted(settings.backchannels, key=len, reverse=True):
             cleaned = cleaned.replace(f" {phrase} ", " ")
-        return len(cleaned.split()) >= max(1, settings.min_words)
+        words = [w for w in cleaned.split() if len(w) > 1 or w in ("i", "a")]
+        return len(words) >= max(1, settings.min_words)
 
     def _confirm_barge_in(self) -> None:
         if self._barge_in_onset is None:
@@ -365,7 +385,7 @@ class Session:
             self.context,
             self.output,
             self._emit,
-            self.options.reply,
+            self._reply_settings,
             self._on_audio_started,
         )
 

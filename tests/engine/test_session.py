@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from parley.engine.events import EventType
 from parley.engine.state import SessionState
-from parley.providers.llm.scripted import ScriptRule
+from parley.providers.llm.base import LLMChunk
+from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
 from tests.engine.harness import agent, converse, speech, stack, types
 
@@ -173,3 +176,21 @@ async def test_noise_without_words_gets_no_answer() -> None:
     )
     assert EventType.AGENT_AUDIO_STARTED not in types(result)
     assert conv.session.context.messages == []
+
+
+class _DeadModel(ScriptedModel):
+    """A provider that is down: every request fails."""
+
+    async def stream(self, *args: object, **kwargs: object) -> AsyncIterator[LLMChunk]:  # type: ignore[override]
+        raise ConnectionError("llm backend unreachable")
+        yield LLMChunk()  # pragma: no cover - makes this an async generator
+
+
+async def test_a_dead_language_model_gets_an_apology_not_silence() -> None:
+    engines = stack(["What time is it?"], [])
+    engines.llm = _DeadModel([])
+    conv, result = await converse(agent(), engines, [UserTurn(speech(0.8))])
+    errors = [e for e in result.events if e.type is EventType.ERROR]
+    assert errors and errors[0].data["where"] == "llm" and "unreachable" in errors[0].data["error"]
+    assert result.turns[0].agent_text.startswith("Sorry, I'm having trouble")
+    assert conv.session.state is SessionState.ENDED

@@ -1,0 +1,67 @@
+"""The real embedded stack end to end: Silero, Smart Turn, faster-whisper, llama.cpp and Piper.
+
+A question spoken by a synthetic caller goes through a live session in real time; the assertions are the
+ones a caller would make: it understood me, it answered, it stopped when I talked over it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.bench.voice import CallerVoice
+from parley.engine.agent import default_agent
+from parley.engine.events import EventType
+from parley.engine.session import EngineStack
+from parley.simulate import Conversation, UserTurn
+from parley.stack import prepare_stack
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def caller() -> CallerVoice:
+    return CallerVoice()
+
+
+@pytest.fixture
+async def stack() -> EngineStack:
+    return await prepare_stack(default_agent())  # models load once per process; later calls only warm
+
+
+async def test_spoken_question_is_understood_and_answered_aloud(
+    stack: EngineStack, caller: CallerVoice
+) -> None:
+    conversation = Conversation(default_agent(), stack)
+    result = await conversation.run([UserTurn(caller.say("What is the capital of France?"))])
+    turn = result.turns[0]
+    words = turn.user_text.lower()
+    assert "capital" in words and "france" in words, turn.user_text
+    assert "paris" in turn.agent_text.lower(), turn.agent_text
+    assert turn.v2v_ms is not None and 0 < turn.v2v_ms < 3000
+    heard = sum(len(c.pcm) for c in conversation.speaker.clips) / conversation.speaker.sample_rate
+    assert heard > 0.5, "the answer was spoken"
+
+
+async def test_talking_over_the_agent_stops_it_and_trims_the_context(
+    stack: EngineStack, caller: CallerVoice
+) -> None:
+    agent = default_agent().model_copy(update={"max_reply_tokens": 80})
+    conversation = Conversation(agent, stack)
+    turns = [
+        UserTurn(caller.say("Can you tell me a long story about a dragon?")),
+        UserTurn(caller.say("Stop, tell me about Tokyo instead."), barge_in_at_ms=700),
+    ]
+    result = await conversation.run(turns)
+    cut = next(e for e in result.events if e.type is EventType.REPLY_CANCELLED)
+    assert cut.data["interrupted"]
+    assert result.turns[1].bargein_ms is not None and result.turns[1].bargein_ms < 250
+    spoken = " ".join(
+        e.data["text"]
+        for e in result.events
+        if e.type is EventType.AGENT_TEXT and e.data["reply_id"] == cut.data["reply_id"]
+    )
+    history = conversation.session.context.messages
+    assistant = [m.content for m in history if m.role == "assistant"]
+    assert assistant[0] == cut.data["heard_text"]
+    assert len(assistant[0]) < len(spoken), "the context keeps only what was heard"
+    assert "tokyo" in result.turns[1].user_text.lower()
