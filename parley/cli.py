@@ -86,7 +86,9 @@ def bench_latency(
     agent: Annotated[
         Path | None, typer.Option("--agent", help="agent YAML (default: built-in assistant)")
     ] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="also write the call (wav, events) here")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="also write the call (wav, events) here")
+    ] = None,
 ) -> None:
     """Voice-to-voice and barge-in latency of the embedded stack, in real time."""
     from parley.bench.latency import run_latency_bench
