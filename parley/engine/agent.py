@@ -31,7 +31,12 @@ class InterruptionSettings(BaseModel):
 
     enabled: bool = True
     min_words: int = Field(1, ge=0, description="real words needed to confirm a barge-in")
-    confirm_ms: int = Field(600, ge=0, description="speech after which an interruption is confirmed anyway")
+    merge_window_ms: int = Field(
+        1500,
+        ge=0,
+        description="a barge-in this soon after the agent began speaking means the user had only paused: "
+        "the new words join the previous turn and the barely started answer is dropped",
+    )
     backchannels: list[str] = Field(
         default_factory=lambda: [
             "uh-huh",

@@ -49,6 +49,15 @@ class ConversationContext:
         if messages:
             self._turns.append(Turn(list(messages)))
 
+    def take_back_last_user_turn(self) -> str | None:
+        """Remove the last user message and everything after it; return its text (None if none)."""
+        for index in range(len(self._turns) - 1, -1, -1):
+            first = self._turns[index].messages[0]
+            if first.role == "user" and len(self._turns[index].messages) == 1:
+                del self._turns[index:]
+                return first.content
+        return None
+
     def for_request(self, pending: list[ChatMessage] | None = None) -> list[ChatMessage]:
         """Messages for the next LLM call: system, pruned history, then ``pending`` (never pruned)."""
         pending = pending or []

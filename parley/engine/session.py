@@ -127,6 +127,9 @@ class Session:
         self._candidate: _Candidate | None = None
         self._reply: Reply | None = None
         self._barge_in_onset: float | None = None
+        self._barge_in_continues_turn = False
+        self._turn_prefix = ""
+        """Words of an earlier turn this one continues (the agent cut in on a pause)."""
         self._ignoring_speech = False
         self._end_reason: str | None = None
         self._dropped_frames = 0
@@ -254,6 +257,9 @@ class Session:
                 self._reply.pause()
                 await self.output.clear()
                 self._barge_in_onset = onset
+                started = self._reply.first_audio_at
+                window = self.agent.interruption.merge_window_ms / 1000
+                self._barge_in_continues_turn = started is None or onset - started <= window
                 self._emit(
                     EventType.BARGE_IN,
                     at=onset,
@@ -315,6 +321,8 @@ class Session:
                 self._candidate = None
                 self._reset_turn()
                 return
+            text = f"{self._turn_prefix} {text}".strip()
+            candidate.text = text
             self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
             candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
             candidate.reply.start()
@@ -365,6 +373,11 @@ class Session:
             return
         self._barge_in_onset = None
         self._stop_reply(reason="barge_in")
+        if self._barge_in_continues_turn:
+            # The agent started answering during what was only a pause: the user's words so far and
+            # these new ones are one turn, and the barely started answer is forgotten.
+            self._turn_prefix = self.context.take_back_last_user_turn() or ""
+            self._emit(EventType.TURN_RESUMED, merged_with=self._turn_prefix)
 
     def _dismiss_barge_in(self, text: str) -> None:
         """Noise or a backchannel: the agent carries on where it stopped."""
@@ -483,6 +496,7 @@ class Session:
 
     def _reset_turn(self) -> None:
         self._turn_audio = []
+        self._turn_prefix = ""
         self._since_interim = 0.0
 
     # --- plumbing -----------------------------------------------------------------------------------

@@ -194,3 +194,17 @@ async def test_a_dead_language_model_gets_an_apology_not_silence() -> None:
     assert errors and errors[0].data["where"] == "llm" and "unreachable" in errors[0].data["error"]
     assert result.turns[0].agent_text.startswith("Sorry, I'm having trouble")
     assert conv.session.state is SessionState.ENDED
+
+
+async def test_cutting_in_on_a_pause_recovers_when_the_user_carries_on() -> None:
+    lines = ["Tell me a fun fact.", "about the ocean"]
+    rules = [ScriptRule.say("ocean", "Whales are mammals."), ScriptRule.say("fun fact", LONG_ANSWER)]
+    conv, result = await converse(
+        agent(), stack(lines, rules), [UserTurn(speech(1.9, pause_at=0.8, pause=0.8))]
+    )
+    kinds = types(result)
+    assert EventType.BARGE_IN in kinds, "the agent did cut in on the pause"
+    merged = [e for e in result.events if e.type is EventType.TURN_RESUMED and "merged_with" in e.data]
+    assert merged and merged[0].data["merged_with"] == "Tell me a fun fact."
+    history = [(m.role, m.content) for m in conv.session.context.messages]
+    assert history == [("user", "Tell me a fun fact. about the ocean"), ("assistant", "Whales are mammals.")]
