@@ -128,7 +128,9 @@ class Conversation:
     def _score(self, mark: int, start: float, pcm: PCM16) -> TurnResult:
         onset, speech_end = voiced_span(pcm, SIM_RATE, start)
         events = self.timeline.events[mark:]
-        user = " ".join(e.data["text"] for e in events if e.type is EventType.TRANSCRIPT_FINAL)
+        finals = [e.data["text"] for e in events if e.type is EventType.TRANSCRIPT_FINAL]
+        # A turn that continued after the agent cut in is final twice: the later text contains the earlier.
+        user = " ".join(t for i, t in enumerate(finals) if not any(f.startswith(t) for f in finals[i + 1 :]))
         agent = " ".join(e.data["text"] for e in events if e.type is EventType.AGENT_TEXT)
         interrupted = any(e.data.get("interrupted") for e in events if e.type is EventType.REPLY_CANCELLED)
         started = [

@@ -32,10 +32,10 @@ class InterruptionSettings(BaseModel):
     enabled: bool = True
     min_words: int = Field(1, ge=0, description="real words needed to confirm a barge-in")
     merge_window_ms: int = Field(
-        1500,
+        1000,
         ge=0,
-        description="a barge-in this soon after the agent began speaking means the user had only paused: "
-        "the new words join the previous turn and the barely started answer is dropped",
+        description="a user who speaks again this soon after their own last word had only paused, even if "
+        "the agent already started answering: the new words join that turn and the answer is dropped",
     )
     backchannels: list[str] = Field(
         default_factory=lambda: [

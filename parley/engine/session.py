@@ -257,9 +257,8 @@ class Session:
                 self._reply.pause()
                 await self.output.clear()
                 self._barge_in_onset = onset
-                started = self._reply.first_audio_at
-                window = self.agent.interruption.merge_window_ms / 1000
-                self._barge_in_continues_turn = started is None or onset - started <= window
+                paused_for = onset - (self._reply.speech_end or onset)
+                self._barge_in_continues_turn = paused_for <= self.agent.interruption.merge_window_ms / 1000
                 self._emit(
                     EventType.BARGE_IN,
                     at=onset,
