@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from parley.audio.frame import PCM16
 from parley.audio.vad import check_frame
+from parley.onnx import inference_session
 
 _FRAME_SAMPLES = {16000: 512, 8000: 256}
 _CONTEXT_SAMPLES = {16000: 64, 8000: 32}
@@ -38,14 +39,7 @@ def bundled_model_path() -> Path:
 def _session(path: str) -> ort.InferenceSession:
     """One session per model file for the whole process: the recurrent state lives in each detector,
     and ``InferenceSession.run`` is thread-safe, so hundreds of calls can share one copy of the weights."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return inference_session(path)
 
 
 class SileroVAD:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 import soxr
 from faster_whisper.feature_extractor import FeatureExtractor
 
 from parley.audio.frame import PCM16
+from parley.onnx import inference_session
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 8
@@ -60,18 +60,6 @@ def smart_turn_features(pcm16_16k: PCM16) -> npt.NDArray[np.float32]:
     return np.asarray(features, dtype=np.float32)
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Busy-waiting workers triple latency when several sessions share two cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
-
-
 class SmartTurnDetector:
     """P(turn complete) for the user's speech so far; blocking, so call it off the event loop.
 
@@ -98,9 +86,7 @@ class SmartTurnDetector:
             )
         self.model_path = path
         self.threshold = threshold
-        self._session = ort.InferenceSession(
-            str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        self._session = inference_session(path, intra_op_threads=threads)
         self._input_name = self._session.get_inputs()[0].name
 
     def probability_complete(self, pcm16_16k: PCM16, sample_rate: int = SAMPLE_RATE) -> float:

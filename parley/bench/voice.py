@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from parley.audio.frame import AudioFrame
+from parley.onnx import inference_session
 from parley.providers.assets import piper_voice_files
-from parley.providers.onnx import inference_session
 
 LEAD_IN_S = 0.2
 TAIL_S = 0.2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from parley.onnx import inference_session, session_options
 from parley.providers.assets import silero_vad_onnx
-from parley.providers.onnx import inference_session, session_options
 
 
 def test_options_turn_spinning_off_and_set_threads() -> None:

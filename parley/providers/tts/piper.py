@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from parley.audio.frame import PCM16
+from parley.onnx import inference_session
 from parley.providers.assets import piper_voice_files
-from parley.providers.onnx import inference_session
 from parley.providers.serial_worker import URGENT, Job, SerialWorker
 
 

@@ -25,6 +25,7 @@ def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1) -> ort
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Warnings about unused initializers and the like are noise for end users.
     options.log_severity_level = 3
     return options
