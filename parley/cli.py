@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from parley.commands.records import agents_app, calls_app, keys_app
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
 
 app = typer.Typer(
@@ -21,6 +22,9 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(agents_app, name="agents")
+app.add_typer(calls_app, name="calls")
+app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True)
 out = Console()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,8 +14,10 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------------------
     data_dir: Path = Field(Path(".parley"), description="SQLite file, recordings and other local data")
-    model_cache: Path = Field(Path.home() / ".cache" / "parley" / "models",
-                              description="models assembled or extracted from PyPI packages")
+    model_cache: Path = Field(
+        Path.home() / ".cache" / "parley" / "models",
+        description="models assembled or extracted from PyPI packages",
+    )
 
     # --- server and realtime sessions (live-voice issue) --------------------------------------------
     host: str = "127.0.0.1"
@@ -27,12 +29,49 @@ class Settings(BaseSettings):
     audio_sample_rate: int = Field(16000, description="PCM rate of the WebSocket audio protocol")
     audio_frame_ms: int = Field(20, description="outbound audio frame length")
     shutdown_grace_s: float = Field(10.0, ge=0)
+    reconnect_grace_s: float = Field(
+        30.0, ge=0, description="how long a dropped session waits for its client"
+    )
+    audio_output_lead_ms: int = Field(
+        80,
+        ge=0,
+        le=500,
+        description="agent audio is sent this far ahead of "
+        "its play time; clients buffer as much to absorb network jitter",
+    )
+    ws_max_frame_ms: int = Field(250, gt=0, description="longest inbound audio frame accepted")
+    ws_max_message_bytes: int = Field(65536, gt=0, description="largest JSON control message accepted")
+    ws_max_messages_per_s: float = Field(200.0, gt=0, description="per-session message rate limit")
+    ws_audio_burst_s: float = Field(2.0, gt=0, description="audio a client may send ahead of real time")
+    agents_dir: Path | None = Field(None, description="extra agent YAML files offered for live sessions")
 
     # --- store, timeline, artifacts (platform-memory issue) -----------------------------------------
     database_url: str | None = Field(None, description="SQLAlchemy async URL; default SQLite in data_dir")
     redis_url: str | None = Field(None, description="Redis for the timeline and queues; default in-process")
     s3_endpoint_url: str | None = None
     s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = Field("", description="key prefix for every artifact in the bucket")
+    s3_access_key_id: str | None = Field(None, description="default: boto3's own credential chain")
+    s3_secret_access_key: SecretStr | None = None
+    artifact_url_expiry_s: int = Field(3600, gt=0, description="lifetime of presigned download URLs")
+    recording_retention_days: int | None = Field(None, gt=0, description="delete recordings older than this")
+    recording_sample_rate: int = Field(
+        16000, description="rate of stereo call recordings (user left, agent right)"
+    )
+    timeline_stream: str = Field(
+        "parley:timeline", description="Redis stream (and key prefix) of the timeline"
+    )
+    timeline_maxlen: int = Field(1_000_000, gt=0, description="approximate cap on the Redis timeline stream")
+    api_key: SecretStr | None = Field(None, description="an API key accepted for the default organization")
+    default_org: str = Field("default", description="organization used by the CLI and `parley simulate`")
+    pricing_file: Path | None = Field(None, description="YAML pricing table; default: the built-in one")
+    cost_markup_percent: float = Field(0.0, ge=0, description="added on top of provider costs")
+    display_currency: str = Field("INR", description="currency of cost figures shown next to USD")
+    currency_rates: dict[str, float] = Field(
+        default_factory=lambda: {"USD": 1.0, "INR": 83.0},
+        description="units of each currency per 1 USD (configured, never fetched)",
+    )
 
 
 @lru_cache(maxsize=1)

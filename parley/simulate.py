@@ -141,7 +141,8 @@ class Conversation:
         bargein = round((stop - onset) * 1000, 1) if stop is not None else None
         return TurnResult(user, agent, v2v, interrupted, v2v is not None and v2v < 0, bargein)
 
-    def write(self, out: Path, result: SimulationResult) -> None:
+    def write(self, out: Path, result: SimulationResult) -> tuple[PCM16, PCM16]:
+        """Write the call's files; returns the stereo recording's two channels (user, agent)."""
         out.mkdir(parents=True, exist_ok=True)
         end = max(filter(None, [self.speaker.last_audio_end(), now()]))
         left, right = mix_stereo(self.mic.recorded, self.speaker.clips, self.origin, end, SIM_RATE)
@@ -151,6 +152,7 @@ class Conversation:
             writer(event)
         writer.close()
         (out / "transcript.json").write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+        return left, right
 
 
 def _concat_since(clips: list[Clip], start: float) -> PCM16:
@@ -174,6 +176,7 @@ async def run_simulation(
     out: Path,
     barge_in_at_ms: float | None = None,
     progress: Console | None = None,
+    record: bool = True,
 ) -> dict[str, object]:
     """Run ``parley simulate``: load and warm the stack, play each WAV as a user turn, write the call."""
     say = (progress or Console(quiet=True)).print
@@ -192,6 +195,15 @@ async def run_simulation(
     conversation = Conversation(agent, stack)
     say(f"playing {len(turns)} user turn(s) in real time …")
     result = await conversation.run(turns)
-    conversation.write(out, result)
+    channels = conversation.write(out, result)
     say(f"wrote {out / 'conversation.wav'}, {out / 'transcript.json'}, {out / 'events.jsonl'}")
-    return result.summary()
+    summary = result.summary()
+    if record:
+        from parley.platform.simulation import record_simulation
+
+        call_id = await record_simulation(
+            agent=agent, events=result.events, channels=channels, sample_rate=SIM_RATE
+        )
+        say(f"recorded as call {call_id}: parley calls show {call_id}")
+        summary["call_id"] = call_id
+    return summary

@@ -19,6 +19,9 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# PostgreSQL and Redis servers for the store and timeline tests (the tests start throwaway instances).
+bash scripts/services.sh
+
 # --- Python environment -------------------------------------------------------------------------
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

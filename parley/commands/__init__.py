@@ -1,0 +1,1 @@
+"""Typer command functions, registered by parley/cli.py."""

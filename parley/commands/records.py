@@ -1,0 +1,313 @@
+"""``parley agents …``, ``parley calls …`` and ``parley keys …``: the store from the command line.
+
+They read and write the same store as the server (``PARLEY_DATABASE_URL``, or the SQLite file in
+``PARLEY_DATA_DIR``), in the default organization (``PARLEY_DEFAULT_ORG``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from parley.config import get_settings
+from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
+from parley.platform.agents import Conflict, NotFound
+from parley.platform.runtime import Platform
+from parley.platform.schemas import AgentCreate, AgentUpdate
+from parley.store.calls import CallFilters
+from parley.store.lifecycle import CallStatus
+from parley.store.tenants import TenantRepository
+
+agents_app = typer.Typer(help="Agents and their versions.", no_args_is_help=True)
+calls_app = typer.Typer(help="Calls: list them, show one whole.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the default organization.", no_args_is_help=True)
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="agent configuration (YAML)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override one setting: llm.options.model=x")]
+
+
+def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
+    async def main() -> T:
+        platform = await Platform.open(get_settings(), consume=False, recover=False)
+        try:
+            return await action(platform, platform.default_org_id)
+        finally:
+            await platform.close()
+
+    try:
+        return asyncio.run(main())
+    except (NotFound, Conflict, AgentConfigError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1 if isinstance(exc, NotFound | Conflict) else 2) from exc
+
+
+def _print_json(value: BaseModel | list[Any]) -> None:
+    if isinstance(value, BaseModel):
+        sys.stdout.write(value.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps([v.model_dump(mode="json") for v in value], indent=2) + "\n")
+
+
+def _config(
+    file: Path | None, overrides: list[str] | None, base: AgentConfig | None = None
+) -> AgentConfig | None:
+    if file is None and not overrides:
+        return None
+    config = load_agent(file) if file is not None else (base or AgentConfig())
+    raw = config.model_dump()
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {part} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid agent configuration:\n{exc}") from exc
+
+
+@agents_app.command("create")
+def agents_create(
+    name: Annotated[str, typer.Argument(help="a name unique in the organization")],
+    file: FileOpt = None,
+    overrides: SetOpt = None,
+    description: Annotated[str, typer.Option(help="what the agent is for")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an agent (version 1) from a YAML file, or the built-in defaults."""
+
+    async def create(p: Platform, org: str) -> Any:
+        config = _config(file, overrides) or AgentConfig()
+        return await p.agents.create(org, AgentCreate(name=name, description=description, config=config))
+
+    agent = _run(create)
+    if as_json:
+        _print_json(agent)
+    else:
+        out.print(f"created agent [bold]{agent.name}[/bold] ({agent.id}), version {agent.version}")
+
+
+@agents_app.command("list")
+def agents_list(limit: Annotated[int, typer.Option(min=1, max=200)] = 50, as_json: JsonOpt = False) -> None:
+    """Agents, newest first."""
+    page = _run(lambda p, org: p.agents.page(org, limit))
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title="Agents")
+    for column in ("id", "name", "version", "LLM", "updated"):
+        table.add_column(column)
+    for agent in page.data:
+        table.add_row(
+            agent.id, agent.name, str(agent.version), agent.config.llm.provider, _when(agent.updated_at)
+        )
+    out.print(table)
+
+
+@agents_app.command("show")
+def agents_show(
+    ref: Annotated[str, typer.Argument(help="agent id or name")],
+    version: Annotated[int | None, typer.Option(help="default: the latest")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """An agent's configuration (YAML), at its latest or a given version."""
+    agent = _run(lambda p, org: p.agents.get(org, ref, version))
+    if as_json:
+        _print_json(agent)
+        return
+    out.print(
+        f"[bold]{agent.name}[/bold] ({agent.id}) version {agent.version}, updated {_when(agent.updated_at)}"
+    )
+    if agent.description:
+        out.print(agent.description)
+    out.print(yaml.safe_dump(agent.config.model_dump(mode="json"), sort_keys=False).rstrip(), markup=False)
+
+
+@agents_app.command("update")
+def agents_update(
+    ref: Annotated[str, typer.Argument(help="agent id or name")],
+    file: FileOpt = None,
+    overrides: SetOpt = None,
+    name: Annotated[str | None, typer.Option(help="rename")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an agent; a changed configuration becomes a new version."""
+
+    async def update(p: Platform, org: str) -> Any:
+        base = (await p.agents.get(org, ref)).config if file is None and overrides else None
+        config = _config(file, overrides, base)
+        return await p.agents.update(org, ref, AgentUpdate(name=name, description=description, config=config))
+
+    agent = _run(update)
+    if as_json:
+        _print_json(agent)
+    else:
+        out.print(f"agent [bold]{agent.name}[/bold] ({agent.id}) is at version {agent.version}")
+
+
+@agents_app.command("delete")
+def agents_delete(
+    ref: Annotated[str, typer.Argument(help="agent id or name")], as_json: JsonOpt = False
+) -> None:
+    """Remove an agent (its versions stay with the calls that used them)."""
+    _run(lambda p, org: p.agents.delete(org, ref))
+    if as_json:
+        sys.stdout.write(json.dumps({"deleted": ref}) + "\n")
+    else:
+        out.print(f"deleted agent {ref}")
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _day(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO date/time: {value}") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@calls_app.command("list")
+def calls_list(
+    agent: Annotated[str | None, typer.Option(help="agent id or name")] = None,
+    status: Annotated[list[CallStatus] | None, typer.Option(help="repeatable")] = None,
+    direction: Annotated[str | None, typer.Option(help="inbound, outbound or web")] = None,
+    since: Annotated[str | None, typer.Option(help="created at or after (ISO date/time)")] = None,
+    until: Annotated[str | None, typer.Option(help="created before (ISO date/time)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calls, newest first."""
+
+    async def page(p: Platform, org: str) -> Any:
+        agent_id = (await p.agents.get(org, agent)).id if agent else None
+        filters = CallFilters(
+            agent_id=agent_id,
+            statuses=[s.value for s in status or []],
+            direction=direction,
+            since=_day(since),
+            until=_day(until),
+        )
+        return await p.calls.page(org, filters, limit)
+
+    result = _run(page)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title="Calls")
+    for column in ("id", "created", "direction", "transport", "status", "duration", "agent"):
+        table.add_column(column)
+    for call in result.data:
+        duration = f"{call.duration_s:.1f} s" if call.duration_s is not None else "-"
+        who = f"{call.agent_id} v{call.agent_version}" if call.agent_id else "-"
+        status_text = call.status + (f" ({call.end_reason})" if call.end_reason else "")
+        table.add_row(
+            call.id, _when(call.created_at), call.direction, call.transport, status_text, duration, who
+        )
+    out.print(table)
+
+
+@calls_app.command("show")
+def calls_show(
+    call_id: Annotated[str, typer.Argument()],
+    as_json: JsonOpt = False,
+    events: Annotated[bool, typer.Option("--events", help="also print the timeline")] = False,
+) -> None:
+    """A call whole: transcript, costs, latency, recording."""
+    detail = _run(lambda p, org: p.calls.detail(org, call_id))
+    if as_json:
+        _print_json(detail)
+        return
+    out.print(
+        f"[bold]{detail.id}[/bold] {detail.direction} via {detail.transport}: {detail.status}"
+        + (f" ({detail.end_reason})" if detail.end_reason else "")
+        + (f", {detail.duration_s:.1f} s" if detail.duration_s is not None else "")
+    )
+    transcript = Table(title="Transcript")
+    for column in ("at", "who", "said"):
+        transcript.add_column(column, overflow="fold")
+    for turn in detail.transcript:
+        transcript.add_row(
+            f"{turn.start_ms / 1000:.1f} s",
+            turn.speaker,
+            turn.text + (" [interrupted]" if turn.interrupted else ""),
+        )
+    out.print(transcript)
+    costs = detail.costs
+    for line in costs.lines:
+        out.print(
+            f"  {line.kind:<18} {line.provider:<10} {line.quantity:>10g} {line.unit:<6} ${line.cost_usd}"
+        )
+    out.print(
+        f"cost: ${costs.total_usd} (markup ${costs.markup_usd}) = {costs.total} {costs.currency}"
+        + (" (provisional)" if costs.provisional else "")
+    )
+    for name, figures in detail.metrics.get("latency", {}).items():
+        out.print(f"  {name}: p50 {figures['p50']} ms, p90 {figures['p90']} ms (n={figures['count']})")
+    if detail.recording is not None:
+        out.print(
+            f"recording: {detail.recording.status}, {detail.recording.duration_ms / 1000:.1f} s stereo"
+            + (f", {detail.recording.url}" if detail.recording.url else "")
+        )
+    if events:
+        for event in detail.events:
+            out.print(f"  {event.t_ms:>9.1f} ms  {event.type}  {json.dumps(event.data)}", markup=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="what the key is for")] = "", as_json: JsonOpt = False
+) -> None:
+    """Make an API key; it is printed once and never stored in the clear."""
+
+    async def create(p: Platform, org: str) -> tuple[str, str]:
+        async with p.db.session() as session:
+            made = await TenantRepository(session).create_key(org, name)
+            return made.row.id, made.secret
+
+    key_id, secret = _run(create)
+    if as_json:
+        sys.stdout.write(json.dumps({"id": key_id, "key": secret}) + "\n")
+    else:
+        out.print(f"API key {key_id}: [bold]{secret}[/bold]\n(store it now: it cannot be shown again)")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument()]) -> None:
+    """Revoke an API key at once."""
+
+    async def revoke(p: Platform, org: str) -> bool:
+        async with p.db.session() as session:
+            return await TenantRepository(session).revoke_key(org, key_id)
+
+    if not _run(revoke):
+        err.print(f"[red]error:[/red] no API key {key_id}")
+        raise typer.Exit(1)
+    out.print(f"revoked {key_id}")

@@ -1,0 +1,105 @@
+"""A call in progress, as a transport sees it: the sink for the session's timeline, the recorder taps,
+and the hang-up bookkeeping.
+
+    live = await platform.live_call(session_id=...)           # or agent_ref=..., transport="twilio"
+    async with live:
+        session = Session(live.agent, stack, live.output(transport_output), live.timeline,
+                          session_id=live.session_id)
+        ... on every inbound frame: live.hear(frame); session.feed_audio(frame)
+        await session.run()
+
+The call's status follows the session's own events (``session.started`` → in progress,
+``session.ended`` → completed); leaving the block with an exception marks it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from parley.audio.frame import AudioFrame
+from parley.engine.agent import AgentConfig
+from parley.engine.events import TimelineSink
+from parley.engine.transport import AudioOutput
+from parley.platform.schemas import CallSummary
+from parley.store.calls import CallRepository
+from parley.store.lifecycle import CallStatus, InvalidStatusTransition
+from parley.timeline.recorder import RecordingOutput, StereoRecorder
+
+if TYPE_CHECKING:
+    from parley.platform.runtime import Platform
+
+HEARTBEAT_S = 30.0
+
+
+class LiveCall:
+    def __init__(
+        self, platform: Platform, call: CallSummary, agent: AgentConfig, recorder: StereoRecorder | None
+    ) -> None:
+        self.platform = platform
+        self.call = call
+        self.agent = agent
+        self.recorder = recorder
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._finished = False
+
+    @property
+    def call_id(self) -> str:
+        return self.call.id
+
+    @property
+    def session_id(self) -> str:
+        return self.call.session_id
+
+    @property
+    def timeline(self) -> TimelineSink:
+        return self.platform.bus
+
+    def output(self, inner: AudioOutput) -> AudioOutput:
+        """The transport's output, recording what the agent says (and cutting what a flush discards)."""
+        return RecordingOutput(inner, self.recorder) if self.recorder is not None else inner
+
+    def hear(self, frame: AudioFrame) -> None:
+        """Record a frame the caller sent (call this for every inbound frame)."""
+        if self.recorder is not None:
+            self.recorder.user(frame)
+
+    async def __aenter__(self) -> LiveCall:
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat-{self.call_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.finish(failed=exc is not None and not isinstance(exc, asyncio.CancelledError))
+
+    async def _beat(self) -> None:
+        """Keeps the call row fresh so start-up recovery elsewhere knows this call is alive."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(Exception):
+                async with self.platform.db.session() as session:
+                    await CallRepository(session).touch([self.call_id])
+
+    async def finish(self, *, failed: bool = False) -> None:
+        """Hang-up: finalize and store the recording, flush the timeline. Safe to call twice."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self.recorder is not None:
+            try:
+                await self.platform.recordings.finish(self.call_id, self.recorder)
+            except Exception as exc:  # the call's record must survive a storage failure
+                print(f"parley: call {self.call_id}: storing the recording failed: {exc!r}", file=sys.stderr)
+        await self.platform.bus.flush()
+        if failed:
+            with contextlib.suppress(InvalidStatusTransition):
+                await self.platform.calls.set_status(
+                    self.call_id, CallStatus.FAILED, reason="transport_error"
+                )

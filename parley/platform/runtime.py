@@ -1,0 +1,228 @@
+"""The platform in a process: database, timeline bus, persister, artifact store and the use-cases.
+
+A server opens one ``Platform`` at start-up (migrations, recovery of calls a previous process left
+behind, then the persister consuming the timeline) and closes it at shutdown. The CLI and
+``parley simulate`` open one too, without consuming or recovering, to read and write the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.artifacts import ArtifactStore, artifact_store
+from parley.config import Settings, get_settings
+from parley.engine.agent import default_agent
+from parley.platform.agents import AgentService, NotFound
+from parley.platform.billing import Billing
+from parley.platform.calls import CallService
+from parley.platform.live import LiveCall
+from parley.platform.pricing import Pricing
+from parley.platform.recordings import Recordings
+from parley.platform.schemas import WebSession
+from parley.platform.usage import finish_call
+from parley.store.db import Database
+from parley.store.models import Call
+from parley.store.tenants import TenantRepository
+from parley.timeline.bus import TimelineBus
+from parley.timeline.memory import MemoryTimeline
+from parley.timeline.persister import Persister
+
+PERSISTER_GROUP = "persister"
+SWEEP_S = 60.0
+
+
+def make_bus(settings: Settings) -> TimelineBus:
+    """Redis Streams when ``PARLEY_REDIS_URL`` is set, else in-process with a journal in the data dir."""
+    if settings.redis_url:
+        from parley.timeline.redis_stream import RedisTimeline
+
+        return RedisTimeline.from_url(
+            settings.redis_url, stream=settings.timeline_stream, maxlen=settings.timeline_maxlen
+        )
+    return MemoryTimeline(settings.data_dir / "timeline", journal_group=PERSISTER_GROUP)
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        bus: TimelineBus,
+        artifacts: ArtifactStore,
+        default_org_id: str,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.bus = bus
+        self.artifacts = artifacts
+        self.default_org_id = default_org_id
+        self.pricing = Pricing.from_settings(settings)
+        self.recordings = Recordings(
+            db,
+            artifacts,
+            settings.data_dir / "recordings",
+            sample_rate=settings.recording_sample_rate,
+            url_expiry=timedelta(seconds=settings.artifact_url_expiry_s),
+        )
+        self.agents = AgentService(db)
+        self.calls = CallService(db, self.pricing, self.recordings)
+        self.billing = Billing(db, self.pricing)
+        self.persister = Persister(db, default_org_id=default_org_id, on_call_ended=self.call_ended)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        migrate: bool = True,
+        consume: bool = True,
+        recover: bool = True,
+        bus: TimelineBus | None = None,
+    ) -> Platform:
+        settings = settings or get_settings()
+        db = Database.from_settings(settings)
+        try:
+            if migrate:
+                await db.migrate()
+            async with db.session() as session:
+                org = await TenantRepository(session).ensure_org(settings.default_org)
+        except BaseException:
+            await db.dispose()
+            raise
+        platform = cls(settings, db, bus or make_bus(settings), artifact_store(settings), org.id)
+        if recover:
+            from parley.platform.recovery import recover_interrupted
+
+            report = await recover_interrupted(platform)
+            if report.calls:
+                print(f"parley: marked {report.calls} interrupted call(s) failed", file=sys.stderr)
+        if consume:
+            platform.start_consuming(recover=recover)
+            await platform._ensure_bucket_rules()
+        return platform
+
+    async def _ensure_bucket_rules(self) -> None:
+        """On S3, the retention of recordings is also a bucket rule, enforced by the server itself."""
+        days = self.settings.recording_retention_days
+        set_retention = getattr(self.artifacts, "set_retention", None)  # S3 only; boto3 stays unimported
+        if days and set_retention is not None:
+            try:
+                await set_retention(days, prefix="recordings/")
+            except Exception as exc:  # a bucket policy we may not change is not a reason to stop
+                print(f"parley: could not set the bucket's retention rule: {exc!r}", file=sys.stderr)
+
+    async def call_ended(self, session: AsyncSession, call: Call) -> None:
+        await finish_call(session, call, self.pricing)
+
+    def start_consuming(self, *, recover: bool = True) -> None:
+        consumer = self.bus.consumer(PERSISTER_GROUP, consumer_name())
+        self._tasks.append(asyncio.create_task(self.persister.run(consumer), name="persister"))
+        if recover:
+            self._tasks.append(asyncio.create_task(self._sweep(), name="recovery"))
+        if self.settings.recording_retention_days:
+            self._tasks.append(
+                asyncio.create_task(self._retention(self.settings.recording_retention_days), name="retention")
+            )
+
+    async def _sweep(self) -> None:
+        """Recovery keeps running: other workers die too, and a call whose heartbeat stopped (the
+        Redis timeline has no journal) is only recognisably abandoned minutes later."""
+        from parley.platform.recovery import recover_interrupted
+
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                await recover_interrupted(self)
+            except Exception as exc:
+                print(f"parley: recovery sweep failed: {exc!r}", file=sys.stderr)
+
+    async def _retention(self, days: int) -> None:
+        while True:
+            try:
+                await self.recordings.apply_retention(days)
+            except Exception as exc:
+                print(f"parley: recording retention failed: {exc!r}", file=sys.stderr)
+            await asyncio.sleep(6 * 3600)
+
+    async def settle(self, within_s: float = 10.0) -> None:
+        """Wait until everything emitted so far is in the database (tests, tools, graceful shutdown)."""
+        await self.bus.flush()
+        self.persister.caught_up.clear()
+        await asyncio.wait_for(self.persister.caught_up.wait(), within_s)
+
+    async def org_id(self, slug: str | None = None) -> str:
+        if slug is None or slug == self.settings.default_org:
+            return self.default_org_id
+        async with self.db.session() as session:
+            org = await TenantRepository(session).org_by_slug(slug)
+        if org is None:
+            raise NotFound(f"no organization {slug!r}")
+        return org.id
+
+    async def start_web_session(self, org_id: str, agent_ref: str) -> WebSession:
+        call, _config = await self.calls.create(
+            org_id, direction="web", transport="websocket", agent_ref=agent_ref
+        )
+        assert call.agent_id is not None and call.agent_version is not None
+        return WebSession(
+            call_id=call.id,
+            session_id=call.session_id,
+            agent_id=call.agent_id,
+            agent_version=call.agent_version,
+            status=call.status,
+        )
+
+    async def live_call(
+        self,
+        *,
+        session_id: str | None = None,
+        org_id: str | None = None,
+        agent_ref: str | None = None,
+        transport: str = "websocket",
+        direction: str = "web",
+        from_number: str | None = None,
+        to_number: str | None = None,
+        record: bool = True,
+    ) -> LiveCall:
+        """Everything a transport needs to run a call on the books: see ``LiveCall``.
+
+        With ``session_id`` it connects a call created earlier (``start_web_session``, the outbound
+        queue); otherwise it creates one for ``agent_ref`` (or the built-in agent)."""
+        if session_id is not None:
+            call, config = await self.calls.claim(session_id)
+        else:
+            call, config = await self.calls.create(
+                org_id or self.default_org_id,
+                direction=direction,
+                transport=transport,
+                agent_ref=agent_ref,
+                from_number=from_number,
+                to_number=to_number,
+            )
+        recorder = await self.recordings.start(call.id) if record else None
+        return LiveCall(self, call, config or default_agent(), recorder)
+
+    async def close(self) -> None:
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await self.settle(within_s=5.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.bus.close()
+        await self.db.dispose()

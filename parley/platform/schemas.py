@@ -1,0 +1,186 @@
+"""What the platform hands out: the shapes of agents, calls, costs and invoices (also the API's schemas)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley.engine.agent import AgentConfig
+
+T = TypeVar("T")
+
+Direction = Literal["inbound", "outbound", "web"]
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` to get the next page; null at the end"
+    )
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    version: int = Field(description="the latest version")
+    config: AgentConfig
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentVersionOut(BaseModel):
+    agent_id: str
+    version: int
+    config: AgentConfig
+    created_at: datetime
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200, description="default: the config's name")
+    description: str = ""
+    config: AgentConfig = Field(default_factory=AgentConfig)
+
+
+class AgentUpdate(BaseModel):
+    """Changes to the configuration make a new version; name and description change in place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = None
+    config: AgentConfig | None = None
+
+
+class CallSummary(BaseModel):
+    id: str
+    session_id: str
+    agent_id: str | None
+    agent_version: int | None
+    direction: str
+    transport: str
+    from_number: str | None
+    to_number: str | None
+    status: str
+    end_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_s: float | None
+
+
+class TurnOut(BaseModel):
+    speaker: Literal["user", "agent"]
+    text: str
+    start_ms: int
+    end_ms: int
+    interrupted: bool
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    t_ms: float = Field(description="milliseconds since the session started")
+    at: datetime
+    data: dict[str, Any]
+
+
+class RecordingOut(BaseModel):
+    status: Literal["recording", "ready"]
+    url: str | None = Field(description="download link (presigned and expiring on S3)")
+    content_type: str
+    channels: int
+    sample_rate: int
+    duration_ms: int
+    size_bytes: int
+
+
+class CostLine(BaseModel):
+    kind: str
+    provider: str
+    model: str
+    quantity: float
+    unit: str
+    price_usd: Decimal = Field(description="the price applied, in USD per `price_unit`")
+    price_unit: str
+    cost_usd: Decimal
+
+
+class CostBreakdown(BaseModel):
+    lines: list[CostLine]
+    subtotal_usd: Decimal
+    markup_usd: Decimal
+    total_usd: Decimal
+    currency: str = Field(description="the display currency")
+    exchange_rate: Decimal = Field(description="units of the display currency per USD (configured)")
+    total: Decimal = Field(description="the total in the display currency")
+    provisional: bool = Field(False, description="the call is still running; figures will change")
+
+
+class CallDetail(CallSummary):
+    transcript: list[TurnOut]
+    events: list[EventOut]
+    recording: RecordingOut | None
+    costs: CostBreakdown
+    metrics: dict[str, Any] = Field(description="latency figures (p50/p90 ms) and counts")
+
+
+class UsageLineOut(BaseModel):
+    kind: str
+    provider: str
+    model: str
+    unit: str
+    quantity: float
+    calls: int
+    cost_usd: Decimal
+    markup_usd: Decimal
+
+
+class DailyCost(BaseModel):
+    day: date
+    total_usd: Decimal
+
+
+class UsageSummary(BaseModel):
+    start: datetime
+    end: datetime
+    lines: list[UsageLineOut]
+    daily: list[DailyCost]
+    subtotal_usd: Decimal
+    markup_usd: Decimal
+    total_usd: Decimal
+    currency: str
+    exchange_rate: Decimal
+    total: Decimal
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    number: str
+    organization: str
+    period_start: date
+    period_end: date
+    status: Literal["draft", "issued"]
+    lines: list[UsageLineOut]
+    subtotal_usd: Decimal
+    markup_usd: Decimal
+    total_usd: Decimal
+    currency: str
+    exchange_rate: Decimal
+    total: Decimal
+    created_at: datetime
+
+
+class WebSession(BaseModel):
+    """A call waiting for its browser: connect the voice page's WebSocket with this session id."""
+
+    call_id: str
+    session_id: str
+    agent_id: str
+    agent_version: int
+    status: str

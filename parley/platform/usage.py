@@ -1,0 +1,178 @@
+"""What a call used — ASR seconds, LLM tokens, TTS characters, telephony minutes — read off its timeline.
+
+Usage is recomputed from the stored events whenever a call ends, so it is exact however often events
+were delivered. LLM tokens count every reply the model produced, including speculative ones that were
+dropped unheard: they were paid for all the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.engine.agent import AgentConfig
+from parley.engine.events import EventType as E
+from parley.platform.pricing import METERS, PricedLine, Pricing, money, table_price
+from parley.platform.schemas import CostBreakdown, CostLine
+from parley.store.agents import AgentRepository
+from parley.store.billing import BillingRepository
+from parley.store.calls import CallRepository
+from parley.store.models import Call, UsageLine
+from parley.store.types import utcnow
+from parley.timeline.digest import Record, latency_summary
+
+TELEPHONY_TRANSPORTS = frozenset({"twilio", "telephony", "sip", "phone"})
+
+
+def measure(records: Iterable[Record], *, transport: str, duration_s: float | None) -> dict[str, float]:
+    """Quantities per metered kind (kinds that were not used are left out)."""
+    asr = 0.0
+    chars = 0
+    tokens: dict[str, tuple[int, int]] = {}
+    for r in records:
+        data = r.data
+        if r.type == E.TRANSCRIPT_FINAL:
+            asr += float(data.get("audio_seconds") or 0.0)
+        elif r.type == E.AGENT_TEXT:
+            chars += len(str(data.get("text", "")))
+        elif r.type in (E.LLM_COMPLETED, E.AGENT_REPLY_DONE):  # token counts are running totals per reply
+            reply = str(data.get("reply_id"))
+            seen = tokens.get(reply, (0, 0))
+            tokens[reply] = (
+                max(seen[0], int(data.get("input_tokens") or 0)),
+                max(seen[1], int(data.get("output_tokens") or 0)),
+            )
+    usage = {
+        "asr_seconds": round(asr, 3),
+        "llm_input_tokens": float(sum(t[0] for t in tokens.values())),
+        "llm_output_tokens": float(sum(t[1] for t in tokens.values())),
+        "tts_characters": float(chars),
+    }
+    if transport in TELEPHONY_TRANSPORTS and duration_s:
+        usage["telephony_minutes"] = float(math.ceil(duration_s / 60))  # carriers bill started minutes
+    return {kind: quantity for kind, quantity in usage.items() if quantity > 0}
+
+
+def providers(config: AgentConfig | None, transport: str) -> dict[str, tuple[str, str]]:
+    """(provider, model) of each metered kind, as the agent version that ran the call configured them."""
+
+    def model(options: dict[str, Any], *names: str) -> str:
+        return next((str(options[n]) for n in names if options.get(n)), "")
+
+    if config is None:
+        asr = llm = tts = ("unknown", "")
+    else:
+        asr = (config.asr.provider, model(config.asr.options, "model", "model_size", "model_path"))
+        llm = (config.llm.provider, model(config.llm.options, "model", "model_path"))
+        tts = (config.tts.provider, model(config.tts.options, "voice", "model", "model_path"))
+    return {
+        "asr_seconds": asr,
+        "llm_input_tokens": llm,
+        "llm_output_tokens": llm,
+        "tts_characters": tts,
+        "telephony_minutes": (transport, ""),
+    }
+
+
+def price_usage(
+    pricing: Pricing, quantities: dict[str, float], config: AgentConfig | None, transport: str
+) -> list[PricedLine]:
+    who = providers(config, transport)
+    return [pricing.price(kind, *who[kind], quantity) for kind, quantity in quantities.items()]
+
+
+async def agent_config_of(session: AsyncSession, call: Call) -> AgentConfig | None:
+    if call.agent_version_id is None:
+        return None
+    version = await AgentRepository(session).version_by_id(call.agent_version_id)
+    if version is None:
+        return None
+    try:
+        return AgentConfig.model_validate(version.config)
+    except ValidationError:
+        return None
+
+
+def duration_s(call: Call, end: datetime | None = None) -> float | None:
+    finish = call.ended_at or end
+    if call.started_at is None or finish is None:
+        return None
+    return max(0.0, (finish - call.started_at).total_seconds())
+
+
+async def finish_call(session: AsyncSession, call: Call, pricing: Pricing) -> None:
+    """When a call ends: latency figures, then usage priced at today's prices (kept with the call)."""
+    events = await CallRepository(session).events(call.id)
+    call.metrics = latency_summary(events)
+    config = await agent_config_of(session, call)
+    lines = price_usage(
+        pricing,
+        measure(events, transport=call.transport, duration_s=duration_s(call)),
+        config,
+        call.transport,
+    )
+    at = call.ended_at or utcnow()
+    await BillingRepository(session).replace_usage(
+        call.id,
+        [
+            {
+                "call_id": call.id,
+                "org_id": call.org_id,
+                "at": at,
+                "kind": line.kind,
+                "provider": line.provider,
+                "model": line.model,
+                "quantity": line.quantity,
+                "unit": line.unit,
+                "unit_price_micros": line.unit_price_micros,
+                "cost_micros": line.cost_micros,
+                "markup_micros": line.markup_micros,
+            }
+            for line in lines
+        ],
+    )
+
+
+def breakdown(
+    pricing: Pricing, lines: Sequence[UsageLine | PricedLine], *, provisional: bool = False
+) -> CostBreakdown:
+    subtotal = sum(line.cost_micros for line in lines)
+    markup = sum(line.markup_micros for line in lines)
+    return CostBreakdown(
+        lines=[
+            CostLine(
+                kind=line.kind,
+                provider=line.provider,
+                model=line.model,
+                quantity=line.quantity,
+                unit=line.unit,
+                price_usd=table_price(line.kind, line.unit_price_micros),
+                price_unit=METERS[line.kind].price_unit,
+                cost_usd=money(line.cost_micros),
+            )
+            for line in lines
+        ],
+        subtotal_usd=money(subtotal),
+        markup_usd=money(markup),
+        total_usd=money(subtotal + markup),
+        currency=pricing.currency,
+        exchange_rate=pricing.rate,
+        total=pricing.convert(subtotal + markup),
+        provisional=provisional,
+    )
+
+
+async def call_costs(session: AsyncSession, call: Call, pricing: Pricing) -> CostBreakdown:
+    """The stored cost lines of an ended call, or a provisional estimate for a running one."""
+    stored = await BillingRepository(session).usage(call.id)
+    if stored or call.ended_at is not None:
+        return breakdown(pricing, stored)
+    events = await CallRepository(session).events(call.id)
+    quantities = measure(events, transport=call.transport, duration_s=duration_s(call, utcnow()))
+    config = await agent_config_of(session, call)
+    return breakdown(pricing, price_usage(pricing, quantities, config, call.transport), provisional=True)

@@ -1,0 +1,15 @@
+"""The platform's REST API (``/v1/...``), as routers the app includes.
+
+The app must put an open ``parley.platform.runtime.Platform`` in ``app.state.platform`` (open it in
+the lifespan, close it at shutdown); every route authenticates with an API key (``server/auth.py``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def platform_routers() -> list[APIRouter]:
+    from parley.server.routes import agents, calls, usage
+
+    return [agents.router, calls.router, usage.router]

@@ -1,0 +1,114 @@
+"""``/v1/agents``: agents and their versions, and web sessions for the voice page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from parley.platform.agents import Conflict, NotFound
+from parley.platform.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut, Page, WebSession
+from parley.server.auth import Auth, PlatformDep
+from parley.store.queries import InvalidCursor
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
+CursorQ = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AgentOut,
+    responses={409: {"description": "an agent with this name exists"}},
+)
+async def create_agent(body: AgentCreate, principal: Auth, platform: PlatformDep) -> AgentOut:
+    """Create an agent; its configuration becomes version 1."""
+    try:
+        return await platform.agents.create(principal.org_id, body)
+    except Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.get("", response_model=Page[AgentOut])
+async def list_agents(
+    principal: Auth, platform: PlatformDep, limit: Limit = 50, cursor: CursorQ = None
+) -> Page[AgentOut]:
+    """Agents, newest first."""
+    try:
+        return await platform.agents.page(principal.org_id, limit, cursor)
+    except InvalidCursor as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+
+
+@router.get("/{agent_id}", response_model=AgentOut, responses={404: {"description": "no such agent"}})
+async def get_agent(
+    agent_id: str,
+    principal: Auth,
+    platform: PlatformDep,
+    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+) -> AgentOut:
+    """An agent (by id or name) at its latest version, or at ``version``."""
+    try:
+        return await platform.agents.get(principal.org_id, agent_id, version)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.patch(
+    "/{agent_id}",
+    response_model=AgentOut,
+    responses={404: {"description": "no such agent"}, 409: {"description": "name taken"}},
+)
+async def update_agent(agent_id: str, body: AgentUpdate, principal: Auth, platform: PlatformDep) -> AgentOut:
+    """Change an agent. A different configuration becomes a new version; calls keep theirs."""
+    try:
+        return await platform.agents.update(principal.org_id, agent_id, body)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.delete(
+    "/{agent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={404: {"description": "no such agent"}},
+)
+async def delete_agent(agent_id: str, principal: Auth, platform: PlatformDep) -> Response:
+    """Remove an agent from lists; its versions stay for the calls that used them."""
+    try:
+        await platform.agents.delete(principal.org_id, agent_id)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{agent_id}/versions",
+    response_model=list[AgentVersionOut],
+    responses={404: {"description": "no such agent"}},
+)
+async def agent_versions(agent_id: str, principal: Auth, platform: PlatformDep) -> list[AgentVersionOut]:
+    """Every version of an agent, oldest first."""
+    try:
+        return await platform.agents.versions(principal.org_id, agent_id)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.post(
+    "/{agent_id}/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebSession,
+    responses={404: {"description": "no such agent"}},
+)
+async def start_web_session(agent_id: str, principal: Auth, platform: PlatformDep) -> WebSession:
+    """Queue a browser call with this agent's latest version; the voice page then connects its
+    WebSocket with the returned ``session_id``."""
+    try:
+        return await platform.start_web_session(principal.org_id, agent_id)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

@@ -1,0 +1,1 @@
+"""The platform's memory: SQLAlchemy models, repositories and migrations (SQLite or PostgreSQL)."""

@@ -1,0 +1,65 @@
+"""``/v1/agents``: CRUD with versions, pages, and web sessions for the voice page."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_agents_crud_with_versions(client: httpx.AsyncClient) -> None:
+    made = await client.post(
+        "/v1/agents",
+        json={
+            "name": "support",
+            "description": "helpdesk",
+            "config": {
+                "system_prompt": "Be kind.",
+                "knowledge": ["Open 9-5."],
+                "llm": {"provider": "openai", "options": {"model": "gpt-4o-mini"}},
+            },
+        },
+    )
+    assert made.status_code == 201, made.text
+    agent = made.json()
+    assert agent["version"] == 1 and agent["config"]["knowledge"] == ["Open 9-5."]
+    assert (await client.post("/v1/agents", json={"name": "support"})).status_code == 409
+    bad = await client.post("/v1/agents", json={"name": "x", "config": {"temperature": -1}})
+    assert bad.status_code == 422
+
+    updated = await client.patch(f"/v1/agents/{agent['id']}", json={"config": {"system_prompt": "Be brief."}})
+    assert updated.status_code == 200 and updated.json()["version"] == 2
+    by_name = (await client.get("/v1/agents/support")).json()
+    assert by_name["config"]["system_prompt"] == "Be brief." and by_name["id"] == agent["id"]
+    old = (await client.get(f"/v1/agents/{agent['id']}", params={"version": 1})).json()
+    assert old["config"]["system_prompt"] == "Be kind."
+    versions = (await client.get(f"/v1/agents/{agent['id']}/versions")).json()
+    assert [v["version"] for v in versions] == [1, 2]
+
+    session = await client.post(f"/v1/agents/{agent['id']}/sessions")
+    assert session.status_code == 201
+    web = session.json()
+    assert web["agent_version"] == 2 and web["status"] == "queued"
+    [call] = (await client.get("/v1/calls")).json()["data"]
+    assert call["id"] == web["call_id"] and call["session_id"] == web["session_id"]
+
+    assert (await client.delete(f"/v1/agents/{agent['id']}")).status_code == 204
+    assert (await client.get(f"/v1/agents/{agent['id']}")).status_code == 404
+    assert (await client.delete(f"/v1/agents/{agent['id']}")).status_code == 404
+    assert (await client.get(f"/v1/calls/{web['call_id']}")).json()["agent_version"] == 2
+
+
+async def test_agent_pages(client: httpx.AsyncClient) -> None:
+    for i in range(5):
+        assert (await client.post("/v1/agents", json={"name": f"agent-{i}"})).status_code == 201
+    names: list[str] = []
+    cursor = None
+    while True:
+        page = (
+            await client.get("/v1/agents", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        ).json()
+        names += [a["name"] for a in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == [f"agent-{i}" for i in reversed(range(5))]
+    assert (await client.get("/v1/agents", params={"cursor": "garbage"})).status_code == 400
+    assert (await client.get("/v1/agents", params={"limit": 0})).status_code == 422

@@ -1,0 +1,90 @@
+"""``parley agents …`` and ``parley calls …`` on the same store as the server (PARLEY_DATA_DIR)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from parley.commands.records import agents_app, calls_app, keys_app
+from parley.config import get_settings
+from parley.engine.agent import AgentConfig
+from parley.platform.simulation import record_simulation
+from tests.store.fixtures import run_sync
+from tests.timeline.samples import events
+
+
+@pytest.fixture
+def parley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, Path]]:
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PARLEY_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    root = typer.Typer()
+    root.add_typer(agents_app, name="agents")
+    root.add_typer(calls_app, name="calls")
+    root.add_typer(keys_app, name="keys")
+    yield root, tmp_path / "data"
+    get_settings.cache_clear()
+
+
+def run(app: typer.Typer, *args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_agents_from_the_command_line(parley: tuple[typer.Typer, Path], tmp_path: Path) -> None:
+    app, data = parley
+    spec = tmp_path / "agent.yaml"
+    spec.write_text("system_prompt: You sell bicycles.\nknowledge: [Shop opens at 10.]\n")
+    made = run(app, "agents", "create", "bikes", "--file", str(spec), "--json")
+    assert made.exit_code == 0, made.output
+    agent = json.loads(made.stdout)
+    assert agent["version"] == 1 and agent["config"]["knowledge"] == ["Shop opens at 10."]
+    assert (data / "parley.db").is_file(), "the SQLite file lives in PARLEY_DATA_DIR"
+    assert run(app, "agents", "create", "bikes").exit_code == 1
+
+    updated = run(
+        app,
+        "agents",
+        "update",
+        "bikes",
+        "--set",
+        "llm.options.model=tiny",
+        "--set",
+        "temperature=0.3",
+        "--json",
+    )
+    assert updated.exit_code == 0, updated.output
+    assert json.loads(updated.stdout)["version"] == 2
+    shown = json.loads(run(app, "agents", "show", "bikes", "--json").stdout)
+    assert shown["config"]["llm"]["options"] == {"model": "tiny"} and shown["config"]["temperature"] == 0.3
+    first = run(app, "agents", "show", agent["id"], "--version", "1")
+    assert "You sell bicycles." in first.stdout and "version 1" in first.stdout
+    listed = json.loads(run(app, "agents", "list", "--json").stdout)
+    assert [a["name"] for a in listed["data"]] == ["bikes"]
+    assert "bikes" in run(app, "agents", "list").stdout
+    bad = run(app, "agents", "update", "bikes", "--set", "temperature=-4")
+    assert bad.exit_code == 2 and "invalid agent configuration" in bad.output
+    assert run(app, "agents", "delete", "bikes").exit_code == 0
+    missing = run(app, "agents", "show", "bikes")
+    assert missing.exit_code == 1 and "no agent 'bikes'" in missing.output
+
+
+def test_calls_from_the_command_line(parley: tuple[typer.Typer, Path]) -> None:
+    app, _ = parley
+    call_id = run_sync(record_simulation(agent=AgentConfig(name="sim"), events=events("sim-session")))
+    listed = json.loads(run(app, "calls", "list", "--json", "--status", "completed", "--agent", "sim").stdout)
+    assert [c["id"] for c in listed["data"]] == [call_id]
+    assert json.loads(run(app, "calls", "list", "--json", "--status", "failed").stdout)["data"] == []
+    assert json.loads(run(app, "calls", "list", "--json", "--since", "2999-01-01").stdout)["data"] == []
+    detail = json.loads(run(app, "calls", "show", call_id, "--json").stdout)
+    assert [t["text"] for t in detail["transcript"]] == ["Hello there", "Hi! How can I help?"]
+    human = run(app, "calls", "show", call_id, "--events")
+    assert "Hello there" in human.stdout and "transcript.final" in human.stdout
+    assert run(app, "calls", "show", "call_missing").exit_code == 1
+    key = json.loads(run(app, "keys", "create", "--name", "ci", "--json").stdout)
+    assert key["key"].startswith("pk_")
+    assert run(app, "keys", "revoke", key["id"]).exit_code == 0
