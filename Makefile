@@ -4,14 +4,14 @@ SHELL := /bin/bash
 setup:
 	@bash scripts/setup.sh
 
-## The main job: a spoken conversation with the default agent on the embedded offline stack.
+## The main job: the voice server on the embedded offline stack (it prints the voice page's URL).
 run: setup
-	.venv/bin/parley simulate --out out/demo
+	.venv/bin/parley serve
 
 ## Everything CI checks: lint, types, and the whole test suite (real models included).
 test: setup
-	.venv/bin/ruff check parley tests bench
-	.venv/bin/ruff format --check parley tests bench
+	.venv/bin/ruff check parley tests
+	.venv/bin/ruff format --check parley tests
 	.venv/bin/mypy parley
 	PARLEY_STRICT_SKIPS=1 .venv/bin/python -m pytest -q
 

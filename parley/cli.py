@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from parley.commands.records import agents_app, calls_app, keys_app
+from parley.commands.serve import bench_live, bench_load, serve
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
 
 app = typer.Typer(
@@ -22,6 +23,9 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.command()(serve)
+bench_app.command("live")(bench_live)
+bench_app.command("load")(bench_load)
 app.add_typer(agents_app, name="agents")
 app.add_typer(calls_app, name="calls")
 app.add_typer(keys_app, name="keys")

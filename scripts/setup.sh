@@ -7,20 +7,28 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # --- system packages (Debian) -------------------------------------------------------------------
+# espeak-ng: the fallback voice. postgresql, redis-server: the store and timeline tests start throwaway
+# servers from them. chromium: the browser end-to-end test. One apt transaction for all of them.
 need_apt=()
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     log "installing Debian packages: ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Debian starts system-wide PostgreSQL and Redis on install; Parley's tests start their own.
+    if command -v service >/dev/null 2>&1; then
+      service redis-server stop >/dev/null 2>&1 || true
+      service postgresql stop >/dev/null 2>&1 || true
+    fi
   else
-    log "warning: missing ${need_apt[*]} (install with apt-get); the espeak-ng voice will be unavailable"
+    log "warning: missing Debian packages ${need_apt[*]}: install them with apt-get (as root)"
   fi
 fi
 
-# PostgreSQL and Redis servers for the store and timeline tests (the tests start throwaway instances).
-bash scripts/services.sh
 
 # --- Python environment -------------------------------------------------------------------------
 PY=${PYTHON:-python3}

@@ -1,0 +1,1 @@
+"""The HTTP/WebSocket server: live sessions, health, metrics and the browser voice page."""

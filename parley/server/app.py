@@ -1,0 +1,186 @@
+"""The FastAPI application: live sessions, health, metrics and the browser voice page.
+
+Other parts of the platform (store, REST API, auth) add their routes through ``extra_routers`` and
+follow every session's timeline through ``session_hooks``; this module knows nothing of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from parley.config import Settings, get_settings
+from parley.server.runtime import LiveRuntime, SessionHook
+from parley.server.stacks import AgentCatalog, Engines, StackFactory
+from parley.server.ws import ws_router
+from parley.transports.ws_protocol import SUPPORTED_SAMPLE_RATES
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+log = logging.getLogger("parley.server")
+
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    catalog: AgentCatalog | None = None,
+    stack_factory: StackFactory | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+    extra_lifespans: Sequence[Lifespan] = (),
+    session_hooks: Sequence[SessionHook] = (),
+) -> FastAPI:
+    """Build the app.
+
+    ``stack_factory`` replaces the embedded models (tests, load benchmarks). ``extra_lifespans`` are
+    entered in order at startup, after the models start warming, and exited in reverse at shutdown,
+    after live sessions have drained (e.g. to open the store that ``extra_routers`` use).
+    """
+    settings = settings or get_settings()
+    catalog = catalog or AgentCatalog(extra_dir=settings.agents_dir)
+    runtime = LiveRuntime(settings, Engines(catalog, stack_factory), session_hooks=session_hooks)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warming = asyncio.create_task(_warm(runtime))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for extra in extra_lifespans:
+                    await stack.enter_async_context(extra(app))
+                try:
+                    yield
+                finally:
+                    await _drain(runtime)
+        finally:
+            warming.cancel()
+            await runtime.engines.close()
+
+    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.include_router(_service_router(runtime))
+    app.include_router(ws_router(runtime))
+    for router in extra_routers:
+        app.include_router(router)
+    app.mount("/voice", StaticFiles(directory=WEB_DIR, html=True), name="voice")
+    return app
+
+
+async def _drain(runtime: LiveRuntime) -> None:
+    """At shutdown: a no-op after a signal-driven drain, else the same drain now."""
+    if not runtime.draining or len(runtime.registry):
+        await runtime.drain(runtime.settings.shutdown_grace_s)
+
+
+async def _warm(runtime: LiveRuntime) -> None:
+    try:
+        await runtime.engines.warm_up()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("parley: loading the models failed: %r", exc)
+        return
+    # Everything alive now (libraries, models) lives as long as the process: move it out of the
+    # collector's sight, so full collections, which pause every live call, stay short.
+    gc.collect()
+    gc.freeze()
+
+
+def _service_router(runtime: LiveRuntime) -> APIRouter:
+    router = APIRouter()
+    settings = runtime.settings
+
+    @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def root(request: Request) -> RedirectResponse:
+        query = request.url.query
+        return RedirectResponse("/voice/" + (f"?{query}" if query else ""))
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """The process is up and its event loop answers."""
+        return {"status": "ok", "active_sessions": len(runtime.registry)}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Models loaded and warm, and new sessions accepted."""
+        engines = runtime.engines
+        if runtime.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if engines.error is not None:
+            return JSONResponse({"status": "failed", "error": repr(engines.error)}, status_code=503)
+        if not engines.ready.is_set():
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse(
+            {
+                "status": "ready",
+                "active_sessions": len(runtime.registry),
+                "max_sessions": settings.max_concurrent_sessions,
+            }
+        )
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/v1/realtime/config")
+    async def realtime_config() -> dict[str, Any]:
+        """What the voice page needs to connect: transports offered, audio format, agents."""
+        return {
+            "enabled": settings.realtime_enabled,
+            "transports": {"ws": "/v1/sessions/ws"},
+            "audio": {
+                "sample_rate": settings.audio_sample_rate,
+                "frame_ms": settings.audio_frame_ms,
+                "supported_sample_rates": list(SUPPORTED_SAMPLE_RATES),
+                "lead_ms": settings.audio_output_lead_ms,
+            },
+            "default_agent": runtime.engines.catalog.default,
+            "agents": [
+                {"name": a.name, "description": a.description} for a in runtime.engines.catalog.summaries()
+            ],
+            "reconnect_grace_s": settings.reconnect_grace_s,
+        }
+
+    return router
+
+
+def with_platform(settings: Settings) -> Lifespan:
+    """A lifespan that opens the store (migrations, recovery, persister) for the REST API and makes
+    every live session a call on the books; pass it with ``platform_routers()`` to ``create_app``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from parley.platform.runtime import Platform
+
+        platform = await Platform.open(settings)
+        app.state.platform = platform
+        runtime: LiveRuntime = app.state.runtime
+        runtime.platform = platform
+        try:
+            yield
+        finally:
+            runtime.platform = None
+            await platform.close()
+
+    return lifespan
+
+
+def create_platform_app(settings: Settings | None = None, **options: Any) -> FastAPI:
+    """The full server: live voice plus the platform's store and REST API."""
+    from parley.server.routes import platform_routers
+
+    settings = settings or get_settings()
+    return create_app(
+        settings, extra_routers=platform_routers(), extra_lifespans=[with_platform(settings)], **options
+    )

@@ -1,0 +1,100 @@
+"""Agents offered for live sessions, and their loaded, warmed model stacks.
+
+Models are loaded once and shared (``parley.stack`` caches them); each agent's prompt prefix is primed
+once. The default agent is warmed at startup, and the server reports ready when it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
+from parley.engine.session import EngineStack
+
+StackFactory = Callable[[AgentConfig], Awaitable[EngineStack]]
+BUILTIN_AGENTS = Path(__file__).resolve().parent.parent / "agents"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSummary:
+    name: str
+    description: str
+
+
+class AgentCatalog:
+    """Agents by name: the built-in YAML files plus those in ``extra_dir`` (which win on a name clash).
+
+    The platform can pass its own catalog (agents from the database) with the same two methods.
+    """
+
+    def __init__(
+        self,
+        agents: list[AgentConfig] | None = None,
+        extra_dir: Path | None = None,
+        default: str | None = None,
+        extra: Sequence[AgentConfig] = (),
+    ) -> None:
+        """``agents`` replaces the YAML files; ``extra`` adds to them (``parley serve --agent``)."""
+        found: dict[str, AgentConfig] = {}
+        if agents is None:
+            for directory in (BUILTIN_AGENTS, extra_dir):
+                for path in sorted(directory.glob("*.y*ml")) if directory and directory.is_dir() else []:
+                    with contextlib.suppress(AgentConfigError):
+                        agent = load_agent(path)
+                        found[agent.name] = agent
+        else:
+            found = {a.name: a for a in agents}
+        found.update({a.name: a for a in extra})
+        if not found:
+            found = {"assistant": AgentConfig()}
+        self._agents = found
+        self.default = default if default in found else next(iter(found))
+
+    def get(self, name: str | None) -> AgentConfig | None:
+        return self._agents.get(name or self.default)
+
+    def summaries(self) -> list[AgentSummary]:
+        return [AgentSummary(a.name, a.system_prompt.split(".")[0][:120]) for a in self._agents.values()]
+
+
+class Engines:
+    """Prepared stacks per agent; ``ready`` once the default agent's models are loaded and warm."""
+
+    def __init__(self, catalog: AgentCatalog, factory: StackFactory | None = None) -> None:
+        if factory is None:
+            from parley.stack import prepare_stack
+
+            factory = prepare_stack
+        self.catalog = catalog
+        self._factory = factory
+        self._stacks: dict[str, asyncio.Task[EngineStack]] = {}
+        self.ready = asyncio.Event()
+        self.error: BaseException | None = None
+
+    async def warm_up(self) -> None:
+        """Prepare the default agent; a failure is kept so /readyz can say what went wrong."""
+        agent = self.catalog.get(None)
+        assert agent is not None
+        try:
+            await self.stack_for(agent)
+        except Exception as exc:
+            self.error = exc
+            raise
+        self.ready.set()
+
+    async def stack_for(self, agent: AgentConfig) -> EngineStack:
+        key = agent.model_dump_json()
+        task = self._stacks.get(key)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self._factory(agent))
+            self._stacks[key] = task
+        return await asyncio.shield(task)
+
+    async def close(self) -> None:
+        for task in self._stacks.values():
+            task.cancel()
+        await asyncio.gather(*self._stacks.values(), return_exceptions=True)

@@ -1,0 +1,309 @@
+"""``/v1/sessions/ws``: live sessions over one WebSocket (protocol in docs/protocol.md).
+
+A connection validates and rate-limits what the client sends and turns it into calls on a
+``LiveSession``; what the session sends goes out through ``WsConnection`` (``ws_outbound.py``). Bad
+input becomes an ``error`` message; it never ends the server and, apart from refusals at start, never
+ends the connection either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from parley.engine.events import now
+from parley.server.live import LiveSession
+from parley.server.registry import AdmissionError
+from parley.server.runtime import LiveRuntime
+from parley.server.ws_outbound import WsConnection
+from parley.transports.uplink import TokenBucket
+from parley.transports.ws_protocol import (
+    PROTOCOL_VERSION,
+    SUPPORTED_SAMPLE_RATES,
+    End,
+    ErrorCode,
+    FrameError,
+    Interrupt,
+    Ping,
+    ProtocolError,
+    Resume,
+    Start,
+    Text,
+    decode_audio,
+    error_message,
+    parse_client_message,
+    server_message,
+)
+
+_FATAL_CLOSE = {
+    ErrorCode.CAPACITY: 1013,
+    ErrorCode.SHUTTING_DOWN: 1013,
+    ErrorCode.REALTIME_DISABLED: 1008,
+    ErrorCode.NOT_READY: 1011,
+}
+
+
+class ConnectionHandler:
+    """Turns one client's messages into calls on its live session."""
+
+    def __init__(self, runtime: LiveRuntime, connection: WsConnection) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.connection = connection
+        self.live: LiveSession | None = None
+        rate = self.settings.ws_max_messages_per_s
+        self._messages = TokenBucket(rate, 2 * rate)
+        self._audio: TokenBucket | None = None
+        self._max_samples = 0
+        self._complained: dict[ErrorCode, float] = {}
+
+    # --- inbound ------------------------------------------------------------------------------------
+
+    def on_bytes(self, data: bytes) -> None:
+        arrival = now()
+        if not self._messages.take(1.0, arrival):
+            self._flooded()
+            return
+        live = self.live
+        if live is None:
+            self._complain(
+                ErrorCode.NOT_STARTED,
+                "audio arrived before the session started; send 'start' and wait for 'session.started' first",
+            )
+            return
+        if live.connection is not self.connection:
+            return  # the session moved to another connection; this one is closing
+        if len(data) > 2 * self._max_samples + 64:
+            self._too_large(live, f"{len(data)} bytes")
+            return
+        try:
+            seq, _, samples = decode_audio(data)
+        except FrameError as exc:
+            self._complain(ErrorCode.BAD_AUDIO_FRAME, str(exc))
+            return
+        if len(samples) > self._max_samples:
+            self._too_large(live, f"{len(samples)} samples")
+            return
+        if seq and seq <= live.last_inbound_seq:
+            return  # already heard before a reconnect
+        assert self._audio is not None
+        if not self._audio.take(len(samples) / live.input_rate, arrival):
+            self._complain(
+                ErrorCode.RATE_LIMITED, "audio is arriving faster than real time; frames are being dropped"
+            )
+            return
+        if seq:
+            live.last_inbound_seq = seq
+        if len(samples):
+            live.feed(samples, arrival)
+
+    async def on_text(self, text: str) -> None:
+        if not self._messages.take():
+            self._flooded()
+            return
+        if len(text) > self.settings.ws_max_message_bytes:
+            self._error(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"control messages may be at most "
+                f"{self.settings.ws_max_message_bytes} bytes; got {len(text)}",
+            )
+            return
+        try:
+            message = parse_client_message(text)
+            await self._dispatch(message)
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message, **exc.detail)
+
+    def on_disconnect(self, code: int | None) -> None:
+        """A deliberate close (1000, 1001: hang-up, tab closed) ends the session; anything else may be
+        the network, so the session waits for the client to come back."""
+        if self.live is None:
+            return
+        if code in (1000, 1001) and self.live.connection is self.connection:
+            self.live.end("client_closed")
+        self.live.detach(self.connection)
+
+    async def _dispatch(self, message: Any) -> None:
+        if isinstance(message, Start):
+            await self._start(message)
+        elif isinstance(message, Resume):
+            self._resume(message)
+        elif isinstance(message, Ping):
+            live = self.live
+            self.connection.send_message(
+                server_message(
+                    "pong",
+                    id=message.id,
+                    server_time_ms=now() * 1000,
+                    state=None if live is None else str(live.engine.state),
+                    idle=None if live is None else live.engine.idle,
+                )
+            )
+        else:
+            live = self._require_live()
+            live.touch()
+            if isinstance(message, Text):
+                live.engine.send_text(message.text)
+            elif isinstance(message, Interrupt):
+                live.engine.interrupt()
+            elif isinstance(message, End):
+                live.end("client_ended")
+
+    def _require_live(self) -> LiveSession:
+        if self.live is None:
+            raise ProtocolError(ErrorCode.NOT_STARTED, "no session yet; send 'start' (or 'resume') first")
+        if self.live.connection is not self.connection:
+            raise ProtocolError(ErrorCode.REPLACED, "this session was resumed on another connection")
+        return self.live
+
+    async def _start(self, message: Start) -> None:
+        if self.live is not None:
+            raise ProtocolError(
+                ErrorCode.ALREADY_STARTED, f"this connection already carries session {self.live.id}"
+            )
+        input_rate = message.audio.sample_rate
+        output_rate = message.output.sample_rate or self.settings.audio_sample_rate
+        for name, rate in (("audio.sample_rate", input_rate), ("output.sample_rate", output_rate)):
+            if rate not in SUPPORTED_SAMPLE_RATES:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_SAMPLE_RATE,
+                    f"{name} {rate} Hz is not supported; "
+                    f"use one of {', '.join(map(str, SUPPORTED_SAMPLE_RATES))}",
+                    supported=list(SUPPORTED_SAMPLE_RATES),
+                )
+        try:
+            live = await self.runtime.open_session(message.agent, input_rate, output_rate)
+        except AdmissionError as exc:
+            close = _FATAL_CLOSE.get(exc.code)
+            self._error(exc.code, exc.message, fatal=close is not None)
+            if close is not None:
+                self.connection.close(close, str(exc.code))
+            return
+        self._bind(live)
+        live.attach(self.connection)
+        settings = self.settings
+        live.send(
+            server_message(
+                "session.started",
+                session_id=live.id,
+                token=live.token,
+                agent=live.agent.name,
+                protocol=PROTOCOL_VERSION,
+                audio_in={
+                    "encoding": "pcm16",
+                    "sample_rate": input_rate,
+                    "max_frame_ms": settings.ws_max_frame_ms,
+                },
+                audio_out={
+                    "encoding": "pcm16",
+                    "sample_rate": output_rate,
+                    "frame_ms": settings.audio_frame_ms,
+                    "lead_ms": settings.audio_output_lead_ms,
+                },
+                reconnect_grace_s=settings.reconnect_grace_s,
+                idle_timeout_s=settings.session_idle_timeout_s,
+                max_duration_s=settings.max_session_duration_s,
+            )
+        )
+
+    def _resume(self, message: Resume) -> None:
+        if self.live is not None:
+            raise ProtocolError(
+                ErrorCode.ALREADY_STARTED, f"this connection already carries session {self.live.id}"
+            )
+        live = self.runtime.registry.find(message.session_id, message.token)
+        if live is None or live.closed:
+            raise ProtocolError(
+                ErrorCode.RESUME_FAILED,
+                "no live session with that id and token (it may "
+                "have ended or its reconnect grace expired); start a new one",
+            )
+        self._bind(live)
+        self.connection.send_message(
+            server_message(
+                "session.resumed",
+                session_id=live.id,
+                agent=live.agent.name,
+                state=str(live.engine.state),
+                history=live.history(),
+                last_audio_seq=live.downlink.last_seq,
+                last_inbound_seq=live.last_inbound_seq,
+                audio_in={"encoding": "pcm16", "sample_rate": live.input_rate},
+                audio_out={
+                    "encoding": "pcm16",
+                    "sample_rate": live.output_rate,
+                    "frame_ms": self.settings.audio_frame_ms,
+                    "lead_ms": self.settings.audio_output_lead_ms,
+                },
+            )
+        )
+        live.attach(self.connection, message.last_audio_seq, message.last_event_seq)
+
+    def _bind(self, live: LiveSession) -> None:
+        self.live = live
+        self._max_samples = live.input_rate * self.settings.ws_max_frame_ms // 1000
+        self._audio = TokenBucket(1.25, self.settings.ws_audio_burst_s)
+
+    # --- errors -------------------------------------------------------------------------------------
+
+    def _error(self, code: ErrorCode, message: str, *, fatal: bool = False, **detail: Any) -> None:
+        self.runtime.metrics.protocol_error(str(code))
+        self.connection.send_message(error_message(code, message, fatal=fatal, **detail))
+
+    def _flooded(self) -> None:
+        self._complain(
+            ErrorCode.RATE_LIMITED,
+            f"more than {self.settings.ws_max_messages_per_s:g} messages "
+            "per second; messages are being dropped",
+        )
+
+    def _too_large(self, live: LiveSession, got: str) -> None:
+        limit = self.settings.ws_max_frame_ms
+        self._complain(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"audio frames may hold at most {limit} ms "
+            f"({self._max_samples} samples at {live.input_rate} Hz); got {got}",
+        )
+
+    def _complain(self, code: ErrorCode, message: str) -> None:
+        """For errors that repeat per frame: counted every time, reported at most once a second."""
+        self.runtime.metrics.protocol_error(str(code))
+        t = now()
+        if t - self._complained.get(code, -1e9) >= 1.0:
+            self._complained[code] = t
+            self.connection.send_message(error_message(code, message))
+
+
+def ws_router(runtime: LiveRuntime) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/v1/sessions/ws")
+    async def sessions_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        connection = WsConnection(websocket, on_dropped=runtime.metrics.outbound_dropped.inc)
+        runtime.connections.add(connection)
+        handler = ConnectionHandler(runtime, connection)
+        close_code: int | None = None
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    close_code = message.get("code")
+                    break
+                data = message.get("bytes")
+                if data is not None:
+                    handler.on_bytes(data)
+                else:
+                    await handler.on_text(message.get("text") or "")
+        except Exception:  # a broken socket ends this connection only
+            pass
+        finally:
+            handler.on_disconnect(close_code)
+            connection.abandon()
+            with contextlib.suppress(Exception):
+                await connection.wait_closed()
+            runtime.connections.discard(connection)
+
+    return router

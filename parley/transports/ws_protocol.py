@@ -1,0 +1,252 @@
+"""The WebSocket wire format: JSON control messages and binary audio frames (see docs/protocol.md).
+
+Only serialization lives here: parsing and validating client messages, building server messages, the
+binary frame header, and the mapping from engine timeline events to what a client is told. The
+connection that carries these (limits, sessions, reconnection) is ``parley/server/ws.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from parley.audio.frame import AudioFrame
+from parley.engine.events import Event, EventType
+
+PROTOCOL_VERSION = 1
+SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+# --- binary audio frames ------------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<BBHId")
+HEADER_BYTES = _HEADER.size  # 16: keeps the PCM payload aligned for Int16Array views in browsers
+AUDIO_KIND = 1
+_PCM_DTYPE = np.dtype("<i2")
+_SWAP = np.dtype(np.int16) != _PCM_DTYPE  # a big-endian host
+
+
+class FrameError(ValueError):
+    """A binary message that is not a well-formed audio frame."""
+
+
+def encode_audio(seq: int, timestamp_ms: float, pcm_bytes: bytes) -> bytes:
+    """Header (version, kind, reserved, uint32 seq, float64 timestamp ms) then PCM16 little-endian."""
+    return _HEADER.pack(PROTOCOL_VERSION, AUDIO_KIND, 0, seq & 0xFFFFFFFF, timestamp_ms) + pcm_bytes
+
+
+def encode_frame(seq: int, frame: AudioFrame) -> bytes:
+    return encode_audio(seq, frame.timestamp * 1000.0, frame.to_bytes())
+
+
+def decode_audio(data: bytes) -> tuple[int, float, np.ndarray[Any, np.dtype[np.int16]]]:
+    """``(seq, timestamp_ms, samples)`` of a binary frame, or ``FrameError`` saying what is wrong."""
+    if len(data) < HEADER_BYTES:
+        raise FrameError(f"audio frame has {len(data)} bytes, fewer than the {HEADER_BYTES}-byte header")
+    version, kind, _, seq, timestamp_ms = _HEADER.unpack_from(data)
+    if version != PROTOCOL_VERSION or kind != AUDIO_KIND:
+        raise FrameError(
+            f"unknown frame version {version} / kind {kind} (expected {PROTOCOL_VERSION}/{AUDIO_KIND})"
+        )
+    if (len(data) - HEADER_BYTES) % 2:
+        raise FrameError(f"PCM16 payload must have an even number of bytes, got {len(data) - HEADER_BYTES}")
+    # A read-only view of the message, no copy (every stage downstream copies what it keeps).
+    samples = np.frombuffer(data, dtype=_PCM_DTYPE, offset=HEADER_BYTES)
+    if _SWAP:
+        samples = samples.astype(np.int16)
+    return int(seq), float(timestamp_ms), samples
+
+
+# --- client -> server ---------------------------------------------------------------------------------
+
+
+class _ClientMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AudioFormat(_ClientMessage):
+    encoding: Literal["pcm16"] = "pcm16"
+    sample_rate: int = 16000
+    channels: Literal[1] = 1
+
+
+class OutputFormat(_ClientMessage):
+    sample_rate: int | None = None
+    """Rate of the agent audio the client wants (default: the server's configured rate)."""
+
+
+class Start(_ClientMessage):
+    type: Literal["start"]
+    agent: str | None = Field(None, max_length=200)
+    audio: AudioFormat = Field(default_factory=AudioFormat)
+    output: OutputFormat = Field(default_factory=OutputFormat)
+
+
+class Resume(_ClientMessage):
+    type: Literal["resume"]
+    session_id: str = Field(max_length=100)
+    token: str = Field(max_length=200)
+    last_audio_seq: int = Field(-1, ge=-1)
+    """Highest agent audio frame the client received (-1: none)."""
+    last_event_seq: int = Field(-1, ge=-1)
+    """Highest JSON message ``seq`` the client received; later ones are sent again."""
+
+
+class Text(_ClientMessage):
+    type: Literal["text"]
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class Interrupt(_ClientMessage):
+    type: Literal["interrupt"]
+
+
+class End(_ClientMessage):
+    type: Literal["end"]
+
+
+class Ping(_ClientMessage):
+    type: Literal["ping"]
+    id: int | str | None = None
+
+
+ClientMessage = Annotated[Start | Resume | Text | Interrupt | End | Ping, Field(discriminator="type")]
+_client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+CLIENT_TYPES = ("start", "resume", "text", "interrupt", "end", "ping")
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_MESSAGE = "unknown_message"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    NOT_STARTED = "not_started"
+    ALREADY_STARTED = "already_started"
+    UNSUPPORTED_SAMPLE_RATE = "unsupported_sample_rate"
+    BAD_AUDIO_FRAME = "bad_audio_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    RATE_LIMITED = "rate_limited"
+    UNKNOWN_AGENT = "unknown_agent"
+    RESUME_FAILED = "resume_failed"
+    CAPACITY = "capacity"
+    REALTIME_DISABLED = "realtime_disabled"
+    SHUTTING_DOWN = "shutting_down"
+    NOT_READY = "not_ready"
+    REPLACED = "replaced"
+    ENGINE = "engine"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A client message the server rejects; becomes an ``error`` event, never a server failure."""
+
+    def __init__(self, code: ErrorCode, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Validate one JSON text message, raising ``ProtocolError`` with a code a client can act on."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"message is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "a control message must be a JSON object with a 'type'"
+        )
+    kind = raw.get("type")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_MESSAGE,
+            f"unknown message type {kind!r}; expected one of "
+            f"{', '.join(CLIENT_TYPES)} (audio goes in binary frames)",
+        )
+    try:
+        return _client_adapter.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or kind}: {e['msg']}" for e in exc.errors()
+        )
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid '{kind}' message: {problems}") from None
+
+
+# --- server -> client ---------------------------------------------------------------------------------
+
+
+def server_message(type_: str, **fields: Any) -> dict[str, Any]:
+    """A server message; the connection adds ``seq`` when it is sent."""
+    return {"type": type_, **fields}
+
+
+def error_message(code: ErrorCode, message: str, *, fatal: bool = False, **detail: Any) -> dict[str, Any]:
+    return server_message("error", code=str(code), message=message, fatal=fatal, **detail)
+
+
+def dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), default=str)
+
+
+def messages_for(event: Event) -> list[dict[str, Any]]:
+    """What a client is told about an engine event (often nothing: the timeline keeps everything)."""
+    message = _message_for(event)
+    out = [message] if message is not None else []
+    if event.type is EventType.AGENT_AUDIO_STARTED and "v2v_ms" in event.data:
+        out.append(
+            server_message("metrics", reply_id=event.data["reply_id"], voice_to_voice_ms=event.data["v2v_ms"])
+        )
+    return out
+
+
+def _message_for(event: Event) -> dict[str, Any] | None:
+    d, kind = event.data, event.type
+    if kind is EventType.STATE_CHANGED:
+        return server_message("state", state=d["new"], previous=d["old"])
+    if kind is EventType.TRANSCRIPT_INTERIM:
+        return server_message(
+            "transcript", role="user", final=False, text=d["text"], stable=d.get("stable", False)
+        )
+    if kind is EventType.TRANSCRIPT_FINAL:
+        return server_message("transcript", role="user", final=True, text=d["text"], source=d.get("source"))
+    if kind is EventType.AGENT_TEXT:
+        return server_message("agent.text", reply_id=d["reply_id"], segment=d["segment"], text=d["text"])
+    if kind is EventType.AGENT_AUDIO_STARTED:
+        return server_message("agent.audio", status="started", reply_id=d["reply_id"])
+    if kind is EventType.AGENT_AUDIO_STOPPED:
+        return server_message("agent.audio", status="stopped", reply_id=d["reply_id"], reason=d.get("reason"))
+    if kind is EventType.REPLY_CANCELLED:
+        return server_message(
+            "agent.cancelled", reply_id=d["reply_id"], reason=d["reason"], heard_text=d["heard_text"]
+        )
+    if kind is EventType.SPEECH_STARTED:
+        return server_message("speech", status="started")
+    if kind is EventType.SPEECH_STOPPED:
+        return server_message("speech", status="stopped")
+    if kind is EventType.BARGE_IN:
+        return server_message("barge_in", reply_id=d["reply_id"], latency_ms=d.get("latency_ms"))
+    if kind is EventType.TOOL_CALL:
+        return server_message("tool.call", tool=d["tool"], call_id=d["call_id"], arguments=d["arguments"])
+    if kind is EventType.TOOL_RESULT:
+        return server_message(
+            "tool.result",
+            tool=d["tool"],
+            call_id=d["call_id"],
+            ok=d["ok"],
+            result=d["result"],
+            latency_ms=d.get("latency_ms"),
+        )
+    if kind is EventType.LLM_FIRST_TOKEN:
+        return server_message("metrics", reply_id=d.get("reply_id"), llm_first_token_ms=d.get("latency_ms"))
+    if kind is EventType.TTS_FIRST_BYTE:
+        return server_message("metrics", reply_id=d.get("reply_id"), tts_first_byte_ms=d.get("latency_ms"))
+    if kind is EventType.AUDIO_UNDERRUN:
+        return server_message("metrics", reply_id=d.get("reply_id"), underrun_ms=d.get("gap_ms"))
+    if kind is EventType.ERROR:
+        return error_message(ErrorCode.ENGINE, str(d.get("error", "engine error")), where=d.get("where"))
+    return None

@@ -1,0 +1,272 @@
+// The Parley voice page: pick an agent, talk, listen, interrupt. No build step: plain ES modules.
+import { WsTransport } from "./ws-transport.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const STATE_LABEL = { idle: "Ready", listening: "Listening", processing: "Thinking", speaking: "Speaking",
+                      ended: "Call ended" };
+
+// Everything a test (or a curious developer) may want to read from the console.
+const parley = (window.parley = {
+  connection: "idle", state: "idle", sessionId: null, micActive: false, transcript: [], errors: [],
+  stats: { framesReceived: 0, playedSamples: 0, underruns: 0, framesSent: 0, lastV2vMs: null },
+});
+
+let config = null;
+let transport = null;
+let audio = null; // {ctx, stream, capture, playback}
+
+async function loadConfig() {
+  config = await (await fetch("/v1/realtime/config")).json();
+  const select = $("agent");
+  select.innerHTML = "";
+  for (const agent of config.agents) {
+    const option = new Option(`${agent.name} — ${agent.description}`, agent.name);
+    select.add(option);
+  }
+  select.value = params.get("agent") || config.default_agent;
+  if (!config.enabled) showError("Live sessions are disabled on this server.");
+}
+
+// --- audio ---------------------------------------------------------------------------------------------
+
+async function startAudio() {
+  let ctx;
+  try {
+    ctx = new AudioContext({ sampleRate: config.audio.sample_rate, latencyHint: "interactive" });
+  } catch {
+    ctx = new AudioContext({ latencyHint: "interactive" });
+  }
+  if (!config.audio.supported_sample_rates.includes(ctx.sampleRate)) {
+    throw new Error(`this browser's audio runs at ${ctx.sampleRate} Hz, which the server does not accept`);
+  }
+  await ctx.audioWorklet.addModule("worklets.js");
+  const processing = params.get("processing") !== "0";
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+  });
+  const source = ctx.createMediaStreamSource(stream);
+  const frameSamples = Math.round((ctx.sampleRate * config.audio.frame_ms) / 1000);
+  const capture = new AudioWorkletNode(ctx, "parley-capture", { processorOptions: { frameSamples } });
+  capture.port.onmessage = ({ data }) => {
+    if (data.type === "frame") {
+      if (transport) {
+        transport.sendAudio(data.pcm, data.t * 1000);
+        parley.stats.framesSent++;
+      }
+    } else if (data.type === "level") {
+      setMeter("mic-level", data.level);
+    }
+  };
+  source.connect(capture);
+  const playback = new AudioWorkletNode(ctx, "parley-playback", { outputChannelCount: [1] });
+  playback.port.onmessage = ({ data }) => {
+    parley.stats.playedSamples = data.played;
+    parley.stats.underruns = data.underruns;
+    setMeter("agent-level", data.level);
+  };
+  playback.connect(ctx.destination);
+  if (ctx.state === "suspended") await ctx.resume();
+  audio = { ctx, stream, capture, playback };
+  parley.micActive = stream.getAudioTracks().some((track) => track.readyState === "live");
+}
+
+function stopAudio() {
+  if (!audio) return;
+  for (const track of audio.stream.getTracks()) track.stop(); // releases the microphone
+  audio.ctx.close();
+  parley.micActive = audio.stream.getAudioTracks().some((track) => track.readyState === "live");
+  audio = null;
+  setMeter("mic-level", 0);
+  setMeter("agent-level", 0);
+}
+
+// --- the session ---------------------------------------------------------------------------------------
+
+async function connect() {
+  clearError();
+  $("connect").disabled = true;
+  try {
+    await startAudio();
+  } catch (error) {
+    showError(`Microphone unavailable: ${error.message}`);
+    $("connect").disabled = false;
+    return;
+  }
+  transport = pickTransport();
+  transport.addEventListener("state", ({ detail }) => setConnection(detail.state));
+  transport.addEventListener("message", ({ detail }) => onMessage(detail));
+  transport.addEventListener("audio", ({ detail }) => {
+    parley.stats.framesReceived++;
+    audio?.playback.port.postMessage({ type: "push", pcm: detail.pcm }, [detail.pcm.buffer]);
+  });
+  transport.start({ type: "start", agent: $("agent").value,
+                    audio: { encoding: "pcm16", sample_rate: audio.ctx.sampleRate, channels: 1 },
+                    output: { sample_rate: audio.ctx.sampleRate } });
+}
+
+// WebRTC first when the server offers it (config.transports.webrtc, a later transport with the same
+// events and methods), the WebSocket otherwise.
+function pickTransport() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return new WsTransport(`${scheme}://${location.host}${config.transports.ws}`);
+}
+
+function hangUp() {
+  transport?.end();
+  finish();
+}
+
+function finish() {
+  stopAudio();
+  setState("ended");
+  $("connect").disabled = false;
+  $("connect").hidden = false;
+  $("hangup").hidden = true;
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "session.started":
+      parley.sessionId = msg.session_id;
+      $("connect").hidden = true;
+      $("hangup").hidden = false;
+      break;
+    case "session.resumed":
+      audio?.playback.port.postMessage({ type: "clear" });
+      break;
+    case "session.ended":
+      addLine("system", `Call ended (${msg.reason.replaceAll("_", " ")}).`, true);
+      finish();
+      break;
+    case "state":
+      setState(msg.state);
+      break;
+    case "transcript":
+      showUserText(msg.text, msg.final);
+      break;
+    case "agent.text":
+      showAgentText(msg.reply_id, msg.text);
+      break;
+    case "agent.audio":
+      if (msg.status === "stopped") audio?.playback.port.postMessage({ type: "end" });
+      break;
+    case "audio.clear":
+      audio?.playback.port.postMessage({ type: "clear" });
+      break;
+    case "agent.cancelled":
+      markCut(msg.reply_id, msg.heard_text);
+      break;
+    case "tool.call":
+      addLine("tool", `⚙ ${msg.tool}(${JSON.stringify(msg.arguments)})`, true);
+      break;
+    case "metrics":
+      if (msg.voice_to_voice_ms != null) {
+        parley.stats.lastV2vMs = msg.voice_to_voice_ms;
+        $("latency").textContent = `voice-to-voice ${Math.round(msg.voice_to_voice_ms)} ms`;
+      }
+      break;
+    case "server.shutdown":
+      showError(msg.message);
+      break;
+    case "error":
+      parley.errors.push(msg);
+      if (msg.fatal || msg.code === "resume_failed") {
+        showError(msg.message);
+        finish();
+      } else if (msg.code !== "rate_limited") {
+        console.warn("parley:", msg.code, msg.message);
+      }
+      break;
+  }
+}
+
+// --- view ----------------------------------------------------------------------------------------------
+
+let interim = null;
+const agentLines = new Map();
+
+function addLine(role, text, final, record = true) {
+  const line = document.createElement("p");
+  line.className = `line ${role}${final ? "" : " interim"}`;
+  line.textContent = text;
+  $("transcript").append(line);
+  $("transcript").scrollTop = $("transcript").scrollHeight;
+  if (record) parley.transcript.push({ role, text, final });
+  return line;
+}
+
+function showUserText(text, final) {
+  if (!interim) interim = addLine("user", text, false, false);
+  interim.textContent = text;
+  if (final) {
+    interim.classList.remove("interim");
+    parley.transcript.push({ role: "user", text, final: true });
+    interim = null;
+  }
+}
+
+function showAgentText(replyId, text) {
+  let line = agentLines.get(replyId);
+  if (!line) {
+    line = addLine("agent", "", true, false);
+    agentLines.set(replyId, line);
+  }
+  line.textContent = `${line.textContent} ${text}`.trim();
+  parley.transcript.push({ role: "agent", text, final: true, reply: replyId });
+}
+
+function markCut(replyId, heard) {
+  const line = agentLines.get(replyId);
+  if (!line) return;
+  line.classList.add("cut");
+  line.title = heard ? `heard: “${heard}”` : "not heard";
+}
+
+function setState(state) {
+  parley.state = state;
+  document.body.dataset.state = state;
+  $("state").textContent = STATE_LABEL[state] || state;
+}
+
+function setConnection(state) {
+  parley.connection = state;
+  $("connection").textContent = state;
+  $("connection").dataset.state = state;
+  $("interrupt").disabled = $("send").disabled = state !== "connected";
+}
+
+function setMeter(id, level) {
+  const db = 20 * Math.log10(level + 1e-6);
+  $(id).style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
+  if (id === "agent-level" || id === "mic-level") {
+    document.documentElement.style.setProperty(`--${id}`, Math.max(0, Math.min(1, (db + 60) / 60)).toFixed(2));
+  }
+}
+
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+$("connect").addEventListener("click", connect);
+$("hangup").addEventListener("click", hangUp);
+$("interrupt").addEventListener("click", () => transport?.send({ type: "interrupt" }));
+$("text-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("text").value.trim();
+  if (!text || !transport) return;
+  transport.send({ type: "text", text });
+  $("text").value = "";
+});
+window.addEventListener("pagehide", () => transport?.end());
+parley.dropConnection = () => transport?.simulateDrop();
+
+setState("idle");
+setConnection("idle");
+loadConfig().then(() => { if (params.get("autoconnect") === "1") connect(); })
+  .catch((error) => showError(`Cannot reach the server: ${error.message}`));

@@ -1,0 +1,56 @@
+"""The real server with its store: a conversation over the WebSocket becomes a call on the books,
+visible through the REST API (transcript, events, recording, costs)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import httpx
+import soundfile as sf
+
+from parley.providers.llm.scripted import ScriptRule
+from tests.engine.harness import speech
+from tests.server.conftest import fast_engines, serving, talking
+
+KEY = "pk_wiring-test-key"
+
+
+async def test_a_websocket_conversation_is_stored_as_a_call(tmp_path: Path) -> None:
+    engines = fast_engines(
+        ["What is the capital of France?"], [ScriptRule.say("capital", "Paris, of course.")]
+    )
+    async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY) as served:
+        client = await served.client()
+        await client.start()
+        async with talking(client) as mic:
+            await mic.say(speech(1.0).pcm)
+            await client.wait_for("agent.audio", 10, status="stopped")
+        await client.send({"type": "end"})
+        await client.wait_closed()
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+            for _ in range(100):  # the persister finishes the call just after hang-up
+                calls = (await http.get("/v1/calls", params={"status": "completed"})).json()["data"]
+                if calls:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(calls) == 1 and calls[0]["transport"] == "websocket"
+            detail = (await http.get(f"/v1/calls/{calls[0]['id']}")).json()
+            said = [(t["speaker"], t["text"]) for t in detail["transcript"]]
+            assert said == [("user", "What is the capital of France?"), ("agent", "Paris, of course.")]
+            assert any(e["type"] == "agent.audio.started" for e in detail["events"])
+            for _ in range(50):  # usage is priced and the recording stored when the call ends
+                if detail["costs"] and not detail["costs"]["provisional"] and detail["recording"]:
+                    break
+                await asyncio.sleep(0.1)
+                detail = (await http.get(f"/v1/calls/{calls[0]['id']}")).json()
+            assert detail["costs"]["currency"] == "INR" and not detail["costs"]["provisional"]
+            assert detail["recording"]["status"] == "ready"
+            wav = await http.get(detail["recording"]["url"])
+            audio, rate = sf.read(io.BytesIO(wav.content), dtype="int16")
+            assert audio.ndim == 2 and audio.shape[1] == 2 and len(audio) / rate > 1.0
+            assert audio[:, 0].any() and audio[:, 1].any(), (
+                "both the caller and the agent are on the recording"
+            )
