@@ -68,6 +68,13 @@ class _SegmentEnd:
 _END = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    segment: int
+    at: float
+    position: int
+
+
 @dataclass(slots=True)
 class _Written:
     segment: int
@@ -113,7 +120,8 @@ class Reply:
         self._audio: asyncio.Queue[Any] = asyncio.Queue(maxsize=int(30_000 / deps.settings.frame_ms))
         self._written: list[_Written] = []
         self._replay: list[_Frame] = []
-        self._segments_played = 0
+        self._marks: list[_Mark] = []
+        """When each clause will have been heard, and after how many written frames it ends."""
         self._unannounced: list[tuple[str, float]] = []
         self._played = asyncio.Condition()
         self.task: asyncio.Task[None] | None = None
@@ -305,13 +313,11 @@ class Reply:
                 next_t = await self._park(item)
                 continue
             if isinstance(item, _SegmentEnd):
-                if next_t is not None:
-                    await _sleep_until(next_t)
-                if not self.gate.is_set():
-                    next_t = await self._park(item)
-                    continue
+                # Note when the clause will have been heard, and go straight on to the next one so its
+                # first frames keep their lead; side effects wait on the clock (``_wait_until_heard``).
+                at = next_t if next_t is not None else now()
                 async with self._played:
-                    self._segments_played = item.segment + 1
+                    self._marks.append(_Mark(item.segment, at, len(self._written)))
                     self._played.notify_all()
                 continue
             t = now()
@@ -337,21 +343,41 @@ class Reply:
         self.audio_done_at = next_t if next_t is not None else now()
 
     async def _park(self, item: Any) -> float:
-        """Wait out a pause. Frames written past the pause point, then ``item``, are replayed first."""
+        """Wait out a pause. What was written past the pause point (frames, and the clause ends among
+        them), then ``item``, is replayed first, in order."""
         cut = self.paused_at if self.paused_at is not None else now()
-        unplayed = [w for w in self._written if w.start >= cut]
-        if unplayed:
-            del self._written[-len(unplayed) :]
-        self._replay[:0] = [*(_Frame(w.pcm, w.segment) for w in unplayed), item]
+        first = next((i for i, w in enumerate(self._written) if w.start >= cut), len(self._written))
+        unplayed_marks = [m for m in self._marks if m.at > cut]
+        replay: list[Any] = []
+        for position in range(first, len(self._written) + 1):
+            replay.extend(_SegmentEnd(m.segment) for m in unplayed_marks if m.position == position)
+            if position < len(self._written):
+                written = self._written[position]
+                replay.append(_Frame(written.pcm, written.segment))
+        del self._written[first:]
+        self._marks = [m for m in self._marks if m.at <= cut]
+        self._replay[:0] = [*replay, item]
         await self.gate.wait()
         return now()
 
     async def _wait_until_heard(self) -> None:
         """Block a side-effect tool until everything said before it has been played out."""
         await self.committed.wait()
-        target = len(self.segments)
-        async with self._played:
-            await self._played.wait_for(lambda: self._segments_played >= target)
+        target = len(self.segments) - 1
+        if target < 0:
+            return
+        while True:
+            async with self._played:
+                await self._played.wait_for(lambda: self._clause_end(target) is not None)
+            end = self._clause_end(target)
+            assert end is not None
+            await _sleep_until(end)
+            if self.gate.is_set() and self._clause_end(target) == end:
+                return
+            await self.gate.wait()  # paused before the end: it will be played (and marked) again
+
+    def _clause_end(self, segment: int) -> float | None:
+        return next((m.at for m in self._marks if m.segment == segment), None)
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
