@@ -7,9 +7,12 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,22 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _launch(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A process group of its own, so the browser and all its helper processes can be stopped together.
+    return subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    time.sleep(0.2)  # let the helpers notice and exit before the profile is removed
 
 
 @contextlib.asynccontextmanager
@@ -87,7 +105,8 @@ async def chromium(microphone_wav: Path, *, window: str = "1000,900") -> AsyncIt
     """Launch headless Chromium whose fake microphone plays ``microphone_wav`` once, and open a page."""
     binary = chromium_path()
     assert binary is not None, "chromium is not installed (scripts/install_browser.sh)"
-    with tempfile.TemporaryDirectory(prefix="parley-chromium-") as profile:
+    # Chromium's helper processes can still be writing to the profile as it is removed.
+    with tempfile.TemporaryDirectory(prefix="parley-chromium-", ignore_cleanup_errors=True) as profile:
         process = _launch(
             [
                 binary,
@@ -121,12 +140,7 @@ async def chromium(microphone_wav: Path, *, window: str = "1000,900") -> AsyncIt
                 await page.send("Runtime.enable")
                 yield page
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop_group(process)
 
 
 async def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
