@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from parley.config import Settings
+from parley.engine.agent import AgentConfig, default_agent
 from parley.engine.reply import ReplySettings
 from parley.engine.session import SessionOptions
 from parley.server.live import LiveLimits, LiveSession
@@ -58,8 +59,14 @@ class LiveRuntime:
         self._empty = asyncio.Event()
         self._empty.set()
 
-    async def open_session(self, agent_name: str | None, input_rate: int, output_rate: int) -> LiveSession:
-        """Admit, load and start a session, or raise ``AdmissionError`` saying why not."""
+    async def open_session(
+        self, agent_name: str | None, input_rate: int, output_rate: int, *, call_session: str | None = None
+    ) -> LiveSession:
+        """Admit, load and start a session, or raise ``AdmissionError`` saying why not.
+
+        With ``call_session`` the session runs a call created beforehand through the API, with the agent
+        version pinned to it; otherwise ``agent_name`` comes from the catalog (and, with a store, a new
+        call is opened for it)."""
         settings = self.settings
         if not settings.realtime_enabled:
             raise AdmissionError(
@@ -70,7 +77,8 @@ class LiveRuntime:
             raise AdmissionError(
                 ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new sessions"
             )
-        agent = self.engines.catalog.get(agent_name)
+        agent = await self._pre_created_agent(call_session) if call_session else None
+        agent = agent or self.engines.catalog.get(agent_name)
         if agent is None:
             names = ", ".join(s.name for s in self.engines.catalog.summaries())
             raise AdmissionError(
@@ -90,7 +98,9 @@ class LiveRuntime:
                 settings.session_idle_timeout_s, settings.max_session_duration_s, settings.reconnect_grace_s
             )
             call = None
-            if self.platform is not None:
+            if self.platform is not None and call_session is not None:
+                call = await self.platform.live_call(session_id=call_session)
+            elif self.platform is not None:
                 stored, _version = await self.platform.agents.ensure(self.platform.default_org_id, agent)
                 call = await self.platform.live_call(agent_ref=stored.id, transport="websocket")
             live = LiveSession(
@@ -111,6 +121,24 @@ class LiveRuntime:
         self._empty.clear()
         live.start()
         return live
+
+    async def _pre_created_agent(self, call_session: str) -> AgentConfig:
+        """The agent version of a call created through the API, if that call can still be connected."""
+        from parley.platform.agents import NotFound
+
+        if self.platform is None:
+            raise AdmissionError(
+                ErrorCode.UNKNOWN_CALL, "this server runs without its store: it has no calls"
+            )
+        try:
+            summary, config = await self.platform.calls.claim(call_session)
+        except NotFound as exc:
+            raise AdmissionError(ErrorCode.UNKNOWN_CALL, str(exc)) from exc
+        if summary.status != "queued":
+            raise AdmissionError(
+                ErrorCode.UNKNOWN_CALL, f"call {summary.id} was already connected (status {summary.status})"
+            )
+        return config or default_agent()
 
     def _closed(self, live: LiveSession) -> None:
         self.registry.remove(live.id)

@@ -174,7 +174,9 @@ class ConnectionHandler:
                     supported=list(SUPPORTED_SAMPLE_RATES),
                 )
         try:
-            live = await self.runtime.open_session(message.agent, input_rate, output_rate)
+            live = await self.runtime.open_session(
+                message.agent, input_rate, output_rate, call_session=message.call
+            )
         except AdmissionError as exc:
             close = _FATAL_CLOSE.get(exc.code)
             self._error(exc.code, exc.message, fatal=close is not None)

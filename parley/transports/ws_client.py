@@ -79,12 +79,14 @@ class LiveClient:
         sample_rate: int = 16000,
         output_rate: int | None = None,
         limit_s: float = 30.0,
+        call: str | None = None,
     ) -> dict[str, Any]:
         mark = len(self.messages)
         await self.send(
             {
                 "type": "start",
                 "agent": agent,
+                "call": call,
                 "audio": {"sample_rate": sample_rate},
                 "output": {"sample_rate": output_rate},
             }

@@ -82,6 +82,9 @@ class OutputFormat(_ClientMessage):
 class Start(_ClientMessage):
     type: Literal["start"]
     agent: str | None = Field(None, max_length=200)
+    call: str | None = Field(None, max_length=100)
+    """Session id of a call created beforehand (``POST /v1/agents/{id}/sessions``): run that call, with the
+    agent version it was created for, instead of a new call for ``agent``."""
     audio: AudioFormat = Field(default_factory=AudioFormat)
     output: OutputFormat = Field(default_factory=OutputFormat)
 
@@ -131,6 +134,7 @@ class ErrorCode(StrEnum):
     FRAME_TOO_LARGE = "frame_too_large"
     RATE_LIMITED = "rate_limited"
     UNKNOWN_AGENT = "unknown_agent"
+    UNKNOWN_CALL = "unknown_call"
     RESUME_FAILED = "resume_failed"
     CAPACITY = "capacity"
     REALTIME_DISABLED = "realtime_disabled"

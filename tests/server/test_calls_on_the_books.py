@@ -54,3 +54,33 @@ async def test_a_websocket_conversation_is_stored_as_a_call(tmp_path: Path) -> N
             assert audio[:, 0].any() and audio[:, 1].any(), (
                 "both the caller and the agent are on the recording"
             )
+
+
+async def test_a_call_created_through_the_api_is_run_by_the_websocket(tmp_path: Path) -> None:
+    rules = [ScriptRule.say("hours", "We open at nine.")]
+    engines = fast_engines(["What are your hours?"], rules)
+    async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY) as served:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+            made = await http.post(
+                "/v1/agents", json={"name": "front-desk", "config": {"name": "front-desk"}}
+            )
+            assert made.status_code == 201, made.text
+            web = (await http.post(f"/v1/agents/{made.json()['id']}/sessions")).json()
+        client = await served.client()
+        started = await client.start(call=web["session_id"])
+        assert started["type"] == "session.started"
+        async with talking(client) as mic:
+            await mic.say(speech(1.0).pcm)
+            await client.wait_for("agent.audio", 10, status="stopped")
+        await client.send({"type": "end"})
+        await client.wait_closed()
+
+        again = await served.client()
+        refused = await again.start(call=web["session_id"])
+        assert refused["type"] == "error" and refused["code"] == "unknown_call"
+        assert "already connected" in refused["message"]
+        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+            detail = (await http.get(f"/v1/calls/{web['call_id']}")).json()
+        assert detail["agent_id"] == made.json()["id"]
+        assert [t["text"] for t in detail["transcript"]] == ["What are your hours?", "We open at nine."]
