@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
 import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,42 +21,23 @@ from parley.audio.endpointing import Boundary, Endpointer
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.rechunk import Rechunker
 from parley.audio.resample import Resampler
-from parley.audio.vad import VoiceActivityDetector
 from parley.engine.agent import AgentConfig
 from parley.engine.context import ConversationContext
 from parley.engine.events import Event, EventType, TimelineSink, now
-from parley.engine.reply import Reply, ReplyDeps, ReplySettings
+from parley.engine.options import EngineStack, SessionOptions
+from parley.engine.reply import Reply, ReplyDeps
 from parley.engine.state import ALLOWED_TRANSITIONS, InvalidTransition, SessionState
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import AudioOutput
-from parley.engine.turns import EndOfTurnModel, TurnPolicy
-from parley.providers.asr.base import RecognitionStream, SpeechRecognizer
-from parley.providers.llm.base import ChatMessage, LanguageModel
-from parley.providers.tts.base import SpeechSynthesizer
+from parley.engine.turn_text import real_words
+from parley.engine.turns import TurnPolicy
+from parley.providers.asr.base import RecognitionStream
+from parley.providers.llm.base import ChatMessage
 
 ASR_RATE = 16000
 PREROLL_S = 0.3
 
-
-@dataclass(slots=True)
-class EngineStack:
-    """The models a session uses. Recognizer, LLM, TTS and turn model are shared; VADs are per session."""
-
-    vad_factory: Callable[[], VoiceActivityDetector]
-    recognizer: SpeechRecognizer
-    llm: LanguageModel
-    tts: SpeechSynthesizer
-    turn_model: EndOfTurnModel | None = None
-
-
-@dataclass(slots=True)
-class SessionOptions:
-    reply: ReplySettings = field(default_factory=ReplySettings)
-    interim_interval_s: float | None = 0.6
-    """Seconds of new speech between interim transcripts (None: no interims)."""
-    inbound_max_frames: int = 500
-    """Inbound queue bound. When full the oldest audio is dropped: keeping up with real time beats
-    hearing stale audio, and each drop is reported on the timeline."""
+__all__ = ["EngineStack", "Session", "SessionOptions"]
 
 
 @dataclass(slots=True)
@@ -73,9 +52,6 @@ class _Candidate:
     required_silence: float | None = None
     completeness: float | None = None
     acoustic: float | None = None
-
-
-_WORD = re.compile(r"[a-z0-9']+")
 
 
 class Session:
@@ -359,13 +335,8 @@ class Session:
     # --- barge-in -----------------------------------------------------------------------------------
 
     def _has_real_words(self, text: str) -> bool:
-        """Words beyond backchannels ("uh-huh", "okay") and stray letters an interim guess can produce."""
         settings = self.agent.interruption
-        cleaned = " " + " ".join(_WORD.findall(text.lower())) + " "
-        for phrase in sorted(settings.backchannels, key=len, reverse=True):
-            cleaned = cleaned.replace(f" {phrase} ", " ")
-        words = [w for w in cleaned.split() if len(w) > 1 or w in ("i", "a")]
-        return len(words) >= max(1, settings.min_words)
+        return len(real_words(text, settings.backchannels)) >= max(1, settings.min_words)
 
     def _confirm_barge_in(self) -> None:
         if self._barge_in_onset is None:

@@ -98,3 +98,15 @@ def text_completeness(text: str) -> float:
         if last in words:
             return scores[mark]
     return _DEFAULT_SCORES[mark]
+
+
+_PLAIN_WORD = re.compile(r"[a-z0-9']+")
+
+
+def real_words(text: str, backchannels: list[str]) -> list[str]:
+    """The words of ``text`` beyond backchannels ("uh-huh", "okay") and the stray single letters an
+    interim guess can produce: what it takes for talking over the agent to count as an interruption."""
+    cleaned = " " + " ".join(_PLAIN_WORD.findall(text.lower())) + " "
+    for phrase in sorted(backchannels, key=len, reverse=True):
+        cleaned = cleaned.replace(f" {phrase} ", " ")
+    return [w for w in cleaned.split() if len(w) > 1 or w in ("i", "a")]

@@ -100,3 +100,12 @@ def test_strong_continuations_stay_incomplete_whatever_the_punctuation() -> None
 @given(st.text(max_size=200))
 def test_any_text_scores_within_bounds(text: str) -> None:
     assert 0.0 <= text_completeness(text) <= 1.0
+
+
+def test_backchannels_and_stray_letters_are_not_real_words() -> None:
+    from parley.engine.turn_text import real_words
+
+    backchannels = ["uh-huh", "uh huh", "okay", "yeah"]
+    assert real_words("Uh-huh, yeah.", backchannels) == []
+    assert real_words("S", backchannels) == []
+    assert real_words("Okay, wait a second", backchannels) == ["wait", "a", "second"]

@@ -1,0 +1,34 @@
+"""What a session is made of: the models it uses and the options a transport sets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from parley.audio.vad import VoiceActivityDetector
+from parley.engine.reply import ReplySettings
+from parley.engine.turns import EndOfTurnModel
+from parley.providers.asr.base import SpeechRecognizer
+from parley.providers.llm.base import LanguageModel
+from parley.providers.tts.base import SpeechSynthesizer
+
+
+@dataclass(slots=True)
+class EngineStack:
+    """The models a session uses. Recognizer, LLM, TTS and turn model are shared; VADs are per session."""
+
+    vad_factory: Callable[[], VoiceActivityDetector]
+    recognizer: SpeechRecognizer
+    llm: LanguageModel
+    tts: SpeechSynthesizer
+    turn_model: EndOfTurnModel | None = None
+
+
+@dataclass(slots=True)
+class SessionOptions:
+    reply: ReplySettings = field(default_factory=ReplySettings)
+    interim_interval_s: float | None = 0.6
+    """Seconds of new speech between interim transcripts (None: no interims)."""
+    inbound_max_frames: int = 500
+    """Inbound queue bound. When full the oldest audio is dropped: keeping up with real time beats
+    hearing stale audio, and each drop is reported on the timeline."""
