@@ -110,6 +110,8 @@ class Session:
         self._end_reason: str | None = None
         self._dropped_frames = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reply_tasks: set[asyncio.Task[None]] = set()
+        """Every reply ever started (committed or speculative), so none outlives the session."""
 
     # --- the transport's side -----------------------------------------------------------------------
 
@@ -151,16 +153,14 @@ class Session:
 
     def interrupt(self) -> None:
         """An explicit interrupt (a button): the agent stops and keeps only what was heard."""
-        if self._reply is not None:
-            self._reply.pause()
-            self._spawn(self.output.clear())
-            self._stop_reply(reason="interrupt")
+        self._stop_reply(reason="interrupt")
 
     def end(self, reason: str = "hangup") -> None:
         if self._end_reason is None:
             self._end_reason = reason
-            with contextlib.suppress(asyncio.QueueFull):
-                self._inbound.put_nowait(None)
+            if self._inbound.full():  # the end must get through even when audio is backed up
+                self._inbound.get_nowait()
+            self._inbound.put_nowait(None)
 
     # --- main loop ----------------------------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class Session:
         self._drop_candidate()
         if self._reply is not None:
             self._stop_reply(reason="session_ended")
-        tasks = [t for t in (*self._tasks, self._interim_task) if t is not None]
+        tasks = [t for t in (*self._tasks, *self._reply_tasks, self._interim_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -300,7 +300,7 @@ class Session:
             candidate.text = text
             self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
             candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
-            candidate.reply.start()
+            self._start(candidate.reply)
             candidate.acoustic = await acoustic
             candidate.completeness = self._policy.completeness(text, candidate.acoustic)
         finally:
@@ -376,12 +376,17 @@ class Session:
         self._stop_reply(reason="superseded")
         self._reply = reply
         if reply.task is None:
-            reply.start()
+            self._start(reply)
         assert reply.task is not None
         reply.task.add_done_callback(lambda _: self._on_reply_done(reply))
         reply.speech_end = speech_end
         self._set_state(SessionState.PROCESSING)
         reply.commit()
+
+    def _start(self, reply: Reply) -> None:
+        task = reply.start()
+        self._reply_tasks.add(task)
+        task.add_done_callback(self._reply_tasks.discard)
 
     def _on_audio_started(self, reply: Reply) -> None:
         if reply is not self._reply or reply.first_audio_at is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from parley.engine.events import EventType
@@ -208,3 +209,19 @@ async def test_cutting_in_on_a_pause_recovers_when_the_user_carries_on() -> None
     assert merged and merged[0].data["merged_with"] == "Tell me a fun fact."
     history = [(m.role, m.content) for m in conv.session.context.messages]
     assert history == [("user", "Tell me a fun fact. about the ocean"), ("assistant", "Whales are mammals.")]
+
+
+async def test_end_gets_through_a_full_inbound_queue() -> None:
+    from parley.engine.events import Timeline
+    from parley.engine.session import Session, SessionOptions
+    from parley.simulation import Loudspeaker
+
+    engines = stack([], [])
+    session = Session(
+        agent(), engines, Loudspeaker(), Timeline(), options=SessionOptions(inbound_max_frames=3)
+    )
+    for _ in range(10):
+        session.feed_audio(speech(0.02))
+    session.end("hangup")
+    await asyncio.wait_for(session.run(), 5)
+    assert session.state is SessionState.ENDED
