@@ -285,11 +285,12 @@ class Reply:
                     )
                 pending = np.concatenate([pending, resampler.process(chunk)])
                 pending = await self._queue_frames(pending, index, frame_samples)
-            pending = np.concatenate([pending, resampler.flush()])
-            await self._queue_frames(pending, index, frame_samples)
-            if len(pending) % frame_samples:
-                await self._audio.put(_Frame(pending[-(len(pending) % frame_samples) :], index))
-            self.segment_samples[index] += len(pending) % frame_samples
+            rest = await self._queue_frames(
+                np.concatenate([pending, resampler.flush()]), index, frame_samples
+            )
+            if len(rest):  # the clause's last, shorter frame
+                await self._audio.put(_Frame(rest, index))
+                self.segment_samples[index] += len(rest)
             await self._audio.put(_SegmentEnd(index))
         await self._audio.put(_END)
 
