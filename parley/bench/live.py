@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sys
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parley.audio.frame import PCM16
 from parley.audio.resample import resample
@@ -24,6 +24,9 @@ from parley.engine.events import now
 from parley.simulate import TurnResult, UserTurn, percentile
 from parley.simulation import Clip, agent_silent_at, voiced_span
 from parley.transports.ws_client import LiveClient, ReceivedFrame, StreamingMic
+
+if TYPE_CHECKING:
+    from parley.transports.webrtc_client import RtcClient
 
 RATE = 16000
 
@@ -73,7 +76,7 @@ class RemoteConversation:
     def __init__(self, url: str) -> None:
         self.url = url
         self.speaker = RemoteSpeaker(RATE)
-        self.client: LiveClient | None = None
+        self.client: LiveClient | RtcClient | None = None
         self.paired_v2v: list[tuple[float, float]] = []
         """(as heard here, as the server measured it) for each answered turn: their difference is
         what the wire and the client's playout add, free of the run-to-run noise of the models."""
@@ -180,7 +183,7 @@ def serve_embedded() -> None:
     make_server(app, settings, host="127.0.0.1", port=0, log_level="warning", on_started=announce).run()
 
 
-async def run_live_bench(progress: Any = None) -> dict[str, Any]:
+async def run_live_bench(progress: Any = None, transport: str = "ws") -> dict[str, Any]:
     from parley.bench.latency import build_turns
     from parley.bench.voice import CallerVoice
 
@@ -189,13 +192,20 @@ async def run_live_bench(progress: Any = None) -> dict[str, Any]:
     turns = await asyncio.to_thread(build_turns, CallerVoice())
     say("starting the server with the embedded stack (a separate process) …")
     with server_process(["-m", "parley.bench.live", "--serve"]) as (_, port):
-        say(f"streaming {len(turns)} user turns over ws://127.0.0.1:{port} in real time …")
-        conversation = RemoteConversation(f"ws://127.0.0.1:{port}/v1/sessions/ws")
+        conversation: RemoteConversation
+        if transport == "webrtc":
+            from parley.bench.live_webrtc import RtcConversation
+
+            say(f"streaming {len(turns)} user turns over WebRTC (offer to http://127.0.0.1:{port}) …")
+            conversation = RtcConversation(f"http://127.0.0.1:{port}")
+        else:
+            say(f"streaming {len(turns)} user turns over ws://127.0.0.1:{port} in real time …")
+            conversation = RemoteConversation(f"ws://127.0.0.1:{port}/v1/sessions/ws")
         results = await conversation.run(turns)
     v2v = [t.v2v_ms for t in results if t.v2v_ms is not None]
     bargein = [t.bargein_ms for t in results if t.bargein_ms is not None]
     return {
-        "transport": "ws",
+        "transport": transport,
         "turns": [asdict(t) for t in results],
         "v2v_p50_ms": percentile(v2v, 50),
         "v2v_p90_ms": percentile(v2v, 90),

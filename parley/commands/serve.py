@@ -23,6 +23,7 @@ out = Console()
 
 class Transport(StrEnum):
     ws = "ws"
+    webrtc = "webrtc"
 
 
 def serve(
@@ -71,7 +72,7 @@ def bench_live(
     """Voice-to-voice and barge-in latency as a remote client sees them, over loopback in real time."""
     from parley.bench.live import run_live_bench
 
-    report = asyncio.run(run_live_bench(progress=err.print))
+    report = asyncio.run(run_live_bench(progress=err.print, transport=transport.value))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from parley.config import Settings, get_settings
 from parley.server.runtime import LiveRuntime, SessionHook
 from parley.server.stacks import AgentCatalog, Engines, StackFactory
+from parley.server.webrtc import webrtc_router
 from parley.server.ws import ws_router
 from parley.transports.ws_protocol import SUPPORTED_SAMPLE_RATES
 
@@ -71,6 +72,7 @@ def create_app(
     app.state.runtime = runtime
     app.include_router(_service_router(runtime))
     app.include_router(ws_router(runtime))
+    app.include_router(webrtc_router(runtime))
     for router in extra_routers:
         app.include_router(router)
     app.mount("/voice", StaticFiles(directory=WEB_DIR, html=True), name="voice")
@@ -138,7 +140,7 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
         """What the voice page needs to connect: transports offered, audio format, agents."""
         return {
             "enabled": settings.realtime_enabled,
-            "transports": {"ws": "/v1/sessions/ws"},
+            "transports": {"ws": "/v1/sessions/ws", "webrtc": "/v1/sessions/webrtc"},
             "audio": {
                 "sample_rate": settings.audio_sample_rate,
                 "frame_ms": settings.audio_frame_ms,

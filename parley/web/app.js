@@ -1,4 +1,5 @@
 // The Parley voice page: pick an agent, talk, listen, interrupt. No build step: plain ES modules.
+import { WebRtcTransport, WebRtcUnavailable } from "./webrtc-transport.js";
 import { WsTransport } from "./ws-transport.js";
 
 const $ = (id) => document.getElementById(id);
@@ -8,13 +9,14 @@ const STATE_LABEL = { idle: "Ready", listening: "Listening", processing: "Thinki
 
 // Everything a test (or a curious developer) may want to read from the console.
 const parley = (window.parley = {
-  connection: "idle", state: "idle", sessionId: null, micActive: false, transcript: [], errors: [],
+  connection: "idle", transport: null, state: "idle", sessionId: null, micActive: false, transcript: [], errors: [],
   stats: { framesReceived: 0, playedSamples: 0, underruns: 0, framesSent: 0, lastV2vMs: null },
 });
 
 let config = null;
 let transport = null;
-let audio = null; // {ctx, stream, capture, playback}
+let audio = null; // {ctx, stream, capture, playback, remote}
+let remotePlayed = 0; // samples of agent audio heard over WebRTC
 
 async function loadConfig() {
   config = await (await fetch("/v1/realtime/config")).json();
@@ -61,18 +63,44 @@ async function startAudio() {
   source.connect(capture);
   const playback = new AudioWorkletNode(ctx, "parley-playback", { outputChannelCount: [1] });
   playback.port.onmessage = ({ data }) => {
-    parley.stats.playedSamples = data.played;
+    parley.stats.playedSamples = data.played + remotePlayed;
     parley.stats.underruns = data.underruns;
     setMeter("agent-level", data.level);
   };
   playback.connect(ctx.destination);
   if (ctx.state === "suspended") await ctx.resume();
-  audio = { ctx, stream, capture, playback };
+  audio = { ctx, stream, capture, playback, remote: null };
   parley.micActive = stream.getAudioTracks().some((track) => track.readyState === "live");
+}
+
+// WebRTC: the agent's track plays through a media element (so the browser's echo canceller hears it);
+// a capture worklet on it only feeds the meter and the page's stats.
+function playRemote(stream) {
+  if (!audio) return;
+  const element = new Audio();
+  element.autoplay = true;
+  element.srcObject = stream;
+  element.play().catch((error) => console.warn("parley: agent audio blocked:", error.message));
+  const frameSamples = Math.round((audio.ctx.sampleRate * config.audio.frame_ms) / 1000);
+  const meter = new AudioWorkletNode(audio.ctx, "parley-capture", { processorOptions: { frameSamples } });
+  meter.port.onmessage = ({ data }) => {
+    if (data.type === "level") {
+      setMeter("agent-level", data.level);
+    } else if (data.type === "frame" && data.pcm.some((s) => s > 300 || s < -300)) {
+      parley.stats.framesReceived++;
+      remotePlayed += data.pcm.length;
+    }
+  };
+  audio.ctx.createMediaStreamSource(stream).connect(meter);
+  audio.remote = { element, meter };
 }
 
 function stopAudio() {
   if (!audio) return;
+  if (audio.remote) {
+    audio.remote.element.srcObject = null;
+    audio.remote.meter.disconnect();
+  }
   for (const track of audio.stream.getTracks()) track.stop(); // releases the microphone
   audio.ctx.close();
   parley.micActive = audio.stream.getAudioTracks().some((track) => track.readyState === "live");
@@ -93,23 +121,43 @@ async function connect() {
     $("connect").disabled = false;
     return;
   }
-  transport = pickTransport();
-  transport.addEventListener("state", ({ detail }) => setConnection(detail.state));
-  transport.addEventListener("message", ({ detail }) => onMessage(detail));
-  transport.addEventListener("audio", ({ detail }) => {
+  const start = { type: "start", agent: $("agent").value,
+                  audio: { encoding: "pcm16", sample_rate: audio.ctx.sampleRate, channels: 1 },
+                  output: { sample_rate: audio.ctx.sampleRate } };
+  transport = await pickTransport(start);
+}
+
+function listen(candidate) {
+  candidate.addEventListener("state", ({ detail }) => { if (transport === candidate) setConnection(detail.state); });
+  candidate.addEventListener("message", ({ detail }) => { if (transport === candidate) onMessage(detail); });
+  candidate.addEventListener("audio", ({ detail }) => {
     parley.stats.framesReceived++;
     audio?.playback.port.postMessage({ type: "push", pcm: detail.pcm }, [detail.pcm.buffer]);
   });
-  transport.start({ type: "start", agent: $("agent").value,
-                    audio: { encoding: "pcm16", sample_rate: audio.ctx.sampleRate, channels: 1 },
-                    output: { sample_rate: audio.ctx.sampleRate } });
+  candidate.addEventListener("track", ({ detail }) => playRemote(detail.stream));
+  return candidate;
 }
 
-// WebRTC first when the server offers it (config.transports.webrtc, a later transport with the same
-// events and methods), the WebSocket otherwise.
-function pickTransport() {
+// WebRTC when the server offers it and the browser has it (?transport=ws forces the WebSocket); the
+// WebSocket when WebRTC cannot connect (no route to the server's candidates, a proxy that drops UDP).
+async function pickTransport(start) {
+  const wanted = params.get("transport");
+  if (config.transports.webrtc && window.RTCPeerConnection && wanted !== "ws") {
+    const candidate = (transport = listen(new WebRtcTransport(config.transports.webrtc, audio.stream)));
+    parley.transport = "webrtc";
+    try {
+      await candidate.open(start);
+      return candidate;
+    } catch (error) {
+      if (!(error instanceof WebRtcUnavailable)) throw error;
+      console.warn("parley: WebRTC unavailable, using the WebSocket:", error.message);
+    }
+  }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return new WsTransport(`${scheme}://${location.host}${config.transports.ws}`);
+  const ws = (transport = listen(new WsTransport(`${scheme}://${location.host}${config.transports.ws}`)));
+  parley.transport = "ws";
+  ws.start(start);
+  return ws;
 }
 
 function hangUp() {

@@ -86,10 +86,10 @@ async def test_voice_page_config_and_extra_routers() -> None:
         assert root.status_code == 307 and root.headers["location"] == "/voice/?autoconnect=1"
         page = await http.get("/voice/")
         assert page.status_code == 200 and "app.js" in page.text
-        for asset in ("app.js", "ws-transport.js", "worklets.js", "style.css"):
+        for asset in ("app.js", "ws-transport.js", "webrtc-transport.js", "worklets.js", "style.css"):
             assert (await http.get(f"/voice/{asset}")).status_code == 200, asset
         config = (await http.get("/v1/realtime/config")).json()
-        assert config["transports"] == {"ws": "/v1/sessions/ws"}
+        assert config["transports"] == {"ws": "/v1/sessions/ws", "webrtc": "/v1/sessions/webrtc"}
         assert [a["name"] for a in config["agents"]] == ["assistant", "concierge"]
         assert (await http.get("/v1/ping-extra")).json() == {"pong": "yes"}
     assert opened == ["open", "closed"]

@@ -1,9 +1,9 @@
 """The voice page in real headless Chromium against `parley serve` with the embedded models.
 
-Chromium's fake microphone plays a question spoken by Piper; the page must connect, the question must
-be transcribed, the agent's answer must play through the page's audio worklet, a dropped socket must
-reconnect to the same conversation, and hanging up must release the microphone. A screenshot is saved
-to artifacts/voice_page.png.
+Chromium's fake microphone plays a question spoken by Piper; the page must connect (over WebRTC, its
+default, and over the WebSocket), the question must be transcribed, the agent's answer must play, a
+dropped socket must reconnect to the same conversation (WebSocket), and hanging up must release the
+microphone. Screenshots are saved to artifacts/voice_page_webrtc.png and artifacts/voice_page.png.
 """
 
 from __future__ import annotations
@@ -101,11 +101,16 @@ async def _until(page: Page, predicate: str, limit_s: float, what: str) -> dict[
         ) from None
 
 
-async def test_a_browser_conversation_over_the_voice_page(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_a_browser_conversation_over_the_voice_page(tmp_path: Path, transport: str) -> None:
+    """WebRTC is the page's default; ``?transport=ws`` makes it use the WebSocket."""
     wav = await _question_wav(tmp_path / "question.wav")
+    query = "autoconnect=1" if transport == "webrtc" else "autoconnect=1&transport=ws"
+    shot = ARTIFACTS / ("voice_page.png" if transport == "ws" else "voice_page_webrtc.png")
     async with parley_serve() as url, chromium(wav) as page:
-        await page.send("Page.navigate", url=f"{url}?autoconnect=1")
-        await _until(page, "p.connection === 'connected' && p.micActive", 15, "connecting")
+        await page.send("Page.navigate", url=f"{url}?{query}")
+        state = await _until(page, "p.connection === 'connected' && p.micActive", 15, "connecting")
+        assert state["transport"] == transport, "the page did not fall back"
         state = await _until(
             page,
             "p.transcript.some(l => l.role === 'user' && l.final)",
@@ -119,14 +124,15 @@ async def test_a_browser_conversation_over_the_voice_page(tmp_path: Path) -> Non
         assert state["stats"]["framesReceived"] > 0
         assert state["state"] in ("speaking", "listening")
         await asyncio.sleep(1.0)
-        await page.screenshot(ARTIFACTS / "voice_page.png")
-        assert (ARTIFACTS / "voice_page.png").stat().st_size > 10_000
+        await page.screenshot(shot)
+        assert shot.stat().st_size > 10_000
 
-        session = state["sessionId"]
-        await page.evaluate("window.parley.dropConnection()")
-        await _until(page, "p.connection === 'reconnecting'", 5, "noticing the dropped socket")
-        state = await _until(page, "p.connection === 'connected'", 10, "reconnecting")
-        assert state["sessionId"] == session, "the same conversation continued"
+        if transport == "ws":  # a WebRTC peer connection does not resume; a lost one ends the call
+            session = state["sessionId"]
+            await page.evaluate("window.parley.dropConnection()")
+            await _until(page, "p.connection === 'reconnecting'", 5, "noticing the dropped socket")
+            state = await _until(page, "p.connection === 'connected'", 10, "reconnecting")
+            assert state["sessionId"] == session, "the same conversation continued"
 
         await page.evaluate("document.getElementById('hangup').click()")
         state = await _until(page, "p.state === 'ended' && !p.micActive", 10, "hanging up")
