@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -95,20 +96,8 @@ class RemoteConversation:
             raise RuntimeError(f"session refused: {started}")
         mic = StreamingMic(client, RATE)
         streaming = asyncio.create_task(mic.run())
-        results: list[TurnResult] = []
         try:
-            await self._wait_quiet(answer_timeout_s)
-            for index, turn in enumerate(turns):
-                mark = len(client.messages)
-                pcm = resample(turn.audio.pcm, turn.audio.sample_rate, RATE)
-                start = await mic.say(pcm)
-                upcoming = turns[index + 1] if index + 1 < len(turns) else None
-                if upcoming is not None and upcoming.barge_in_at_ms is not None:
-                    await self._wait_agent_audio(start, answer_timeout_s)
-                    await asyncio.sleep(upcoming.barge_in_at_ms / 1000)
-                else:
-                    await self._wait_quiet(answer_timeout_s)
-                results.append(self._score(mark, start, pcm))
+            results = await self._play_turns(turns, mic.say, answer_timeout_s)
         finally:
             streaming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,6 +105,26 @@ class RemoteConversation:
             with contextlib.suppress(Exception):
                 await client.send({"type": "end"})
             await client.close()
+        return results
+
+    async def _play_turns(
+        self, turns: list[UserTurn], say: Callable[[PCM16], Awaitable[float]], answer_timeout_s: float
+    ) -> list[TurnResult]:
+        """Say each turn in real time, as the in-process bench does, and score what the client heard."""
+        assert self.client is not None
+        results: list[TurnResult] = []
+        await self._wait_quiet(answer_timeout_s)
+        for index, turn in enumerate(turns):
+            mark = len(self.client.messages)
+            pcm = resample(turn.audio.pcm, turn.audio.sample_rate, RATE)
+            start = await say(pcm)
+            upcoming = turns[index + 1] if index + 1 < len(turns) else None
+            if upcoming is not None and upcoming.barge_in_at_ms is not None:
+                await self._wait_agent_audio(start, answer_timeout_s)
+                await asyncio.sleep(upcoming.barge_in_at_ms / 1000)
+            else:
+                await self._wait_quiet(answer_timeout_s)
+            results.append(self._score(mark, start, pcm))
         return results
 
     async def _wait_quiet(self, limit_s: float) -> None:

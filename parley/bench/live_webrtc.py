@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from parley.audio.frame import PCM16
-from parley.audio.resample import resample
 from parley.bench.live import RATE, RemoteConversation
 from parley.bench.load import PLAYOUT_MARGIN_S
 from parley.simulate import TurnResult, UserTurn
@@ -82,20 +81,8 @@ class RtcConversation(RemoteConversation):
             self.url, on_audio=self.rtc_speaker.on_pcm, on_message=self._on_message, output_rate=RATE
         )
         self.client = client
-        results: list[TurnResult] = []
         try:
-            await self._wait_quiet(answer_timeout_s)
-            for index, turn in enumerate(turns):
-                mark = len(client.messages)
-                pcm = resample(turn.audio.pcm, turn.audio.sample_rate, RATE)
-                start = await client.say(pcm)
-                upcoming = turns[index + 1] if index + 1 < len(turns) else None
-                if upcoming is not None and upcoming.barge_in_at_ms is not None:
-                    await self._wait_agent_audio(start, answer_timeout_s)
-                    await asyncio.sleep(upcoming.barge_in_at_ms / 1000)
-                else:
-                    await self._wait_quiet(answer_timeout_s)
-                results.append(self._score(mark, start, pcm))
+            results = await self._play_turns(turns, client.say, answer_timeout_s)
         finally:
             with contextlib.suppress(Exception):
                 await client.send({"type": "end"})

@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from parley.audio.frame import PCM16
 from parley.engine.events import now
+from parley.transports.inbox import MessageInbox
 from parley.transports.webrtc import peer_connection, pump_inbound, without_receive_buffering
 
 AudioHandler = Callable[[PCM16, float], None]
@@ -80,7 +81,7 @@ class SpeakingTrack(MediaStreamTrack):
         return out
 
 
-class RtcClient:
+class RtcClient(MessageInbox):
     def __init__(
         self, on_audio: AudioHandler | None = None, on_message: MessageHandler | None = None
     ) -> None:
@@ -143,33 +144,6 @@ class RtcClient:
 
     async def say(self, pcm: PCM16) -> float:
         return await self.mic.say(pcm)
-
-    async def wait_for(
-        self, types: str | tuple[str, ...], limit_s: float = 10.0, since: int = 0, **match: Any
-    ) -> dict[str, Any]:
-        """The first message (from index ``since``) of one of ``types`` whose fields equal ``match``."""
-        wanted = (types,) if isinstance(types, str) else types
-        deadline = now() + limit_s
-        index = since
-        while True:
-            while index < len(self.messages):
-                message = self.messages[index]
-                index += 1
-                if message.get("type") in wanted and all(message.get(k) == v for k, v in match.items()):
-                    return message
-            if self.closed:
-                raise ConnectionError(f"connection closed while waiting for {wanted}")
-            remaining = deadline - now()
-            if remaining <= 0:
-                seen = [m.get("type") for m in self.messages[since:]]
-                raise TimeoutError(f"no {wanted} within {limit_s} s; got {seen}")
-            self._new.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._new.wait()
-
-    def of_type(self, type_: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m.get("type") == type_]
 
     async def wait_closed(self, limit_s: float = 5.0) -> None:
         async with asyncio.timeout(limit_s):

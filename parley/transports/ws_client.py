@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from parley.audio.frame import PCM16
 from parley.engine.events import now
+from parley.transports.inbox import MessageInbox
 from parley.transports.ws_protocol import decode_audio, encode_audio
 
 
@@ -34,7 +35,7 @@ AudioHandler = Callable[[ReceivedFrame], None]
 MessageHandler = Callable[[dict[str, Any]], None]
 
 
-class LiveClient:
+class LiveClient(MessageInbox):
     def __init__(
         self,
         ws: ClientConnection,
@@ -119,33 +120,6 @@ class LiveClient:
             self.session_id, self.token = session_id, token
             self._seq = max(self._seq, int(reply["last_inbound_seq"]))  # numbering carries on
         return reply
-
-    async def wait_for(
-        self, types: str | tuple[str, ...], limit_s: float = 10.0, since: int = 0, **match: Any
-    ) -> dict[str, Any]:
-        """The first message (from index ``since``) of one of ``types`` whose fields equal ``match``."""
-        wanted = (types,) if isinstance(types, str) else types
-        deadline = now() + limit_s
-        index = since
-        while True:
-            while index < len(self.messages):
-                message = self.messages[index]
-                index += 1
-                if message.get("type") in wanted and all(message.get(k) == v for k, v in match.items()):
-                    return message
-            if self.closed:
-                raise ConnectionError(f"connection closed while waiting for {wanted}")
-            remaining = deadline - now()
-            if remaining <= 0:
-                seen = [m.get("type") for m in self.messages[since:]]
-                raise TimeoutError(f"no {wanted} within {limit_s} s; got {seen}")
-            self._new.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._new.wait()
-
-    def of_type(self, type_: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m.get("type") == type_]
 
     async def wait_closed(self, limit_s: float = 5.0) -> None:
         async with asyncio.timeout(limit_s):
