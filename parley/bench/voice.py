@@ -20,7 +20,9 @@ TAIL_S = 0.2
 class CallerVoice:
     """Piper with phoneme alignments (needs the ``onnx`` package, part of the gpl extra)."""
 
-    def __init__(self, length_scale: float = 1.05) -> None:
+    def __init__(self, length_scale: float = 1.05, *, varied: bool = True) -> None:
+        """``varied=False`` turns Piper's sampling noise off: the same text gives the same audio every
+        time, for tests that must not depend on a lucky take."""
         import onnx
         from piper import PiperVoice
         from piper.config import PiperConfig, SynthesisConfig
@@ -33,7 +35,10 @@ class CallerVoice:
 
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
         self._voice = PiperVoice(config=config, session=inference_session(model.SerializeToString(), 2))
-        self._synthesis = SynthesisConfig(length_scale=length_scale)
+        if varied:
+            self._synthesis = SynthesisConfig(length_scale=length_scale)
+        else:
+            self._synthesis = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
         self.sample_rate: int = config.sample_rate
 
     def say(self, text: str, pause_after_words: int | None = None, pause_s: float = 0.0) -> AudioFrame:

@@ -34,11 +34,10 @@ RATE = 16000
 
 
 async def _question_wav(path: Path) -> Path:
-    from parley.providers.tts.piper import PiperSynthesizer
+    from parley.bench.voice import CallerVoice
 
-    tts = PiperSynthesizer(threads=1)
-    chunks = [chunk async for chunk in tts.synthesize("What is the capital of France?")]
-    speech = resample(np.concatenate(chunks), tts.sample_rate, RATE)
+    question = CallerVoice(varied=False).say("What is the capital of France?")  # the same take every run
+    speech = resample(question.pcm, question.sample_rate, RATE)
     silence = np.zeros(RATE, np.int16)
     write_wav(path, np.concatenate([silence, silence, speech, *[silence] * 14]), RATE)
     return path
