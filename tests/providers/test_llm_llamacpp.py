@@ -13,6 +13,7 @@ from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec
 from parley.providers.llm.llamacpp import LlamaCppModel
 from parley.providers.llm.prompting import stable_prefix
 from tests.helpers.llm_assets import gemma_gguf
+from tests.helpers.llm_streams import cancel_after
 
 pytestmark = pytest.mark.models
 
@@ -91,23 +92,9 @@ async def test_warm_up_evaluates_the_prefix_ahead_of_the_first_turn(model: Llama
 
 
 async def test_cancelling_the_consumer_stops_generation_within_a_token(model: LlamaCppModel) -> None:
-    seen: list[str] = []
-    enough = asyncio.Event()
-
-    async def consume() -> None:
-        # The base model answers this one with a long run of zeros: a reply that will not end by itself.
-        async for chunk in model.stream(
-            [ChatMessage("user", "What's a googol written out in digits?")], max_tokens=120
-        ):
-            seen.append(chunk.text)
-            if len(seen) >= 3:
-                enough.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(enough.wait(), timeout=30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    # The base model answers this one with a long run of zeros: a reply that will not end by itself.
+    ask = [ChatMessage("user", "What's a googol written out in digits?")]
+    seen = await cancel_after(model.stream(ask, max_tokens=120), 3)
     deadline = time.monotonic() + 3
     while model.last_stats is None or model.last_stats.finish_reason != "cancelled":
         assert time.monotonic() < deadline, "generation did not stop"

@@ -12,6 +12,7 @@ from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
 from parley.providers.llm.openai_compat import OpenAICompatError, OpenAICompatibleModel
 from tests.helpers.llm_assets import free_port, gemma_gguf, llama_server
 from tests.helpers.llm_openai_stub import TOOL_CALL_STREAM, StubResponse, StubServer, sse, text_stream
+from tests.helpers.llm_streams import cancel_after
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -176,20 +177,7 @@ async def test_cancelling_the_consumer_closes_the_http_stream() -> None:
     slow = StubResponse(chunks=text_stream([f"w{i} " for i in range(40)]), delay=0.05)
     async with StubServer([slow]) as server:
         model = OpenAICompatibleModel(server.url, "m")
-        seen: list[str] = []
-        enough = asyncio.Event()
-
-        async def consume() -> None:
-            async for chunk in model.stream(ASK):
-                seen.append(chunk.text)
-                if len(seen) >= 2:
-                    enough.set()
-
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(enough.wait(), timeout=30)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_after(model.stream(ASK), 2)
         await asyncio.wait_for(server.disconnected.wait(), timeout=1.0)
         assert server.chunks_sent < 10
 

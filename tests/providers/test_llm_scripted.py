@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 
-import pytest
-
 from parley.providers.llm.base import ChatMessage, LanguageModel, LLMChunk, ToolSpec
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
+from tests.helpers.llm_streams import cancel_after
 
 WEATHER = ToolSpec(
     "get_weather", "Look up the weather", {"type": "object", "properties": {"city": {"type": "string"}}}
@@ -79,20 +78,7 @@ async def test_max_tokens_cuts_the_reply() -> None:
 
 async def test_cancelling_the_consumer_stops_within_one_token() -> None:
     model = ScriptedModel([ScriptRule.say("story", " ".join(["word"] * 50))], token_delay=0.02)
-    seen: list[str] = []
-    enough = asyncio.Event()
-
-    async def consume() -> None:
-        async for chunk in model.stream([ChatMessage("user", "tell me a story")]):
-            seen.append(chunk.text)
-            if len(seen) >= 3:
-                enough.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(enough.wait(), timeout=30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    seen = await cancel_after(model.stream([ChatMessage("user", "tell me a story")]), 3)
     produced = model.tokens_streamed
     await asyncio.sleep(0.1)
     assert model.tokens_streamed == produced <= len(seen) + 1
