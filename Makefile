@@ -1,4 +1,4 @@
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench lock
 SHELL := /bin/bash
 
 setup:
@@ -17,3 +17,8 @@ test: setup
 
 bench: setup
 	.venv/bin/parley bench latency
+
+## Re-resolve the dependencies and rewrite requirements*.lock (a deliberate step; commit the result).
+lock:
+	@test -x .venv/bin/uv || $(MAKE) setup
+	bash scripts/lock.sh

@@ -36,15 +36,20 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.parley-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp=".venv/.parley-setup-$(cat requirements.lock requirements-tools.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  log "installing Python packages (first run builds llama.cpp: about 5 minutes)"
-  .venv/bin/pip install -q -U pip wheel setuptools
+  log "installing the locked Python packages (first run builds llama.cpp: about 5 minutes)"
+  # Exactly what the locks name, each file checked against its sha256 (make lock refreshes them).
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements-tools.lock
   # Portable x86-64 build with AVX2/FMA; GGML_NATIVE off so the wheel cached in ~/.cache/pip runs anywhere.
   export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-  .venv/bin/pip install -q -e '.[gpl,accurate,dev]'
-  # silero-vad's own dependencies pull in PyTorch (GBs); Parley only needs its bundled ONNX file.
-  .venv/bin/pip install -q --no-deps 'silero-vad==6.2.3'
+  .venv/bin/pip install -q --require-hashes -r requirements.lock
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+  # Everything consistent, but for silero-vad's PyTorch, which Parley does not use (only its ONNX file).
+  if .venv/bin/pip check | grep -v '^silero-vad .* requires torch'; then
+    log "error: the installed packages are inconsistent (above); run make lock"
+    exit 1
+  fi
   rm -f .venv/.parley-setup-*
   touch "$stamp"
 fi
