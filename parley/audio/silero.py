@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import onnxruntime as ort
 from parley.audio.frame import PCM16
 from parley.audio.vad import check_frame
 from parley.onnx import inference_session
+from parley.providers.assets import silero_vad_onnx
 
 _FRAME_SAMPLES = {16000: 512, 8000: 256}
 _CONTEXT_SAMPLES = {16000: 64, 8000: 32}
@@ -20,19 +20,11 @@ _STATE_SHAPE = (2, 1, 128)
 
 
 def bundled_model_path() -> Path:
-    """Where pip put ``silero_vad/data/silero_vad.onnx``.
+    """Where pip put ``silero_vad/data/silero_vad.onnx``, checked against its recorded sha256.
 
-    Found with ``find_spec`` rather than ``importlib.resources`` because importing the ``silero_vad``
-    package pulls in torch, which Parley does not install.
+    Found without importing the ``silero_vad`` package, which pulls in torch (Parley does not install it).
     """
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the silero-vad package is not installed (pip install silero-vad --no-deps)")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "data" / "silero_vad.onnx"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("silero_vad/data/silero_vad.onnx is missing from the silero-vad package")
+    return silero_vad_onnx()
 
 
 @functools.lru_cache(maxsize=4)

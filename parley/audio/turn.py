@@ -21,6 +21,7 @@ from faster_whisper.feature_extractor import FeatureExtractor
 
 from parley.audio.frame import PCM16
 from parley.onnx import inference_session
+from parley.providers.assets import verify_model_file
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 8
@@ -66,6 +67,8 @@ class SmartTurnDetector:
     ``threshold`` is the default decision point for ``is_complete``; an engine that weighs the score
     against silence length or a transcript can read ``probability_complete`` directly. One instance is
     safe to share between threads (ONNX Runtime sessions are), so all sessions of a worker can use it.
+    The model in Parley's cache is checked against its recorded sha256 (``ModelAssetError`` if it is
+    not that file); a ``model_path`` given explicitly is the caller's own model and is not.
     """
 
     name = "smart-turn-v3.2"
@@ -84,6 +87,8 @@ class SmartTurnDetector:
                 f"Smart Turn model not found at {path}. Run `python {FETCH_SCRIPT}` to extract it from the "
                 "pipecat-ai wheel on PyPI (set PARLEY_MODEL_CACHE to change where models live)."
             )
+        if model_path is None:
+            verify_model_file(path, MODEL_FILENAME, f"extract it again with: python {FETCH_SCRIPT} --force")
         self.model_path = path
         self.threshold = threshold
         self._session = inference_session(path, intra_op_threads=threads)

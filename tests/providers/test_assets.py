@@ -1,10 +1,13 @@
-"""Model files come from installed packages only, and split models are joined once, safely."""
+"""Model files come from installed packages only, are the files recorded by sha256, and split models are
+joined once, safely."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,10 +15,15 @@ import pytest
 
 from parley.providers import assets
 
+REAL_CACHE = assets.model_cache_dir()
+"""The cache set-up filled, read before the fixture below points every test at its own."""
 
-@pytest.fixture
+
+@pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh model cache (and so a fresh record of verified files) for every test."""
     monkeypatch.setenv("PARLEY_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "_verified", {})
     return tmp_path / "cache"
 
 
@@ -115,3 +123,122 @@ def test_whisper_base_is_assembled_into_a_model_directory(cache: Path) -> None:
     names = {p.name for p in directory.iterdir()}
     assert names == {"config.json", "model.bin", "tokenizer.json", "vocabulary.txt"}
     assert (directory / "model.bin").stat().st_size == 145_217_532
+
+
+# --- every model file is the one recorded by sha256 -------------------------------------------------------
+
+
+def _damage(path: Path) -> None:
+    """Change one byte in the middle, in place: same size, so only a hash can tell."""
+    with path.open("r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _touch_later(path: Path) -> None:
+    """Move mtime on by 1 ms: file clocks tick coarsely, and a rewrite in the same tick keeps the mtime."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+def _damaged_copy(source: Path, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    copy = directory / source.name
+    shutil.copyfile(source, copy)
+    _damage(copy)
+    return copy
+
+
+def test_every_recorded_digest_is_a_sha256() -> None:
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in assets.MODEL_SHA256.values())
+
+
+def test_the_fetch_script_and_the_assets_agree_on_smart_turn() -> None:
+    from tests.audio.test_turn import fetch
+
+    assert assets.MODEL_SHA256[fetch.MODEL_FILENAME] == fetch.MODEL_SHA256
+
+
+def test_a_damaged_model_file_is_refused_naming_file_and_digests(tmp_path: Path) -> None:
+    original = assets.silero_vad_onnx()
+    damaged = _damaged_copy(original, tmp_path)
+    actual = hashlib.sha256(damaged.read_bytes()).hexdigest()
+    expected = assets.MODEL_SHA256["silero_vad.onnx"]
+    with pytest.raises(assets.ModelAssetError) as refused:
+        assets.verify_model_file(damaged, "silero_vad.onnx", "reinstall it")
+    message = str(refused.value)
+    assert str(damaged) in message and expected in message and actual in message
+    assert assets.verify_model_file(original, "silero_vad.onnx", "reinstall it") == original
+
+
+def test_a_packaged_model_that_was_altered_is_refused_where_it_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same file as the package's, one byte changed: the engine that would load it gets an error."""
+    from parley.audio.silero import SileroVAD
+
+    damaged = _damaged_copy(assets.silero_vad_onnx(), tmp_path / "silero_vad" / "data")
+    monkeypatch.setattr(assets, "_package_data", lambda *_: damaged)
+    with pytest.raises(assets.ModelAssetError, match=r"sha256 .*expected .*pip install --force-reinstall"):
+        SileroVAD(16000)
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "silero_vad.onnx"
+    shutil.copyfile(assets.silero_vad_onnx(), path)
+    hashed: list[Path] = []
+    real_hash = assets._file_sha256
+
+    def counting(target: Path) -> str:
+        hashed.append(target)
+        return real_hash(target)
+
+    monkeypatch.setattr(assets, "_file_sha256", counting)
+    assets.verify_model_file(path, "silero_vad.onnx", "")
+    assets.verify_model_file(path, "silero_vad.onnx", "")
+    assert len(hashed) == 1
+    monkeypatch.setattr(assets, "_verified", {})  # a new process: the record on disk answers
+    assets.verify_model_file(path, "silero_vad.onnx", "")
+    assert len(hashed) == 1
+    _damage(path)  # rewritten in place: a new mtime (set here: the clock may not have ticked yet)
+    _touch_later(path)
+    with pytest.raises(assets.ModelAssetError):
+        assets.verify_model_file(path, "silero_vad.onnx", "")
+    assert len(hashed) == 2
+
+
+def test_a_damaged_joined_file_in_the_cache_is_joined_again(tmp_path: Path) -> None:
+    chunks = parts(tmp_path, b"abc", b"defg")
+    target = tmp_path / "out" / "model.bin"
+    digest = hashlib.sha256(b"abcdefg").hexdigest()
+    assets.join_parts(target, chunks, digest)
+    target.write_bytes(b"abcdefX")  # same size, one byte off
+    _touch_later(target)
+    assert assets.join_parts(target, chunks, digest).read_bytes() == b"abcdefg"
+
+
+@pytest.mark.models
+def test_setup_verifies_every_model_file(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``python -m parley.providers.assets`` (run by setup) checks: every file with a recorded digest."""
+    from parley.audio import turn
+
+    smart_turn = REAL_CACHE / turn.MODEL_FILENAME
+    if not smart_turn.is_file():
+        pytest.skip(f"run {turn.FETCH_SCRIPT} first")
+    cache.mkdir(parents=True)
+    shutil.copy2(smart_turn, cache / turn.MODEL_FILENAME)
+    assets.prepare_all()  # joins the split models into the empty cache, hashing as it writes
+    checked: list[str] = []
+    real_verify = assets._verify
+
+    def spy(path: Path, expected: str, name: str, fix: str) -> Path:
+        checked.append(expected)
+        return real_verify(path, expected, name, fix)
+
+    monkeypatch.setattr(assets, "_verify", spy)
+    assets.prepare_all()  # a later start: every file goes through the (remembered) check
+    assert set(checked) == set(assets.MODEL_SHA256.values())
