@@ -15,6 +15,9 @@ from rich.table import Table
 from parley.commands.records import agents_app, calls_app, keys_app
 from parley.commands.serve import bench_live, bench_load, serve
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
+from parley.logs import configure_logging
+
+configure_logging()
 
 app = typer.Typer(
     help="Parley: real-time voice AI agents, fully offline.",
@@ -115,6 +118,25 @@ def bench_latency(
         table.add_row(f"  {name}", _ms(figures["p50"]), _ms(figures["p90"]))
     out.print(table)
     out.print(f"premature cut-ins: {report['premature_cutins']}")
+
+
+@bench_app.command("vad")
+def bench_vad(
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    seconds: Annotated[float, typer.Option("--seconds", help="audio to feed, in seconds")] = 10.0,
+) -> None:
+    """Silero VAD's cost per 32 ms frame on one thread (target: median under 3 ms)."""
+    from parley.bench.vad import run_vad_bench
+
+    report = run_vad_bench(seconds)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    out.print(
+        f"silero per-frame ({report['frame_ms']} ms of audio, {report['frames']} frames): "
+        f"median {report['median_ms']} ms, p95 {report['p95_ms']} ms, max {report['max_ms']} ms "
+        f"(target median < {report['target_median_ms']} ms: {'met' if report['within_target'] else 'MISSED'})"
+    )
 
 
 def _ms(value: object) -> str:

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # --- server and realtime sessions (live-voice issue) --------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    max_request_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="larger HTTP request bodies are refused with 413, unread"
+    )
     realtime_enabled: bool = True
     max_concurrent_sessions: int = Field(50, ge=1)
     session_idle_timeout_s: float = Field(120.0, gt=0)
@@ -43,7 +46,56 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(65536, gt=0, description="largest JSON control message accepted")
     ws_max_messages_per_s: float = Field(200.0, gt=0, description="per-session message rate limit")
     ws_audio_burst_s: float = Field(2.0, gt=0, description="audio a client may send ahead of real time")
+    outbound_max_messages: int = Field(
+        256, ge=8, description="control messages queued per connection for a client that lags behind"
+    )
+    outbound_stall_s: float = Field(
+        5.0,
+        gt=0,
+        description="a connection whose client reads nothing for this long (its queue full or a write "
+        "blocked) is closed; the session then waits for a reconnect",
+    )
     agents_dir: Path | None = Field(None, description="extra agent YAML files offered for live sessions")
+
+    # --- who may open a live session (security issue; docs/security.md) ----------------------------
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser Origins allowed to open live sessions besides the server's own "
+        "(e.g. https://app.example.com); clients that send no Origin (servers, SDKs) are not browsers",
+    )
+    max_connections_per_ip: int = Field(20, ge=1, description="open live connections per client address")
+    max_sessions_per_ip: int = Field(5, ge=1, description="concurrent live sessions per client address")
+    session_token_ttl_s: float = Field(
+        120.0, gt=0, le=3600, description="how long a session token from the REST API stays usable"
+    )
+    session_start_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="a session that gets no audio or text (or whose WebRTC offer never connects) within "
+        "this long is ended, freeing its slot",
+    )
+
+    # --- engines: the operator's choices, never an agent's (docs/security.md) -----------------------
+    model_threads: int = Field(2, ge=1, le=64, description="CPU threads per embedded model")
+    llamacpp_model_path: Path | None = Field(None, description="GGUF file; default: the packaged model")
+    llamacpp_n_ctx: int = Field(2048, ge=256, le=131072, description="context size of the embedded LLM")
+    llamacpp_n_batch: int = Field(256, ge=1, le=4096)
+    whisper_model_dir: Path | None = Field(None, description="CTranslate2 whisper dir; default: packaged")
+    whisper_compute_type: str = Field("int8", pattern=r"^[a-z0-9_]{1,20}$")
+    piper_voice: Path | None = Field(None, description="Piper voice .onnx (its .json beside it)")
+    espeak_program: str = Field("espeak-ng", description="the espeak-ng program (name on PATH or path)")
+    openai_base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible endpoint")
+    openai_api_key: SecretStr | None = Field(None, description="default key for the openai provider")
+    openai_models: list[str] = Field(
+        default_factory=lambda: ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"],
+        description="model names agents may choose for the openai provider",
+    )
+    openai_timeout_s: float = Field(30.0, gt=0, le=600)
+    secrets_key: SecretStr | None = Field(
+        None,
+        description="Fernet key that encrypts organization secrets at rest; default: a key generated once "
+        "into data_dir/secrets.key (readable by the server's user only)",
+    )
 
     # --- store, timeline, artifacts (platform-memory issue) -----------------------------------------
     database_url: str | None = Field(None, description="SQLAlchemy async URL; default SQLite in data_dir")

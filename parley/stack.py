@@ -7,17 +7,34 @@ the VAD, which carries per-stream state, is made per session.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from parley.audio.vad import VoiceActivityDetector
+from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig, ProviderSettings, ToolSettings
 from parley.engine.session import EngineStack
 from parley.engine.tools import Tool, ToolRegistry, static_tool
 from parley.engine.turns import EndOfTurnModel
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.llm.base import LanguageModel
+from parley.providers.options import (
+    EnergyVadOptions,
+    EspeakOptions,
+    LlamaCppOptions,
+    OpenAIOptions,
+    PiperOptions,
+    ScriptedAsrOptions,
+    ScriptedLlmOptions,
+    SileroOptions,
+    ToneOptions,
+    WebRtcVadOptions,
+    WhisperOptions,
+    parse_options,
+)
 from parley.providers.tts.base import SpeechSynthesizer
 
 
@@ -25,84 +42,140 @@ class ProviderError(ValueError):
     """An agent names a provider Parley does not have, or one that cannot start here."""
 
 
+Secrets = Mapping[str, str]
+"""An organization's secrets by name, already decrypted: what ``api_key_secret`` options refer to."""
+
 _cache: dict[str, Any] = {}
 
 
-def _key(kind: str, settings: ProviderSettings) -> str:
-    return f"{kind}:{settings.provider}:{json.dumps(settings.options, sort_keys=True, default=str)}"
+def _key(kind: str, settings: ProviderSettings, *extra: str) -> str:
+    options = json.dumps(settings.options, sort_keys=True, default=str)
+    return ":".join([kind, settings.provider, options, *extra])
 
 
 def _vad_factory(settings: ProviderSettings) -> Callable[[], VoiceActivityDetector]:
-    options = settings.options
-    if settings.provider == "silero":
+    options = parse_options("vad", settings.provider, settings.options)
+    if isinstance(options, SileroOptions):
         from parley.audio.silero import SileroVAD
 
-        return lambda: SileroVAD(**options)
-    if settings.provider == "webrtc":
+        return lambda: SileroVAD()
+    if isinstance(options, WebRtcVadOptions):
         from parley.audio.webrtc_vad import WebRTCVAD
 
-        return lambda: WebRTCVAD(**options)
-    if settings.provider == "energy":
+        return lambda: WebRTCVAD(aggressiveness=options.aggressiveness)
+    if isinstance(options, EnergyVadOptions):
         from parley.audio.vad import EnergyVAD
 
-        return lambda: EnergyVAD(**options)
+        return lambda: EnergyVAD(threshold_dbfs=options.threshold_dbfs, softness_db=options.softness_db)
     raise ProviderError(f"unknown VAD provider '{settings.provider}' (choose silero, webrtc or energy)")
 
 
-def _recognizer(settings: ProviderSettings) -> SpeechRecognizer:
-    options = dict(settings.options)
-    if settings.provider == "whisper":
+def _recognizer(settings: ProviderSettings, host: Settings) -> SpeechRecognizer:
+    options = parse_options("asr", settings.provider, settings.options)
+    if isinstance(options, WhisperOptions):
         from parley.providers.asr.whisper import WhisperRecognizer
 
-        size = options.pop("model", "tiny.en")
-        if size == "base" and "model_dir" not in options:
+        model_dir: Path | None = host.whisper_model_dir
+        if options.model == "base":
             from parley.providers.assets import whisper_base_dir
 
-            options["model_dir"] = whisper_base_dir()
-        elif size != "tiny.en":
-            raise ProviderError(f"unknown whisper model '{size}' (choose tiny.en or base)")
-        return WhisperRecognizer(**options)
-    if settings.provider == "scripted":
+            model_dir = whisper_base_dir()
+        return WhisperRecognizer(
+            model_dir,
+            cpu_threads=host.model_threads,
+            compute_type=host.whisper_compute_type,
+            beam_size=options.beam_size,
+            language=options.language,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+        )
+    if isinstance(options, ScriptedAsrOptions):
         from parley.providers.asr.scripted import ScriptedRecognizer
 
-        return ScriptedRecognizer(**options)
+        return ScriptedRecognizer(list(options.lines), seconds_per_word=options.seconds_per_word)
     raise ProviderError(f"unknown ASR provider '{settings.provider}' (choose whisper or scripted)")
 
 
-def _language_model(settings: ProviderSettings) -> LanguageModel:
-    options = dict(settings.options)
-    if settings.provider == "llamacpp":
+def _openai_key(options: OpenAIOptions, host: Settings, secrets: Secrets) -> str | None:
+    if options.api_key_secret is not None:
+        if options.api_key_secret not in secrets:
+            raise ProviderError(
+                f"llm.options.api_key_secret: the organization has no secret named {options.api_key_secret!r}"
+            )
+        return secrets[options.api_key_secret]
+    return host.openai_api_key.get_secret_value() if host.openai_api_key is not None else None
+
+
+def check_operator_policy(agent: AgentConfig, host: Settings | None = None) -> None:
+    """What only the operator's settings can tell: raise ``ProviderError`` for a choice they forbid."""
+    host = host or get_settings()
+    if agent.llm.provider == "openai":
+        model = agent.llm.options.get("model")
+        if model not in host.openai_models:
+            raise ProviderError(
+                f"llm.options.model: {model!r} is not offered on this server "
+                f"(PARLEY_OPENAI_MODELS: {', '.join(host.openai_models)})"
+            )
+
+
+def _language_model(settings: ProviderSettings, host: Settings, secrets: Secrets) -> LanguageModel:
+    options = parse_options("llm", settings.provider, settings.options)
+    if isinstance(options, LlamaCppOptions):
         from parley.providers.assets import gemma_gguf
         from parley.providers.llm.llamacpp import LlamaCppModel
 
-        path = options.pop("model_path", None) or gemma_gguf()
-        return LlamaCppModel(path, **options)
-    if settings.provider == "openai":
+        return LlamaCppModel(
+            host.llamacpp_model_path or gemma_gguf(),
+            n_ctx=host.llamacpp_n_ctx,
+            n_threads=host.model_threads,
+            n_batch=host.llamacpp_n_batch,
+            seed=options.seed,
+        )
+    if isinstance(options, OpenAIOptions):
         from parley.providers.llm.openai_compat import OpenAICompatibleModel
 
-        return OpenAICompatibleModel(**options)
-    if settings.provider == "scripted":
+        return OpenAICompatibleModel(
+            host.openai_base_url,
+            options.model,
+            _openai_key(options, host, secrets),
+            timeout=host.openai_timeout_s,
+        )
+    if isinstance(options, ScriptedLlmOptions):
         from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 
-        rules = [ScriptRule(**rule) for rule in options.pop("rules", [])]
-        return ScriptedModel(rules, **options)
+        rules = [ScriptRule(**rule.model_dump()) for rule in options.rules]
+        return ScriptedModel(rules, default_reply=options.default_reply, token_delay=options.token_delay)
     raise ProviderError(f"unknown LLM provider '{settings.provider}' (choose llamacpp, openai or scripted)")
 
 
-def _synthesizer(settings: ProviderSettings) -> SpeechSynthesizer:
-    options = settings.options
-    if settings.provider == "piper":
+def _synthesizer(settings: ProviderSettings, host: Settings) -> SpeechSynthesizer:
+    options = parse_options("tts", settings.provider, settings.options)
+    if isinstance(options, PiperOptions):
         from parley.providers.tts.piper import PiperSynthesizer
 
-        return PiperSynthesizer(**options)
-    if settings.provider == "espeak":
+        voice = host.piper_voice
+        return PiperSynthesizer(
+            voice,
+            voice.with_suffix(voice.suffix + ".json") if voice is not None else None,
+            threads=host.model_threads,
+            length_scale=options.length_scale,
+            volume=options.volume,
+            speaker_id=options.speaker_id,
+        )
+    if isinstance(options, EspeakOptions):
         from parley.providers.tts.espeak import EspeakSynthesizer
 
-        return EspeakSynthesizer(**options)
-    if settings.provider == "tone":
+        return EspeakSynthesizer(options.voice, options.rate_wpm, program=host.espeak_program)
+    if isinstance(options, ToneOptions):
         from parley.providers.tts.tone import ToneSynthesizer
 
-        return ToneSynthesizer(**options)
+        return ToneSynthesizer(
+            options.sample_rate,
+            options.ms_per_char,
+            chunk_ms=options.chunk_ms,
+            frequency=options.frequency,
+            amplitude=options.amplitude,
+        )
     raise ProviderError(f"unknown TTS provider '{settings.provider}' (choose piper, espeak or tone)")
 
 
@@ -123,22 +196,29 @@ def _shared(key: str, make: Callable[[], Any]) -> Any:
     return _cache[key]
 
 
-def build_stack(agent: AgentConfig) -> EngineStack:
+def build_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineStack:
     """Load (or reuse) the models the agent asks for. Blocking: call it off the event loop."""
+    host = get_settings()
+    check_operator_policy(agent, host)
+    found = dict(secrets or {})
+    llm_key = ""
+    if agent.llm.provider == "openai":
+        key = _openai_key(parse_options("llm", "openai", agent.llm.options), host, found) or ""
+        llm_key = hashlib.sha256(key.encode()).hexdigest()  # two orgs' keys never share a client
     return EngineStack(
         vad_factory=_vad_factory(agent.vad),
-        recognizer=_shared(_key("asr", agent.asr), lambda: _recognizer(agent.asr)),
-        llm=_shared(_key("llm", agent.llm), lambda: _language_model(agent.llm)),
-        tts=_shared(_key("tts", agent.tts), lambda: _synthesizer(agent.tts)),
+        recognizer=_shared(_key("asr", agent.asr), lambda: _recognizer(agent.asr, host)),
+        llm=_shared(_key("llm", agent.llm, llm_key), lambda: _language_model(agent.llm, host, found)),
+        tts=_shared(_key("tts", agent.tts), lambda: _synthesizer(agent.tts, host)),
         turn_model=_shared(
             f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)
         ),
     )
 
 
-async def prepare_stack(agent: AgentConfig) -> EngineStack:
+async def prepare_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineStack:
     """Load and warm every model so the first turn is as fast as the rest."""
-    stack = await asyncio.to_thread(build_stack, agent)
+    stack = await asyncio.to_thread(build_stack, agent, secrets)
     await stack.recognizer.warm_up()
     await stack.tts.warm_up()
     await stack.llm.warm_up()

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from websockets.exceptions import ConnectionClosed
+
 from parley.audio.frame import PCM16
 from parley.audio.resample import resample
 from parley.bench.load import PLAYOUT_MARGIN_S
@@ -102,7 +104,7 @@ class RemoteConversation:
             streaming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await streaming
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ConnectionClosed, OSError):  # the server may have closed first
                 await client.send({"type": "end"})
             await client.close()
         return results

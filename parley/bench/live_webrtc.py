@@ -14,6 +14,7 @@ import contextlib
 from typing import Any
 
 import numpy as np
+from aiortc.exceptions import InvalidStateError
 
 from parley.audio.frame import PCM16
 from parley.bench.live import RATE, RemoteConversation
@@ -84,7 +85,7 @@ class RtcConversation(RemoteConversation):
         try:
             results = await self._play_turns(turns, client.say, answer_timeout_s)
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(InvalidStateError, OSError):  # the channel may have closed first
                 await client.send({"type": "end"})
             await asyncio.sleep(0.2)
             await client.close()

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from websockets.exceptions import ConnectionClosed
 
 from parley.audio.frame import PCM16
 from parley.audio.vad import EnergyVAD
@@ -80,6 +81,7 @@ def fast_stack() -> EngineStack:
 def load_agent() -> AgentConfig:
     return AgentConfig(
         name="load",
+        public=True,
         endpointing=EndpointingSettings(
             min_silence_ms=200, unsure_silence_ms=500, max_silence_ms=900, semantic=False
         ),
@@ -98,7 +100,15 @@ def serve_fast(max_sessions: int) -> None:
     async def factory(_: AgentConfig) -> EngineStack:
         return engines
 
-    settings = Settings(_env_file=None, max_concurrent_sessions=max_sessions, session_idle_timeout_s=600)
+    # Every simulated caller comes from this machine's one address, and waits its turn to speak.
+    settings = Settings(
+        _env_file=None,
+        max_concurrent_sessions=max_sessions,
+        session_idle_timeout_s=600,
+        max_sessions_per_ip=max_sessions,
+        max_connections_per_ip=2 * max_sessions,
+        session_start_timeout_s=600,
+    )
     app = create_app(settings, catalog=AgentCatalog([load_agent()]), stack_factory=factory)
 
     async def announce(server: DrainingServer) -> None:
@@ -182,7 +192,7 @@ class LoadClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self.client is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ConnectionClosed, OSError):  # the server may have closed first
                 await self.client.send({"type": "end"})
             await self.client.close()
 
@@ -206,7 +216,7 @@ async def _tick(clients: list[LoadClient], frame_s: float = 0.02, phases: int = 
             if mic is None or client is None or client.closed:
                 continue
             pcm = mic.next_frame(t - frame_s)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ConnectionClosed, OSError):  # closed since the check above
                 await client.send_audio(pcm, (t - frame_s) * 1000)
         phase = (phase + 1) % phases
 

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from parley.config import Settings
 
 err = Console(stderr=True)
 out = Console()
@@ -34,12 +39,28 @@ def serve(
 ) -> None:
     """Serve the browser voice page and live sessions, with the embedded offline models."""
     from parley.config import get_settings
+    from parley.server.lifecycle import ListenError, listen_socket
+
+    settings = get_settings()
+    bind = host or settings.host
+    # The port first: a taken one should fail now, with a reason, not after a minute of model loading.
+    try:
+        listener = listen_socket(bind, settings.port if port is None else port)
+    except ListenError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from exc
+    with listener:
+        _serve_on(listener, settings, bind, agent, log_level)
+
+
+def _serve_on(
+    listener: socket.socket, settings: Settings, bind: str, agent: Path | None, log_level: str
+) -> None:
     from parley.engine.agent import AgentConfigError, load_agent
     from parley.server.app import create_platform_app
     from parley.server.lifecycle import DrainingServer, bound_port, make_server
     from parley.server.stacks import AgentCatalog
 
-    settings = get_settings()
     extra = []
     if agent is not None:
         try:
@@ -50,10 +71,9 @@ def serve(
     default = extra[0].name if extra else None
     catalog = AgentCatalog(extra_dir=settings.agents_dir, extra=extra, default=default)
     app = create_platform_app(settings, catalog=catalog)
-    bind = host or settings.host
 
     async def announce(server: DrainingServer) -> None:
-        shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else f"[{bind}]" if ":" in bind else bind
         url = f"http://{shown}:{bound_port(server)}/"
         err.print(f"Parley is listening on {url} — loading and warming the models …", soft_wrap=True)
         runtime = app.state.runtime
@@ -62,7 +82,7 @@ def serve(
             f"[green]Ready.[/green] Open the voice page: [bold]{url}[/bold]  (Ctrl+C to stop)", soft_wrap=True
         )
 
-    make_server(app, settings, host=bind, port=port, log_level=log_level, on_started=announce).run()
+    make_server(app, settings, host=bind, log_level=log_level, on_started=announce).run(sockets=[listener])
 
 
 def bench_live(

@@ -3,41 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from parley.inputs import JsonObject, PlainJson, SafeStr
+from parley.providers.options import OptionsError, Role, validate_options
+
+# Caps on what an agent may say and hold. An agent is tenant input (POST /v1/agents) and goes whole into
+# every prompt, so each text has a ceiling, generous for hand-written agents; numbers are finite.
+MAX_MS = 60_000
+AgentName = Annotated[SafeStr, Field(min_length=1, max_length=100)]
+Fact = Annotated[SafeStr, Field(max_length=4000)]
+SpokenLine = Annotated[SafeStr, Field(max_length=1000)]
 
 
 class EndpointingSettings(BaseModel):
     """When the user's turn is over. Times in milliseconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     start_threshold: float = Field(0.5, ge=0, le=1, description="VAD probability that opens speech")
     stop_threshold: float = Field(0.35, ge=0, le=1, description="VAD probability below which speech pauses")
-    min_speech_ms: int = Field(64, ge=0, description="voiced time needed before speech counts as started")
-    pause_ms: int = Field(96, ge=0, description="silence that marks a pause; a speculative reply starts here")
-    min_silence_ms: int = Field(200, ge=0, description="silence that ends a turn that is clearly complete")
-    unsure_silence_ms: int = Field(
-        800, ge=0, description="silence that ends a turn of uncertain completeness"
+    min_speech_ms: int = Field(
+        64, ge=0, le=MAX_MS, description="voiced time needed before speech counts as started"
     )
-    max_silence_ms: int = Field(1400, ge=0, description="silence that ends any turn")
+    pause_ms: int = Field(
+        96, ge=0, le=MAX_MS, description="silence that marks a pause; a speculative reply starts here"
+    )
+    min_silence_ms: int = Field(
+        200, ge=0, le=MAX_MS, description="silence that ends a turn that is clearly complete"
+    )
+    unsure_silence_ms: int = Field(
+        800, ge=0, le=MAX_MS, description="silence that ends a turn of uncertain completeness"
+    )
+    max_silence_ms: int = Field(1400, ge=0, le=MAX_MS, description="silence that ends any turn")
     semantic: bool = Field(True, description="use the end-of-turn model and transcript to pick the silence")
 
 
 class InterruptionSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    min_words: int = Field(1, ge=0, description="real words needed to confirm a barge-in")
+    min_words: int = Field(1, ge=0, le=100, description="real words needed to confirm a barge-in")
     merge_window_ms: int = Field(
         1000,
         ge=0,
+        le=MAX_MS,
         description="a user who speaks again this soon after their own last word had only paused, even if "
         "the agent already started answering: the new words join that turn and the answer is dropped",
     )
-    backchannels: list[str] = Field(
+    backchannels: list[Annotated[SafeStr, Field(min_length=1, max_length=50)]] = Field(
+        max_length=200,
         default_factory=lambda: [
             "uh-huh",
             "uh huh",
@@ -57,55 +76,90 @@ class InterruptionSettings(BaseModel):
             "yes",
             "sure",
             "i see",
-        ]
+        ],
     )
 
 
 class ProviderSettings(BaseModel):
-    """Which engine to use for a role, and its options (passed to the engine's constructor)."""
+    """Which engine to use for a role, and its options: an allow-list per provider, with bounds
+    (``parley.providers.options``). Hosts, paths, programs and sizes are operator settings."""
 
     model_config = ConfigDict(extra="forbid")
+    role: ClassVar[Role | None] = None
 
-    provider: str
+    provider: str = Field(max_length=40)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _allowed_options(self) -> ProviderSettings:
+        if self.role is not None:
+            try:
+                self.options = validate_options(self.role, self.provider, self.options)
+            except OptionsError as exc:
+                raise PydanticCustomError(
+                    "provider_option", "{field}: {detail}", {"field": exc.field, "detail": str(exc)}
+                ) from exc
+        return self
+
+
+class VadSettings(ProviderSettings):
+    role: ClassVar[Role | None] = "vad"
+
+
+class AsrSettings(ProviderSettings):
+    role: ClassVar[Role | None] = "asr"
+
+
+class LlmSettings(ProviderSettings):
+    role: ClassVar[Role | None] = "llm"
+
+
+class TtsSettings(ProviderSettings):
+    role: ClassVar[Role | None] = "tts"
 
 
 class ToolSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str
-    description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-    timeout_s: float = Field(5.0, gt=0)
+    name: SafeStr = Field(min_length=1, max_length=64)
+    description: SafeStr = Field("", max_length=2000)
+    parameters: JsonObject = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    timeout_s: float = Field(5.0, gt=0, le=300)
     side_effect: bool = False
     kind: Literal["builtin", "static"] = "builtin"
-    result: Any = None
+    result: PlainJson = None
     """For ``static`` tools: the result returned to the model (handy for demos and tests)."""
 
 
 class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = "assistant"
-    system_prompt: str = (
-        "You are a friendly, helpful voice assistant. Answer briefly, in one or two short sentences."
+    name: AgentName = "assistant"
+    system_prompt: SafeStr = Field(
+        "You are a friendly, helpful voice assistant. Answer briefly, in one or two short sentences.",
+        max_length=20_000,
     )
-    first_message: str | None = None
-    knowledge: list[str] = Field(
-        default_factory=list, description="facts put into the prompt to ground answers"
+    first_message: SpokenLine | None = None
+    knowledge: list[Fact] = Field(
+        default_factory=list, max_length=50, description="facts put into the prompt to ground answers"
     )
-    asr: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="whisper"))
-    llm: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="llamacpp"))
-    tts: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="piper"))
-    vad: ProviderSettings = Field(default_factory=lambda: ProviderSettings(provider="silero"))
+    public: bool = Field(
+        False,
+        description="anyone may talk to this agent without a session token (the demo page's agent); "
+        "such sessions are accounted to the agent's organization and marked as public",
+    )
+    asr: AsrSettings = Field(default_factory=lambda: AsrSettings(provider="whisper"))
+    llm: LlmSettings = Field(default_factory=lambda: LlmSettings(provider="llamacpp"))
+    tts: TtsSettings = Field(default_factory=lambda: TtsSettings(provider="piper"))
+    vad: VadSettings = Field(default_factory=lambda: VadSettings(provider="silero"))
     endpointing: EndpointingSettings = Field(default_factory=EndpointingSettings)
     interruption: InterruptionSettings = Field(default_factory=InterruptionSettings)
-    tools: list[ToolSettings] = Field(default_factory=list)
-    max_reply_tokens: int = Field(60, gt=0)
-    temperature: float = Field(0.0, ge=0)
-    context_token_budget: int = Field(1200, gt=0)
-    max_tool_rounds: int = Field(3, ge=0)
-    error_message: str = Field(
+    tools: list[ToolSettings] = Field(default_factory=list, max_length=50)
+    max_reply_tokens: int = Field(60, gt=0, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    context_token_budget: int = Field(1200, gt=0, le=131_072)
+    max_tool_rounds: int = Field(3, ge=0, le=10)
+    error_message: SpokenLine = Field(
         "Sorry, I'm having trouble answering right now. Could you say that again?",
         description="spoken when the language model fails",
     )

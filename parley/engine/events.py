@@ -14,6 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import structlog
+
+log = structlog.get_logger("parley.engine")
+
 
 class EventType(StrEnum):
     SESSION_STARTED = "session.started"
@@ -32,6 +36,7 @@ class EventType(StrEnum):
     TTS_FIRST_BYTE = "tts.first_byte"
     AGENT_AUDIO_STARTED = "agent.audio.started"
     AGENT_AUDIO_STOPPED = "agent.audio.stopped"
+    AGENT_AUDIO_PLAYED = "agent.audio.played"
     AGENT_REPLY_DONE = "agent.reply.done"
     BARGE_IN = "barge_in"
     BARGE_IN_DISMISSED = "barge_in.dismissed"
@@ -69,7 +74,7 @@ class TimelineSink(Protocol):
 class Timeline:
     """In-process timeline: keeps the events and fans them out to subscribers synchronously.
 
-    A subscriber that raises is reported once on stderr and dropped, so a broken consumer never
+    A subscriber that raises is logged once and dropped, so a broken consumer never
     breaks the call.
     """
 
@@ -86,13 +91,13 @@ class Timeline:
         for callback in list(self._subscribers):
             try:
                 callback(event)
-            except Exception as exc:  # a consumer's bug must not end the call
+            except Exception:  # a consumer's bug must not end the call
                 self._subscribers.remove(callback)
-                import sys
-
-                print(
-                    f"parley: timeline subscriber {callback!r} failed and was removed: {exc!r}",
-                    file=sys.stderr,
+                log.exception(
+                    "timeline subscriber failed and was removed",
+                    session_id=event.session_id,
+                    event_type=str(event.type),
+                    subscriber=repr(callback),
                 )
 
     def of_type(self, *types: EventType) -> list[Event]:

@@ -320,6 +320,14 @@ class Reply:
                 async with self._played:
                     self._marks.append(_Mark(item.segment, at, len(self._written)))
                     self._played.notify_all()
+                # On the timeline too: if the process dies mid-reply, recovery knows what was heard.
+                self.deps.emit(
+                    EventType.AGENT_AUDIO_PLAYED,
+                    reply_id=self.id,
+                    segment=item.segment,
+                    at=at,
+                    heard_text=self._heard_text(at),
+                )
                 continue
             t = now()
             if next_t is None:

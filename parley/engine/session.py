@@ -8,7 +8,6 @@ carries on, the speculative reply is dropped unheard; if not, its first audio is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import uuid
 from collections import deque
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import structlog
 
 from parley.audio.endpointing import Boundary, Endpointer
 from parley.audio.frame import PCM16, AudioFrame
@@ -33,6 +33,8 @@ from parley.engine.turn_text import real_words
 from parley.engine.turns import TurnPolicy
 from parley.providers.asr.base import RecognitionStream
 from parley.providers.llm.base import ChatMessage
+
+log = structlog.get_logger("parley.engine.session")
 
 ASR_RATE = 16000
 PREROLL_S = 0.3
@@ -186,8 +188,10 @@ class Session:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             await self._asr.aclose()
+        except Exception as exc:  # the session ends all the same; a recogniser that cannot close is news
+            log.warning("closing the speech recogniser failed", session_id=self.id, error=repr(exc))
         self._set_state(SessionState.ENDED)
         self._emit(EventType.SESSION_ENDED, reason=self._end_reason or "closed")
 

@@ -7,9 +7,12 @@ from typing import Any
 
 from parley.engine.agent import AgentConfig
 from parley.platform.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut, Page
+from parley.stack import ProviderError, check_operator_policy
 from parley.store.agents import AgentRepository
 from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
+
+__all__ = ["AgentService", "Conflict", "NotFound", "ProviderError"]
 
 
 class NotFound(LookupError):
@@ -50,6 +53,7 @@ class AgentService:
         self.db = db
 
     async def create(self, org_id: str, request: AgentCreate) -> AgentOut:
+        check_operator_policy(request.config)
         name = request.name or request.config.name
         config = request.config.model_copy(update={"name": name})
         async with self.db.session() as session:
@@ -95,6 +99,8 @@ class AgentService:
             return Page[AgentOut](data=out, next_cursor=next_cursor)
 
     async def update(self, org_id: str, ref: str, request: AgentUpdate) -> AgentOut:
+        if request.config is not None:
+            check_operator_policy(request.config)
         async with self.db.session() as session:
             repo = AgentRepository(session)
             agent = await self._find(repo, org_id, ref)

@@ -29,8 +29,11 @@ _templates = Environment(
 
 
 def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
+    """The month as ``[start, end)`` in UTC; a ``ValueError`` for a month the calendar cannot end."""
     if not 1 <= month <= 12:
         raise ValueError(f"month must be 1..12, got {month}")
+    if not 1 <= year <= 9999 or (year, month) == (9999, 12):
+        raise ValueError(f"no invoice period {year}-{month:02d}: the calendar ends in 9999")
     start = datetime(year, month, 1, tzinfo=UTC)
     return start, start + timedelta(days=calendar.monthrange(year, month)[1])
 

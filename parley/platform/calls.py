@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +21,7 @@ from parley.store.calls import CallFilters, CallRepository
 from parley.store.db import Database
 from parley.store.lifecycle import CallStatus, Decision
 from parley.store.models import AgentVersion, Call
+from parley.store.types import utcnow
 from parley.timeline.digest import latency_summary
 
 
@@ -35,6 +38,7 @@ async def _version_numbers(session: AsyncSession, calls: Sequence[Call]) -> dict
 def summary(call: Call, versions: dict[str, int]) -> CallSummary:
     return CallSummary(
         id=call.id,
+        org_id=call.org_id,
         session_id=call.session_id,
         agent_id=call.agent_id,
         agent_version=versions.get(call.agent_version_id or ""),
@@ -48,7 +52,18 @@ def summary(call: Call, versions: dict[str, int]) -> CallSummary:
         started_at=call.started_at,
         ended_at=call.ended_at,
         duration_s=duration_s(call),
+        access=call.access,
+        client_ip=call.client_ip,
     )
+
+
+class TokenRefused(PermissionError):
+    """A session token that cannot (or can no longer) connect a call."""
+
+
+def hash_token(token: str) -> str:
+    """Tokens are long random strings: a plain sha256 is enough, and lets the store look them up."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class CallService:
@@ -67,6 +82,9 @@ class CallService:
         from_number: str | None = None,
         to_number: str | None = None,
         session_id: str | None = None,
+        access: str | None = None,
+        client_ip: str | None = None,
+        connect_token_hash: str | None = None,
     ) -> tuple[CallSummary, AgentConfig | None]:
         """A queued call, pinned to the agent's latest version (returned too, to run the call with)."""
         async with self.db.session() as session:
@@ -92,8 +110,33 @@ class CallService:
                 session_id=session_id,
                 from_number=from_number,
                 to_number=to_number,
+                access=access,
+                client_ip=client_ip,
+                connect_token_hash=connect_token_hash,
             )
             return summary(call, versions), config
+
+    async def connect(
+        self, token: str, *, ttl_s: float, transport: str, client_ip: str | None
+    ) -> tuple[CallSummary, AgentConfig | None]:
+        """Spend a session token: the queued call it was minted for, now bound to this client.
+
+        Raises ``TokenRefused`` for an unknown, spent or expired token, or a call no longer queued."""
+        async with self.db.session() as session:
+            calls = CallRepository(session)
+            call = await calls.consume_token(hash_token(token))
+            if call is None:
+                raise TokenRefused("this session token is unknown or was already used")
+            if utcnow() - call.created_at > timedelta(seconds=ttl_s):
+                raise TokenRefused(f"this session token expired (tokens live {ttl_s:g} s); ask for a new one")
+            if call.status != CallStatus.QUEUED.value:
+                raise TokenRefused(f"call {call.id} was already connected (status {call.status})")
+            call.transport = transport
+            call.access = "token"
+            call.client_ip = client_ip
+            return summary(call, await _version_numbers(session, [call])), await agent_config_of(
+                session, call
+            )
 
     async def claim(self, session_id: str) -> tuple[CallSummary, AgentConfig | None]:
         """The call a transport was asked to connect (by session id) and the agent version it runs."""

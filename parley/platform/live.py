@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from types import TracebackType
 from typing import TYPE_CHECKING
+
+import structlog
 
 from parley.audio.frame import AudioFrame
 from parley.engine.agent import AgentConfig
@@ -28,6 +29,8 @@ from parley.platform.schemas import CallSummary
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus, InvalidStatusTransition
 from parley.timeline.recorder import RecordingOutput, StereoRecorder
+
+log = structlog.get_logger("parley.platform.live")
 
 if TYPE_CHECKING:
     from parley.platform.runtime import Platform
@@ -80,9 +83,11 @@ class LiveCall:
         """Keeps the call row fresh so start-up recovery elsewhere knows this call is alive."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            with contextlib.suppress(Exception):
+            try:
                 async with self.platform.db.session() as session:
                     await CallRepository(session).touch([self.call_id])
+            except Exception as exc:  # the next beat tries again; a missed one only ages the row
+                log.warning("call heartbeat failed", call_id=self.call_id, error=repr(exc))
 
     async def finish(self, *, failed: bool = False) -> None:
         """Hang-up: finalize and store the recording, flush the timeline. Safe to call twice."""
@@ -95,8 +100,8 @@ class LiveCall:
         if self.recorder is not None:
             try:
                 await self.platform.recordings.finish(self.call_id, self.recorder)
-            except Exception as exc:  # the call's record must survive a storage failure
-                print(f"parley: call {self.call_id}: storing the recording failed: {exc!r}", file=sys.stderr)
+            except Exception:  # the call's record must survive a storage failure
+                log.exception("storing the recording failed", call_id=self.call_id)
         await self.platform.bus.flush()
         if failed:
             with contextlib.suppress(InvalidStatusTransition):

@@ -2,7 +2,9 @@
 with reason ``interrupted``, keeping every event and transcript turn that reached the journal.
 
 1. Journals of dead writers (in-process timeline) are replayed through the persister (idempotent),
-   then their calls are marked interrupted.
+   then their calls are marked interrupted. A marked call ends at its last event, and a reply it was
+   speaking is closed as the engine closes a stopped one (``reply.cancelled`` with what had been
+   heard, from its ``agent.audio.played`` marks), so the transcript keeps it as an interrupted turn.
 2. Calls still ringing or in progress whose row nobody has touched for ``stale_after`` are marked too:
    that covers the Redis timeline, where no journal exists (live calls refresh their row every 30 s).
 3. Recordings whose writer died are published as they are (a valid WAV up to the kill).
@@ -10,17 +12,22 @@ with reason ``interrupted``, keeping every event and transcript turn that reache
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
+
+import structlog
 
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus, Decision, InvalidStatusTransition
 from parley.store.models import Call
 from parley.store.types import utcnow
+from parley.timeline.digest import TURN_EVENTS, unfinished_replies
+from parley.timeline.envelope import Envelope
 from parley.timeline.journal import Journal
 from parley.timeline.memory import MemoryTimeline
+
+log = structlog.get_logger("parley.platform.recovery")
 
 if TYPE_CHECKING:
     from parley.platform.runtime import Platform
@@ -70,11 +77,33 @@ async def recover_interrupted(
 
 
 async def _interrupt(platform: Platform, call: Call) -> bool:
+    """End the call where its timeline ends: the reply being spoken is closed with what was heard,
+    and the call ends at its last event (not now: a restart hours later must not bill those hours)."""
     if CallStatus(call.status).terminal:
         return False
-    try:
-        decision, _ = await platform.calls.set_status(call.id, CallStatus.FAILED, reason=INTERRUPTED)
-    except InvalidStatusTransition as exc:
-        print(f"parley: recovery left call {call.id} as it is: {exc}", file=sys.stderr)
-        return False
+    async with platform.db.session() as session:
+        calls = CallRepository(session)
+        last = await calls.last_event(call.id)
+        records = await calls.events(call.id, types=sorted(TURN_EVENTS)) if last is not None else []
+    if last is not None:
+        closing = [
+            Envelope(call.session_id, last.seq + n, kind, last.t, last.at.timestamp(), data)
+            for n, (kind, data) in enumerate(unfinished_replies(records, INTERRUPTED), 1)
+        ]
+        if closing:
+            await platform.persister.store(closing)
+    async with platform.db.session() as session:
+        calls = CallRepository(session)
+        row = await calls.get(call.id)
+        if row is None:
+            return False
+        try:
+            decision = await calls.set_status(
+                row, CallStatus.FAILED, reason=INTERRUPTED, at=last.at if last is not None else None
+            )
+        except InvalidStatusTransition as exc:
+            log.info("recovery left a call as it is", call_id=call.id, reason=str(exc))
+            return False
+        if decision is Decision.APPLY:
+            await platform.call_ended(session, row)
     return decision is Decision.APPLY

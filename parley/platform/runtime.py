@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
-import sys
 from datetime import timedelta
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.artifacts import ArtifactStore, artifact_store
@@ -21,11 +22,12 @@ from parley.config import Settings, get_settings
 from parley.engine.agent import default_agent
 from parley.platform.agents import AgentService, NotFound
 from parley.platform.billing import Billing
-from parley.platform.calls import CallService
+from parley.platform.calls import CallService, hash_token
 from parley.platform.live import LiveCall
 from parley.platform.pricing import Pricing
 from parley.platform.recordings import Recordings
 from parley.platform.schemas import WebSession
+from parley.platform.secrets import SecretService
 from parley.platform.usage import finish_call
 from parley.store.db import Database
 from parley.store.models import Call
@@ -33,6 +35,8 @@ from parley.store.tenants import TenantRepository
 from parley.timeline.bus import TimelineBus
 from parley.timeline.memory import MemoryTimeline
 from parley.timeline.persister import Persister
+
+log = structlog.get_logger("parley.platform")
 
 PERSISTER_GROUP = "persister"
 SWEEP_S = 60.0
@@ -76,6 +80,7 @@ class Platform:
             url_expiry=timedelta(seconds=settings.artifact_url_expiry_s),
         )
         self.agents = AgentService(db)
+        self.secrets = SecretService(db, settings)
         self.calls = CallService(db, self.pricing, self.recordings)
         self.billing = Billing(db, self.pricing)
         self.persister = Persister(db, default_org_id=default_org_id, on_call_ended=self.call_ended)
@@ -107,7 +112,7 @@ class Platform:
 
             report = await recover_interrupted(platform)
             if report.calls:
-                print(f"parley: marked {report.calls} interrupted call(s) failed", file=sys.stderr)
+                log.warning("marked calls a previous process left mid-flight failed", calls=report.calls)
         if consume:
             platform.start_consuming(recover=recover)
             await platform._ensure_bucket_rules()
@@ -121,7 +126,7 @@ class Platform:
             try:
                 await set_retention(days, prefix="recordings/")
             except Exception as exc:  # a bucket policy we may not change is not a reason to stop
-                print(f"parley: could not set the bucket's retention rule: {exc!r}", file=sys.stderr)
+                log.warning("could not set the bucket's retention rule", days=days, error=repr(exc))
 
     async def call_ended(self, session: AsyncSession, call: Call) -> None:
         await finish_call(session, call, self.pricing)
@@ -145,15 +150,15 @@ class Platform:
             await asyncio.sleep(SWEEP_S)
             try:
                 await recover_interrupted(self)
-            except Exception as exc:
-                print(f"parley: recovery sweep failed: {exc!r}", file=sys.stderr)
+            except Exception:  # the next sweep tries again
+                log.exception("recovery sweep failed")
 
     async def _retention(self, days: int) -> None:
         while True:
             try:
                 await self.recordings.apply_retention(days)
-            except Exception as exc:
-                print(f"parley: recording retention failed: {exc!r}", file=sys.stderr)
+            except Exception:  # tried again in six hours
+                log.exception("recording retention failed", days=days)
             await asyncio.sleep(6 * 3600)
 
     async def settle(self, within_s: float = 10.0) -> None:
@@ -172,8 +177,14 @@ class Platform:
         return org.id
 
     async def start_web_session(self, org_id: str, agent_ref: str) -> WebSession:
+        """A queued call and the single-use token a client connects it with."""
+        token = secrets.token_urlsafe(32)
         call, _config = await self.calls.create(
-            org_id, direction="web", transport="websocket", agent_ref=agent_ref
+            org_id,
+            direction="web",
+            transport="websocket",
+            agent_ref=agent_ref,
+            connect_token_hash=hash_token(token),
         )
         assert call.agent_id is not None and call.agent_version is not None
         return WebSession(
@@ -182,6 +193,8 @@ class Platform:
             agent_id=call.agent_id,
             agent_version=call.agent_version,
             status=call.status,
+            token=token,
+            expires_at=call.created_at + timedelta(seconds=self.settings.session_token_ttl_s),
         )
 
     async def live_call(
@@ -195,6 +208,8 @@ class Platform:
         from_number: str | None = None,
         to_number: str | None = None,
         record: bool = True,
+        access: str | None = None,
+        client_ip: str | None = None,
     ) -> LiveCall:
         """Everything a transport needs to run a call on the books: see ``LiveCall``.
 
@@ -210,6 +225,8 @@ class Platform:
                 agent_ref=agent_ref,
                 from_number=from_number,
                 to_number=to_number,
+                access=access,
+                client_ip=client_ip,
             )
         recorder = await self.recordings.start(call.id) if record else None
         return LiveCall(self, call, config or default_agent(), recorder)

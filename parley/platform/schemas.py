@@ -8,7 +8,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.engine.agent import AgentConfig
+from parley.engine.agent import AgentConfig, AgentName
+from parley.inputs import SafeStr
 
 T = TypeVar("T")
 
@@ -40,25 +41,26 @@ class AgentVersionOut(BaseModel):
 
 
 class AgentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="default: the config's name")
-    description: str = ""
+    name: AgentName | None = Field(None, description="default: the config's name")
+    description: SafeStr = Field("", max_length=2000)
     config: AgentConfig = Field(default_factory=AgentConfig)
 
 
 class AgentUpdate(BaseModel):
     """Changes to the configuration make a new version; name and description change in place."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = None
+    name: AgentName | None = None
+    description: SafeStr | None = Field(None, max_length=2000)
     config: AgentConfig | None = None
 
 
 class CallSummary(BaseModel):
     id: str
+    org_id: str | None = None
     session_id: str
     agent_id: str | None
     agent_version: int | None
@@ -72,6 +74,10 @@ class CallSummary(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float | None
+    access: str | None = Field(
+        None, description="how a live session got in: `token` (minted by the API) or `public` (anonymous)"
+    )
+    client_ip: str | None = Field(None, description="the live client's address, as the server saw it")
 
 
 class TurnOut(BaseModel):
@@ -177,10 +183,13 @@ class InvoiceOut(BaseModel):
 
 
 class WebSession(BaseModel):
-    """A call waiting for its browser: connect the voice page's WebSocket with this session id."""
+    """A call waiting for its browser: hand ``token`` to the client, which starts the session with it
+    (WebSocket ``start {token}``, WebRTC offer ``{token}``, or the voice page's ``?token=``)."""
 
     call_id: str
     session_id: str
     agent_id: str
     agent_version: int
     status: str
+    token: str = Field(description="single-use session token; give it to one client only")
+    expires_at: datetime = Field(description="the token is refused after this time")

@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # no stubs
 
 from parley.config import Settings, get_settings
+from parley.server.errors import install_error_handlers
+from parley.server.limits import install_request_limits
 from parley.server.runtime import LiveRuntime, SessionHook
 from parley.server.stacks import AgentCatalog, Engines, StackFactory
 from parley.server.webrtc import webrtc_router
@@ -28,7 +32,8 @@ from parley.server.ws import ws_router
 from parley.transports.ws_protocol import SUPPORTED_SAMPLE_RATES
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-log = logging.getLogger("parley.server")
+DOCS_ASSETS = "/docs-assets"
+log = structlog.get_logger("parley.server")
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -68,15 +73,37 @@ def create_app(
             warming.cancel()
             await runtime.engines.close()
 
-    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
+    install_error_handlers(app)
+    install_request_limits(app, settings)
     app.include_router(_service_router(runtime))
     app.include_router(ws_router(runtime))
     app.include_router(webrtc_router(runtime))
     for router in extra_routers:
         app.include_router(router)
     app.mount("/voice", StaticFiles(directory=WEB_DIR, html=True), name="voice")
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's files served by Parley: FastAPI's default page fetches them from a
+    CDN, so offline it stays blank. ReDoc (CDN only as well) is not offered."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(str(swagger_ui_path))), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        assets = root + DOCS_ASSETS
+        return get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title="Parley API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+            oauth2_redirect_url=None,
+        )
 
 
 async def _drain(runtime: LiveRuntime) -> None:
@@ -90,8 +117,8 @@ async def _warm(runtime: LiveRuntime) -> None:
         await runtime.engines.warm_up()
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
-        log.error("parley: loading the models failed: %r", exc)
+    except Exception:  # kept in engines.error: /readyz reports it and sessions are refused
+        log.exception("loading the models failed")
         return
     # Everything alive now (libraries, models) lives as long as the process: move it out of the
     # collector's sight, so full collections, which pause every live call, stay short.

@@ -12,6 +12,7 @@ keepalive (a ping every 10 s, 10 s to answer) finds clients that vanished withou
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,41 @@ def make_server(
     return DrainingServer(
         config, drain=lambda: runtime.drain(settings.shutdown_grace_s), on_started=on_started
     )
+
+
+class ListenError(Exception):
+    """``host:port`` cannot be listened on; the message says why and what to do, in one line."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind ``host:port`` before anything slow happens, so a taken port fails in a moment, not after
+    the models have loaded. Hand the socket to ``DrainingServer.run(sockets=[...])``: nothing else can
+    take the port in between."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Like uvicorn: a server that just stopped (its connections in TIME_WAIT) is no obstacle; a
+        # listening one still is.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise ListenError(_why_not(exc, host, port)) from exc
+    return sock
+
+
+def _why_not(exc: OSError | OverflowError, host: str, port: int) -> str:
+    if isinstance(exc, OverflowError):
+        return f"port {port} is out of range (0-65535); pass --port"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r}; pass --host with an address of this machine"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use; stop the other server or pass --port"
+    if exc.errno == errno.EACCES:
+        return f"no permission to listen on port {port} on {host}; pass --port with a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; pass --host (e.g. 127.0.0.1 or 0.0.0.0)"
+    return f"cannot listen on port {port} on {host}: {exc.strerror or exc}"
 
 
 def bound_port(server: uvicorn.Server) -> int:

@@ -45,6 +45,8 @@ class LiveLimits:
     idle_timeout_s: float
     max_duration_s: float
     reconnect_grace_s: float
+    start_timeout_s: float = 5.0
+    """A session that got no audio or text this long after it opened never got going: its slot is freed."""
 
 
 class BoundedTimeline(Timeline):
@@ -99,6 +101,8 @@ class LiveSession:
         self.last_activity = self.started_at
         self.detached_at: float | None = self.started_at
         self.end_reason: str | None = None
+        self.got_going = False
+        """Audio or text came in: the session is in use (until then, ``start_timeout_s`` applies)."""
         self.last_inbound_seq = 0
         """Highest numbered inbound frame heard; a reconnecting client's repeats are dropped."""
         self.connection: Connection | None = None
@@ -170,6 +174,8 @@ class LiveSession:
         while True:
             busy = not self.engine.idle
             deadlines = {"max_duration": self.started_at + limits.max_duration_s}
+            if not self.got_going:
+                deadlines["no_input"] = self.started_at + limits.start_timeout_s
             if not busy:
                 deadlines["idle_timeout"] = self.last_activity + limits.idle_timeout_s
             if self.detached_at is not None:
@@ -216,7 +222,8 @@ class LiveSession:
                 if message["seq"] > last_message_seq:
                     connection.send_message(message)
         resent = self.downlink.attach(connection, last_audio_seq)
-        self.touch()
+        self.last_activity = now()  # a connection is no input: the start timeout still runs
+        self._changed.set()
         return resent
 
     def detach(self, connection: Connection) -> None:
@@ -229,6 +236,9 @@ class LiveSession:
         self._changed.set()
 
     def feed(self, samples: PCM16, arrival: float | None = None) -> None:
+        if not self.got_going:
+            self.got_going = True
+            self._changed.set()
         duration = len(samples) / self.input_rate
         frame = AudioFrame(samples, self.input_rate, self.clock.stamp(duration, arrival))
         if self.call is not None:
@@ -236,6 +246,8 @@ class LiveSession:
         self.engine.feed_audio(frame)
 
     def touch(self) -> None:
+        """The client did something (text, interrupt, a reconnect): the session is alive and in use."""
+        self.got_going = True
         self.last_activity = now()
         self._changed.set()
 

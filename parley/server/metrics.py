@@ -81,6 +81,12 @@ class ServerMetrics:
             "Outbound messages dropped because a client did not keep up",
             registry=r,
         )
+        self.slow_client_closes = Counter(
+            "parley_slow_client_closes",
+            "Connections closed because the client stopped reading what the server sent",
+            ["transport"],
+            registry=r,
+        )
         self._speech_end: dict[str, float] = {}
         self._started: dict[str, float] = {}
 

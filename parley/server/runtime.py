@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from parley.config import Settings
-from parley.engine.agent import AgentConfig, default_agent
+from parley.engine.agent import AgentConfig
 from parley.engine.reply import ReplySettings
 from parley.engine.session import SessionOptions
+from parley.server.guard import ClientCaps
 from parley.server.live import LiveLimits, LiveSession
 from parley.server.metrics import ServerMetrics
 from parley.server.registry import AdmissionError, InMemoryRegistry, SessionRegistry, slot
@@ -23,6 +25,7 @@ from parley.stack import build_tools
 from parley.transports.ws_protocol import ErrorCode
 
 if TYPE_CHECKING:
+    from parley.platform.live import LiveCall
     from parley.platform.runtime import Platform
 
 
@@ -31,6 +34,17 @@ class Closable(Protocol):
 
     def wait_closed(self) -> Awaitable[None]: ...
 
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who is asking for a session: their address (for per-address caps) and the wire they came on."""
+
+    address: str
+    transport: str = "websocket"
+
+
+LOCAL_CLIENT = Client("local")
+"""In-process callers (tests, tools): one address like any other."""
 
 SessionHook = Callable[[LiveSession], None]
 """Called with every new session before it runs, e.g. to subscribe a store to its timeline."""
@@ -56,17 +70,26 @@ class LiveRuntime:
         self.draining = False
         self.connections: set[Closable] = set()
         """Open client connections, so shutdown can wait for their last messages to go out."""
+        self.caps = ClientCaps(settings.max_connections_per_ip, settings.max_sessions_per_ip)
+        self._client_of: dict[str, str] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
     async def open_session(
-        self, agent_name: str | None, input_rate: int, output_rate: int, *, call_session: str | None = None
+        self,
+        agent_name: str | None,
+        input_rate: int,
+        output_rate: int,
+        *,
+        client: Client = LOCAL_CLIENT,
+        token: str | None = None,
+        call_session: str | None = None,
     ) -> LiveSession:
         """Admit, load and start a session, or raise ``AdmissionError`` saying why not.
 
-        With ``call_session`` the session runs a call created beforehand through the API, with the agent
-        version pinned to it; otherwise ``agent_name`` comes from the catalog (and, with a store, a new
-        call is opened for it)."""
+        A session needs a right to exist: a single-use ``token`` minted by the REST API (the call it was
+        made for runs, with its agent version pinned), or a catalog agent marked ``public`` (anonymous;
+        accounted to the operator's organization and marked ``public`` on the books)."""
         settings = self.settings
         if not settings.realtime_enabled:
             raise AdmissionError(
@@ -77,71 +100,125 @@ class LiveRuntime:
             raise AdmissionError(
                 ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new sessions"
             )
-        agent = await self._pre_created_agent(call_session) if call_session else None
-        agent = agent or self.engines.catalog.get(agent_name)
-        if agent is None:
-            names = ", ".join(s.name for s in self.engines.catalog.summaries())
+        if call_session is not None and token is None:
             raise AdmissionError(
-                ErrorCode.UNKNOWN_AGENT, f"no agent named {agent_name!r} (available: {names})"
+                ErrorCode.UNAUTHORIZED,
+                "'call' is no longer accepted: start with the 'token' that POST /v1/agents/{id}/sessions "
+                "returned",
             )
-        with slot(self.registry) as reservation:
-            try:
-                stack = await self.engines.stack_for(agent)
-            except Exception as exc:
+        agent: AgentConfig | None = None
+        if token is None:
+            agent = self.engines.catalog.get(agent_name)
+            if agent is None:
+                names = ", ".join(s.name for s in self.engines.catalog.summaries())
                 raise AdmissionError(
-                    ErrorCode.NOT_READY, f"the models for agent '{agent.name}' failed to load: {exc}"
-                ) from exc
-            # The engine takes tokens, temperature and tool rounds from the agent; pacing is ours.
-            lead_s = settings.audio_output_lead_ms / 1000
-            reply = ReplySettings(frame_ms=settings.audio_frame_ms, lead_s=lead_s)
-            limits = LiveLimits(
-                settings.session_idle_timeout_s, settings.max_session_duration_s, settings.reconnect_grace_s
-            )
-            call = None
-            if self.platform is not None and call_session is not None:
-                call = await self.platform.live_call(session_id=call_session)
-            elif self.platform is not None:
-                stored, _version = await self.platform.agents.ensure(self.platform.default_org_id, agent)
-                call = await self.platform.live_call(agent_ref=stored.id, transport="websocket")
-            live = LiveSession(
-                agent,
-                stack,
-                input_rate=input_rate,
-                output_rate=output_rate,
-                limits=limits,
-                options=SessionOptions(reply=reply),
-                tools=build_tools(agent),
-                on_closed=self._closed,
-                call=call,
-            )
-            live.subscribe_metrics(self.metrics.observe)
-            for hook in self.session_hooks:
-                hook(live)
-            self.registry.add(reservation, live)
+                    ErrorCode.UNKNOWN_AGENT, f"no agent named {agent_name!r} (available: {names})"
+                )
+            if not agent.public:
+                raise AdmissionError(
+                    ErrorCode.UNAUTHORIZED,
+                    f"agent '{agent.name}' is not public: start with a session token from "
+                    "POST /v1/agents/{id}/sessions",
+                )
+        self.caps.take_session(client.address)
+        admitted = False
+        try:
+            with slot(self.registry) as reservation:
+                live = await self._admit(agent, input_rate, output_rate, client, token, reservation)
+                admitted = True
+        finally:
+            if not admitted:
+                self.caps.give_session(client.address)
+        self._client_of[live.id] = client.address
         self._empty.clear()
         live.start()
         return live
 
-    async def _pre_created_agent(self, call_session: str) -> AgentConfig:
-        """The agent version of a call created through the API, if that call can still be connected."""
-        from parley.platform.agents import NotFound
+    async def _admit(
+        self,
+        agent: AgentConfig | None,
+        input_rate: int,
+        output_rate: int,
+        client: Client,
+        token: str | None,
+        reservation: object,
+    ) -> LiveSession:
+        settings = self.settings
+        call = None
+        secrets: dict[str, str] = {}
+        if token is not None:
+            call = await self._connect_token(token, client)
+            agent = call.agent
+            wanted = agent.llm.options.get("api_key_secret")
+            if wanted and self.platform is not None and call.call.org_id is not None:
+                secrets = await self.platform.secrets.resolve(call.call.org_id, [wanted])
+        assert agent is not None
+        try:
+            try:
+                stack = await self.engines.stack_for(agent, secrets)
+            except Exception as exc:
+                raise AdmissionError(
+                    ErrorCode.NOT_READY, f"the models for agent '{agent.name}' failed to load: {exc}"
+                ) from exc
+            if call is None and self.platform is not None:
+                stored, _version = await self.platform.agents.ensure(self.platform.default_org_id, agent)
+                call = await self.platform.live_call(
+                    agent_ref=stored.id, transport=client.transport, access="public", client_ip=client.address
+                )
+        except BaseException:
+            if call is not None:
+                await call.finish(failed=True)
+            raise
+        # The engine takes tokens, temperature and tool rounds from the agent; pacing is ours.
+        lead_s = settings.audio_output_lead_ms / 1000
+        reply = ReplySettings(frame_ms=settings.audio_frame_ms, lead_s=lead_s)
+        limits = LiveLimits(
+            settings.session_idle_timeout_s,
+            settings.max_session_duration_s,
+            settings.reconnect_grace_s,
+            settings.session_start_timeout_s,
+        )
+        live = LiveSession(
+            agent,
+            stack,
+            input_rate=input_rate,
+            output_rate=output_rate,
+            limits=limits,
+            options=SessionOptions(reply=reply),
+            tools=build_tools(agent),
+            on_closed=self._closed,
+            call=call,
+        )
+        live.subscribe_metrics(self.metrics.observe)
+        for hook in self.session_hooks:
+            hook(live)
+        self.registry.add(reservation, live)
+        return live
+
+    async def _connect_token(self, token: str, client: Client) -> LiveCall:
+        """The call a session token was minted for, now bound to this client (the token is spent)."""
+        from parley.platform.calls import TokenRefused
 
         if self.platform is None:
             raise AdmissionError(
-                ErrorCode.UNKNOWN_CALL, "this server runs without its store: it has no calls"
+                ErrorCode.UNAUTHORIZED, "this server runs without its store: it has no session tokens"
             )
         try:
-            summary, config = await self.platform.calls.claim(call_session)
-        except NotFound as exc:
-            raise AdmissionError(ErrorCode.UNKNOWN_CALL, str(exc)) from exc
-        if summary.status != "queued":
-            raise AdmissionError(
-                ErrorCode.UNKNOWN_CALL, f"call {summary.id} was already connected (status {summary.status})"
+            summary, _config = await self.platform.calls.connect(
+                token,
+                ttl_s=self.settings.session_token_ttl_s,
+                transport=client.transport,
+                client_ip=client.address,
             )
-        return config or default_agent()
+        except TokenRefused as exc:
+            raise AdmissionError(ErrorCode.UNAUTHORIZED, str(exc)) from exc
+        return await self.platform.live_call(session_id=summary.session_id)
 
     def _closed(self, live: LiveSession) -> None:
         self.registry.remove(live.id)
+        address = self._client_of.pop(live.id, None)
+        if address is not None:
+            self.caps.give_session(address)
         if not len(self.registry):
             self._empty.set()
 

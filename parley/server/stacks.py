@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +67,11 @@ class Engines:
     """Prepared stacks per agent; ``ready`` once the default agent's models are loaded and warm."""
 
     def __init__(self, catalog: AgentCatalog, factory: StackFactory | None = None) -> None:
+        self._with_secrets: Callable[[AgentConfig, Mapping[str, str]], Awaitable[EngineStack]] | None = None
         if factory is None:
             from parley.stack import prepare_stack
 
+            self._with_secrets = prepare_stack
             factory = prepare_stack
         self.catalog = catalog
         self._factory = factory
@@ -86,11 +90,17 @@ class Engines:
             raise
         self.ready.set()
 
-    async def stack_for(self, agent: AgentConfig) -> EngineStack:
-        key = agent.model_dump_json()
+    async def stack_for(self, agent: AgentConfig, secrets: Mapping[str, str] | None = None) -> EngineStack:
+        """The agent's prepared stack; ``secrets`` are the organization's values its options name."""
+        found = dict(secrets or {})
+        digest = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
+        key = agent.model_dump_json() + digest
         task = self._stacks.get(key)
         if task is None or (task.done() and task.exception() is not None):
-            task = asyncio.ensure_future(self._factory(agent))
+            if self._with_secrets is not None:
+                task = asyncio.ensure_future(self._with_secrets(agent, found))
+            else:
+                task = asyncio.ensure_future(self._factory(agent))
             self._stacks[key] = task
         return await asyncio.shield(task)
 

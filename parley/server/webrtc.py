@@ -10,19 +10,20 @@ that fails or closes ends its session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
+import structlog
 from aiortc import RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from parley.engine.events import now
+from parley.server.guard import origin_allowed
 from parley.server.live import LiveSession
 from parley.server.registry import AdmissionError
-from parley.server.runtime import LiveRuntime
+from parley.server.runtime import Client, LiveRuntime
 from parley.transports.uplink import TokenBucket
 from parley.transports.webrtc import (
     OPUS_RATE,
@@ -52,12 +53,16 @@ INPUT_RATE = 16000
 ICE_ADDRESSES = ("127.0.0.1",)
 """Host candidates are gathered here only (loopback: same-machine clients and tests)."""
 
+log = structlog.get_logger("parley.server.webrtc")
+
 _STATUS = {
     ErrorCode.UNKNOWN_AGENT: 404,
     ErrorCode.CAPACITY: 503,
     ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.NOT_READY: 503,
     ErrorCode.REALTIME_DISABLED: 403,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.RATE_LIMITED: 429,
 }
 
 
@@ -65,6 +70,7 @@ class Offer(BaseModel):
     sdp: str = Field(max_length=20_000)
     type: str = Field(pattern="^offer$")
     agent: str | None = Field(None, max_length=200)
+    token: str | None = Field(None, max_length=200, description="session token (agents that are not public)")
 
 
 class RtcControl:
@@ -98,6 +104,8 @@ class RtcControl:
         live.attach(self.peer, last_message_seq=-1)
 
     def on_message(self, data: str | bytes) -> None:
+        """Never raises: aiortc calls this from its receive loop, which an exception would end, leaving
+        the channel open but deaf."""
         try:
             if not self._messages.take():
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many control messages; this one was dropped")
@@ -111,6 +119,13 @@ class RtcControl:
         except ProtocolError as exc:
             self.runtime.metrics.protocol_error(str(exc.code))
             self.peer.send_message(error_message(exc.code, exc.message, **exc.detail))
+        except Exception:  # a bug: this peer ends (and with it its session), the server lives on
+            log.exception("webrtc.message_failed", session_id=self.live.id)
+            self.runtime.metrics.protocol_error(str(ErrorCode.INTERNAL))
+            self.peer.send_message(
+                error_message(ErrorCode.INTERNAL, "internal server error; this connection closes", fatal=True)
+            )
+            self.peer.close(1011, "internal error")
 
     def _dispatch(self, message: Any) -> None:
         live = self.live
@@ -150,16 +165,44 @@ def webrtc_router(runtime: LiveRuntime) -> APIRouter:
     restrict_ice_to(ICE_ADDRESSES)
 
     @router.post("/v1/sessions/webrtc")
-    async def sessions_webrtc(offer: Offer) -> JSONResponse:
+    async def sessions_webrtc(offer: Offer, request: Request) -> JSONResponse:
+        if not origin_allowed(request.headers, runtime.settings.allowed_origins):
+            runtime.metrics.protocol_error(str(ErrorCode.FORBIDDEN_ORIGIN))
+            return JSONResponse(
+                error_message(
+                    ErrorCode.FORBIDDEN_ORIGIN, "this page's origin may not open sessions", fatal=True
+                ),
+                status_code=403,
+            )
+        address = request.client.host if request.client is not None else "unknown"
         try:
-            live = await runtime.open_session(offer.agent, INPUT_RATE, OPUS_RATE)
+            runtime.caps.take_connection(address)
         except AdmissionError as exc:
+            return JSONResponse(error_message(exc.code, exc.message, fatal=True), status_code=429)
+        try:
+            live = await runtime.open_session(
+                offer.agent, INPUT_RATE, OPUS_RATE, client=Client(address, "webrtc"), token=offer.token
+            )
+        except AdmissionError as exc:
+            runtime.caps.give_connection(address)
             return JSONResponse(
                 error_message(exc.code, exc.message, fatal=True), status_code=_STATUS.get(exc.code, 400)
             )
+        # The peer's connection slot is given back once its session is over, however it ends.
+        closed = asyncio.ensure_future(live.wait_closed())
+        closed.add_done_callback(lambda _: runtime.caps.give_connection(address))
         pc = peer_connection()
         track = PacedAudioTrack(OPUS_RATE, runtime.settings.audio_frame_ms)
-        peer = RtcPeer(pc, track)
+        settings = runtime.settings
+        peer = RtcPeer(
+            pc,
+            track,
+            max_pending=settings.outbound_max_messages,
+            stall_s=settings.outbound_stall_s,
+            on_dropped=runtime.metrics.outbound_dropped.inc,
+            on_stalled=runtime.metrics.slow_client_closes.labels(transport="webrtc").inc,
+        )
+        peer.session_id = live.id
         control = RtcControl(runtime, live, peer)
         runtime.connections.add(peer)
         tasks: set[asyncio.Task[None]] = set()
@@ -188,8 +231,7 @@ def webrtc_router(runtime: LiveRuntime) -> APIRouter:
                 for task in list(tasks):
                     task.cancel()
                 peer.close(1000, "gone")
-                with contextlib.suppress(Exception):
-                    await peer.wait_closed()
+                await peer.wait_closed()
                 runtime.connections.discard(peer)
 
         try:

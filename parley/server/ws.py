@@ -3,21 +3,26 @@
 A connection validates and rate-limits what the client sends and turns it into calls on a
 ``LiveSession``; what the session sends goes out through ``WsConnection`` (``ws_outbound.py``). Bad
 input becomes an ``error`` message; it never ends the server and, apart from refusals at start, never
-ends the connection either.
+ends the connection either. What does end a connection: a client that stops reading (closed with 1008,
+see ``WsConnection``) and a server bug (logged, an ``internal`` error, 1011); its session then waits
+for a reconnect, as after a dropped network.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, WebSocket
 
 from parley.engine.events import now
+from parley.server.guard import origin_allowed
 from parley.server.live import LiveSession
 from parley.server.registry import AdmissionError
-from parley.server.runtime import LiveRuntime
-from parley.server.ws_outbound import WsConnection
+from parley.server.runtime import LOCAL_CLIENT, Client, LiveRuntime
+from parley.server.ws_outbound import GONE, WsConnection
 from parley.transports.uplink import TokenBucket
 from parley.transports.ws_protocol import (
     PROTOCOL_VERSION,
@@ -37,6 +42,8 @@ from parley.transports.ws_protocol import (
     server_message,
 )
 
+log = structlog.get_logger("parley.server.ws")
+
 _FATAL_CLOSE = {
     ErrorCode.CAPACITY: 1013,
     ErrorCode.SHUTTING_DOWN: 1013,
@@ -48,8 +55,9 @@ _FATAL_CLOSE = {
 class ConnectionHandler:
     """Turns one client's messages into calls on its live session."""
 
-    def __init__(self, runtime: LiveRuntime, connection: WsConnection) -> None:
+    def __init__(self, runtime: LiveRuntime, connection: WsConnection, client: Client = LOCAL_CLIENT) -> None:
         self.runtime = runtime
+        self.client = client
         self.settings = runtime.settings
         self.connection = connection
         self.live: LiveSession | None = None
@@ -62,6 +70,8 @@ class ConnectionHandler:
     # --- inbound ------------------------------------------------------------------------------------
 
     def on_bytes(self, data: bytes) -> None:
+        if self.connection.closing:
+            return  # nothing more is said on this connection, so nothing more is heard either
         arrival = now()
         if not self._messages.take(1.0, arrival):
             self._flooded()
@@ -100,6 +110,8 @@ class ConnectionHandler:
             live.feed(samples, arrival)
 
     async def on_text(self, text: str) -> None:
+        if self.connection.closing:
+            return
         if not self._messages.take():
             self._flooded()
             return
@@ -115,6 +127,13 @@ class ConnectionHandler:
             await self._dispatch(message)
         except ProtocolError as exc:
             self._error(exc.code, exc.message, **exc.detail)
+
+    def on_stalled(self) -> None:
+        """The client stopped reading and its connection is being closed: the session waits for it to
+        come back, as after a dropped network, instead of talking into a socket nobody reads."""
+        self.runtime.metrics.slow_client_closes.labels(transport="websocket").inc()
+        if self.live is not None:
+            self.live.detach(self.connection)
 
     def on_disconnect(self, code: int | None) -> None:
         """A deliberate close (1000, 1001: hang-up, tab closed) ends the session; anything else may be
@@ -175,7 +194,12 @@ class ConnectionHandler:
                 )
         try:
             live = await self.runtime.open_session(
-                message.agent, input_rate, output_rate, call_session=message.call
+                message.agent,
+                input_rate,
+                output_rate,
+                client=self.client,
+                token=message.token,
+                call_session=message.call,
             )
         except AdmissionError as exc:
             close = _FATAL_CLOSE.get(exc.code)
@@ -245,6 +269,7 @@ class ConnectionHandler:
 
     def _bind(self, live: LiveSession) -> None:
         self.live = live
+        self.connection.session_id = live.id
         self._max_samples = live.input_rate * self.settings.ws_max_frame_ms // 1000
         self._audio = TokenBucket(1.25, self.settings.ws_audio_burst_s)
 
@@ -283,29 +308,62 @@ def ws_router(runtime: LiveRuntime) -> APIRouter:
 
     @router.websocket("/v1/sessions/ws")
     async def sessions_ws(websocket: WebSocket) -> None:
-        await websocket.accept()
-        connection = WsConnection(websocket, on_dropped=runtime.metrics.outbound_dropped.inc)
-        runtime.connections.add(connection)
-        handler = ConnectionHandler(runtime, connection)
-        close_code: int | None = None
+        # Refused before the upgrade completes: the client sees HTTP 403, and nothing is held.
+        if not origin_allowed(websocket.headers, runtime.settings.allowed_origins):
+            runtime.metrics.protocol_error(str(ErrorCode.FORBIDDEN_ORIGIN))
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
+        address = websocket.client.host if websocket.client is not None else "unknown"
         try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    close_code = message.get("code")
-                    break
-                data = message.get("bytes")
-                if data is not None:
-                    handler.on_bytes(data)
-                else:
-                    await handler.on_text(message.get("text") or "")
-        except Exception:  # a broken socket ends this connection only
-            pass
+            runtime.caps.take_connection(address)
+        except AdmissionError as exc:
+            runtime.metrics.protocol_error(str(exc.code))
+            await websocket.close(code=1013, reason=exc.message[:120])
+            return
+        try:
+            await _serve_connection(runtime, websocket, Client(address, "websocket"))
         finally:
-            handler.on_disconnect(close_code)
-            connection.abandon()
-            with contextlib.suppress(Exception):
-                await connection.wait_closed()
-            runtime.connections.discard(connection)
+            runtime.caps.give_connection(address)
 
     return router
+
+
+async def _serve_connection(runtime: LiveRuntime, websocket: WebSocket, client: Client) -> None:
+    await websocket.accept()
+    connection = WsConnection(
+        websocket,
+        on_dropped=runtime.metrics.outbound_dropped.inc,
+        max_messages_pending=runtime.settings.outbound_max_messages,
+        stall_s=runtime.settings.outbound_stall_s,
+    )
+    runtime.connections.add(connection)
+    handler = ConnectionHandler(runtime, connection, client)
+    connection.on_stalled = handler.on_stalled
+    close_code: int | None = None
+    failed = False
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                close_code = message.get("code")
+                break
+            data = message.get("bytes")
+            if data is not None:
+                handler.on_bytes(data)
+            else:
+                await handler.on_text(message.get("text") or "")
+    except GONE:  # the socket broke under the receive: a dropped network, handled as one
+        close_code = None
+    except Exception:  # a bug: this connection ends (the session may be resumed), the server lives on
+        log.exception("ws.connection_failed", session_id=connection.session_id)
+        failed = True
+        connection.fail()
+    finally:
+        handler.on_disconnect(close_code)
+        if failed:  # let the error message and the 1011 close leave, unless the client is not reading
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(connection.stall_s):
+                    await connection.wait_closed()
+        connection.abandon()
+        await connection.wait_closed()
+        runtime.connections.discard(connection)

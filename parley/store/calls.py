@@ -41,6 +41,9 @@ class CallRepository:
         from_number: str | None = None,
         to_number: str | None = None,
         call_id: str | None = None,
+        access: str | None = None,
+        client_ip: str | None = None,
+        connect_token_hash: str | None = None,
     ) -> Call:
         ident = call_id or new_id("call")
         now = utcnow()
@@ -57,6 +60,9 @@ class CallRepository:
             status=CallStatus.QUEUED.value,
             created_at=now,
             updated_at=now,
+            access=access,
+            client_ip=client_ip,
+            connect_token_hash=connect_token_hash,
         )
         self.session.add(call)
         await self.session.flush()
@@ -66,6 +72,22 @@ class CallRepository:
         call = await self.session.get(Call, call_id)
         if call is None or (org_id is not None and call.org_id != org_id):
             return None
+        return call
+
+    async def consume_token(self, token_hash: str) -> Call | None:
+        """The queued call this token connects, with the token spent: of two clients racing with the same
+        token exactly one gets the call (the conditional UPDATE decides)."""
+        call = await self.session.scalar(select(Call).where(Call.connect_token_hash == token_hash))
+        if call is None:
+            return None
+        spent = await self.session.execute(
+            update(Call)
+            .where(Call.id == call.id, Call.connect_token_hash == token_hash)
+            .values(connect_token_hash=None)
+        )
+        if getattr(spent, "rowcount", 0) != 1:
+            return None
+        await self.session.refresh(call)
         return call
 
     async def by_sessions(self, session_ids: Sequence[str]) -> dict[str, Call]:
@@ -140,6 +162,11 @@ class CallRepository:
         if limit is not None:
             statement = statement.limit(limit)
         return list((await self.session.scalars(statement)).all())
+
+    async def last_event(self, call_id: str) -> CallEvent | None:
+        return await self.session.scalar(
+            select(CallEvent).where(CallEvent.call_id == call_id).order_by(CallEvent.seq.desc()).limit(1)
+        )
 
     async def save_turns(self, rows: Sequence[dict[str, Any]]) -> None:
         await upsert(self.session, TranscriptTurn, rows, ["call_id", "seq"])

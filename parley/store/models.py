@@ -110,6 +110,11 @@ class Call(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     metrics: Mapped[dict[str, Any] | None]
     """Latency figures and counts, computed from the timeline when the call ends (revision 0002)."""
+    connect_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """sha256 of the single-use session token that may connect this call (revision 0003); cleared on use."""
+    access: Mapped[str | None] = mapped_column(String(16))
+    """How the live session got in: ``token`` (minted by the API) or ``public`` (anonymous, public agent)."""
+    client_ip: Mapped[str | None] = mapped_column(String(64))
 
 
 class TranscriptTurn(Base):
@@ -194,3 +199,16 @@ class Invoice(Base):
     total_micros: Mapped[int] = mapped_column(BigInteger)
     lines: Mapped[list[Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OrgSecret(Base):
+    """A secret an organization's agents refer to by name (``api_key_secret``); only ciphertext is kept."""
+
+    __tablename__ = "org_secrets"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, or_
@@ -69,10 +69,15 @@ class Cursor:
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
+        """A cursor comes back from clients: anything but one this module encoded is ``InvalidCursor``
+        here, never a failed query (a naive or out-of-range time, a NUL the database cannot take)."""
         try:
             created, ident = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            return cls(datetime.fromisoformat(created), str(ident))
-        except (ValueError, TypeError) as exc:
+            when = datetime.fromisoformat(created)
+            if when.tzinfo is None or not isinstance(ident, str) or "\x00" in ident:
+                raise ValueError("not a cursor of this API")
+            return cls(when.astimezone(UTC), ident)
+        except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidCursor("invalid cursor") from exc
 
 

@@ -37,11 +37,12 @@ TURN_EVENTS = frozenset(
         E.AGENT_TEXT,
         E.AGENT_AUDIO_STARTED,
         E.AGENT_AUDIO_STOPPED,
+        E.AGENT_AUDIO_PLAYED,
         E.AGENT_REPLY_DONE,
         E.REPLY_CANCELLED,
     )
 )
-"""The events a transcript is built from."""
+"""The events a transcript is built from (``agent.audio.played``: see ``unfinished_replies``)."""
 
 TURN_CLOSERS = frozenset(
     str(k) for k in (E.TRANSCRIPT_FINAL, E.AGENT_REPLY_DONE, E.REPLY_CANCELLED, E.AGENT_AUDIO_STOPPED)
@@ -123,6 +124,40 @@ def build_turns(records: Iterable[Record]) -> list[Turn]:
                 end = max(start, audio_stop.get(reply, r.t))
                 turns.append(Turn(r.seq, "agent", text, ms(start), ms(end), interrupted, reply))
     return turns
+
+
+def unfinished_replies(records: Iterable[Record], reason: str) -> list[tuple[str, dict[str, Any]]]:
+    """The events that end replies a dead process left open, as the engine ends a reply it stops:
+    ``reply.cancelled`` with what had been heard (its last ``agent.audio.played`` clause mark, so at
+    most the clause being played is missing), then ``agent.audio.stopped`` if audio had started.
+    Fed to ``build_turns`` with the rest, they make the cut-off reply an interrupted agent turn."""
+    ordered = sorted((r for r in records if r.type in TURN_EVENTS), key=lambda r: r.seq)
+    open_replies: dict[str, tuple[str, float | None]] = {}  # reply -> (heard text, heard until)
+    started: set[str] = set()
+    for r in ordered:
+        reply = str(r.data.get("reply_id"))
+        if r.type in (E.AGENT_TEXT, E.AGENT_AUDIO_STARTED, E.AGENT_AUDIO_PLAYED):
+            open_replies.setdefault(reply, ("", None))
+            if r.type == E.AGENT_AUDIO_STARTED:
+                started.add(reply)
+            elif r.type == E.AGENT_AUDIO_PLAYED:
+                open_replies[reply] = (str(r.data.get("heard_text") or "").strip(), _at(r))
+        elif r.type in (E.AGENT_REPLY_DONE, E.REPLY_CANCELLED):
+            open_replies.pop(reply, None)
+    closing: list[tuple[str, dict[str, Any]]] = []
+    for reply, (heard, until) in open_replies.items():
+        closing.append(
+            (
+                str(E.REPLY_CANCELLED),
+                {"reply_id": reply, "reason": reason, "heard_text": heard, "interrupted": True},
+            )
+        )
+        if reply in started:
+            data: dict[str, Any] = {"reply_id": reply, "reason": reason}
+            if until is not None:
+                data["at"] = until
+            closing.append((str(E.AGENT_AUDIO_STOPPED), data))
+    return closing
 
 
 def _figures(values: list[float]) -> dict[str, float | int]:

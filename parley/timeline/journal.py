@@ -13,13 +13,16 @@ import contextlib
 import fcntl
 import os
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import structlog
+
 from parley.timeline.envelope import Envelope
+
+log = structlog.get_logger("parley.timeline.journal")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -106,5 +109,5 @@ class Journal:
                 try:
                     orphan.envelopes.append(Envelope.loads(line))
                 except (ValueError, KeyError, TypeError):
-                    print(f"parley: skipping a torn line in {path}", file=sys.stderr)
+                    log.warning("skipping a torn journal line", path=str(path))
             yield orphan

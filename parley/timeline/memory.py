@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from parley.engine.events import Event
 from parley.timeline.bus import FINAL_EVENT, Sequencer
 from parley.timeline.envelope import Envelope
 from parley.timeline.journal import Journal
+
+logger = structlog.get_logger("parley.timeline")
 
 
 @dataclass(slots=True)
@@ -53,7 +56,7 @@ class MemoryTimeline:
             try:
                 self.journal.append(envelope)
             except OSError as exc:  # a full disk must not end the call
-                print(f"parley: timeline journal write failed: {exc!r}", file=sys.stderr)
+                logger.error("timeline journal write failed", session_id=envelope.session_id, error=repr(exc))
         log = self._log(envelope.session_id)
         log.events.append(envelope)
         log.ended = log.ended or envelope.type == FINAL_EVENT

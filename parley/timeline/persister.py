@@ -9,11 +9,11 @@ the stored timeline rather than accumulated, so duplicates and redeliveries chan
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,8 @@ from parley.store.models import Call
 from parley.timeline.bus import TimelineConsumer
 from parley.timeline.digest import TURN_CLOSERS, TURN_EVENTS, build_turns
 from parley.timeline.envelope import Envelope
+
+log = structlog.get_logger("parley.timeline.persister")
 
 CallEndedHook = Callable[[AsyncSession, Call], Awaitable[None]]
 """Runs in the transaction that ended a call (usage, costs, latency figures)."""
@@ -83,14 +85,16 @@ class Persister:
             except (OperationalError, DBAPIError, OSError) as exc:
                 attempt += 1
                 if not _transient(exc) and attempt >= 5:
-                    print(
-                        f"parley: persister dropped a batch of {len(envelopes)} events after {attempt} "
-                        f"failures: {exc!r}",
-                        file=sys.stderr,
+                    log.error(
+                        "persister dropped a batch of events",
+                        events=len(envelopes),
+                        sessions=sorted({e.session_id for e in envelopes}),
+                        attempts=attempt,
+                        error=repr(exc),
                     )
                     return
                 if attempt in (1, 10) or attempt % 100 == 0:
-                    print(f"parley: persister retrying a batch ({attempt}x): {exc!r}", file=sys.stderr)
+                    log.warning("persister retrying a batch", attempts=attempt, error=repr(exc))
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
 
     async def store(self, envelopes: Sequence[Envelope]) -> None:
@@ -146,7 +150,7 @@ class Persister:
 
     async def _adopt(self, calls: CallRepository, session_id: str) -> Call | None:
         if self.default_org_id is None:
-            print(f"parley: persister dropped events of unknown session {session_id}", file=sys.stderr)
+            log.warning("persister dropped events of an unknown session", session_id=session_id)
             return None
         return await calls.create(
             self.default_org_id, direction="inbound", transport="unknown", session_id=session_id
@@ -162,7 +166,7 @@ class Persister:
                 elif envelope.type == EventType.SESSION_ENDED:
                     await self._end(session, calls, call, envelope)
             except InvalidStatusTransition as exc:
-                print(f"parley: call {call.id}: ignored status change: {exc}", file=sys.stderr)
+                log.info("ignored a status change", call_id=call.id, reason=str(exc))
 
     async def _end(
         self, session: AsyncSession, calls: CallRepository, call: Call, envelope: Envelope

@@ -3,8 +3,11 @@
 Both sides are placed by their monotonic timestamps on one clock, so the recording shows exactly the
 gaps and overlaps the engine measured. Agent frames are written ahead of their play time, so audio the
 agent flushed on a barge-in (``clear``) is cut from the recording too: it keeps what was heard. Audio
-older than ``horizon_s`` goes to the WAV file as the call runs; the ``wave`` module rewrites the header
-after every write, so even a killed process leaves a playable file.
+older than ``horizon_s`` goes to the WAV file as the call runs, a quarter second at a time; the ``wave``
+module rewrites the header after every write, so even a killed process leaves a playable file, short
+of at most ``horizon_s`` + 0.25 s. The horizon is how late a caller's frame may still be placed: a
+network frame is stamped at most ``InboundClock.max_drift_s`` (0.25 s) before its arrival less its own
+length (``ws_max_frame_ms``, 0.25 s), hence 0.5 s, and the crash loses under a second.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class _Track:
 
 class StereoRecorder:
     def __init__(
-        self, path: Path, sample_rate: int = 16000, *, origin: float | None = None, horizon_s: float = 1.0
+        self, path: Path, sample_rate: int = 16000, *, origin: float | None = None, horizon_s: float = 0.5
     ) -> None:
         self.path = path
         self.sample_rate = sample_rate

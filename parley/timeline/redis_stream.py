@@ -11,18 +11,20 @@ consumers of the shared stream deduplicate on ``(session, seq)``).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from parley.engine.events import Event
 from parley.timeline.bus import FINAL_EVENT, Sequencer
 from parley.timeline.envelope import Envelope
+
+log = structlog.get_logger("parley.timeline")
 
 
 class RedisTimeline:
@@ -78,9 +80,11 @@ class RedisTimeline:
                 except (RedisError, OSError) as exc:
                     failures += 1
                     if failures in (1, 10) or failures % 100 == 0:
-                        print(
-                            f"parley: timeline send to Redis failed ({failures}x), retrying: {exc!r}",
-                            file=sys.stderr,
+                        log.warning(
+                            "timeline send to Redis failed, retrying",
+                            failures=failures,
+                            events=len(batch),
+                            error=repr(exc),
                         )
                     await asyncio.sleep(self._retry_s)
                     continue
@@ -121,7 +125,7 @@ class RedisTimeline:
             try:
                 await asyncio.wait_for(self.flush(), 5.0)
             except TimeoutError:
-                print(f"parley: {len(self._outbox)} timeline events not sent to Redis", file=sys.stderr)
+                log.error("timeline events not sent to Redis", events=len(self._outbox))
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)

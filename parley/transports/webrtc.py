@@ -8,7 +8,6 @@ Only the wire lives here; which session a peer talks to is ``parley/server/webrt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -17,7 +16,8 @@ from typing import Any
 import aioice.ice
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpReceiver
+import structlog
+from aiortc import InvalidStateError, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -30,10 +30,13 @@ OPUS_RATE = 48000
 
 _CLEAR = dumps(server_message("audio.clear"))
 
+log = structlog.get_logger("parley.transports.webrtc")
+
 
 def restrict_ice_to(addresses: Sequence[str]) -> None:
     """Gather host candidates on ``addresses`` only (aioice skips loopback, and would use every
-    interface). Process-wide: aioice has no per-connection setting for it."""
+    interface). Process-wide: aioice has no per-connection setting for it, so this replaces its
+    module-level ``get_host_addresses`` (guarded by tests/transports/test_private_parts.py)."""
     chosen = list(addresses)
 
     def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -57,17 +60,28 @@ def without_mdns_candidates(sdp: str) -> str:
 def without_receive_buffering(pc: RTCPeerConnection) -> None:
     """Hand each audio packet on as soon as the next one shows it complete (20 ms), not four frames
     later (aiortc's default, 80 ms): the recogniser needs no smooth playout, only the audio soon, and
-    a listener's playout margin is its own. Reaches into aiortc; if that changes, the default stays."""
+    a listener's playout margin is its own. Reaches into aiortc's private receiver state (pinned in
+    pyproject, guarded by tests/transports/test_private_parts.py); if that moves, the default stays and a
+    warning says so."""
     for receiver in pc.getReceivers():
         if receiver.track is not None and receiver.track.kind == "audio":
             _set_prefetch(receiver, 1)
 
 
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+
+
 def _set_prefetch(receiver: RTCRtpReceiver, frames: int) -> None:
-    attribute = "_RTCRtpReceiver__jitter_buffer"
-    current = getattr(receiver, attribute, None)
+    current = getattr(receiver, _JITTER_BUFFER, None)
     if isinstance(current, JitterBuffer):
-        setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=frames))
+        setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=current.capacity, prefetch=frames))
+        return
+    log.warning(
+        "webrtc_receive_buffering_unchanged",
+        reason=f"aiortc's RTCRtpReceiver has no JitterBuffer at {_JITTER_BUFFER} any more",
+        found=type(current).__name__,
+        prefetch_wanted=frames,
+    )
 
 
 class PacedAudioTrack(MediaStreamTrack):
@@ -173,12 +187,38 @@ async def pump_inbound(
 
 class RtcPeer:
     """One browser (or client) over WebRTC, as a live session sees a connection: agent audio goes to
-    the outbound track, messages to the data channel. Nothing here waits but ``send_audio``."""
+    the outbound track, messages to the data channel. Nothing here waits but ``send_audio``.
 
-    def __init__(self, pc: RTCPeerConnection, track: PacedAudioTrack) -> None:
+    What waits to be sent is bounded: ``max_pending`` messages before the channel opens, and
+    ``max_buffered_bytes`` in the channel's send buffer after (a client that stops acknowledging
+    makes aiortc buffer without limit). Past the bound messages are dropped; a buffer still full
+    ``stall_s`` later means the client is not reading, and the peer connection is closed.
+    """
+
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        track: PacedAudioTrack,
+        *,
+        max_pending: int = 256,
+        max_buffered_bytes: int = 256 * 1024,
+        stall_s: float = 5.0,
+        on_dropped: Callable[[], None] | None = None,
+        on_stalled: Callable[[], None] | None = None,
+    ) -> None:
         self.pc = pc
         self.track = track
         self.channel: RTCDataChannel | None = None
+        self.max_pending = max_pending
+        self.max_buffered_bytes = max_buffered_bytes
+        self.stall_s = stall_s
+        self.session_id: str | None = None
+        """For the logs."""
+        self.dropped = 0
+        self.stalled = False
+        self._on_dropped = on_dropped
+        self._on_stalled = on_stalled
+        self._watch: asyncio.TimerHandle | None = None
         self._pending: list[str] = []
         self._closing = False
         self._closed = asyncio.Event()
@@ -200,10 +240,47 @@ class RtcPeer:
     def _send_text(self, text: str) -> None:
         channel = self.channel
         if channel is None or channel.readyState != "open":
-            self._pending.append(text)
+            if len(self._pending) < self.max_pending:
+                self._pending.append(text)
+            else:
+                self._drop()
             return
-        with contextlib.suppress(Exception):  # the transport went away; the close path notices
+        if channel.bufferedAmount + len(text) > self.max_buffered_bytes:
+            self._drop()
+            self._arm_watch()
+            return
+        try:
             channel.send(text)
+        except InvalidStateError:  # the transport went away; the close path notices
+            self._drop()
+        except ValueError as exc:  # larger than the client accepts (its SDP's max-message-size)
+            log.warning("webrtc.message_too_large", session_id=self.session_id, error=str(exc))
+            self._drop()
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if self._on_dropped is not None:
+            self._on_dropped()
+
+    def _arm_watch(self) -> None:
+        if self._watch is None and not self.stalled and not self._closing:
+            self._watch = asyncio.get_running_loop().call_later(self.stall_s, self._look)
+
+    def _look(self) -> None:
+        """A message was dropped ``stall_s`` ago: a send buffer not even half drained since means
+        nobody reads it."""
+        self._watch = None
+        channel = self.channel
+        if self._closing or channel is None or channel.readyState != "open":
+            return
+        if channel.bufferedAmount >= self.max_buffered_bytes // 2:
+            self.stalled = True
+            log.warning(
+                "webrtc.client_not_reading", session_id=self.session_id, buffered=channel.bufferedAmount
+            )
+            if self._on_stalled is not None:
+                self._on_stalled()
+            self.close(1008, "client is not reading")
 
     # --- the live session's Connection --------------------------------------------------------------
 
@@ -259,7 +336,13 @@ class RtcPeer:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self.track.stop()
-        with contextlib.suppress(Exception):
+        try:
             await self.pc.close()
-        self._closed.set()
+        except Exception:  # aiortc tearing down a half-broken connection; the peer is gone either way
+            log.exception("webrtc.close_failed", session_id=self.session_id)
+        finally:
+            self._closed.set()

@@ -80,14 +80,15 @@ class LiveClient(MessageInbox):
         sample_rate: int = 16000,
         output_rate: int | None = None,
         limit_s: float = 30.0,
-        call: str | None = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
+        """Start a session: of a public ``agent``, or of the call a REST-minted ``token`` was made for."""
         mark = len(self.messages)
         await self.send(
             {
                 "type": "start",
                 "agent": agent,
-                "call": call,
+                "token": token,
                 "audio": {"sample_rate": sample_rate},
                 "output": {"sample_rate": output_rate},
             }

@@ -8,6 +8,8 @@ connection that carries these (limits, sessions, reconnection) is ``parley/serve
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -48,6 +50,8 @@ def decode_audio(data: bytes) -> tuple[int, float, np.ndarray[Any, np.dtype[np.i
     if len(data) < HEADER_BYTES:
         raise FrameError(f"audio frame has {len(data)} bytes, fewer than the {HEADER_BYTES}-byte header")
     version, kind, _, seq, timestamp_ms = _HEADER.unpack_from(data)
+    if data[:1] == b"{":
+        raise FrameError("a JSON message in a binary frame; control messages go in text frames")
     if version != PROTOCOL_VERSION or kind != AUDIO_KIND:
         raise FrameError(
             f"unknown frame version {version} / kind {kind} (expected {PROTOCOL_VERSION}/{AUDIO_KIND})"
@@ -82,9 +86,11 @@ class OutputFormat(_ClientMessage):
 class Start(_ClientMessage):
     type: Literal["start"]
     agent: str | None = Field(None, max_length=200)
+    token: str | None = Field(None, max_length=200)
+    """Single-use session token from ``POST /v1/agents/{id}/sessions``: run the call it was minted for,
+    with that agent version. Without one, ``agent`` must name a public agent."""
     call: str | None = Field(None, max_length=100)
-    """Session id of a call created beforehand (``POST /v1/agents/{id}/sessions``): run that call, with the
-    agent version it was created for, instead of a new call for ``agent``."""
+    """Deprecated (a session id is no credential): refused with ``unauthorized``; send ``token``."""
     audio: AudioFormat = Field(default_factory=AudioFormat)
     output: OutputFormat = Field(default_factory=OutputFormat)
 
@@ -135,6 +141,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNKNOWN_AGENT = "unknown_agent"
     UNKNOWN_CALL = "unknown_call"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
     RESUME_FAILED = "resume_failed"
     CAPACITY = "capacity"
     REALTIME_DISABLED = "realtime_disabled"
@@ -155,23 +163,107 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
-def parse_client_message(text: str) -> ClientMessage:
-    """Validate one JSON text message, raising ``ProtocolError`` with a code a client can act on."""
+MAX_NESTING = 8
+"""Deepest ``[``/``{`` nesting a control message may have. Control messages are flat (``start`` is the
+deepest, at 2); deep nesting only serves to exhaust the JSON parser's recursion."""
+MAX_INT_DIGITS = 20
+"""Longest integer literal accepted: every integer in the protocol fits 64 bits, and long ones cost
+quadratic time to convert."""
+
+# A JSON string (possibly unterminated: the parser reports that), matched without backtracking so a
+# hostile message costs linear time; brackets inside strings are text, not nesting.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\[\s\S])*+"?')
+_DEPTH_STEP = np.zeros(256, np.int32)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+
+
+def _nesting(text: str) -> int:
+    """How deeply ``text``'s arrays and objects nest, in linear time and without recursion."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return 0  # too few brackets to nest too deep: the common case, no scan
+    outside_strings = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass")
+    steps = _DEPTH_STEP[np.frombuffer(outside_strings, np.uint8)]
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _no_constants(name: str) -> Any:
+    raise ProtocolError(ErrorCode.BAD_JSON, f"message is not valid JSON: {name} is not a JSON number")
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, f"an integer of {len(literal)} digits; at most {MAX_INT_DIGITS}"
+        )
+    return int(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"the number {literal[:30]} is out of range")
+    return value
+
+
+def _check_strings(value: Any) -> None:
+    """NUL characters and lone surrogates (``\\u0000``, ``\\ud800``) parse as JSON but break what the
+    text is handed to (PostgreSQL, UTF-8 encoders, the LLM's HTTP request)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "strings may not contain NUL characters")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, "strings must be valid Unicode (no lone surrogates)"
+                ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+
+
+def _loads(text: str) -> Any:
+    if "\x00" in text:  # outside strings JSON rejects it anyway; inside one it is a raw control character
+        raise ProtocolError(ErrorCode.BAD_JSON, "message is not valid JSON: it contains a NUL character")
+    depth = _nesting(text)
+    if depth > MAX_NESTING:
+        raise ProtocolError(
+            ErrorCode.BAD_JSON,
+            f"message nests {depth} levels deep; control messages nest at most {MAX_NESTING}",
+        )
     try:
-        raw = json.loads(text)
+        return json.loads(
+            text, parse_constant=_no_constants, parse_int=_bounded_int, parse_float=_finite_float
+        )
     except ValueError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"message is not valid JSON: {exc}") from None
+    except RecursionError:  # not reachable past the nesting check; kept so no input can end a connection
+        raise ProtocolError(ErrorCode.BAD_JSON, "message nests too deeply") from None
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Validate one JSON text message, raising ``ProtocolError`` with a code a client can act on."""
+    raw = _loads(text)
     if not isinstance(raw, dict):
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "a control message must be a JSON object with a 'type'"
         )
     kind = raw.get("type")
-    if kind not in CLIENT_TYPES:
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        shown = repr(kind)
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
         raise ProtocolError(
             ErrorCode.UNKNOWN_MESSAGE,
-            f"unknown message type {kind!r}; expected one of "
+            f"unknown message type {shown}; expected one of "
             f"{', '.join(CLIENT_TYPES)} (audio goes in binary frames)",
         )
+    _check_strings(raw)
     try:
         return _client_adapter.validate_python(raw)
     except ValidationError as exc:

@@ -121,7 +121,9 @@ async function connect() {
     $("connect").disabled = false;
     return;
   }
-  const start = { type: "start", agent: $("agent").value,
+  // ?token=… : a single-use session token from POST /v1/agents/{id}/sessions (agents that are not public).
+  const token = params.get("token");
+  const start = { type: "start", agent: token ? null : $("agent").value, token,
                   audio: { encoding: "pcm16", sample_rate: audio.ctx.sampleRate, channels: 1 },
                   output: { sample_rate: audio.ctx.sampleRate } };
   transport = await pickTransport(start);

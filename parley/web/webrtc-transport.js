@@ -54,7 +54,8 @@ export class WebRtcTransport extends EventTarget {
         reply = await fetch(this.url, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", agent: startMessage.agent }),
+          body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", agent: startMessage.agent,
+                                token: startMessage.token }),
         });
       } catch (error) {
         throw new WebRtcUnavailable(`offer not delivered: ${error.message}`);

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from parley.config import Settings
 from parley.platform.runtime import Platform
+from parley.server.errors import install_error_handlers
 from parley.server.routes import platform_routers
 from tests.store.fixtures import *  # noqa: F403  (databases of both dialects, Redis)
 
@@ -34,6 +35,7 @@ async def platform(db_url: str, tmp_path: Path) -> AsyncIterator[Platform]:
 
 def make_app(platform: Platform) -> FastAPI:
     app = FastAPI(title="Parley")
+    install_error_handlers(app)
     for router in platform_routers():
         app.include_router(router)
     app.state.platform = platform

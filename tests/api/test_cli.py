@@ -52,7 +52,7 @@ def test_agents_from_the_command_line(parley: tuple[typer.Typer, Path], tmp_path
         "update",
         "bikes",
         "--set",
-        "llm.options.model=tiny",
+        "llm.options.seed=7",
         "--set",
         "temperature=0.3",
         "--json",
@@ -60,7 +60,7 @@ def test_agents_from_the_command_line(parley: tuple[typer.Typer, Path], tmp_path
     assert updated.exit_code == 0, updated.output
     assert json.loads(updated.stdout)["version"] == 2
     shown = json.loads(run(app, "agents", "show", "bikes", "--json").stdout)
-    assert shown["config"]["llm"]["options"] == {"model": "tiny"} and shown["config"]["temperature"] == 0.3
+    assert shown["config"]["llm"]["options"] == {"seed": 7} and shown["config"]["temperature"] == 0.3
     first = run(app, "agents", "show", agent["id"], "--version", "1")
     assert "You sell bicycles." in first.stdout and "version 1" in first.stdout
     listed = json.loads(run(app, "agents", "list", "--json").stdout)

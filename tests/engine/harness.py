@@ -34,6 +34,7 @@ def speech(
 
 def agent(**overrides: object) -> AgentConfig:
     settings = {
+        "public": True,  # served tests talk to it anonymously, as to the demo page's agent
         "endpointing": EndpointingSettings(min_silence_ms=200, unsure_silence_ms=500, max_silence_ms=900),
         "tools": [ToolSettings(name="end_call", description="Hang up.", side_effect=True)],
     }

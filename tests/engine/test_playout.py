@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+import pytest
 
 from parley.audio.frame import AudioFrame
+from parley.engine import reply as reply_module
 from parley.engine.context import ConversationContext
-from parley.engine.events import now
+from parley.engine.events import EventType, now
 from parley.engine.reply import Reply, ReplyDeps, ReplySettings
 from parley.engine.tools import ToolRegistry
 from parley.providers.llm.base import ChatMessage
@@ -17,19 +21,39 @@ from parley.providers.tts.tone import ToneSynthesizer
 class StampingOutput:
     sample_rate = 16000
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = now) -> None:
         self.leads: list[float] = []
+        self._clock = clock
 
     async def write(self, frame: AudioFrame) -> None:
-        self.leads.append(frame.timestamp - now())
+        self.leads.append(frame.timestamp - self._clock())
 
     async def clear(self) -> None:
         pass
 
 
-async def test_every_clause_keeps_the_lead() -> None:
+class VirtualClock:
+    """The playout's clock, moved only by the playout's own waits: a busy machine cannot eat the lead."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, deadline: float) -> None:
+        self.t = max(self.t, deadline)
+        await asyncio.sleep(0)
+
+
+async def test_every_clause_keeps_the_lead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured on the virtual clock, so the check is about the schedule (a wait at a clause boundary
+    would show as a lost lead), not about how busy the machine running the test is."""
+    clock = VirtualClock()
+    monkeypatch.setattr(reply_module, "now", clock.now)
+    monkeypatch.setattr(reply_module, "_sleep_until", clock.sleep_until)
     llm = ScriptedModel([ScriptRule.say("", "First clause here. Second one follows. And a third.")])
-    output = StampingOutput()
+    output = StampingOutput(clock.now)
     events: list[object] = []
     deps = ReplyDeps(
         llm,
@@ -45,5 +69,33 @@ async def test_every_clause_keeps_the_lead() -> None:
     reply.commit()
     await asyncio.wait_for(reply.start(), 10)
     assert len(reply.segments) == 3
-    steady = output.leads[5:]
-    assert min(steady) > 0.06, f"a frame left with only {min(steady) * 1000:.0f} ms of lead"
+    assert output.leads[:4] == pytest.approx([0.0, 0.02, 0.04, 0.06]), "the first frames go out at once"
+    steady = output.leads[4:]
+    assert len(steady) > 15 and steady == pytest.approx([0.08] * len(steady)), (
+        f"a frame left with only {min(steady) * 1000:.0f} ms of lead"
+    )
+
+
+async def test_each_clause_played_out_is_on_the_timeline_with_what_was_heard_by_then() -> None:
+    llm = ScriptedModel([ScriptRule.say("", "First clause here. Second one follows. And a third.")])
+    events: list[tuple[object, dict[str, object]]] = []
+    deps = ReplyDeps(
+        llm,
+        ToneSynthesizer(sample_rate=16000, ms_per_char=10),
+        ToolRegistry(),
+        ConversationContext("", [], 500, llm.count_tokens),
+        StampingOutput(),
+        lambda kind, **data: events.append((kind, data)),
+        ReplySettings(),
+        lambda _: None,
+    )
+    reply = Reply(deps, ChatMessage("user", "go"))
+    reply.commit()
+    await asyncio.wait_for(reply.start(), 10)
+    played = [data for kind, data in events if kind is EventType.AGENT_AUDIO_PLAYED]
+    assert [(d["segment"], d["heard_text"]) for d in played] == [
+        (0, "First clause here."),
+        (1, "First clause here. Second one follows."),
+        (2, "First clause here. Second one follows. And a third."),
+    ]
+    assert played[-1]["at"] == reply.audio_done_at, "the last clause is heard when the reply's audio ends"

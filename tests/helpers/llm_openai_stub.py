@@ -33,6 +33,8 @@ class StubServer:
     responses: list[StubResponse]
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    """Each request's headers, names lower-cased."""
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     chunks_sent: int = 0
     _server: asyncio.Server | None = None
@@ -60,6 +62,7 @@ class StubServer:
             headers = {
                 k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
             }
+            self.headers.append(headers)
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.requests.append(json.loads(body) if body else {})
             reply = self.responses[min(len(self.requests) - 1, len(self.responses) - 1)]

@@ -45,7 +45,7 @@ def test_usage_counts_every_model_call_once() -> None:
 def test_prices_follow_provider_and_model_with_markup_and_rupees(tmp_path: Path) -> None:
     table = tmp_path / "prices.yaml"
     table.write_text(
-        "asr_per_minute: {deepgram: {nova-2: 0.0060, '*': 0.0100}}\n"
+        "asr_per_minute: {whisper: {base: 0.0060, '*': 0.0100}}\n"
         "llm_input_per_million_tokens: {openai: {gpt-4o-mini: 0.15}}\n"
         "llm_output_per_million_tokens: {openai: {gpt-4o-mini: 0.60}}\n"
         "tts_per_million_characters: {'*': {'*': 30.0}}\n"
@@ -54,9 +54,9 @@ def test_prices_follow_provider_and_model_with_markup_and_rupees(tmp_path: Path)
     pricing = Pricing(load_table(table), markup_percent=20, currency="INR", rates={"INR": 84.5})
     config = AgentConfig.model_validate(
         {
-            "asr": {"provider": "deepgram", "options": {"model": "nova-2"}},
+            "asr": {"provider": "whisper", "options": {"model": "base"}},
             "llm": {"provider": "openai", "options": {"model": "gpt-4o-mini"}},
-            "tts": {"provider": "elevenlabs"},
+            "tts": {"provider": "espeak"},
         }
     )
     lines = price_usage(

@@ -76,9 +76,11 @@ async def test_second_turn_reuses_the_prefix_kv_cache(model: LlamaCppModel) -> N
     second = model.last_stats
     assert second is not None
     # Only the new lines are evaluated; the session nonce made turn one evaluate its agent part anew.
+    # Counted in tokens, not timed: measured 12 new tokens against 45-175 for turn one; the times (41-261 ms
+    # against 106-1,241 ms over 4 runs here) move with the machine's load more than with the cache.
     assert second.prompt_tokens - second.cached_tokens < 30
     assert first.prompt_tokens - first.cached_tokens > 20
-    assert second.prompt_eval_seconds < first.prompt_eval_seconds
+    assert second.prompt_tokens - second.cached_tokens < first.prompt_tokens - first.cached_tokens
 
 
 async def test_warm_up_evaluates_the_prefix_ahead_of_the_first_turn(model: LlamaCppModel) -> None:
@@ -114,3 +116,28 @@ def test_count_tokens_uses_the_model_tokenizer(model: LlamaCppModel) -> None:
     assert model.count_tokens("") == 0
     assert 45 <= model.count_tokens("hello " * 50) <= 55
     assert model.count_tokens("Paris") <= 2
+
+
+def test_the_private_llama_cpp_part_it_reads_is_still_there(model: LlamaCppModel) -> None:
+    """``_is_end`` reads ``Llama._model.vocab`` (private: the public ``token_eos`` misses Gemma's
+    end-of-turn token). llama-cpp-python is pinned below 0.4; this fails by name when it moves."""
+    from llama_cpp import llama_vocab_is_eog
+
+    llm = model._llm
+    assert hasattr(llm, "_model") and hasattr(llm._model, "vocab"), "llama_cpp.Llama._model.vocab moved"
+    assert llama_vocab_is_eog(llm._model.vocab, llm.token_eos())
+    end_of_turn = llm.tokenize(b"<end_of_turn>", add_bos=False, special=True)
+    assert len(end_of_turn) == 1 and model._is_end(end_of_turn[0])
+    assert not model._is_end(llm.tokenize(b" Paris", add_bos=False)[0])
+
+
+def test_the_output_redirect_it_replaces_is_still_there(model: LlamaCppModel) -> None:
+    """Loading a model with ``verbose=False`` points the whole process's stdout and stderr at /dev/null
+    (``suppress_stdout_stderr``, private); Parley swaps it for a no-op so other threads keep printing.
+    If llama-cpp-python renames it, the swap silently stops: this fails by name instead."""
+    import llama_cpp._internals
+    import llama_cpp.llama
+
+    for module in (llama_cpp.llama, llama_cpp._internals):
+        assert hasattr(module, "suppress_stdout_stderr"), f"{module.__name__}.suppress_stdout_stderr moved"
+        assert module.suppress_stdout_stderr.__name__ == "_NoRedirect", "Parley's no-op is in place"

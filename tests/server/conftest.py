@@ -52,6 +52,9 @@ def settings(**overrides: Any) -> Settings:
         "reconnect_grace_s": 5.0,
         "shutdown_grace_s": 0.3,
         "audio_output_lead_ms": 60,
+        # many clients on one loopback address: per-address caps have their own tests (tests/security)
+        "max_connections_per_ip": 1000,
+        "max_sessions_per_ip": 1000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

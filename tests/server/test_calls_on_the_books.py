@@ -68,8 +68,8 @@ async def test_a_call_created_through_the_api_is_run_by_the_websocket(tmp_path: 
             assert made.status_code == 201, made.text
             web = (await http.post(f"/v1/agents/{made.json()['id']}/sessions")).json()
         client = await served.client()
-        started = await client.start(call=web["session_id"])
-        assert started["type"] == "session.started"
+        started = await client.start(token=web["token"])
+        assert started["type"] == "session.started", started
         async with talking(client) as mic:
             await mic.say(speech(1.0).pcm)
             await client.wait_for("agent.audio", 10, status="stopped")
@@ -77,9 +77,9 @@ async def test_a_call_created_through_the_api_is_run_by_the_websocket(tmp_path: 
         await client.wait_closed()
 
         again = await served.client()
-        refused = await again.start(call=web["session_id"])
-        assert refused["type"] == "error" and refused["code"] == "unknown_call"
-        assert "already connected" in refused["message"]
+        refused = await again.start(token=web["token"])
+        assert refused["type"] == "error" and refused["code"] == "unauthorized"
+        assert "already used" in refused["message"]
         async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
             detail = (await http.get(f"/v1/calls/{web['call_id']}")).json()
         assert detail["agent_id"] == made.json()["id"]

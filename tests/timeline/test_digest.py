@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley.timeline.digest import build_turns, latency_summary
+from parley.timeline.digest import build_turns, latency_summary, unfinished_replies
 from parley.timeline.envelope import Envelope
 
 
@@ -60,6 +60,59 @@ def test_a_resumed_turn_starts_at_its_first_words_and_a_dismissed_backchannel_is
     )
     turns = build_turns(events)
     assert [(t.speaker, t.start_ms, t.end_ms) for t in turns] == [("user", 2000, 3500), ("agent", 4200, 5000)]
+
+
+def test_a_reply_cut_off_by_a_dead_process_ends_with_what_was_heard() -> None:
+    events = timeline(
+        ("session.started", 0.0, {}),
+        ("transcript.final", 1.0, {"text": "Opening hours?", "source": "text"}),
+        ("agent.text", 1.1, {"reply_id": "r1", "segment": 0, "text": "Nine to five."}),
+        ("agent.audio.started", 1.2, {"reply_id": "r1", "at": 101.2}),
+        ("agent.audio.stopped", 2.0, {"reply_id": "r1", "at": 102.0}),
+        ("agent.reply.done", 2.0, {"reply_id": "r1"}),
+        ("transcript.final", 3.0, {"text": "And Sundays?", "source": "text"}),
+        ("agent.text", 3.1, {"reply_id": "r2", "segment": 0, "text": "Closed on Sundays."}),
+        ("agent.text", 3.2, {"reply_id": "r2", "segment": 1, "text": "Also on holidays."}),
+        ("agent.audio.started", 3.3, {"reply_id": "r2", "at": 103.3}),
+        (
+            "agent.audio.played",
+            4.0,
+            {"reply_id": "r2", "segment": 0, "at": 104.1, "heard_text": "Closed on Sundays."},
+        ),
+        (
+            "agent.text",
+            4.2,
+            {"reply_id": "r3", "segment": 0, "text": "Never spoken."},
+        ),  # announced, not played
+    )
+    closing = unfinished_replies(events, "interrupted")
+    assert closing == [
+        (
+            "reply.cancelled",
+            {
+                "reply_id": "r2",
+                "reason": "interrupted",
+                "heard_text": "Closed on Sundays.",
+                "interrupted": True,
+            },
+        ),
+        ("agent.audio.stopped", {"reply_id": "r2", "reason": "interrupted", "at": 104.1}),
+        (
+            "reply.cancelled",
+            {"reply_id": "r3", "reason": "interrupted", "heard_text": "", "interrupted": True},
+        ),
+    ]
+    last = events[-1]
+    tail = [Envelope("s", last.seq + n, kind, last.t, 0.0, data) for n, (kind, data) in enumerate(closing, 1)]
+    turns = build_turns([*events, *tail])
+    assert [(t.speaker, t.text, t.interrupted) for t in turns] == [
+        ("user", "Opening hours?", False),
+        ("agent", "Nine to five.", False),
+        ("user", "And Sundays?", False),
+        ("agent", "Closed on Sundays.", True),
+    ]
+    assert (turns[-1].start_ms, turns[-1].end_ms) == (3300, 4100), "it lasted as long as what was heard"
+    assert unfinished_replies([*events, *tail], "interrupted") == [], "closing twice adds nothing"
 
 
 def test_latency_summary() -> None:

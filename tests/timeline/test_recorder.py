@@ -94,3 +94,21 @@ def test_the_file_is_playable_while_the_call_runs(tmp_path: Path, monkeypatch: p
     recorder.finalize()
     assert not is_being_written(path)
     assert len(sf.read(path, dtype="int16")[0]) == 3 * RATE
+
+
+def test_a_killed_call_leaves_all_but_its_last_moments_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(70.0)
+    monkeypatch.setattr(recorder_module, "now", clock)
+    path = tmp_path / "killed.wav"
+    recorder = StereoRecorder(path, RATE, origin=70.0)  # the recorder every live call gets
+    voice = tone(3.0, RATE, 70.0)
+    for i in range(150):  # three seconds, the agent talking; then the process dies: nothing more is written
+        clock.t = 70.0 + (i + 1) * 0.02
+        recorder.agent(AudioFrame(voice.pcm[i * 320 : (i + 1) * 320], RATE, 70.0 + i * 0.02))
+        recorder.user(AudioFrame(np.zeros(320, np.int16), RATE, 70.0 + i * 0.02))
+    partial, _ = sf.read(path, dtype="int16", always_2d=True)
+    assert len(partial) > 2.0 * RATE, "a crash loses less than a second of the call"
+    assert level(partial[:, 1], len(partial) / RATE - 0.1, len(partial) / RATE) > 1000, "the agent is on it"
+    recorder.finalize()

@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec, Usage
 from parley.providers.llm.prompting import (
     CALL,
@@ -31,6 +33,7 @@ from parley.providers.llm.prompting import (
 from parley.providers.serial_worker import BACKGROUND, URGENT, SerialWorker
 
 _DONE = object()
+log = structlog.get_logger("parley.providers.llm.llamacpp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class LlamaCppModel:
     ) -> None:
         from llama_cpp import Llama  # imported here so the rest of Parley loads without the extension
 
+        _quiet_native_logs()
         started = time.perf_counter()
         self._llm: Any = Llama(
             model_path=str(model_path),
@@ -289,3 +293,76 @@ class _Request:
     cancel: threading.Event
     emit: Callable[[object], None]
     created: float
+
+
+# ggml's log levels (ggml.h). llama-cpp-python's own callback still uses an older numbering, so it
+# prints llama.cpp's warnings (e.g. "using full-size SWA cache") as if they were errors.
+_GGML_ERROR = 4
+_GGML_CONT = 5
+_native_log_lock = threading.Lock()
+_native_log_callback: Any = None
+
+
+class _NativeLog:
+    """llama.cpp's log lines, reassembled (a line can arrive in pieces), go to structlog: debug, and
+    errors as warnings. Called from whichever thread llama.cpp runs on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = ""
+        self._level = 0
+
+    def __call__(self, level: int, text: bytes | None, _user_data: object) -> None:
+        piece = (text or b"").decode("utf-8", errors="replace")
+        with self._lock:
+            done: list[tuple[int, str]] = []
+            if level != _GGML_CONT:
+                if self._pending:
+                    done.append((self._level, self._pending))
+                    self._pending = ""
+                self._level = level
+            *lines, self._pending = (self._pending + piece).split("\n")
+            done.extend((self._level, line) for line in lines)
+        for line_level, line in done:
+            if not line.strip():
+                continue
+            if line_level == _GGML_ERROR:
+                log.warning("llama.cpp", message=line)
+            else:
+                log.debug("llama.cpp", message=line)
+
+
+class _NoRedirect:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``: with ``verbose=False`` that points
+    file descriptors 1 and 2 of the whole process at /dev/null while a model loads, so every other
+    thread's output vanished too (``parley serve``'s "listening on" line among it). With the log
+    callback installed, llama.cpp writes nothing there itself."""
+
+    def __init__(self, disable: bool = True) -> None:
+        del disable
+
+    def __enter__(self) -> _NoRedirect:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def _quiet_native_logs() -> None:
+    """Once per process, before the first model loads: llama.cpp logs through ``_NativeLog``."""
+    global _native_log_callback
+    with _native_log_lock:
+        if _native_log_callback is not None:
+            return
+        import ctypes
+
+        import llama_cpp
+        import llama_cpp._internals
+        import llama_cpp.llama
+
+        callback = llama_cpp.llama_log_callback(_NativeLog())
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        _native_log_callback = callback  # llama.cpp keeps only the pointer: keep the object alive
+        for module in (llama_cpp.llama, llama_cpp._internals):
+            if hasattr(module, "suppress_stdout_stderr"):
+                setattr(module, "suppress_stdout_stderr", _NoRedirect)  # noqa: B010  # untyped attribute

@@ -10,6 +10,6 @@ from fastapi import APIRouter
 
 
 def platform_routers() -> list[APIRouter]:
-    from parley.server.routes import agents, calls, usage
+    from parley.server.routes import agents, calls, secrets, usage
 
-    return [agents.router, calls.router, usage.router]
+    return [agents.router, calls.router, usage.router, secrets.router]

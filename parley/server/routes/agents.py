@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, HTTPException, Response, status
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-
-from parley.platform.agents import Conflict, NotFound
+from parley.platform.agents import Conflict, NotFound, ProviderError
 from parley.platform.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut, Page, WebSession
 from parley.server.auth import Auth, PlatformDep
+from parley.server.routes.params import CursorQ, Limit, Ref, Version
 from parley.store.queries import InvalidCursor
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
-
-Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
-CursorQ = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
 
 
 @router.post(
@@ -29,6 +25,8 @@ async def create_agent(body: AgentCreate, principal: Auth, platform: PlatformDep
         return await platform.agents.create(principal.org_id, body)
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except ProviderError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 @router.get("", response_model=Page[AgentOut])
@@ -44,10 +42,10 @@ async def list_agents(
 
 @router.get("/{agent_id}", response_model=AgentOut, responses={404: {"description": "no such agent"}})
 async def get_agent(
-    agent_id: str,
+    agent_id: Ref,
     principal: Auth,
     platform: PlatformDep,
-    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+    version: Version = None,
 ) -> AgentOut:
     """An agent (by id or name) at its latest version, or at ``version``."""
     try:
@@ -61,7 +59,7 @@ async def get_agent(
     response_model=AgentOut,
     responses={404: {"description": "no such agent"}, 409: {"description": "name taken"}},
 )
-async def update_agent(agent_id: str, body: AgentUpdate, principal: Auth, platform: PlatformDep) -> AgentOut:
+async def update_agent(agent_id: Ref, body: AgentUpdate, principal: Auth, platform: PlatformDep) -> AgentOut:
     """Change an agent. A different configuration becomes a new version; calls keep theirs."""
     try:
         return await platform.agents.update(principal.org_id, agent_id, body)
@@ -69,6 +67,8 @@ async def update_agent(agent_id: str, body: AgentUpdate, principal: Auth, platfo
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except ProviderError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 @router.delete(
@@ -77,7 +77,7 @@ async def update_agent(agent_id: str, body: AgentUpdate, principal: Auth, platfo
     response_class=Response,
     responses={404: {"description": "no such agent"}},
 )
-async def delete_agent(agent_id: str, principal: Auth, platform: PlatformDep) -> Response:
+async def delete_agent(agent_id: Ref, principal: Auth, platform: PlatformDep) -> Response:
     """Remove an agent from lists; its versions stay for the calls that used them."""
     try:
         await platform.agents.delete(principal.org_id, agent_id)
@@ -91,7 +91,7 @@ async def delete_agent(agent_id: str, principal: Auth, platform: PlatformDep) ->
     response_model=list[AgentVersionOut],
     responses={404: {"description": "no such agent"}},
 )
-async def agent_versions(agent_id: str, principal: Auth, platform: PlatformDep) -> list[AgentVersionOut]:
+async def agent_versions(agent_id: Ref, principal: Auth, platform: PlatformDep) -> list[AgentVersionOut]:
     """Every version of an agent, oldest first."""
     try:
         return await platform.agents.versions(principal.org_id, agent_id)
@@ -105,7 +105,7 @@ async def agent_versions(agent_id: str, principal: Auth, platform: PlatformDep) 
     response_model=WebSession,
     responses={404: {"description": "no such agent"}},
 )
-async def start_web_session(agent_id: str, principal: Auth, platform: PlatformDep) -> WebSession:
+async def start_web_session(agent_id: Ref, principal: Auth, platform: PlatformDep) -> WebSession:
     """Queue a browser call with this agent's latest version; the voice page then connects its
     WebSocket with the returned ``session_id``."""
     try:

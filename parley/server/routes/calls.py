@@ -11,12 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
+from parley.inputs import MAX_INT32, SafeStr
 from parley.platform.agents import NotFound
 from parley.platform.calls import Feed
 from parley.platform.recordings import recording_key
 from parley.platform.runtime import Platform
 from parley.platform.schemas import CallDetail, CallSummary, Direction, EventOut, Page
 from parley.server.auth import Auth, PlatformDep
+from parley.server.routes.params import CursorQ, EventId, Limit, Ref, When
 from parley.store.calls import CallFilters
 from parley.store.lifecycle import CallStatus
 from parley.store.queries import InvalidCursor
@@ -33,21 +35,21 @@ KEEPALIVE_S = 15.0
 async def list_calls(
     principal: Auth,
     platform: PlatformDep,
-    agent_id: Annotated[str | None, Query()] = None,
-    status_: Annotated[list[CallStatus] | None, Query(alias="status")] = None,
+    agent_id: Annotated[SafeStr | None, Query(max_length=200)] = None,
+    status_: Annotated[list[CallStatus] | None, Query(alias="status", max_length=20)] = None,
     direction: Annotated[Direction | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query()] = None,
+    since: When = None,
+    until: When = None,
+    limit: Limit = 50,
+    cursor: CursorQ = None,
 ) -> Page[CallSummary]:
-    """Calls, newest first. ``status`` may be repeated."""
+    """Calls, newest first, created in ``[since, until)``. ``status`` may be repeated."""
     filters = CallFilters(
         agent_id=agent_id,
         statuses=[s.value for s in status_ or []],
         direction=direction,
-        since=_aware(since),
-        until=_aware(until),
+        since=since,
+        until=until,
     )
     try:
         return await platform.calls.page(principal.org_id, filters, limit, cursor)
@@ -55,12 +57,8 @@ async def list_calls(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 @router.get("/{call_id}", response_model=CallDetail, responses={404: {"description": "no such call"}})
-async def get_call(call_id: str, request: Request, principal: Auth, platform: PlatformDep) -> CallDetail:
+async def get_call(call_id: Ref, request: Request, principal: Auth, platform: PlatformDep) -> CallDetail:
     """A call whole: transcript, timeline, recording link, cost breakdown and latency figures."""
     try:
         detail = await platform.calls.detail(principal.org_id, call_id)
@@ -81,7 +79,7 @@ async def get_call(call_id: str, request: Request, principal: Auth, platform: Pl
         404: {"description": "no such call, or no finished recording"},
     },
 )
-async def get_recording(call_id: str, principal: Auth, platform: PlatformDep) -> Response:
+async def get_recording(call_id: Ref, principal: Auth, platform: PlatformDep) -> Response:
     try:
         detail = await platform.calls.detail(principal.org_id, call_id, max_events=0)
     except NotFound as exc:
@@ -109,17 +107,15 @@ async def get_recording(call_id: str, principal: Auth, platform: PlatformDep) ->
     },
 )
 async def call_events(
-    call_id: str,
+    call_id: Ref,
     principal: Auth,
     platform: PlatformDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
+    after: EventId = None,
 ) -> StreamingResponse:
     """The call's timeline as Server-Sent Events: everything so far, then live events until the call
     ends. Reconnect with ``Last-Event-ID`` (browsers do) to resume without gaps or repeats."""
-    start = after or 0
-    if last_event_id and last_event_id.strip().isdigit():
-        start = int(last_event_id.strip())
+    start = _resume_after(last_event_id, after)
     try:
         feed = await platform.calls.feed(principal.org_id, call_id, start)
     except NotFound as exc:
@@ -129,6 +125,19 @@ async def call_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resume_after(last_event_id: str | None, after: int | None) -> int:
+    """Where the feed resumes: ``Last-Event-ID`` (a reconnecting browser's) over ``after``. Only the ids
+    this feed sends are accepted: ASCII digits within the 32-bit sequence column."""
+    value = (last_event_id or "").strip()
+    if not value:
+        return after or 0
+    if not (value.isascii() and value.isdigit() and len(value) <= 10 and int(value) <= MAX_INT32):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"Last-Event-ID must be an event id of this feed (0 to {MAX_INT32})"
+        )
+    return int(value)
 
 
 def _message(event: EventOut) -> str:

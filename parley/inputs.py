@@ -1,0 +1,89 @@
+"""Types for values that come from outside (the REST API, agent YAML), refused early with the field named.
+
+A NUL character is refused in every string: PostgreSQL cannot store one in text or JSONB, so it would
+otherwise fail only at the database, as a server error (no name, prompt or id needs one). JSON has no
+NaN or Infinity, yet Python's parser accepts both and reads ``1e400`` as Infinity: a stored one could
+not be served back as JSON. Datetimes are made aware and moved to UTC here, where a value at the edge of
+the calendar (year 1 east of UTC, year 9999 west of it) fails as a validation error, not later.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
+
+MAX_INT32 = 2**31 - 1
+"""Versions and event sequence numbers are 32-bit columns."""
+
+MAX_JSON_DEPTH = 32
+"""Nesting allowed in free-form JSON (tool parameters and results): a JSON schema needs a few levels."""
+
+
+def refuse_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "NUL characters (\\u0000) are not allowed")
+    return value
+
+
+NoNul = AfterValidator(refuse_nul)
+SafeStr = Annotated[str, NoNul]
+"""A string without NUL characters; add ``Field(max_length=...)`` for a cap."""
+
+
+def plain_json(value: Any) -> Any:
+    """Free-form JSON that every database and client can hold: no NUL in keys or strings, only finite
+    numbers, at most ``MAX_JSON_DEPTH`` levels deep. The error names where inside the value it failed."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise PydanticCustomError(
+                "json_too_deep",
+                "nested deeper than {limit} levels at {where}",
+                {"limit": MAX_JSON_DEPTH, "where": where or "the top"},
+            )
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise PydanticCustomError(
+                    "nul_character",
+                    "NUL characters (\\u0000) are not allowed (at {where})",
+                    {"where": where or "the top"},
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise PydanticCustomError(
+                    "finite_number", "numbers must be finite (at {where})", {"where": where or "the top"}
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.append((key, path, depth + 1))
+                stack.append((child, path, depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+    return value
+
+
+PlainJson = Annotated[Any, AfterValidator(plain_json)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(plain_json)]
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware and in UTC (a naive value is taken as UTC), or a validation error when UTC has no such time."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range",
+            "{value} is outside the supported range of dates in UTC",
+            {"value": value.isoformat()},
+        ) from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]

@@ -1,0 +1,131 @@
+"""Caps on what one HTTP request may send, enforced before any route reads it.
+
+A body over ``max_request_body_bytes`` gets 413, whether its ``Content-Length`` says so up front or it
+streams (chunked) past the cap: it is never buffered whole nor parsed. A JSON body that holds NaN,
+Infinity or a number too large for a float (``1e400``) gets 422: JSON has no such values, yet Python's
+parser accepts them, and one that reached a route would be stored or fail to serialize (a 500).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from fastapi import FastAPI, status
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parley.config import Settings
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _has_non_finite_number(body: bytes) -> bool:
+    """Whether ``body`` is JSON with a number JSON cannot carry. Malformed JSON is the route's to report."""
+    try:
+        json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NotFinite:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI parses a body as JSON when it says so, or says nothing."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class RequestLimits:
+    """ASGI middleware: see the module's docstring. WebSockets pass through (they have their own caps)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None:
+            declared = declared.strip()
+            if not (declared.isascii() and declared.isdigit()):
+                await _refuse(
+                    scope, receive, send, status.HTTP_400_BAD_REQUEST, "invalid Content-Length", close=True
+                )
+                return
+            if len(declared) > 18 or int(declared) > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before its body was in: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and _is_json(headers.get("content-type")) and _has_non_finite_number(body):
+            detail = [
+                {
+                    "type": "finite_number",
+                    "loc": ["body"],
+                    "msg": "JSON numbers must be finite: NaN, Infinity and numbers as large as 1e400 "
+                    "are not JSON",
+                }
+            ]
+            await _refuse(scope, receive, send, status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # the body is all in: what is left to hear is the disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the request body is larger than {self.max_body_bytes} bytes"
+        await _refuse(scope, receive, send, status.HTTP_413_CONTENT_TOO_LARGE, detail, close=True)
+
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, code: int, detail: object, *, close: bool = False
+) -> None:
+    """Answer without calling the app; ``close`` when the body is left unread on the connection."""
+    headers = {"Connection": "close"} if close else None
+    await JSONResponse({"detail": detail}, status_code=code, headers=headers)(scope, receive, send)
+
+
+def install_request_limits(app: FastAPI, settings: Settings) -> None:
+    """Cap every HTTP request's body at ``settings.max_request_body_bytes``, refusing non-JSON numbers."""
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_body_bytes)
