@@ -118,7 +118,8 @@ def check_operator_policy(agent: AgentConfig, host: Settings | None = None) -> N
             )
 
 
-def _language_model(settings: ProviderSettings, host: Settings, secrets: Secrets) -> LanguageModel:
+def _language_model(settings: ProviderSettings, host: Settings, api_key: str | None) -> LanguageModel:
+    """``api_key`` is the openai provider's, already resolved from the organization's secrets."""
     options = parse_options("llm", settings.provider, settings.options)
     if isinstance(options, LlamaCppOptions):
         from parley.providers.assets import gemma_gguf
@@ -137,7 +138,7 @@ def _language_model(settings: ProviderSettings, host: Settings, secrets: Secrets
         return OpenAICompatibleModel(
             host.openai_base_url,
             options.model,
-            _openai_key(options, host, secrets),
+            api_key,
             timeout=host.openai_timeout_s,
         )
     if isinstance(options, ScriptedLlmOptions):
@@ -200,15 +201,15 @@ def build_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineSta
     """Load (or reuse) the models the agent asks for. Blocking: call it off the event loop."""
     host = get_settings()
     check_operator_policy(agent, host)
-    found = dict(secrets or {})
-    llm_key = ""
+    api_key: str | None = None
     if agent.llm.provider == "openai":
-        key = _openai_key(parse_options("llm", "openai", agent.llm.options), host, found) or ""
-        llm_key = hashlib.sha256(key.encode()).hexdigest()  # two orgs' keys never share a client
+        api_key = _openai_key(parse_options("llm", "openai", agent.llm.options), host, secrets or {})
+    # Two organizations' keys never share a client: the key's digest is part of the cache key.
+    llm_key = hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
     return EngineStack(
         vad_factory=_vad_factory(agent.vad),
         recognizer=_shared(_key("asr", agent.asr), lambda: _recognizer(agent.asr, host)),
-        llm=_shared(_key("llm", agent.llm, llm_key), lambda: _language_model(agent.llm, host, found)),
+        llm=_shared(_key("llm", agent.llm, llm_key), lambda: _language_model(agent.llm, host, api_key)),
         tts=_shared(_key("tts", agent.tts), lambda: _synthesizer(agent.tts, host)),
         turn_model=_shared(
             f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)

@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from parley.inputs import JsonObject, SafeStr
+
 Role = Literal["asr", "llm", "tts", "vad"]
 
-SafeText = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
+SafeText = Annotated[SafeStr, Field(max_length=2000)]
 SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,100}$")]
 
@@ -46,8 +48,8 @@ class WhisperOptions(_Options):
     model: Literal["tiny.en", "base"] = "tiny.en"
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = "en"
     beam_size: int = Field(1, ge=1, le=5)
-    initial_prompt: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")] | None = None
-    hotwords: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")] | None = None
+    initial_prompt: Annotated[SafeStr, Field(max_length=500)] | None = None
+    hotwords: Annotated[SafeStr, Field(max_length=500)] | None = None
 
 
 class ScriptedAsrOptions(_Options):
@@ -75,10 +77,10 @@ class OpenAIOptions(_Options):
 
 
 class ScriptRuleOptions(_Options):
-    pattern: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+    pattern: Annotated[SafeStr, Field(min_length=1, max_length=500)]
     reply: SafeText = ""
     tool: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: JsonObject = Field(default_factory=dict)
     on_tool_result: bool = False
 
 

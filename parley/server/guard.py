@@ -39,29 +39,35 @@ class ClientCaps:
 
     def take_connection(self, address: str) -> None:
         """Count one more open connection of ``address``, or raise ``AdmissionError``."""
-        if self._connections[address] >= self.max_connections:
-            raise AdmissionError(
-                ErrorCode.RATE_LIMITED,
-                f"too many open connections from your address (limit {self.max_connections})",
-            )
-        self._connections[address] += 1
+        self._take(
+            self._connections,
+            address,
+            self.max_connections,
+            f"too many open connections from your address (limit {self.max_connections})",
+        )
 
     def give_connection(self, address: str) -> None:
         self._release(self._connections, address)
 
     def take_session(self, address: str) -> None:
-        if self._sessions[address] >= self.max_sessions:
-            raise AdmissionError(
-                ErrorCode.RATE_LIMITED,
-                f"too many live sessions from your address (limit {self.max_sessions}); end one first",
-            )
-        self._sessions[address] += 1
+        self._take(
+            self._sessions,
+            address,
+            self.max_sessions,
+            f"too many live sessions from your address (limit {self.max_sessions}); end one first",
+        )
 
     def give_session(self, address: str) -> None:
         self._release(self._sessions, address)
 
     def sessions(self, address: str) -> int:
         return self._sessions[address]
+
+    @staticmethod
+    def _take(counter: Counter[str], address: str, limit: int, refusal: str) -> None:
+        if counter[address] >= limit:
+            raise AdmissionError(ErrorCode.RATE_LIMITED, refusal)
+        counter[address] += 1
 
     @staticmethod
     def _release(counter: Counter[str], address: str) -> None:

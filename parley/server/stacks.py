@@ -67,14 +67,15 @@ class Engines:
     """Prepared stacks per agent; ``ready`` once the default agent's models are loaded and warm."""
 
     def __init__(self, catalog: AgentCatalog, factory: StackFactory | None = None) -> None:
-        self._with_secrets: Callable[[AgentConfig, Mapping[str, str]], Awaitable[EngineStack]] | None = None
+        self._build: Callable[[AgentConfig, Mapping[str, str]], Awaitable[EngineStack]]
         if factory is None:
             from parley.stack import prepare_stack
 
-            self._with_secrets = prepare_stack
-            factory = prepare_stack
+            self._build = prepare_stack
+        else:
+            custom = factory  # test and benchmark engines need no secrets
+            self._build = lambda agent, _secrets: custom(agent)
         self.catalog = catalog
-        self._factory = factory
         self._stacks: dict[str, asyncio.Task[EngineStack]] = {}
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
@@ -97,10 +98,7 @@ class Engines:
         key = agent.model_dump_json() + digest
         task = self._stacks.get(key)
         if task is None or (task.done() and task.exception() is not None):
-            if self._with_secrets is not None:
-                task = asyncio.ensure_future(self._with_secrets(agent, found))
-            else:
-                task = asyncio.ensure_future(self._factory(agent))
+            task = asyncio.ensure_future(self._build(agent, found))
             self._stacks[key] = task
         return await asyncio.shield(task)
 

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from parley.inputs import SafeStr
 from parley.platform.secrets import SecretOut
 from parley.server.auth import Auth, PlatformDep
 
@@ -21,7 +22,7 @@ SecretNameP = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description
 class SecretIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    value: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")
+    value: SafeStr = Field(min_length=1, max_length=4096)
 
 
 @router.get("", response_model=list[SecretOut])
