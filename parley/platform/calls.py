@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -149,15 +149,22 @@ class CallService:
             )
 
     async def set_status(
-        self, call_id: str, status: CallStatus | str, *, reason: str | None = None, org_id: str | None = None
+        self,
+        call_id: str,
+        status: CallStatus | str,
+        *,
+        reason: str | None = None,
+        org_id: str | None = None,
+        at: datetime | None = None,
     ) -> tuple[Decision, CallSummary]:
-        """Apply a status update (from telephony callbacks, the queue, an operator); see ``lifecycle``."""
+        """Apply a status update (from telephony callbacks, the queue, an operator, recovery); see
+        ``lifecycle``. ``at``: when it happened, if not now."""
         async with self.db.session() as session:
             calls = CallRepository(session)
             call = await calls.get(call_id, org_id)
             if call is None:
                 raise NotFound(f"no call {call_id!r}")
-            decision = await calls.set_status(call, status, reason=reason)
+            decision = await calls.set_status(call, status, reason=reason, at=at)
             if decision is Decision.APPLY and CallStatus(status).terminal:
                 await finish_call(session, call, self.pricing)
             return decision, summary(call, await _version_numbers(session, [call]))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from parley.platform.agents import NotFound
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus, Decision, InvalidStatusTransition
 from parley.store.models import Call
@@ -92,18 +93,13 @@ async def _interrupt(platform: Platform, call: Call) -> bool:
         ]
         if closing:
             await platform.persister.store(closing)
-    async with platform.db.session() as session:
-        calls = CallRepository(session)
-        row = await calls.get(call.id)
-        if row is None:
-            return False
-        try:
-            decision = await calls.set_status(
-                row, CallStatus.FAILED, reason=INTERRUPTED, at=last.at if last is not None else None
-            )
-        except InvalidStatusTransition as exc:
-            log.info("recovery left a call as it is", call_id=call.id, reason=str(exc))
-            return False
-        if decision is Decision.APPLY:
-            await platform.call_ended(session, row)
+    try:
+        decision, _ = await platform.calls.set_status(
+            call.id, CallStatus.FAILED, reason=INTERRUPTED, at=last.at if last is not None else None
+        )
+    except NotFound:
+        return False
+    except InvalidStatusTransition as exc:
+        log.info("recovery left a call as it is", call_id=call.id, reason=str(exc))
+        return False
     return decision is Decision.APPLY

@@ -19,14 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.artifacts import ArtifactStore, artifact_store
 from parley.config import Settings, get_settings
-from parley.engine.agent import default_agent
+from parley.engine.agent import AgentConfig, default_agent
 from parley.platform.agents import AgentService, NotFound
 from parley.platform.billing import Billing
 from parley.platform.calls import CallService, hash_token
 from parley.platform.live import LiveCall
 from parley.platform.pricing import Pricing
 from parley.platform.recordings import Recordings
-from parley.platform.schemas import WebSession
+from parley.platform.schemas import CallSummary, WebSession
 from parley.platform.secrets import SecretService
 from parley.platform.usage import finish_call
 from parley.store.db import Database
@@ -228,6 +228,19 @@ class Platform:
                 access=access,
                 client_ip=client_ip,
             )
+        return await self._live(call, config, record)
+
+    async def connect_live_call(
+        self, token: str, *, transport: str, client_ip: str | None, record: bool = True
+    ) -> LiveCall:
+        """The call a session token was minted for, bound to this client (the token is spent); raises
+        ``TokenRefused`` for a token that is unknown, used or expired."""
+        call, config = await self.calls.connect(
+            token, ttl_s=self.settings.session_token_ttl_s, transport=transport, client_ip=client_ip
+        )
+        return await self._live(call, config, record)
+
+    async def _live(self, call: CallSummary, config: AgentConfig | None, record: bool) -> LiveCall:
         recorder = await self.recordings.start(call.id) if record else None
         return LiveCall(self, call, config or default_agent(), recorder)
 

@@ -204,15 +204,11 @@ class LiveRuntime:
                 ErrorCode.UNAUTHORIZED, "this server runs without its store: it has no session tokens"
             )
         try:
-            summary, _config = await self.platform.calls.connect(
-                token,
-                ttl_s=self.settings.session_token_ttl_s,
-                transport=client.transport,
-                client_ip=client.address,
+            return await self.platform.connect_live_call(
+                token, transport=client.transport, client_ip=client.address
             )
         except TokenRefused as exc:
             raise AdmissionError(ErrorCode.UNAUTHORIZED, str(exc)) from exc
-        return await self.platform.live_call(session_id=summary.session_id)
 
     def _closed(self, live: LiveSession) -> None:
         self.registry.remove(live.id)
