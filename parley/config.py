@@ -97,6 +97,38 @@ class Settings(BaseSettings):
         "into data_dir/secrets.key (readable by the server's user only)",
     )
 
+    # --- telephony (docs/telephony.md) ---------------------------------------------------------------
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the base URL Twilio reaches this server at (e.g. https://voice.example.com): TwiML "
+        "stream and callback URLs are built from it and X-Twilio-Signature is checked against it (behind a "
+        "TLS proxy the request's own URL differs); default: the URL of each incoming request",
+    )
+    twilio_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="signs and checks webhooks; without it every Twilio webhook answers 503"
+    )
+    twilio_api_base_url: str = Field(
+        "https://api.twilio.com", description="Twilio's REST API (tests and `parley twilio-sim` change it)"
+    )
+    twilio_caller_id: str | None = Field(None, description="default From number of outbound calls")
+    twilio_jitter_ms: int = Field(60, ge=20, le=500, description="initial jitter buffer depth of a phone leg")
+    outbound_max_attempts: int = Field(3, ge=1, le=20, description="attempts per queued call")
+    outbound_retry_backoff_s: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0],
+        description="wait before retry n (the last figure repeats)",
+    )
+    outbound_org_concurrency: int = Field(5, ge=1, description="an organization's calls dialing at once")
+    outbound_number_concurrency: int = Field(1, ge=1, description="calls one callee number may have at once")
+    outbound_calling_window: str = Field(
+        "09:00-20:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$",
+        description="hours (callee's local time) in which queued calls are placed",
+    )
+    outbound_poll_s: float = Field(1.0, gt=0, le=60, description="how often the queue looks for due calls")
+    outbound_ring_timeout_s: int = Field(30, ge=5, le=600, description="ring this long before no-answer")
+
     # --- store, timeline, artifacts (platform-memory issue) -----------------------------------------
     database_url: str | None = Field(None, description="SQLAlchemy async URL; default SQLite in data_dir")
     redis_url: str | None = Field(None, description="Redis for the timeline and queues; default in-process")

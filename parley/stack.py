@@ -18,6 +18,7 @@ from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig, ProviderSettings, ToolSettings
 from parley.engine.session import EngineStack
 from parley.engine.tools import Tool, ToolRegistry, static_tool
+from parley.engine.transport import CallControls
 from parley.engine.turns import EndOfTurnModel
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.llm.base import LanguageModel
@@ -241,14 +242,15 @@ async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
     await stack.llm.warm_up([context.system_message()], build_tools(agent).specs() or None)
 
 
-def build_tools(agent: AgentConfig) -> ToolRegistry:
+def build_tools(agent: AgentConfig, controls: CallControls | None = None) -> ToolRegistry:
+    """The agent's tools; built-ins that act on the line (transfer) go through ``controls``."""
     registry = ToolRegistry()
     for settings in agent.tools:
-        registry.register(_tool(settings))
+        registry.register(_tool(settings, controls or CallControls()))
     return registry
 
 
-def _tool(settings: ToolSettings) -> Tool:
+def _tool(settings: ToolSettings, controls: CallControls) -> Tool:
     if settings.kind == "static":
         return static_tool(settings)
     if settings.name == "end_call":

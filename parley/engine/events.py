@@ -27,6 +27,7 @@ class EventType(StrEnum):
     SPEECH_STOPPED = "speech.stopped"
     TRANSCRIPT_INTERIM = "transcript.interim"
     TRANSCRIPT_FINAL = "transcript.final"
+    DTMF = "user.dtmf"
     TURN_ENDED = "turn.ended"
     TURN_RESUMED = "turn.resumed"
     LLM_REQUEST = "llm.request"

@@ -106,7 +106,8 @@ class Reply:
         self.committed = asyncio.Event()
         self.gate = asyncio.Event()
         self.gate.set()
-        self.end_call_requested = False
+        self.end_after: str | None = None
+        """End the session with this reason once the reply was heard (``end_call``, a voicemail)."""
         self.speech_end: float | None = None
         """When the user stopped speaking before this reply (for voice-to-voice latency)."""
         self.first_audio_at: float | None = None
@@ -262,7 +263,7 @@ class Reply:
             latency_ms=round((now() - started) * 1000, 1),
         )
         if outcome.ok and call.name == "end_call":
-            self.end_call_requested = True
+            self.end_after = "agent_ended_call"
         return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
 
     async def _synthesize(self) -> None:

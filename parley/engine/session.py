@@ -28,7 +28,7 @@ from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
 from parley.engine.state import ALLOWED_TRANSITIONS, InvalidTransition, SessionState
 from parley.engine.tools import ToolRegistry
-from parley.engine.transport import AudioOutput
+from parley.engine.transport import AudioOutput, ConfirmsPlayout
 from parley.engine.turn_text import real_words
 from parley.engine.turns import TurnPolicy
 from parley.providers.asr.base import RecognitionStream
@@ -38,6 +38,9 @@ log = structlog.get_logger("parley.engine.session")
 
 ASR_RATE = 16000
 PREROLL_S = 0.3
+KEYPAD_DIGITS = frozenset("0123456789*#ABCD")
+KEYPAD_PAUSE_S = 2.0
+"""Digits pressed within this of each other are one entry (a PIN, a menu choice); ``#`` ends one at once."""
 
 __all__ = ["EngineStack", "Session", "SessionOptions"]
 
@@ -114,6 +117,8 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reply_tasks: set[asyncio.Task[None]] = set()
         """Every reply ever started (committed or speculative), so none outlives the session."""
+        self._keys: list[str] = []
+        self._keys_task: asyncio.Task[None] | None = None
 
     # --- the transport's side -----------------------------------------------------------------------
 
@@ -144,13 +149,56 @@ class Session:
 
     def send_text(self, text: str) -> None:
         """A typed user message: it interrupts whatever the agent is saying and is answered at once."""
+        self._user_message(text, "text")
+
+    def press_key(self, digit: str) -> None:
+        """A keypad digit (DTMF). Each is on the timeline at once; an entry (digits a short pause apart, or
+        up to ``#``) reaches the model as one user message, ``[keypad] 1 2 3 #``."""
+        if digit not in KEYPAD_DIGITS or len(digit) != 1:
+            raise ValueError(f"not a keypad digit: {digit!r}")
+        if self._end_reason is not None:
+            return
+        self._emit(EventType.DTMF, digit=digit)
+        self._keys.append(digit)
+        if self._keys_task is not None:
+            self._keys_task.cancel()
+            self._keys_task = None
+        if digit == "#":
+            self._enter_keys()
+        else:
+            self._keys_task = self._spawn(self._keys_after_pause())
+
+    async def _keys_after_pause(self) -> None:
+        await asyncio.sleep(KEYPAD_PAUSE_S)
+        self._keys_task = None
+        self._enter_keys()
+
+    def _enter_keys(self) -> None:
+        digits, self._keys = self._keys, []
+        if digits:
+            self._user_message("[keypad] " + " ".join(digits), "dtmf")
+
+    def say(self, text: str, *, end_after: str | None = None) -> None:
+        """Speak ``text`` now, over whatever was being said; with ``end_after``, end the session with that
+        reason once it was heard (a voicemail left, a goodbye)."""
         text = text.strip()
         if not text or self._end_reason is not None:
             return
-        self._stop_reply(reason="text_input")
+        self._stop_reply(reason="say")
         self._drop_candidate()
         self._reset_turn()
-        self._emit(EventType.TRANSCRIPT_FINAL, text=text, source="text")
+        reply = Reply(self._reply_deps(), canned_text=text)
+        reply.end_after = end_after
+        self._commit_reply(reply, speech_end=now())
+
+    def _user_message(self, text: str, source: str) -> None:
+        text = text.strip()
+        if not text or self._end_reason is not None:
+            return
+        self._stop_reply(reason=f"{source}_input")
+        self._drop_candidate()
+        self._reset_turn()
+        self._emit(EventType.TRANSCRIPT_FINAL, text=text, source=source)
         self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
 
     def interrupt(self) -> None:
@@ -428,8 +476,8 @@ class Session:
         )
         if self._state is not SessionState.ENDED:
             self._set_state(SessionState.LISTENING)
-        if reply.end_call_requested:
-            self.end("agent_ended_call")
+        if reply.end_after is not None:
+            self.end(reply.end_after)
 
     def _stop_reply(self, reason: str) -> None:
         """Cancel the current reply in one move; the context keeps only what the user heard."""
@@ -438,7 +486,10 @@ class Session:
         if reply is None or reply.task is None or reply.task.done():
             return
         reply.pause()
-        outcome = reply.outcome()
+        cut = reply.paused_at
+        if cut is not None and isinstance(self.output, ConfirmsPlayout):
+            cut = self.output.heard_until(cut)  # the line knows when the listener really heard it
+        outcome = reply.outcome(stopped_at=cut)
         reply.task.cancel()
         self._spawn(self.output.clear())
         self._record(reply, outcome)

@@ -1,8 +1,10 @@
-"""What the engine needs from a transport: somewhere to send paced audio, and a way to flush it."""
+"""What the engine needs from a transport: somewhere to send paced audio, a way to flush it, and what the
+line can do besides (confirm playout, transfer)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
 from parley.audio.frame import AudioFrame
 
@@ -19,3 +21,35 @@ class AudioOutput(Protocol):
     async def write(self, frame: AudioFrame) -> None: ...
 
     async def clear(self) -> None: ...
+
+
+@runtime_checkable
+class ConfirmsPlayout(Protocol):
+    """An output that learns when its listener really heard the audio (Twilio echoes marks).
+
+    The engine's own clock says when a frame was due to play; a phone network plays it later. On barge-in
+    the session asks what was heard by ``cut`` on its clock and gets back the play time (same clock as
+    ``AudioFrame.timestamp``) before which audio reached the listener.
+    """
+
+    def heard_until(self, cut: float) -> float: ...
+
+
+class ControlUnavailable(RuntimeError):
+    """The line this call is on cannot do that (a browser call cannot be transferred)."""
+
+
+TransferHandler = Callable[[str], Awaitable[None]]
+
+
+class CallControls:
+    """What tools may ask of the line a call is on. A transport fills in what its line can do once it is
+    attached, so tools are built before the connection exists and the engine never learns the wire."""
+
+    def __init__(self) -> None:
+        self.transfer_handler: TransferHandler | None = None
+
+    async def transfer(self, target: str) -> None:
+        if self.transfer_handler is None:
+            raise ControlUnavailable("this call cannot be transferred: it is not on a phone line")
+        await self.transfer_handler(target)

@@ -21,6 +21,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType, Timeline, now
 from parley.engine.session import EngineStack, Session, SessionOptions
 from parley.engine.tools import ToolRegistry
+from parley.engine.transport import CallControls
 from parley.transports.downlink import Downlink, Peer
 from parley.transports.uplink import InboundClock
 from parley.transports.ws_protocol import messages_for, server_message
@@ -80,8 +81,11 @@ class LiveSession:
         on_closed: Callable[[LiveSession], None] | None = None,
         replay_messages: int = 256,
         call: LiveCall | None = None,
+        controls: CallControls | None = None,
     ) -> None:
         self.agent = agent
+        self.controls = controls or CallControls()
+        """What the line can do for tools (transfer); the transport fills it in when it attaches."""
         self.token = secrets.token_urlsafe(24)
         self.limits = limits
         self.input_rate = input_rate
@@ -244,6 +248,11 @@ class LiveSession:
         if self.call is not None:
             self.call.hear(frame)
         self.engine.feed_audio(frame)
+
+    def press_key(self, digit: str) -> None:
+        """A keypad digit from the caller (DTMF): on the timeline, and to the agent as input."""
+        self.touch()
+        self.engine.press_key(digit)
 
     def touch(self) -> None:
         """The client did something (text, interrupt, a reconnect): the session is alive and in use."""

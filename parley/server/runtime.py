@@ -16,6 +16,7 @@ from parley.config import Settings
 from parley.engine.agent import AgentConfig
 from parley.engine.reply import ReplySettings
 from parley.engine.session import SessionOptions
+from parley.engine.transport import CallControls
 from parley.server.guard import ClientCaps
 from parley.server.live import LiveLimits, LiveSession
 from parley.server.metrics import ServerMetrics
@@ -178,6 +179,7 @@ class LiveRuntime:
             settings.reconnect_grace_s,
             settings.session_start_timeout_s,
         )
+        controls = CallControls()
         live = LiveSession(
             agent,
             stack,
@@ -185,9 +187,10 @@ class LiveRuntime:
             output_rate=output_rate,
             limits=limits,
             options=SessionOptions(reply=reply),
-            tools=build_tools(agent),
+            tools=build_tools(agent, controls),
             on_closed=self._closed,
             call=call,
+            controls=controls,
         )
         live.subscribe_metrics(self.metrics.observe)
         for hook in self.session_hooks:

@@ -115,6 +115,56 @@ class Call(Base):
     access: Mapped[str | None] = mapped_column(String(16))
     """How the live session got in: ``token`` (minted by the API) or ``public`` (anonymous, public agent)."""
     client_ip: Mapped[str | None] = mapped_column(String(64))
+    provider_call_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """The carrier's id of a phone call (Twilio's CallSid), revision 0004."""
+    answered_by: Mapped[str | None] = mapped_column(String(32))
+    """Answering-machine detection's verdict for an outbound call (``human``, ``machine_end_beep`` …)."""
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("outbound_jobs.id", ondelete="SET NULL"), index=True
+    )
+    """The outbound job this call is an attempt of."""
+
+
+class PhoneNumber(Base):
+    """A number the organization owns at its carrier; inbound calls to it run ``agent_id``."""
+
+    __tablename__ = "phone_numbers"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    """E.164 (``+14155550100``): one number routes to one organization."""
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboundJob(Base):
+    """A call the outbound queue owes someone: campaigns and call-backs. Each attempt is a ``calls`` row."""
+
+    __tablename__ = "outbound_jobs"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key"),
+        Index("ix_outbound_jobs_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    to_number: Mapped[str] = mapped_column(String(32), index=True)
+    from_number: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime]
+    window_start: Mapped[str] = mapped_column(String(5))
+    window_end: Mapped[str] = mapped_column(String(5))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    last_call_id: Mapped[str | None] = mapped_column(String(40))
+    last_outcome: Mapped[str | None] = mapped_column(String(64))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TranscriptTurn(Base):

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from parley.audio.frame import AudioFrame
 from parley.audio.resample import Resampler
 from parley.engine.events import now
-from parley.engine.transport import AudioOutput
+from parley.engine.transport import AudioOutput, ConfirmsPlayout
 
 _MAX_AHEAD_S = 30.0
 _CONTIGUOUS_S = 0.04
@@ -174,3 +174,6 @@ class RecordingOutput:
     async def clear(self) -> None:
         self.recorder.cut_agent()
         await self.inner.clear()
+
+    def heard_until(self, cut: float) -> float:
+        return self.inner.heard_until(cut) if isinstance(self.inner, ConfirmsPlayout) else cut

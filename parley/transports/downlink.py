@@ -14,6 +14,7 @@ from typing import Protocol
 
 from parley.audio.frame import AudioFrame
 from parley.engine.events import now
+from parley.engine.transport import ConfirmsPlayout
 
 
 class Peer(Protocol):
@@ -86,6 +87,11 @@ class Downlink:
         self._recent.append((seq, frame))
         self.frames_sent += 1
         await self._peer.send_audio(seq, frame)
+
+    def heard_until(self, cut: float) -> float:
+        """What the current peer confirmed its listener heard (phone lines echo marks); else ``cut``."""
+        peer = self._peer
+        return peer.heard_until(cut) if isinstance(peer, ConfirmsPlayout) else cut
 
     async def clear(self) -> None:
         """Barge-in: the peer drops what it buffered, and nothing cut here is ever sent again."""
