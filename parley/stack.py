@@ -16,6 +16,7 @@ from typing import Any
 from parley.audio.vad import VoiceActivityDetector
 from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig, ProviderSettings, ToolSettings
+from parley.engine.chunker import fixed_clauses
 from parley.engine.session import EngineStack
 from parley.engine.tools import Tool, ToolRegistry, static_tool
 from parley.engine.transport import CallControls
@@ -37,6 +38,7 @@ from parley.providers.options import (
     parse_options,
 )
 from parley.providers.tts.base import SpeechSynthesizer
+from parley.providers.tts.phrase_cache import PhraseCache
 
 
 class ProviderError(ValueError):
@@ -211,7 +213,7 @@ def build_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineSta
         vad_factory=_vad_factory(agent.vad),
         recognizer=_shared(_key("asr", agent.asr), lambda: _recognizer(agent.asr, host)),
         llm=_shared(_key("llm", agent.llm, llm_key), lambda: _language_model(agent.llm, host, api_key)),
-        tts=_shared(_key("tts", agent.tts), lambda: _synthesizer(agent.tts, host)),
+        tts=_shared(_key("tts", agent.tts), lambda: PhraseCache(_synthesizer(agent.tts, host))),
         turn_model=_shared(
             f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)
         ),
@@ -240,6 +242,14 @@ async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
         agent.system_prompt, agent.knowledge, agent.context_token_budget, stack.llm.count_tokens
     )
     await stack.llm.warm_up([context.system_message()], build_tools(agent).specs() or None)
+    await warm_greeting(stack, agent)
+
+
+async def warm_greeting(stack: EngineStack, agent: AgentConfig) -> None:
+    """Synthesize the agent's first message ahead, clause by clause as a reply will ask for it, so a
+    caller hears it the moment the call connects."""
+    if agent.first_message and isinstance(stack.tts, PhraseCache):
+        await stack.tts.warm(fixed_clauses(agent.first_message))
 
 
 def build_tools(agent: AgentConfig, controls: CallControls | None = None) -> ToolRegistry:

@@ -54,3 +54,10 @@ class ClauseChunker:
                 if len(text[: match.end()].split()) >= self.first_min_words:
                     return match.end()
         return None
+
+
+def fixed_clauses(text: str) -> list[str]:
+    """The clauses a fixed text (a greeting, an announcement) is spoken in, as a reply would cut them: a
+    phrase cache warmed with these serves the reply."""
+    chunker = ClauseChunker()
+    return [*chunker.push(text + " "), *chunker.flush()]

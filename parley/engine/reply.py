@@ -17,7 +17,7 @@ import numpy as np
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.resample import Resampler
-from parley.engine.chunker import ClauseChunker
+from parley.engine.chunker import ClauseChunker, fixed_clauses
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
 from parley.engine.tools import ToolRegistry
@@ -175,7 +175,7 @@ class Reply:
     async def _think(self) -> None:
         chunker = ClauseChunker()
         if self.canned_text is not None:
-            for piece in [*chunker.push(self.canned_text + " "), *chunker.flush()]:
+            for piece in fixed_clauses(self.canned_text):
                 self._add_segment(piece)
             self.messages.append(ChatMessage("assistant", self.canned_text))
             await self._segment_queue.put(None)
