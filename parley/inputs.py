@@ -10,6 +10,7 @@ the calendar (year 1 east of UTC, year 9999 west of it) fails as a validation er
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -87,3 +88,37 @@ def to_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
+
+
+def e164(value: str) -> str:
+    """A phone number that exists in the numbering plan, written in E.164 (``+14155550100``): the one
+    spelling phone numbers are stored and compared in, so ``+1 (415) 555-0100`` finds the same row."""
+    import phonenumbers  # its metadata loads on first use; most processes never parse a number
+
+    if not value.startswith("+") or len(value) > 32:
+        raise PydanticCustomError("e164", "a phone number in E.164 form starts with + and a country code")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise PydanticCustomError("e164", "not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise PydanticCustomError("e164", "not a valid phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+E164 = Annotated[str, AfterValidator(refuse_nul), AfterValidator(e164)]
+"""A phone number, normalized to E.164."""
+
+_SIP_URI = re.compile(r"^sips?:[A-Za-z0-9._~+%!$&'()*,;=-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9=._-]+)*$")
+
+
+def call_target(value: str) -> str:
+    """Where a call may be sent on: a phone number (E.164) or a SIP URI (``sip:desk@pbx.example.com``)."""
+    if value.startswith(("sip:", "sips:")):
+        if len(value) > 255 or not _SIP_URI.match(value):
+            raise PydanticCustomError("sip_uri", "not a SIP URI of the form sip:user@host")
+        return value
+    return e164(value)
+
+
+CallTarget = Annotated[str, AfterValidator(refuse_nul), AfterValidator(call_target)]

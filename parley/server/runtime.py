@@ -23,6 +23,9 @@ from parley.server.metrics import ServerMetrics
 from parley.server.registry import AdmissionError, InMemoryRegistry, SessionRegistry, slot
 from parley.server.stacks import Engines
 from parley.stack import build_tools
+from parley.store.calls import CallRepository
+from parley.store.lifecycle import CallStatus
+from parley.transports.twilio_protocol import ULAW_RATE as PHONE_RATE
 from parley.transports.ws_protocol import ErrorCode
 
 if TYPE_CHECKING:
@@ -43,6 +46,9 @@ class Client:
     address: str
     transport: str = "websocket"
 
+
+PHONE_TRANSPORT = "twilio"
+"""The transport of phone calls on the books (media over Twilio Media Streams)."""
 
 LOCAL_CLIENT = Client("local")
 """In-process callers (tests, tools): one address like any other."""
@@ -73,6 +79,8 @@ class LiveRuntime:
         """Open client connections, so shutdown can wait for their last messages to go out."""
         self.caps = ClientCaps(settings.max_connections_per_ip, settings.max_sessions_per_ip)
         self._client_of: dict[str, str] = {}
+        self._opening_calls: set[str] = set()
+        """Phone calls being connected right now: a second stream for one of them is refused."""
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -91,16 +99,7 @@ class LiveRuntime:
         A session needs a right to exist: a single-use ``token`` minted by the REST API (the call it was
         made for runs, with its agent version pinned), or a catalog agent marked ``public`` (anonymous;
         accounted to the operator's organization and marked ``public`` on the books)."""
-        settings = self.settings
-        if not settings.realtime_enabled:
-            raise AdmissionError(
-                ErrorCode.REALTIME_DISABLED,
-                "live sessions are disabled on this server (PARLEY_REALTIME_ENABLED=false)",
-            )
-        if self.draining:
-            raise AdmissionError(
-                ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new sessions"
-            )
+        self._check_accepting()
         if call_session is not None and token is None:
             raise AdmissionError(
                 ErrorCode.UNAUTHORIZED,
@@ -135,6 +134,67 @@ class LiveRuntime:
         live.start()
         return live
 
+    async def open_phone_session(
+        self, call_id: str, *, client: Client, call_sid: str | None = None
+    ) -> LiveSession:
+        """A session for a phone call already on the books (the voice webhook or the outbound queue
+        created it), or ``AdmissionError`` saying why not. The line is μ-law at 8 kHz both ways.
+
+        ``call_sid`` is the carrier's id the media stream announced: it must be the call's. Per-address
+        caps do not apply: every phone call arrives from the carrier's few addresses, signed."""
+        self._check_accepting()
+        platform = self.platform
+        if platform is None:
+            raise AdmissionError(
+                ErrorCode.UNKNOWN_CALL, "this server runs without its store: it has no phone calls"
+            )
+        if call_id in self._opening_calls:
+            raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"call {call_id} is already being connected")
+        self._opening_calls.add(call_id)
+        try:
+            session_id = await self._phone_call(platform, call_id, call_sid)
+            if self.registry.get(session_id) is not None:
+                raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"call {call_id} already has a media stream")
+            with slot(self.registry) as reservation:
+                live = await self._admit(
+                    None, PHONE_RATE, PHONE_RATE, client, None, reservation, session_id=session_id
+                )
+        finally:
+            self._opening_calls.discard(call_id)
+        self._empty.clear()
+        live.start()
+        return live
+
+    @staticmethod
+    async def _phone_call(platform: Platform, call_id: str, call_sid: str | None) -> str:
+        """The session id of a phone call that may be connected now."""
+        async with platform.db.session() as session:
+            call = await CallRepository(session).get(call_id)
+            if call is None:
+                raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"no call {call_id!r}")
+            if call.transport != PHONE_TRANSPORT:
+                raise AdmissionError(
+                    ErrorCode.UNKNOWN_CALL, f"call {call_id} is not a phone call (transport {call.transport})"
+                )
+            if call_sid is not None and call.provider_call_id != call_sid:
+                raise AdmissionError(
+                    ErrorCode.UNKNOWN_CALL, f"call {call_id} is not carrier call {call_sid!r}"
+                )
+            if call.ended_at is not None or CallStatus(call.status).terminal:
+                raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"call {call_id} has ended ({call.status})")
+            return call.session_id
+
+    def _check_accepting(self) -> None:
+        if not self.settings.realtime_enabled:
+            raise AdmissionError(
+                ErrorCode.REALTIME_DISABLED,
+                "live sessions are disabled on this server (PARLEY_REALTIME_ENABLED=false)",
+            )
+        if self.draining:
+            raise AdmissionError(
+                ErrorCode.SHUTTING_DOWN, "the server is shutting down and takes no new sessions"
+            )
+
     async def _admit(
         self,
         agent: AgentConfig | None,
@@ -143,12 +203,18 @@ class LiveRuntime:
         client: Client,
         token: str | None,
         reservation: object,
+        *,
+        session_id: str | None = None,
     ) -> LiveSession:
         settings = self.settings
         call = None
         secrets: dict[str, str] = {}
-        if token is not None:
-            call = await self._connect_token(token, client)
+        if token is not None or session_id is not None:
+            if token is not None:
+                call = await self._connect_token(token, client)
+            else:
+                assert self.platform is not None and session_id is not None
+                call = await self.platform.live_call(session_id=session_id)
             agent = call.agent
             wanted = agent.llm.options.get("api_key_secret")
             if wanted and self.platform is not None and call.call.org_id is not None:
