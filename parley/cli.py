@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from parley.commands.records import agents_app, calls_app, keys_app
+from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
 from parley.commands.serve import bench_live, bench_load, serve
+from parley.commands.twilio_sim import twilio_sim
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
 from parley.logs import configure_logging
 
@@ -27,11 +28,13 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.command()(serve)
+app.command("twilio-sim")(twilio_sim)
 bench_app.command("live")(bench_live)
 bench_app.command("load")(bench_load)
 app.add_typer(agents_app, name="agents")
 app.add_typer(calls_app, name="calls")
 app.add_typer(keys_app, name="keys")
+app.add_typer(numbers_app, name="numbers")
 
 err = Console(stderr=True)
 out = Console()

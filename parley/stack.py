@@ -19,7 +19,7 @@ from parley.engine.agent import AgentConfig, ProviderSettings, ToolSettings
 from parley.engine.chunker import fixed_clauses
 from parley.engine.session import EngineStack
 from parley.engine.tools import Tool, ToolRegistry, static_tool
-from parley.engine.transport import CallControls
+from parley.engine.transport import CallControls, ControlUnavailable
 from parley.engine.turns import EndOfTurnModel
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.llm.base import LanguageModel
@@ -276,4 +276,40 @@ def _tool(settings: ToolSettings, controls: CallControls) -> Tool:
             settings.timeout_s,
             side_effect=True,
         )
-    raise ProviderError(f"unknown built-in tool '{settings.name}' (built-ins: end_call; or use kind: static)")
+    if settings.name == "transfer_call":
+        return _transfer_call(settings, controls)
+    raise ProviderError(
+        f"unknown built-in tool '{settings.name}' (built-ins: end_call, transfer_call; or use kind: static)"
+    )
+
+
+def _transfer_call(settings: ToolSettings, controls: CallControls) -> Tool:
+    """Send the caller on to one of the agent's configured destinations. The model only ever names one
+    (an enum in the schema): a number it made up, or one a caller talked it into, cannot be dialed."""
+    destinations = dict(settings.destinations)
+    names = sorted(destinations)
+
+    async def transfer_call(arguments: dict[str, Any]) -> dict[str, Any]:
+        name = arguments["destination"]
+        try:
+            await controls.transfer(destinations[name])
+        except ControlUnavailable as exc:
+            raise RuntimeError(f"{exc}; tell the caller you cannot transfer them") from exc
+        return {"transferred": True, "destination": name}
+
+    return Tool(
+        "transfer_call",
+        settings.description
+        or "Transfer the caller to a person or team. Say goodbye first; the call leaves you once it is sent.",
+        {
+            "type": "object",
+            "properties": {
+                "destination": {"type": "string", "enum": names, "description": "where to send the call"}
+            },
+            "required": ["destination"],
+            "additionalProperties": False,
+        },
+        transfer_call,
+        settings.timeout_s,
+        side_effect=True,
+    )

@@ -1,4 +1,5 @@
-"""``parley agents …``, ``parley calls …`` and ``parley keys …``: the store from the command line.
+"""``parley agents …``, ``parley calls …``, ``parley numbers …`` and ``parley keys …``: the store from the
+command line.
 
 They read and write the same store as the server (``PARLEY_DATABASE_URL``, or the SQLite file in
 ``PARLEY_DATA_DIR``), in the default organization (``PARLEY_DEFAULT_ORG``).
@@ -24,7 +25,7 @@ from parley.config import get_settings
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.runtime import Platform
-from parley.platform.schemas import AgentCreate, AgentUpdate
+from parley.platform.schemas import AgentCreate, AgentUpdate, PhoneNumberCreate
 from parley.store.calls import CallFilters
 from parley.store.lifecycle import CallStatus
 from parley.store.tenants import TenantRepository
@@ -32,6 +33,7 @@ from parley.store.tenants import TenantRepository
 agents_app = typer.Typer(help="Agents and their versions.", no_args_is_help=True)
 calls_app = typer.Typer(help="Calls: list them, show one whole.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the default organization.", no_args_is_help=True)
+numbers_app = typer.Typer(help="Phone numbers and the agents that answer them.", no_args_is_help=True)
 
 out = Console()
 err = Console(stderr=True)
@@ -250,6 +252,14 @@ def calls_show(
         + (f" ({detail.end_reason})" if detail.end_reason else "")
         + (f", {detail.duration_s:.1f} s" if detail.duration_s is not None else "")
     )
+    if detail.provider_call_id or detail.from_number or detail.to_number:
+        out.print(
+            f"{detail.from_number or '?'} → {detail.to_number or '?'}"
+            + (f", Twilio call {detail.provider_call_id}" if detail.provider_call_id else "")
+            + (f", answered by {detail.answered_by}" if detail.answered_by else "")
+            + (f", outbound job {detail.job_id}" if detail.job_id else ""),
+            markup=False,
+        )
     transcript = Table(title="Transcript")
     for column in ("at", "who", "said"):
         transcript.add_column(column, overflow="fold")
@@ -311,3 +321,94 @@ def keys_revoke(key_id: Annotated[str, typer.Argument()]) -> None:
         err.print(f"[red]error:[/red] no API key {key_id}")
         raise typer.Exit(1)
     out.print(f"revoked {key_id}")
+
+
+@calls_app.command("dial")
+def calls_dial(
+    agent: Annotated[str, typer.Option(help="agent id or name")],
+    to: Annotated[str, typer.Option(help="the callee, E.164 (+14155550100)")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="caller id (default: PARLEY_TWILIO_CALLER_ID, first number)")
+    ] = None,
+    priority: Annotated[int, typer.Option(min=-1000, max=1000, help="higher is dialed first")] = 0,
+    key: Annotated[str | None, typer.Option("--idempotency-key", help="queue at most once per key")] = None,
+    not_before: Annotated[str | None, typer.Option(help="not before this ISO date/time")] = None,
+    window: Annotated[str | None, typer.Option(help="calling hours, callee's time (09:00-20:00)")] = None,
+    time_zone: Annotated[
+        str | None, typer.Option(help="IANA zone of the window (default: the callee's)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue an outbound phone call; a server with Twilio configured places it (and retries it)."""
+    from parley.jobs.outbound import OutboundQueue
+    from parley.telephony.rest import NoCarrier
+
+    async def enqueue(p: Platform, org: str) -> Any:
+        queue = OutboundQueue(p, p.settings, NoCarrier())
+        return await queue.enqueue(
+            org,
+            agent_ref=agent,
+            to=to,
+            from_=from_,
+            priority=priority,
+            idempotency_key=key,
+            not_before=_day(not_before),
+            window=window,
+            time_zone=time_zone,
+        )
+
+    job = _run(enqueue)
+    if as_json:
+        _print_json(job)
+    else:
+        out.print(
+            f"queued outbound job [bold]{job.id}[/bold]: {job.from_number} → {job.to_number}, "
+            f"{job.window} ({job.time_zone}), due {_when(job.next_attempt_at)}"
+        )
+
+
+@numbers_app.command("add")
+def numbers_add(
+    number: Annotated[str, typer.Argument(help="E.164, e.g. +14155550100")],
+    agent: Annotated[str, typer.Option(help="agent id or name that answers it")],
+    label: Annotated[str, typer.Option(help="what the number is for")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Route a phone number's inbound calls to an agent (point the number's voice URL at /twilio/voice)."""
+    try:
+        request = PhoneNumberCreate.model_validate({"number": number, "agent": agent, "label": label})
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from exc
+    row = _run(lambda p, org: p.phone.add_number(org, request.number, request.agent, request.label))
+    if as_json:
+        _print_json(row)
+    else:
+        out.print(f"added [bold]{row.number}[/bold] ({row.id}) answered by {row.agent_id}")
+
+
+@numbers_app.command("list")
+def numbers_list(as_json: JsonOpt = False) -> None:
+    """The organization's phone numbers."""
+    rows = _run(lambda p, org: p.phone.numbers(org))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="Phone numbers")
+    for column in ("id", "number", "agent", "label", "added"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.id, row.number, row.agent_id or "-", row.label, _when(row.created_at))
+    out.print(table)
+
+
+@numbers_app.command("remove")
+def numbers_remove(
+    ref: Annotated[str, typer.Argument(help="the number (E.164) or its id")], as_json: JsonOpt = False
+) -> None:
+    """Stop answering a phone number."""
+    _run(lambda p, org: p.phone.remove_number(org, ref))
+    if as_json:
+        sys.stdout.write(json.dumps({"removed": ref}) + "\n")
+    else:
+        out.print(f"removed {ref}")

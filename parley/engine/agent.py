@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from parley.inputs import JsonObject, PlainJson, SafeStr
+from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
 from parley.providers.options import OptionsError, Role, validate_options
 
 # Caps on what an agent may say and hold. An agent is tenant input (POST /v1/agents) and goes whole into
@@ -18,6 +18,7 @@ MAX_MS = 60_000
 AgentName = Annotated[SafeStr, Field(min_length=1, max_length=100)]
 Fact = Annotated[SafeStr, Field(max_length=4000)]
 SpokenLine = Annotated[SafeStr, Field(max_length=1000)]
+DestinationName = Annotated[SafeStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_. -]+$")]
 
 
 class EndpointingSettings(BaseModel):
@@ -129,6 +130,44 @@ class ToolSettings(BaseModel):
     kind: Literal["builtin", "static"] = "builtin"
     result: PlainJson = None
     """For ``static`` tools: the result returned to the model (handy for demos and tests)."""
+    destinations: dict[DestinationName, CallTarget] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="for the built-in `transfer_call`: where the call may be sent, by name (E.164 number or "
+        "sip: URI); the model picks a name, never a number",
+    )
+
+    @model_validator(mode="after")
+    def _destinations_for_transfer(self) -> ToolSettings:
+        transfer = self.kind == "builtin" and self.name == "transfer_call"
+        if transfer and not self.destinations:
+            raise PydanticCustomError(
+                "transfer_destinations", "transfer_call needs at least one entry in destinations"
+            )
+        if self.destinations and not transfer:
+            raise PydanticCustomError(
+                "transfer_destinations", "destinations are only for the built-in transfer_call tool"
+            )
+        return self
+
+
+class TelephonySettings(BaseModel):
+    """What the agent does on a phone line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    machine: Literal["hangup", "voicemail"] = Field(
+        "hangup",
+        description="an outbound call answered by a machine (answering-machine detection): hang up, or speak "
+        "`voicemail_message` after the beep and then hang up",
+    )
+    voicemail_message: SpokenLine | None = None
+
+    @model_validator(mode="after")
+    def _message_for_voicemail(self) -> TelephonySettings:
+        if self.machine == "voicemail" and not (self.voicemail_message or "").strip():
+            raise PydanticCustomError("voicemail_message", "machine: voicemail needs a voicemail_message")
+        return self
 
 
 class AgentConfig(BaseModel):
@@ -155,6 +194,7 @@ class AgentConfig(BaseModel):
     endpointing: EndpointingSettings = Field(default_factory=EndpointingSettings)
     interruption: InterruptionSettings = Field(default_factory=InterruptionSettings)
     tools: list[ToolSettings] = Field(default_factory=list, max_length=50)
+    telephony: TelephonySettings = Field(default_factory=TelephonySettings)
     max_reply_tokens: int = Field(60, gt=0, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
     context_token_budget: int = Field(1200, gt=0, le=131_072)

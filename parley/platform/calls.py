@@ -54,7 +54,15 @@ def summary(call: Call, versions: dict[str, int]) -> CallSummary:
         duration_s=duration_s(call),
         access=call.access,
         client_ip=call.client_ip,
+        provider_call_id=call.provider_call_id,
+        answered_by=call.answered_by,
+        job_id=call.job_id,
     )
+
+
+async def summarize(session: AsyncSession, call: Call) -> CallSummary:
+    """One call's summary, with the number of the agent version it runs."""
+    return summary(call, await _version_numbers(session, [call]))
 
 
 class TokenRefused(PermissionError):
@@ -85,6 +93,8 @@ class CallService:
         access: str | None = None,
         client_ip: str | None = None,
         connect_token_hash: str | None = None,
+        provider_call_id: str | None = None,
+        job_id: str | None = None,
     ) -> tuple[CallSummary, AgentConfig | None]:
         """A queued call, pinned to the agent's latest version (returned too, to run the call with)."""
         async with self.db.session() as session:
@@ -113,6 +123,8 @@ class CallService:
                 access=access,
                 client_ip=client_ip,
                 connect_token_hash=connect_token_hash,
+                provider_call_id=provider_call_id,
+                job_id=job_id,
             )
             return summary(call, versions), config
 

@@ -24,6 +24,7 @@ from parley.platform.agents import AgentService, NotFound
 from parley.platform.billing import Billing
 from parley.platform.calls import CallService, hash_token
 from parley.platform.live import LiveCall
+from parley.platform.phone import PhoneService
 from parley.platform.pricing import Pricing
 from parley.platform.recordings import Recordings
 from parley.platform.schemas import CallSummary, WebSession
@@ -82,6 +83,7 @@ class Platform:
         self.agents = AgentService(db)
         self.secrets = SecretService(db, settings)
         self.calls = CallService(db, self.pricing, self.recordings)
+        self.phone = PhoneService(db, self.calls)
         self.billing = Billing(db, self.pricing)
         self.persister = Persister(db, default_org_id=default_org_id, on_call_ended=self.call_ended)
         self._tasks: list[asyncio.Task[None]] = []

@@ -9,7 +9,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.engine.agent import AgentConfig, AgentName
-from parley.inputs import SafeStr
+from parley.inputs import E164, JsonObject, SafeStr, UtcDatetime
 
 T = TypeVar("T")
 
@@ -78,6 +78,11 @@ class CallSummary(BaseModel):
         None, description="how a live session got in: `token` (minted by the API) or `public` (anonymous)"
     )
     client_ip: str | None = Field(None, description="the live client's address, as the server saw it")
+    provider_call_id: str | None = Field(None, description="the carrier's id of the phone call (CallSid)")
+    answered_by: str | None = Field(
+        None, description="answering-machine detection's verdict (`human`, `machine_end_beep`, `fax` …)"
+    )
+    job_id: str | None = Field(None, description="the outbound job this call is an attempt of")
 
 
 class TurnOut(BaseModel):
@@ -193,3 +198,53 @@ class WebSession(BaseModel):
     status: str
     token: str = Field(description="single-use session token; give it to one client only")
     expires_at: datetime = Field(description="the token is refused after this time")
+
+
+class PhoneNumberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: E164 = Field(description="E.164 (`+14155550100`); other spellings are normalized")
+    agent: SafeStr = Field(min_length=1, max_length=200, description="the agent (id or name) that answers it")
+    label: SafeStr = Field("", max_length=200)
+
+
+class PhoneNumberOut(BaseModel):
+    """A number the organization owns at its carrier; inbound calls to it run ``agent_id``'s latest
+    version. ``agent_id`` is null once that agent was deleted (calls to the number are then refused)."""
+
+    id: str
+    number: str
+    agent_id: str | None
+    label: str
+    created_at: datetime
+
+
+class OutboundCallCreate(BaseModel):
+    """A call for the outbound queue to place (now, or within the callee's calling hours), retried when
+    busy or unanswered."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    agent: SafeStr = Field(min_length=1, max_length=200, description="the agent (id or name) that talks")
+    to: E164 = Field(description="the callee, E.164")
+    from_: E164 | None = Field(
+        None,
+        alias="from",
+        description="caller id: a number of the account; default PARLEY_TWILIO_CALLER_ID, else the "
+        "organization's first phone number",
+    )
+    priority: int = Field(0, ge=-1000, le=1000, description="higher is dialed first")
+    idempotency_key: SafeStr | None = Field(
+        None, min_length=1, max_length=200, description="a repeat with the same key returns the same job"
+    )
+    not_before: UtcDatetime | None = Field(None, description="not dialed before this time")
+    window: str | None = Field(
+        None,
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$",
+        description="calling hours in the callee's local time (default PARLEY_OUTBOUND_CALLING_WINDOW)",
+    )
+    time_zone: SafeStr | None = Field(
+        None, max_length=64, description="IANA zone the window is read in; default: the callee number's"
+    )
+    max_attempts: int | None = Field(None, ge=1, le=20)
+    metadata: JsonObject = Field(default_factory=dict, description="kept with the job (your own ids)")

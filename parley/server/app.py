@@ -27,6 +27,7 @@ from parley.server.errors import install_error_handlers
 from parley.server.limits import install_request_limits
 from parley.server.runtime import LiveRuntime, SessionHook
 from parley.server.stacks import AgentCatalog, Engines, StackFactory
+from parley.server.twilio_stream import twilio_stream_router
 from parley.server.webrtc import webrtc_router
 from parley.server.ws import ws_router
 from parley.transports.ws_protocol import SUPPORTED_SAMPLE_RATES
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(_service_router(runtime))
     app.include_router(ws_router(runtime))
     app.include_router(webrtc_router(runtime))
+    app.include_router(twilio_stream_router(runtime))
     for router in extra_routers:
         app.include_router(router)
     app.mount("/voice", StaticFiles(directory=WEB_DIR, html=True), name="voice")
@@ -208,8 +210,12 @@ def with_platform(settings: Settings) -> Lifespan:
 def create_platform_app(settings: Settings | None = None, **options: Any) -> FastAPI:
     """The full server: live voice plus the platform's store and REST API."""
     from parley.server.routes import platform_routers
+    from parley.server.telephony import with_telephony
 
     settings = settings or get_settings()
     return create_app(
-        settings, extra_routers=platform_routers(), extra_lifespans=[with_platform(settings)], **options
+        settings,
+        extra_routers=platform_routers(),
+        extra_lifespans=[with_platform(settings), with_telephony(settings)],
+        **options,
     )

@@ -44,6 +44,8 @@ class CallRepository:
         access: str | None = None,
         client_ip: str | None = None,
         connect_token_hash: str | None = None,
+        provider_call_id: str | None = None,
+        job_id: str | None = None,
     ) -> Call:
         ident = call_id or new_id("call")
         now = utcnow()
@@ -63,6 +65,8 @@ class CallRepository:
             access=access,
             client_ip=client_ip,
             connect_token_hash=connect_token_hash,
+            provider_call_id=provider_call_id,
+            job_id=job_id,
         )
         self.session.add(call)
         await self.session.flush()
@@ -73,6 +77,10 @@ class CallRepository:
         if call is None or (org_id is not None and call.org_id != org_id):
             return None
         return call
+
+    async def by_provider_id(self, provider_call_id: str) -> Call | None:
+        """The call the carrier knows by this id (Twilio's CallSid)."""
+        return await self.session.scalar(select(Call).where(Call.provider_call_id == provider_call_id))
 
     async def consume_token(self, token_hash: str) -> Call | None:
         """The queued call this token connects, with the token spent: of two clients racing with the same
@@ -104,6 +112,10 @@ class CallRepository:
         assert locked is not None
         new = CallStatus(status)
         decision = decide(locked.status, new)
+        if decision is Decision.DUPLICATE and new.terminal and reason and locked.end_reason is None:
+            # Two witnesses of one hang-up (the carrier's callback, the session's end): whichever lands
+            # first sets the time; a reason only the other knows still fills the gap.
+            locked.end_reason = reason
         if decision is not Decision.APPLY:
             return decision
         when = at or utcnow()
@@ -117,6 +129,13 @@ class CallRepository:
             locked.end_reason = reason
         locked.updated_at = utcnow()
         return decision
+
+    async def note_ringing(self, call_id: str, at: datetime) -> None:
+        """When the call rang, learned after its status moved past ringing (a carrier's callbacks arrive in
+        any order): fills the gap, never moves a time already known."""
+        await self.session.execute(
+            update(Call).where(Call.id == call_id, Call.ringing_at.is_(None)).values(ringing_at=at)
+        )
 
     async def touch(self, call_ids: Sequence[str]) -> None:
         """Mark calls as recently active (recovery leaves recently active calls of other workers alone)."""

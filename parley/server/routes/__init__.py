@@ -10,6 +10,14 @@ from fastapi import APIRouter
 
 
 def platform_routers() -> list[APIRouter]:
-    from parley.server.routes import agents, calls, secrets, usage
+    from parley.server.routes import agents, calls, numbers, outbound, secrets, twilio, usage
 
-    return [agents.router, calls.router, usage.router, secrets.router]
+    return [
+        agents.router,
+        outbound.router,
+        calls.router,
+        usage.router,
+        secrets.router,
+        numbers.router,
+        twilio.router,
+    ]

@@ -1,0 +1,617 @@
+"""The outbound call queue: campaigns and call-backs, dialed within limits and calling hours, retried.
+
+A job is a call owed to someone; each attempt at it is a ``calls`` row (``job_id``). The durable state is
+the ``outbound_jobs`` table (``store/outbound.py``), and everything a crash must not lose is written there
+before the carrier is asked for anything: the job is ``dialing`` and its call row exists before the REST
+request, so a restarted process finds every attempt (``recover``) instead of dialing someone twice
+because it forgot it already had.
+
+    pending ──claim──▶ dialing ──outcome──▶ completed | canceled | exhausted | pending (retry, backoff)
+       └──cancel──▶ canceled        └──cancel──▶ (canceled once the live call ends)
+
+An attempt ends when the carrier reports the call's final status (the status webhook calls
+``outcome``) or when the carrier refuses to place it (a failed attempt, with its error code recorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+import structlog
+from phonenumbers import timezone as number_time_zones
+from pydantic import BaseModel, Field
+from sqlalchemy import select, update
+
+from parley.config import Settings
+from parley.inputs import MAX_INT32, plain_json, to_utc
+from parley.platform.agents import Conflict, NotFound
+from parley.platform.schemas import Page
+from parley.store.agents import AgentRepository
+from parley.store.calls import CallRepository
+from parley.store.lifecycle import CallStatus, InvalidStatusTransition
+from parley.store.models import Call, OutboundJob
+from parley.store.outbound import CANCEL_REQUESTED, Caps, JobStatus, OutboundJobRepository
+from parley.store.types import utcnow
+
+if TYPE_CHECKING:
+    from parley.platform.runtime import Platform
+
+log = structlog.get_logger("parley.jobs.outbound")
+
+PUBLIC_URL_REQUIRED = "PARLEY_PUBLIC_URL is required to place calls"
+DEFAULT_TIME_ZONE = "UTC"
+"""Where a number's local time is unknown (a toll-free or mobile range spanning zones): the organization's
+default, which is UTC until organizations carry a zone of their own."""
+STALE_CLAIM = timedelta(minutes=2)
+"""An attempt with no carrier call id this long after it was written died with its process (the REST
+request takes seconds)."""
+RECOVER_EVERY_S = 60.0
+"""``run`` settles finished attempts this often too: a status callback sent while no server was up is
+never resent, and recovery marks such calls failed only minutes later."""
+MAX_METADATA_BYTES = 16_384
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class Dialer(Protocol):
+    """What the queue needs from the carrier (``telephony/rest.TwilioRest`` in production).
+
+    ``place_call`` returns the carrier's call id; a refusal raises an exception carrying ``.code`` (the
+    carrier's error code, an int: 21211 is an invalid number) and ``.message``."""
+
+    async def place_call(
+        self, *, to: str, from_: str, url: str, status_callback: str, amd_callback: str, timeout_s: int
+    ) -> str: ...
+
+
+class InvalidOutboundJob(ValueError):
+    """A call that cannot be queued as asked (a number that is not E.164, an unknown time zone …)."""
+
+
+class OutboundJobView(BaseModel):
+    id: str
+    org_id: str
+    agent_id: str | None = Field(description="null once the agent was deleted (the job then fails)")
+    to_number: str
+    from_number: str | None
+    status: JobStatus
+    priority: int = Field(description="higher is dialed first")
+    idempotency_key: str | None
+    attempts: int = Field(description="attempts placed so far (the one dialing included)")
+    max_attempts: int
+    next_attempt_at: datetime = Field(description="when a pending job is due (UTC)")
+    window: str = Field(description="calling hours in the callee's local time, e.g. 09:00-20:00")
+    time_zone: str = Field(description="the callee's IANA time zone the window is read in")
+    last_call_id: str | None = Field(description="the call of the latest attempt")
+    last_outcome: str | None = Field(
+        description="how the latest attempt ended: the call's status, and its reason (`failed:twilio:21211`)"
+    )
+    cancel_requested: bool = Field(description="canceled while dialing: canceled once that call ends")
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def job_view(job: OutboundJob) -> OutboundJobView:
+    return OutboundJobView(
+        id=job.id,
+        org_id=job.org_id,
+        agent_id=job.agent_id,
+        to_number=job.to_number,
+        from_number=job.from_number,
+        status=JobStatus(job.status),
+        priority=job.priority,
+        idempotency_key=job.idempotency_key,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        next_attempt_at=job.next_attempt_at,
+        window=f"{job.window_start}-{job.window_end}",
+        time_zone=job.time_zone,
+        last_call_id=job.last_call_id,
+        last_outcome=None if job.last_outcome == CANCEL_REQUESTED else job.last_outcome,
+        cancel_requested=job.status == JobStatus.DIALING and job.last_outcome == CANCEL_REQUESTED,
+        metadata=job.metadata_,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
+
+
+# --- numbers, zones and calling hours ---------------------------------------------------------------
+
+
+def e164(value: str, what: str) -> phonenumbers.PhoneNumber:
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidOutboundJob(
+            f"{what} {value!r} is not a phone number in E.164 form (+14155550100)"
+        ) from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidOutboundJob(f"{what} {value!r} is not a valid phone number")
+    return number
+
+
+def formatted(number: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def zone_of(number: phonenumbers.PhoneNumber) -> str:
+    """The callee's time zone when the number maps to exactly one, else ``DEFAULT_TIME_ZONE``."""
+    zones = number_time_zones.time_zones_for_number(number)
+    if len(zones) == 1 and zones[0] != number_time_zones.UNKNOWN_TIMEZONE:
+        try:
+            ZoneInfo(zones[0])
+        except (ZoneInfoNotFoundError, ValueError):
+            return DEFAULT_TIME_ZONE
+        return str(zones[0])
+    return DEFAULT_TIME_ZONE
+
+
+def checked_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidOutboundJob(f"unknown time zone {name!r} (an IANA name such as Europe/London)") from exc
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class CallingWindow:
+    """Calling hours, minutes after local midnight; ``end`` before ``start`` crosses midnight."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def parse(cls, text: str) -> CallingWindow:
+        match = _WINDOW.match(text)
+        if match is None:
+            raise InvalidOutboundJob(f"calling window {text!r} is not HH:MM-HH:MM (e.g. 09:00-20:00)")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        window = cls(h1 * 60 + m1, h2 * 60 + m2)
+        if h2 == 24 and m2 != 0:
+            raise InvalidOutboundJob(f"calling window {text!r} ends after 24:00")
+        if window.start == window.end:
+            raise InvalidOutboundJob(f"calling window {text!r} is empty (use 00:00-24:00 for all day)")
+        return window
+
+    @property
+    def bounds(self) -> tuple[str, str]:
+        return f"{self.start // 60:02d}:{self.start % 60:02d}", f"{self.end // 60:02d}:{self.end % 60:02d}"
+
+    def contains(self, minute: int) -> bool:
+        if self.start < self.end:
+            return self.start <= minute < self.end
+        return minute >= self.start or minute < self.end
+
+    def next_opening(self, now: datetime, zone: ZoneInfo) -> datetime | None:
+        """None when ``now`` is within the window, else when it next opens (UTC)."""
+        local = now.astimezone(zone)
+        minute = local.hour * 60 + local.minute
+        if self.contains(minute):
+            return None
+        day = local.date()
+        if self.start < self.end and minute >= self.end:
+            day += timedelta(days=1)  # closed for today: tomorrow morning
+        opening = datetime.combine(day, time(self.start // 60, self.start % 60), tzinfo=zone)
+        return opening.astimezone(UTC)
+
+
+def window_check(job: OutboundJob, now: datetime) -> datetime | None:
+    window = CallingWindow.parse(f"{job.window_start}-{job.window_end}")
+    return window.next_opening(now, ZoneInfo(job.time_zone))
+
+
+def _call_status(status: CallStatus | str) -> CallStatus | None:
+    """Our statuses, or Twilio's spelling of them (``no-answer``); None for Twilio's own intermediate
+    ones (``initiated``, ``answered``), which end nothing."""
+    try:
+        return CallStatus(str(status).replace("-", "_"))
+    except ValueError:
+        return None
+
+
+# --- the queue --------------------------------------------------------------------------------------
+
+
+class OutboundQueue:
+    def __init__(self, platform: Platform, settings: Settings, dialer: Dialer) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.settings = settings
+        self.dialer = dialer
+        self._claiming = asyncio.Lock()
+
+    # --- the API's side -------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        org_id: str,
+        *,
+        agent_ref: str,
+        to: str,
+        from_: str | None = None,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        not_before: datetime | None = None,
+        window: str | None = None,
+        time_zone: str | None = None,
+        max_attempts: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> OutboundJobView:
+        """Queue a call to ``to`` by the agent ``agent_ref`` (id or name); with an ``idempotency_key``
+        already used by the organization, the job queued then, unchanged.
+
+        The calling window (default ``PARLEY_OUTBOUND_CALLING_WINDOW``) is read in ``time_zone``, by
+        default the callee's, from their number. A number whose range spans several zones (North
+        American toll-free, Russian mobiles) or none has no single local time: its window is read in the
+        organization's default zone, UTC; pass ``time_zone`` to say where the callee is. The caller id
+        defaults to ``PARLEY_TWILIO_CALLER_ID``, else the organization's first phone number. Raises
+        ``InvalidOutboundJob`` for bad input, ``NotFound`` for an unknown agent."""
+        callee = e164(to, "to")
+        if not -MAX_INT32 - 1 <= priority <= MAX_INT32:
+            raise InvalidOutboundJob("priority is out of range")
+        attempts = self.settings.outbound_max_attempts if max_attempts is None else max_attempts
+        if not 1 <= attempts <= 20:
+            raise InvalidOutboundJob("max_attempts must be between 1 and 20")
+        if idempotency_key is not None and not (
+            0 < len(idempotency_key) <= 200 and "\x00" not in idempotency_key
+        ):
+            raise InvalidOutboundJob("idempotency_key must be 1 to 200 characters, without NUL")
+        hours = CallingWindow.parse(window or self.settings.outbound_calling_window)
+        zone = checked_zone(time_zone) if time_zone is not None else zone_of(callee)
+        data = _checked_metadata(metadata or {})
+        try:
+            due = utcnow() if not_before is None else to_utc(not_before)
+        except ValueError as exc:  # a time UTC cannot hold (year 1 east of Greenwich)
+            raise InvalidOutboundJob(f"not_before: {exc}") from exc
+        caller = formatted(e164(from_, "from")) if from_ is not None else None
+        async with self.db.session() as session:
+            agents = AgentRepository(session)
+            agent = await agents.get(org_id, agent_ref) or await agents.by_name(org_id, agent_ref)
+            if agent is None:
+                raise NotFound(f"no agent {agent_ref!r}")
+            jobs = OutboundJobRepository(session)
+            if caller is None:
+                caller = await self._default_caller_id(jobs, org_id)
+            start, end = hours.bounds
+            job, created = await jobs.create(
+                org_id,
+                agent_id=agent.id,
+                to_number=formatted(callee),
+                from_number=caller,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                max_attempts=attempts,
+                next_attempt_at=due,
+                window_start=start,
+                window_end=end,
+                time_zone=zone,
+                metadata=data,
+            )
+            view = job_view(job)
+        if created:
+            log.info("outbound call queued", job_id=view.id, org_id=org_id, to=view.to_number, time_zone=zone)
+        return view
+
+    async def _default_caller_id(self, jobs: OutboundJobRepository, org_id: str) -> str:
+        configured = self.settings.twilio_caller_id
+        if configured:
+            try:
+                return formatted(e164(configured, "PARLEY_TWILIO_CALLER_ID"))
+            except InvalidOutboundJob as exc:
+                raise InvalidOutboundJob(f"{exc}: fix the setting or pass from") from None
+        number = await jobs.first_number(org_id)
+        if number is None:
+            raise InvalidOutboundJob(
+                "no number to call from: pass from, set PARLEY_TWILIO_CALLER_ID, or add a phone number"
+            )
+        return number
+
+    async def get(self, org_id: str, job_id: str) -> OutboundJobView:
+        async with self.db.session() as session:
+            job = await OutboundJobRepository(session).get(job_id, org_id)
+            if job is None:
+                raise NotFound(f"no outbound job {job_id!r}")
+            return job_view(job)
+
+    async def page(
+        self, org_id: str, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[OutboundJobView]:
+        """Newest first; ``cursor`` is the previous page's ``next_cursor``."""
+        if status is not None and status not in {s.value for s in JobStatus}:
+            raise InvalidOutboundJob(f"unknown job status {status!r}")
+        async with self.db.session() as session:
+            jobs, next_cursor = await OutboundJobRepository(session).page(org_id, status, limit, cursor)
+            return Page[OutboundJobView](data=[job_view(j) for j in jobs], next_cursor=next_cursor)
+
+    async def cancel(self, org_id: str, job_id: str) -> OutboundJobView:
+        """A pending job is canceled at once. A dialing one is marked and becomes ``canceled`` when its
+        call ends; the caller hangs that call up (the view's ``last_call_id``). A job already canceled is
+        returned as is; one that already ended otherwise is a ``Conflict``."""
+        async with self.db.session() as session:
+            jobs = OutboundJobRepository(session)
+            for _ in range(3):  # the dispatcher or an outcome may move the job between read and write
+                job = await jobs.get(job_id, org_id)
+                if job is None:
+                    raise NotFound(f"no outbound job {job_id!r}")
+                status = JobStatus(job.status)
+                if status is JobStatus.CANCELED or job.last_outcome == CANCEL_REQUESTED:
+                    return job_view(job)
+                if status.final:
+                    raise Conflict(f"outbound job {job_id} already ended ({status.value})")
+                if status is JobStatus.PENDING:
+                    done = await jobs.transition(
+                        job.id, expect=(JobStatus.PENDING,), status=JobStatus.CANCELED
+                    )
+                else:
+                    done = await jobs.transition(
+                        job.id,
+                        expect=(JobStatus.DIALING,),
+                        call_id=job.last_call_id,
+                        last_outcome=CANCEL_REQUESTED,
+                    )
+                if done:
+                    job = await jobs.get(job_id)
+                    assert job is not None
+                    log.info("outbound job canceled", job_id=job_id, org_id=org_id, was=status.value)
+                    return job_view(job)
+        raise Conflict(f"outbound job {job_id} kept changing; try again")
+
+    # --- the carrier's side ---------------------------------------------------------------------------
+
+    async def outcome(
+        self, call_id: str, status: CallStatus | str, *, at: datetime | None = None
+    ) -> OutboundJobView | None:
+        """An attempt's final status (the status webhook, a refused REST request, recovery) settles its
+        job: completed → ``completed``; canceled → ``canceled``; busy, no answer or failed → retried
+        ``outbound_retry_backoff_s[attempt-1]`` after ``at`` (the last figure repeats) until
+        ``max_attempts``, then ``exhausted``. The call's stored final status wins over ``status``.
+
+        Idempotent: a repeated or late outcome (the job already moved on) changes nothing. Returns the
+        job, or None when the call is no attempt of one (or its status is not final)."""
+        final = _call_status(status)
+        if final is None or not final.terminal:
+            return None
+        now = at or utcnow()
+        async with self.db.session() as session:
+            call = await CallRepository(session).get(call_id)
+            if call is None or call.job_id is None:
+                return None
+            jobs = OutboundJobRepository(session)
+            job = await jobs.get(call.job_id)
+            if job is None:
+                return None
+            if job.status != JobStatus.DIALING or job.last_call_id != call_id:
+                return job_view(job)  # settled already, or a late callback of an earlier attempt
+            stored = CallStatus(call.status)
+            if stored.terminal:
+                final = stored
+            recorded = f"{final.value}:{call.end_reason}" if call.end_reason else final.value
+            changes: dict[str, Any] = {"last_outcome": recorded[:64]}
+            if job.last_outcome == CANCEL_REQUESTED or final is CallStatus.CANCELED:
+                changes["status"] = JobStatus.CANCELED
+            elif final is CallStatus.COMPLETED:
+                changes["status"] = JobStatus.COMPLETED
+            elif job.attempts >= job.max_attempts:
+                changes["status"] = JobStatus.EXHAUSTED
+            else:
+                changes["status"] = JobStatus.PENDING
+                changes["next_attempt_at"] = now + timedelta(seconds=self._backoff(job.attempts))
+            await jobs.transition(job.id, expect=(JobStatus.DIALING,), call_id=call_id, **changes)
+            settled = await jobs.get(job.id)
+            assert settled is not None
+            view = job_view(settled)
+        log.info(
+            "outbound attempt ended",
+            job_id=view.id,
+            call_id=call_id,
+            attempt=view.attempts,
+            outcome=recorded,
+            status=view.status.value,
+        )
+        return view
+
+    def _backoff(self, attempt: int) -> float:
+        delays = self.settings.outbound_retry_backoff_s
+        return delays[min(attempt, len(delays)) - 1] if delays else 0.0
+
+    # --- the dispatcher -------------------------------------------------------------------------------
+
+    async def dispatch_once(self, at: datetime | None = None) -> int:
+        """One pass: claim the due jobs the caps and calling windows allow and place an attempt for each.
+        Returns how many attempts were started."""
+        now = at or utcnow()
+        caps = Caps(self.settings.outbound_org_concurrency, self.settings.outbound_number_concurrency)
+        async with self._claiming, self.db.session() as session:
+            claim = await OutboundJobRepository(session).claim(now, caps, window_check)
+        for job in claim.postponed:
+            log.info("outside the callee's calling hours", job_id=job.id, next_attempt_at=job.next_attempt_at)
+        results = await asyncio.gather(
+            *(self._attempt(job, now) for job in claim.claimed), return_exceptions=True
+        )
+        for job, result in zip(claim.claimed, results, strict=True):
+            if isinstance(result, Exception):
+                log.error(
+                    "placing an outbound attempt failed",
+                    job_id=job.id,
+                    call_id=job.last_call_id,
+                    exc_info=result,
+                )
+        return len(claim.claimed)
+
+    async def _attempt(self, job: OutboundJob, now: datetime) -> None:
+        bound = log.bind(job_id=job.id, org_id=job.org_id, attempt=job.attempts)
+        if job.agent_id is None or job.from_number is None:
+            await self._unplaceable(job, "agent_deleted" if job.agent_id is None else "no_caller_id")
+            return
+        try:
+            call, _ = await self.platform.calls.create(
+                job.org_id,
+                direction="outbound",
+                transport="twilio",
+                agent_ref=job.agent_id,
+                from_number=job.from_number,
+                to_number=job.to_number,
+                job_id=job.id,
+            )
+        except NotFound:
+            await self._unplaceable(job, "agent_deleted")
+            return
+        async with self.db.session() as session:
+            jobs = OutboundJobRepository(session)
+            linked = await jobs.transition(
+                job.id, expect=(JobStatus.DIALING,), call_id=None, last_call_id=call.id
+            )
+            current = await jobs.get(job.id)
+        if not linked or current is None:
+            bound.warning("the job moved on before its call was placed", call_id=call.id)
+            await self._end_attempt(call.id, CallStatus.CANCELED, "job_moved_on", now)
+            return
+        if current.last_outcome == CANCEL_REQUESTED:
+            await self._end_attempt(call.id, CallStatus.CANCELED, "job_canceled", now)
+            return
+        if not self.settings.public_url:
+            bound.error(PUBLIC_URL_REQUIRED, call_id=call.id)
+            await self._end_attempt(call.id, CallStatus.FAILED, PUBLIC_URL_REQUIRED, now)
+            return
+        base = self.settings.public_url.rstrip("/")
+        try:
+            sid = await self.dialer.place_call(
+                to=job.to_number,
+                from_=job.from_number,
+                url=f"{base}/twilio/voice?call_id={call.id}",
+                # call_id in the callbacks too: Twilio may report progress before place_call returns
+                # the CallSid we would otherwise find the call by.
+                status_callback=f"{base}/twilio/status?call_id={call.id}",
+                amd_callback=f"{base}/twilio/amd?call_id={call.id}",
+                timeout_s=self.settings.outbound_ring_timeout_s,
+            )
+        except Exception as exc:  # any refusal is a failed attempt, retried; the reason keeps the code
+            code = getattr(exc, "code", None)
+            message = getattr(exc, "message", None) or str(exc)
+            if isinstance(code, int):
+                bound.warning("the carrier refused the call", call_id=call.id, code=code, error=message)
+                reason = f"twilio:{code}"
+            else:
+                bound.error("placing the call failed", call_id=call.id, error=message, exc_info=exc)
+                reason = "dialer_error"
+            await self._end_attempt(call.id, CallStatus.FAILED, reason, now)
+            return
+        async with self.db.session() as session:
+            await session.execute(update(Call).where(Call.id == call.id).values(provider_call_id=sid))
+        bound.info("outbound call placed", call_id=call.id, provider_call_id=sid, to=job.to_number)
+
+    async def _unplaceable(self, job: OutboundJob, why: str) -> None:
+        """A job no attempt can ever succeed for (its agent was deleted): failed, not retried."""
+        async with self.db.session() as session:
+            await OutboundJobRepository(session).transition(
+                job.id, expect=(JobStatus.DIALING,), call_id=None, status=JobStatus.FAILED, last_outcome=why
+            )
+        log.warning("outbound job cannot be placed", job_id=job.id, org_id=job.org_id, reason=why)
+
+    async def _end_attempt(
+        self, call_id: str, status: CallStatus, reason: str, at: datetime
+    ) -> OutboundJobView | None:
+        """End an attempt the carrier never took (or refused): on the books, then for its job."""
+        try:
+            await self.platform.calls.set_status(call_id, status, reason=reason[:64])
+        except InvalidStatusTransition as exc:  # the call already ended otherwise: its status stands
+            log.warning("attempt's call already ended", call_id=call_id, error=str(exc))
+        return await self.outcome(call_id, status, at=at)
+
+    # --- crash recovery and the loop ------------------------------------------------------------------
+
+    async def recover(self, at: datetime | None = None) -> int:
+        """Settle ``dialing`` jobs a dead process (or a missed status callback) left behind; returns how
+        many. An attempt whose call ended is settled by its outcome. One claimed but never linked to a
+        call, or whose call never got a carrier id (the process died around the REST request), is
+        abandoned after ``STALE_CLAIM``: unlinked claims go back to ``pending`` (the carrier never heard
+        of them), unconfirmed calls end ``failed: interrupted`` (no stream can attach to a call without
+        a carrier id, so nobody is talking to the agent) and are retried."""
+        now = at or utcnow()
+        stale_before = now - STALE_CLAIM
+        async with self.db.session() as session:
+            dialing = await OutboundJobRepository(session).dialing()
+        settled = 0
+        for job in dialing:
+            try:
+                if await self._recover_one(job, now, stale_before):
+                    settled += 1
+            except Exception:  # one broken job must not keep the others stuck
+                log.exception("recovering an outbound job failed", job_id=job.id, call_id=job.last_call_id)
+        if settled:
+            log.warning("settled outbound attempts left dialing", jobs=settled)
+        return settled
+
+    async def _recover_one(self, job: OutboundJob, now: datetime, stale_before: datetime) -> bool:
+        if job.last_call_id is None:
+            if job.updated_at > stale_before:
+                return False  # another worker may be placing it right now
+            async with self.db.session() as session:
+                orphans = await session.scalars(
+                    select(Call.id).where(
+                        Call.job_id == job.id,
+                        Call.status == CallStatus.QUEUED.value,
+                        Call.provider_call_id.is_(None),
+                    )
+                )
+                orphan_ids = list(orphans.all())
+                reverted = await OutboundJobRepository(session).transition(
+                    job.id,
+                    expect=(JobStatus.DIALING,),
+                    call_id=None,
+                    status=JobStatus.PENDING,
+                    attempts=max(job.attempts - 1, 0),
+                )
+            for orphan in orphan_ids:
+                await self.platform.calls.set_status(orphan, CallStatus.CANCELED, reason="interrupted")
+            return reverted
+        async with self.db.session() as session:
+            call = await CallRepository(session).get(job.last_call_id)
+        if call is None:
+            return False
+        status = CallStatus(call.status)
+        if status.terminal:
+            await self.outcome(call.id, status, at=now)
+            return True
+        if status is CallStatus.QUEUED and call.provider_call_id is None and call.updated_at <= stale_before:
+            await self._end_attempt(call.id, CallStatus.FAILED, "interrupted", now)
+            return True
+        return False  # ringing or talking: its status callback will settle it
+
+    async def run(self) -> None:
+        """Dispatch every ``outbound_poll_s`` until cancelled, after settling what a previous process left."""
+        loop = asyncio.get_running_loop()
+        await self._step("recover", self.recover)
+        recovered_at = loop.time()
+        while True:
+            await self._step("dispatch", self.dispatch_once)
+            if loop.time() - recovered_at >= RECOVER_EVERY_S:
+                await self._step("recover", self.recover)
+                recovered_at = loop.time()
+            await asyncio.sleep(self.settings.outbound_poll_s)
+
+    async def _step(self, name: str, action: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await action()
+        except Exception:  # a database hiccup must not stop the queue; the next pass tries again
+            log.exception("outbound queue step failed", step=name)
+
+
+def _checked_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    try:
+        plain_json(metadata)
+        size = len(json.dumps(metadata, allow_nan=False))
+    except (ValueError, TypeError) as exc:
+        raise InvalidOutboundJob(f"metadata must be plain JSON: {exc}") from exc
+    if size > MAX_METADATA_BYTES:
+        raise InvalidOutboundJob(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    return metadata

@@ -1,0 +1,291 @@
+"""Phone calls on the books: numbers that route to agents, inbound calls, outbound calls being answered,
+and what the carrier reports about them (progress, answering machines).
+
+Carrier callbacks arrive late, twice, or out of order. Each is applied at the time the carrier stamped it
+(not when it arrived) through ``CallService.set_status``, whose lifecycle ignores duplicates and
+stragglers; so whatever order the callbacks of one call come in, the call ends with the same history.
+Twilio's status values (https://www.twilio.com/docs/voice/api/call-resource#call-status-values) map onto
+``CallStatus`` in ``TWILIO_STATUS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from parley.engine.agent import AgentConfig
+from parley.platform.agents import Conflict, NotFound
+from parley.platform.calls import CallService, summarize
+from parley.platform.schemas import CallSummary, PhoneNumberOut
+from parley.platform.usage import agent_config_of
+from parley.store.agents import AgentRepository
+from parley.store.calls import CallRepository
+from parley.store.db import Database
+from parley.store.lifecycle import CallStatus, Decision, InvalidStatusTransition
+from parley.store.models import Call, PhoneNumber
+from parley.store.numbers import NumberTaken, PhoneNumberRepository
+from parley.store.types import utcnow
+
+log = structlog.get_logger("parley.platform.phone")
+
+PHONE_TRANSPORT = "twilio"
+
+TWILIO_STATUS: dict[str, CallStatus] = {
+    "queued": CallStatus.QUEUED,
+    "initiated": CallStatus.QUEUED,
+    "ringing": CallStatus.RINGING,
+    "in-progress": CallStatus.IN_PROGRESS,
+    "answered": CallStatus.IN_PROGRESS,
+    "completed": CallStatus.COMPLETED,
+    "busy": CallStatus.BUSY,
+    "no-answer": CallStatus.NO_ANSWER,
+    "failed": CallStatus.FAILED,
+    "canceled": CallStatus.CANCELED,
+}
+"""Twilio's ``CallStatus`` (and ``answered``, the event name of ``in-progress``) → Parley's."""
+
+
+class UnknownNumber(LookupError):
+    """An inbound call to a number no agent of any organization answers."""
+
+
+class CallMismatch(LookupError):
+    """A carrier's request names a call Parley cannot connect it to (unknown, ended, another CallSid)."""
+
+
+class UnknownStatus(ValueError):
+    """A call status Twilio does not document."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    call: CallSummary | None
+    """The call as it is now; None when no call is known by that CallSid."""
+    status: CallStatus
+    decision: Decision | None
+    """What the lifecycle made of it; None when it refused the change (it contradicts the history)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MachineVerdict:
+    call: CallSummary
+    machine: bool
+    """A machine (or fax) answered, not a person."""
+    agent: AgentConfig | None
+    """The agent version the call runs (its ``telephony`` settings say what to do about a machine)."""
+    repeated: bool
+    """This verdict was already on the books (a redelivered callback): it was acted on before."""
+
+
+def is_machine(answered_by: str) -> bool:
+    """AMD's ``AnsweredBy``: ``machine_start``, ``machine_end_beep|silence|other`` and ``fax`` are not a
+    person; ``human`` and ``unknown`` are treated as one (https://www.twilio.com/docs/voice/answering-machine-detection)."""
+    return answered_by.startswith("machine_") or answered_by == "fax"
+
+
+def number_out(row: PhoneNumber) -> PhoneNumberOut:
+    return PhoneNumberOut(
+        id=row.id, number=row.number, agent_id=row.agent_id, label=row.label, created_at=row.created_at
+    )
+
+
+class PhoneService:
+    def __init__(self, db: Database, calls: CallService) -> None:
+        self.db = db
+        self.calls = calls
+
+    # --- numbers ------------------------------------------------------------------------------------
+
+    async def add_number(self, org_id: str, number: str, agent_ref: str, label: str = "") -> PhoneNumberOut:
+        """Route ``number`` (already E.164) to an agent of the organization; ``Conflict`` if it is taken."""
+        async with self.db.session() as session:
+            agents = AgentRepository(session)
+            agent = await agents.get(org_id, agent_ref) or await agents.by_name(org_id, agent_ref)
+            if agent is None:
+                raise NotFound(f"no agent {agent_ref!r}")
+            try:
+                row = await PhoneNumberRepository(session).add(org_id, number, agent.id, label)
+            except NumberTaken as exc:
+                raise Conflict(str(exc)) from exc
+            return number_out(row)
+
+    async def numbers(self, org_id: str) -> list[PhoneNumberOut]:
+        async with self.db.session() as session:
+            return [number_out(row) for row in await PhoneNumberRepository(session).list(org_id)]
+
+    async def remove_number(self, org_id: str, ref: str) -> None:
+        async with self.db.session() as session:
+            repo = PhoneNumberRepository(session)
+            row = await repo.get(org_id, ref)
+            if row is None:
+                raise NotFound(f"no phone number {ref!r}")
+            await repo.remove(row)
+
+    async def caller_id(self, org_id: str) -> str | None:
+        """The organization's first number (the From of its outbound calls when none is configured)."""
+        async with self.db.session() as session:
+            row = await PhoneNumberRepository(session).first(org_id)
+            return row.number if row is not None else None
+
+    # --- calls --------------------------------------------------------------------------------------
+
+    async def inbound(self, to: str, from_: str | None, call_sid: str) -> CallSummary:
+        """The call ringing at ``to``: put on the books (inbound, ringing) for the organization owning the
+        number, pinned to its agent's latest version. A repeated webhook for the same CallSid gets the
+        same call. Raises ``UnknownNumber`` when nobody answers ``to``."""
+        async with self.db.session() as session:
+            existing = await CallRepository(session).by_provider_id(call_sid)
+            if existing is not None:
+                if existing.direction != "inbound":
+                    raise CallMismatch(f"carrier call {call_sid} is already call {existing.id}")
+                return await summarize(session, existing)
+            row = await PhoneNumberRepository(session).by_number(to)
+            org_id, agent_id = (row.org_id, row.agent_id) if row is not None else (None, None)
+        if org_id is None or agent_id is None:
+            raise UnknownNumber(f"no agent answers {to}")
+        try:
+            call, _config = await self.calls.create(
+                org_id,
+                direction="inbound",
+                transport=PHONE_TRANSPORT,
+                agent_ref=agent_id,
+                from_number=from_ if from_ and len(from_) <= 32 else None,
+                to_number=to,
+                provider_call_id=call_sid,
+            )
+        except NotFound as exc:  # the number's agent was deleted
+            raise UnknownNumber(f"the agent answering {to} no longer exists") from exc
+        except IntegrityError:  # the same webhook, retried while the first was being answered
+            async with self.db.session() as session:
+                again = await CallRepository(session).by_provider_id(call_sid)
+                if again is None:
+                    raise
+                return await summarize(session, again)
+        _decision, ringing = await self.calls.set_status(call.id, CallStatus.RINGING)
+        log.info("inbound call", call_id=call.id, call_sid=call_sid, org_id=org_id)
+        return ringing
+
+    async def answer_outbound(self, call_id: str, call_sid: str) -> CallSummary:
+        """An outbound call placed for ``call_id`` was answered and Twilio asks what to do: bind its CallSid
+        (the dialer may not have stored it yet) and return the call. ``CallMismatch`` when the call is
+        unknown, not a phone call, already over, or bound to another CallSid."""
+        async with self.db.session() as session:
+            calls = CallRepository(session)
+            call = await calls.get(call_id)
+            if call is None or call.transport != PHONE_TRANSPORT or call.direction != "outbound":
+                raise CallMismatch(f"no outbound phone call {call_id!r}")
+            await self._bind(calls, call, call_sid)
+            if CallStatus(call.status).terminal:
+                raise CallMismatch(f"call {call_id} has ended ({call.status})")
+            return await summarize(session, call)
+
+    async def status(
+        self,
+        call_sid: str,
+        twilio_status: str,
+        at: datetime | None = None,
+        *,
+        call_id: str | None = None,
+        duration_s: int | None = None,
+        sip_code: int | None = None,
+    ) -> StatusUpdate:
+        """Apply a status callback stamped ``at``. ``call_id`` (from the callback URL) finds an outbound
+        call whose CallSid was not stored yet. Never raises for a callback that contradicts the call's
+        history: it is logged and refused (``decision`` None), and the carrier need not retry it."""
+        status = TWILIO_STATUS.get(twilio_status)
+        if status is None:
+            raise UnknownStatus(f"unknown call status {twilio_status!r}")
+        when = at or utcnow()
+        async with self.db.session() as session:
+            call = await self._find(CallRepository(session), call_sid, call_id)
+            if call is None:
+                log.info("status callback for an unknown call", call_sid=call_sid, status=twilio_status)
+                return StatusUpdate(None, status, None)
+            ident, current = call.id, CallStatus(call.status)
+        reason = None
+        if status is CallStatus.FAILED:
+            reason = f"carrier_sip_{sip_code}" if sip_code else "carrier_failed"
+        try:
+            if status is CallStatus.COMPLETED and current in (CallStatus.QUEUED, CallStatus.RINGING):
+                # Only an answered call completes: its "answered" callback is still on the way (and will
+                # be a duplicate). It was answered CallDuration seconds before it ended.
+                answered = when - timedelta(seconds=duration_s or 0)
+                await self.calls.set_status(ident, CallStatus.IN_PROGRESS, at=answered)
+            decision, summary = await self.calls.set_status(ident, status, reason=reason, at=when)
+        except InvalidStatusTransition as exc:
+            log.warning(
+                "refused a status callback that contradicts the call's history",
+                call_id=ident,
+                call_sid=call_sid,
+                status=twilio_status,
+                error=str(exc),
+            )
+            return StatusUpdate(await self.phone_call(None, ident), status, None)
+        if decision is Decision.STALE and status is CallStatus.RINGING:
+            async with self.db.session() as session:
+                await CallRepository(session).note_ringing(ident, when)
+                refreshed = await CallRepository(session).get(ident)
+                assert refreshed is not None
+                summary = await summarize(session, refreshed)
+        log.info(
+            "call status", call_id=ident, call_sid=call_sid, status=twilio_status, decision=decision.value
+        )
+        return StatusUpdate(summary, status, decision)
+
+    async def phone_call(self, org_id: str | None, call_id: str) -> CallSummary:
+        """A phone call (of the organization, when given); ``NotFound`` for any other id."""
+        async with self.db.session() as session:
+            call = await CallRepository(session).get(call_id, org_id)
+            if call is None or call.transport != PHONE_TRANSPORT:
+                raise NotFound(f"no phone call {call_id!r}")
+            return await summarize(session, call)
+
+    async def machine(
+        self, call_sid: str, answered_by: str, *, call_id: str | None = None
+    ) -> MachineVerdict | None:
+        """Record answering-machine detection's verdict on the call; None for an unknown call."""
+        async with self.db.session() as session:
+            call = await self._find(CallRepository(session), call_sid, call_id)
+            if call is None:
+                log.info("AMD callback for an unknown call", call_sid=call_sid)
+                return None
+            repeated = call.answered_by == answered_by
+            call.answered_by = answered_by
+            call.updated_at = utcnow()
+            agent = await agent_config_of(session, call)
+            summary = await summarize(session, call)
+        log.info(
+            "answering machine detection", call_id=summary.id, answered_by=answered_by, repeated=repeated
+        )
+        return MachineVerdict(summary, is_machine(answered_by), agent, repeated)
+
+    async def _find(self, calls: CallRepository, call_sid: str, call_id: str | None) -> Call | None:
+        call = await calls.by_provider_id(call_sid)
+        if call is not None or call_id is None:
+            return call
+        call = await calls.get(call_id)
+        if call is None or call.transport != PHONE_TRANSPORT:
+            return None
+        try:
+            await self._bind(calls, call, call_sid)
+        except CallMismatch as exc:
+            log.warning(
+                "callback names a call of another CallSid", call_id=call_id, call_sid=call_sid, error=str(exc)
+            )
+            return None
+        return call
+
+    @staticmethod
+    async def _bind(calls: CallRepository, call: Call, call_sid: str) -> None:
+        if call.provider_call_id == call_sid:
+            return
+        if call.provider_call_id is not None:
+            raise CallMismatch(f"call {call.id} is carrier call {call.provider_call_id}, not {call_sid}")
+        if await calls.by_provider_id(call_sid) is not None:
+            raise CallMismatch(f"carrier call {call_sid} belongs to another call")
+        call.provider_call_id = call_sid
+        call.updated_at = utcnow()
+        await calls.session.flush()
