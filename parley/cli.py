@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,11 @@ err = Console(stderr=True)
 out = Console()
 
 
+class Transport(StrEnum):
+    INPROCESS = "inprocess"
+    TWILIO = "twilio"
+
+
 def _agent(path: Path | None) -> AgentConfig:
     try:
         return load_agent(path) if path else default_agent()
@@ -66,17 +72,30 @@ def simulate(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    transport: Annotated[
+        Transport,
+        typer.Option(
+            "--transport",
+            help="inprocess: the session in this process; twilio: an inbound phone call to a Parley "
+            "server through the local Twilio (Media Streams, μ-law 8 kHz)",
+        ),
+    ] = Transport.INPROCESS,
 ) -> None:
     """Play WAV files into a live session in real time, one per user turn, and record the call."""
-    from parley.simulate import run_simulation
-
     config = _agent(agent)
     for path in say or []:
         if not path.is_file():
             err.print(f"[red]error:[/red] no such WAV file: {path}")
             raise typer.Exit(2)
     try:
-        summary = asyncio.run(run_simulation(config, say or [], out_dir, barge_in_at, progress=err))
+        if transport is Transport.TWILIO:
+            from parley.bench.phone import run_phone_simulation
+
+            summary = asyncio.run(run_phone_simulation(agent, say or [], out_dir, barge_in_at, progress=err))
+        else:
+            from parley.simulate import run_simulation
+
+            summary = asyncio.run(run_simulation(config, say or [], out_dir, barge_in_at, progress=err))
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -86,7 +105,7 @@ def simulate(
     table = Table(title=f"Conversation ({out_dir})")
     for column in ("#", "user said", "agent said", "v2v ms"):
         table.add_column(column, overflow="fold")
-    turns: list[dict[str, Any]] = summary["turns"]  # type: ignore[assignment]
+    turns: list[dict[str, Any]] = summary["turns"]
     for i, turn in enumerate(turns, 1):
         agent_text = turn["agent_text"] + (" [interrupted]" if turn["interrupted"] else "")
         table.add_row(str(i), turn["user_text"], agent_text, _ms(turn["v2v_ms"]))
@@ -103,11 +122,36 @@ def bench_latency(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="also write the call (wav, events) here")
     ] = None,
+    transport: Annotated[
+        Transport,
+        typer.Option(
+            "--transport",
+            help="inprocess: the session in this process; twilio: a phone call through the local Twilio, "
+            "measured as the caller hears it",
+        ),
+    ] = Transport.INPROCESS,
+    loss: Annotated[
+        float, typer.Option("--loss", min=0.0, max=0.5, help="twilio: caller packets lost (0.05 = 5%)")
+    ] = 0.0,
+    jitter_ms: Annotated[
+        float, typer.Option("--jitter-ms", min=0.0, max=500.0, help="twilio: caller network jitter")
+    ] = 0.0,
 ) -> None:
     """Voice-to-voice and barge-in latency of the embedded stack, in real time."""
-    from parley.bench.latency import run_latency_bench
+    if transport is Transport.TWILIO:
+        from parley.bench.phone import run_phone_latency_bench
 
-    report = asyncio.run(run_latency_bench(_agent(agent), progress=err, out=out_dir))
+        _agent(agent)  # a bad file is reported here, not by the server process
+        report = asyncio.run(
+            run_phone_latency_bench(err.print, loss=loss, jitter_ms=jitter_ms, agent_path=agent)
+        )
+    else:
+        if loss or jitter_ms:
+            err.print("[red]error:[/red] --loss and --jitter-ms need --transport twilio")
+            raise typer.Exit(2)
+        from parley.bench.latency import run_latency_bench
+
+        report = asyncio.run(run_latency_bench(_agent(agent), progress=err, out=out_dir))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -117,10 +161,12 @@ def bench_latency(
     table.add_column("p90", justify="right")
     table.add_row("voice-to-voice", _ms(report["v2v_p50_ms"]), _ms(report["v2v_p90_ms"]))
     table.add_row("barge-in", _ms(report["bargein_p50_ms"]), _ms(report["bargein_p90_ms"]))
-    for name, figures in report["breakdown"].items():
+    for name, figures in report.get("breakdown", {}).items():
         table.add_row(f"  {name}", _ms(figures["p50"]), _ms(figures["p90"]))
     out.print(table)
     out.print(f"premature cut-ins: {report['premature_cutins']}")
+    if "greeting_ms" in report:
+        out.print(f"greeting heard after {_ms(report['greeting_ms'])} ms; user WER {report['user_wer']:.1%}")
 
 
 @bench_app.command("vad")

@@ -67,6 +67,8 @@ class UserTurn:
     audio: AudioFrame
     barge_in_at_ms: float | None = None
     """Start this turn this long after the agent's audio began, instead of after the agent finished."""
+    text: str = ""
+    """What is said, when known (synthesized turns): the reference for word error rates."""
 
 
 class Conversation:

@@ -47,11 +47,11 @@ def build_turns(voice: CallerVoice) -> list[UserTurn]:
     turns: list[UserTurn] = []
     interruptions = iter(INTERRUPTIONS)
     for index, (text, pause_after, pause_s) in enumerate(QUESTIONS):
-        turns.append(UserTurn(voice.say(text, pause_after, pause_s)))
+        turns.append(UserTurn(voice.say(text, pause_after, pause_s), text=text))
         if index % 2 == 1:
             interruption = next(interruptions, None)
             if interruption is not None:
-                turns.append(UserTurn(voice.say(interruption), BARGE_IN_AFTER_MS))
+                turns.append(UserTurn(voice.say(interruption), BARGE_IN_AFTER_MS, interruption))
     return turns
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -39,6 +40,8 @@ QUIET_S = 1.2
 PARLEY_NUMBER = "+14155550100"
 CALLER_NUMBER = "+14155550199"
 API_KEY_ENV = "PARLEY_API_KEY"
+PHONE_GREETING = "Hi, thanks for calling! How can I help you today?"
+"""Spoken first by the benchmark's agent when its own agent has no ``first_message``."""
 
 
 @dataclass(slots=True)
@@ -46,6 +49,8 @@ class PhoneRun:
     """What one call gave: per-turn results as heard, the greeting's delay, and the call's record."""
 
     turns: list[TurnResult] = field(default_factory=list)
+    starts: list[tuple[float, PCM16]] = field(default_factory=list)
+    """When each user turn began, and what was said (8 kHz)."""
     greeting_ms: float | None = None
     call: dict[str, Any] = field(default_factory=dict)
     caller: SimulatedCaller | None = None
@@ -67,20 +72,64 @@ class PhoneRun:
         }
 
 
-class PhoneConversation:
-    """Drives one connected caller through the turns, waiting on what it hears, never on the server."""
+class ServerFeed:
+    """The call's timeline as Parley streams it (``GET /v1/calls/{id}/events``), so the caller knows when
+    the agent is done with a turn exactly, as ``parley bench latency`` asks its in-process session."""
 
-    def __init__(self, caller: SimulatedCaller) -> None:
+    def __init__(self, base_url: str, call_id: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+        self._url = f"{base_url}/v1/calls/{call_id}/events"
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ServerFeed:
+        self._task = asyncio.create_task(self._follow(), name="phone-bench-feed")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        headers = {"Authorization": f"Bearer {os.environ.get(API_KEY_ENV, '')}"}
+        async with (
+            httpx.AsyncClient(headers=headers, timeout=None, trust_env=False) as client,
+            client.stream("GET", self._url) as response,
+        ):
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and line[5:].strip() not in ("", "{}"):
+                    self.events.append(json.loads(line[5:]))
+                    self.changed.set()
+
+    def idle(self) -> bool:
+        """The agent answered the last thing heard and finished (or the words were nothing to answer)."""
+        last_speech = max((i for i, e in enumerate(self.events) if e["type"] == "speech.stopped"), default=-1)
+        for event in reversed(self.events[last_speech + 1 :]):
+            if event["type"] == "state.changed":
+                return bool(event["data"].get("new") == "listening")
+        return False
+
+
+class PhoneConversation:
+    """Drives one connected caller through the turns; Parley's timeline says when the agent is done, and
+    every figure comes from what the caller heard."""
+
+    def __init__(self, caller: SimulatedCaller, feed: ServerFeed) -> None:
         self.caller = caller
+        self.feed = feed
 
     async def run(self, turns: list[UserTurn], answer_timeout_s: float = 30.0) -> PhoneRun:
         caller = self.caller
         result = PhoneRun(caller=caller)
         assert caller.started_at is not None
-        greeting = await self._wait_reply(caller.started_at, answer_timeout_s)
-        if greeting is not None:
-            result.greeting_ms = round((greeting - caller.started_at) * 1000, 1)
-        await self._wait_quiet(caller.started_at, answer_timeout_s)
+        if await self._greeting_expected():
+            greeting = await self._wait_reply(caller.started_at, answer_timeout_s)
+            if greeting is not None:
+                result.greeting_ms = round((greeting - caller.started_at) * 1000, 1)
+        await self._wait_quiet(answer_timeout_s)
         starts: list[tuple[float, PCM16]] = []
         for index, turn in enumerate(turns):
             pcm = resample(turn.audio.pcm, turn.audio.sample_rate, SAMPLE_RATE)
@@ -91,9 +140,22 @@ class PhoneConversation:
                 if await self._wait_reply(start, answer_timeout_s) is not None:
                     await asyncio.sleep(upcoming.barge_in_at_ms / 1000)
             else:
-                await self._wait_quiet(start, answer_timeout_s)
+                await self._wait_quiet(answer_timeout_s)
+        result.starts = starts
         result.turns = [self._score(start, pcm) for start, pcm in starts]
         return result
+
+    async def _greeting_expected(self) -> bool:
+        """Whether the agent speaks first: its session starts with a reply (``agent.text`` early on)."""
+        deadline = now() + 5.0
+        while now() < deadline:
+            kinds = [e["type"] for e in self.feed.events]
+            if "agent.text" in kinds:
+                return True
+            if "session.started" in kinds and len(kinds) > kinds.index("session.started") + 2:
+                return False
+            await asyncio.sleep(0.02)
+        return False
 
     def _reply_start(self, after: float) -> float | None:
         """When the first frame of agent audio heard after ``after`` began to play."""
@@ -106,17 +168,20 @@ class PhoneConversation:
             start = self._reply_start(since)
             if start is not None and start <= now():
                 return start
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         return None
 
-    async def _wait_quiet(self, since: float, limit_s: float) -> None:
-        """Until a reply was heard after ``since`` and then nothing for ``QUIET_S`` (or the time is up)."""
+    def _hearing(self, at: float) -> bool:
+        return any(c.start <= at < c.start + len(c.pcm) / SAMPLE_RATE + 0.3 for c in self.caller.heard[-20:])
+
+    async def _wait_quiet(self, limit_s: float) -> None:
+        """Until Parley says the agent is done and the caller has heard it all, twice 0.3 s apart."""
         deadline = now() + limit_s
+        await asyncio.sleep(0.3)
         while now() < deadline and not self.caller.closed:
-            heard = [c for c in self.caller.heard if c.start >= since]
-            if heard:
-                last_end = max(c.start + len(c.pcm) / SAMPLE_RATE for c in heard)
-                if now() - last_end >= QUIET_S:
+            if self.feed.idle() and not self._hearing(now()):
+                await asyncio.sleep(0.3)
+                if self.feed.idle() and not self._hearing(now()):
                     return
             await asyncio.sleep(0.05)
 
@@ -146,6 +211,13 @@ def attach_transcript(run: PhoneRun, call: dict[str, Any], starts: list[float]) 
         user = " ".join(t for i, t in enumerate(finals) if not any(f.startswith(t) for f in finals[i + 1 :]))
         agent = " ".join(e["data"]["text"] for e in events if e["type"] == "agent.text" and within(e))
         turn.user_text, turn.agent_text = user, agent
+
+
+def heard_user_texts(call: dict[str, Any]) -> list[str]:
+    """Everything the caller said as Parley transcribed it, once: a turn that went on after a pause is
+    final twice, and only its longer text counts."""
+    finals = [e["data"]["text"] for e in call.get("events", []) if e["type"] == "transcript.final"]
+    return [t for i, t in enumerate(finals) if not (i + 1 < len(finals) and finals[i + 1].startswith(t))]
 
 
 def _session_origin(events: list[dict[str, Any]]) -> float | None:
@@ -188,23 +260,29 @@ def mixdown(caller: SimulatedCaller) -> tuple[PCM16, PCM16]:
 
 
 @contextlib.contextmanager
-def phone_server(agent_path: Path | None = None) -> Iterator[tuple[str, str, Path]]:
+def phone_server(
+    agent_path: Path | None = None, *, keep_calls: bool = False, greet: bool = False
+) -> Iterator[tuple[str, str, Path | None]]:
     """A Parley server in a child process with Twilio on and a number routed to the agent: yields its
-    base URL, the auth token Twilio signs with, and its data directory."""
+    base URL, the auth token Twilio signs with, and its data directory (a temporary one, unless
+    ``keep_calls``: then the configured store keeps the call, as ``parley simulate`` does)."""
     auth_token = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="parley-phone-") as data_dir:
+    with contextlib.ExitStack() as scope:
+        data_dir = None if keep_calls else scope.enter_context(tempfile.TemporaryDirectory(prefix="parley-"))
         env = {
-            "PARLEY_DATA_DIR": data_dir,
             "PARLEY_TWILIO_AUTH_TOKEN": auth_token,
             "PARLEY_TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
             API_KEY_ENV: "pk_bench_" + secrets.token_hex(12),
         }
+        if data_dir is not None:
+            env["PARLEY_DATA_DIR"] = data_dir
         args = ["-m", "parley.bench.phone", "--serve", *([str(agent_path)] if agent_path else [])]
+        args += ["--greet"] if greet else []
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
             with server_process(args) as (_, port):
-                yield f"http://127.0.0.1:{port}", auth_token, Path(data_dir)
+                yield f"http://127.0.0.1:{port}", auth_token, Path(data_dir) if data_dir else None
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -227,14 +305,146 @@ async def fetch_call(base_url: str, call_id: str, limit_s: float = 10.0) -> dict
             await asyncio.sleep(0.2)
 
 
-def serve_phone(agent_path: str | None = None) -> None:
+def serve_phone(agent_path: str | None = None, *, greet: bool = False) -> None:
     """The server side: the embedded stack on a free port, Twilio on, the bench number routed to the
     agent; prints the port once the models are warm."""
-    raise NotImplementedError  # wired once the phone-number service lands
+    from parley.config import Settings
+    from parley.engine.agent import default_agent, load_agent
+    from parley.platform.agents import NotFound
+    from parley.server.app import create_platform_app
+    from parley.server.lifecycle import DrainingServer, bound_port, make_server
+    from parley.server.stacks import AgentCatalog
+
+    settings = Settings()
+    agent = load_agent(Path(agent_path)) if agent_path else default_agent()
+    if greet and not agent.first_message:  # a phone agent speaks first: the bench times its greeting
+        agent = agent.model_copy(update={"first_message": PHONE_GREETING})
+    app = create_platform_app(settings, catalog=AgentCatalog([agent]))
+
+    async def announce(server: DrainingServer) -> None:
+        await app.state.runtime.engines.ready.wait()
+        platform = app.state.platform
+        org = platform.default_org_id
+        stored, _version = await platform.agents.ensure(org, agent)
+        # The number is fictional (555-01xx): in a kept store it is pointed at this run's agent again.
+        with contextlib.suppress(NotFound):
+            await platform.phone.remove_number(org, PARLEY_NUMBER)
+        await platform.phone.add_number(org, PARLEY_NUMBER, stored.id, "parley simulate / bench")
+        announce_port(bound_port(server))
+
+    make_server(app, settings, host="127.0.0.1", port=0, log_level="warning", on_started=announce).run()
+
+
+async def phone_call(
+    base_url: str,
+    auth_token: str,
+    turns: list[UserTurn],
+    *,
+    network: NetworkProfile | None = None,
+    answer_timeout_s: float = 30.0,
+) -> PhoneRun:
+    """One inbound call from the local Twilio to the bench number: the turns, then a hang-up; the
+    call's record is read back from Parley once it has ended."""
+    from parley.twilio_sim.server import TwilioSim, serving
+
+    async with serving(TwilioSim(auth_token=auth_token, network=network)) as sim:
+        call = sim.place_inbound(CALLER_NUMBER, PARLEY_NUMBER, f"{base_url}/twilio/voice")
+        caller = await call.wait_connected(answer_timeout_s)
+        call_id = caller.custom_parameters["call_id"]
+        async with ServerFeed(base_url, call_id) as feed:
+            run = await PhoneConversation(caller, feed).run(turns, answer_timeout_s)
+        await caller.hang_up()
+        await call.wait_ended()
+    run.call = await fetch_call(base_url, call_id)
+    attach_transcript(run, run.call, [start for start, _ in run.starts])
+    return run
+
+
+async def run_phone_latency_bench(
+    progress: Any = None, *, loss: float = 0.0, jitter_ms: float = 0.0, agent_path: Path | None = None
+) -> dict[str, Any]:
+    """``parley bench latency --transport twilio``: the latency bench's questions over a phone call."""
+    from parley.bench.latency import build_turns
+    from parley.bench.voice import CallerVoice
+
+    say = progress if progress is not None else (lambda *_: None)
+    say("synthesizing the questions …")
+    turns = await asyncio.to_thread(build_turns, CallerVoice())
+    network = NetworkProfile(loss=loss, jitter_ms=jitter_ms, seed=7) if loss or jitter_ms else None
+    say("starting the server with the embedded stack and Twilio webhooks (a separate process) …")
+    with phone_server(agent_path, greet=True) as (base_url, auth_token, _):
+        impaired = f" through {loss:.0%} loss and {jitter_ms:g} ms jitter" if network else ""
+        say(f"calling {PARLEY_NUMBER} from the local Twilio: {len(turns)} user turns{impaired} …")
+        run = await phone_call(base_url, auth_token, turns, network=network)
+    report = run.summary()
+    report["user_wer"] = round(word_error_rate([t.text for t in turns], heard_user_texts(run.call)), 3)
+    report["network"] = {"loss": loss, "jitter_ms": jitter_ms}
+    if run.caller is not None:
+        stats = run.caller.network_stats
+        report["caller"] = {
+            "marks_echoed": run.caller.marks_echoed,
+            "marks_cleared": run.caller.marks_cleared,
+            "clears": run.caller.clears_received,
+            "packets_lost": stats.lost,
+        }
+    return report
+
+
+async def run_phone_simulation(
+    agent_path: Path | None,
+    wavs: list[Path],
+    out: Path,
+    barge_in_at_ms: float | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """``parley simulate --transport twilio``: each WAV a user turn of an inbound phone call; writes
+    the call as the caller's line carried it (``conversation.wav``: said left, heard right, 8 kHz), the
+    summary (``transcript.json``) and the call's events as Parley recorded them (``events.jsonl``)."""
+    from parley.audio.wav import read_wav
+    from parley.simulate import DEMO_QUESTIONS
+
+    say = progress.print if progress is not None else (lambda *_: None)
+    if wavs:
+        audio = [(read_wav(path), "") for path in wavs]
+    else:
+        from parley.bench.voice import CallerVoice
+
+        say("no --say files given: synthesizing two demo questions")
+        voice = await asyncio.to_thread(CallerVoice, varied=False)
+        audio = [(await asyncio.to_thread(voice.say, q), q) for q in DEMO_QUESTIONS]
+    turns = [
+        UserTurn(frame, barge_in_at_ms if i and barge_in_at_ms is not None else None, text)
+        for i, (frame, text) in enumerate(audio)
+    ]
+    say("starting the server with its models and Twilio webhooks (a separate process) …")
+    with phone_server(agent_path, keep_calls=True) as (base_url, auth_token, _):
+        say(f"calling {PARLEY_NUMBER} from the local Twilio: {len(turns)} user turn(s) in real time …")
+        run = await phone_call(base_url, auth_token, turns)
+    summary = run.summary()
+    await asyncio.to_thread(_write_call, out, run, summary)
+    say(f"wrote {out / 'conversation.wav'}, {out / 'transcript.json'}, {out / 'events.jsonl'}")
+    if summary["call_id"]:
+        say(f"recorded as call {summary['call_id']}: parley calls show {summary['call_id']}")
+    return summary
+
+
+def _write_call(out: Path, run: PhoneRun, summary: dict[str, Any]) -> None:
+    import json
+
+    from parley.audio.wav import write_wav
+
+    out.mkdir(parents=True, exist_ok=True)
+    if run.caller is not None:
+        write_wav(out / "conversation.wav", list(mixdown(run.caller)), SAMPLE_RATE)
+    (out / "transcript.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with (out / "events.jsonl").open("w", encoding="utf-8") as events:
+        for event in run.call.get("events", []):
+            events.write(json.dumps(event, default=str) + "\n")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
-        serve_phone(*sys.argv[2:3])
+        rest = sys.argv[2:]
+        serve_phone(next((a for a in rest if a != "--greet"), None), greet="--greet" in rest)
     else:
         sys.exit("usage: python -m parley.bench.phone --serve [AGENT_YAML] (use `parley bench latency`)")

@@ -60,6 +60,20 @@ MAX_METADATA_BYTES = 16_384
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
+PERMANENT_REFUSALS = frozenset(
+    f"twilio:{code}"
+    for code in (
+        21211,  # invalid 'To' phone number
+        21214,  # 'To' phone number cannot be reached
+        21215,  # geo permissions do not allow calls to this number
+        21216,  # the number is blocked
+        21217,  # not a valid phone number
+        13224,  # invalid phone number for <Dial>/calls
+    )
+)
+"""Carrier refusals no retry can change (https://www.twilio.com/docs/api/errors): the job fails at once."""
+
+
 class Dialer(Protocol):
     """What the queue needs from the carrier (``telephony/rest.TwilioRest`` in production).
 
@@ -398,8 +412,11 @@ class OutboundQueue:
             changes: dict[str, Any] = {"last_outcome": recorded[:64]}
             if job.last_outcome == CANCEL_REQUESTED or final is CallStatus.CANCELED:
                 changes["status"] = JobStatus.CANCELED
-            elif final is CallStatus.COMPLETED:
+            elif final is CallStatus.COMPLETED or call.started_at is not None:
+                # Answered: the callee was reached, even if the line then failed (the outcome says so).
                 changes["status"] = JobStatus.COMPLETED
+            elif (call.end_reason or "") in PERMANENT_REFUSALS:
+                changes["status"] = JobStatus.FAILED  # another attempt cannot go differently
             elif job.attempts >= job.max_attempts:
                 changes["status"] = JobStatus.EXHAUSTED
             else:

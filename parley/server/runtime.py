@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import structlog
+
 from parley.config import Settings
 from parley.engine.agent import AgentConfig
 from parley.engine.reply import ReplySettings
@@ -27,6 +29,8 @@ from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus
 from parley.transports.twilio_protocol import ULAW_RATE as PHONE_RATE
 from parley.transports.ws_protocol import ErrorCode
+
+log = structlog.get_logger("parley.server.runtime")
 
 if TYPE_CHECKING:
     from parley.platform.live import LiveCall
@@ -79,6 +83,7 @@ class LiveRuntime:
         """Open client connections, so shutdown can wait for their last messages to go out."""
         self.caps = ClientCaps(settings.max_connections_per_ip, settings.max_sessions_per_ip)
         self._client_of: dict[str, str] = {}
+        self._warming: set[asyncio.Future[None]] = set()
         self._opening_calls: set[str] = set()
         """Phone calls being connected right now: a second stream for one of them is refused."""
         self._empty = asyncio.Event()
@@ -184,6 +189,29 @@ class LiveRuntime:
                 raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"call {call_id} has ended ({call.status})")
             return call.session_id
 
+    def warm_for_call(self, session_id: str) -> None:
+        """Load the call's agent (models, prompt, greeting) now, while the carrier sets up the media
+        stream, so the caller hears the greeting as soon as it connects. Never fails the call."""
+        if self.platform is None:
+            return
+        task = asyncio.ensure_future(self._warm_for_call(self.platform, session_id))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    async def _warm_for_call(self, platform: Platform, session_id: str) -> None:
+        try:
+            call, agent = await platform.calls.claim(session_id)
+            if agent is not None:
+                await self.engines.stack_for(agent, await self._secrets_for(agent, call.org_id))
+        except Exception as exc:  # the session's own admission reports a real failure to the caller
+            log.warning("warming a phone call's agent failed", session_id=session_id, error=repr(exc))
+
+    async def _secrets_for(self, agent: AgentConfig, org_id: str | None) -> dict[str, str]:
+        wanted = agent.llm.options.get("api_key_secret")
+        if wanted and self.platform is not None and org_id is not None:
+            return await self.platform.secrets.resolve(org_id, [wanted])
+        return {}
+
     def _check_accepting(self) -> None:
         if not self.settings.realtime_enabled:
             raise AdmissionError(
@@ -216,9 +244,7 @@ class LiveRuntime:
                 assert self.platform is not None and session_id is not None
                 call = await self.platform.live_call(session_id=session_id)
             agent = call.agent
-            wanted = agent.llm.options.get("api_key_secret")
-            if wanted and self.platform is not None and call.call.org_id is not None:
-                secrets = await self.platform.secrets.resolve(call.call.org_id, [wanted])
+            secrets = await self._secrets_for(agent, call.call.org_id)
         assert agent is not None
         try:
             try:

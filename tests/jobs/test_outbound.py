@@ -349,18 +349,42 @@ async def test_cancel_stops_a_pending_job_and_a_dialing_one_once_its_call_ends(p
 
 
 async def test_a_carrier_refusal_is_a_failed_attempt_with_its_code(platform: Platform) -> None:
-    dialer = FakeDialer(
-        refuse={LONDON[0]: CarrierError(21211, "The 'To' number is not a valid phone number.")}
-    )
+    dialer = FakeDialer(refuse={LONDON[0]: CarrierError(20429, "Too many requests")})
     queue = queue_of(platform, dialer)
     job = await queue.enqueue(platform.default_org_id, agent_ref="sales", to=LONDON[0])
 
     assert await queue.dispatch_once(at=NOON) == 1
     view = await queue.get(platform.default_org_id, job.id)
-    assert (view.status, view.attempts, view.last_outcome) == ("pending", 1, "failed:twilio:21211")
+    assert (view.status, view.attempts, view.last_outcome) == ("pending", 1, "failed:twilio:20429")
     assert view.next_attempt_at == NOON + timedelta(seconds=60)
     [call] = await calls_of(platform, job.id)
-    assert (call.status, call.end_reason, call.provider_call_id) == ("failed", "twilio:21211", None)
+    assert (call.status, call.end_reason, call.provider_call_id) == ("failed", "twilio:20429", None)
+
+
+async def test_an_invalid_number_is_not_dialed_again(platform: Platform) -> None:
+    """21211: no retry can make a number valid; the job fails at once and says why."""
+    dialer = FakeDialer(
+        refuse={LONDON[0]: CarrierError(21211, "The 'To' number is not a valid phone number.")}
+    )
+    queue = queue_of(platform, dialer)
+    job = await queue.enqueue(platform.default_org_id, agent_ref="sales", to=LONDON[0])
+    assert await queue.dispatch_once(at=NOON) == 1
+    view = await queue.get(platform.default_org_id, job.id)
+    assert (view.status, view.attempts, view.last_outcome) == ("failed", 1, "failed:twilio:21211")
+    assert await queue.dispatch_once(at=NOON + timedelta(hours=1)) == 0
+
+
+async def test_an_answered_call_that_fails_midway_is_not_dialed_again(platform: Platform) -> None:
+    """The callee was reached: a line that drops mid-conversation is no reason to ring them again."""
+    dialer = FakeDialer()
+    queue = queue_of(platform, dialer)
+    job = await queue.enqueue(platform.default_org_id, agent_ref="sales", to=LONDON[0])
+    assert await queue.dispatch_once(at=NOON) == 1
+    [call] = await calls_of(platform, job.id)
+    await platform.calls.set_status(call.id, "in_progress")
+    await platform.calls.set_status(call.id, "failed", reason="interrupted")
+    view = await queue.outcome(call.id, "failed", at=NOON)
+    assert view is not None and (view.status, view.last_outcome) == ("completed", "failed:interrupted")
 
 
 async def test_without_a_public_url_no_call_is_placed_and_the_error_says_why(platform: Platform) -> None:

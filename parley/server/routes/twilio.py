@@ -127,6 +127,8 @@ async def voice(request: Request, hook: Webhook, platform: PlatformDep, call_id:
         return _twiml(reject_twiml("busy") if call_id is None else hangup_twiml())
     url = stream_url(public_base_url(request, platform.settings))
     log.info("connecting a phone call", call_id=call.id, call_sid=sid, direction=call.direction)
+    if runtime is not None:
+        runtime.warm_for_call(call.session_id)
     return _twiml(stream_twiml(url, {"call_id": call.id}))
 
 
