@@ -243,6 +243,21 @@ class PhoneService:
                 raise NotFound(f"no phone call {call_id!r}")
             return await summarize(session, call)
 
+    async def stream_session(self, call_id: str, call_sid: str | None) -> str:
+        """The session id a media stream for ``call_id`` may run; ``CallMismatch`` (saying why) for a call
+        that is unknown, not a phone call, another carrier call's, or over."""
+        async with self.db.session() as session:
+            call = await CallRepository(session).get(call_id)
+            if call is None:
+                raise CallMismatch(f"no call {call_id!r}")
+            if call.transport != PHONE_TRANSPORT:
+                raise CallMismatch(f"call {call_id} is not a phone call (transport {call.transport})")
+            if call_sid is not None and call.provider_call_id != call_sid:
+                raise CallMismatch(f"call {call_id} is not carrier call {call_sid!r}")
+            if call.ended_at is not None or CallStatus(call.status).terminal:
+                raise CallMismatch(f"call {call_id} has ended ({call.status})")
+            return call.session_id
+
     async def machine(
         self, call_sid: str, answered_by: str, *, call_id: str | None = None
     ) -> MachineVerdict | None:

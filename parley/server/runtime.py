@@ -25,8 +25,6 @@ from parley.server.metrics import ServerMetrics
 from parley.server.registry import AdmissionError, InMemoryRegistry, SessionRegistry, slot
 from parley.server.stacks import Engines
 from parley.stack import build_tools
-from parley.store.calls import CallRepository
-from parley.store.lifecycle import CallStatus
 from parley.transports.twilio_protocol import ULAW_RATE as PHONE_RATE
 from parley.transports.ws_protocol import ErrorCode
 
@@ -50,9 +48,6 @@ class Client:
     address: str
     transport: str = "websocket"
 
-
-PHONE_TRANSPORT = "twilio"
-"""The transport of phone calls on the books (media over Twilio Media Streams)."""
 
 LOCAL_CLIENT = Client("local")
 """In-process callers (tests, tools): one address like any other."""
@@ -173,21 +168,12 @@ class LiveRuntime:
     @staticmethod
     async def _phone_call(platform: Platform, call_id: str, call_sid: str | None) -> str:
         """The session id of a phone call that may be connected now."""
-        async with platform.db.session() as session:
-            call = await CallRepository(session).get(call_id)
-            if call is None:
-                raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"no call {call_id!r}")
-            if call.transport != PHONE_TRANSPORT:
-                raise AdmissionError(
-                    ErrorCode.UNKNOWN_CALL, f"call {call_id} is not a phone call (transport {call.transport})"
-                )
-            if call_sid is not None and call.provider_call_id != call_sid:
-                raise AdmissionError(
-                    ErrorCode.UNKNOWN_CALL, f"call {call_id} is not carrier call {call_sid!r}"
-                )
-            if call.ended_at is not None or CallStatus(call.status).terminal:
-                raise AdmissionError(ErrorCode.UNKNOWN_CALL, f"call {call_id} has ended ({call.status})")
-            return call.session_id
+        from parley.platform.phone import CallMismatch
+
+        try:
+            return await platform.phone.stream_session(call_id, call_sid)
+        except CallMismatch as exc:
+            raise AdmissionError(ErrorCode.UNKNOWN_CALL, str(exc)) from exc
 
     def warm_for_call(self, session_id: str) -> None:
         """Load the call's agent (models, prompt, greeting) now, while the carrier sets up the media

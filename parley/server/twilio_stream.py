@@ -28,8 +28,9 @@ from structlog.typing import FilteringBoundLogger
 
 from parley.config import Settings
 from parley.engine.transport import ControlUnavailable
+from parley.platform.phone import PHONE_TRANSPORT
 from parley.server.registry import AdmissionError
-from parley.server.runtime import PHONE_TRANSPORT, Client, LiveRuntime
+from parley.server.runtime import Client, LiveRuntime
 from parley.server.ws_outbound import GONE, WsConnection
 from parley.telephony.signatures import validate
 from parley.telephony.twiml import STREAM_PATH, stream_url
