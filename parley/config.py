@@ -113,7 +113,9 @@ class Settings(BaseSettings):
         "https://api.twilio.com", description="Twilio's REST API (tests and `parley twilio-sim` change it)"
     )
     twilio_caller_id: str | None = Field(None, description="default From number of outbound calls")
-    twilio_jitter_ms: int = Field(40, ge=20, le=500, description="initial jitter buffer depth of a phone leg")
+    twilio_jitter_ms: int = Field(
+        40, ge=20, le=500, description="how long a phone leg waits for a missing (reordered) frame"
+    )
     outbound_max_attempts: int = Field(3, ge=1, le=20, description="attempts per queued call")
     outbound_retry_backoff_s: list[float] = Field(
         default_factory=lambda: [60.0, 300.0, 900.0],

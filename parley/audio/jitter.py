@@ -172,6 +172,40 @@ class JitterBuffer:
         self._missing_run = 0
         return frame
 
+    @property
+    def next_seq(self) -> int | None:
+        """The (unwrapped) sequence number of the frame due next, once known: ``pop_ready`` hands on
+        consecutive numbers from it."""
+        if self._next is None and self._frames:
+            return min(self._frames)
+        return self._next
+
+    def pop_ready(self, wait_frames: int = 2) -> list[PCM16]:
+        """The frames that can go on now, in order, for a consumer with a clock of its own (a recogniser
+        stamps frames as they come; only a loudspeaker needs ``get``'s steady playout, which costs the
+        buffer's depth in latency). A missing frame is waited for until ``wait_frames`` later ones have
+        arrived (a reordered packet comes within that), then concealed and counted lost."""
+        ready: list[PCM16] = []
+        if self._next is None:
+            if not self._frames:
+                return ready
+            self._next = min(self._frames)
+        while self._frames:
+            frame = self._frames.pop(self._next, None)
+            if frame is None:
+                if len(self._frames) < wait_frames:  # every buffered frame is after the gap
+                    break
+                self._counts["lost"] += 1
+                self._next += 1
+                ready.append(self._conceal())
+                continue
+            self._next += 1
+            self._counts["played"] += 1
+            self._last = frame
+            self._missing_run = 0
+            ready.append(frame)
+        return ready
+
     def _unwrap(self, seq: int) -> int:
         """Extend a 16-bit sequence number to the one nearest the highest seen (RFC 3550 style)."""
         if self._highest is None:

@@ -27,6 +27,7 @@ from fastapi.responses import PlainTextResponse
 from structlog.typing import FilteringBoundLogger
 
 from parley.config import Settings
+from parley.engine.events import now
 from parley.engine.transport import ControlUnavailable
 from parley.platform.phone import PHONE_TRANSPORT
 from parley.server.registry import AdmissionError
@@ -142,6 +143,7 @@ async def _serve_stream(
 ) -> None:
     stream_log = log.bind(client=address)
     start = await _await_start(websocket, stream_log)
+    started_at = now()  # the stream's clock starts here: media timestamps count from ``start``
     if start is None:
         connection.close(1008, "no start")
         return
@@ -177,6 +179,7 @@ async def _serve_stream(
         call_id=call_id,
         call_sid=start.call_sid,
         jitter_ms=settings.twilio_jitter_ms,
+        started_at=started_at,
     )
 
     async def transfer(target: str) -> None:

