@@ -7,6 +7,7 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -42,16 +43,21 @@ class SimulationResult:
     events: list[Event] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
-        v2v = [t.v2v_ms for t in self.turns if t.v2v_ms is not None]
-        bargein = [t.bargein_ms for t in self.turns if t.bargein_ms is not None]
-        return {
-            "turns": [asdict(t) for t in self.turns],
-            "v2v_p50_ms": percentile(v2v, 50),
-            "v2v_p90_ms": percentile(v2v, 90),
-            "bargein_p50_ms": percentile(bargein, 50),
-            "bargein_p90_ms": percentile(bargein, 90),
-            "premature_cutins": sum(t.premature for t in self.turns),
-        }
+        return turn_figures(self.turns)
+
+
+def turn_figures(turns: list[TurnResult]) -> dict[str, Any]:
+    """The figures every conversation benchmark reports, whatever carried the call."""
+    v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+    bargein = [t.bargein_ms for t in turns if t.bargein_ms is not None]
+    return {
+        "turns": [asdict(t) for t in turns],
+        "v2v_p50_ms": percentile(v2v, 50),
+        "v2v_p90_ms": percentile(v2v, 90),
+        "bargein_p50_ms": percentile(bargein, 50),
+        "bargein_p90_ms": percentile(bargein, 90),
+        "premature_cutins": sum(t.premature for t in turns),
+    }
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -19,7 +19,7 @@ import secrets
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from parley.audio.frame import PCM16
 from parley.audio.resample import resample
 from parley.bench.server_process import announce_port, server_process
 from parley.engine.events import now
-from parley.simulate import TurnResult, UserTurn, percentile
+from parley.simulate import TurnResult, UserTurn, turn_figures
 from parley.simulation import voiced_span
 from parley.twilio_sim.caller import SAMPLE_RATE, SimulatedCaller
 from parley.twilio_sim.network import NetworkProfile
@@ -56,16 +56,9 @@ class PhoneRun:
     caller: SimulatedCaller | None = None
 
     def summary(self) -> dict[str, Any]:
-        v2v = [t.v2v_ms for t in self.turns if t.v2v_ms is not None]
-        bargein = [t.bargein_ms for t in self.turns if t.bargein_ms is not None]
         return {
             "transport": "twilio",
-            "turns": [asdict(t) for t in self.turns],
-            "v2v_p50_ms": percentile(v2v, 50),
-            "v2v_p90_ms": percentile(v2v, 90),
-            "bargein_p50_ms": percentile(bargein, 50),
-            "bargein_p90_ms": percentile(bargein, 90),
-            "premature_cutins": sum(t.premature for t in self.turns),
+            **turn_figures(self.turns),
             "greeting_ms": self.greeting_ms,
             "turn_count": len(self.turns),
             "call_id": self.call.get("id"),
