@@ -187,6 +187,13 @@ class Session:
         self._stop_reply(reason="say")
         self._drop_candidate()
         self._reset_turn()
+        if self._endpointer.in_speech:
+            # Speech under way is what the announcement answers (a machine's greeting, whose end AMD
+            # reported before the pause here was long enough): its end must not start a reply that
+            # supersedes the announcement, nor its audio open the next turn.
+            self._ignoring_speech = True
+            old, self._asr = self._asr, self.stack.recognizer.open_stream()
+            self._spawn(old.aclose())
         reply = Reply(self._reply_deps(), canned_text=text)
         reply.end_after = end_after
         self._commit_reply(reply, speech_end=now())

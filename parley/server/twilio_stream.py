@@ -35,7 +35,7 @@ from parley.server.runtime import Client, LiveRuntime
 from parley.server.ws_outbound import GONE, WsConnection
 from parley.telephony.signatures import validate
 from parley.telephony.twiml import STREAM_PATH, stream_url
-from parley.transports.twilio_media import TwilioMediaLeg
+from parley.transports.twilio_media import HUNG_UP, TwilioMediaLeg
 from parley.transports.twilio_protocol import (
     ULAW_RATE,
     Connected,
@@ -186,8 +186,16 @@ async def _serve_stream(
         rest: CallTransfer | None = getattr(websocket.app.state, "twilio_rest", None)
         if rest is None:
             raise ControlUnavailable("Twilio's REST API is not configured on this server")
-        await rest.transfer(start.call_sid, target)
-        leg.hangup_reason = "transferred"  # Twilio now stops this stream and dials the target
+        # Twilio drops the audio it has not played as it leaves the stream: the caller first hears the
+        # agent out. It may stop the stream before its answer to the request is back: the end of the
+        # stream is the transfer's from the moment it is asked for.
+        await leg.wait_heard("transfer")
+        leg.hangup_reason = "transferred"
+        try:
+            await rest.transfer(start.call_sid, target)
+        except Exception:
+            leg.hangup_reason = HUNG_UP  # not sent on: a stream ending now is the caller hanging up
+            raise
 
     live.controls.transfer_handler = transfer
     live.attach(leg)

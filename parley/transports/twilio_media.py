@@ -364,12 +364,20 @@ class TwilioMediaLeg:
         )
 
     async def _drain_then_close(self, code: int, reason: str) -> None:
+        await self.wait_heard(reason)
+        self._close_socket(code, reason)
+
+    async def wait_heard(self, reason: str) -> None:
+        """Until the caller has heard the audio sent so far (its marks echoed; ≤ ``drain_timeout_s``):
+        whatever Twilio has not played when the stream ends (a hang-up, a transfer) is never heard."""
+        if self.gone:
+            return
+        self._mark()
         try:
             async with asyncio.timeout(self.drain_timeout_s):
                 await self._drained.wait()
         except TimeoutError:
             self._log.warning("twilio.drain_timeout", pending_marks=len(self._pending), reason=reason)
-        self._close_socket(code, reason)
 
     # --- the owner's side --------------------------------------------------------------------------------
 

@@ -297,6 +297,7 @@ class SimulatedCaller:
             await self._shutdown()
             return
         self.ended_by = "caller"
+        self._unplayed_lost(now())  # the phone is down: nothing more reaches the ear
         if self._media is not None:
             await self._stop_task(self._media)  # no more media
         for item in self._link.flush(now()):
@@ -365,7 +366,8 @@ class SimulatedCaller:
         audio = self.heard_audio(since, end)
         if not np.any(audio):
             return None
-        return voiced_span(audio, SAMPLE_RATE, since)
+        start, stop = voiced_span(audio, SAMPLE_RATE, since)
+        return (start, stop) if stop > start else None  # a few samples only: not (yet) speech
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -437,6 +439,7 @@ class SimulatedCaller:
         finally:
             if self.ended_by is None:
                 self.ended_by = "server"
+            self._unplayed_lost(now())  # Twilio drops what it had not played when the stream ends
             self._voice.hang_up()
             for task in (self._media, *self._helpers):
                 if task is not None:
@@ -486,6 +489,8 @@ class SimulatedCaller:
         self._log.warning("twilio_sim.bad_message", reason=reason, **context)
 
     def _play(self, ulaw: bytes) -> None:
+        if self.ended_by is not None:
+            return  # the caller hung up: nobody listens any more
         pcm = ulaw_decode(ulaw)
         start = max(now(), self._play_end)
         self.heard.append(Clip(start, pcm))
@@ -495,6 +500,14 @@ class SimulatedCaller:
     def _clear(self) -> None:
         t = now()
         self.clears.append(t)
+        self._unplayed_lost(t)
+        while self._marks:
+            due, name = self._marks.popleft()
+            self._echo(name, cleared=due > t)
+        self._marks_changed.set()
+
+    def _unplayed_lost(self, t: float) -> None:
+        """Audio queued to play after ``t`` never reaches the ear (a ``clear``, the line going down)."""
         while self.heard and self.heard[-1].start >= t:
             self.heard.pop()
         if self.heard:
@@ -505,10 +518,6 @@ class SimulatedCaller:
             elif played < len(last.pcm):
                 self.heard[-1] = Clip(last.start, last.pcm[:played])
         self._play_end = min(self._play_end, t)
-        while self._marks:
-            due, name = self._marks.popleft()
-            self._echo(name, cleared=due > t)
-        self._marks_changed.set()
 
     def _echo(self, name: str, *, cleared: bool) -> None:
         self.mark_echoes.append(MarkEcho(name, now(), cleared))

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+import numpy as np
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request
@@ -611,6 +612,11 @@ class TwilioSim:
     async def _async_amd(self, call: SimCall, result: str, delay: float) -> None:
         """Async AMD: the call runs its TwiML meanwhile; the result goes to AsyncAmdStatusCallback."""
         await asyncio.sleep(delay)
+        caller = call.caller
+        if result in MACHINE_ANSWERS and caller is not None and caller.spoken:
+            # Detection listens to the line: a machine's greeting went on it once the stream was up (after
+            # the answer), so its end (the beep) is reported once that has been captured.
+            await asyncio.sleep(max(0.0, caller.spoken[0].start + delay - now()))
         call.answered_by = result
         if call.amd_callback is None:
             return
@@ -779,10 +785,11 @@ class TwilioSim:
             if plan.machine:
                 if call.greeting_elapsed:
                     return  # sync AMD waited it out before the stream existed
-                for clip in plan.clips:
-                    await caller.say(clip, SAMPLE_RATE)
+                recording = list(plan.clips)
                 if plan.script.answered_by == "machine_end_beep":
-                    await caller.say(beep(), SAMPLE_RATE)
+                    recording.append(beep())
+                # One recording, no gaps between its parts: detection times its end from its start.
+                await caller.say(np.concatenate(recording), SAMPLE_RATE)
                 return
             since = now()
             for clip in plan.clips:

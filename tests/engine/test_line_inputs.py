@@ -11,8 +11,8 @@ import pytest
 from parley.engine.events import Event, EventType, Timeline, now
 from parley.engine.session import Session, SessionOptions
 from parley.providers.llm.scripted import ScriptRule
-from parley.simulation import Loudspeaker
-from tests.engine.harness import RATE, agent, stack
+from parley.simulation import Loudspeaker, Microphone
+from tests.engine.harness import RATE, agent, speech, stack
 
 LONG = (
     "Our opening hours are nine to five on weekdays, ten to two on Saturdays, and we are closed on "
@@ -122,3 +122,25 @@ async def test_a_line_that_confirms_playout_decides_what_was_heard() -> None:
     late = await _heard_after_barge_in(DelayedLine(1.0))
     # Tone TTS speaks 40 ms per character: a second behind is about 25 characters (4-5 words) fewer.
     assert len(on_time.split()) - len(late.split()) >= 3
+
+
+async def test_an_announcement_over_speech_is_not_answered_when_that_speech_ends() -> None:
+    """A voicemail is left when answering-machine detection reports the greeting's end, which may come
+    before the pause after it was long enough to end a turn here: that turn must not replace it."""
+    message = "Hi, this is Parley calling back. Please call us at your convenience."
+    timeline = Timeline()
+    speaker = Loudspeaker(RATE)
+    session = Session(
+        agent(), stack(["You have reached Sam."], []), speaker, timeline, None, SessionOptions()
+    )
+    runner = asyncio.create_task(session.run())
+    async with Microphone(session, RATE) as mic:
+        greeting = asyncio.create_task(mic.say(speech(1.0).pcm, RATE))
+        await _until(lambda: _of(timeline, EventType.SPEECH_STARTED))
+        session.say(message, end_after="voicemail")  # the greeting still has most of a second to go
+        await greeting
+        await asyncio.wait_for(runner, 20)
+    assert _of(timeline, EventType.SESSION_ENDED)[0].data["reason"] == "voicemail"
+    assert _of(timeline, EventType.SPEECH_STOPPED), "the greeting ended while the message played"
+    assert not _of(timeline, EventType.TRANSCRIPT_FINAL) and not _of(timeline, EventType.REPLY_CANCELLED)
+    assert [m.content for m in session.context.messages] == [message]

@@ -104,6 +104,11 @@ class FakeRuntime:
 
     sessions: dict[str, FakeLive] = field(default_factory=dict)
     draining: bool = False
+    warmed: list[str] = field(default_factory=list)
+    """Sessions whose agent the voice webhook asked to load ahead of the media stream."""
+
+    def warm_for_call(self, session_id: str) -> None:
+        self.warmed.append(session_id)
 
     @property
     def registry(self) -> FakeRuntime:

@@ -102,6 +102,7 @@ async def test_an_inbound_call_is_put_on_the_books_and_connected_to_a_stream(pho
     assert call["provider_call_id"] == call_sid(1)
     assert call["status"] == "ringing"
     assert (call["agent_id"], call["agent_version"]) == (agent_id, 1)
+    assert phone.runtime.warmed == [call["session_id"]], "its agent loads while Twilio opens the stream"
 
     again = await phone.webhook("/twilio/voice", incoming(call_sid(1)))
     assert stream_of(again)[1] == parameters, "Twilio retrying the webhook gets the same call"

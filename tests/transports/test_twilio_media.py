@@ -296,6 +296,21 @@ async def test_the_last_words_are_waited_for_a_bounded_time(clock: Clock) -> Non
     await leg.aclose()
 
 
+async def test_a_transfer_waits_until_the_caller_heard_the_agent_out(clock: Clock) -> None:
+    """Twilio drops what it has not played when the call leaves the stream: the leg waits for the echo."""
+    leg, session, wire = make_leg()
+    for k, frame in enumerate(tone_frames(3, clock.t)):
+        leg.queue_audio(k, frame)
+    waiting = asyncio.create_task(leg.wait_heard("transfer"))
+    await asyncio.sleep(0.02)
+    (mark,) = wire.marks()  # the 60 ms sent so far, marked at once
+    assert not waiting.done()
+    leg.on_text(echo(mark))
+    await asyncio.wait_for(waiting, 1)
+    assert wire.closed is None and session.ended == []  # the line stays up until Twilio moves the call
+    await leg.aclose()
+
+
 async def test_a_clear_before_the_end_leaves_nothing_to_wait_for(clock: Clock) -> None:
     leg, _, wire = make_leg()
     for k, frame in enumerate(tone_frames(5, clock.t)):
