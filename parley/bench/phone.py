@@ -35,8 +35,6 @@ from parley.simulation import voiced_span
 from parley.twilio_sim.caller import SAMPLE_RATE, SimulatedCaller
 from parley.twilio_sim.network import NetworkProfile
 
-QUIET_S = 1.2
-"""Heard silence this long after a reply means the agent is done (its clauses follow each other closer)."""
 PARLEY_NUMBER = "+14155550100"
 CALLER_NUMBER = "+14155550199"
 API_KEY_ENV = "PARLEY_API_KEY"
@@ -69,10 +67,10 @@ class ServerFeed:
     """The call's timeline as Parley streams it (``GET /v1/calls/{id}/events``), so the caller knows when
     the agent is done with a turn exactly, as ``parley bench latency`` asks its in-process session."""
 
-    def __init__(self, base_url: str, call_id: str) -> None:
+    def __init__(self, base_url: str, call_id: str, api_key: str | None = None) -> None:
         self.events: list[dict[str, Any]] = []
-        self.changed = asyncio.Event()
         self._url = f"{base_url}/v1/calls/{call_id}/events"
+        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ServerFeed:
@@ -86,7 +84,7 @@ class ServerFeed:
                 await self._task
 
     async def _follow(self) -> None:
-        headers = {"Authorization": f"Bearer {os.environ.get(API_KEY_ENV, '')}"}
+        headers = {"Authorization": f"Bearer {self._api_key}"}
         async with (
             httpx.AsyncClient(headers=headers, timeout=None, trust_env=False) as client,
             client.stream("GET", self._url) as response,
@@ -95,10 +93,11 @@ class ServerFeed:
             async for line in response.aiter_lines():
                 if line.startswith("data:") and line[5:].strip() not in ("", "{}"):
                     self.events.append(json.loads(line[5:]))
-                    self.changed.set()
 
     def idle(self) -> bool:
         """The agent answered the last thing heard and finished (or the words were nothing to answer)."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._task.result()  # the feed broke: say why instead of waiting out every turn
         last_speech = max((i for i, e in enumerate(self.events) if e["type"] == "speech.stopped"), default=-1)
         for event in reversed(self.events[last_speech + 1 :]):
             if event["type"] == "state.changed":
@@ -284,11 +283,14 @@ def phone_server(
                     os.environ[key] = value
 
 
-async def fetch_call(base_url: str, call_id: str, limit_s: float = 10.0) -> dict[str, Any]:
+async def fetch_call(
+    base_url: str, call_id: str, limit_s: float = 10.0, api_key: str | None = None
+) -> dict[str, Any]:
     """The call's record once it has ended (the server writes it as the call closes)."""
-    headers = {"Authorization": f"Bearer {os.environ.get(API_KEY_ENV, '')}"}
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    headers = {"Authorization": f"Bearer {key}"}
     deadline = now() + limit_s
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0) as client:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0, trust_env=False) as client:
         while True:
             response = await client.get(f"/v1/calls/{call_id}")
             response.raise_for_status()
