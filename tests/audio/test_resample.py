@@ -116,3 +116,17 @@ def test_bad_input_is_rejected() -> None:
         resample(np.zeros(10, dtype=np.float32), 8000, 16000)
     with pytest.raises(ValueError, match="int16"):
         Resampler(8000, 16000).process(np.zeros((2, 5), dtype=np.int16))
+
+
+def test_phone_audio_goes_up_to_16k_with_almost_no_delay(tone: ToneFactory) -> None:
+    """8 kHz phone audio feeds 16 kHz recognisers: every ms held back delays each turn end and barge-in."""
+    r = Resampler(8000, 16000)
+    for _ in range(10):
+        r.process(np.zeros(160, dtype=np.int16))
+    assert 0 < r.latency <= 0.003
+    # the top of the phone band does not come back mirrored above 4 kHz
+    out = stream(Resampler(8000, 16000), tone(3400, 1.0, 8000, dbfs=-10), 160)
+    spectrum = np.abs(np.fft.rfft(out[1600:-1600].astype(np.float64) * np.hanning(out.size - 3200)))
+    freqs = np.fft.rfftfreq(out.size - 3200, 1 / 16000)
+    image = spectrum[np.argmin(np.abs(freqs - 4600))]
+    assert 20 * np.log10(image / spectrum.max()) < -50
