@@ -364,7 +364,8 @@ async def run_phone_latency_bench(
 
     say = progress if progress is not None else (lambda *_: None)
     say("synthesizing the questions …")
-    turns = await asyncio.to_thread(build_turns, CallerVoice())
+    # The same takes every run: a clean and an impaired run then differ by the network alone.
+    turns = await asyncio.to_thread(build_turns, CallerVoice(varied=False))
     network = NetworkProfile(loss=loss, jitter_ms=jitter_ms, seed=7) if loss or jitter_ms else None
     say("starting the server with the embedded stack and Twilio webhooks (a separate process) …")
     with phone_server(agent_path, greet=True) as (base_url, auth_token, _):
