@@ -60,6 +60,12 @@ def turn_figures(turns: list[TurnResult]) -> dict[str, Any]:
     }
 
 
+def distinct_finals(finals: list[str]) -> list[str]:
+    """Final transcripts with each said once: a turn that went on after the agent cut in on a pause is
+    final twice, and the later text contains the earlier."""
+    return [t for i, t in enumerate(finals) if not any(f.startswith(t) for f in finals[i + 1 :])]
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -137,8 +143,7 @@ class Conversation:
         onset, speech_end = voiced_span(pcm, SIM_RATE, start)
         events = self.timeline.events[mark:]
         finals = [e.data["text"] for e in events if e.type is EventType.TRANSCRIPT_FINAL]
-        # A turn that continued after the agent cut in is final twice: the later text contains the earlier.
-        user = " ".join(t for i, t in enumerate(finals) if not any(f.startswith(t) for f in finals[i + 1 :]))
+        user = " ".join(distinct_finals(finals))
         agent = " ".join(e.data["text"] for e in events if e.type is EventType.AGENT_TEXT)
         interrupted = any(e.data.get("interrupted") for e in events if e.type is EventType.REPLY_CANCELLED)
         started = [

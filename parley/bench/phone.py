@@ -30,7 +30,7 @@ from parley.audio.frame import PCM16
 from parley.audio.resample import resample
 from parley.bench.server_process import announce_port, server_process
 from parley.engine.events import now
-from parley.simulate import TurnResult, UserTurn, turn_figures
+from parley.simulate import TurnResult, UserTurn, distinct_finals, turn_figures
 from parley.simulation import voiced_span
 from parley.twilio_sim.caller import SAMPLE_RATE, SimulatedCaller
 from parley.twilio_sim.network import NetworkProfile
@@ -200,7 +200,7 @@ def attach_transcript(run: PhoneRun, call: dict[str, Any], starts: list[float]) 
             return begin <= t < end
 
         finals = [e["data"]["text"] for e in events if e["type"] == "transcript.final" and within(e)]
-        user = " ".join(t for i, t in enumerate(finals) if not any(f.startswith(t) for f in finals[i + 1 :]))
+        user = " ".join(distinct_finals(finals))
         agent = " ".join(e["data"]["text"] for e in events if e["type"] == "agent.text" and within(e))
         turn.user_text, turn.agent_text = user, agent
 
@@ -209,7 +209,7 @@ def heard_user_texts(call: dict[str, Any]) -> list[str]:
     """Everything the caller said as Parley transcribed it, once: a turn that went on after a pause is
     final twice, and only its longer text counts."""
     finals = [e["data"]["text"] for e in call.get("events", []) if e["type"] == "transcript.final"]
-    return [t for i, t in enumerate(finals) if not (i + 1 < len(finals) and finals[i + 1].startswith(t))]
+    return distinct_finals(finals)
 
 
 def _session_origin(events: list[dict[str, Any]]) -> float | None:

@@ -184,9 +184,7 @@ class Session:
         text = text.strip()
         if not text or self._end_reason is not None:
             return
-        self._stop_reply(reason="say")
-        self._drop_candidate()
-        self._reset_turn()
+        self._take_the_floor(reason="say")
         if self._endpointer.in_speech:
             # Speech under way is what the announcement answers (a machine's greeting, whose end AMD
             # reported before the pause here was long enough): its end must not start a reply that
@@ -202,11 +200,15 @@ class Session:
         text = text.strip()
         if not text or self._end_reason is not None:
             return
-        self._stop_reply(reason=f"{source}_input")
-        self._drop_candidate()
-        self._reset_turn()
+        self._take_the_floor(reason=f"{source}_input")
         self._emit(EventType.TRANSCRIPT_FINAL, text=text, source=source)
         self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
+
+    def _take_the_floor(self, reason: str) -> None:
+        """Whatever was said or being judged gives way: the reply stops, a pending turn is dropped."""
+        self._stop_reply(reason=reason)
+        self._drop_candidate()
+        self._reset_turn()
 
     def interrupt(self) -> None:
         """An explicit interrupt (a button): the agent stops and keeps only what was heard."""

@@ -55,8 +55,6 @@ log = structlog.get_logger("parley.transports.twilio_media")
 
 HUNG_UP = "caller_hung_up"
 FRAME_S = FRAME_MS / 1000
-MAX_BEHIND_S = 0.2
-"""A ticker this far behind (a stalled event loop) starts afresh instead of catching up in a burst."""
 MARK_LOST_S = 5.0
 """A mark not echoed this long after its audio was due is taken as lost (a peer that does not echo):
 it no longer bounds what ``heard_until`` may say."""
