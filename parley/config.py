@@ -77,7 +77,14 @@ class Settings(BaseSettings):
 
     # --- engines: the operator's choices, never an agent's (docs/security.md) -----------------------
     model_threads: int = Field(2, ge=1, le=64, description="CPU threads per embedded model")
-    llamacpp_model_path: Path | None = Field(None, description="GGUF file; default: the packaged model")
+    llamacpp_model_path: Path | None = Field(
+        None, description="GGUF file in place of the packaged model an agent names (llm.options.model)"
+    )
+    llamacpp_chat: bool = Field(
+        True,
+        description="prompt PARLEY_LLAMACPP_MODEL_PATH through its chat template (an instruct model); "
+        "false for a base model (few-shot transcript)",
+    )
     llamacpp_n_ctx: int = Field(2048, ge=256, le=131072, description="context size of the embedded LLM")
     llamacpp_n_batch: int = Field(256, ge=1, le=4096)
     whisper_model_dir: Path | None = Field(None, description="CTranslate2 whisper dir; default: packaged")
@@ -130,6 +137,33 @@ class Settings(BaseSettings):
     )
     outbound_poll_s: float = Field(1.0, gt=0, le=60, description="how often the queue looks for due calls")
     outbound_ring_timeout_s: int = Field(30, ge=5, le=600, description="ring this long before no-answer")
+
+    # --- webhooks: tools that call HTTP services, and outbound event deliveries (docs/webhooks.md) ----
+    webhook_allow_http: bool = Field(
+        False, description="let tenants' webhook URLs use plain http:// (default: https only)"
+    )
+    webhook_allow_private_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or IP addresses that tenants' webhooks may reach although they resolve to "
+        "private, loopback or link-local addresses (e.g. an internal service); others are refused",
+    )
+    webhook_max_response_bytes: int = Field(
+        65536, ge=1024, le=8 * 1024 * 1024, description="largest webhook response read; longer is an error"
+    )
+    webhook_delivery_timeout_s: float = Field(10.0, gt=0, le=120, description="per outbound delivery")
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="attempts per outbound delivery")
+    webhook_retry_backoff_s: float = Field(
+        10.0, gt=0, le=3600, description="wait before the first retry; doubled each retry"
+    )
+    webhook_retry_max_backoff_s: float = Field(3600.0, gt=0, le=86400, description="cap on that wait")
+    webhook_poll_s: float = Field(1.0, gt=0, le=60, description="how often the dispatcher looks for work")
+    webhook_lease_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="a delivery claimed by a worker that died is retried after this long (must exceed "
+        "the delivery timeout)",
+    )
 
     # --- store, timeline, artifacts (platform-memory issue) -----------------------------------------
     database_url: str | None = Field(None, description="SQLAlchemy async URL; default SQLite in data_dir")

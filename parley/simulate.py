@@ -18,6 +18,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType, JsonlWriter, Timeline, now
 from parley.engine.session import EngineStack, Session, SessionOptions
 from parley.engine.state import SessionState
+from parley.engine.tools import CallContext
 from parley.providers.tts.base import SpeechSynthesizer
 from parley.simulation import Clip, Loudspeaker, Microphone, agent_silent_at, mix_stereo, voiced_span
 from parley.stack import build_tools, prepare_stack
@@ -89,7 +90,10 @@ class Conversation:
     def __init__(self, agent: AgentConfig, stack: EngineStack, options: SessionOptions | None = None) -> None:
         self.timeline = Timeline()
         self.speaker = Loudspeaker(SIM_RATE)
-        self.session = Session(agent, stack, self.speaker, self.timeline, build_tools(agent), options)
+        context = CallContext()
+        tools = build_tools(agent, context=context)
+        self.session = Session(agent, stack, self.speaker, self.timeline, tools, options)
+        context.call_id = self.session.id
         self.mic = Microphone(self.session, SIM_RATE)
         self.origin = now()
 

@@ -18,7 +18,16 @@ from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig, ProviderSettings, ToolSettings
 from parley.engine.chunker import fixed_clauses
 from parley.engine.session import EngineStack
-from parley.engine.tools import Tool, ToolRegistry, static_tool
+from parley.engine.tools import (
+    DTMF_PATTERN,
+    CallContext,
+    HasCodeTools,
+    Tool,
+    ToolRegistry,
+    ToolResult,
+    object_schema,
+    static_tool,
+)
 from parley.engine.transport import CallControls, ControlUnavailable
 from parley.engine.turns import EndOfTurnModel
 from parley.providers.asr.base import SpeechRecognizer
@@ -29,6 +38,7 @@ from parley.providers.options import (
     LlamaCppOptions,
     OpenAIOptions,
     PiperOptions,
+    Role,
     ScriptedAsrOptions,
     ScriptedLlmOptions,
     SileroOptions,
@@ -37,13 +47,24 @@ from parley.providers.options import (
     WhisperOptions,
     parse_options,
 )
+from parley.providers.registry import (
+    BuildRequest,
+    ProviderEntry,
+    ProviderError,
+    provider,
+    register_provider,
+)
 from parley.providers.tts.base import SpeechSynthesizer
 from parley.providers.tts.phrase_cache import PhraseCache
 
-
-class ProviderError(ValueError):
-    """An agent names a provider Parley does not have, or one that cannot start here."""
-
+__all__ = [
+    "ProviderEntry",
+    "ProviderError",
+    "build_stack",
+    "build_tools",
+    "prepare_stack",
+    "register_provider",
+]
 
 Secrets = Mapping[str, str]
 """An organization's secrets by name, already decrypted: what ``api_key_secret`` options refer to."""
@@ -51,52 +72,55 @@ Secrets = Mapping[str, str]
 _cache: dict[str, Any] = {}
 
 
-def _key(kind: str, settings: ProviderSettings, *extra: str) -> str:
-    options = json.dumps(settings.options, sort_keys=True, default=str)
-    return ":".join([kind, settings.provider, options, *extra])
+# --- the built-in providers, registered by name (``parley.providers.registry``) -------------------------
 
 
-def _vad_factory(settings: ProviderSettings) -> Callable[[], VoiceActivityDetector]:
-    options = parse_options("vad", settings.provider, settings.options)
-    if isinstance(options, SileroOptions):
-        from parley.audio.silero import SileroVAD
+def _silero(_: BuildRequest) -> Callable[[], VoiceActivityDetector]:
+    from parley.audio.silero import SileroVAD
 
-        return lambda: SileroVAD()
-    if isinstance(options, WebRtcVadOptions):
-        from parley.audio.webrtc_vad import WebRTCVAD
-
-        return lambda: WebRTCVAD(aggressiveness=options.aggressiveness)
-    if isinstance(options, EnergyVadOptions):
-        from parley.audio.vad import EnergyVAD
-
-        return lambda: EnergyVAD(threshold_dbfs=options.threshold_dbfs, softness_db=options.softness_db)
-    raise ProviderError(f"unknown VAD provider '{settings.provider}' (choose silero, webrtc or energy)")
+    return lambda: SileroVAD()
 
 
-def _recognizer(settings: ProviderSettings, host: Settings) -> SpeechRecognizer:
-    options = parse_options("asr", settings.provider, settings.options)
-    if isinstance(options, WhisperOptions):
-        from parley.providers.asr.whisper import WhisperRecognizer
+def _webrtc_vad(request: BuildRequest) -> Callable[[], VoiceActivityDetector]:
+    from parley.audio.webrtc_vad import WebRTCVAD
 
-        model_dir: Path | None = host.whisper_model_dir
-        if options.model == "base":
-            from parley.providers.assets import whisper_base_dir
+    options: WebRtcVadOptions = request.options
+    return lambda: WebRTCVAD(aggressiveness=options.aggressiveness)
 
-            model_dir = whisper_base_dir()
-        return WhisperRecognizer(
-            model_dir,
-            cpu_threads=host.model_threads,
-            compute_type=host.whisper_compute_type,
-            beam_size=options.beam_size,
-            language=options.language,
-            initial_prompt=options.initial_prompt,
-            hotwords=options.hotwords,
-        )
-    if isinstance(options, ScriptedAsrOptions):
-        from parley.providers.asr.scripted import ScriptedRecognizer
 
-        return ScriptedRecognizer(list(options.lines), seconds_per_word=options.seconds_per_word)
-    raise ProviderError(f"unknown ASR provider '{settings.provider}' (choose whisper or scripted)")
+def _energy_vad(request: BuildRequest) -> Callable[[], VoiceActivityDetector]:
+    from parley.audio.vad import EnergyVAD
+
+    options: EnergyVadOptions = request.options
+    return lambda: EnergyVAD(threshold_dbfs=options.threshold_dbfs, softness_db=options.softness_db)
+
+
+def _whisper(request: BuildRequest) -> SpeechRecognizer:
+    from parley.providers.asr.whisper import WhisperRecognizer
+
+    options: WhisperOptions = request.options
+    host = request.host
+    model_dir: Path | None = host.whisper_model_dir
+    if options.model == "base":
+        from parley.providers.assets import whisper_base_dir
+
+        model_dir = whisper_base_dir()
+    return WhisperRecognizer(
+        model_dir,
+        cpu_threads=host.model_threads,
+        compute_type=host.whisper_compute_type,
+        beam_size=options.beam_size,
+        language=options.language,
+        initial_prompt=options.initial_prompt,
+        hotwords=options.hotwords,
+    )
+
+
+def _scripted_asr(request: BuildRequest) -> SpeechRecognizer:
+    from parley.providers.asr.scripted import ScriptedRecognizer
+
+    options: ScriptedAsrOptions = request.options
+    return ScriptedRecognizer(list(options.lines), seconds_per_word=options.seconds_per_word)
 
 
 def _openai_key(options: OpenAIOptions, host: Settings, secrets: Secrets) -> str | None:
@@ -121,66 +145,124 @@ def check_operator_policy(agent: AgentConfig, host: Settings | None = None) -> N
             )
 
 
-def _language_model(settings: ProviderSettings, host: Settings, api_key: str | None) -> LanguageModel:
-    """``api_key`` is the openai provider's, already resolved from the organization's secrets."""
-    options = parse_options("llm", settings.provider, settings.options)
-    if isinstance(options, LlamaCppOptions):
-        from parley.providers.assets import gemma_gguf
-        from parley.providers.llm.llamacpp import LlamaCppModel
+def _llamacpp(request: BuildRequest) -> LanguageModel:
+    from parley.providers.assets import EMBEDDED_LLMS
+    from parley.providers.llm.llamacpp import LlamaCppModel
 
-        return LlamaCppModel(
-            host.llamacpp_model_path or gemma_gguf(),
-            n_ctx=host.llamacpp_n_ctx,
-            n_threads=host.model_threads,
-            n_batch=host.llamacpp_n_batch,
-            seed=options.seed,
-        )
-    if isinstance(options, OpenAIOptions):
-        from parley.providers.llm.openai_compat import OpenAICompatibleModel
-
-        return OpenAICompatibleModel(
-            host.openai_base_url,
-            options.model,
-            api_key,
-            timeout=host.openai_timeout_s,
-        )
-    if isinstance(options, ScriptedLlmOptions):
-        from parley.providers.llm.scripted import ScriptedModel, ScriptRule
-
-        rules = [ScriptRule(**rule.model_dump()) for rule in options.rules]
-        return ScriptedModel(rules, default_reply=options.default_reply, token_delay=options.token_delay)
-    raise ProviderError(f"unknown LLM provider '{settings.provider}' (choose llamacpp, openai or scripted)")
+    options: LlamaCppOptions = request.options
+    host = request.host
+    packaged, chat = EMBEDDED_LLMS[options.model]
+    if host.llamacpp_model_path is not None:
+        path, chat = host.llamacpp_model_path, host.llamacpp_chat
+    else:
+        path = packaged()
+    return LlamaCppModel(
+        path,
+        chat=chat,
+        n_ctx=host.llamacpp_n_ctx,
+        n_threads=host.model_threads,
+        n_batch=host.llamacpp_n_batch,
+        seed=options.seed,
+    )
 
 
-def _synthesizer(settings: ProviderSettings, host: Settings) -> SpeechSynthesizer:
-    options = parse_options("tts", settings.provider, settings.options)
-    if isinstance(options, PiperOptions):
-        from parley.providers.tts.piper import PiperSynthesizer
+def _openai(request: BuildRequest) -> LanguageModel:
+    from parley.providers.llm.openai_compat import OpenAICompatibleModel
 
-        voice = host.piper_voice
-        return PiperSynthesizer(
-            voice,
-            voice.with_suffix(voice.suffix + ".json") if voice is not None else None,
-            threads=host.model_threads,
-            length_scale=options.length_scale,
-            volume=options.volume,
-            speaker_id=options.speaker_id,
-        )
-    if isinstance(options, EspeakOptions):
-        from parley.providers.tts.espeak import EspeakSynthesizer
+    options: OpenAIOptions = request.options
+    host = request.host
+    return OpenAICompatibleModel(
+        host.openai_base_url,
+        options.model,
+        _openai_key(options, host, request.secrets),
+        timeout=host.openai_timeout_s,
+    )
 
-        return EspeakSynthesizer(options.voice, options.rate_wpm, program=host.espeak_program)
-    if isinstance(options, ToneOptions):
-        from parley.providers.tts.tone import ToneSynthesizer
 
-        return ToneSynthesizer(
-            options.sample_rate,
-            options.ms_per_char,
-            chunk_ms=options.chunk_ms,
-            frequency=options.frequency,
-            amplitude=options.amplitude,
-        )
-    raise ProviderError(f"unknown TTS provider '{settings.provider}' (choose piper, espeak or tone)")
+def _openai_secrets(options: OpenAIOptions) -> list[str]:
+    return [options.api_key_secret] if options.api_key_secret is not None else []
+
+
+def _scripted_llm(request: BuildRequest) -> LanguageModel:
+    from parley.providers.llm.scripted import ScriptedModel, ScriptRule
+
+    options: ScriptedLlmOptions = request.options
+    rules = [ScriptRule(**rule.model_dump()) for rule in options.rules]
+    return ScriptedModel(rules, default_reply=options.default_reply, token_delay=options.token_delay)
+
+
+def _piper(request: BuildRequest) -> SpeechSynthesizer:
+    from parley.providers.tts.piper import PiperSynthesizer
+
+    options: PiperOptions = request.options
+    host = request.host
+    voice = host.piper_voice
+    return PiperSynthesizer(
+        voice,
+        voice.with_suffix(voice.suffix + ".json") if voice is not None else None,
+        threads=host.model_threads,
+        length_scale=options.length_scale,
+        volume=options.volume,
+        speaker_id=options.speaker_id,
+    )
+
+
+def _espeak(request: BuildRequest) -> SpeechSynthesizer:
+    from parley.providers.tts.espeak import EspeakSynthesizer
+
+    options: EspeakOptions = request.options
+    return EspeakSynthesizer(options.voice, options.rate_wpm, program=request.host.espeak_program)
+
+
+def _tone(request: BuildRequest) -> SpeechSynthesizer:
+    from parley.providers.tts.tone import ToneSynthesizer
+
+    options: ToneOptions = request.options
+    return ToneSynthesizer(
+        options.sample_rate,
+        options.ms_per_char,
+        chunk_ms=options.chunk_ms,
+        frequency=options.frequency,
+        amplitude=options.amplitude,
+    )
+
+
+for _entry in (
+    ProviderEntry("vad", "silero", _silero, SileroOptions),
+    ProviderEntry("vad", "webrtc", _webrtc_vad, WebRtcVadOptions),
+    ProviderEntry("vad", "energy", _energy_vad, EnergyVadOptions),
+    ProviderEntry("asr", "whisper", _whisper, WhisperOptions),
+    ProviderEntry("asr", "scripted", _scripted_asr, ScriptedAsrOptions),
+    ProviderEntry("llm", "llamacpp", _llamacpp, LlamaCppOptions),
+    ProviderEntry("llm", "openai", _openai, OpenAIOptions, _openai_secrets),
+    ProviderEntry("llm", "scripted", _scripted_llm, ScriptedLlmOptions),
+    ProviderEntry("tts", "piper", _piper, PiperOptions),
+    ProviderEntry("tts", "espeak", _espeak, EspeakOptions),
+    ProviderEntry("tts", "tone", _tone, ToneOptions),
+):
+    register_provider(_entry)
+
+
+def _key(kind: str, settings: ProviderSettings, *extra: str) -> str:
+    options = json.dumps(settings.options, sort_keys=True, default=str)
+    return ":".join([kind, settings.provider, options, *extra])
+
+
+def _engine(
+    role: Role,
+    settings: ProviderSettings,
+    host: Settings,
+    secrets: Secrets,
+    wrap: Callable[[Any], Any] = lambda engine: engine,
+) -> Any:
+    """The engine for one role, shared by every session asking for the same thing. One built with an
+    organization's secrets is never shared with another: their digest is part of the key."""
+    entry = provider(role, settings.provider)
+    options = parse_options(role, settings.provider, settings.options)
+    wanted = {name: secrets.get(name) for name in entry.secret_names(options)}
+    digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest() if wanted else ""
+    request = BuildRequest(options, host, {k: v for k, v in wanted.items() if v is not None})
+    return _shared(_key(role, settings, digest), lambda: wrap(entry.factory(request)))
 
 
 def _turn_model(agent: AgentConfig) -> EndOfTurnModel | None:
@@ -204,16 +286,12 @@ def build_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineSta
     """Load (or reuse) the models the agent asks for. Blocking: call it off the event loop."""
     host = get_settings()
     check_operator_policy(agent, host)
-    api_key: str | None = None
-    if agent.llm.provider == "openai":
-        api_key = _openai_key(parse_options("llm", "openai", agent.llm.options), host, secrets or {})
-    # Two organizations' keys never share a client: the key's digest is part of the cache key.
-    llm_key = hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
+    found = secrets or {}
     return EngineStack(
-        vad_factory=_vad_factory(agent.vad),
-        recognizer=_shared(_key("asr", agent.asr), lambda: _recognizer(agent.asr, host)),
-        llm=_shared(_key("llm", agent.llm, llm_key), lambda: _language_model(agent.llm, host, api_key)),
-        tts=_shared(_key("tts", agent.tts), lambda: PhraseCache(_synthesizer(agent.tts, host))),
+        vad_factory=_engine("vad", agent.vad, host, found),
+        recognizer=_engine("asr", agent.asr, host, found),
+        llm=_engine("llm", agent.llm, host, found),
+        tts=_engine("tts", agent.tts, host, found, wrap=PhraseCache),
         turn_model=_shared(
             f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)
         ),
@@ -252,38 +330,106 @@ async def warm_greeting(stack: EngineStack, agent: AgentConfig) -> None:
         await stack.tts.warm(fixed_clauses(agent.first_message))
 
 
-def build_tools(agent: AgentConfig, controls: CallControls | None = None) -> ToolRegistry:
-    """The agent's tools; built-ins that act on the line (transfer) go through ``controls``."""
-    registry = ToolRegistry()
+def build_tools(
+    agent: AgentConfig,
+    controls: CallControls | None = None,
+    *,
+    context: CallContext | None = None,
+    secrets: Secrets | None = None,
+) -> ToolRegistry:
+    """The tools of one call: the agent's configured ones (built-ins, static) and, for an agent defined
+    in Python, its functions. ``context`` is what their handlers learn of the call; built-ins that act on
+    the line (transfer, keypad tones) go through its ``controls``."""
+    if context is None:
+        context = CallContext(controls=controls or CallControls())
+    elif controls is not None:
+        context.controls = controls
+    registry = ToolRegistry(filler=agent.tool_filler)
     for settings in agent.tools:
-        registry.register(_tool(settings, controls or CallControls()))
+        if settings.kind == "webhook":  # secrets: the organization's, named by ``webhook_secret_names``
+            registry.register(_webhook(settings, context, secrets or {}))
+            continue
+        registry.register(_tool(settings, context))
+    if isinstance(agent, HasCodeTools):
+        for make in agent.code_tools():
+            registry.register(make(context))
     return registry
 
 
-def _tool(settings: ToolSettings, controls: CallControls) -> Tool:
-    if settings.kind == "static":
-        return static_tool(settings)
-    if settings.name == "end_call":
+def _webhook(settings: ToolSettings, context: CallContext, secrets: Secrets) -> Tool:
+    from parley.webhooks.guard import UrlPolicy
+    from parley.webhooks.tool import WebhookContext, webhook_tool
 
-        async def end_call(_: dict[str, Any]) -> dict[str, bool]:
-            return {"ended": True}
-
-        return Tool(
-            "end_call",
-            settings.description or "End the call.",
-            settings.parameters,
-            end_call,
-            settings.timeout_s,
-            side_effect=True,
-        )
-    if settings.name == "transfer_call":
-        return _transfer_call(settings, controls)
-    raise ProviderError(
-        f"unknown built-in tool '{settings.name}' (built-ins: end_call, transfer_call; or use kind: static)"
+    host = get_settings()
+    return webhook_tool(
+        settings,
+        WebhookContext(UrlPolicy.from_settings(host), secrets, host.webhook_max_response_bytes, call=context),
     )
 
 
-def _transfer_call(settings: ToolSettings, controls: CallControls) -> Tool:
+def _tool(settings: ToolSettings, context: CallContext) -> Tool:
+    if settings.kind == "static":
+        return static_tool(settings)
+    builtin = BUILTIN_TOOLS.get(settings.name)
+    if builtin is None:
+        raise ProviderError(
+            f"unknown built-in tool '{settings.name}' (built-ins: {', '.join(sorted(BUILTIN_TOOLS))}; "
+            "or use kind: static)"
+        )
+    return builtin(settings, context)
+
+
+def _end_call(settings: ToolSettings, _: CallContext) -> Tool:
+    """Hang up once the goodbye said before it was heard."""
+
+    async def end_call(_: dict[str, Any]) -> ToolResult:
+        return ToolResult({"ended": True}, end_call=True)
+
+    return Tool(
+        "end_call",
+        settings.description or "End the call.",
+        settings.parameters,
+        end_call,
+        settings.timeout_s,
+        side_effect=True,
+        filler=False,
+    )
+
+
+def _send_dtmf(settings: ToolSettings, context: CallContext) -> Tool:
+    """Press keys on the far end's keypad (an automated menu, an extension), once what was said before
+    was heard."""
+
+    async def send_dtmf(arguments: dict[str, Any]) -> dict[str, Any]:
+        digits = arguments["digits"]
+        try:
+            await context.controls.send_dtmf(digits)
+        except ControlUnavailable as exc:
+            raise RuntimeError(f"{exc}; tell the caller you cannot press keys on this call") from exc
+        return {"sent": digits}
+
+    return Tool(
+        "send_dtmf",
+        settings.description
+        or "Press keys on the phone keypad, for an automated menu or an extension (e.g. '1' or '204#').",
+        object_schema(
+            {
+                "digits": {
+                    "type": "string",
+                    "pattern": DTMF_PATTERN,
+                    "description": "the keys to press, in order: 0-9, * and #",
+                }
+            },
+            ["digits"],
+        ),
+        send_dtmf,
+        settings.timeout_s,
+        side_effect=True,
+        filler=False,
+    )
+
+
+def _transfer_call(settings: ToolSettings, context: CallContext) -> Tool:
     """Send the caller on to one of the agent's configured destinations. The model only ever names one
     (an enum in the schema): a number it made up, or one a caller talked it into, cannot be dialed."""
     destinations = dict(settings.destinations)
@@ -292,7 +438,7 @@ def _transfer_call(settings: ToolSettings, controls: CallControls) -> Tool:
     async def transfer_call(arguments: dict[str, Any]) -> dict[str, Any]:
         name = arguments["destination"]
         try:
-            await controls.transfer(destinations[name])
+            await context.controls.transfer(destinations[name])
         except ControlUnavailable as exc:
             raise RuntimeError(f"{exc}; tell the caller you cannot transfer them") from exc
         return {"transferred": True, "destination": name}
@@ -312,4 +458,13 @@ def _transfer_call(settings: ToolSettings, controls: CallControls) -> Tool:
         transfer_call,
         settings.timeout_s,
         side_effect=True,
+        filler=False,
     )
+
+
+BUILTIN_TOOLS: dict[str, Callable[[ToolSettings, CallContext], Tool]] = {
+    "end_call": _end_call,
+    "transfer_call": _transfer_call,
+    "send_dtmf": _send_dtmf,
+}
+"""Built-in tools by name: ordinary tools that act on the call through their result or context."""

@@ -21,6 +21,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from parley.config import Settings
+    from parley.engine.agent import AgentConfig
 
 err = Console(stderr=True)
 out = Console()
@@ -34,7 +35,13 @@ class Transport(StrEnum):
 def serve(
     host: Annotated[str | None, typer.Option(help="interface to listen on (default PARLEY_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default PARLEY_PORT, 8000)")] = None,
-    agent: Annotated[Path | None, typer.Option("--agent", help="agent YAML to offer as the default")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="the default agent: a YAML file, or module:attribute naming a parley.Agent (Python)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve the browser voice page and live sessions, with the embedded offline models."""
@@ -53,10 +60,21 @@ def serve(
         _serve_on(listener, settings, bind, agent, log_level)
 
 
+def load_served_agent(target: str) -> AgentConfig:
+    """``--agent``: a YAML file, or ``module:attribute`` (an ``Agent`` defined in Python, with its tools)."""
+    from parley.agent_api import load_agent_target
+    from parley.engine.agent import load_agent
+
+    path = Path(target)
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_file() or ":" not in target:
+        return load_agent(path)
+    return load_agent_target(target)
+
+
 def _serve_on(
-    listener: socket.socket, settings: Settings, bind: str, agent: Path | None, log_level: str
+    listener: socket.socket, settings: Settings, bind: str, agent: str | None, log_level: str
 ) -> None:
-    from parley.engine.agent import AgentConfigError, load_agent
+    from parley.engine.agent import AgentConfigError
     from parley.server.app import create_platform_app
     from parley.server.lifecycle import DrainingServer, bound_port, make_server
     from parley.server.stacks import AgentCatalog
@@ -64,7 +82,7 @@ def _serve_on(
     extra = []
     if agent is not None:
         try:
-            extra.append(load_agent(agent))
+            extra.append(load_served_agent(agent))
         except AgentConfigError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -9,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from parley.engine.analysis_settings import AnalysisSettings
+from parley.engine.variables import PromptTemplateError, check_template
 from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
 from parley.providers.options import OptionsError, Role, validate_options
 
@@ -19,6 +22,8 @@ AgentName = Annotated[SafeStr, Field(min_length=1, max_length=100)]
 Fact = Annotated[SafeStr, Field(max_length=4000)]
 SpokenLine = Annotated[SafeStr, Field(max_length=1000)]
 DestinationName = Annotated[SafeStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_. -]+$")]
+HeaderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 class EndpointingSettings(BaseModel):
@@ -127,15 +132,35 @@ class ToolSettings(BaseModel):
     parameters: JsonObject = Field(default_factory=lambda: {"type": "object", "properties": {}})
     timeout_s: float = Field(5.0, gt=0, le=300)
     side_effect: bool = False
-    kind: Literal["builtin", "static"] = "builtin"
+    kind: Literal["builtin", "static", "webhook"] = "builtin"
     result: PlainJson = None
     """For ``static`` tools: the result returned to the model (handy for demos and tests)."""
+    url: SafeStr | None = Field(
+        None, max_length=2000, description="for `webhook` tools: the https URL called (signed, JSON)"
+    )
+    method: Literal["POST", "PUT", "PATCH", "GET"] = "POST"
+    headers: dict[HeaderName, SecretName] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="for `webhook` tools: request headers, each the NAME of an organization secret whose "
+        "value is sent (e.g. Authorization: booking_api_token); values never appear in the agent",
+    )
     destinations: dict[DestinationName, CallTarget] = Field(
         default_factory=dict,
         max_length=20,
         description="for the built-in `transfer_call`: where the call may be sent, by name (E.164 number or "
         "sip: URI); the model picks a name, never a number",
     )
+
+    @model_validator(mode="after")
+    def _webhook_fields(self) -> ToolSettings:
+        if self.kind == "webhook" and not self.url:
+            raise PydanticCustomError("webhook_url", "a webhook tool needs a url")
+        if self.kind != "webhook" and (self.url or self.headers):
+            raise PydanticCustomError("webhook_url", "url and headers are only for webhook tools")
+        if self.url and not re.match(r"^https?://[^\s/?#@]+([/?#]\S*)?$", self.url):
+            raise PydanticCustomError("webhook_url", "url must be an http(s) URL without credentials")
+        return self
 
     @model_validator(mode="after")
     def _destinations_for_transfer(self) -> ToolSettings:
@@ -195,14 +220,31 @@ class AgentConfig(BaseModel):
     interruption: InterruptionSettings = Field(default_factory=InterruptionSettings)
     tools: list[ToolSettings] = Field(default_factory=list, max_length=50)
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     max_reply_tokens: int = Field(60, gt=0, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
     context_token_budget: int = Field(1200, gt=0, le=131_072)
     max_tool_rounds: int = Field(3, ge=0, le=10)
+    tool_filler: SpokenLine | None = Field(
+        "One moment, let me check.",
+        description="said when a tool keeps the caller waiting more than a second; null: stay silent",
+    )
     error_message: SpokenLine = Field(
         "Sorry, I'm having trouble answering right now. Could you say that again?",
         description="spoken when the language model fails",
     )
+
+    @model_validator(mode="after")
+    def _prompt_templates(self) -> AgentConfig:
+        """``{{caller.name}}`` and friends are filled per call; a typo or a forbidden construct fails here."""
+        for name in ("system_prompt", "first_message"):
+            try:
+                check_template(getattr(self, name) or "")
+            except PromptTemplateError as exc:
+                raise PydanticCustomError(
+                    "prompt_template", "{field}: {detail}", {"field": name, "detail": str(exc)}
+                ) from exc
+        return self
 
 
 class AgentConfigError(ValueError):

@@ -1,11 +1,25 @@
-"""Conversation history, kept to what the user actually heard and pruned to a token budget."""
+"""Conversation history, kept to what the user actually heard and fitted to a token budget.
+
+``for_request`` is pure: it is also called for speculative replies that are thrown away, so it only
+*chooses* what to send. ``prune`` forgets for good, and the session calls it when a turn is committed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from parley.engine.knowledge import KnowledgeIndex, Passage
 from parley.providers.llm.base import ChatMessage
+
+RETRIEVAL_SHARE = 4
+"""Without an explicit budget, retrieved passages may use a quarter of the context budget…"""
+RETRIEVAL_MAX_TOKENS = 400
+"""…but no more than this: a small model answers best from a few relevant lines."""
+RETRIEVAL_HEADER = (
+    "Reference notes for the caller's last question, from the business's documents. Answer from them "
+    "when they help; if they do not answer the question, say you don't know."
+)
 
 
 @dataclass(slots=True)
@@ -18,16 +32,33 @@ class Turn:
 class ConversationContext:
     """The chat history of one session.
 
-    Pruning drops whole turns, oldest first, so a tool call is never separated from its result and the
-    system prompt and grounding knowledge always stay.
+    A request is laid out as: the system prompt (with the agent's ``knowledge`` facts), the history that
+    fits, and the pending messages; passages retrieved from the agent's documents for the user's last
+    words go in a system message right before that user message. Small models attend most to nearby
+    text, and everything before it stays byte-identical from turn to turn, so the model's prompt cache
+    keeps working. Budgeting drops whole turns, oldest first, so a tool call is never separated from
+    its result and the system prompt always stays.
     """
 
     def __init__(
-        self, system_prompt: str, knowledge: list[str], token_budget: int, count_tokens: Callable[[str], int]
+        self,
+        system_prompt: str,
+        knowledge: list[str],
+        token_budget: int,
+        count_tokens: Callable[[str], int],
+        *,
+        documents: KnowledgeIndex | None = None,
+        retrieval_budget: int | None = None,
     ) -> None:
         self.system_prompt = system_prompt
         self.knowledge = list(knowledge)
         self.token_budget = token_budget
+        self.documents = documents if documents is not None and len(documents) else None
+        self.retrieval_budget = (
+            retrieval_budget
+            if retrieval_budget is not None
+            else min(RETRIEVAL_MAX_TOKENS, token_budget // RETRIEVAL_SHARE)
+        )
         self._count = count_tokens
         self._turns: list[Turn] = []
 
@@ -58,24 +89,62 @@ class ConversationContext:
                 return first.content
         return None
 
+    def retrieve(self, query: str) -> list[Passage]:
+        """The document passages for ``query`` within the retrieval budget (none without documents)."""
+        if self.documents is None or not query.strip():
+            return []
+        return self.documents.search(query, self.retrieval_budget, self._count)
+
+    def retrieval_message(self, query: str) -> ChatMessage | None:
+        passages = self.retrieve(query)
+        if not passages:
+            return None
+        notes = "\n".join(f"- {p.text}" for p in passages)
+        return ChatMessage("system", f"{RETRIEVAL_HEADER}\n{notes}")
+
     def for_request(self, pending: list[ChatMessage] | None = None) -> list[ChatMessage]:
-        """Messages for the next LLM call: system, pruned history, then ``pending`` (never pruned)."""
-        pending = pending or []
+        """Messages for the next LLM call: system, the history that fits, then ``pending`` (never cut).
+
+        Pure: calling it any number of times (speculative replies, tool rounds) changes nothing."""
+        pending = list(pending or [])
         system = self.system_message()
-        fixed = self._tokens([system, *pending])
+        history = self._fitting(self._tokens([system, *pending]), self._turns)
+        messages = [system, *(m for turn in history for m in turn.messages), *pending]
+        last_user = next((i for i in range(len(messages) - 1, 0, -1) if messages[i].role == "user"), None)
+        if last_user is None:
+            return messages
+        notes = self.retrieval_message(messages[last_user].content)
+        if notes is None:
+            return messages
+        # The notes take their room from the oldest history, never from the pending messages.
+        history = self._fitting(self._tokens([system, notes, *pending]), history)
+        messages = [system, *(m for turn in history for m in turn.messages), *pending]
+        last_user = max(i for i, m in enumerate(messages) if m.role == "user")
+        return [*messages[:last_user], notes, *messages[last_user:]]
+
+    def prune(self) -> int:
+        """Forget the turns no request can include any more; return how many were dropped.
+
+        Call it when a turn is committed. What is kept is at least what ``for_request`` would send with
+        nothing pending, and the newest turn always stays (a resumed turn may still be taken back)."""
+        kept = self._fitting(self._tokens([self.system_message()]), self._turns)
+        dropped = len(self._turns) - max(len(kept), 1 if self._turns else 0)
+        if dropped > 0:
+            del self._turns[:dropped]
+        return max(dropped, 0)
+
+    def _fitting(self, fixed: int, turns: list[Turn]) -> list[Turn]:
+        """The newest of ``turns`` that fit in the budget beside ``fixed`` tokens, oldest first."""
         kept: list[Turn] = []
         used = fixed
-        for turn in reversed(self._turns):
+        for turn in reversed(turns):
             cost = self._tokens(turn.messages)
             if used + cost > self.token_budget:
                 break
             kept.append(turn)
             used += cost
-        dropped = len(self._turns) - len(kept)
-        if dropped:
-            self._turns = self._turns[dropped:]
-        history = [m for turn in reversed(kept) for m in turn.messages]
-        return [system, *history, *pending]
+        kept.reverse()
+        return kept
 
     def _tokens(self, messages: list[ChatMessage]) -> int:
         total = 0

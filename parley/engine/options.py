@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parley.audio.vad import VoiceActivityDetector
+from parley.engine.knowledge import KnowledgeIndex
 from parley.engine.reply import ReplySettings
 from parley.engine.turns import EndOfTurnModel
+from parley.engine.variables import CallVariables
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.llm.base import LanguageModel
 from parley.providers.tts.base import SpeechSynthesizer
@@ -32,3 +34,7 @@ class SessionOptions:
     inbound_max_frames: int = 500
     """Inbound queue bound. When full the oldest audio is dropped: keeping up with real time beats
     hearing stale audio, and each drop is reported on the timeline."""
+    knowledge: KnowledgeIndex | None = None
+    """The agent's documents, searched each turn (built once per agent, shared by its sessions)."""
+    variables: CallVariables | None = None
+    """This call's values for ``{{caller.name}}``, ``{{metadata.…}}`` in the agent's prompts."""

@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import structlog
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.resample import Resampler
 from parley.engine.chunker import ClauseChunker, fixed_clauses
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
-from parley.engine.tools import ToolRegistry
+from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
 from parley.providers.tts.base import SpeechSynthesizer
 
+log = structlog.get_logger("parley.engine.reply")
 Emit = Callable[..., None]
 _reply_ids = itertools.count(1)
 
@@ -125,6 +127,12 @@ class Reply:
         """When each clause will have been heard, and after how many written frames it ends."""
         self._unannounced: list[tuple[str, float]] = []
         self._played = asyncio.Condition()
+        self._thinking: asyncio.Task[None] | None = None
+        self._voiced_any = False
+        self._voice_failed_at: int | None = None
+        """The clause the voice (TTS) failed on: it and every clause after it were never said …"""
+        self._apology: int | None = None
+        """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
 
     # --- control, called by the session -------------------------------------------------------------
@@ -159,7 +167,7 @@ class Reply:
         """What the listener heard, up to ``stopped_at`` (default: when the reply was paused)."""
         cut = stopped_at if stopped_at is not None else self.paused_at
         if cut is None or self.audio_done_at is not None:
-            text = " ".join(self.segments)
+            text = " ".join(s for i, s in enumerate(self.segments) if self._said(i))
             return ReplyOutcome(text, False, self._context_messages(text))
         heard = self._heard_text(cut)
         return ReplyOutcome(heard, True, self._context_messages(heard))
@@ -168,7 +176,7 @@ class Reply:
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._think())
+            self._thinking = group.create_task(self._think())
             group.create_task(self._synthesize())
             group.create_task(self._play())
 
@@ -195,8 +203,7 @@ class Reply:
                     self.messages.append(ChatMessage("assistant", text))
                 break
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
-            for call in calls:
-                self.messages.append(await self._call_tool(call))
+            self.messages.extend(await self._call_tools(calls))
         await self._segment_queue.put(None)
 
     async def _llm_round(self, round_no: int, chunker: ClauseChunker) -> tuple[str, list[ToolCall]]:
@@ -244,15 +251,44 @@ class Reply:
         )
         return text.strip(), calls
 
-    async def _call_tool(self, call: ToolCall) -> ChatMessage:
+    async def _call_tools(self, calls: list[ToolCall]) -> list[ChatMessage]:
+        """Run all calls of one model turn at once; results go back in the order they were asked for.
+        If a tool keeps the caller waiting, the agent's filler is said (once per reply)."""
+        tools = self.deps.tools
+        waiting = [c for c in calls if (t := tools.get(c.name)) is not None and t.filler]
+        executing = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._call_tool(c, executing if c in waiting else None)) for c in calls
+            ]
+            filler = None
+            if waiting and tools.filler and tools.filler not in self.segments:
+                filler = group.create_task(self._filler(tools.filler, tools.filler_after_s, executing))
+            await asyncio.wait(tasks)
+            if filler is not None:
+                filler.cancel()
+        return [task.result() for task in tasks]
+
+    async def _filler(self, text: str, after_s: float, executing: asyncio.Event) -> None:
+        await executing.wait()
+        await asyncio.sleep(after_s)
+        self._add_segment(text)
+
+    def _say_for_tool(self, text: str) -> None:
+        for piece in fixed_clauses(text):
+            self._add_segment(piece)
+
+    async def _call_tool(self, call: ToolCall, executing: asyncio.Event | None = None) -> ChatMessage:
         tool = self.deps.tools.get(call.name)
         if tool is not None and tool.side_effect:
             await self._wait_until_heard()
         self.deps.emit(
             EventType.TOOL_CALL, reply_id=self.id, tool=call.name, arguments=call.arguments, call_id=call.id
         )
+        if executing is not None:
+            executing.set()
         started = now()
-        outcome = await self.deps.tools.execute(call)
+        outcome = await self.deps.tools.execute(call, ToolScope(say=self._say_for_tool))
         self.deps.emit(
             EventType.TOOL_RESULT,
             reply_id=self.id,
@@ -262,38 +298,71 @@ class Reply:
             result=outcome.content,
             latency_ms=round((now() - started) * 1000, 1),
         )
-        if outcome.ok and call.name == "end_call":
+        if outcome.end_call:
             self.end_after = "agent_ended_call"
         return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
 
     async def _synthesize(self) -> None:
-        out_rate = self.deps.output.sample_rate
-        frame_samples = out_rate * self.deps.settings.frame_ms // 1000
-        first_byte = True
         while (item := await self._segment_queue.get()) is not None:
             index, text = item
-            resampler = Resampler(self.deps.tts.sample_rate, out_rate)
-            pending = np.zeros(0, dtype=np.int16)
-            started = now()
-            async for chunk in self.deps.tts.synthesize(text):
-                if first_byte and len(chunk):
-                    first_byte = False
-                    self.deps.emit(
-                        EventType.TTS_FIRST_BYTE,
-                        reply_id=self.id,
-                        latency_ms=round((now() - started) * 1000, 1),
-                        text=text,
-                    )
-                pending = np.concatenate([pending, resampler.process(chunk)])
-                pending = await self._queue_frames(pending, index, frame_samples)
-            rest = await self._queue_frames(
-                np.concatenate([pending, resampler.flush()]), index, frame_samples
-            )
-            if len(rest):  # the clause's last, shorter frame
-                await self._audio.put(_Frame(rest, index))
-                self.segment_samples[index] += len(rest)
-            await self._audio.put(_SegmentEnd(index))
+            try:
+                await self._voice(index, text)
+            except Exception as exc:  # a broken voice: what was said stands, the rest is never said
+                await self._on_voice_failed(index, exc)
+                break
         await self._audio.put(_END)
+
+    async def _voice(self, index: int, text: str) -> None:
+        """Synthesize one clause into frames for the play loop, then mark the clause's end."""
+        out_rate = self.deps.output.sample_rate
+        frame_samples = out_rate * self.deps.settings.frame_ms // 1000
+        resampler = Resampler(self.deps.tts.sample_rate, out_rate)
+        pending = np.zeros(0, dtype=np.int16)
+        started = now()
+        async for chunk in self.deps.tts.synthesize(text):
+            if not self._voiced_any and len(chunk):
+                self._voiced_any = True
+                self.deps.emit(
+                    EventType.TTS_FIRST_BYTE,
+                    reply_id=self.id,
+                    latency_ms=round((now() - started) * 1000, 1),
+                    text=text,
+                )
+            pending = np.concatenate([pending, resampler.process(chunk)])
+            pending = await self._queue_frames(pending, index, frame_samples)
+        rest = await self._queue_frames(np.concatenate([pending, resampler.flush()]), index, frame_samples)
+        if len(rest):  # the clause's last, shorter frame
+            await self._audio.put(_Frame(rest, index))
+            self.segment_samples[index] += len(rest)
+        await self._audio.put(_SegmentEnd(index))
+
+    async def _on_voice_failed(self, index: int, exc: Exception) -> None:
+        """The voice failed on clause ``index``: the reply stops thinking (nothing more can be said, and no
+        side effect should follow words never heard). If no clause had been said, the agent's error
+        message is tried, so the caller is not left in silence."""
+        self._voice_failed_at = index
+        log.warning("speech synthesis failed", reply_id=self.id, segment=index, error=repr(exc))
+        self.deps.emit(
+            EventType.ERROR, where="tts", stage="tts", reply_id=self.id, segment=index, error=repr(exc)
+        )
+        if self._thinking is not None:
+            self._thinking.cancel()
+        message = self.deps.settings.error_message
+        if not message or any(self.segment_samples[:index]):
+            return
+        self._apology = len(self.segments)
+        self._add_segment(message)
+        try:
+            await self._voice(self._apology, message)
+        except Exception as again:  # the voice is down: the timeline says so, there is nothing to play
+            self._apology = None
+            log.warning("speaking the error message failed", reply_id=self.id, error=repr(again))
+            self.deps.emit(EventType.ERROR, where="tts", stage="tts", reply_id=self.id, error=repr(again))
+
+    def _said(self, segment: int) -> bool:
+        """Whether the clause was voiced (not lost to a TTS failure)."""
+        failed = self._voice_failed_at
+        return failed is None or segment < failed or segment == self._apology
 
     async def _queue_frames(self, pcm: PCM16, segment: int, frame_samples: int) -> PCM16:
         whole = len(pcm) // frame_samples * frame_samples
@@ -409,6 +478,8 @@ class Reply:
                 heard[w.segment] += min(w.samples, round((cut - w.start) * rate))
         words: list[str] = []
         for index, text in enumerate(self.segments):
+            if not self._said(index):  # a clause the voice failed on: a fragment at most, not its words
+                continue
             total = self.segment_samples[index]
             if heard[index] <= 0 or total <= 0:
                 break

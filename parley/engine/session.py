@@ -26,12 +26,13 @@ from parley.engine.context import ConversationContext
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
-from parley.engine.state import ALLOWED_TRANSITIONS, InvalidTransition, SessionState
+from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import AudioOutput, ConfirmsPlayout
 from parley.engine.turn_text import real_words
 from parley.engine.turns import TurnPolicy
-from parley.providers.asr.base import RecognitionStream
+from parley.engine.variables import render_agent
+from parley.providers.asr.base import RecognitionStream, Transcript
 from parley.providers.llm.base import ChatMessage
 
 log = structlog.get_logger("parley.engine.session")
@@ -84,8 +85,13 @@ class Session:
             max_tool_rounds=agent.max_tool_rounds,
             error_message=agent.error_message,
         )
+        self.agent = agent = render_agent(agent, self.options.variables)  # {{caller.name}} … of this call
         self.context = ConversationContext(
-            agent.system_prompt, agent.knowledge, agent.context_token_budget, stack.llm.count_tokens
+            agent.system_prompt,
+            agent.knowledge,
+            agent.context_token_budget,
+            stack.llm.count_tokens,
+            documents=self.options.knowledge,
         )
         ep = agent.endpointing
         self._endpointer = Endpointer(
@@ -97,7 +103,8 @@ class Session:
         self._resampler: Resampler | None = None
         self._input_rate: int | None = None
         self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
-        self._state = SessionState.IDLE
+        self._turn = TurnState.IDLE
+        """Who holds the floor; changed only by ``_turn_to`` (see ``engine/state.py``)."""
         self._asr: RecognitionStream = stack.recognizer.open_stream()
         self._preroll: deque[PCM16] = deque(
             maxlen=max(1, int(PREROLL_S * ASR_RATE / self._vad.frame_samples))
@@ -107,11 +114,10 @@ class Session:
         self._interim_task: asyncio.Task[None] | None = None
         self._candidate: _Candidate | None = None
         self._reply: Reply | None = None
-        self._barge_in_onset: float | None = None
         self._barge_in_continues_turn = False
+        """Set at a barge-in: the caller only paused, so their words join the turn the agent cut in on."""
         self._turn_prefix = ""
         """Words of an earlier turn this one continues (the agent cut in on a pause)."""
-        self._ignoring_speech = False
         self._end_reason: str | None = None
         self._dropped_frames = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,17 +130,18 @@ class Session:
 
     @property
     def state(self) -> SessionState:
-        return self._state
+        """The public state (what clients and the page show)."""
+        return self._turn.public
+
+    @property
+    def turn(self) -> TurnState:
+        """The turn state the engine works by."""
+        return self._turn
 
     @property
     def idle(self) -> bool:
         """Nobody is talking and nothing is pending: no user speech, no turn being judged, no reply."""
-        return (
-            self._state in (SessionState.LISTENING, SessionState.ENDED)
-            and self._candidate is None
-            and self._reply is None
-            and not self._endpointer.in_speech
-        )
+        return self._turn in (TurnState.LISTENING, TurnState.ENDED)
 
     def feed_audio(self, frame: AudioFrame) -> None:
         """Queue inbound audio without blocking; on overflow the oldest frame is dropped and reported."""
@@ -185,13 +192,6 @@ class Session:
         if not text or self._end_reason is not None:
             return
         self._take_the_floor(reason="say")
-        if self._endpointer.in_speech:
-            # Speech under way is what the announcement answers (a machine's greeting, whose end AMD
-            # reported before the pause here was long enough): its end must not start a reply that
-            # supersedes the announcement, nor its audio open the next turn.
-            self._ignoring_speech = True
-            old, self._asr = self._asr, self.stack.recognizer.open_stream()
-            self._spawn(old.aclose())
         reply = Reply(self._reply_deps(), canned_text=text)
         reply.end_after = end_after
         self._commit_reply(reply, speech_end=now())
@@ -205,14 +205,25 @@ class Session:
         self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
 
     def _take_the_floor(self, reason: str) -> None:
-        """Whatever was said or being judged gives way: the reply stops, a pending turn is dropped."""
+        """Whatever was said or being judged gives way: the reply stops, a pending turn is dropped.
+
+        The caller must commit a reply next. Speech under way is talked over by it (an answering
+        machine's greeting under an announcement, a keypad tone, words spoken while typing): its end
+        must not start a reply that supersedes this one, nor its audio open the next turn.
+        """
         self._stop_reply(reason=reason)
         self._drop_candidate()
         self._reset_turn()
+        if self._endpointer.in_speech:
+            old, self._asr = self._asr, self.stack.recognizer.open_stream()
+            self._spawn(old.aclose())
 
     def interrupt(self) -> None:
-        """An explicit interrupt (a button): the agent stops and keeps only what was heard."""
+        """An explicit interrupt (a button): the agent stops, keeps only what was heard, and listens."""
+        if self._reply is None:
+            return
         self._stop_reply(reason="interrupt")
+        self._turn_to(self._floor_without_reply())
 
     def end(self, reason: str = "hangup") -> None:
         if self._end_reason is None:
@@ -226,7 +237,8 @@ class Session:
     async def run(self) -> None:
         """Run until ``end()``; every task the session started is finished before this returns."""
         self._emit(EventType.SESSION_STARTED, agent=self.agent.name)
-        self._set_state(SessionState.LISTENING)
+        if self._turn is TurnState.IDLE:  # not when something was said before the session ran
+            self._turn_to(TurnState.LISTENING)
         if self.agent.first_message:
             self._commit_reply(
                 Reply(self._reply_deps(), canned_text=self.agent.first_message), speech_end=now()
@@ -249,7 +261,7 @@ class Session:
             await self._asr.aclose()
         except Exception as exc:  # the session ends all the same; a recogniser that cannot close is news
             log.warning("closing the speech recogniser failed", session_id=self.id, error=repr(exc))
-        self._set_state(SessionState.ENDED)
+        self._turn_to(TurnState.ENDED)
         self._emit(EventType.SESSION_ENDED, reason=self._end_reason or "closed")
 
     # --- hearing ------------------------------------------------------------------------------------
@@ -272,7 +284,7 @@ class Session:
             self._preroll.append(chunk.pcm)
             await self._on_speech_started(boundary.at)
         elif self._endpointer.in_speech or boundary is not None:
-            if not self._ignoring_speech:
+            if self._turn.hears_turn:
                 await self._add_turn_audio(chunk.pcm)
             if boundary is not None:
                 self._on_pause(boundary.at)
@@ -282,28 +294,30 @@ class Session:
 
     async def _on_speech_started(self, onset: float) -> None:
         self._emit(EventType.SPEECH_STARTED, at=onset)
-        if self._candidate is not None:
+        if self._candidate is not None:  # the caller carries on after a pause (maybe over a held reply)
             self._drop_candidate()
             self._emit(EventType.TURN_RESUMED, at=onset)
             await self._restart_asr()
-        elif self._reply is not None:
+            if self._turn is TurnState.USER_PAUSED:
+                self._turn_to(TurnState.USER_SPEAKING)
+        elif self._turn.agent_holds_floor and self._reply is not None:
             if not self.agent.interruption.enabled:
-                self._ignoring_speech = True
-                return
-            if self._barge_in_onset is None:
-                self._reply.pause()
-                await self.output.clear()
-                self._barge_in_onset = onset
-                paused_for = onset - (self._reply.speech_end or onset)
-                self._barge_in_continues_turn = paused_for <= self.agent.interruption.merge_window_ms / 1000
-                self._emit(
-                    EventType.BARGE_IN,
-                    at=onset,
-                    reply_id=self._reply.id,
-                    latency_ms=round((now() - onset) * 1000, 1),
-                )
-                self._set_state(SessionState.LISTENING)
-        self._ignoring_speech = False
+                return  # talked over: this speech is no turn
+            reply = self._reply
+            reply.pause()
+            paused_for = onset - (reply.speech_end or onset)
+            self._barge_in_continues_turn = paused_for <= self.agent.interruption.merge_window_ms / 1000
+            self._emit(
+                EventType.BARGE_IN,
+                at=onset,
+                reply_id=reply.id,
+                latency_ms=round((now() - onset) * 1000, 1),
+            )
+            # Before the await: whatever happens meanwhile (the reply ends) sees a held reply.
+            self._turn_to(TurnState.INTERRUPTED)
+            await self.output.clear()
+        elif self._turn is TurnState.LISTENING:
+            self._turn_to(TurnState.USER_SPEAKING)
         preroll = list(self._preroll)
         self._preroll.clear()
         for pcm in preroll:
@@ -323,31 +337,38 @@ class Session:
             result = await stream.interim()
             if stream is self._asr and result.text.strip():
                 self._emit(EventType.TRANSCRIPT_INTERIM, text=result.text.strip())
-                if self._barge_in_onset is not None and self._has_real_words(result.text):
+                if self._turn is TurnState.INTERRUPTED and self._has_real_words(result.text):
                     self._confirm_barge_in()
-        except Exception as exc:
-            self._emit(EventType.ERROR, where="asr.interim", error=repr(exc))
+        except Exception as exc:  # interims are a nicety: the final transcript still decides the turn
+            self._emit(EventType.ERROR, where="asr.interim", stage="asr", error=repr(exc))
         finally:
             self._interim_task = None
 
     def _on_pause(self, speech_end: float) -> None:
         self._emit(EventType.SPEECH_STOPPED, at=speech_end)
-        if self._ignoring_speech:
-            self._ignoring_speech = False
+        if not self._turn.hears_turn:  # talked-over speech ended: nothing to answer
+            if self._turn is TurnState.TALKED_OVER:
+                self._turn_to(TurnState.LISTENING)
             return
         candidate = _Candidate(speech_end)
         candidate.task = self._spawn(self._evaluate(candidate))
         self._candidate = candidate
+        if self._turn is TurnState.USER_SPEAKING:
+            self._turn_to(TurnState.USER_PAUSED)
 
     async def _evaluate(self, candidate: _Candidate) -> None:
         """Finalize the transcript at a pause, start the reply speculatively, and size the silence."""
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
         acoustic = asyncio.ensure_future(self._policy.acoustic(audio))  # in parallel with the ASR
         try:
-            final = await self._asr.finalize()
+            final = await self._finalize_turn()
+            if final is None:
+                self._candidate = None
+                self._ask_to_repeat(candidate.speech_end)
+                return
             text = final.text.strip()
             candidate.text, candidate.audio_seconds = text, len(audio) / ASR_RATE
-            if self._barge_in_onset is not None:
+            if self._turn is TurnState.INTERRUPTED:
                 if not self._has_real_words(text):
                     self._dismiss_barge_in(text)
                     self._candidate = None
@@ -356,6 +377,7 @@ class Session:
             if not text:
                 self._candidate = None
                 self._reset_turn()
+                self._turn_to(TurnState.LISTENING)
                 return
             text = f"{self._turn_prefix} {text}".strip()
             candidate.text = text
@@ -393,6 +415,34 @@ class Session:
         self._reset_turn()
         self._commit_reply(candidate.reply, candidate.speech_end)
 
+    async def _finalize_turn(self) -> Transcript | None:
+        """The turn's final transcript. A recogniser that fails is tried once more, on a fresh stream
+        holding the same audio; ``None`` when that fails too. Each failure is on the timeline."""
+        for attempt in (1, 2):
+            try:
+                if attempt == 2:
+                    await self._restart_asr()
+                return await self._asr.finalize()
+            except Exception as exc:  # a broken recogniser must not swallow the caller's turn
+                log.warning("speech recognition failed", session_id=self.id, attempt=attempt, error=repr(exc))
+                self._emit(
+                    EventType.ERROR, where="asr.finalize", stage="asr", attempt=attempt, error=repr(exc)
+                )
+        return None
+
+    def _ask_to_repeat(self, speech_end: float) -> None:
+        """The turn could not be heard: ask the caller to say it again rather than go silent."""
+        message = self.agent.error_message
+        if not message:  # nothing to say: a held reply carries on, otherwise the floor is open again
+            if self._turn is TurnState.INTERRUPTED:
+                self._dismiss_barge_in("")
+            else:
+                self._reset_turn()
+                self._turn_to(self._floor_without_reply())
+            return
+        self._take_the_floor(reason="asr_failed")
+        self._commit_reply(Reply(self._reply_deps(), canned_text=message), speech_end)
+
     # --- barge-in -----------------------------------------------------------------------------------
 
     def _has_real_words(self, text: str) -> bool:
@@ -400,10 +450,10 @@ class Session:
         return len(real_words(text, settings.backchannels)) >= max(1, settings.min_words)
 
     def _confirm_barge_in(self) -> None:
-        if self._barge_in_onset is None:
+        if self._turn is not TurnState.INTERRUPTED:
             return
-        self._barge_in_onset = None
         self._stop_reply(reason="barge_in")
+        self._turn_to(self._floor_without_reply())
         if self._barge_in_continues_turn:
             # The agent started answering during what was only a pause: the user's words so far and
             # these new ones are one turn, and the barely started answer is forgotten.
@@ -412,12 +462,11 @@ class Session:
 
     def _dismiss_barge_in(self, text: str) -> None:
         """Noise or a backchannel: the agent carries on where it stopped."""
-        self._barge_in_onset = None
         self._reset_turn()
         self._emit(EventType.BARGE_IN_DISMISSED, text=text)
         if self._reply is not None:
             self._reply.resume()
-            self._set_state(SessionState.SPEAKING if self._reply.playing else SessionState.PROCESSING)
+            self._turn_to(TurnState.SPEAKING if self._reply.playing else TurnState.THINKING)
 
     # --- replies ------------------------------------------------------------------------------------
 
@@ -441,7 +490,7 @@ class Session:
         assert reply.task is not None
         reply.task.add_done_callback(lambda _: self._on_reply_done(reply))
         reply.speech_end = speech_end
-        self._set_state(SessionState.PROCESSING)
+        self._turn_to(TurnState.THINKING)
         reply.commit()
 
     def _start(self, reply: Reply) -> None:
@@ -459,16 +508,16 @@ class Session:
             at=reply.first_audio_at,
             v2v_ms=round((reply.first_audio_at - speech_end) * 1000, 1),
         )
-        if self._barge_in_onset is None:
-            self._set_state(SessionState.SPEAKING)
+        if self._turn is TurnState.THINKING:  # a held reply (barge-in) is not heard speaking
+            self._turn_to(TurnState.SPEAKING)
 
     def _on_reply_done(self, reply: Reply) -> None:
         if reply is not self._reply:
             return
         self._reply = None
-        self._barge_in_onset = None
         assert reply.task is not None
         if reply.task.cancelled():
+            self._turn_to(self._floor_without_reply())
             return
         error = reply.task.exception()
         if error is not None:
@@ -483,17 +532,22 @@ class Session:
             input_tokens=reply.usage.input_tokens,
             output_tokens=reply.usage.output_tokens,
         )
-        if self._state is not SessionState.ENDED:
-            self._set_state(SessionState.LISTENING)
+        self._turn_to(self._floor_without_reply())
         if reply.end_after is not None:
             self.end(reply.end_after)
 
     def _stop_reply(self, reason: str) -> None:
-        """Cancel the current reply in one move; the context keeps only what the user heard."""
-        reply, self._reply = self._reply, None
-        self._barge_in_onset = None
-        if reply is None or reply.task is None or reply.task.done():
+        """Cancel the current reply in one move; the context keeps only what the user heard.
+
+        The turn state is the caller's to set next (a new reply, the caller's turn, the end)."""
+        reply = self._reply
+        if reply is None or reply.task is None:
+            self._reply = None
             return
+        if reply.task.done():  # it finished just now, and its done-callback has not run yet
+            self._on_reply_done(reply)
+            return
+        self._reply = None
         reply.pause()
         cut = reply.paused_at
         if cut is not None and isinstance(self.output, ConfirmsPlayout):
@@ -516,6 +570,7 @@ class Session:
         if reply.user_message is not None:
             self.context.add_user(reply.user_message.content)
         self.context.add_turn(outcome.messages)
+        self.context.prune()  # the turn is committed: forget what no request can carry any more
 
     def _drop_candidate(self) -> None:
         candidate, self._candidate = self._candidate, None
@@ -540,14 +595,26 @@ class Session:
 
     # --- plumbing -----------------------------------------------------------------------------------
 
-    def _set_state(self, new: SessionState) -> None:
-        old = self._state
+    def _floor_without_reply(self) -> TurnState:
+        """Where the floor is once the reply is gone: with the caller's turn, if one is under way."""
+        if self._turn is TurnState.ENDED:
+            return TurnState.ENDED
+        if self._candidate is not None:
+            return TurnState.USER_PAUSED
+        if self._endpointer.in_speech:
+            return TurnState.USER_SPEAKING if self._turn.hears_turn else TurnState.TALKED_OVER
+        return TurnState.LISTENING
+
+    def _turn_to(self, new: TurnState) -> None:
+        """The one place the turn state changes; ``state.changed`` when its public face changes."""
+        old = self._turn
         if new is old:
             return
-        if new not in ALLOWED_TRANSITIONS[old]:
+        if new not in TURN_TRANSITIONS[old]:
             raise InvalidTransition(f"{old} -> {new}")
-        self._state = new
-        self._emit(EventType.STATE_CHANGED, old=str(old), new=str(new))
+        self._turn = new
+        if new.public is not old.public:
+            self._emit(EventType.STATE_CHANGED, old=str(old.public), new=str(new.public), turn=str(new))
 
     def _emit(self, type_: EventType, **data: Any) -> None:
         self.timeline.emit(Event(type_, self.id, now(), data))

@@ -1,19 +1,32 @@
-"""Tools the agent can call: JSON-schema validated arguments, timeouts, errors reported to the model."""
+"""Tools the agent can call: JSON-schema validated arguments, timeouts, errors reported to the model.
+
+The engine treats every tool alike. What a tool may do to the call (end it, speak while it works) it
+asks through its result (``ToolResult``) or its ``CallContext``; nothing is special-cased by name.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import jsonschema
 
 from parley.engine.agent import ToolSettings
+from parley.engine.transport import CallControls
 from parley.providers.llm.base import ToolCall, ToolSpec
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+DTMF_PATTERN = r"^[0-9*#]{1,32}$"
+"""Keypad digits a tool may send (``send_dtmf``): the twelve keys, at most 32 at once."""
+DEFAULT_FILLER = "One moment, let me check."
+FILLER_AFTER_S = 1.0
+"""A tool still running this long after it started gets the filler said, so the caller is not left in
+silence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +38,23 @@ class Tool:
     timeout_s: float = 5.0
     side_effect: bool = False
     """Side-effect tools run only once everything said before them was heard and the reply still stands."""
+    filler: bool = True
+    """Say the agent's filler when this tool keeps the caller waiting (off for tools that act on the line,
+    where words would be in the way)."""
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A handler's result with what it asks of the call: ``end_call`` hangs up once the reply was heard.
+
+    A handler may return any JSON-able value instead; that is ``ToolResult(value)``.
+    """
+
+    value: Any = None
+    end_call: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +63,77 @@ class ToolOutcome:
     ok: bool
     content: str
     """What the model sees: the JSON result, or the error in words it can act on."""
+    end_call: bool = False
+    """The tool asked to end the call once what is being said was heard."""
+
+
+@dataclass(slots=True)
+class ToolScope:
+    """What one running tool call may do to the reply it belongs to (bound by the engine per call)."""
+
+    say: Callable[[str], None] | None = None
+    end_requested: bool = False
+
+
+_scope: ContextVar[ToolScope | None] = ContextVar("parley_tool_scope", default=None)
+
+
+class ToolOutsideCall(RuntimeError):
+    """``CallContext.say``/``end_call`` used outside a running tool call."""
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What a tool handler knows of the call it runs in, and what it may ask of it.
+
+    One per call; a Python tool receives it as a parameter annotated ``CallContext``.
+    """
+
+    call_id: str = ""
+    caller_number: str | None = None
+    """The caller's phone number (E.164) on a phone call; ``None`` in the browser."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the call was started with (``POST /v1/calls`` metadata, an outbound job's)."""
+    controls: CallControls = field(default_factory=CallControls)
+    """What the line can do (transfer, keypad tones)."""
+
+    async def say(self, text: str) -> None:
+        """Speak ``text`` now, while the tool goes on working (it is queued after what is being said)."""
+        scope = _running("say")
+        if scope.say is not None and text.strip():
+            scope.say(text.strip())
+
+    def end_call(self) -> None:
+        """Hang up once the agent's reply has been heard."""
+        _running("end_call").end_requested = True
+
+
+ToolFactory = Callable[[CallContext], Tool]
+"""Makes a tool bound to one call's context (a Python agent's function)."""
+
+
+@runtime_checkable
+class HasCodeTools(Protocol):
+    """An agent whose tools are Python functions (``parley.Agent``) besides its configured ones."""
+
+    def code_tools(self) -> Sequence[ToolFactory]: ...
+
+
+def _running(what: str) -> ToolScope:
+    scope = _scope.get()
+    if scope is None:
+        raise ToolOutsideCall(f"CallContext.{what}() works only while one of the agent's tools runs")
+    return scope
 
 
 class ToolRegistry:
-    def __init__(self) -> None:
+    """The tools of one call, and how the caller is kept company while they run."""
+
+    def __init__(self, filler: str | None = DEFAULT_FILLER, filler_after_s: float = FILLER_AFTER_S) -> None:
         self._tools: dict[str, Tool] = {}
+        self.filler = filler
+        """Said once per reply when a tool with ``filler`` set runs longer than ``filler_after_s``."""
+        self.filler_after_s = filler_after_s
 
     def register(self, tool: Tool) -> None:
         jsonschema.Draft202012Validator.check_schema(tool.parameters)
@@ -55,7 +148,7 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
-    async def execute(self, call: ToolCall) -> ToolOutcome:
+    async def execute(self, call: ToolCall, scope: ToolScope | None = None) -> ToolOutcome:
         """Run one call; every failure becomes an outcome the model can read, never an exception."""
         tool = self._tools.get(call.name)
         if tool is None:
@@ -65,6 +158,8 @@ class ToolRegistry:
             jsonschema.validate(call.arguments, tool.parameters)
         except jsonschema.ValidationError as exc:
             return ToolOutcome(call, False, f"error: invalid arguments for {call.name}: {exc.message}")
+        scope = scope or ToolScope()
+        token = _scope.set(scope)
         try:
             async with asyncio.timeout(tool.timeout_s):
                 result = await tool.handler(call.arguments)
@@ -74,7 +169,16 @@ class ToolRegistry:
             raise
         except Exception as exc:
             return ToolOutcome(call, False, f"error: {call.name} failed: {exc}")
-        return ToolOutcome(call, True, json.dumps(result, default=str))
+        finally:
+            _scope.reset(token)
+        if isinstance(result, ToolResult):
+            end = result.end_call or scope.end_requested
+            return ToolOutcome(call, True, _as_json(result.value), end_call=end)
+        return ToolOutcome(call, True, _as_json(result), end_call=scope.end_requested)
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, default=str)
 
 
 def static_tool(settings: ToolSettings) -> Tool:
@@ -92,3 +196,13 @@ def static_tool(settings: ToolSettings) -> Tool:
         settings.timeout_s,
         settings.side_effect,
     )
+
+
+def object_schema(properties: Mapping[str, Any], required: list[str]) -> dict[str, Any]:
+    """A closed JSON-schema object: the shape every built-in's arguments take."""
+    return {
+        "type": "object",
+        "properties": dict(properties),
+        "required": required,
+        "additionalProperties": False,
+    }

@@ -40,6 +40,8 @@ class ControlUnavailable(RuntimeError):
 
 
 TransferHandler = Callable[[str], Awaitable[None]]
+DtmfHandler = Callable[[str], Awaitable[None]]
+"""Play keypad digits (``0-9 * # A-D``) to the far end; returns once they were heard."""
 
 
 class CallControls:
@@ -48,8 +50,14 @@ class CallControls:
 
     def __init__(self) -> None:
         self.transfer_handler: TransferHandler | None = None
+        self.dtmf_handler: DtmfHandler | None = None
 
     async def transfer(self, target: str) -> None:
         if self.transfer_handler is None:
             raise ControlUnavailable("this call cannot be transferred: it is not on a phone line")
         await self.transfer_handler(target)
+
+    async def send_dtmf(self, digits: str) -> None:
+        if self.dtmf_handler is None:
+            raise ControlUnavailable("this call cannot send keypad tones: it is not on a phone line")
+        await self.dtmf_handler(digits)

@@ -63,8 +63,11 @@ class ScriptedAsrOptions(_Options):
 
 
 class LlamaCppOptions(_Options):
-    """The embedded model is the operator's choice (PARLEY_LLAMACPP_MODEL_PATH); nothing to set here."""
+    """One of the models that ship with Parley, by name (the operator may swap in another file with
+    PARLEY_LLAMACPP_MODEL_PATH)."""
 
+    model: Literal["qwen2.5-coder-0.5b", "gemma-3-270m"] = "qwen2.5-coder-0.5b"
+    """The instruct model (chat template, native tool calls; the default), or Gemma 3 270M, a base model."""
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
@@ -153,6 +156,11 @@ def validate_options(role: Role, provider: str, options: dict[str, Any]) -> dict
     """The options as validated, with unset ones left out; ``OptionsError`` names the first bad field."""
     table = PROVIDER_OPTIONS[role]
     schema = table.get(provider)
+    if schema is None:  # perhaps an installed plugin's (entry point group ``parley.providers``)
+        from parley.providers.registry import load_plugins
+
+        load_plugins()
+        schema = table.get(provider)
     if schema is None:
         raise OptionsError(
             "provider", f"unknown {role} provider {provider!r} (choose {', '.join(sorted(table))})"

@@ -198,6 +198,7 @@ async def _serve_stream(
             raise
 
     live.controls.transfer_handler = transfer
+    live.controls.dtmf_handler = leg.send_digits
     live.attach(leg)
     stream_log.info("twilio.stream_connected", session_id=live.id)
     try:

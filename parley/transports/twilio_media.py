@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import structlog
 
 from parley.audio.codecs import ulaw_decode, ulaw_encode
@@ -55,6 +56,11 @@ log = structlog.get_logger("parley.transports.twilio_media")
 
 HUNG_UP = "caller_hung_up"
 FRAME_S = FRAME_MS / 1000
+DTMF_TONE_S = 0.1
+DTMF_GAP_S = 0.08
+"""Each key sounds this long with this silence after it: within what exchanges and IVRs detect."""
+_DTMF_LOW = {"123A": 697.0, "456B": 770.0, "789C": 852.0, "*0#D": 941.0}
+_DTMF_HIGH = {"147*": 1209.0, "2580": 1336.0, "369#": 1477.0, "ABCD": 1633.0}
 MARK_LOST_S = 5.0
 """A mark not echoed this long after its audio was due is taken as lost (a peer that does not echo):
 it no longer bounds what ``heard_until`` may say."""
@@ -328,6 +334,21 @@ class TwilioMediaLeg:
             self._mark()
         self._arm_flush()
 
+    async def send_digits(self, digits: str) -> None:
+        """Press keys on the far end's keypad: in-band tones, as a handset sends them, after the audio
+        sent so far; returns once the tones were heard. Twilio's Media Streams carry no DTMF message
+        toward the call, and μ-law carries the tones intact."""
+        if self.gone or self.closing:
+            raise ConnectionError("the call is over: no keys can be pressed")
+        await self.wait_heard("dtmf")
+        pcm = dtmf_tones(digits, ULAW_RATE)
+        start = max(now(), self._sent_end)
+        for offset in range(0, len(pcm), FRAME_BYTES):
+            self.queue_audio(0, AudioFrame(pcm[offset : offset + FRAME_BYTES], ULAW_RATE, start))
+            start += FRAME_BYTES / ULAW_RATE
+        self._mark()
+        await self.wait_heard("dtmf")
+
     def send_clear(self) -> None:
         if self.gone:
             return
@@ -402,3 +423,20 @@ class TwilioMediaLeg:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
+
+
+def dtmf_tones(digits: str, rate: int) -> PCM16:
+    """The dual tones of ``digits`` (``0-9 * # A-D``), each followed by a short silence."""
+    tone = np.arange(round(DTMF_TONE_S * rate)) / rate
+    ramp = np.minimum(1.0, np.minimum(np.arange(len(tone)), np.arange(len(tone))[::-1]) / (0.005 * rate))
+    gap = np.zeros(round(DTMF_GAP_S * rate))
+    pieces: list[np.ndarray[Any, np.dtype[np.float64]]] = []
+    for digit in digits:
+        low = next((f for keys, f in _DTMF_LOW.items() if digit in keys), None)
+        high = next((f for keys, f in _DTMF_HIGH.items() if digit in keys), None)
+        if low is None or high is None:
+            raise ValueError(f"not a keypad key: {digit!r}")
+        wave = 0.35 * (np.sin(2 * np.pi * low * tone) + np.sin(2 * np.pi * high * tone)) * ramp
+        pieces.extend([wave, gap])
+    joined = np.concatenate(pieces) if pieces else np.zeros(0)
+    return np.asarray(np.round(joined * 32767), dtype=np.int16)

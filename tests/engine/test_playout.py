@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 
 import pytest
 
-from parley.audio.frame import AudioFrame
+from parley.audio.frame import PCM16, AudioFrame
 from parley.engine import reply as reply_module
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
@@ -99,3 +99,45 @@ async def test_each_clause_played_out_is_on_the_timeline_with_what_was_heard_by_
         (2, "First clause here. Second one follows. And a third."),
     ]
     assert played[-1]["at"] == reply.audio_done_at, "the last clause is heard when the reply's audio ends"
+
+
+class _VoiceThatOnlyApologises(ToneSynthesizer):
+    """Fails on everything but the agent's error message (a voice that chokes on the model's text)."""
+
+    def __init__(self, spared: str) -> None:
+        super().__init__(sample_rate=16000, ms_per_char=5)
+        self.spared = spared
+
+    async def synthesize(self, text: str) -> AsyncGenerator[PCM16, None]:
+        if text != self.spared:
+            raise RuntimeError("tts engine crashed")
+        async for chunk in super().synthesize(text):
+            yield chunk
+
+
+async def test_when_the_voice_fails_before_a_word_the_error_message_is_said_instead() -> None:
+    sorry = "Sorry, something went wrong."
+    llm = ScriptedModel([ScriptRule.say("", "First clause here. Second one follows.")])
+    voice = _VoiceThatOnlyApologises(sorry)
+    events: list[tuple[object, dict[str, object]]] = []
+    output = StampingOutput()
+    deps = ReplyDeps(
+        llm,
+        voice,
+        ToolRegistry(),
+        ConversationContext("", [], 500, llm.count_tokens),
+        output,
+        lambda kind, **data: events.append((kind, data)),
+        ReplySettings(error_message=sorry),
+        lambda _: None,
+    )
+    reply = Reply(deps, ChatMessage("user", "go"))
+    reply.commit()
+    await asyncio.wait_for(reply.start(), 10)  # ends normally: the failure is handled, not raised
+    errors = [data for kind, data in events if kind is EventType.ERROR]
+    assert [e["stage"] for e in errors] == ["tts"] and errors[0]["segment"] == 0
+    assert voice.texts == [sorry]
+    assert len(output.leads) > 0, "the apology was played"
+    outcome = reply.outcome()
+    assert outcome.heard_text == sorry
+    assert [(m.role, m.content) for m in outcome.messages] == [("assistant", sorry)]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
+from parley.audio.frame import PCM16
 from parley.engine.events import EventType
 from parley.engine.state import SessionState
+from parley.providers.asr.base import Transcript
+from parley.providers.asr.scripted import ScriptedRecognizer, ScriptedStream
 from parley.providers.llm.base import LLMChunk
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
-from parley.simulate import UserTurn
+from parley.providers.tts.tone import ToneSynthesizer
+from parley.simulate import SimulationResult, UserTurn
 from tests.engine.harness import agent, converse, speech, stack, types
 
 LONG_ANSWER = (
@@ -227,3 +231,87 @@ async def test_end_gets_through_a_full_inbound_queue() -> None:
     session.end("hangup")
     await asyncio.wait_for(session.run(), 5)
     assert session.state is SessionState.ENDED
+
+
+class _FlakyRecognizer(ScriptedRecognizer):
+    """A recogniser whose next ``failures`` final transcripts fail (a crashed or unreachable ASR)."""
+
+    def __init__(self, lines: list[str], failures: int) -> None:
+        super().__init__(lines)
+        self.failures = failures
+
+    def open_stream(self) -> ScriptedStream:
+        return _FlakyStream(self)
+
+
+class _FlakyStream(ScriptedStream):
+    def __init__(self, recognizer: _FlakyRecognizer) -> None:
+        super().__init__(recognizer)
+        self._flaky = recognizer
+
+    async def finalize(self) -> Transcript:
+        if self._flaky.failures > 0:
+            self._flaky.failures -= 1
+            raise ConnectionError("asr backend unreachable")
+        return await super().finalize()
+
+
+def _asr_errors(result: SimulationResult) -> list[dict[str, object]]:
+    return [e.data for e in result.events if e.type is EventType.ERROR and e.data.get("stage") == "asr"]
+
+
+async def test_a_failed_transcription_is_retried_and_the_turn_answered() -> None:
+    engines = stack([], [ScriptRule.say("capital", "Paris, of course.")])
+    engines.recognizer = _FlakyRecognizer(["What is the capital of France?"], failures=1)
+    conv, result = await converse(agent(), engines, [UserTurn(speech(1.0))])
+    errors = _asr_errors(result)
+    assert len(errors) == 1 and "unreachable" in str(errors[0]["error"])
+    assert result.turns[0].user_text == "What is the capital of France?"
+    assert result.turns[0].agent_text == "Paris, of course."
+    assert conv.session.context.messages[0].content == "What is the capital of France?"
+
+
+async def test_a_turn_that_cannot_be_transcribed_gets_asked_again_not_silence() -> None:
+    engines = stack([], [ScriptRule.say("", "Should not be said.")])
+    engines.recognizer = _FlakyRecognizer(["never heard"], failures=100)
+    config = agent()
+    conv, result = await converse(config, engines, [UserTurn(speech(1.0))])
+    assert len(_asr_errors(result)) == 2, "one failure, one failed retry, both on the timeline"
+    assert result.turns[0].agent_text == config.error_message
+    assert EventType.LLM_REQUEST not in types(result)
+    assert [(m.role, m.content) for m in conv.session.context.messages] == [
+        ("assistant", config.error_message)
+    ]
+
+
+class _VoiceThatBreaks(ToneSynthesizer):
+    """Speaks until it reaches a clause containing ``word``, then fails a little way into it."""
+
+    def __init__(self, word: str) -> None:
+        super().__init__(sample_rate=16000, ms_per_char=40)
+        self.word = word
+
+    async def synthesize(self, text: str) -> AsyncGenerator[PCM16, None]:
+        async for index, chunk in _enumerate(super().synthesize(text)):
+            if self.word in text and index == 3:
+                raise RuntimeError("tts engine crashed")
+            yield chunk
+
+
+async def _enumerate(chunks: AsyncIterator[PCM16]) -> AsyncIterator[tuple[int, PCM16]]:
+    index = 0
+    async for chunk in chunks:
+        yield index, chunk
+        index += 1
+
+
+async def test_a_voice_failure_keeps_only_what_was_heard() -> None:
+    answer = "Paris is the capital of France. Its river is the Seine. It has many museums."
+    engines = stack(["Tell me about Paris."], [ScriptRule.say("Paris", answer)])
+    engines.tts = _VoiceThatBreaks("Seine")
+    conv, result = await converse(agent(), engines, [UserTurn(speech(1.0))])
+    errors = [e.data for e in result.events if e.type is EventType.ERROR]
+    assert [e["stage"] for e in errors] == ["tts"] and "crashed" in str(errors[0]["error"])
+    history = [(m.role, m.content) for m in conv.session.context.messages]
+    assert history == [("user", "Tell me about Paris."), ("assistant", "Paris is the capital of France.")]
+    assert conv.session.state is SessionState.ENDED
