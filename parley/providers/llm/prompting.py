@@ -151,7 +151,8 @@ class ReplyCleaner:
     words reach text-to-speech as soon as they are known to be speakable.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stops: tuple[str, ...] = STOP_STRINGS) -> None:
+        self._stops = stops
         self._pending = ""
         self._started = False
 
@@ -168,11 +169,11 @@ class ReplyCleaner:
                 return "", False
             self._started = True
         self._pending = _strip_markup(self._pending)  # first, so "Us**er:" is caught as a stop
-        cut = _find_stop(self._pending)
+        cut = _find_stop(self._pending, self._stops)
         stopped = cut is not None
         if cut is not None:
             self._pending = self._pending[:cut]
-        keep = 0 if stopped else _unsafe_tail(self._pending)
+        keep = 0 if stopped else _unsafe_tail(self._pending, self._stops)
         split = len(self._pending) - keep
         ready, self._pending = self._pending[:split], self._pending[split:]
         return ready, stopped
@@ -188,8 +189,8 @@ def _strip_markup(text: str) -> str:
     return _MARKUP.sub("", _LINK.sub(r"\1", text))
 
 
-def _find_stop(text: str) -> int | None:
-    hits = [i for i in (text.find(s) for s in STOP_STRINGS) if i >= 0]
+def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
 
 
@@ -198,10 +199,10 @@ def _could_be_label(text: str) -> bool:
     return len(head) < 12 and any(w.startswith(head) for w in ("assistant:", "agent:", "ai:", "bot:"))
 
 
-def _unsafe_tail(text: str) -> int:
+def _unsafe_tail(text: str, stops: tuple[str, ...]) -> int:
     """How many trailing characters might still turn into a stop string, a tag or a link."""
     tail = 0
-    for stop in STOP_STRINGS:
+    for stop in stops:
         for n in range(len(stop) - 1, 0, -1):
             if text.endswith(stop[:n]):
                 tail = max(tail, n)
