@@ -67,6 +67,16 @@ class SecretService:
             self._key = Fernet(_load_key(self.settings))
         return self._key
 
+    def seal(self, value: str) -> str:
+        """Encrypt a value kept elsewhere than ``org_secrets`` (webhook endpoints' signing secrets)."""
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def unseal(self, ciphertext: str) -> str:
+        try:
+            return self._fernet.decrypt(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretUnreadable("a stored secret cannot be decrypted with this server's key") from exc
+
     async def put(self, org_id: str, name: str, value: str) -> SecretOut:
         ciphertext = self._fernet.encrypt(value.encode()).decode()
         async with self.db.session() as session:

@@ -22,6 +22,7 @@ from parley.store.calls import CallRepository
 from parley.store.db import Database
 from parley.store.lifecycle import CallStatus, Decision, InvalidStatusTransition
 from parley.store.models import Call
+from parley.store.webhooks import enqueue_timeline
 from parley.timeline.bus import TimelineConsumer
 from parley.timeline.digest import TURN_CLOSERS, TURN_EVENTS, build_turns
 from parley.timeline.envelope import Envelope
@@ -128,6 +129,7 @@ class Persister:
                 if any(e.type in TURN_CLOSERS for e in batch):
                     await self.save_turns(calls, call)
                 await self._apply_status(session, calls, call, batch)
+                await enqueue_timeline(session, call, batch)  # outbound webhooks, in this transaction
             await calls.touch([c.id for c in known.values()])
 
     async def save_turns(self, calls: CallRepository, call: Call) -> None:

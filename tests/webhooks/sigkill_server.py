@@ -1,0 +1,65 @@
+"""A real Parley server for the webhook SIGKILL test: the full platform app, delivering webhooks to the
+test's local receiver; killed by the test while its deliveries are in flight.
+
+Usage: python -m tests.webhooks.sigkill_server DATA_DIR DATABASE_URL
+Announces its port (``announce_port``) once it serves.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from parley.bench.server_process import announce_port
+from parley.config import Settings
+from parley.engine.agent import AgentConfig
+from parley.engine.session import EngineStack
+from parley.server.app import create_platform_app
+from parley.server.lifecycle import DrainingServer, listen_socket, make_server
+from parley.server.stacks import AgentCatalog
+from tests.engine.harness import agent, stack
+
+API_KEY = "pk_bootstrap-key-for-the-webhook-sigkill-test"
+
+
+def settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "api_key": API_KEY,
+        "webhook_allow_http": True,
+        "webhook_allow_private_hosts": ["127.0.0.1"],
+        "webhook_poll_s": 0.1,
+        "webhook_delivery_timeout_s": 30.0,
+        "webhook_lease_s": 2.0,
+        "webhook_retry_backoff_s": 0.2,
+        "shutdown_grace_s": 0.3,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def main(data_dir: Path, database_url: str) -> None:
+    listener = listen_socket("127.0.0.1", 0)
+    port = int(listener.getsockname()[1])
+    config = settings(data_dir, database_url)
+    engines = stack([], [])
+
+    async def factory(_: AgentConfig) -> EngineStack:
+        return engines
+
+    app = create_platform_app(config, catalog=AgentCatalog([agent(name="quiet")]), stack_factory=factory)
+
+    async def ready(_: DrainingServer) -> None:
+        await app.state.runtime.engines.ready.wait()
+        announce_port(port)
+
+    with listener:
+        make_server(app, config, host="127.0.0.1", log_level="warning", on_started=ready).run(
+            sockets=[listener]
+        )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])
