@@ -478,6 +478,7 @@ class OutboundQueue:
                 from_number=job.from_number,
                 to_number=job.to_number,
                 job_id=job.id,
+                metadata=job.metadata_,
             )
         except NotFound:
             await self._unplaceable(job, "agent_deleted")

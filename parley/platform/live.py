@@ -24,7 +24,9 @@ import structlog
 from parley.audio.frame import AudioFrame
 from parley.engine.agent import AgentConfig
 from parley.engine.events import TimelineSink
+from parley.engine.knowledge import KnowledgeIndex
 from parley.engine.transport import AudioOutput
+from parley.engine.variables import CallVariables
 from parley.platform.schemas import CallSummary
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus, InvalidStatusTransition
@@ -60,6 +62,35 @@ class LiveCall:
     @property
     def timeline(self) -> TimelineSink:
         return self.platform.bus
+
+    def variables(self) -> CallVariables:
+        """What the agent's prompts may mention about this call (``{{caller.number}}``, metadata …).
+
+        The caller is whoever the agent talks to: the callee of an outbound call."""
+        call, metadata = self.call, self.call.metadata
+        outbound = call.direction == "outbound"
+        name, zone = metadata.get("caller_name"), metadata.get("time_zone")
+        return CallVariables(
+            call_id=call.id,
+            direction=call.direction,
+            caller_number=(call.to_number if outbound else call.from_number) or "",
+            caller_name=name if isinstance(name, str) else "",
+            called_number=(call.from_number if outbound else call.to_number) or "",
+            metadata=metadata,
+            started_at=call.started_at or call.created_at,
+            time_zone=zone if isinstance(zone, str) else None,
+        )
+
+    async def knowledge(self) -> KnowledgeIndex | None:
+        """The search index over the agent's documents (None when it has none). A store failure here
+        is logged and the call goes on without documents: an answer from the prompt beats no call."""
+        if self.call.agent_id is None or self.call.org_id is None:
+            return None
+        try:
+            return await self.platform.documents.index_for(self.call.org_id, self.call.agent_id)
+        except Exception:
+            log.exception("loading the agent's documents failed", call_id=self.call_id)
+            return None
 
     def output(self, inner: AudioOutput) -> AudioOutput:
         """The transport's output, recording what the agent says (and cutting what a flush discards)."""

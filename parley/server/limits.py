@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from fastapi import FastAPI, status
 from fastapi.responses import JSONResponse
@@ -17,6 +18,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.config import Settings
+from parley.platform.documents import MAX_UPLOAD_BYTES
+
+_UPLOADS = re.compile(r"^/v1/agents/[^/]+/documents/?$")
+UPLOAD_MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+"""A document upload's body: the file itself (``parley.platform.documents``) plus room for JSON quoting."""
 
 
 class _NotFinite(ValueError):
@@ -65,6 +71,9 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        cap = self.max_body_bytes
+        if scope.get("method") == "POST" and _UPLOADS.match(scope.get("path", "")):
+            cap = max(cap, UPLOAD_MAX_BODY_BYTES)  # agent documents: files up to their own, bounded cap
         declared = headers.get("content-length")
         if declared is not None:
             declared = declared.strip()
@@ -73,8 +82,8 @@ class RequestLimits:
                     scope, receive, send, status.HTTP_400_BAD_REQUEST, "invalid Content-Length", close=True
                 )
                 return
-            if len(declared) > 18 or int(declared) > self.max_body_bytes:
-                await self._too_large(scope, receive, send)
+            if len(declared) > 18 or int(declared) > cap:
+                await self._too_large(scope, receive, send, cap)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -84,8 +93,8 @@ class RequestLimits:
                 return  # the client left before its body was in: nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await self._too_large(scope, receive, send)
+            if size > cap:
+                await self._too_large(scope, receive, send, cap)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -113,8 +122,8 @@ class RequestLimits:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"the request body is larger than {self.max_body_bytes} bytes"
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
+        detail = f"the request body is larger than {cap} bytes"
         await _refuse(scope, receive, send, status.HTTP_413_CONTENT_TOO_LARGE, detail, close=True)
 
 

@@ -1,4 +1,5 @@
 from parley.engine.context import ConversationContext
+from parley.engine.knowledge import KnowledgeIndex
 from parley.providers.llm.base import ChatMessage, ToolCall
 
 
@@ -42,3 +43,94 @@ def test_tool_call_and_result_are_pruned_together() -> None:
     request = context.for_request([ChatMessage("user", "third " * 5)])
     roles = [m.role for m in request]
     assert ("tool" in roles) == any(m.tool_calls for m in request)
+
+
+def test_for_request_is_pure_so_a_discarded_speculative_reply_forgets_nothing() -> None:
+    context = ConversationContext("sys", [], 40, words)
+    for i in range(6):
+        context.add_user(f"question {i} " + "pad " * 4)
+        context.add_turn([ChatMessage("assistant", f"answer {i}")])
+    before = context.messages
+    big = ChatMessage("user", "a very long speculative question " * 5)
+    short_request = context.for_request([big])
+    assert not any("question 0 " in m.content for m in short_request)
+    assert context.messages == before, "building a request must not drop history"
+    # The speculation was thrown away; a short question still gets the history the budget allows.
+    request = context.for_request([ChatMessage("user", "hi")])
+    assert len(request) > len(short_request)
+
+
+def test_prune_on_commit_drops_only_what_no_request_could_carry() -> None:
+    context = ConversationContext("sys", [], 60, words)
+    for i in range(10):
+        context.add_user(f"question number {i} " + "pad " * 5)
+        context.add_turn([ChatMessage("assistant", f"answer number {i}")])
+    sent = context.for_request()
+    dropped = context.prune()
+    assert dropped > 0
+    assert context.for_request() == sent
+    assert context.prune() == 0
+    assert "answer number 9" in context.messages[-1].content
+
+
+def test_prune_keeps_the_newest_turn_even_when_it_alone_is_over_budget() -> None:
+    context = ConversationContext("sys", [], 20, words)
+    context.add_user("short")
+    context.add_user("far too long " * 20)
+    context.prune()
+    assert context.take_back_last_user_turn() == "far too long " * 20
+
+
+def _documents() -> KnowledgeIndex:
+    return KnowledgeIndex.from_documents(
+        [
+            ("hours.md", "## Opening hours\nWe open Monday to Saturday, 9 to 5. We are closed on Sundays."),
+            ("prices.txt", "A cleaning costs 90 dollars. A check-up costs 60 dollars."),
+        ]
+    )
+
+
+def test_retrieved_passages_sit_right_before_the_last_user_message() -> None:
+    context = ConversationContext(
+        "Be brief.", ["Our name is Bright Smile."], 500, words, documents=_documents()
+    )
+    context.add_user("Hello")
+    context.add_turn([ChatMessage("assistant", "Hi, how can I help?")])
+    call = ToolCall("c1", "book", {"day": "monday"}, '{"day": "monday"}')
+    pending = [
+        ChatMessage("user", "Are you open on Sunday?"),
+        ChatMessage("assistant", "", (call,)),
+        ChatMessage("tool", "booked", tool_call_id="c1"),
+    ]
+    request = context.for_request(pending)
+    roles = [m.role for m in request]
+    assert roles == ["system", "user", "assistant", "system", "user", "assistant", "tool"]
+    notes = request[3].content
+    assert "closed on Sundays" in notes and "cleaning" not in notes
+    assert "Bright Smile" in request[0].content and "Sundays" not in request[0].content
+    # The stable prefix (system prompt and history) is the same as without documents.
+    plain = ConversationContext("Be brief.", ["Our name is Bright Smile."], 500, words)
+    plain.add_user("Hello")
+    plain.add_turn([ChatMessage("assistant", "Hi, how can I help?")])
+    assert plain.for_request(pending)[:3] == request[:3]
+
+
+def test_no_notes_when_nothing_matches_and_notes_respect_their_budget() -> None:
+    context = ConversationContext("sys", [], 500, words, documents=_documents(), retrieval_budget=30)
+    assert [m.role for m in context.for_request([ChatMessage("user", "yes please")])] == ["system", "user"]
+    request = context.for_request([ChatMessage("user", "how much does a cleaning cost on sundays")])
+    notes = request[-2]
+    assert notes.role == "system"
+    passages = notes.content.split("\n- ")[1:]
+    assert passages and sum(words(p) for p in passages) <= 30
+
+
+def test_notes_take_room_from_old_history_not_from_the_question() -> None:
+    context = ConversationContext("sys", [], 60, words, documents=_documents(), retrieval_budget=30)
+    for i in range(5):
+        context.add_user(f"question {i} " + "pad " * 4)
+        context.add_turn([ChatMessage("assistant", f"answer {i}")])
+    question = ChatMessage("user", "what does a cleaning cost")
+    request = context.for_request([question])
+    assert request[-1] == question and request[-2].role == "system"
+    assert sum(words(m.content) + 4 for m in request) <= 60
