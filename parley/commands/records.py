@@ -19,13 +19,14 @@ import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.runtime import Platform
-from parley.platform.schemas import AgentCreate, AgentUpdate, PhoneNumberCreate
+from parley.platform.schemas import AgentCreate, AgentUpdate, AnalysisOut, PhoneNumberCreate
 from parley.store.calls import CallFilters
 from parley.store.lifecycle import CallStatus
 from parley.store.tenants import TenantRepository
@@ -286,9 +287,40 @@ def calls_show(
             f"recording: {detail.recording.status}, {detail.recording.duration_ms / 1000:.1f} s stereo"
             + (f", {detail.recording.url}" if detail.recording.url else "")
         )
+    if detail.analysis is not None:
+        _print_analysis(detail.analysis)
     if events:
         for event in detail.events:
             out.print(f"  {event.t_ms:>9.1f} ms  {event.type}  {json.dumps(event.data)}", markup=False)
+
+
+def _print_analysis(analysis: AnalysisOut) -> None:
+    """Tenant and model text is printed as data (markup=False): a summary may hold square brackets."""
+    out.print(
+        f"[bold]analysis[/bold]: {analysis.status}"
+        + (f" ({escape(analysis.model)})" if analysis.model else "")
+    )
+    if analysis.error:
+        out.print(f"  {analysis.error}", markup=False)
+    if analysis.summary:
+        out.print(f"  summary: {analysis.summary}", markup=False)
+    if analysis.success is not None:
+        verdict = "pass" if analysis.success else "fail"
+        out.print(f"  success: {verdict}: {analysis.success_reason or ''}", markup=False)
+    if analysis.structured_data is not None:
+        out.print(f"  data: {json.dumps(analysis.structured_data, ensure_ascii=False)}", markup=False)
+    for part, problem in analysis.errors.items():
+        out.print(f"  {part} failed: {problem}", markup=False)
+
+
+@calls_app.command("analyze")
+def calls_analyze(call_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
+    """Run the post-call analysis of an ended call again, here and now, with its agent's current model."""
+    result = _run(lambda p, org: p.analysis.analyze_now(org, call_id))
+    if as_json:
+        _print_json(result)
+    else:
+        _print_analysis(result)
 
 
 @keys_app.command("create")

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.engine.agent import AgentConfig
 from parley.platform.agents import NotFound
+from parley.platform.analysis import view as analysis_view
 from parley.platform.pricing import Pricing
 from parley.platform.recordings import Recordings
 from parley.platform.schemas import CallDetail, CallSummary, EventOut, Page, TurnOut
 from parley.platform.usage import agent_config_of, call_costs, duration_s, finish_call
 from parley.store.agents import AgentRepository
+from parley.store.analyses import AnalysisRepository
 from parley.store.calls import CallFilters, CallRepository
 from parley.store.db import Database
 from parley.store.lifecycle import CallStatus, Decision
@@ -57,6 +60,7 @@ def summary(call: Call, versions: dict[str, int]) -> CallSummary:
         provider_call_id=call.provider_call_id,
         answered_by=call.answered_by,
         job_id=call.job_id,
+        metadata=call.metadata_ or {},
     )
 
 
@@ -74,11 +78,22 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+CallEndedHook = Callable[[AsyncSession, Call], Awaitable[object]]
+
+
 class CallService:
-    def __init__(self, db: Database, pricing: Pricing, recordings: Recordings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        pricing: Pricing,
+        recordings: Recordings,
+        on_ended: CallEndedHook | None = None,
+    ) -> None:
+        """``on_ended`` runs in the transaction that ends a call, after its costs (post-call analysis)."""
         self.db = db
         self.pricing = pricing
         self.recordings = recordings
+        self.on_ended = on_ended
 
     async def create(
         self,
@@ -95,6 +110,7 @@ class CallService:
         connect_token_hash: str | None = None,
         provider_call_id: str | None = None,
         job_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[CallSummary, AgentConfig | None]:
         """A queued call, pinned to the agent's latest version (returned too, to run the call with)."""
         async with self.db.session() as session:
@@ -125,6 +141,7 @@ class CallService:
                 connect_token_hash=connect_token_hash,
                 provider_call_id=provider_call_id,
                 job_id=job_id,
+                metadata=metadata,
             )
             return summary(call, versions), config
 
@@ -179,6 +196,8 @@ class CallService:
             decision = await calls.set_status(call, status, reason=reason, at=at)
             if decision is Decision.APPLY and CallStatus(status).terminal:
                 await finish_call(session, call, self.pricing)
+                if self.on_ended is not None:
+                    await self.on_ended(session, call)
             return decision, summary(call, await _version_numbers(session, [call]))
 
     async def page(
@@ -202,6 +221,7 @@ class CallService:
             turns = await calls.turns(call.id)
             recording = await calls.recording(call.id)
             costs = await call_costs(session, call, self.pricing)
+            analysis = await AnalysisRepository(session).get(call.id)
             base = summary(call, await _version_numbers(session, [call]))
             return CallDetail(
                 **base.model_dump(),
@@ -224,6 +244,7 @@ class CallService:
                 recording=await self.recordings.view(recording) if recording is not None else None,
                 costs=costs,
                 metrics=call.metrics if call.metrics is not None else latency_summary(events),
+                analysis=analysis_view(analysis) if analysis is not None else None,
             )
 
     async def feed(self, org_id: str, call_id: str, after_seq: int = 0, limit: int = 500) -> Feed:

@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,8 +22,10 @@ from parley.artifacts import ArtifactStore, artifact_store
 from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig, default_agent
 from parley.platform.agents import AgentService, NotFound
+from parley.platform.analysis import AnalysisService, emit_call_analyzed
 from parley.platform.billing import Billing
 from parley.platform.calls import CallService, hash_token
+from parley.platform.documents import DocumentService
 from parley.platform.live import LiveCall
 from parley.platform.phone import PhoneService
 from parley.platform.pricing import Pricing
@@ -81,8 +84,10 @@ class Platform:
             url_expiry=timedelta(seconds=settings.artifact_url_expiry_s),
         )
         self.agents = AgentService(db)
+        self.documents = DocumentService(db)
         self.secrets = SecretService(db, settings)
-        self.calls = CallService(db, self.pricing, self.recordings)
+        self.analysis = AnalysisService(db, secrets=self.secrets.resolve, on_analyzed=emit_call_analyzed)
+        self.calls = CallService(db, self.pricing, self.recordings, on_ended=self.analysis.request)
         self.phone = PhoneService(db, self.calls)
         self.billing = Billing(db, self.pricing)
         self.persister = Persister(db, default_org_id=default_org_id, on_call_ended=self.call_ended)
@@ -132,10 +137,12 @@ class Platform:
 
     async def call_ended(self, session: AsyncSession, call: Call) -> None:
         await finish_call(session, call, self.pricing)
+        await self.analysis.request(session, call)
 
     def start_consuming(self, *, recover: bool = True) -> None:
         consumer = self.bus.consumer(PERSISTER_GROUP, consumer_name())
         self._tasks.append(asyncio.create_task(self.persister.run(consumer), name="persister"))
+        self._tasks.append(asyncio.create_task(self.analysis.run(), name="post-call-analysis"))
         if recover:
             self._tasks.append(asyncio.create_task(self._sweep(), name="recovery"))
         if self.settings.recording_retention_days:
@@ -178,8 +185,11 @@ class Platform:
             raise NotFound(f"no organization {slug!r}")
         return org.id
 
-    async def start_web_session(self, org_id: str, agent_ref: str) -> WebSession:
-        """A queued call and the single-use token a client connects it with."""
+    async def start_web_session(
+        self, org_id: str, agent_ref: str, metadata: dict[str, Any] | None = None
+    ) -> WebSession:
+        """A queued call and the single-use token a client connects it with; ``metadata`` fills the
+        agent's ``{{metadata.<key>}}`` (and ``caller_name`` its ``{{caller.name}}``)."""
         token = secrets.token_urlsafe(32)
         call, _config = await self.calls.create(
             org_id,
@@ -187,6 +197,7 @@ class Platform:
             transport="websocket",
             agent_ref=agent_ref,
             connect_token_hash=hash_token(token),
+            metadata=metadata,
         )
         assert call.agent_id is not None and call.agent_version is not None
         return WebSession(

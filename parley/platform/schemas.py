@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from parley.engine.agent import AgentConfig, AgentName
 from parley.inputs import E164, JsonObject, SafeStr, UtcDatetime
@@ -83,6 +85,9 @@ class CallSummary(BaseModel):
         None, description="answering-machine detection's verdict (`human`, `machine_end_beep`, `fax` …)"
     )
     job_id: str | None = Field(None, description="the outbound job this call is an attempt of")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="what the call was started with (`{{metadata.<key>}}` in prompts)"
+    )
 
 
 class TurnOut(BaseModel):
@@ -133,12 +138,35 @@ class CostBreakdown(BaseModel):
     provisional: bool = Field(False, description="the call is still running; figures will change")
 
 
+class AnalysisOut(BaseModel):
+    """A call's post-call analysis (``parley.platform.analysis``)."""
+
+    status: Literal["pending", "running", "completed", "failed", "skipped"]
+    summary: str | None = None
+    structured_data: dict[str, Any] | None = Field(
+        None, description="filled by the model, valid by the agent's structured_data_schema"
+    )
+    success: bool | None = Field(None, description="the success rubric's verdict")
+    success_reason: str | None = None
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="parts that failed (summary, structured_data, success), and why"
+    )
+    error: str | None = Field(None, description="why the analysis as a whole failed or was skipped")
+    model: str = ""
+    attempts: int = 0
+    requested_at: datetime
+    completed_at: datetime | None = None
+
+
 class CallDetail(CallSummary):
     transcript: list[TurnOut]
     events: list[EventOut]
     recording: RecordingOut | None
     costs: CostBreakdown
     metrics: dict[str, Any] = Field(description="latency figures (p50/p90 ms) and counts")
+    analysis: AnalysisOut | None = Field(
+        None, description="post-call analysis, when the agent asks for one (analysis: in its config)"
+    )
 
 
 class UsageLineOut(BaseModel):
@@ -198,6 +226,33 @@ class WebSession(BaseModel):
     status: str
     token: str = Field(description="single-use session token; give it to one client only")
     expires_at: datetime = Field(description="the token is refused after this time")
+
+
+MAX_CALL_METADATA_BYTES = 16_384
+
+
+class SessionStart(BaseModel):
+    """The optional body of ``POST /v1/agents/{id}/sessions``: what this call's prompts may mention."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    caller_name: SafeStr | None = Field(None, max_length=200, description="`{{caller.name}}` in prompts")
+    metadata: JsonObject = Field(
+        default_factory=dict,
+        description="`{{metadata.<key>}}` in the agent's prompts; kept with the call (at most 16 KB as JSON)",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SessionStart:
+        if len(json.dumps(self.metadata)) > MAX_CALL_METADATA_BYTES:
+            raise PydanticCustomError("metadata_size", "metadata is over 16 KB as JSON")
+        return self
+
+    def call_metadata(self) -> dict[str, Any]:
+        """Stored with the call; the caller's name rides along as ``caller_name``."""
+        if self.caller_name:
+            return {**self.metadata, "caller_name": self.caller_name}
+        return dict(self.metadata)
 
 
 class PhoneNumberCreate(BaseModel):

@@ -14,6 +14,7 @@ from parley.store.lifecycle import ACTIVE, CallStatus, Decision, decide
 from parley.store.models import Call, CallEvent, Recording, TranscriptTurn
 from parley.store.queries import insert_ignore, page_newest_first, upsert
 from parley.store.types import new_id, utcnow
+from parley.store.webhooks import enqueue_call_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class CallRepository:
         connect_token_hash: str | None = None,
         provider_call_id: str | None = None,
         job_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Call:
         ident = call_id or new_id("call")
         now = utcnow()
@@ -67,6 +69,7 @@ class CallRepository:
             connect_token_hash=connect_token_hash,
             provider_call_id=provider_call_id,
             job_id=job_id,
+            metadata_=metadata or None,
         )
         self.session.add(call)
         await self.session.flush()
@@ -128,6 +131,8 @@ class CallRepository:
             locked.ended_at = max(when, locked.started_at) if locked.started_at else when
             locked.end_reason = reason
         locked.updated_at = utcnow()
+        if new is CallStatus.IN_PROGRESS or new.terminal:  # the outbox, in this very transaction
+            await enqueue_call_status(self.session, locked, started=not new.terminal)
         return decision
 
     async def note_ringing(self, call_id: str, at: datetime) -> None:

@@ -89,6 +89,27 @@ class AgentVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AgentDocument(Base):
+    """A document an agent answers from (revision 0007): the text extracted at upload, not the file.
+
+    Documents belong to the agent, not to one version: a new document is used by the next call."""
+
+    __tablename__ = "agent_documents"
+    __table_args__ = (Index("ix_agent_documents_agent_id_created_at", "agent_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    """Size of what was uploaded (the PDF, not its text)."""
+    pages: Mapped[int | None] = mapped_column(Integer)
+    words: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (Index("ix_calls_org_id_created_at", "org_id", "created_at"),)
@@ -123,6 +144,34 @@ class Call(Base):
         ForeignKey("outbound_jobs.id", ondelete="SET NULL"), index=True
     )
     """The outbound job this call is an attempt of."""
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    """What the call was started with (API, outbound job): ``{{metadata.<key>}}`` in the agent's prompts,
+    ``caller_name`` also as ``{{caller.name}}`` (revision 0007)."""
+
+
+class CallAnalysisRecord(Base):
+    """A call's post-call analysis (revision 0006): asked for in the transaction that ended the call, so
+    a crash before it ran only delays it; done by a worker (``parley.platform.analysis``)."""
+
+    __tablename__ = "call_analyses"
+    __table_args__ = (Index("ix_call_analyses_status_requested_at", "status", "requested_at"),)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    """``pending``, ``running``, ``completed``, ``failed`` (``error`` says why) or ``skipped``."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    model: Mapped[str] = mapped_column(String(128), default="")
+    summary: Mapped[str | None] = mapped_column(Text)
+    structured_data: Mapped[dict[str, Any] | None]
+    success: Mapped[bool | None] = mapped_column(Boolean)
+    success_reason: Mapped[str | None] = mapped_column(Text)
+    errors: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Parts the model got wrong (``structured_data``: invalid twice …), by part."""
+    error: Mapped[str | None] = mapped_column(Text)
+    """Why the analysis as a whole failed or was skipped."""
 
 
 class PhoneNumber(Base):
@@ -262,3 +311,68 @@ class OrgSecret(Base):
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where an organization wants its events POSTed (revision 0005); the signing secret is encrypted."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    events: Mapped[list[Any]]
+    secret_ciphertext: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    """The outbox: an event written in the transaction of the fact it reports; ``key`` makes it once."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("org_id", "key"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint: pending → sending (leased) → delivered | pending (retry) | failed."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every request made for a delivery and what came of it."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt"),)
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[float] = mapped_column(Float)

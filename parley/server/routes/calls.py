@@ -16,7 +16,7 @@ from parley.platform.agents import NotFound
 from parley.platform.calls import Feed
 from parley.platform.recordings import recording_key
 from parley.platform.runtime import Platform
-from parley.platform.schemas import CallDetail, CallSummary, Direction, EventOut, Page
+from parley.platform.schemas import AnalysisOut, CallDetail, CallSummary, Direction, EventOut, Page
 from parley.server.auth import Auth, PlatformDep
 from parley.server.routes.params import CursorQ, EventId, Limit, Ref, When
 from parley.store.calls import CallFilters
@@ -67,6 +67,22 @@ async def get_call(call_id: Ref, request: Request, principal: Auth, platform: Pl
     if detail.recording is not None and detail.recording.status == "ready" and detail.recording.url is None:
         detail.recording.url = str(request.url_for("get_recording", call_id=call_id))
     return detail
+
+
+@router.post(
+    "/{call_id}/analysis",
+    response_model=AnalysisOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"description": "no such call"}, 409: {"description": "not ended, or no analysis asked"}},
+)
+async def analyze_call(call_id: Ref, principal: Auth, platform: PlatformDep) -> AnalysisOut:
+    """Run the call's post-call analysis again (in the background; the call detail shows the outcome)."""
+    try:
+        return await platform.analysis.rerun(principal.org_id, call_id)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
 
 @router.get(
