@@ -12,10 +12,10 @@ import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -165,9 +165,11 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/v1/realtime/config")
-    async def realtime_config() -> dict[str, Any]:
-        """What the voice page needs to connect: transports offered, audio format, agents."""
+    async def realtime_config(agent: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
+        """What the voice page needs to connect: transports offered, audio format, agents (with
+        ``agent``: whether that one can be selected, or the error ``start`` would give)."""
         return {
+            **await runtime.agent_offer(agent),
             "enabled": settings.realtime_enabled,
             "transports": {"ws": "/v1/sessions/ws", "webrtc": "/v1/sessions/webrtc"},
             "audio": {
@@ -176,10 +178,6 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
                 "supported_sample_rates": list(SUPPORTED_SAMPLE_RATES),
                 "lead_ms": settings.audio_output_lead_ms,
             },
-            "default_agent": runtime.engines.catalog.default,
-            "agents": [
-                {"name": a.name, "description": a.description} for a in runtime.engines.catalog.summaries()
-            ],
             "reconnect_grace_s": settings.reconnect_grace_s,
         }
 
@@ -211,11 +209,12 @@ def create_platform_app(settings: Settings | None = None, **options: Any) -> Fas
     """The full server: live voice plus the platform's store and REST API."""
     from parley.server.routes import platform_routers
     from parley.server.telephony import with_telephony
+    from parley.server.webhooks import with_webhooks
 
     settings = settings or get_settings()
     return create_app(
         settings,
         extra_routers=platform_routers(),
-        extra_lifespans=[with_platform(settings), with_telephony(settings)],
+        extra_lifespans=[with_platform(settings), with_telephony(settings), with_webhooks(settings)],
         **options,
     )

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -18,7 +18,9 @@ from parley.config import Settings
 from parley.engine.agent import AgentConfig
 from parley.engine.reply import ReplySettings
 from parley.engine.session import SessionOptions
+from parley.engine.tools import CallContext
 from parley.engine.transport import CallControls
+from parley.platform.directory import AgentDirectory, StoredAgent
 from parley.server.guard import ClientCaps
 from parley.server.live import LiveLimits, LiveSession
 from parley.server.metrics import ServerMetrics
@@ -54,6 +56,46 @@ LOCAL_CLIENT = Client("local")
 
 SessionHook = Callable[[LiveSession], None]
 """Called with every new session before it runs, e.g. to subscribe a store to its timeline."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentChoice:
+    """An agent a client may pick: ``ref`` is what it sends as ``start {agent}`` (a name, or a stored
+    agent's id when its name would not find it); ``source`` is ``file`` (the operator's) or ``store``."""
+
+    ref: str
+    name: str
+    description: str
+    source: str
+
+
+def _stored_choice(stored: StoredAgent, ref: str) -> AgentChoice:
+    description = stored.description or stored.config.system_prompt.split(".")[0][:120]
+    return AgentChoice(ref, stored.name, description, "store")
+
+
+def _refuse_unless_public(found: AgentConfig | StoredAgent) -> None:
+    """Without a token only public agents answer (the operator's or an organization's)."""
+    config = found.config if isinstance(found, StoredAgent) else found
+    if not config.public:
+        raise AdmissionError(
+            ErrorCode.UNAUTHORIZED,
+            f"agent '{config.name}' is not public: start with a session token from "
+            "POST /v1/agents/{id}/sessions",
+        )
+
+
+def _check_pinned(call: LiveCall, named: str | None, stored: StoredAgent | None) -> None:
+    """The call's pinned version decides, so check it: a token's call must be the agent the client
+    named (if it named one), and a public agent made private since it was looked up no longer answers."""
+    agent = call.agent
+    if named is not None and named not in (agent.name, call.call.agent_id):
+        raise AdmissionError(
+            ErrorCode.UNKNOWN_AGENT,
+            f"this session token is for agent '{agent.name}', not {named!r}; send the token alone",
+        )
+    if stored is not None:
+        _refuse_unless_public(agent)
 
 
 class LiveRuntime:
@@ -107,24 +149,25 @@ class LiveRuntime:
                 "returned",
             )
         agent: AgentConfig | None = None
+        stored: StoredAgent | None = None
         if token is None:
-            agent = self.engines.catalog.get(agent_name)
-            if agent is None:
-                names = ", ".join(s.name for s in self.engines.catalog.summaries())
-                raise AdmissionError(
-                    ErrorCode.UNKNOWN_AGENT, f"no agent named {agent_name!r} (available: {names})"
-                )
-            if not agent.public:
-                raise AdmissionError(
-                    ErrorCode.UNAUTHORIZED,
-                    f"agent '{agent.name}' is not public: start with a session token from "
-                    "POST /v1/agents/{id}/sessions",
-                )
+            found = await self.find_agent(agent_name)
+            _refuse_unless_public(found)
+            agent, stored = (None, found) if isinstance(found, StoredAgent) else (found, None)
         self.caps.take_session(client.address)
         admitted = False
         try:
             with slot(self.registry) as reservation:
-                live = await self._admit(agent, input_rate, output_rate, client, token, reservation)
+                live = await self._admit(
+                    agent,
+                    input_rate,
+                    output_rate,
+                    client,
+                    token,
+                    reservation,
+                    stored=stored,
+                    named=agent_name if token is not None else None,
+                )
                 admitted = True
         finally:
             if not admitted:
@@ -165,6 +208,63 @@ class LiveRuntime:
         live.start()
         return live
 
+    async def find_agent(self, ref: str | None) -> AgentConfig | StoredAgent:
+        """The agent ``start {agent: ref}`` names without a token, or ``AdmissionError(unknown_agent)``
+        listing what this caller could pick instead. Whether it may talk to it is checked apart.
+
+        The operator's agents (YAML files, ``serve --agent``) come first; then, with the store open, the
+        operator's organization's stored agents by name or id, then any organization's agent by id (an
+        id is unguessable: it is the link a tenant shares to its public agent). Never a fallback."""
+        found: AgentConfig | StoredAgent | None = self.engines.catalog.get(ref)
+        if found is None and ref is not None and self.platform is not None:
+            directory = AgentDirectory(self.platform.db)
+            found = await directory.find(self.platform.default_org_id, ref) or await directory.find_by_id(ref)
+        if found is None:
+            names = ", ".join(choice.ref for choice in await self.agent_choices()) or "none"
+            raise AdmissionError(ErrorCode.UNKNOWN_AGENT, f"no agent named {ref!r} (available: {names})")
+        return found
+
+    async def agent_choices(self) -> list[AgentChoice]:
+        """What an anonymous client may pick by name: the operator's agents, then the operator's
+        organization's public stored agents that no file shadows."""
+        catalog = self.engines.catalog
+        choices = [AgentChoice(s.name, s.name, s.description, "file") for s in catalog.summaries()]
+        if self.platform is not None:
+            taken = {choice.name for choice in choices}
+            for stored in await AgentDirectory(self.platform.db).public(self.platform.default_org_id):
+                if stored.name not in taken:
+                    choices.append(_stored_choice(stored, stored.name))
+        return choices
+
+    async def agent_offer(self, ref: str | None) -> dict[str, Any]:
+        """The voice page's agent list, and what became of the agent it was asked to select (``?agent=``):
+        ``selected`` (the choice's ``ref``) or ``agent_error`` ``{code, message}``, as ``start`` would say."""
+        choices = await self.agent_choices()
+        offer: dict[str, Any] = {"default_agent": self.engines.catalog.default, "selected": None}
+        if ref:
+            try:
+                found = await self.find_agent(ref)
+                _refuse_unless_public(found)
+            except AdmissionError as exc:
+                offer["agent_error"] = {"code": str(exc.code), "message": exc.message}
+            else:
+                listed = {choice.ref for choice in choices if choice.source == "store"}
+                if isinstance(found, StoredAgent):
+                    if found.name in listed and found.org_id == self._default_org():
+                        offer["selected"] = found.name
+                    else:  # reached by its id: offered under it, so ``start`` finds the same agent
+                        choices.append(_stored_choice(found, found.id))
+                        offer["selected"] = found.id
+                else:
+                    offer["selected"] = found.name
+        offer["agents"] = [
+            {"name": c.name, "ref": c.ref, "description": c.description, "source": c.source} for c in choices
+        ]
+        return offer
+
+    def _default_org(self) -> str | None:
+        return None if self.platform is None else self.platform.default_org_id
+
     @staticmethod
     async def _phone_call(platform: Platform, call_id: str, call_sid: str | None) -> str:
         """The session id of a phone call that may be connected now."""
@@ -193,9 +293,12 @@ class LiveRuntime:
             log.warning("warming a phone call's agent failed", session_id=session_id, error=repr(exc))
 
     async def _secrets_for(self, agent: AgentConfig, org_id: str | None) -> dict[str, str]:
-        wanted = agent.llm.options.get("api_key_secret")
+        from parley.webhooks.tool import secret_names
+
+        key = agent.llm.options.get("api_key_secret")
+        wanted = ([key] if key else []) + sorted(secret_names(agent))  # and webhook tools' headers
         if wanted and self.platform is not None and org_id is not None:
-            return await self.platform.secrets.resolve(org_id, [wanted])
+            return await self.platform.secrets.resolve(org_id, wanted)
         return {}
 
     def _check_accepting(self) -> None:
@@ -219,7 +322,11 @@ class LiveRuntime:
         reservation: object,
         *,
         session_id: str | None = None,
+        stored: StoredAgent | None = None,
+        named: str | None = None,
     ) -> LiveSession:
+        """``stored``: a public stored agent, whose call pins its version now; ``named``: the agent a
+        token-bearing client said it expects (the token's call must be that agent's)."""
         settings = self.settings
         call = None
         secrets: dict[str, str] = {}
@@ -229,10 +336,15 @@ class LiveRuntime:
             else:
                 assert self.platform is not None and session_id is not None
                 call = await self.platform.live_call(session_id=session_id)
+        elif stored is not None:
+            call = await self._public_call(stored, client)
+        if call is not None:
             agent = call.agent
             secrets = await self._secrets_for(agent, call.call.org_id)
         assert agent is not None
         try:
+            if call is not None:
+                _check_pinned(call, named, stored)
             try:
                 stack = await self.engines.stack_for(agent, secrets)
             except Exception as exc:
@@ -240,9 +352,9 @@ class LiveRuntime:
                     ErrorCode.NOT_READY, f"the models for agent '{agent.name}' failed to load: {exc}"
                 ) from exc
             if call is None and self.platform is not None:
-                stored, _version = await self.platform.agents.ensure(self.platform.default_org_id, agent)
+                filed, _version = await self.platform.agents.ensure(self.platform.default_org_id, agent)
                 call = await self.platform.live_call(
-                    agent_ref=stored.id, transport=client.transport, access="public", client_ip=client.address
+                    agent_ref=filed.id, transport=client.transport, access="public", client_ip=client.address
                 )
         except BaseException:
             if call is not None:
@@ -258,23 +370,50 @@ class LiveRuntime:
             settings.session_start_timeout_s,
         )
         controls = CallControls()
+        context = CallContext(controls=controls)  # what the agent's tools learn of the call
+        if call is not None:
+            known = call.variables()
+            context.call_id, context.metadata = known.call_id, dict(known.metadata)
+            context.caller_number = known.caller_number or None
         live = LiveSession(
             agent,
             stack,
             input_rate=input_rate,
             output_rate=output_rate,
             limits=limits,
-            options=SessionOptions(reply=reply),
-            tools=build_tools(agent, controls),
+            options=SessionOptions(
+                reply=reply,
+                knowledge=await call.knowledge() if call is not None else None,
+                variables=call.variables() if call is not None else None,
+            ),
+            tools=build_tools(agent, context=context, secrets=secrets),
             on_closed=self._closed,
             call=call,
             controls=controls,
         )
+        context.call_id = context.call_id or live.id
         live.subscribe_metrics(self.metrics.observe)
         for hook in self.session_hooks:
             hook(live)
         self.registry.add(reservation, live)
         return live
+
+    async def _public_call(self, stored: StoredAgent, client: Client) -> LiveCall:
+        """An anonymous call with a public stored agent, on its organization's books, pinned to the
+        version that is the agent's latest right now."""
+        from parley.platform.agents import NotFound
+
+        assert self.platform is not None
+        try:
+            return await self.platform.live_call(
+                org_id=stored.org_id,
+                agent_ref=stored.id,
+                transport=client.transport,
+                access="public",
+                client_ip=client.address,
+            )
+        except NotFound as exc:  # deleted since it was looked up
+            raise AdmissionError(ErrorCode.UNKNOWN_AGENT, f"no agent named {stored.name!r}") from exc
 
     async def _connect_token(self, token: str, client: Client) -> LiveCall:
         """The call a session token was minted for, now bound to this client (the token is spent)."""

@@ -93,6 +93,8 @@ class RtcControl:
                 session_id=live.id,
                 token=live.token,
                 agent=live.agent.name,
+                agent_id=None if live.call is None else live.call.call.agent_id,
+                agent_version=None if live.call is None else live.call.call.agent_version,
                 protocol=PROTOCOL_VERSION,
                 transport="webrtc",
                 audio_in={"encoding": "opus", "sample_rate": OPUS_RATE},

@@ -210,12 +210,16 @@ class ConnectionHandler:
         self._bind(live)
         live.attach(self.connection)
         settings = self.settings
+        booked = live.call.call if live.call is not None else None
         live.send(
             server_message(
                 "session.started",
                 session_id=live.id,
                 token=live.token,
                 agent=live.agent.name,
+                # on the books: the stored agent and the version this call is pinned to
+                agent_id=None if booked is None else booked.agent_id,
+                agent_version=None if booked is None else booked.agent_version,
                 protocol=PROTOCOL_VERSION,
                 audio_in={
                     "encoding": "pcm16",

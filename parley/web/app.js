@@ -18,16 +18,34 @@ let transport = null;
 let audio = null; // {ctx, stream, capture, playback, remote}
 let remotePlayed = 0; // samples of agent audio heard over WebRTC
 
+// ?agent=… names an agent (a name, or a stored agent's id); the server says whether it can be picked,
+// and if not, why (unknown, or not public): that is shown, and nothing else is picked in its place.
 async function loadConfig() {
-  config = await (await fetch("/v1/realtime/config")).json();
+  const wanted = params.get("token") ? null : params.get("agent");
+  config = await (await fetch("/v1/realtime/config" + (wanted ? `?agent=${encodeURIComponent(wanted)}` : ""))).json();
   const select = $("agent");
   select.innerHTML = "";
   for (const agent of config.agents) {
-    const option = new Option(`${agent.name} — ${agent.description}`, agent.name);
-    select.add(option);
+    select.add(new Option(`${agent.name} — ${agent.description}`, agent.ref || agent.name));
   }
-  select.value = params.get("agent") || config.default_agent;
+  select.value = config.selected || config.default_agent;
+  if (params.get("token")) {
+    select.disabled = true; // the session token decides the agent
+  } else if (config.agent_error) {
+    select.value = "";
+    $("connect").disabled = true; // until an agent is picked from the list
+    showError(`Agent “${wanted}”: ${config.agent_error.message}`);
+  }
+  parley.agent = select.value || null;
   if (!config.enabled) showError("Live sessions are disabled on this server.");
+}
+
+function pickAgent() {
+  parley.agent = $("agent").value || null;
+  if (parley.agent && config?.enabled) {
+    clearError();
+    $("connect").disabled = false;
+  }
 }
 
 // --- audio ---------------------------------------------------------------------------------------------
@@ -114,6 +132,7 @@ function stopAudio() {
 async function connect() {
   clearError();
   $("connect").disabled = true;
+  parley.sessionId = null;
   try {
     await startAudio();
   } catch (error) {
@@ -221,7 +240,13 @@ function onMessage(msg) {
       break;
     case "error":
       parley.errors.push(msg);
-      if (msg.fatal || msg.code === "resume_failed") {
+      if (!parley.sessionId) { // the start was refused (unknown agent, not public, server full…): say why
+        const refused = transport;
+        transport = null;
+        refused?.end();
+        showError(msg.message);
+        finish();
+      } else if (msg.fatal || msg.code === "resume_failed") {
         showError(msg.message);
         finish();
       } else if (msg.code !== "rate_limited") {
@@ -318,5 +343,6 @@ parley.dropConnection = () => transport?.simulateDrop();
 
 setState("idle");
 setConnection("idle");
-loadConfig().then(() => { if (params.get("autoconnect") === "1") connect(); })
+$("agent").addEventListener("change", pickAgent);
+loadConfig().then(() => { if (params.get("autoconnect") === "1" && !$("connect").disabled) connect(); })
   .catch((error) => showError(`Cannot reach the server: ${error.message}`));

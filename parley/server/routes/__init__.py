@@ -10,14 +10,26 @@ from fastapi import APIRouter
 
 
 def platform_routers() -> list[APIRouter]:
-    from parley.server.routes import agents, calls, numbers, outbound, secrets, twilio, usage
+    from parley.server.routes import (
+        agents,
+        calls,
+        documents,
+        numbers,
+        outbound,
+        secrets,
+        twilio,
+        usage,
+        webhooks,
+    )
 
     return [
         agents.router,
+        documents.router,
         outbound.router,
         calls.router,
         usage.router,
         secrets.router,
         numbers.router,
         twilio.router,
+        webhooks.router,
     ]

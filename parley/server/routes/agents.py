@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 
 from parley.platform.agents import Conflict, NotFound, ProviderError
-from parley.platform.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut, Page, WebSession
+from parley.platform.schemas import (
+    AgentCreate,
+    AgentOut,
+    AgentUpdate,
+    AgentVersionOut,
+    Page,
+    SessionStart,
+    WebSession,
+)
 from parley.server.auth import Auth, PlatformDep
 from parley.server.routes.params import CursorQ, Limit, Ref, Version
 from parley.store.queries import InvalidCursor
@@ -105,10 +113,13 @@ async def agent_versions(agent_id: Ref, principal: Auth, platform: PlatformDep) 
     response_model=WebSession,
     responses={404: {"description": "no such agent"}},
 )
-async def start_web_session(agent_id: Ref, principal: Auth, platform: PlatformDep) -> WebSession:
+async def start_web_session(
+    agent_id: Ref, principal: Auth, platform: PlatformDep, body: SessionStart | None = None
+) -> WebSession:
     """Queue a browser call with this agent's latest version; the voice page then connects its
-    WebSocket with the returned ``session_id``."""
+    WebSocket with the returned ``session_id``. The optional body fills the agent's prompt variables."""
+    metadata = body.call_metadata() if body is not None else None
     try:
-        return await platform.start_web_session(principal.org_id, agent_id)
+        return await platform.start_web_session(principal.org_id, agent_id, metadata)
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
