@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from parley.commands.documents import docs_app
 from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
 from parley.commands.serve import bench_live, bench_load, serve
 from parley.commands.twilio_sim import twilio_sim
@@ -33,6 +34,7 @@ app.command("twilio-sim")(twilio_sim)
 bench_app.command("live")(bench_live)
 bench_app.command("load")(bench_load)
 app.add_typer(agents_app, name="agents")
+agents_app.add_typer(docs_app, name="docs")
 app.add_typer(calls_app, name="calls")
 app.add_typer(keys_app, name="keys")
 app.add_typer(numbers_app, name="numbers")
@@ -167,6 +169,28 @@ def bench_latency(
     out.print(f"premature cut-ins: {report['premature_cutins']}")
     if "greeting_ms" in report:
         out.print(f"greeting heard after {_ms(report['greeting_ms'])} ms; user WER {report['user_wer']:.1%}")
+
+
+@bench_app.command("quality")
+def bench_quality(
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    text: Annotated[
+        bool, typer.Option("--text", help="type the questions instead of speaking them (the LLM alone)")
+    ] = False,
+) -> None:
+    """Task success of agents on scripted calls: facts, unknowns, tool calls with arguments, goodbyes."""
+    from parley.bench.quality import run_quality_bench
+
+    report = asyncio.run(run_quality_bench(err, text_only=text))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    out.print(
+        f"task success {report['task_success']:.0%} ({report['passed']} of {report['turns']} turns, "
+        f"{report['agents']} agents, {report['seconds']:.0f} s)"
+    )
+    for kind, tally in report["by_expectation"].items():
+        out.print(f"  {kind}: {tally['passed']} of {tally['turns']}")
 
 
 @bench_app.command("vad")
