@@ -314,12 +314,18 @@ async def prepare_stack(agent: AgentConfig, secrets: Secrets | None = None) -> E
 
 async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
     """Evaluate the agent's own prompt prefix once, so its first turn reuses the model's prompt cache."""
-    from parley.engine.context import ConversationContext
+    from parley.engine.context import ConversationContext, grounding_examples
 
+    tools = build_tools(agent)
     context = ConversationContext(
-        agent.system_prompt, agent.knowledge, agent.context_token_budget, stack.llm.count_tokens
+        agent.system_prompt,
+        agent.knowledge,
+        agent.context_token_budget,
+        stack.llm.count_tokens,
+        grounded=agent.grounded,
+        examples=grounding_examples(tools.closing_tool()),
     )
-    await stack.llm.warm_up([context.system_message()], build_tools(agent).specs() or None)
+    await stack.llm.warm_up([context.system_message(), *context.examples], tools.specs() or None)
     await warm_greeting(stack, agent)
 
 
@@ -393,6 +399,7 @@ def _end_call(settings: ToolSettings, _: CallContext) -> Tool:
         settings.timeout_s,
         side_effect=True,
         filler=False,
+        closes_call=True,
     )
 
 

@@ -207,6 +207,11 @@ class AgentConfig(BaseModel):
     knowledge: list[Fact] = Field(
         default_factory=list, max_length=50, description="facts put into the prompt to ground answers"
     )
+    grounded: bool = Field(
+        True,
+        description="with knowledge (facts or documents): answer questions from it alone, and say so when "
+        "it does not tell, offering to take a message; false for a general assistant whose facts only help",
+    )
     public: bool = Field(
         False,
         description="anyone may talk to this agent without a session token (the demo page's agent); "

@@ -10,12 +10,48 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parley.engine.knowledge import KnowledgeIndex, Passage
-from parley.providers.llm.base import ChatMessage
+from parley.providers.llm.base import ChatMessage, ToolCall
 
 RETRIEVAL_SHARE = 4
 """Without an explicit budget, retrieved passages may use a quarter of the context budget…"""
 RETRIEVAL_MAX_TOKENS = 400
 """…but no more than this: a small model answers best from a few relevant lines."""
+GROUNDING_RULES = (
+    "\n\n# How to answer\n"
+    '- Answer questions from "What you know" only. Never guess or make anything up.\n'
+    '- If "What you know" does not answer a question, say you don\'t know and offer to take a message.\n'
+    "- Speak in one or two short sentences, as on the phone.\n"
+    "- When the caller asks for something one of your tools does, call that tool."
+)
+"""How a grounded agent (one with knowledge) answers: said once, after its facts, in every prompt."""
+EXAMPLE_FACTS = (
+    "Pine Street Bakery is open Tuesday to Sunday, 7 am to 2 pm.",
+    "Pine Street Bakery is closed on Mondays.",
+)
+
+
+def grounding_examples(closing_tool: str | None = None) -> list[ChatMessage]:
+    """A short example call with another business, before the real one: the moves a small model gets
+    wrong when only told them — the "no" its facts imply, admitting what they do not say, and (with
+    ``closing_tool``, the tool that ends a call) hanging up on goodbye."""
+    said = [
+        ChatMessage("system", "An example call of another business, which knows: " + " ".join(EXAMPLE_FACTS)),
+        ChatMessage("user", "Are you open on Monday?"),
+        ChatMessage("assistant", "No, sorry, we're closed on Mondays."),
+        ChatMessage("user", "Do you deliver?"),
+        ChatMessage("assistant", "I'm sorry, I don't know that. Can I take a message for the team?"),
+    ]
+    if closing_tool:
+        call = ToolCall("example_1", closing_tool, {}, "{}")
+        said += [
+            ChatMessage("user", "No thanks, that's all. Bye!"),
+            ChatMessage("assistant", "", tool_calls=(call,)),
+            ChatMessage("tool", '{"ok": true}', tool_call_id=call.id, name=closing_tool),
+            ChatMessage("assistant", "Goodbye, have a nice day!"),
+        ]
+    return [*said, ChatMessage("system", "The example is over. The real call starts now.")]
+
+
 RETRIEVAL_HEADER = (
     "Reference notes for the caller's last question, from the business's documents. Answer from them "
     "when they help; if they do not answer the question, say you don't know."
@@ -49,6 +85,8 @@ class ConversationContext:
         *,
         documents: KnowledgeIndex | None = None,
         retrieval_budget: int | None = None,
+        grounded: bool = False,
+        examples: list[ChatMessage] | None = None,
     ) -> None:
         self.system_prompt = system_prompt
         self.knowledge = list(knowledge)
@@ -61,6 +99,8 @@ class ConversationContext:
         )
         self._count = count_tokens
         self._turns: list[Turn] = []
+        self.grounded = grounded and bool(self.knowledge or self.documents)
+        self.examples = list(examples or []) if self.grounded else []
 
     @property
     def messages(self) -> list[ChatMessage]:
@@ -68,8 +108,11 @@ class ConversationContext:
 
     def system_message(self) -> ChatMessage:
         text = self.system_prompt
-        if self.knowledge:
-            text += "\n\nFacts you can rely on:\n" + "\n".join(f"- {k}" for k in self.knowledge)
+        facts = "\n".join(f"- {k}" for k in self.knowledge)
+        if self.grounded:
+            text += (f"\n\n# What you know\n{facts}" if facts else "") + GROUNDING_RULES
+        elif facts:
+            text += "\n\nFacts you can rely on:\n" + facts
         return ChatMessage("system", text)
 
     def add_user(self, text: str) -> None:
@@ -107,18 +150,20 @@ class ConversationContext:
 
         Pure: calling it any number of times (speculative replies, tool rounds) changes nothing."""
         pending = list(pending or [])
-        system = self.system_message()
-        history = self._fitting(self._tokens([system, *pending]), self._turns)
-        messages = [system, *(m for turn in history for m in turn.messages), *pending]
-        last_user = next((i for i in range(len(messages) - 1, 0, -1) if messages[i].role == "user"), None)
+        head = [self.system_message(), *self.examples]
+        history = self._fitting(self._tokens([*head, *pending]), self._turns)
+        messages = [*head, *(m for turn in history for m in turn.messages), *pending]
+        last_user = next(
+            (i for i in range(len(messages) - 1, len(head) - 1, -1) if messages[i].role == "user"), None
+        )
         if last_user is None:
             return messages
         notes = self.retrieval_message(messages[last_user].content)
         if notes is None:
             return messages
         # The notes take their room from the oldest history, never from the pending messages.
-        history = self._fitting(self._tokens([system, notes, *pending]), history)
-        messages = [system, *(m for turn in history for m in turn.messages), *pending]
+        history = self._fitting(self._tokens([*head, notes, *pending]), history)
+        messages = [*head, *(m for turn in history for m in turn.messages), *pending]
         last_user = max(i for i, m in enumerate(messages) if m.role == "user")
         return [*messages[:last_user], notes, *messages[last_user:]]
 
@@ -127,7 +172,7 @@ class ConversationContext:
 
         Call it when a turn is committed. What is kept is at least what ``for_request`` would send with
         nothing pending, and the newest turn always stays (a resumed turn may still be taken back)."""
-        kept = self._fitting(self._tokens([self.system_message()]), self._turns)
+        kept = self._fitting(self._tokens([self.system_message(), *self.examples]), self._turns)
         dropped = len(self._turns) - max(len(kept), 1 if self._turns else 0)
         if dropped > 0:
             del self._turns[:dropped]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,29 +190,44 @@ class Reply:
             await self._segment_queue.put(None)
             return
         settings = self.deps.settings
+        executed: set[str] = set()
+        offer_tools = True
         for round_no in range(settings.max_tool_rounds + 1):
             try:
-                text, calls = await self._llm_round(round_no, chunker)
+                text, calls = await self._llm_round(round_no, chunker, offer_tools)
             except Exception as exc:  # a dead or broken model: say so instead of going silent
-                self.deps.emit(EventType.ERROR, where="llm", reply_id=self.id, error=repr(exc))
+                self.deps.emit(EventType.ERROR, where="llm", stage="llm", reply_id=self.id, error=repr(exc))
                 chunker.flush()
                 if settings.error_message:
                     self._add_segment(settings.error_message)
                 break
-            if not calls:
+            # A small model may ask again for what it was just given: a call it already made in this
+            # reply is not run twice; the model answers from the result it has, without tools.
+            fresh = [c for c in calls if _call_key(c) not in executed]
+            if not fresh:
                 if text:
                     self.messages.append(ChatMessage("assistant", text))
+                    break
+                if offer_tools and len(self.deps.tools) > 0:
+                    # Only repeated calls, or nothing usable at all (a small model may write tool
+                    # definitions instead of a call): ask again, without tools, for words.
+                    offer_tools = False
+                    continue
                 break
-            self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
-            self.messages.extend(await self._call_tools(calls))
+            fresh = self._not_hanging_up_over(fresh)
+            executed.update(_call_key(c) for c in fresh)
+            self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
+            self.messages.extend(await self._call_tools(fresh))
         await self._segment_queue.put(None)
 
-    async def _llm_round(self, round_no: int, chunker: ClauseChunker) -> tuple[str, list[ToolCall]]:
+    async def _llm_round(
+        self, round_no: int, chunker: ClauseChunker, offer_tools: bool = True
+    ) -> tuple[str, list[ToolCall]]:
         """One LLM call: stream text into speakable clauses and collect tool calls."""
         deps, settings = self.deps, self.deps.settings
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
-        offered = deps.tools.specs() if round_no < settings.max_tool_rounds else []
+        offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
         deps.emit(EventType.LLM_REQUEST, reply_id=self.id, round=round_no, messages=len(request))
         started = now()
         text = ""
@@ -250,6 +266,12 @@ class Reply:
             output_tokens=self.usage.output_tokens,
         )
         return text.strip(), calls
+
+    def _not_hanging_up_over(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """A hang-up asked for in the same breath as other actions is dropped: the caller has not heard
+        what those did yet (a small model books and says goodbye at once)."""
+        closing = {c.id for c in calls if (t := self.deps.tools.get(c.name)) is not None and t.closes_call}
+        return [c for c in calls if c.id not in closing] if len(closing) < len(calls) else calls
 
     async def _call_tools(self, calls: list[ToolCall]) -> list[ChatMessage]:
         """Run all calls of one model turn at once; results go back in the order they were asked for.
@@ -511,3 +533,7 @@ async def _sleep_until(deadline: float) -> None:
     delay = deadline - now()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+def _call_key(call: ToolCall) -> str:
+    return call.name + json.dumps(call.arguments, sort_keys=True, default=str)

@@ -22,7 +22,7 @@ from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.rechunk import Rechunker
 from parley.audio.resample import Resampler
 from parley.engine.agent import AgentConfig
-from parley.engine.context import ConversationContext
+from parley.engine.context import ConversationContext, grounding_examples
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
@@ -92,6 +92,8 @@ class Session:
             agent.context_token_budget,
             stack.llm.count_tokens,
             documents=self.options.knowledge,
+            grounded=agent.grounded,
+            examples=grounding_examples(self.tools.closing_tool()),
         )
         ep = agent.endpointing
         self._endpointer = Endpointer(

@@ -41,6 +41,8 @@ class Tool:
     filler: bool = True
     """Say the agent's filler when this tool keeps the caller waiting (off for tools that act on the line,
     where words would be in the way)."""
+    closes_call: bool = False
+    """This tool hangs up: a grounded agent's example call shows it used on goodbye."""
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
@@ -141,6 +143,10 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+    def closing_tool(self) -> str | None:
+        """The name of the tool that hangs up, if the agent has one."""
+        return next((t.name for t in self._tools.values() if t.closes_call), None)
 
     def specs(self) -> list[ToolSpec]:
         return [t.spec() for t in self._tools.values()]

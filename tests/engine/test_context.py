@@ -134,3 +134,37 @@ def test_notes_take_room_from_old_history_not_from_the_question() -> None:
     request = context.for_request([question])
     assert request[-1] == question and request[-2].role == "system"
     assert sum(words(m.content) + 4 for m in request) <= 60
+
+
+def test_a_grounded_agent_is_told_how_to_answer_and_shown_an_example_call_before_the_real_one() -> None:
+    from parley.engine.context import GROUNDING_RULES, grounding_examples
+
+    count = lambda text: len(text.split())  # noqa: E731
+    grounded = ConversationContext(
+        "You are the clinic.",
+        ["Closed on Sundays."],
+        2000,
+        count,
+        grounded=True,
+        examples=grounding_examples("hang_up"),
+    )
+    grounded.add_user("Are you open on Sunday?")
+    request = grounded.for_request()
+    assert request[0].content.startswith("You are the clinic.\n\n# What you know\n- Closed on Sundays.")
+    assert request[0].content.endswith(GROUNDING_RULES)
+    example = request[1:-1]
+    assert example[0].role == "system" and example[-1].content.startswith("The example is over")
+    assert any(c.name == "hang_up" for m in example for c in m.tool_calls), "the closing tool is shown used"
+    assert request[-1].content == "Are you open on Sunday?"
+    assert not any(c.name for m in grounding_examples(None) for c in m.tool_calls)
+
+    # A general assistant, or an agent with nothing to be grounded in, gets neither.
+    for context in (
+        ConversationContext(
+            "Be nice.", ["Paris is in France."], 2000, count, examples=grounding_examples(None)
+        ),
+        ConversationContext("Be nice.", [], 2000, count, grounded=True, examples=grounding_examples(None)),
+    ):
+        context.add_user("Hi")
+        request = context.for_request()
+        assert len(request) == 2 and GROUNDING_RULES not in request[0].content

@@ -21,6 +21,11 @@ def gemma_gguf() -> Path:
     return assets.gemma_gguf()
 
 
+def qwen_gguf() -> Path:
+    """The default instruct model, Qwen2.5-Coder 0.5B, assembled once into Parley's model cache."""
+    return assets.qwen_gguf()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,8 @@ own or forge a tool call.
 Tool calls follow the Hermes convention that Qwen 2.5 (and many others) were trained on: JSON objects
 ``{"name": …, "arguments": {…}}``, each between ``<tool_call>`` tags; a small model sometimes drops the
 tags, so a reply that *starts* with such an object counts too. Several objects in one reply are parallel
-calls.
+calls. A reply that opens with JSON or markup but holds no call of an offered tool says nothing; the
+engine then asks again without tools.
 """
 
 from __future__ import annotations
@@ -186,7 +187,9 @@ class ChatReplyParser:
         if at >= 0:
             return at
         head = self._raw.lstrip()
-        if self._offered and head.startswith("{"):
+        # A reply that opens with JSON or markup is a tool call, or a small model inventing tool
+        # definitions (``<tools>{"type": "function"…``): either way nothing in it is speakable.
+        if self._offered and head.startswith(("{", "<")):
             return len(self._raw) - len(head)
         return None
 

@@ -230,7 +230,11 @@ class LlamaCppModel:
         produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
         if finish != "cancelled":
             generator = self._llm.generate(
-                tokens, temp=request.temperature, top_k=40, top_p=0.95, repeat_penalty=1.0
+                tokens,
+                temp=request.temperature,
+                top_k=40,
+                top_p=0.95,
+                repeat_penalty=1.0,
             )
             try:
                 for token in generator:

@@ -1,0 +1,114 @@
+"""What a reply does with what a small model gets wrong about tools: asking again for a call it already
+made, writing something that is neither words nor a call, and hanging up in the same breath as acting."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+
+from parley import Agent
+from parley.engine.events import EventType
+from parley.engine.options import EngineStack
+from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec, Usage
+from parley.simulate import UserTurn
+from tests.engine.harness import agent as harness_agent
+from tests.engine.harness import converse, speech, stack
+
+Script = Callable[[list[ChatMessage], list[ToolSpec] | None], list[LLMChunk]]
+
+
+class Scripted:
+    """A model whose every answer comes from ``script``; it keeps what it was offered each round."""
+
+    name = "scripted-rounds"
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.offered: list[list[str]] = []
+
+    async def stream(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec] | None = None,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+    ) -> AsyncIterator[LLMChunk]:
+        self.offered.append([t.name for t in tools or []])
+        for chunk in self.script(messages, tools):
+            yield chunk
+        yield LLMChunk(usage=Usage(1, 1), finish_reason="stop")
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def warm_up(
+        self, messages: list[ChatMessage] | None = None, tools: list[ToolSpec] | None = None
+    ) -> None:
+        return None
+
+
+def engines(llm: Scripted, line: str) -> EngineStack:
+    return dataclasses.replace(stack([line], []), llm=llm)
+
+
+def shop() -> tuple[Agent, list[str]]:
+    agent = Agent(
+        "shop",
+        endpointing=harness_agent().endpointing,
+        tools=[{"name": "end_call", "description": "Hang up."}],
+    )
+    runs: list[str] = []
+
+    @agent.tool
+    async def find_order(order: str) -> str:
+        """Look an order up."""
+        runs.append(order)
+        return "shipped"
+
+    return agent, runs
+
+
+async def test_a_call_asked_for_again_is_not_run_twice_and_the_model_answers_without_tools() -> None:
+    def again_and_again(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if not tools:
+            return [LLMChunk(text="Your order has shipped.")]
+        return [LLMChunk(tool_call=ToolCall(f"c{len(messages)}", "find_order", {"order": "42"}))]
+
+    agent, runs = shop()
+    llm = Scripted(again_and_again)
+    _, result = await converse(agent.config, engines(llm, "Where is order 42?"), [UserTurn(speech(1.0))])
+    assert runs == ["42"], "the same lookup ran more than once"
+    assert result.turns[0].agent_text == "Your order has shipped."
+    assert llm.offered[-1] == [] and "find_order" in llm.offered[0]
+
+
+async def test_a_round_with_neither_words_nor_a_call_is_asked_again_without_tools() -> None:
+    def invents(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        return [] if tools else [LLMChunk(text="Hello, how can I help?")]
+
+    agent, _ = shop()
+    _, result = await converse(agent.config, engines(Scripted(invents), "Hi there."), [UserTurn(speech(0.8))])
+    assert result.turns[0].agent_text == "Hello, how can I help?"
+
+
+async def test_hanging_up_together_with_another_action_waits_for_the_caller() -> None:
+    def books_and_leaves(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if any(m.role == "tool" for m in messages):
+            return [LLMChunk(text="It has shipped. Anything else?")]
+        return [
+            LLMChunk(tool_call=ToolCall("a", "find_order", {"order": "7"})),
+            LLMChunk(tool_call=ToolCall("b", "end_call", {})),
+        ]
+
+    agent, runs = shop()
+    _, result = await converse(
+        agent.config, engines(Scripted(books_and_leaves), "Where is order 7?"), [UserTurn(speech(1.0))]
+    )
+    assert runs == ["7"]
+    called = [e.data["tool"] for e in result.events if e.type is EventType.TOOL_CALL]
+    assert called == ["find_order"]
+    assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
+        "simulation_done"
+    ]
+    assert result.turns[0].agent_text == "It has shipped. Anything else?"
