@@ -31,6 +31,7 @@ from parley.engine.tools import (
 from parley.engine.transport import CallControls, ControlUnavailable
 from parley.engine.turns import EndOfTurnModel
 from parley.providers.asr.base import SpeechRecognizer
+from parley.providers.embeddings.base import SentenceEmbedder
 from parley.providers.llm.base import LanguageModel
 from parley.providers.options import (
     EnergyVadOptions,
@@ -276,6 +277,19 @@ def _turn_model(agent: AgentConfig) -> EndOfTurnModel | None:
         return None
 
 
+def _wants_embedder(agent: AgentConfig) -> bool:
+    """A grounded agent on a real model checks questions against its knowledge (``engine/grounding``);
+    a scripted model needs no such check, and its tests no embedding model."""
+    return agent.grounded and agent.llm.provider != "scripted"
+
+
+def _embedder() -> SentenceEmbedder:
+    from parley.providers.assets import minilm_files
+    from parley.providers.embeddings.minilm import MiniLMEmbedder
+
+    return MiniLMEmbedder(*minilm_files())
+
+
 def _shared(key: str, make: Callable[[], Any]) -> Any:
     if key not in _cache:
         _cache[key] = make()
@@ -295,6 +309,7 @@ def build_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineSta
         turn_model=_shared(
             f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)
         ),
+        embedder=_shared("embedder", _embedder) if _wants_embedder(agent) else None,
     )
 
 

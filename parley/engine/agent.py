@@ -234,6 +234,11 @@ class AgentConfig(BaseModel):
         "One moment, let me check.",
         description="said when a tool keeps the caller waiting more than a second; null: stay silent",
     )
+    unknown_answer: SpokenLine = Field(
+        "I'm sorry, I don't know that. Can I take a message?",
+        description="a grounded agent says this when asked about something its knowledge is not about "
+        "(checked by meaning, before its model's answer is spoken); empty to let the model answer",
+    )
     error_message: SpokenLine = Field(
         "Sorry, I'm having trouble answering right now. Could you say that again?",
         description="spoken when the language model fails",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from parley.engine.knowledge import KnowledgeIndex, Passage
 from parley.providers.llm.base import ChatMessage, ToolCall
 
+PRUNE_TO = 0.6
+"""Share of the token budget the history is cut back to once it no longer fits."""
 RETRIEVAL_SHARE = 4
 """Without an explicit budget, retrieved passages may use a quarter of the context budget…"""
 RETRIEVAL_MAX_TOKENS = 400
@@ -172,7 +174,13 @@ class ConversationContext:
 
         Call it when a turn is committed. What is kept is at least what ``for_request`` would send with
         nothing pending, and the newest turn always stays (a resumed turn may still be taken back)."""
-        kept = self._fitting(self._tokens([self.system_message(), *self.examples]), self._turns)
+        fixed = self._tokens([self.system_message(), *self.examples])
+        if len(self._fitting(fixed, self._turns)) == len(self._turns):
+            return 0
+        # Over budget: forget down to a part of it at once. Dropping one old turn per new turn would
+        # move the start of the history every turn, and the model would evaluate all of it again each
+        # time (its prompt cache only reuses an unchanged beginning).
+        kept = self._fitting(fixed + int(self.token_budget * (1 - PRUNE_TO)), self._turns)
         dropped = len(self._turns) - max(len(kept), 1 if self._turns else 0)
         if dropped > 0:
             del self._turns[:dropped]

@@ -44,6 +44,8 @@ class EventType(StrEnum):
     REPLY_CANCELLED = "reply.cancelled"
     TOOL_CALL = "tool.call"
     TOOL_RESULT = "tool.result"
+    KNOWLEDGE_MISS = "knowledge.miss"
+    """A grounded agent was asked about what it does not know: its model's words were not said."""
     AUDIO_UNDERRUN = "audio.underrun"
     INPUT_OVERFLOW = "audio.input_overflow"
     METRICS = "metrics"

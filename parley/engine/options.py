@@ -11,6 +11,7 @@ from parley.engine.reply import ReplySettings
 from parley.engine.turns import EndOfTurnModel
 from parley.engine.variables import CallVariables
 from parley.providers.asr.base import SpeechRecognizer
+from parley.providers.embeddings.base import SentenceEmbedder
 from parley.providers.llm.base import LanguageModel
 from parley.providers.tts.base import SpeechSynthesizer
 
@@ -24,6 +25,8 @@ class EngineStack:
     llm: LanguageModel
     tts: SpeechSynthesizer
     turn_model: EndOfTurnModel | None = None
+    embedder: SentenceEmbedder | None = None
+    """For grounded agents: tells a question about something the agent does not know."""
 
 
 @dataclass(slots=True)

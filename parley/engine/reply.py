@@ -22,6 +22,7 @@ from parley.audio.resample import Resampler
 from parley.engine.chunker import ClauseChunker, fixed_clauses
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
+from parley.engine.grounding import GroundingCheck
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
@@ -43,6 +44,8 @@ class ReplySettings:
     underrun_tolerance_s: float = 0.03
     error_message: str = ""
     """Spoken when the language model fails, so the caller is not left in silence."""
+    unknown_answer: str = ""
+    """Spoken instead of the model's words when a grounded agent is asked about what it does not know."""
 
 
 @dataclass(slots=True)
@@ -55,6 +58,7 @@ class ReplyDeps:
     emit: Emit
     settings: ReplySettings
     on_audio_started: Callable[[Reply], None]
+    grounding: GroundingCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,18 +196,26 @@ class Reply:
         settings = self.deps.settings
         executed: set[str] = set()
         offer_tools = True
+        held = await self._off_knowledge()
         for round_no in range(settings.max_tool_rounds + 1):
             try:
-                text, calls = await self._llm_round(round_no, chunker, offer_tools)
+                text, calls = await self._llm_round(round_no, chunker, offer_tools, held and round_no == 0)
             except Exception as exc:  # a dead or broken model: say so instead of going silent
                 self.deps.emit(EventType.ERROR, where="llm", stage="llm", reply_id=self.id, error=repr(exc))
                 chunker.flush()
                 if settings.error_message:
                     self._add_segment(settings.error_message)
                 break
+            if held and round_no == 0 and not calls:
+                # Asked about what it does not know, the model answered anyway: not said (grounding.py).
+                self.deps.emit(EventType.KNOWLEDGE_MISS, reply_id=self.id, withheld=text)
+                for piece in fixed_clauses(settings.unknown_answer):
+                    self._add_segment(piece)
+                self.messages.append(ChatMessage("assistant", settings.unknown_answer))
+                break
             # A small model may ask again for what it was just given: a call it already made in this
             # reply is not run twice; the model answers from the result it has, without tools.
-            fresh = [c for c in calls if _call_key(c) not in executed]
+            fresh = self._not_hanging_up_over([c for c in calls if _call_key(c) not in executed], executed)
             if not fresh:
                 if text:
                     self.messages.append(ChatMessage("assistant", text))
@@ -214,16 +226,22 @@ class Reply:
                     offer_tools = False
                     continue
                 break
-            fresh = self._not_hanging_up_over(fresh)
             executed.update(_call_key(c) for c in fresh)
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
             self.messages.extend(await self._call_tools(fresh))
         await self._segment_queue.put(None)
 
+    async def _off_knowledge(self) -> bool:
+        check, said = self.deps.grounding, self.user_message
+        if check is None or said is None or not self.deps.settings.unknown_answer:
+            return False
+        return await check.off_knowledge(said.content)
+
     async def _llm_round(
-        self, round_no: int, chunker: ClauseChunker, offer_tools: bool = True
+        self, round_no: int, chunker: ClauseChunker, offer_tools: bool = True, hold_words: bool = False
     ) -> tuple[str, list[ToolCall]]:
-        """One LLM call: stream text into speakable clauses and collect tool calls."""
+        """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
+        the round ends at the first word, unsaid: only a tool call would go ahead."""
         deps, settings = self.deps, self.deps.settings
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
@@ -235,25 +253,33 @@ class Reply:
         stream = deps.llm.stream(
             request, offered or None, max_tokens=settings.max_tokens, temperature=settings.temperature
         )
-        async for chunk in stream:
-            if not text and not calls and (chunk.text or chunk.tool_call):
-                deps.emit(
-                    EventType.LLM_FIRST_TOKEN,
-                    reply_id=self.id,
-                    round=round_no,
-                    latency_ms=round((now() - started) * 1000, 1),
-                )
-            if chunk.text:
-                text += chunk.text
-                for piece in chunker.push(chunk.text):
-                    self._add_segment(piece)
-            if chunk.tool_call:
-                calls.append(chunk.tool_call)
-            if chunk.usage:
-                self.usage = Usage(
-                    self.usage.input_tokens + chunk.usage.input_tokens,
-                    self.usage.output_tokens + chunk.usage.output_tokens,
-                )
+        try:
+            async for chunk in stream:
+                if not text and not calls and (chunk.text or chunk.tool_call):
+                    deps.emit(
+                        EventType.LLM_FIRST_TOKEN,
+                        reply_id=self.id,
+                        round=round_no,
+                        latency_ms=round((now() - started) * 1000, 1),
+                    )
+                if chunk.text and hold_words:
+                    text += chunk.text
+                    break
+                if chunk.text:
+                    text += chunk.text
+                    for piece in chunker.push(chunk.text):
+                        self._add_segment(piece)
+                if chunk.tool_call:
+                    calls.append(chunk.tool_call)
+                if chunk.usage:
+                    self.usage = Usage(
+                        self.usage.input_tokens + chunk.usage.input_tokens,
+                        self.usage.output_tokens + chunk.usage.output_tokens,
+                    )
+        finally:
+            close = getattr(stream, "aclose", None)  # an async generator: stop the model now, not at GC
+            if close is not None:
+                await close()
         for piece in chunker.flush():
             self._add_segment(piece)
         deps.emit(
@@ -267,11 +293,13 @@ class Reply:
         )
         return text.strip(), calls
 
-    def _not_hanging_up_over(self, calls: list[ToolCall]) -> list[ToolCall]:
-        """A hang-up asked for in the same breath as other actions is dropped: the caller has not heard
-        what those did yet (a small model books and says goodbye at once)."""
+    def _not_hanging_up_over(self, calls: list[ToolCall], executed: set[str]) -> list[ToolCall]:
+        """A hang-up asked for together with another action, or right after one in the same reply, is
+        dropped: the caller has not heard what that action did (a small model books and hangs up at once)."""
         closing = {c.id for c in calls if (t := self.deps.tools.get(c.name)) is not None and t.closes_call}
-        return [c for c in calls if c.id not in closing] if len(closing) < len(calls) else calls
+        if closing and (executed or len(closing) < len(calls)):
+            return [c for c in calls if c.id not in closing]
+        return calls
 
     async def _call_tools(self, calls: list[ToolCall]) -> list[ChatMessage]:
         """Run all calls of one model turn at once; results go back in the order they were asked for.

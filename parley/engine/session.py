@@ -24,6 +24,7 @@ from parley.audio.resample import Resampler
 from parley.engine.agent import AgentConfig
 from parley.engine.context import ConversationContext, grounding_examples
 from parley.engine.events import Event, EventType, TimelineSink, now
+from parley.engine.grounding import GroundingCheck
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
 from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
@@ -84,6 +85,7 @@ class Session:
             temperature=agent.temperature,
             max_tool_rounds=agent.max_tool_rounds,
             error_message=agent.error_message,
+            unknown_answer=agent.unknown_answer,
         )
         self.agent = agent = render_agent(agent, self.options.variables)  # {{caller.name}} … of this call
         self.context = ConversationContext(
@@ -94,6 +96,11 @@ class Session:
             documents=self.options.knowledge,
             grounded=agent.grounded,
             examples=grounding_examples(self.tools.closing_tool()),
+        )
+        self._grounding = (
+            GroundingCheck(stack.embedder, agent.knowledge, passages=self._passages)
+            if stack.embedder is not None and self.context.grounded
+            else None
         )
         ep = agent.endpointing
         self._endpointer = Endpointer(
@@ -472,6 +479,9 @@ class Session:
 
     # --- replies ------------------------------------------------------------------------------------
 
+    def _passages(self, question: str) -> list[str]:
+        return [p.text for p in self.context.retrieve(question)]
+
     def _reply_deps(self) -> ReplyDeps:
         return ReplyDeps(
             self.stack.llm,
@@ -482,6 +492,7 @@ class Session:
             self._emit,
             self._reply_settings,
             self._on_audio_started,
+            self._grounding,
         )
 
     def _commit_reply(self, reply: Reply, speech_end: float) -> None:

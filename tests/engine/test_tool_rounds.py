@@ -112,3 +112,23 @@ async def test_hanging_up_together_with_another_action_waits_for_the_caller() ->
         "simulation_done"
     ]
     assert result.turns[0].agent_text == "It has shipped. Anything else?"
+
+
+async def test_hanging_up_right_after_another_action_waits_for_the_caller_too() -> None:
+    def then_leaves(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if not tools:
+            return [LLMChunk(text="It has shipped.")]
+        if any(m.role == "tool" for m in messages):
+            return [LLMChunk(tool_call=ToolCall("b", "end_call", {}))]
+        return [LLMChunk(tool_call=ToolCall("a", "find_order", {"order": "9"}))]
+
+    agent, runs = shop()
+    _, result = await converse(
+        agent.config, engines(Scripted(then_leaves), "Where is order 9?"), [UserTurn(speech(1.0))]
+    )
+    assert runs == ["9"]
+    assert [e.data["tool"] for e in result.events if e.type is EventType.TOOL_CALL] == ["find_order"]
+    assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
+        "simulation_done"
+    ]
+    assert result.turns[0].agent_text == "It has shipped."

@@ -105,7 +105,8 @@ def test_invented_tool_definitions_and_unoffered_names_say_nothing_and_call_noth
     assert stream(['{"name": "delete_everything", "arguments": {}}']) == []
 
 
-def test_tool_json_without_tools_offered_is_just_text_and_arguments_may_be_a_json_string() -> None:
-    assert "".join(c.text for c in stream(["{curly} words"], offered=set())) == "{curly} words"
+def test_tool_json_without_tools_offered_is_not_read_aloud_and_arguments_may_be_a_json_string() -> None:
+    assert stream(['{"name": "end_call", "arguments": {}}'], offered=set()) == []
+    assert "".join(c.text for c in stream(["Sure {curly} words"], offered=set())) == "Sure {curly} words"
     calls = parse_tool_calls('{"name": "book", "arguments": "{\\"day\\": \\"Sun\\"}"}', TOOLS, lambda: "x")
     assert calls[0].arguments == {"day": "Sun"} and calls[0].id == "x"
