@@ -267,6 +267,8 @@ class Reply:
                     break
                 if chunk.text:
                     text += chunk.text
+                    if text.lstrip().startswith(("{", "<")):
+                        continue  # JSON or markup (a call written where none was offered): not speech
                     for piece in chunker.push(chunk.text):
                         self._add_segment(piece)
                 if chunk.tool_call:
@@ -280,6 +282,8 @@ class Reply:
             close = getattr(stream, "aclose", None)  # an async generator: stop the model now, not at GC
             if close is not None:
                 await close()
+        if text.lstrip().startswith(("{", "<")):
+            text = ""
         for piece in chunker.flush():
             self._add_segment(piece)
         deps.emit(

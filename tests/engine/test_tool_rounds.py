@@ -132,3 +132,15 @@ async def test_hanging_up_right_after_another_action_waits_for_the_caller_too() 
         "simulation_done"
     ]
     assert result.turns[0].agent_text == "It has shipped."
+
+
+async def test_a_call_written_as_text_where_no_tool_was_offered_is_not_read_aloud() -> None:
+    def writes_json(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        return [] if tools else [LLMChunk(text='{"name": '), LLMChunk(text='"end_call", "arguments": {}}')]
+
+    agent, _ = shop()
+    _, result = await converse(
+        agent.config, engines(Scripted(writes_json), "Bye then."), [UserTurn(speech(0.8))]
+    )
+    assert result.turns[0].agent_text == ""
+    assert not [e for e in result.events if e.type is EventType.TOOL_CALL]

@@ -189,14 +189,14 @@ class ChatReplyParser:
         head = self._raw.lstrip()
         # A reply that opens with JSON or markup is a tool call, or a small model inventing tool
         # definitions (``<tools>{"type": "function"…``): either way nothing in it is speakable.
-        if head.startswith(("{", "<")):
+        if self._offered and head.startswith(("{", "<")):
             return len(self._raw) - len(head)
         return None
 
     def _safe_end(self) -> int:
         """How far text may be spoken: not into what could still become ``<tool_call>`` or a ``{``."""
         raw = self._raw
-        if not raw.strip():
+        if self._offered and not raw.strip():
             return 0
         for n in range(min(len(TOOL_OPEN), len(raw)), 0, -1):
             if TOOL_OPEN.startswith(raw[-n:]):
