@@ -27,7 +27,6 @@ import certifi
 import httpcore
 import httpx
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
-from httpcore._backends.auto import AutoBackend
 
 from parley.config import Settings
 
@@ -103,7 +102,7 @@ class GuardedBackend(AsyncNetworkBackend):
 
     def __init__(self, policy: UrlPolicy) -> None:
         self.policy = policy
-        self._inner = AutoBackend()
+        self._inner = httpcore.AnyIOBackend()  # public; what httpcore picks itself under asyncio
 
     async def connect_tcp(
         self,
