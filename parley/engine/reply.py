@@ -26,6 +26,7 @@ from parley.engine.grounding import GroundingCheck
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
+from parley.providers.llm.chat_template import opens_with_markup
 from parley.providers.tts.base import SpeechSynthesizer
 
 log = structlog.get_logger("parley.engine.reply")
@@ -267,7 +268,7 @@ class Reply:
                     break
                 if chunk.text:
                     text += chunk.text
-                    if text.lstrip().startswith(("{", "<")):
+                    if opens_with_markup(text):
                         continue  # JSON or markup (a call written where none was offered): not speech
                     for piece in chunker.push(chunk.text):
                         self._add_segment(piece)
@@ -282,7 +283,7 @@ class Reply:
             close = getattr(stream, "aclose", None)  # an async generator: stop the model now, not at GC
             if close is not None:
                 await close()
-        if text.lstrip().startswith(("{", "<")):
+        if opens_with_markup(text):
             text = ""
         for piece in chunker.flush():
             self._add_segment(piece)

@@ -40,6 +40,11 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
+def opens_with_markup(text: str) -> bool:
+    """JSON or a tag where words should start: a tool call, or a small model writing one as text."""
+    return text.lstrip().startswith(("{", "<"))
+
+
 def clean_content(text: str) -> str:
     """Message text without special-token markers (they would act as structure, not words)."""
     return _MARKERS.sub("", text)
@@ -189,7 +194,7 @@ class ChatReplyParser:
         head = self._raw.lstrip()
         # A reply that opens with JSON or markup is a tool call, or a small model inventing tool
         # definitions (``<tools>{"type": "function"…``): either way nothing in it is speakable.
-        if self._offered and head.startswith(("{", "<")):
+        if self._offered and opens_with_markup(head):
             return len(self._raw) - len(head)
         return None
 
