@@ -40,13 +40,18 @@ class EndpointingSettings(BaseModel):
         96, ge=0, le=MAX_MS, description="silence that marks a pause; a speculative reply starts here"
     )
     min_silence_ms: int = Field(
-        200, ge=0, le=MAX_MS, description="silence that ends a turn that is clearly complete"
+        500, ge=0, le=MAX_MS, description="silence that ends a turn that is clearly complete"
     )
     unsure_silence_ms: int = Field(
         800, ge=0, le=MAX_MS, description="silence that ends a turn of uncertain completeness"
     )
     max_silence_ms: int = Field(1400, ge=0, le=MAX_MS, description="silence that ends any turn")
     semantic: bool = Field(True, description="use the end-of-turn model and transcript to pick the silence")
+    learn_pauses: bool = Field(
+        True,
+        description="after the caller goes on past a pause, wait half as long again (at most "
+        "unsure_silence_ms) before ending even a turn that sounds complete",
+    )
 
 
 class InterruptionSettings(BaseModel):

@@ -124,6 +124,7 @@ class Session:
         self._candidate: _Candidate | None = None
         self._reply: Reply | None = None
         self._barge_in_continues_turn = False
+        self._barge_in_pause = 0.0
         """Set at a barge-in: the caller only paused, so their words join the turn the agent cut in on."""
         self._turn_prefix = ""
         """Words of an earlier turn this one continues (the agent cut in on a pause)."""
@@ -304,8 +305,10 @@ class Session:
     async def _on_speech_started(self, onset: float) -> None:
         self._emit(EventType.SPEECH_STARTED, at=onset)
         if self._candidate is not None:  # the caller carries on after a pause (maybe over a held reply)
+            paused = onset - self._candidate.speech_end
+            self._policy.observe_pause(paused)
             self._drop_candidate()
-            self._emit(EventType.TURN_RESUMED, at=onset)
+            self._emit(EventType.TURN_RESUMED, at=onset, pause_ms=round(paused * 1000))
             await self._restart_asr()
             if self._turn is TurnState.USER_PAUSED:
                 self._turn_to(TurnState.USER_SPEAKING)
@@ -315,6 +318,7 @@ class Session:
             reply = self._reply
             reply.pause()
             paused_for = onset - (reply.speech_end or onset)
+            self._barge_in_pause = paused_for
             self._barge_in_continues_turn = paused_for <= self.agent.interruption.merge_window_ms / 1000
             self._emit(
                 EventType.BARGE_IN,
@@ -467,7 +471,12 @@ class Session:
             # The agent started answering during what was only a pause: the user's words so far and
             # these new ones are one turn, and the barely started answer is forgotten.
             self._turn_prefix = self.context.take_back_last_user_turn() or ""
-            self._emit(EventType.TURN_RESUMED, merged_with=self._turn_prefix)
+            self._policy.observe_pause(self._barge_in_pause)
+            self._emit(
+                EventType.TURN_RESUMED,
+                merged_with=self._turn_prefix,
+                pause_ms=round(self._barge_in_pause * 1000),
+            )
 
     def _dismiss_barge_in(self, text: str) -> None:
         """Noise or a backchannel: the agent carries on where it stopped."""

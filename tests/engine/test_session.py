@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from parley.audio.frame import PCM16
+from parley.engine.agent import EndpointingSettings
 from parley.engine.events import EventType
 from parley.engine.state import SessionState
 from parley.providers.asr.base import Transcript
@@ -215,6 +216,44 @@ async def test_cutting_in_on_a_pause_recovers_when_the_user_carries_on() -> None
     assert merged and merged[0].data["merged_with"] == "Tell me a fun fact."
     history = [(m.role, m.content) for m in conv.session.context.messages]
     assert history == [("user", "Tell me a fun fact. about the ocean"), ("assistant", "Whales are mammals.")]
+
+
+async def _two_paused_turns(learn: bool) -> SimulationResult:
+    """A caller who pauses mid-question, then later pauses after words that look like a whole request."""
+    lines = [
+        "What's the capital of",
+        "What's the capital of Australia?",
+        "Tell me a fun fact.",
+        "Tell me a fun fact. about the ocean",
+    ]
+    rules = [
+        ScriptRule.say("ocean", "Whales are mammals."),
+        ScriptRule.say("Australia", "Canberra."),
+        ScriptRule.say("fun fact", "Honey never spoils."),
+        ScriptRule.say("capital of", "Which country?"),
+    ]
+    endpointing = EndpointingSettings(
+        min_silence_ms=200, unsure_silence_ms=900, max_silence_ms=1400, learn_pauses=learn
+    )
+    paused = speech(1.6, pause_at=0.8, pause=0.6)
+    _, result = await converse(
+        agent(endpointing=endpointing), stack(lines, rules), [UserTurn(paused), UserTurn(paused)]
+    )
+    return result
+
+
+async def test_a_caller_who_pauses_mid_sentence_is_given_that_long_later() -> None:
+    result = await _two_paused_turns(learn=True)
+    assert [t.agent_text for t in result.turns] == ["Canberra.", "Whales are mammals."]
+    assert not any(t.premature for t in result.turns)
+    assert EventType.BARGE_IN not in types(result), "the agent never spoke into the second pause"
+    resumed = [e.data["pause_ms"] for e in result.events if e.type is EventType.TURN_RESUMED]
+    assert len(resumed) == 2 and all(500 <= ms <= 700 for ms in resumed)
+
+
+async def test_without_learning_the_same_caller_is_cut_off() -> None:
+    result = await _two_paused_turns(learn=False)
+    assert EventType.BARGE_IN in types(result), "a complete-looking prefix was answered in the pause"
 
 
 async def test_end_gets_through_a_full_inbound_queue() -> None:
