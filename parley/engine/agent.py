@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from parley.engine.analysis_settings import AnalysisSettings
+from parley.engine.coaching import CoachingSettings
 from parley.engine.variables import PromptTemplateError, check_template
 from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
 from parley.providers.options import OptionsError, Role, validate_options
@@ -231,6 +232,7 @@ class AgentConfig(BaseModel):
     tools: list[ToolSettings] = Field(default_factory=list, max_length=50)
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    coaching: CoachingSettings = Field(default_factory=CoachingSettings)
     max_reply_tokens: int = Field(60, gt=0, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
     context_token_budget: int = Field(1200, gt=0, le=131_072)
