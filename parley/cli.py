@@ -193,6 +193,30 @@ def bench_quality(
         out.print(f"  {kind}: {tally['passed']} of {tally['turns']}")
 
 
+@bench_app.command("coach")
+def bench_coach(
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    llm: Annotated[
+        bool, typer.Option("--llm/--no-llm", help="hints written by the LLM (else the triggers' own hints)")
+    ] = True,
+) -> None:
+    """The AI coach on scripted sales calls: hint latency, trigger precision and recall, whisper leak."""
+    from parley.bench.coach import run_coach_bench
+
+    report = asyncio.run(run_coach_bench(err.print, use_llm=llm))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    out.print(
+        f"hints p50 {_ms(report['hint_latency_p50_ms'])} ms, p90 {_ms(report['hint_latency_p90_ms'])} ms; "
+        f"precision {report['precision']:.2f}, recall {report['recall']:.2f} "
+        f"({report['fired_triggers']} fired, {report['expected_triggers']} expected, "
+        f"{report['utterances']} utterances); whisper leak: {'YES' if report['whisper_leak'] else 'none'} "
+        f"({report['whisper_leak_dbfs']} dBFS at the customer, "
+        f"{report['whisper_to_rep_dbfs']} dBFS at the rep)"
+    )
+
+
 @bench_app.command("vad")
 def bench_vad(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
