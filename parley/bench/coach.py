@@ -9,8 +9,9 @@ Figures:
 
 - ``precision`` / ``recall``: triggers fired against the lines the script marks (a trigger counts for
   the line whose transcript fired it);
-- ``hint_latency_p50_ms`` / ``p90``: from the end of the line's speech (when its last voiced 20 ms
-  went into the room) to its hint card; ``llm_rewrite_p50_ms``: from the trigger to the model's rewrite
+- ``hint_latency_p50_ms`` / ``p90``: from the end of the speech that made a trigger fire (when its last
+  voiced 20 ms went into the room: the line itself, or for ``next_step_missing`` the rep's line that
+  closed its window) to the hint card; ``llm_rewrite_p50_ms``: from the trigger to the model's rewrite
   of the card (``hints_rewritten_by_llm`` of them);
 - ``whisper_leak``: whether any whisper energy reached the customer. Measured on the customer's
   downlink: what it received minus the mix of what the customer should hear (the rep alone), tick by
@@ -84,15 +85,24 @@ async def run_coach_bench(
     stack = await prepare_stack(AgentConfig(name="coach-bench"))
     voice = await asyncio.to_thread(CallerVoice, varied=False)
     calls = []
-    for call in CALLS:
-        say(f"call {call.name}: {len(call.lines)} lines in real time …")
-        calls.append(await _run_call(call, stack, voice, use_llm))
+    try:
+        for call in CALLS:
+            say(f"call {call.name}: {len(call.lines)} lines in real time …")
+            calls.append(await _run_call(call, stack, voice, use_llm))
+    finally:
+        # A hint the model was still writing when the call ended must be done before the process
+        # exits: native code running on a daemon thread at interpreter shutdown aborts the process.
+        aclose = getattr(stack.llm, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return _report(calls, use_llm)
 
 
 async def _run_call(call: SalesCall, stack: EngineStack, voice: CallerVoice, use_llm: bool) -> dict[str, Any]:
     events: list[Event] = []
     room_id = f"bench-{call.name}"
+    # Every line synthesized before the call starts: a gap while Piper works would be dead air.
+    audios = [await asyncio.to_thread(voice.say, line.text) for line in call.lines]
 
     def emit(event: Event) -> None:
         events.append(event)
@@ -136,8 +146,7 @@ async def _run_call(call: SalesCall, stack: EngineStack, voice: CallerVoice, use
     ticker = asyncio.create_task(_tick_every_second(coach))
     said: list[_Said] = []
     try:
-        for index, line in enumerate(call.lines):
-            audio = await asyncio.to_thread(voice.say, line.text)
+        for index, (line, audio) in enumerate(zip(call.lines, audios, strict=True)):
             end = await _speak_frame(room.leg(line.role), audio)
             said.append(_Said(index, line.role, line.expect, end))
             said[-1].text = await _utterance(events, line.role)
@@ -265,7 +274,12 @@ def _report(calls: list[dict[str, Any]], use_llm: bool) -> dict[str, Any]:
             if hint is not None:
                 sources[str(hint.data["source"])] = sources.get(str(hint.data["source"]), 0) + 1
             if source is not None and hint is not None and key in expected:
-                latencies.append((hint.t - source.speech_end) * 1000)
+                # From the end of the line that made it fire: the line itself, or for a next step
+                # left unsaid, the rep line that closed the window.
+                cause = max(
+                    (s.speech_end for s in lines if s.speech_end <= trigger.t), default=source.speech_end
+                )
+                latencies.append((hint.t - cause) * 1000)
             detail.append(
                 {
                     "call": call["name"],

@@ -84,6 +84,32 @@ CALLS: tuple[SalesCall, ...] = (
             ),
         ),
     ),
+    SalesCall(
+        "fleet_insurance",
+        ("Geico", "Progressive"),
+        (
+            Line("rep", "Hi, this is Morgan from Harbor Insurance, I'm calling about your fleet policy."),
+            Line("customer", "Right, we have twelve vans on the road now."),
+            Line("customer", "What are you charging per vehicle these days?", "pricing_question"),
+            Line("rep", "It would be about ninety dollars a month per van with full coverage."),
+            Line("customer", "That's a lot more than we budgeted for this year.", "price_objection"),
+            Line("customer", "Geico offered us something similar for less.", "competitor_mention"),
+            Line("rep", "Our claims are handled within forty eight hours, which keeps your vans working."),
+            Line(
+                "customer",
+                "Frankly, I'm angry about how badly your team handled our last claim.",
+                "negative_sentiment",
+            ),
+            Line(
+                "customer", "If this doesn't improve, we'll have to end the contract.", "cancellation_intent"
+            ),
+            Line("rep", "I understand, and I want to keep your business."),
+            Line("customer", "The coverage itself has been fine, no complaints there."),
+            Line("customer", "Alright, let's go ahead with the renewal then.", "next_step_missing"),
+            Line("rep", "Wonderful, thank you for your time."),
+            Line("rep", "Talk to you soon."),
+        ),
+    ),
 )
 
 

@@ -70,13 +70,23 @@ class SerialWorker:
             raise
         return result  # type: ignore[return-value]  # None only for jobs cancelled, which raised above
 
-    def close(self) -> None:
-        """Let the thread finish queued jobs and exit; a later submit starts a new one."""
+    def close(self) -> threading.Thread | None:
+        """Let the thread finish queued jobs and exit; a later submit starts a new one. Returns the
+        thread that is finishing (join it before the process exits: native code still running on a
+        daemon thread at interpreter shutdown can abort the process)."""
         with self._lock:
-            if self._thread is not None:
+            thread = self._thread
+            if thread is not None:
                 self._queue.put((sys.maxsize, 0, None))  # after everything already queued
                 self._queue = queue.PriorityQueue()
                 self._thread = None
+        return thread
+
+    async def aclose(self) -> None:
+        """``close``, then wait (off the loop) until the thread is done."""
+        thread = self.close()
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
 
 
 _Queue = queue.PriorityQueue[tuple[int, int, Job[object] | None]]

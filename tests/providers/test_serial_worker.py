@@ -89,3 +89,15 @@ async def test_all_jobs_run_on_one_thread_and_close_finishes_queued_work(worker:
     assert await queued.future == "done"
     assert await worker.run(lambda: "restarted") == "restarted"
     worker.close()
+
+
+async def test_aclose_returns_once_the_thread_has_finished_its_work(worker: SerialWorker) -> None:
+    release = await occupy(worker)
+    queued = worker.submit(lambda: threading.current_thread())
+    closing = asyncio.create_task(worker.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done(), "a job is still running on the thread"
+    release.set()
+    await closing
+    thread = await queued.future
+    assert not thread.is_alive()

@@ -133,6 +133,10 @@ class LlamaCppModel:
         """Stop the worker thread once queued replies are done; the weights go with this object."""
         self._worker.close()
 
+    async def aclose(self) -> None:
+        """``close`` and wait until the worker thread has finished what it was doing."""
+        await self._worker.aclose()
+
     async def stream(
         self,
         messages: list[ChatMessage],
