@@ -15,7 +15,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from parley.analysis.triggers import BUILTIN_TRIGGERS
 from parley.engine.events import Event, EventType
+
+_BUILTIN_TRIGGER_NAMES = frozenset(t.name for t in BUILTIN_TRIGGERS)
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -87,6 +90,21 @@ class ServerMetrics:
             ["transport"],
             registry=r,
         )
+        self.coach_triggers = Counter(
+            "parley_coach_triggers",
+            "Coaching triggers fired (a team's own triggers are counted as custom)",
+            ["trigger"],
+            registry=r,
+        )
+        self.coach_hints = Counter(
+            "parley_coach_hints",
+            "Hint cards shown (rule) and rewritten by the model (llm)",
+            ["source"],
+            registry=r,
+        )
+        self.coach_hint_latency = Histogram(
+            "parley_coach_hint_seconds", "Trigger to hint card", buckets=LATENCY_BUCKETS, registry=r
+        )
         self._speech_end: dict[str, float] = {}
         self._started: dict[str, float] = {}
 
@@ -127,6 +145,15 @@ class ServerMetrics:
             self.underruns.inc()
         elif kind is EventType.INPUT_OVERFLOW:
             self.input_overflows.inc()
+        elif kind is EventType.COACH_TRIGGER:
+            trigger = str(data.get("trigger"))
+            self.coach_triggers.labels(
+                trigger=trigger if trigger in _BUILTIN_TRIGGER_NAMES else "custom"
+            ).inc()
+        elif kind is EventType.COACH_HINT:
+            self.coach_hints.labels(source=str(data.get("source"))).inc()
+            if not data.get("refines") and data.get("latency_ms") is not None:
+                self.coach_hint_latency.observe(data["latency_ms"] / 1000)
         elif kind is EventType.ERROR:
             self.errors.labels(type=f"engine.{data.get('where', 'unknown')}").inc()
 
