@@ -40,7 +40,7 @@ CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 """``StatusCallbackEvent`` values (Call resource, "StatusCallbackEvent")."""
 
 Direction = Literal["outbound-api", "inbound"]
-WebhookKind = Literal["voice", "redirect", "action", "status", "amd", "message-status"]
+WebhookKind = Literal["voice", "redirect", "action", "status", "amd", "message-status", "conference"]
 
 
 class RestError(Exception):

@@ -16,7 +16,8 @@ detection (https://www.twilio.com/docs/voice/answering-machine-detection). ``pla
 dialing a Parley number.
 
 The record of every call and message is on ``TwilioSim.calls`` / ``.messages`` and at ``GET /sim/calls``,
-``GET /sim/messages``.
+``GET /sim/messages``. Conferences (``<Dial><Conference>``, the Conference and Participant resources, the
+mixer with coaching) are in ``conference.py``, on ``TwilioSim.conferences`` and ``GET /sim/conferences``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from parley.twilio_sim.callee import (
     normalize_number,
 )
 from parley.twilio_sim.caller import CallEnded, SimulatedCaller
+from parley.twilio_sim.conference import SimConferences, register_routes
 from parley.twilio_sim.network import NetworkProfile
 from parley.twilio_sim.resources import (
     API_VERSION,
@@ -173,6 +175,7 @@ class TwilioSim:
         self._http = httpx.AsyncClient(timeout=webhook_timeout_s, trust_env=False, follow_redirects=True)
         self._runs: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.conferences = SimConferences(self)
         self.app = build_app(self)
 
     # -- for tests and the CLI -----------------------------------------------------------------------
@@ -815,6 +818,8 @@ class TwilioSim:
         callee. Afterwards the call goes on to ``action`` with DialCallStatus, or the next verb
         (https://www.twilio.com/docs/voice/twiml/dial)."""
         target = verb.targets[0]
+        if target.kind == "conference":
+            return await self.conferences.join(call, verb, target)
         if target.kind == "number":
             plan = self.callees.next_call(target.address)
         else:
@@ -949,6 +954,7 @@ def build_app(sim: TwilioSim) -> FastAPI:
             raise RestError(400, 20001, f"need JSON with from, to and url: {exc}") from exc
         return JSONResponse(call.resource(), status_code=201)
 
+    register_routes(app, sim)
     return app
 
 

@@ -5,7 +5,7 @@ come back as ``Unsupported`` so a run shows them instead of silently dropping th
 
 Verbs and attributes: https://www.twilio.com/docs/voice/twiml (and each verb's page under it:
 ``/say``, ``/play``, ``/pause``, ``/hangup``, ``/reject``, ``/redirect``, ``/dial``, ``/connect``,
-``/stream``). Parse failures are Twilio's error 12100 (https://www.twilio.com/docs/api/errors/12100),
+``/stream``, ``/conference``). Parse failures are Twilio's error 12100 (https://www.twilio.com/docs/api/errors/12100),
 schema violations 12200.
 """
 
@@ -75,10 +75,35 @@ class Redirect:
     method: str = "POST"
 
 
+CONFERENCE_EVENTS = frozenset(
+    {"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"}
+)
+"""``<Conference statusCallbackEvent>`` values (https://www.twilio.com/docs/voice/twiml/conference)."""
+BEEPS = frozenset({"true", "false", "onEnter", "onExit"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceNoun:
+    """``<Dial><Conference>``'s attributes, with Twilio's defaults (https://www.twilio.com/docs/voice/twiml/
+    conference): ``coach`` is the CallSid this participant whispers to."""
+
+    muted: bool = False
+    beep: str = "true"
+    start_conference_on_enter: bool = True
+    end_conference_on_exit: bool = False
+    coach: str | None = None
+    participant_label: str | None = None
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    status_callback_events: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class DialTarget:
     kind: DialKind
     address: str
+    conference: ConferenceNoun | None = None
+    """The attributes of a ``<Conference>`` noun."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +225,8 @@ def _dial(element: ET.Element, base: str | None) -> Dial:
         address = (child.text or "").strip()
         if not address:
             raise TwimlError(12200, f"<Dial><{child.tag}> is empty")
-        targets.append(DialTarget(kind, address))
+        noun = _conference(child, base) if kind == "conference" else None
+        targets.append(DialTarget(kind, address, noun))
     if not targets:
         raise TwimlError(12200, "<Dial> has nothing to dial")
     action = element.get("action")
@@ -211,6 +237,39 @@ def _dial(element: ET.Element, base: str | None) -> Dial:
         caller_id=element.get("callerId"),
         timeout_s=_int(element, "timeout", 30),
     )
+
+
+def _conference(element: ET.Element, base: str | None) -> ConferenceNoun:
+    beep = element.get("beep", "true")
+    if beep not in BEEPS:
+        raise TwimlError(12200, f"<Conference beep> must be true, false, onEnter or onExit, got {beep!r}")
+    events = frozenset((element.get("statusCallbackEvent") or "").split())
+    if unknown := events - CONFERENCE_EVENTS:
+        raise TwimlError(12200, f"<Conference statusCallbackEvent> has unknown events {sorted(unknown)}")
+    callback = element.get("statusCallback")
+    method = element.get("statusCallbackMethod", "POST").upper()
+    if method not in ("GET", "POST"):
+        raise TwimlError(12200, f"statusCallbackMethod must be GET or POST, got {method!r}")
+    return ConferenceNoun(
+        muted=_bool(element, "muted", False),
+        beep=beep,
+        start_conference_on_enter=_bool(element, "startConferenceOnEnter", True),
+        end_conference_on_exit=_bool(element, "endConferenceOnExit", False),
+        coach=element.get("coach") or None,
+        participant_label=element.get("participantLabel") or None,
+        status_callback=_url(callback, base) if callback else None,
+        status_callback_method=method,
+        status_callback_events=events,
+    )
+
+
+def _bool(element: ET.Element, name: str, default: bool) -> bool:
+    raw = element.get(name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise TwimlError(12200, f"<{element.tag} {name}> must be true or false, got {raw!r}")
+    return raw.lower() == "true"
 
 
 def _stream(element: ET.Element, base: str | None) -> Stream:
