@@ -389,6 +389,8 @@ PRICING_QUESTION = _t(
         "what do you charge",
         "what * you charge",
         "how * you charge",
+        "what * you charging",
+        "how much * charging",
         "how * priced",
         "cost per",
         "price per",

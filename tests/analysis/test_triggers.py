@@ -411,7 +411,12 @@ def test_competitor_names_match_however_the_transcript_spaces_them(said: str, fi
 
 @pytest.mark.parametrize(
     "said",
-    ["What would the whole system run me?", "Roughly what will it set us back?", "How much would it run us?"],
+    [
+        "What would the whole system run me?",
+        "Roughly what will it set us back?",
+        "How much would it run us?",
+        "What are you charging these days?",
+    ],
 )
 def test_colloquial_price_questions(said: str) -> None:
     found = [m.trigger for m in TriggerMatcher(CoachingSettings(enabled=True)).match("customer", said)]
