@@ -134,6 +134,7 @@ async def _run_call(call: SalesCall, stack: EngineStack, voice: CallerVoice, use
             roles=(Role.CUSTOMER, Role.REP),
             on_utterance=coach.on_utterance,
             on_speaking=lambda who, active: coach.on_speaking(str(who.role), active),
+            vocabulary=call.competitors,
         ),
     )
     ears = {name: _Capture() for name in ("customer", "rep", "coach")}

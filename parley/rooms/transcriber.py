@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import structlog
 
@@ -23,7 +23,7 @@ from parley.audio.rechunk import Rechunker
 from parley.audio.vad import VoiceActivityDetector
 from parley.engine.agent import EndpointingSettings
 from parley.engine.events import EventType
-from parley.providers.asr.base import RecognitionStream, SpeechRecognizer
+from parley.providers.asr.base import RecognitionStream, SpeechRecognizer, check_vocabulary
 from parley.rooms.model import ROOM_RATE, TICK_S, Emit, Participant, Role, Utterance
 
 log = structlog.get_logger("parley.rooms.transcriber")
@@ -58,6 +58,7 @@ class LegTranscriber:
         endpointing: EndpointingSettings | None = None,
         on_utterance: UtteranceCallback | None = None,
         on_speaking: SpeakingCallback | None = None,
+        vocabulary: Sequence[str] = (),
     ) -> None:
         if vad.sample_rate != ROOM_RATE or recognizer.sample_rate != ROOM_RATE:
             raise ValueError(
@@ -68,6 +69,8 @@ class LegTranscriber:
             raise ValueError(f"silence_s must be positive, got {silence_s}")
         ep = endpointing or EndpointingSettings()
         self.participant = participant
+        self.vocabulary = check_vocabulary(vocabulary)
+        """Names this leg's recogniser should expect (the team's competitors, products …)."""
         self.silence_s = silence_s
         self._recognizer = recognizer
         self._vad = vad
@@ -79,7 +82,7 @@ class LegTranscriber:
         )
         self._rechunker = Rechunker(vad.frame_samples)
         self._preroll: deque[PCM16] = deque(maxlen=max(1, int(PREROLL_S * ROOM_RATE / vad.frame_samples)))
-        self._stream: RecognitionStream = recognizer.open_stream()
+        self._stream: RecognitionStream = recognizer.open_stream(self.vocabulary)
         self._start: float | None = None
         self._end = 0.0
         self._pushed = 0
@@ -192,7 +195,7 @@ class LegTranscriber:
 
     def _finish(self) -> None:
         """The pause was long enough: finalize this stream on the side, take the next words on a new one."""
-        stream, self._stream = self._stream, self._recognizer.open_stream()
+        stream, self._stream = self._stream, self._recognizer.open_stream(self.vocabulary)
         start, end, pushed = self._start or 0.0, self._end, self._pushed
         self._start, self._pushed = None, 0
         task = asyncio.get_running_loop().create_task(self._finalize(stream, start, end, pushed))
@@ -231,7 +234,7 @@ class LegTranscriber:
 
     async def _restart(self) -> None:
         self._start, self._pushed = None, 0
-        old, self._stream = self._stream, self._recognizer.open_stream()
+        old, self._stream = self._stream, self._recognizer.open_stream(self.vocabulary)
         self._endpointer.reset()
         self._rechunker.reset()
         self._preroll.clear()
@@ -270,6 +273,7 @@ def per_leg_transcription(
     on_utterance: UtteranceCallback | None = None,
     on_speaking: SpeakingCallback | None = None,
     roles: Iterable[Role] | None = None,
+    vocabulary: Sequence[str] = (),
 ) -> TranscriberFactory:
     """A room's ``transcriber_factory``: one shared recogniser, a VAD of its own per leg (VADs keep
     state), and only the ``roles`` given (all by default: e.g. leave out ``agent``, whose words the
@@ -288,6 +292,7 @@ def per_leg_transcription(
             endpointing=endpointing,
             on_utterance=on_utterance,
             on_speaking=on_speaking,
+            vocabulary=vocabulary,
         )
 
     return make

@@ -12,6 +12,7 @@ import pytest
 import soxr
 
 from parley.audio.frame import PCM16
+from parley.bench.voice import CallerVoice
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.asr.whisper import WhisperRecognizer
 from parley.providers.tts.piper import PiperSynthesizer
@@ -147,3 +148,18 @@ def test_a_missing_model_directory_fails_without_reaching_for_a_hub(tmp_path: Pa
 def test_satisfies_the_protocol(whisper: WhisperRecognizer) -> None:
     recognizer: SpeechRecognizer = whisper
     assert recognizer.sample_rate == 16_000
+
+
+async def test_a_streams_vocabulary_spells_the_names_it_names(whisper: WhisperRecognizer) -> None:
+    said = CallerVoice(varied=False).say(
+        "HubSpot quoted us a lot less last month."
+    )  # the same take every run
+    audio = soxr.resample(said.pcm, said.sample_rate, 16_000).astype(np.int16)
+    plain = whisper.open_stream()
+    await plain.push(audio)
+    unbiased = words((await plain.finalize()).text)
+    assert "hubspot" not in unbiased, "this name must be one the model misspells on its own"
+    stream = whisper.open_stream(["HubSpot", "Salesforce"])
+    await stream.push(audio)
+    heard = (await stream.finalize()).text
+    assert "hubspot" in words(heard), heard

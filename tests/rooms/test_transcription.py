@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from parley.audio.frame import PCM16
 from parley.audio.mixer import tone_dbfs
@@ -96,7 +97,7 @@ class _FailingOnce(ScriptedRecognizer):
         super().__init__(lines)
         self.failures = 1
 
-    def open_stream(self) -> ScriptedStream:
+    def open_stream(self, vocabulary: Sequence[str] = ()) -> ScriptedStream:
         return _FlakyStream(self)
 
 
@@ -132,7 +133,7 @@ class _Stalled(ScriptedRecognizer):
         super().__init__(["finally heard"])
         self.release = asyncio.Event()
 
-    def open_stream(self) -> ScriptedStream:
+    def open_stream(self, vocabulary: Sequence[str] = ()) -> ScriptedStream:
         return _StalledStream(self)
 
 
@@ -200,3 +201,16 @@ async def test_speaking_is_told_as_it_starts_and_pauses_before_the_transcript() 
     assert changes == [("rep", True), ("rep", False)]
     assert len(timeline.of_type(EventType.ROOM_UTTERANCE)) == 1
     await room.close()
+
+
+async def test_each_legs_recogniser_is_told_the_teams_vocabulary() -> None:
+    recognizer = ScriptedRecognizer(["we use hubspot"])
+    factory = per_leg_transcription(
+        recognizer, _vad, silence_s=0.6, vocabulary=["HubSpot", " SunPower ", "HubSpot"]
+    )
+    room = Room("call", Timeline(), transcriber_factory=factory, record=False)
+    room.join(Participant("cust", Role.CUSTOMER, Mode.SPEAK), Ear())
+    await play(room, 30, {"cust": Tone(220.0)})
+    await play(room, 50, {})
+    await room.close()
+    assert recognizer.vocabularies and set(recognizer.vocabularies) == {("HubSpot", "SunPower")}

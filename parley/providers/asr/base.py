@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,12 +50,29 @@ class RecognitionStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+MAX_VOCABULARY = 50
+MAX_VOCABULARY_CHARS = 400
+
+
+def check_vocabulary(vocabulary: Sequence[str]) -> tuple[str, ...]:
+    """Terms a stream should expect (names, products), trimmed and bounded: tenant data, never unbounded."""
+    terms = tuple(dict.fromkeys(t.strip() for t in vocabulary if t.strip()))
+    if len(terms) > MAX_VOCABULARY or sum(len(t) for t in terms) > MAX_VOCABULARY_CHARS:
+        raise ValueError(
+            f"a vocabulary holds at most {MAX_VOCABULARY} terms and {MAX_VOCABULARY_CHARS} characters"
+        )
+    return terms
+
+
 class SpeechRecognizer(Protocol):
     """An ASR engine: a factory of recognition streams at a fixed input sample rate."""
 
     name: str
     sample_rate: int
 
-    def open_stream(self) -> RecognitionStream: ...
+    def open_stream(self, vocabulary: Sequence[str] = ()) -> RecognitionStream:
+        """A stream for one speaker; ``vocabulary`` names words it should expect (company and product
+        names a recogniser would otherwise spell as common words: "HubSpot", not "help spot")."""
+        ...
 
     async def warm_up(self) -> None: ...

@@ -8,11 +8,12 @@ that line per ``seconds_per_word`` of audio pushed, so tests can drive interim-d
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
 from parley.audio.frame import PCM16
-from parley.providers.asr.base import Transcript
+from parley.providers.asr.base import Transcript, check_vocabulary
 
 
 class ScriptExhaustedError(RuntimeError):
@@ -33,6 +34,8 @@ class ScriptedRecognizer:
         self._total = len(lines)
         self.heard: list[Transcript] = []
         """Every final transcript returned so far."""
+        self.vocabularies: list[tuple[str, ...]] = []
+        """The vocabulary each stream was opened with (what a real recogniser would be biased towards)."""
 
     @property
     def remaining(self) -> int:
@@ -49,7 +52,8 @@ class ScriptedRecognizer:
             )
         return self._lines.popleft()
 
-    def open_stream(self) -> ScriptedStream:
+    def open_stream(self, vocabulary: Sequence[str] = ()) -> ScriptedStream:
+        self.vocabularies.append(check_vocabulary(vocabulary))
         return ScriptedStream(self)
 
     async def warm_up(self) -> None:

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from parley.audio.frame import PCM16
-from parley.providers.asr.base import Transcript, Word
+from parley.providers.asr.base import Transcript, Word, check_vocabulary
 from parley.providers.assets import whisper_tiny_en_dir
 from parley.providers.serial_worker import BACKGROUND, URGENT, Job, SerialWorker
 
@@ -98,8 +99,12 @@ class WhisperRecognizer:
         self._tokenizer: Any = None
         self._suppress: Any = None
 
-    def open_stream(self) -> WhisperStream:
-        return WhisperStream(self)
+    def open_stream(self, vocabulary: Sequence[str] = ()) -> WhisperStream:
+        """``vocabulary`` goes to Whisper as hotwords (with the recogniser's own), biasing its decoding
+        towards those spellings."""
+        terms = check_vocabulary(vocabulary)
+        hotwords = " ".join(filter(None, (self.hotwords, *terms))) or None
+        return WhisperStream(self, hotwords)
 
     async def warm_up(self) -> None:
         """Load the model and run one short transcription so the first caller pays for neither."""
@@ -109,8 +114,10 @@ class WhisperRecognizer:
         if self._owns_worker:
             self._worker.close()
 
-    def _submit(self, audio: npt.NDArray[np.float32], priority: int) -> Job[_Decoded]:
-        return self._worker.submit(partial(self._transcribe_sync, audio), priority)
+    def _submit(
+        self, audio: npt.NDArray[np.float32], priority: int, hotwords: str | None = None
+    ) -> Job[_Decoded]:
+        return self._worker.submit(partial(self._transcribe_sync, audio, hotwords or self.hotwords), priority)
 
     def _load(self) -> Any:
         if self._model is None:
@@ -134,7 +141,7 @@ class WhisperRecognizer:
             self._model = model
         return self._model
 
-    def _transcribe_sync(self, audio: npt.NDArray[np.float32]) -> _Decoded:
+    def _transcribe_sync(self, audio: npt.NDArray[np.float32], hotwords: str | None = None) -> _Decoded:
         """Blocking transcription of float32 16 kHz audio; runs on the worker thread only."""
         model = self._load()
         if audio.size == 0:
@@ -142,24 +149,26 @@ class WhisperRecognizer:
         frames = math.ceil(audio.size / _HOP)
         multilingual_auto = self.language is None and model.model.is_multilingual
         if self.word_timestamps or frames > _FULL_WINDOW or multilingual_auto:
-            return self._transcribe_long(audio)
+            return self._transcribe_long(audio, hotwords)
         cap = math.ceil(audio.size / _RATE * _TOKENS_PER_SECOND) + 8
         window = min(_FULL_WINDOW, max(frames + _TAIL_FRAMES, self.min_window_frames))
-        decoded, degenerate = self._decode(audio, window, cap)
+        decoded, degenerate = self._decode(audio, window, cap, hotwords)
         if degenerate and window < _FULL_WINDOW:
-            decoded, _ = self._decode(audio, _FULL_WINDOW, cap)
+            decoded, _ = self._decode(audio, _FULL_WINDOW, cap, hotwords)
         return decoded
 
-    def _prompt(self) -> list[int]:
+    def _prompt(self, hotwords: str | None) -> list[int]:
         previous: list[int] = []
         if self.initial_prompt:
             previous = self._tokenizer.encode(" " + self.initial_prompt.strip())
         prompt: list[int] = self._model.get_prompt(
-            self._tokenizer, previous, without_timestamps=True, hotwords=self.hotwords
+            self._tokenizer, previous, without_timestamps=True, hotwords=hotwords
         )
         return prompt
 
-    def _decode(self, audio: npt.NDArray[np.float32], window: int, cap: int) -> tuple[_Decoded, bool]:
+    def _decode(
+        self, audio: npt.NDArray[np.float32], window: int, cap: int, hotwords: str | None
+    ) -> tuple[_Decoded, bool]:
         """Greedy decoding of one window of ``window`` feature frames (100 per second).
 
         The audio is padded with silence *before* the log-mel features are computed, as Whisper saw in
@@ -170,7 +179,7 @@ class WhisperRecognizer:
         padded = np.zeros(window * _HOP, dtype=np.float32)
         padded[: audio.size] = audio
         features = model.feature_extractor(padded, padding=0)[:, :window]
-        prompt = self._prompt()
+        prompt = self._prompt(hotwords)
         max_length = min(_MAX_LENGTH, len(prompt) + cap)
         result = model.model.generate(
             model.encode(features),
@@ -190,7 +199,7 @@ class WhisperRecognizer:
             return _Decoded("", avg_logprob), False
         return _Decoded(text, avg_logprob), degenerate
 
-    def _transcribe_long(self, audio: npt.NDArray[np.float32]) -> _Decoded:
+    def _transcribe_long(self, audio: npt.NDArray[np.float32], hotwords: str | None) -> _Decoded:
         """faster-whisper's own sliding-window loop, for >30 s audio and word timestamps."""
         segments, _info = self._model.transcribe(
             audio,
@@ -202,7 +211,7 @@ class WhisperRecognizer:
             without_timestamps=False,
             word_timestamps=self.word_timestamps,
             initial_prompt=self.initial_prompt,
-            hotwords=self.hotwords,
+            hotwords=hotwords,
             no_speech_threshold=self.no_speech_threshold,
             log_prob_threshold=self.log_prob_threshold,
         )
@@ -254,8 +263,9 @@ def _transcript(decoded: _Decoded, samples: int, is_final: bool) -> Transcript:
 class WhisperStream:
     """Keeps one utterance's audio; each result re-transcribes all of it (Whisper does not stream)."""
 
-    def __init__(self, recognizer: WhisperRecognizer) -> None:
+    def __init__(self, recognizer: WhisperRecognizer, hotwords: str | None = None) -> None:
         self._recognizer = recognizer
+        self.hotwords = hotwords
         self._reset()
 
     def _reset(self) -> None:
@@ -282,7 +292,7 @@ class WhisperStream:
         if self._interim_job is not None or self._samples == self._last_interim_samples:
             return self._last_interim
         samples = self._samples
-        job = self._recognizer._submit(self._audio(), BACKGROUND)
+        job = self._recognizer._submit(self._audio(), BACKGROUND, self.hotwords)
         self._interim_job = job
         try:
             decoded = await job.future
@@ -307,7 +317,7 @@ class WhisperStream:
         self._reset()
         decoded: _Decoded | None = _EMPTY
         if samples:
-            job = self._recognizer._submit(audio, URGENT)
+            job = self._recognizer._submit(audio, URGENT, self.hotwords)
             try:
                 decoded = await job.future
             except asyncio.CancelledError:
