@@ -72,7 +72,7 @@ def signed_url(websocket: WebSocket, settings: Settings) -> str:
     """The URL Twilio signed: the stream URL the TwiML named (from ``public_url`` behind a proxy), else
     the one this request came to."""
     if settings.public_url:
-        url = stream_url(settings.public_url)
+        url = stream_url(settings.public_url, websocket.url.path)
         query = websocket.url.query
         return f"{url}?{query}" if query else url
     return str(websocket.url)
@@ -91,6 +91,30 @@ async def _deny(websocket: WebSocket, status: int, message: str) -> None:
         await websocket.close(code=1008, reason=message[:120])
 
 
+async def admit(websocket: WebSocket, runtime: LiveRuntime) -> bool:
+    """Whether Twilio may open this stream (any stream route): refused with 503 while Twilio is not
+    configured, 403 without Twilio's signature of the stream URL; nothing is read or accepted before."""
+    settings = runtime.settings
+    address = websocket.client.host if websocket.client is not None else "unknown"
+    refused = log.bind(client=address, path=websocket.url.path)
+    token = settings.twilio_auth_token
+    if token is None or not token.get_secret_value():
+        refused.warning("twilio.stream_refused", reason="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)")
+        await _deny(websocket, 503, "Twilio is not configured on this server")
+        return False
+    if not signature_valid(websocket, settings, token.get_secret_value()):
+        runtime.metrics.protocol_error(str(ErrorCode.UNAUTHORIZED))
+        refused.warning(
+            "twilio.stream_refused",
+            reason="missing or wrong X-Twilio-Signature",
+            signed=SIGNATURE_HEADER.lower() in websocket.headers,
+            url=signed_url(websocket, settings),
+        )
+        await _deny(websocket, 403, "missing or wrong X-Twilio-Signature")
+        return False
+    return True
+
+
 def twilio_stream_router(runtime: LiveRuntime) -> APIRouter:
     router = APIRouter()
 
@@ -98,23 +122,7 @@ def twilio_stream_router(runtime: LiveRuntime) -> APIRouter:
     async def twilio_stream(websocket: WebSocket) -> None:
         settings = runtime.settings
         address = websocket.client.host if websocket.client is not None else "unknown"
-        refused = log.bind(client=address)
-        token = settings.twilio_auth_token
-        if token is None or not token.get_secret_value():
-            refused.warning(
-                "twilio.stream_refused", reason="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)"
-            )
-            await _deny(websocket, 503, "Twilio is not configured on this server")
-            return
-        if not signature_valid(websocket, settings, token.get_secret_value()):
-            runtime.metrics.protocol_error(str(ErrorCode.UNAUTHORIZED))
-            refused.warning(
-                "twilio.stream_refused",
-                reason="missing or wrong X-Twilio-Signature",
-                signed=SIGNATURE_HEADER.lower() in websocket.headers,
-                url=signed_url(websocket, settings),
-            )
-            await _deny(websocket, 403, "missing or wrong X-Twilio-Signature")
+        if not await admit(websocket, runtime):
             return
         await websocket.accept()
         connection = WsConnection(
@@ -142,7 +150,7 @@ async def _serve_stream(
     runtime: LiveRuntime, websocket: WebSocket, connection: WsConnection, address: str
 ) -> None:
     stream_log = log.bind(client=address)
-    start = await _await_start(websocket, stream_log)
+    start = await await_start(websocket, stream_log)
     started_at = now()  # the stream's clock starts here: media timestamps count from ``start``
     if start is None:
         connection.close(1008, "no start")
@@ -219,7 +227,7 @@ async def _serve_stream(
         await leg.aclose()
 
 
-async def _await_start(websocket: WebSocket, stream_log: FilteringBoundLogger) -> Start | None:
+async def await_start(websocket: WebSocket, stream_log: FilteringBoundLogger) -> Start | None:
     """Twilio's ``start`` (after ``connected``), or None: the stream went away, stopped or stayed silent."""
     bad = 0
     try:

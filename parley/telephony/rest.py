@@ -91,20 +91,23 @@ class TwilioRest:
         *,
         to: str,
         from_: str,
-        url: str,
+        url: str | None = None,
         status_callback: str,
         amd_callback: str | None = None,
         timeout_s: int | None = None,
+        twiml: str | None = None,
     ) -> str:
-        """Dial ``to``; Twilio fetches ``url`` for TwiML once answered and posts every progress event to
-        ``status_callback``. With ``amd_callback``, answering-machine detection runs alongside the call
-        (asynchronous, waiting for the end of a greeting so a voicemail is left after the beep) and its
-        verdict is posted there. Returns the CallSid."""
+        """Dial ``to``; Twilio fetches ``url`` for TwiML once answered (or runs ``twiml``, given instead)
+        and posts every progress event to ``status_callback``. With ``amd_callback``, answering-machine
+        detection runs alongside the call (asynchronous, waiting for the end of a greeting so a voicemail
+        is left after the beep) and its verdict is posted there. Returns the CallSid."""
+        if (url is None) == (twiml is None):
+            raise ValueError("place_call takes either url or twiml")
+        instructions: dict[str, Any] = {"url": url, "method": "POST"} if url else {"twiml": twiml}
         options: dict[str, Any] = {
             "to": to,
             "from_": from_,
-            "url": url,
-            "method": "POST",
+            **instructions,
             "status_callback": status_callback,
             "status_callback_method": "POST",
             "status_callback_event": STATUS_EVENTS,

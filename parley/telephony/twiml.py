@@ -15,14 +15,14 @@ from twilio.twiml.voice_response import Connect, Dial, VoiceResponse  # type: ig
 STREAM_PATH = "/twilio/stream"
 
 
-def stream_url(base_url: str) -> str:
-    """The WebSocket URL of Parley's media stream under ``base_url`` (``https://x`` → ``wss://x/...``)."""
+def stream_url(base_url: str, path: str = STREAM_PATH) -> str:
+    """The WebSocket URL of a Parley media stream under ``base_url`` (``https://x`` → ``wss://x/...``)."""
     base = base_url.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base.removeprefix("https://")
     elif base.startswith("http://"):
         base = "ws://" + base.removeprefix("http://")
-    return base + STREAM_PATH
+    return base + path
 
 
 def stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
