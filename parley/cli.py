@@ -15,6 +15,7 @@ from rich.table import Table
 
 from parley.commands.documents import docs_app
 from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
+from parley.commands.rooms import rooms_app
 from parley.commands.serve import bench_live, bench_load, serve
 from parley.commands.twilio_sim import twilio_sim
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
@@ -38,6 +39,7 @@ agents_app.add_typer(docs_app, name="docs")
 app.add_typer(calls_app, name="calls")
 app.add_typer(keys_app, name="keys")
 app.add_typer(numbers_app, name="numbers")
+app.add_typer(rooms_app, name="rooms")
 
 err = Console(stderr=True)
 out = Console()

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         "blocked) is closed; the session then waits for a reconnect",
     )
     agents_dir: Path | None = Field(None, description="extra agent YAML files offered for live sessions")
+    max_rooms: int = Field(20, ge=1, description="coached rooms live at once in this process")
+    max_rooms_per_org: int = Field(10, ge=1, description="coached rooms live at once per organization")
+    room_idle_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a coached room with nobody connected this long ends itself"
+    )
 
     # --- who may open a live session (security issue; docs/security.md) ----------------------------
     allowed_origins: list[str] = Field(

@@ -207,6 +207,7 @@ def with_platform(settings: Settings) -> Lifespan:
 
 def create_platform_app(settings: Settings | None = None, **options: Any) -> FastAPI:
     """The full server: live voice plus the platform's store and REST API."""
+    from parley.server.rooms import with_rooms
     from parley.server.routes import platform_routers
     from parley.server.telephony import with_telephony
     from parley.server.webhooks import with_webhooks
@@ -215,6 +216,11 @@ def create_platform_app(settings: Settings | None = None, **options: Any) -> Fas
     return create_app(
         settings,
         extra_routers=platform_routers(),
-        extra_lifespans=[with_platform(settings), with_telephony(settings), with_webhooks(settings)],
+        extra_lifespans=[
+            with_platform(settings),
+            with_rooms(settings),
+            with_telephony(settings),
+            with_webhooks(settings),
+        ],
         **options,
     )

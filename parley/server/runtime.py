@@ -123,6 +123,8 @@ class LiveRuntime:
         self._warming: set[asyncio.Future[None]] = set()
         self._opening_calls: set[str] = set()
         """Phone calls being connected right now: a second stream for one of them is refused."""
+        self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []
+        """Run with the grace period alongside the sessions' drain (coached rooms end theirs there)."""
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -443,6 +445,7 @@ class LiveRuntime:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self.draining = True
         self.registry.accepting = False
+        hooks = [asyncio.ensure_future(hook(grace)) for hook in self.drain_hooks]
         sessions = self.registry.sessions()
         for live in sessions:
             live.notify_shutdown(grace)
@@ -456,6 +459,9 @@ class LiveRuntime:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await asyncio.gather(*remaining, return_exceptions=True)
+        for outcome in await asyncio.gather(*hooks, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("a drain hook failed", error=repr(outcome))
         for connection in list(self.connections):
             connection.close(1001, "server_shutdown")
         closing = [connection.wait_closed() for connection in list(self.connections)]

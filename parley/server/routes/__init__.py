@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 
 def platform_routers() -> list[APIRouter]:
+    from parley.server import room_phone, rooms
     from parley.server.routes import (
         agents,
         calls,
@@ -32,4 +33,6 @@ def platform_routers() -> list[APIRouter]:
         numbers.router,
         twilio.router,
         webhooks.router,
+        room_phone.router,  # before rooms.router: its fixed paths under /v1/rooms/ are no room ids
+        rooms.router,
     ]

@@ -1,0 +1,203 @@
+"""``parley rooms …``: coached calls on a running server, over its HTTP API.
+
+Rooms live in the server process that runs them, so unlike ``parley agents`` these commands talk to the
+server (``--url``, or ``PARLEY_URL``) with an API key (``--key``, or ``PARLEY_API_KEY``), never to the
+store directly. The key is only ever sent to the server, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+rooms_app = typer.Typer(
+    help="Coached calls on a running server: open one, invite a rep, a customer or a coach, supervise, end.",
+    no_args_is_help=True,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="PARLEY_URL", help="the server's base URL")]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key", envvar="PARLEY_API_KEY", help="an API key (default: $PARLEY_API_KEY)", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+RoomArg = Annotated[str, typer.Argument(help="the room's id (room_…)")]
+ParticipantArg = Annotated[str, typer.Argument(help="the participant's id (p_…, or ai-coach)")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+MODES = ("speak", "listen", "whisper", "barge")
+
+
+def _path(*parts: str) -> str:
+    """``/v1/rooms/<id>/…`` with each id quoted whole (an id is never a path of its own)."""
+    return "/v1/rooms/" + "/".join(quote(part, safe="") for part in parts)
+
+
+def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One API request; an error answer is printed (the server's own words) and exits non-zero."""
+    if not key:
+        _fail("an API key is needed: pass --key or set PARLEY_API_KEY", 2)
+    try:
+        with httpx.Client(
+            base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            answer = http.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {url}: {exc}", 1)
+    if answer.status_code >= 400:
+        _fail(_detail(answer), 1 if answer.status_code in (401, 403, 404, 409, 429) else 2)
+    return answer.json() if answer.content else None
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        detail = answer.json().get("detail")
+    except ValueError:
+        detail = None
+    if isinstance(detail, list):  # a 422: which fields, and why
+        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
+    return f"{answer.status_code}: {detail or answer.text[:300]}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def _participants(participants: list[dict[str, Any]]) -> Table:
+    table = Table(title="Participants")
+    for column in ("id", "role", "mode", "name", "connected"):
+        table.add_column(column)
+    for p in participants:
+        table.add_row(
+            p["id"], p["role"], p["mode"], escape(p["name"]), "yes" if p["connected"] else "invited"
+        )
+    return table
+
+
+@rooms_app.command("create")
+def rooms_create(
+    agent: Annotated[str, typer.Option("--agent", help="the agent (id or name): coaching, playbook, models")],
+    name: Annotated[str, typer.Option(help="shown on the participants' pages")] = "",
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a coached call with an agent."""
+    room = _call("POST", url, key, "/v1/rooms", {"agent": agent, "name": name})
+    if as_json:
+        _print_json(room)
+        return
+    out.print(f"room [bold]{room['id']}[/bold] with agent {escape(room['agent'])} (call {room['call_id']})")
+    out.print(f"invite its participants: parley rooms add {room['id']} --role rep")
+
+
+@rooms_app.command("list")
+def rooms_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """The organization's live rooms."""
+    rooms = _call("GET", url, key, "/v1/rooms")["data"]
+    if as_json:
+        _print_json(rooms)
+        return
+    table = Table(title="Live rooms")
+    for column in ("id", "name", "agent", "participants", "call"):
+        table.add_column(column)
+    for room in rooms:
+        connected = sum(1 for p in room["participants"] if p["connected"])
+        table.add_row(
+            room["id"], escape(room["name"]), escape(room["agent"]), str(connected), room["call_id"]
+        )
+    out.print(table)
+
+
+@rooms_app.command("show")
+def rooms_show(
+    room_id: RoomArg, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Who is in a room and how they are heard, its metrics and its hints so far."""
+    room = _call("GET", url, key, _path(room_id))
+    if as_json:
+        _print_json(room)
+        return
+    out.print(f"room [bold]{room['id']}[/bold] {escape(room['name'])} — agent {escape(room['agent'])}")
+    out.print(_participants(room["participants"]))
+    for hint in room["hints"]:
+        out.print(f"  hint [{escape(hint['trigger'])}] {escape(hint['text'])}")
+    talk = {role: stats.get("talk_ratio") for role, stats in room["metrics"].get("roles", {}).items()}
+    if talk:
+        out.print("  talk ratio: " + ", ".join(f"{role} {ratio}" for role, ratio in talk.items()))
+
+
+@rooms_app.command("add")
+def rooms_add(
+    room_id: RoomArg,
+    role: Annotated[str, typer.Option("--role", help="rep, customer or coach (a supervisor is a coach)")],
+    mode: Annotated[str | None, typer.Option("--mode", help="speak, listen, whisper or barge")] = None,
+    name: Annotated[str, typer.Option(help="shown to the others")] = "",
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Invite a participant: prints its single-use join token and, for reps and coaches, the page to open."""
+    body: dict[str, Any] = {"role": role, "name": name}
+    if mode is not None:
+        body["mode"] = mode
+    invitation = _call("POST", url, key, _path(room_id, "participants"), body)
+    if as_json:
+        _print_json(invitation)
+        return
+    out.print(
+        f"{invitation['role']} [bold]{invitation['participant_id']}[/bold] ({invitation['mode']}); "
+        f"the token works once, until {invitation['expires_at']}"
+    )
+    out.print(f"token: {invitation['token']}")
+    if invitation["page_url"]:
+        out.print(f"page: {url.rstrip('/')}{invitation['page_url']}")
+    out.print(f"socket: {invitation['ws_url']}")
+
+
+@rooms_app.command("mode")
+def rooms_mode(
+    room_id: RoomArg,
+    participant_id: ParticipantArg,
+    mode: Annotated[str, typer.Argument(help="speak, listen, whisper or barge")],
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """Switch how a participant is heard, live."""
+    if mode not in MODES:
+        _fail(f"mode must be one of {', '.join(MODES)}, got {mode!r}", 2)
+    changed = _call("PATCH", url, key, _path(room_id, "participants", participant_id), {"mode": mode})
+    out.print(f"{changed['id']} ({changed['role']}) is now in {changed['mode']} mode")
+
+
+@rooms_app.command("remove")
+def rooms_remove(
+    room_id: RoomArg, participant_id: ParticipantArg, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None
+) -> None:
+    """Take a participant out of the call (or withdraw its invitation)."""
+    _call("DELETE", url, key, _path(room_id, "participants", participant_id))
+    out.print(f"removed {participant_id} from {room_id}")
+
+
+@rooms_app.command("end")
+def rooms_end(room_id: RoomArg, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
+    """End the call for everyone; it stays on the books (parley calls show CALL_ID)."""
+    room = _call("POST", url, key, _path(room_id, "end"))
+    out.print(f"ended {room['id']}; the call is {room['call_id']}")

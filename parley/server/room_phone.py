@@ -1,0 +1,320 @@
+"""Phone legs in coached rooms: dial a person into a room through Twilio, and carry that call's audio.
+
+- ``POST /v1/rooms/{id}/calls`` (API key, the organization's own room) invites a participant and dials
+  ``to`` through Twilio's REST API with inline TwiML: ``<Connect><Stream>`` to this server's
+  ``/v1/rooms/twilio-stream``, the room and the participant's single-use join token as ``<Parameter>``s.
+  The caller id is ``from`` (one of the organization's numbers), else ``PARLEY_TWILIO_CALLER_ID``,
+  else the organization's first number, as for outbound calls.
+- ``WS /v1/rooms/twilio-stream``: Twilio opens it once the callee answers. The upgrade is checked as
+  ``/twilio/stream``'s is (``twilio_stream.admit``: Twilio's signature of the stream URL, 403; 503
+  without an auth token); ``start`` must carry a room and a live join token for it, or the stream
+  closes (1008) before anything joins. The stream is then a room leg (``TwilioRoomLeg``).
+- ``POST /v1/rooms/twilio-status``: the dialed call's progress, signed by Twilio; a call that ends
+  without its stream in the room (busy, no answer, failed) withdraws the invitation, and one that ends
+  with it takes the participant out (``hangup``).
+
+A stream's signature covers only its URL, so the join token (made for this call, known to Twilio and
+Parley only, spent on use) is what decides which room and participant a stream may be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Annotated, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley.config import Settings
+from parley.engine.events import EventType
+from parley.inputs import E164, SafeStr
+from parley.jobs.outbound import PERMANENT_REFUSALS
+from parley.platform.coached_room import CoachedRoom, JoinRefused, LiveRooms, RoomNotFound
+from parley.rooms import InvalidParticipant, Mode, Role, RoomClosed, RoomError, RoomFull, UnknownParticipant
+from parley.server.auth import Auth, PlatformDep, get_platform
+from parley.server.rooms import get_rooms
+from parley.server.routes.params import Ref
+from parley.server.routes.twilio import twilio_rest
+from parley.server.runtime import LiveRuntime
+from parley.server.twilio_stream import MULAW, admit, await_start
+from parley.server.ws_outbound import GONE, WsConnection
+from parley.telephony.rest import TwilioRestError
+from parley.telephony.signatures import TwilioWebhook, public_base_url, twilio_webhook
+from parley.telephony.twiml import stream_twiml, stream_url
+from parley.transports.twilio_protocol import ULAW_RATE, Start
+from parley.transports.twilio_room_leg import HANGUP, TwilioRoomLeg
+
+log = structlog.get_logger("parley.server.room_phone")
+
+ROOM_STREAM_PATH = "/v1/rooms/twilio-stream"
+ROOM_STATUS_PATH = "/v1/rooms/twilio-status"
+ROOM_ID = re.compile(r"^room_[0-9a-f]{1,32}$")
+PARTICIPANT_ID = re.compile(r"^p_[0-9a-f]{1,32}$")
+MAX_TOKEN_CHARS = 128
+NOT_ANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
+ENDED = NOT_ANSWERED | {"completed"}
+
+router = APIRouter(tags=["rooms"])
+
+
+class RoomCallCreate(BaseModel):
+    """Dial a person into a live room: they join as ``role`` once they answer."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: E164 = Field(description="who to call, E.164; not one of the organization's own numbers")
+    role: Literal["customer", "rep", "coach"] = Field(description="who they are in the room")
+    mode: Mode | None = Field(None, description="default: listen for a coach, speak for anyone else")
+    from_: E164 | None = Field(
+        None,
+        alias="from",
+        description="caller id: one of the organization's numbers; default PARLEY_TWILIO_CALLER_ID, "
+        "else the organization's first phone number",
+    )
+    name: SafeStr = Field("", max_length=120, description="shown to the others in the room")
+
+
+class RoomCallOut(BaseModel):
+    participant_id: str
+    call_sid: str
+    role: str
+    mode: str
+
+
+def room_stream_url(base_url: str) -> str:
+    return stream_url(base_url, ROOM_STREAM_PATH)
+
+
+def _refusal(exc: TwilioRestError) -> HTTPException:
+    """Twilio's refusal with its code: 422 for a number no retry can reach, else 502."""
+    permanent = exc.code is not None and f"twilio:{exc.code}" in PERMANENT_REFUSALS
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT if permanent else status.HTTP_502_BAD_GATEWAY,
+        {"message": f"Twilio refused the call: {exc.message}", "twilio_code": exc.code},
+    )
+
+
+@router.post(
+    "/v1/rooms/{room_id}/calls",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        404: {"description": "no such live room"},
+        409: {"description": "the room has ended or is full"},
+        422: {"description": "a number that cannot be called or used as caller id"},
+        502: {"description": "Twilio refused the call (its error code is in `twilio_code`)"},
+        503: {"description": "Twilio is not configured"},
+    },
+)
+async def dial_into_room(
+    room_id: Ref, body: RoomCallCreate, request: Request, principal: Auth, platform: PlatformDep
+) -> RoomCallOut:
+    """Call a phone number and bring whoever answers into the room (as customer, rep or coach). The
+    participant is listed at once, not connected; it connects when the call is answered and leaves
+    when it hangs up. A call that is not answered withdraws it."""
+    rest = twilio_rest(request)
+    if rest is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Twilio is not configured on this server (PARLEY_TWILIO_ACCOUNT_SID, PARLEY_TWILIO_AUTH_TOKEN)",
+        )
+    try:
+        room = get_rooms(request).get(principal.org_id, room_id)
+    except RoomNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    settings = platform.settings
+    own = [n.number for n in await platform.phone.numbers(principal.org_id)]
+    if body.to in own:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "to is one of the organization's own numbers"
+        )
+    caller = _caller_id(body.from_, own, settings)
+    try:
+        participant, token = room.add(Role(body.role), body.mode, body.name)
+    except (RoomClosed, RoomFull) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except InvalidParticipant as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    base = public_base_url(request, settings)
+    twiml = stream_twiml(room_stream_url(base), {"room": room.id, "token": token})
+    callback = f"{base}{ROOM_STATUS_PATH}?room={room.id}&participant={participant.id}"
+    bound = log.bind(room_id=room.id, participant_id=participant.id, org_id=principal.org_id)
+    try:
+        sid = await rest.place_call(
+            to=body.to,
+            from_=caller,
+            twiml=twiml,
+            status_callback=callback,
+            timeout_s=settings.outbound_ring_timeout_s,
+        )
+    except TwilioRestError as exc:
+        with contextlib.suppress(UnknownParticipant):
+            await room.remove(participant.id, reason="dial_failed")
+        bound.warning("dialing into a room failed", code=exc.code, error=exc.message)
+        raise _refusal(exc) from exc
+    bound.info("dialed into a room", call_sid=sid, role=body.role)
+    return RoomCallOut(
+        participant_id=participant.id, call_sid=sid, role=str(participant.role), mode=str(participant.mode)
+    )
+
+
+def _caller_id(requested: str | None, own: list[str], settings: Settings) -> str:
+    """``from`` if it is the organization's; else the configured caller id; else its first number."""
+    if requested is not None:
+        if requested not in own and requested != settings.twilio_caller_id:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "from must be one of the organization's phone numbers"
+            )
+        return requested
+    if settings.twilio_caller_id:
+        return settings.twilio_caller_id
+    if own:
+        return own[0]
+    raise HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        "no number to call from: pass from, set PARLEY_TWILIO_CALLER_ID, or add a phone number",
+    )
+
+
+# --- Twilio's side ----------------------------------------------------------------------------------
+
+
+def _settings(request: Request) -> Settings:
+    return get_platform(request).settings
+
+
+Webhook = Annotated[TwilioWebhook, Depends(twilio_webhook(_settings))]
+
+
+@router.post(ROOM_STATUS_PATH, status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def room_call_status(
+    request: Request,
+    hook: Webhook,
+    room: Annotated[str, Query(max_length=40, pattern=ROOM_ID.pattern)],
+    participant: Annotated[str, Query(max_length=40, pattern=PARTICIPANT_ID.pattern)],
+) -> Response:
+    """A dialed participant's call progress (Twilio's status callback). Only the end matters here."""
+    call_status = hook.get("CallStatus") or ""
+    if call_status not in ENDED:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    live = get_rooms(request).find(room)
+    if live is None or live.ended:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    member = next((p for p in live.participants() if p["id"] == participant), None)
+    if member is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)  # it left already (the stream stopped)
+    reason = HANGUP if member["connected"] else call_status.replace("-", "_")
+    with contextlib.suppress(UnknownParticipant):
+        await live.remove(participant, reason=reason)
+    log.info(
+        "a room's phone call ended",
+        room_id=room,
+        participant_id=participant,
+        call_sid=hook.get("CallSid"),
+        status=call_status,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.websocket(ROOM_STREAM_PATH)
+async def room_stream(websocket: WebSocket) -> None:
+    runtime: LiveRuntime = websocket.app.state.runtime
+    if not await admit(websocket, runtime):
+        return
+    settings = runtime.settings
+    address = websocket.client.host if websocket.client is not None else "unknown"
+    await websocket.accept()
+    connection = WsConnection(
+        websocket,
+        on_dropped=runtime.metrics.outbound_dropped.inc,
+        max_messages_pending=settings.outbound_max_messages,
+        stall_s=settings.outbound_stall_s,
+    )
+    runtime.connections.add(connection)
+    try:
+        await _serve(websocket, connection, address, settings.twilio_jitter_ms)
+    finally:
+        if connection.closing:  # our close: let it (and what was queued before it) leave first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(connection.stall_s):
+                    await connection.wait_closed()
+        connection.abandon()
+        await connection.wait_closed()
+        runtime.connections.discard(connection)
+
+
+def _room_for(websocket: WebSocket, start: Start) -> tuple[CoachedRoom, str] | None:
+    """The room and token ``start`` names, if the token would let someone join it now."""
+    room_id = start.custom_parameters.get("room", "")
+    token = start.custom_parameters.get("token", "")
+    if not ROOM_ID.match(room_id) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+        return None
+    rooms = getattr(websocket.app.state, "rooms", None)
+    room = rooms.find(room_id) if isinstance(rooms, LiveRooms) else None
+    if room is None or not room.check_token(token):
+        return None
+    return room, token
+
+
+async def _serve(websocket: WebSocket, connection: WsConnection, address: str, jitter_ms: int) -> None:
+    stream_log = log.bind(client=address)
+    start = await await_start(websocket, stream_log)
+    if start is None:
+        connection.close(1008, "no start")
+        return
+    stream_log = stream_log.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
+    fmt = start.media_format
+    if (fmt.encoding, fmt.sample_rate, fmt.channels) != (MULAW, ULAW_RATE, 1):
+        stream_log.warning("twilio.room_stream_refused", reason=f"media format {fmt} is not μ-law 8 kHz mono")
+        connection.close(1003, "unsupported media format")
+        return
+    found = _room_for(websocket, start)
+    if found is None:
+        stream_log.warning("twilio.room_stream_refused", reason="no live room for this room and token")
+        connection.close(1008, "unknown room or token")
+        return
+    room, token = found
+    stream_log = stream_log.bind(room_id=room.id)
+
+    def pressed(digit: str) -> None:
+        """A key the phone participant pressed: on the call's timeline, as a live call's are."""
+        room.emit(EventType.DTMF, participant_id=bridge.leg.id if bridge.leg else None, digit=digit)
+
+    bridge = TwilioRoomLeg(
+        start.stream_sid,
+        connection.send_message_raw,
+        connection.close,
+        on_dtmf=pressed,
+        jitter_ms=jitter_ms,
+        room_id=room.id,
+        call_sid=start.call_sid,
+    )
+    try:
+        leg = room.connect(
+            token,
+            bridge,
+            lambda _message: None,  # a phone line has no use for the pages' JSON
+            lambda reason: bridge.hang_up(1000, reason),
+        )
+    except (JoinRefused, RoomError) as exc:
+        stream_log.warning("twilio.room_stream_refused", reason=str(exc))
+        connection.close(1008, "unknown room or token")
+        return
+    bridge.attach(leg, lambda reason: room.remove(leg.id, reason=reason))
+    stream_log.info("twilio.room_stream_connected", participant_id=leg.id, role=str(leg.participant.role))
+    try:
+        while not bridge.gone and not bridge.closed:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            bridge.on_text(text if text is not None else message.get("bytes") or b"")
+    except GONE:  # the socket broke under the receive: Twilio is gone, as after a hang-up
+        pass
+    except Exception:  # a bug: this leg ends, the room and the server go on
+        stream_log.exception("twilio.room_stream_failed", participant_id=leg.id)
+    finally:
+        bridge.hung_up()
+        await bridge.aclose()
