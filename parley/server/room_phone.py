@@ -19,7 +19,6 @@ Parley only, spent on use) is what decides which room and participant a stream m
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from typing import Annotated, Literal
@@ -33,18 +32,19 @@ from parley.engine.events import EventType
 from parley.inputs import E164, SafeStr
 from parley.jobs.outbound import PERMANENT_REFUSALS
 from parley.platform.coached_room import CoachedRoom, JoinRefused, LiveRooms, RoomNotFound
-from parley.rooms import InvalidParticipant, Mode, Role, RoomClosed, RoomError, RoomFull, UnknownParticipant
+from parley.rooms import Mode, RoomError, UnknownParticipant
 from parley.server.auth import Auth, PlatformDep, get_platform
-from parley.server.rooms import get_rooms
+from parley.server.rooms import get_rooms, invite
 from parley.server.routes.params import Ref
 from parley.server.routes.twilio import twilio_rest
 from parley.server.runtime import LiveRuntime
-from parley.server.twilio_stream import MULAW, admit, await_start
-from parley.server.ws_outbound import GONE, WsConnection
+from parley.server.twilio_stream import admit, await_start, mulaw_mono, relay_stream
+from parley.server.ws_input import accepted
+from parley.server.ws_outbound import WsConnection
 from parley.telephony.rest import TwilioRestError
 from parley.telephony.signatures import TwilioWebhook, public_base_url, twilio_webhook
 from parley.telephony.twiml import stream_twiml, stream_url
-from parley.transports.twilio_protocol import ULAW_RATE, Start
+from parley.transports.twilio_protocol import Start
 from parley.transports.twilio_room_leg import HANGUP, TwilioRoomLeg
 
 log = structlog.get_logger("parley.server.room_phone")
@@ -131,12 +131,7 @@ async def dial_into_room(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "to is one of the organization's own numbers"
         )
     caller = _caller_id(body.from_, own, settings)
-    try:
-        participant, token = room.add(Role(body.role), body.mode, body.name)
-    except (RoomClosed, RoomFull) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    except InvalidParticipant as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    participant, token = invite(room, body.role, body.mode, body.name)
     base = public_base_url(request, settings)
     twiml = stream_twiml(room_stream_url(base), {"room": room.id, "token": token})
     callback = f"{base}{ROOM_STATUS_PATH}?room={room.id}&participant={participant.id}"
@@ -223,26 +218,9 @@ async def room_stream(websocket: WebSocket) -> None:
     runtime: LiveRuntime = websocket.app.state.runtime
     if not await admit(websocket, runtime):
         return
-    settings = runtime.settings
     address = websocket.client.host if websocket.client is not None else "unknown"
-    await websocket.accept()
-    connection = WsConnection(
-        websocket,
-        on_dropped=runtime.metrics.outbound_dropped.inc,
-        max_messages_pending=settings.outbound_max_messages,
-        stall_s=settings.outbound_stall_s,
-    )
-    runtime.connections.add(connection)
-    try:
-        await _serve(websocket, connection, address, settings.twilio_jitter_ms)
-    finally:
-        if connection.closing:  # our close: let it (and what was queued before it) leave first
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(connection.stall_s):
-                    await connection.wait_closed()
-        connection.abandon()
-        await connection.wait_closed()
-        runtime.connections.discard(connection)
+    async with accepted(websocket, runtime) as connection:
+        await _serve(websocket, connection, address, runtime.settings.twilio_jitter_ms)
 
 
 def _room_for(websocket: WebSocket, start: Start) -> tuple[CoachedRoom, str] | None:
@@ -260,15 +238,11 @@ def _room_for(websocket: WebSocket, start: Start) -> tuple[CoachedRoom, str] | N
 
 async def _serve(websocket: WebSocket, connection: WsConnection, address: str, jitter_ms: int) -> None:
     stream_log = log.bind(client=address)
-    start = await await_start(websocket, stream_log)
+    start = await await_start(websocket, connection, stream_log)
     if start is None:
-        connection.close(1008, "no start")
         return
     stream_log = stream_log.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
-    fmt = start.media_format
-    if (fmt.encoding, fmt.sample_rate, fmt.channels) != (MULAW, ULAW_RATE, 1):
-        stream_log.warning("twilio.room_stream_refused", reason=f"media format {fmt} is not μ-law 8 kHz mono")
-        connection.close(1003, "unsupported media format")
+    if not mulaw_mono(start, connection, stream_log, "twilio.room_stream_refused"):
         return
     found = _room_for(websocket, start)
     if found is None:
@@ -305,14 +279,7 @@ async def _serve(websocket: WebSocket, connection: WsConnection, address: str, j
     bridge.attach(leg, lambda reason: room.remove(leg.id, reason=reason))
     stream_log.info("twilio.room_stream_connected", participant_id=leg.id, role=str(leg.participant.role))
     try:
-        while not bridge.gone and not bridge.closed:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            bridge.on_text(text if text is not None else message.get("bytes") or b"")
-    except GONE:  # the socket broke under the receive: Twilio is gone, as after a hang-up
-        pass
+        await relay_stream(websocket, bridge.on_text, until=lambda: bridge.gone or bridge.closed)
     except Exception:  # a bug: this leg ends, the room and the server go on
         stream_log.exception("twilio.room_stream_failed", participant_id=leg.id)
     finally:

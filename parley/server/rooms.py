@@ -42,23 +42,13 @@ from parley.platform.coached_room import (
     TooManyRooms,
 )
 from parley.platform.schemas import MAX_CALL_METADATA_BYTES, Page
-from parley.rooms import InvalidParticipant, Leg, Mode, RoomClosed, RoomFull, UnknownParticipant
+from parley.rooms import InvalidParticipant, Leg, Mode, Participant, RoomClosed, RoomFull, UnknownParticipant
 from parley.rooms.model import MAX_NAME_CHARS, Role
 from parley.server.auth import Auth
-from parley.server.guard import origin_allowed
-from parley.server.registry import AdmissionError
 from parley.server.runtime import LiveRuntime
-from parley.server.ws_outbound import GONE, WsConnection
-from parley.transports.uplink import TokenBucket
-from parley.transports.ws_protocol import (
-    SUPPORTED_SAMPLE_RATES,
-    ErrorCode,
-    FrameError,
-    ProtocolError,
-    decode_audio,
-    error_message,
-    server_message,
-)
+from parley.server.ws_input import WsInput, accepted, admit_client, check_sample_rate, relay
+from parley.server.ws_outbound import WsConnection
+from parley.transports.ws_protocol import ErrorCode, ProtocolError, error_message, server_message
 
 log = structlog.get_logger("parley.server.rooms")
 
@@ -189,6 +179,17 @@ RoomsDep = Annotated[LiveRooms, Depends(get_rooms)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such live room (or participant)"}}
 
 
+def invite(room: CoachedRoom, role: str, mode: Mode | None, name: str) -> tuple[Participant, str]:
+    """``room.add`` (a participant and its join token) with its refusals as HTTP errors: 409 for a room
+    that is full or has ended, 422 for a participant it cannot take."""
+    try:
+        return room.add(Role(role), mode, name)
+    except (RoomFull, RoomClosed) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except InvalidParticipant as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
 def _room(rooms: LiveRooms, org_id: str, room_id: str) -> CoachedRoom:
     try:
         return rooms.get(org_id, room_id)
@@ -244,12 +245,7 @@ async def add_participant(
     """Invite a customer, a rep or a coach (a supervisor is a coach): a join token for its socket, and
     for reps and coaches the rep page's address."""
     room = _room(rooms, principal.org_id, room_id)
-    try:
-        participant, token = room.add(Role(body.role), body.mode, body.name)
-    except (RoomFull, RoomClosed) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    except InvalidParticipant as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    participant, token = invite(room, body.role, body.mode, body.name)
     scheme = "wss" if request.url.scheme == "https" else "ws"
     query = f"token={quote(token)}"
     page = None
@@ -382,60 +378,33 @@ class LegSocket:
         self.room = room
         self.connection = connection
         self.leg: Leg | None = None
-        self.rate = 0
+        self.input = WsInput(runtime, connection)
         self._token = token
-        rate = self.settings.ws_max_messages_per_s
-        self._messages = TokenBucket(rate, 2 * rate)
-        self._audio = TokenBucket(1.25, self.settings.ws_audio_burst_s)
-        self._max_samples = 0
-        self._complained: dict[ErrorCode, float] = {}
         self._leaving: asyncio.Task[None] | None = None
 
     # --- inbound ------------------------------------------------------------------------------------
 
     def on_bytes(self, data: bytes) -> None:
-        if self.connection.closing:
-            return
         arrival = now()
-        if not self._messages.take(1.0, arrival):
-            self._flooded()
+        if not self.input.heard(arrival):
             return
         leg = self.leg
         if leg is None:
-            self._complain(
+            self.input.complain(
                 ErrorCode.NOT_STARTED, "audio arrived before 'start'; send it and wait for 'ready'"
             )
             return
-        if len(data) > 2 * self._max_samples + 64:
-            self._too_large(f"{len(data)} bytes")
+        frame = self.input.frame(data)
+        if frame is None:
             return
-        try:
-            _seq, _, samples = decode_audio(data)
-        except FrameError as exc:
-            self._complain(ErrorCode.BAD_AUDIO_FRAME, str(exc))
-            return
-        if len(samples) > self._max_samples:
-            self._too_large(f"{len(samples)} samples")
-            return
-        if not self._audio.take(len(samples) / self.rate, arrival):
-            self._complain(
-                ErrorCode.RATE_LIMITED, "audio is arriving faster than real time; frames are dropped"
-            )
+        _seq, samples = frame
+        if not self.input.in_real_time(samples, arrival):
             return
         if len(samples):
-            leg.feed(AudioFrame(samples, self.rate))
+            leg.feed(AudioFrame(samples, self.input.sample_rate))
 
     async def on_text(self, text: str) -> None:
-        if self.connection.closing:
-            return
-        if not self._messages.take():
-            self._flooded()
-            return
-        limit = self.settings.ws_max_message_bytes
-        if len(text) > limit:
-            self._error(
-                ErrorCode.MESSAGE_TOO_LARGE, f"control messages may be at most {limit} bytes; got {len(text)}"
-            )
+        if not self.input.text_heard(text):
             return
         try:
             message = parse_leg_message(text)
@@ -448,31 +417,21 @@ class LegSocket:
             else:
                 await self._leave("left")
         except ProtocolError as exc:
-            self._error(exc.code, exc.message, **exc.detail)
+            self.input.error(exc.code, exc.message, **exc.detail)
 
     def _start(self, message: _Start) -> None:
         if self.leg is not None:
             raise ProtocolError(ErrorCode.ALREADY_STARTED, "this socket is already in the room")
-        if message.sample_rate not in SUPPORTED_SAMPLE_RATES:
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_SAMPLE_RATE,
-                f"sample_rate {message.sample_rate} Hz is not supported; "
-                f"use one of {', '.join(map(str, SUPPORTED_SAMPLE_RATES))}",
-                supported=list(SUPPORTED_SAMPLE_RATES),
-            )
-        self.rate = message.sample_rate
-        self._max_samples = self.rate * self.settings.ws_max_frame_ms // 1000
+        check_sample_rate("sample_rate", message.sample_rate)
+        rate = message.sample_rate
+        self.input.audio_at(rate)
         hello = {
-            "audio": {
-                "encoding": "pcm16",
-                "sample_rate": self.rate,
-                "max_frame_ms": self.settings.ws_max_frame_ms,
-            }
+            "audio": {"encoding": "pcm16", "sample_rate": rate, "max_frame_ms": self.settings.ws_max_frame_ms}
         }
         try:
             self.leg = self.room.connect(
                 self._token,
-                _SocketSink(self.connection, self.rate),
+                _SocketSink(self.connection, rate),
                 self.connection.send_message,
                 self._closed_by_room,
                 hello=hello,
@@ -485,7 +444,7 @@ class LegSocket:
             self._refuse(ErrorCode.UNAUTHORIZED, str(exc), 1008)
 
     def _refuse(self, code: ErrorCode, message: str, close: int) -> None:
-        self._error(code, message, fatal=True)
+        self.input.error(code, message, fatal=True)
         self.connection.close(close, str(code))
 
     def start_timed_out(self) -> None:
@@ -522,34 +481,6 @@ class LegSocket:
             with contextlib.suppress(UnknownParticipant):
                 await self.room.remove(self.leg.id, reason="disconnected")
 
-    # --- errors -------------------------------------------------------------------------------------
-
-    def _error(self, code: ErrorCode, message: str, *, fatal: bool = False, **detail: Any) -> None:
-        self.runtime.metrics.protocol_error(str(code))
-        self.connection.send_message(error_message(code, message, fatal=fatal, **detail))
-
-    def _flooded(self) -> None:
-        self._complain(
-            ErrorCode.RATE_LIMITED,
-            f"more than {self.settings.ws_max_messages_per_s:g} messages per second; messages are dropped",
-        )
-
-    def _too_large(self, got: str) -> None:
-        limit = self.settings.ws_max_frame_ms
-        self._complain(
-            ErrorCode.FRAME_TOO_LARGE,
-            f"audio frames may hold at most {limit} ms "
-            f"({self._max_samples} samples at {self.rate} Hz); got {got}",
-        )
-
-    def _complain(self, code: ErrorCode, message: str) -> None:
-        """For errors that repeat per frame: counted every time, reported at most once a second."""
-        self.runtime.metrics.protocol_error(str(code))
-        t = now()
-        if t - self._complained.get(code, -1e9) >= 1.0:
-            self._complained[code] = t
-            self.connection.send_message(error_message(code, message))
-
 
 @router.websocket("/{room_id}/ws")
 async def room_socket(
@@ -559,16 +490,8 @@ async def room_socket(
 ) -> None:
     """A participant's audio and messages (no API key: the join token is the right to join)."""
     runtime: LiveRuntime = websocket.app.state.runtime
-    if not origin_allowed(websocket.headers, runtime.settings.allowed_origins):
-        runtime.metrics.protocol_error(str(ErrorCode.FORBIDDEN_ORIGIN))
-        await websocket.close(code=1008, reason="origin not allowed")
-        return
-    address = websocket.client.host if websocket.client is not None else "unknown"
-    try:
-        runtime.caps.take_connection(address)
-    except AdmissionError as exc:
-        runtime.metrics.protocol_error(str(exc.code))
-        await websocket.close(code=1013, reason=exc.message[:120])
+    address = await admit_client(websocket, runtime)
+    if address is None:
         return
     try:
         await _serve_leg(runtime, websocket, room_id, token)
@@ -577,60 +500,32 @@ async def room_socket(
 
 
 async def _serve_leg(runtime: LiveRuntime, websocket: WebSocket, room_id: str, token: str) -> None:
-    settings = runtime.settings
-    await websocket.accept()
-    connection = WsConnection(
-        websocket,
-        on_dropped=runtime.metrics.outbound_dropped.inc,
-        max_messages_pending=settings.outbound_max_messages,
-        stall_s=settings.outbound_stall_s,
-    )
-    rooms: LiveRooms | None = getattr(websocket.app.state, "rooms", None)
-    room = rooms.find(room_id) if rooms is not None else None
-    if room is None or not room.check_token(token):
-        runtime.metrics.protocol_error(str(ErrorCode.UNAUTHORIZED))
-        connection.send_message(
-            error_message(
-                ErrorCode.UNAUTHORIZED,
-                "this room token is unknown, used or expired, or the room has ended; ask for a new one",
-                fatal=True,
+    async with accepted(websocket, runtime) as connection:
+        rooms: LiveRooms | None = getattr(websocket.app.state, "rooms", None)
+        room = rooms.find(room_id) if rooms is not None else None
+        if room is None or not room.check_token(token):
+            runtime.metrics.protocol_error(str(ErrorCode.UNAUTHORIZED))
+            connection.send_message(
+                error_message(
+                    ErrorCode.UNAUTHORIZED,
+                    "this room token is unknown, used or expired, or the room has ended; ask for a new one",
+                    fatal=True,
+                )
             )
-        )
-        connection.close(1008, "invalid room token")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(connection.stall_s):
-                await connection.wait_closed()
-        connection.abandon()
-        return
-    handler = LegSocket(runtime, room, token, connection)
-    connection.on_stalled = handler.on_stalled
-    timer = asyncio.get_running_loop().call_later(settings.session_start_timeout_s, handler.start_timed_out)
-    failed = False
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("bytes")
-            if data is not None:
-                handler.on_bytes(data)
-            else:
-                await handler.on_text(message.get("text") or "")
-    except GONE:  # the socket broke under the receive: the participant is gone
-        pass
-    except Exception:  # a bug: this participant's connection ends, the room and the server go on
-        log.exception("rooms.connection_failed", room_id=room.id)
-        failed = True
-        connection.fail()
-    finally:
-        timer.cancel()
-        await handler.gone()
-        if failed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(connection.stall_s):
-                    await connection.wait_closed()
-        connection.abandon()
-        await connection.wait_closed()
+            connection.close(1008, "invalid room token")
+            return
+        handler = LegSocket(runtime, room, token, connection)
+        connection.on_stalled = handler.on_stalled
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(runtime.settings.session_start_timeout_s, handler.start_timed_out)
+        try:
+            await relay(websocket, handler.on_bytes, handler.on_text)  # or the socket broke: gone too
+        except Exception:  # a bug: this participant's connection ends, the room and the server go on
+            log.exception("rooms.connection_failed", room_id=room.id)
+            connection.fail()
+        finally:
+            timer.cancel()
+            await handler.gone()
 
 
 # --- the process's rooms -----------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ https://www.twilio.com/docs/usage/security#validating-requests (``parley/telepho
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -32,6 +32,7 @@ from parley.engine.transport import ControlUnavailable
 from parley.platform.phone import PHONE_TRANSPORT
 from parley.server.registry import AdmissionError
 from parley.server.runtime import Client, LiveRuntime
+from parley.server.ws_input import accepted
 from parley.server.ws_outbound import GONE, WsConnection
 from parley.telephony.signatures import validate
 from parley.telephony.twiml import STREAM_PATH, stream_url
@@ -120,28 +121,11 @@ def twilio_stream_router(runtime: LiveRuntime) -> APIRouter:
 
     @router.websocket(STREAM_PATH)
     async def twilio_stream(websocket: WebSocket) -> None:
-        settings = runtime.settings
         address = websocket.client.host if websocket.client is not None else "unknown"
         if not await admit(websocket, runtime):
             return
-        await websocket.accept()
-        connection = WsConnection(
-            websocket,
-            on_dropped=runtime.metrics.outbound_dropped.inc,
-            max_messages_pending=settings.outbound_max_messages,
-            stall_s=settings.outbound_stall_s,
-        )
-        runtime.connections.add(connection)
-        try:
+        async with accepted(websocket, runtime) as connection:
             await _serve_stream(runtime, websocket, connection, address)
-        finally:
-            if connection.closing:  # our close: let it (and what was queued before it) leave first
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(connection.stall_s):
-                        await connection.wait_closed()
-            connection.abandon()
-            await connection.wait_closed()
-            runtime.connections.discard(connection)
 
     return router
 
@@ -150,19 +134,15 @@ async def _serve_stream(
     runtime: LiveRuntime, websocket: WebSocket, connection: WsConnection, address: str
 ) -> None:
     stream_log = log.bind(client=address)
-    start = await await_start(websocket, stream_log)
+    start = await await_start(websocket, connection, stream_log)
     started_at = now()  # the stream's clock starts here: media timestamps count from ``start``
     if start is None:
-        connection.close(1008, "no start")
         return
     call_id = start.custom_parameters.get("call_id", "")
     stream_log = stream_log.bind(
         call_id=call_id or None, call_sid=start.call_sid, stream_sid=start.stream_sid
     )
-    fmt = start.media_format
-    if (fmt.encoding, fmt.sample_rate, fmt.channels) != (MULAW, ULAW_RATE, 1):
-        stream_log.warning("twilio.stream_refused", reason=f"media format {fmt} is not μ-law 8 kHz mono")
-        connection.close(1003, "unsupported media format")
+    if not mulaw_mono(start, connection, stream_log, "twilio.stream_refused"):
         return
     if not CALL_ID.match(call_id):
         stream_log.warning("twilio.stream_refused", reason="start names no call (customParameters.call_id)")
@@ -210,14 +190,7 @@ async def _serve_stream(
     live.attach(leg)
     stream_log.info("twilio.stream_connected", session_id=live.id)
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            leg.on_text(text if text is not None else message.get("bytes") or b"")
-    except GONE:  # the socket broke under the receive: Twilio is gone, as after a hang-up
-        pass
+        await relay_stream(websocket, leg.on_text)
     except Exception:  # a bug: this call ends, the server lives on
         stream_log.exception("twilio.stream_failed", session_id=live.id)
         live.end("internal_error")
@@ -227,8 +200,47 @@ async def _serve_stream(
         await leg.aclose()
 
 
-async def await_start(websocket: WebSocket, stream_log: FilteringBoundLogger) -> Start | None:
-    """Twilio's ``start`` (after ``connected``), or None: the stream went away, stopped or stayed silent."""
+async def relay_stream(
+    websocket: WebSocket, on_text: Callable[[str | bytes], None], until: Callable[[], bool] = lambda: False
+) -> None:
+    """Hand Twilio's messages to a leg until the stream closes, breaks (Twilio is gone, as after a
+    hang-up) or ``until`` says the leg is done. What the leg raises is a bug, and is the caller's."""
+    try:
+        while not until():
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            on_text(text if text is not None else message.get("bytes") or b"")
+    except GONE:
+        return
+
+
+def mulaw_mono(
+    start: Start, connection: WsConnection, stream_log: FilteringBoundLogger, refused: str
+) -> bool:
+    """Whether the stream carries what a phone leg takes (μ-law 8 kHz mono); if not, it is refused
+    (logged as ``refused``) and closes with 1003."""
+    fmt = start.media_format
+    if (fmt.encoding, fmt.sample_rate, fmt.channels) == (MULAW, ULAW_RATE, 1):
+        return True
+    stream_log.warning(refused, reason=f"media format {fmt} is not μ-law 8 kHz mono")
+    connection.close(1003, "unsupported media format")
+    return False
+
+
+async def await_start(
+    websocket: WebSocket, connection: WsConnection, stream_log: FilteringBoundLogger
+) -> Start | None:
+    """Twilio's ``start`` (after ``connected``), or None, the stream closing (1008): it went away,
+    stopped or stayed silent."""
+    start = await _first_start(websocket, stream_log)
+    if start is None:
+        connection.close(1008, "no start")
+    return start
+
+
+async def _first_start(websocket: WebSocket, stream_log: FilteringBoundLogger) -> Start | None:
     bad = 0
     try:
         async with asyncio.timeout(START_TIMEOUT_S):

@@ -10,34 +10,27 @@ for a reconnect, as after a dropped network.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, WebSocket
 
 from parley.engine.events import now
-from parley.server.guard import origin_allowed
 from parley.server.live import LiveSession
 from parley.server.registry import AdmissionError
 from parley.server.runtime import LOCAL_CLIENT, Client, LiveRuntime
-from parley.server.ws_outbound import GONE, WsConnection
-from parley.transports.uplink import TokenBucket
+from parley.server.ws_input import WsInput, accepted, admit_client, check_sample_rate, relay
+from parley.server.ws_outbound import WsConnection
 from parley.transports.ws_protocol import (
     PROTOCOL_VERSION,
-    SUPPORTED_SAMPLE_RATES,
     End,
     ErrorCode,
-    FrameError,
     Interrupt,
     Ping,
     ProtocolError,
     Resume,
     Start,
     Text,
-    decode_audio,
-    error_message,
     parse_client_message,
     server_message,
 )
@@ -61,48 +54,30 @@ class ConnectionHandler:
         self.settings = runtime.settings
         self.connection = connection
         self.live: LiveSession | None = None
-        rate = self.settings.ws_max_messages_per_s
-        self._messages = TokenBucket(rate, 2 * rate)
-        self._audio: TokenBucket | None = None
-        self._max_samples = 0
-        self._complained: dict[ErrorCode, float] = {}
+        self.input = WsInput(runtime, connection)
 
     # --- inbound ------------------------------------------------------------------------------------
 
     def on_bytes(self, data: bytes) -> None:
-        if self.connection.closing:
-            return  # nothing more is said on this connection, so nothing more is heard either
         arrival = now()
-        if not self._messages.take(1.0, arrival):
-            self._flooded()
+        if not self.input.heard(arrival):
             return
         live = self.live
         if live is None:
-            self._complain(
+            self.input.complain(
                 ErrorCode.NOT_STARTED,
                 "audio arrived before the session started; send 'start' and wait for 'session.started' first",
             )
             return
         if live.connection is not self.connection:
             return  # the session moved to another connection; this one is closing
-        if len(data) > 2 * self._max_samples + 64:
-            self._too_large(live, f"{len(data)} bytes")
+        frame = self.input.frame(data)
+        if frame is None:
             return
-        try:
-            seq, _, samples = decode_audio(data)
-        except FrameError as exc:
-            self._complain(ErrorCode.BAD_AUDIO_FRAME, str(exc))
-            return
-        if len(samples) > self._max_samples:
-            self._too_large(live, f"{len(samples)} samples")
-            return
+        seq, samples = frame
         if seq and seq <= live.last_inbound_seq:
             return  # already heard before a reconnect
-        assert self._audio is not None
-        if not self._audio.take(len(samples) / live.input_rate, arrival):
-            self._complain(
-                ErrorCode.RATE_LIMITED, "audio is arriving faster than real time; frames are being dropped"
-            )
+        if not self.input.in_real_time(samples, arrival):
             return
         if seq:
             live.last_inbound_seq = seq
@@ -110,23 +85,13 @@ class ConnectionHandler:
             live.feed(samples, arrival)
 
     async def on_text(self, text: str) -> None:
-        if self.connection.closing:
-            return
-        if not self._messages.take():
-            self._flooded()
-            return
-        if len(text) > self.settings.ws_max_message_bytes:
-            self._error(
-                ErrorCode.MESSAGE_TOO_LARGE,
-                f"control messages may be at most "
-                f"{self.settings.ws_max_message_bytes} bytes; got {len(text)}",
-            )
+        if not self.input.text_heard(text):
             return
         try:
             message = parse_client_message(text)
             await self._dispatch(message)
         except ProtocolError as exc:
-            self._error(exc.code, exc.message, **exc.detail)
+            self.input.error(exc.code, exc.message, **exc.detail)
 
     def on_stalled(self) -> None:
         """The client stopped reading and its connection is being closed: the session waits for it to
@@ -184,14 +149,8 @@ class ConnectionHandler:
             )
         input_rate = message.audio.sample_rate
         output_rate = message.output.sample_rate or self.settings.audio_sample_rate
-        for name, rate in (("audio.sample_rate", input_rate), ("output.sample_rate", output_rate)):
-            if rate not in SUPPORTED_SAMPLE_RATES:
-                raise ProtocolError(
-                    ErrorCode.UNSUPPORTED_SAMPLE_RATE,
-                    f"{name} {rate} Hz is not supported; "
-                    f"use one of {', '.join(map(str, SUPPORTED_SAMPLE_RATES))}",
-                    supported=list(SUPPORTED_SAMPLE_RATES),
-                )
+        check_sample_rate("audio.sample_rate", input_rate)
+        check_sample_rate("output.sample_rate", output_rate)
         try:
             live = await self.runtime.open_session(
                 message.agent,
@@ -203,7 +162,7 @@ class ConnectionHandler:
             )
         except AdmissionError as exc:
             close = _FATAL_CLOSE.get(exc.code)
-            self._error(exc.code, exc.message, fatal=close is not None)
+            self.input.error(exc.code, exc.message, fatal=close is not None)
             if close is not None:
                 self.connection.close(close, str(exc.code))
             return
@@ -274,37 +233,7 @@ class ConnectionHandler:
     def _bind(self, live: LiveSession) -> None:
         self.live = live
         self.connection.session_id = live.id
-        self._max_samples = live.input_rate * self.settings.ws_max_frame_ms // 1000
-        self._audio = TokenBucket(1.25, self.settings.ws_audio_burst_s)
-
-    # --- errors -------------------------------------------------------------------------------------
-
-    def _error(self, code: ErrorCode, message: str, *, fatal: bool = False, **detail: Any) -> None:
-        self.runtime.metrics.protocol_error(str(code))
-        self.connection.send_message(error_message(code, message, fatal=fatal, **detail))
-
-    def _flooded(self) -> None:
-        self._complain(
-            ErrorCode.RATE_LIMITED,
-            f"more than {self.settings.ws_max_messages_per_s:g} messages "
-            "per second; messages are being dropped",
-        )
-
-    def _too_large(self, live: LiveSession, got: str) -> None:
-        limit = self.settings.ws_max_frame_ms
-        self._complain(
-            ErrorCode.FRAME_TOO_LARGE,
-            f"audio frames may hold at most {limit} ms "
-            f"({self._max_samples} samples at {live.input_rate} Hz); got {got}",
-        )
-
-    def _complain(self, code: ErrorCode, message: str) -> None:
-        """For errors that repeat per frame: counted every time, reported at most once a second."""
-        self.runtime.metrics.protocol_error(str(code))
-        t = now()
-        if t - self._complained.get(code, -1e9) >= 1.0:
-            self._complained[code] = t
-            self.connection.send_message(error_message(code, message))
+        self.input.audio_at(live.input_rate)
 
 
 def ws_router(runtime: LiveRuntime) -> APIRouter:
@@ -313,16 +242,8 @@ def ws_router(runtime: LiveRuntime) -> APIRouter:
     @router.websocket("/v1/sessions/ws")
     async def sessions_ws(websocket: WebSocket) -> None:
         # Refused before the upgrade completes: the client sees HTTP 403, and nothing is held.
-        if not origin_allowed(websocket.headers, runtime.settings.allowed_origins):
-            runtime.metrics.protocol_error(str(ErrorCode.FORBIDDEN_ORIGIN))
-            await websocket.close(code=1008, reason="origin not allowed")
-            return
-        address = websocket.client.host if websocket.client is not None else "unknown"
-        try:
-            runtime.caps.take_connection(address)
-        except AdmissionError as exc:
-            runtime.metrics.protocol_error(str(exc.code))
-            await websocket.close(code=1013, reason=exc.message[:120])
+        address = await admit_client(websocket, runtime)
+        if address is None:
             return
         try:
             await _serve_connection(runtime, websocket, Client(address, "websocket"))
@@ -333,41 +254,14 @@ def ws_router(runtime: LiveRuntime) -> APIRouter:
 
 
 async def _serve_connection(runtime: LiveRuntime, websocket: WebSocket, client: Client) -> None:
-    await websocket.accept()
-    connection = WsConnection(
-        websocket,
-        on_dropped=runtime.metrics.outbound_dropped.inc,
-        max_messages_pending=runtime.settings.outbound_max_messages,
-        stall_s=runtime.settings.outbound_stall_s,
-    )
-    runtime.connections.add(connection)
-    handler = ConnectionHandler(runtime, connection, client)
-    connection.on_stalled = handler.on_stalled
-    close_code: int | None = None
-    failed = False
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                close_code = message.get("code")
-                break
-            data = message.get("bytes")
-            if data is not None:
-                handler.on_bytes(data)
-            else:
-                await handler.on_text(message.get("text") or "")
-    except GONE:  # the socket broke under the receive: a dropped network, handled as one
-        close_code = None
-    except Exception:  # a bug: this connection ends (the session may be resumed), the server lives on
-        log.exception("ws.connection_failed", session_id=connection.session_id)
-        failed = True
-        connection.fail()
-    finally:
-        handler.on_disconnect(close_code)
-        if failed:  # let the error message and the 1011 close leave, unless the client is not reading
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(connection.stall_s):
-                    await connection.wait_closed()
-        connection.abandon()
-        await connection.wait_closed()
-        runtime.connections.discard(connection)
+    async with accepted(websocket, runtime) as connection:
+        handler = ConnectionHandler(runtime, connection, client)
+        connection.on_stalled = handler.on_stalled
+        close_code: int | None = None  # a broken socket (None): a dropped network, handled as one
+        try:
+            close_code = await relay(websocket, handler.on_bytes, handler.on_text)
+        except Exception:  # a bug: this connection ends (the session may be resumed), the server lives on
+            log.exception("ws.connection_failed", session_id=connection.session_id)
+            connection.fail()  # the error message and the 1011 close leave, unless the client is not reading
+        finally:
+            handler.on_disconnect(close_code)

@@ -1,10 +1,10 @@
 """One phone call's Twilio Media Stream on a live session: the caller's audio in, the agent's audio out.
 
 Inbound, Twilio sends one 20 ms μ-law frame per ``media`` message over TCP, in bursts when the network
-hiccups. Frames are decoded into a jitter buffer keyed by their ``chunk`` number (media messages only, so
-a ``dtmf`` in between is no gap), which drops duplicates, puts reordered frames back in order and conceals
-lost ones; each frame goes to the session as soon as it is in order (the session stamps it on its own
-clock and resamples 8 kHz to what its recogniser wants), so the buffer adds latency only around a gap.
+hiccups. Frames go through the jitter buffer every phone leg shares (``twilio_inbound.py``), which drops
+duplicates, puts reordered frames back in order and conceals lost ones; each frame goes to the session
+as soon as it is in order (the session stamps it on its own clock and resamples 8 kHz to what its
+recogniser wants), so the buffer adds latency only around a gap.
 
 Outbound, the leg is the session's downlink ``Peer``: the reply's play loop already paces frames in
 real time with a small lead, so Twilio's own buffer stays short; each frame leaves as μ-law ``media``,
@@ -30,26 +30,17 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
-from parley.audio.codecs import ulaw_decode, ulaw_encode
+from parley.audio.codecs import ulaw_encode
 from parley.audio.frame import PCM16, AudioFrame
-from parley.audio.jitter import JitterBuffer
 from parley.engine.events import now
+from parley.transports.twilio_inbound import MediaStreamInbound
 from parley.transports.twilio_protocol import (
     FRAME_BYTES,
     FRAME_MS,
     ULAW_RATE,
-    Connected,
-    Dtmf,
-    Mark,
-    Media,
-    Start,
-    Stop,
-    TwilioMessage,
-    TwilioProtocolError,
     clear_message,
     mark_message,
     media_message,
-    parse_message,
 )
 
 log = structlog.get_logger("parley.transports.twilio_media")
@@ -64,8 +55,6 @@ _DTMF_HIGH = {"147*": 1209.0, "2580": 1336.0, "369#": 1477.0, "ABCD": 1633.0}
 MARK_LOST_S = 5.0
 """A mark not echoed this long after its audio was due is taken as lost (a peer that does not echo):
 it no longer bounds what ``heard_until`` may say."""
-LOGGED_BAD_MESSAGES = 10
-"""Bad messages logged one by one; later ones are only counted (and logged every hundredth)."""
 
 
 class PhoneSession(Protocol):
@@ -105,7 +94,7 @@ class LegStats:
     jitter_duplicates: int
 
 
-class TwilioMediaLeg:
+class TwilioMediaLeg(MediaStreamInbound):
     """A live session's connection to one Twilio Media Stream.
 
     The owner feeds it Twilio's text messages (``on_text``), calls ``hung_up`` when the socket closes,
@@ -131,17 +120,18 @@ class TwilioMediaLeg:
         """``started_at``: when Twilio's ``start`` arrived (monotonic), the origin of the stream's media
         clock; inbound frames are stamped when they were said, not when they were processed (frames
         that queued up while the session opened arrive in one burst)."""
+        super().__init__(
+            stream_sid,
+            send,
+            close_socket,
+            jitter_ms=jitter_ms,
+            log=log.bind(call_id=call_id, call_sid=call_sid, session_id=session.id, stream_sid=stream_sid),
+            counters=("frames_out", "marks_sent", "marks_heard", "marks_cleared", "clears"),
+        )
         self.session = session
-        self.stream_sid = stream_sid
-        self._send = send
-        self._close_socket = close_socket
         self.mark_every_s = mark_every_ms / 1000
         self.drain_timeout_s = drain_timeout_s
-        self._log = log.bind(call_id=call_id, call_sid=call_sid, session_id=session.id, stream_sid=stream_sid)
-        self._wait_frames = max(1, round(jitter_ms / FRAME_MS))
         self._started_at = started_at
-        # μ-law is one byte per sample: a 160-byte frame is 160 samples
-        self.jitter = JitterBuffer(FRAME_BYTES, ULAW_RATE)
         # outbound bookkeeping
         self._mark_names = (f"p{n}" for n in itertools.count(1))
         self._pending: OrderedDict[str, _SentMark] = OrderedDict()
@@ -156,67 +146,24 @@ class TwilioMediaLeg:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closer: asyncio.Task[None] | None = None
-        self.gone = False
-        """The caller hung up (``stop``) or the socket closed: nothing more is sent."""
         self.closing = False
         """The session ended: the last words drain, then the socket closes."""
         self.hangup_reason = HUNG_UP
         """Why the session ends when the stream does (``transferred`` once the call was sent on)."""
-        self._counts = dict.fromkeys(
-            (
-                "frames_in",
-                "frames_out",
-                "marks_sent",
-                "marks_heard",
-                "marks_cleared",
-                "clears",
-                "bad_messages",
-            ),
-            0,
-        )
 
     @property
     def stats(self) -> LegStats:
-        j = self.jitter.stats
-        return LegStats(
-            **self._counts, jitter_lost=j.lost, jitter_late=j.late, jitter_duplicates=j.duplicates
-        )
+        return LegStats(**self._stats())
 
     # --- inbound -----------------------------------------------------------------------------------------
 
-    def on_text(self, text: str | bytes) -> None:
-        """One message from Twilio. Never raises: what cannot be used is logged and skipped."""
+    def _on_digit(self, digit: str) -> None:
         try:
-            message = parse_message(text)
-        except TwilioProtocolError as exc:
-            self._bad(exc.kind, str(exc))
-            return
-        self.on_message(message)
+            self.session.press_key(digit)
+        except ValueError as exc:
+            self._bad("bad_digit", str(exc))
 
-    def on_message(self, message: TwilioMessage) -> None:
-        if self.gone:
-            return
-        if isinstance(message, Media):
-            self._on_media(message)
-        elif isinstance(message, Mark):
-            self._on_mark(message.name)
-        elif isinstance(message, Dtmf):
-            try:
-                self.session.press_key(message.digit)
-            except ValueError as exc:
-                self._bad("bad_digit", str(exc))
-        elif isinstance(message, Stop):
-            self._log.info("twilio.stream_stopped")
-            self.hung_up()
-        elif isinstance(message, Start | Connected):
-            self._bad("out_of_order", f"'{type(message).__name__.lower()}' after the stream started")
-
-    def _on_media(self, media: Media) -> None:
-        if media.track != "inbound":
-            return  # a <Start> stream's copy of what the caller hears: not the caller
-        self._counts["frames_in"] += 1
-        arrival = now()
-        self.jitter.put(media.chunk % 65536, ulaw_decode(media.payload), arrival)
+    def _frames_ready(self, arrival: float) -> None:
         if self.closing:
             return
         # In order, as soon as they are: the session stamps frames on its own clock, so holding them
@@ -232,11 +179,6 @@ class TwilioMediaLeg:
         if self._started_at is None or seq is None:
             return arrival
         return min(arrival, self._started_at + seq * FRAME_S)  # chunks count from 1
-
-    def _bad(self, kind: str, message: str) -> None:
-        count = self._counts["bad_messages"] = self._counts["bad_messages"] + 1
-        if count <= LOGGED_BAD_MESSAGES or count % 100 == 0:
-            self._log.warning("twilio.bad_message", kind=kind, error=message[:300], count=count)
 
     # --- marks: what the caller really heard --------------------------------------------------------------
 

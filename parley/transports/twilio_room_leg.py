@@ -2,13 +2,13 @@
 
 A phone leg in a room is simpler than a phone leg on a live session (``twilio_media.py``): there is no
 agent reply to cut on barge-in, so no marks and no ``heard_until``; the room's clock already paces the
-audio. What it shares with it, by import, is the wire (``twilio_protocol.py``), the G.711 codec and
-the jitter buffer.
+audio. What it shares with it is the wire (``twilio_protocol.py``), the G.711 codec and the inbound
+half (``twilio_inbound.py``: parsing, the jitter buffer, bad messages counted).
 
-- **In**: each ``media`` message is one 20 ms μ-law frame, decoded into a ``JitterBuffer`` keyed by its
-  ``chunk`` (which counts media messages only); duplicates are dropped, reordered frames put back in
-  order, a lost one concealed once ``jitter_ms`` of later frames are there. In-order frames go straight
-  to ``Leg.feed`` at 8 kHz; the room resamples them and its own inbound buffer absorbs bursts.
+- **In**: each ``media`` message is one 20 ms μ-law frame, decoded into the jitter buffer (duplicates
+  dropped, reordered frames put back in order, a lost one concealed once ``jitter_ms`` of later frames
+  are there). In-order frames go straight to ``Leg.feed`` at 8 kHz; the room resamples them and its own
+  inbound buffer absorbs bursts.
 - **Out**: the room writes this leg's mix to it as its sink (``sample_rate`` 8000) once per tick, in
   real time; every full 20 ms is μ-law encoded and sent as one ``media`` message through ``send``
   (the socket's bounded, ordered writer), so Twilio's playout buffer stays one or two frames deep.
@@ -30,29 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from parley.audio.codecs import ulaw_decode, ulaw_encode
+from parley.audio.codecs import ulaw_encode
 from parley.audio.frame import PCM16, AudioFrame
-from parley.audio.jitter import JitterBuffer
-from parley.engine.events import now
 from parley.engine.session import KEYPAD_DIGITS
 from parley.rooms.model import RoomError
 from parley.rooms.room import Leg
-from parley.transports.twilio_media import LOGGED_BAD_MESSAGES
-from parley.transports.twilio_protocol import (
-    FRAME_BYTES,
-    FRAME_MS,
-    ULAW_RATE,
-    Connected,
-    Dtmf,
-    Media,
-    Start,
-    Stop,
-    TwilioMessage,
-    TwilioProtocolError,
-    clear_message,
-    media_message,
-    parse_message,
-)
+from parley.transports.twilio_inbound import MediaStreamInbound
+from parley.transports.twilio_protocol import FRAME_BYTES, ULAW_RATE, clear_message, media_message
 
 log = structlog.get_logger("parley.transports.twilio_room_leg")
 
@@ -74,7 +58,7 @@ class RoomLegStats:
     jitter_duplicates: int
 
 
-class TwilioRoomLeg:
+class TwilioRoomLeg(MediaStreamInbound):
     """A Media Stream (after its ``start``) as a room participant's connection.
 
     Give it to the room as the participant's sink, then ``attach`` the ``Leg`` the room returned. The
@@ -84,6 +68,7 @@ class TwilioRoomLeg:
     """
 
     sample_rate = ULAW_RATE
+    stopped_event = "twilio.room_stream_stopped"
 
     def __init__(
         self,
@@ -96,23 +81,21 @@ class TwilioRoomLeg:
         room_id: str | None = None,
         call_sid: str | None = None,
     ) -> None:
-        self.stream_sid = stream_sid
-        self._send = send
-        self._close_socket = close_socket
+        super().__init__(
+            stream_sid,
+            send,
+            close_socket,
+            jitter_ms=jitter_ms,
+            log=log.bind(room_id=room_id, call_sid=call_sid, stream_sid=stream_sid),
+            counters=("frames_out", "digits"),
+        )
         self._on_dtmf = on_dtmf
-        self._wait_frames = max(1, round(jitter_ms / FRAME_MS))
-        # μ-law is one byte per sample: a 160-byte frame is 160 samples
-        self.jitter = JitterBuffer(FRAME_BYTES, ULAW_RATE)
-        self._log = log.bind(room_id=room_id, call_sid=call_sid, stream_sid=stream_sid)
         self.leg: Leg | None = None
         self._leave: Leave | None = None
         self._leaving: asyncio.Task[None] | None = None
         self._out: PCM16 = np.zeros(0, np.int16)
-        self.gone = False
-        """The caller hung up (``stop``) or the socket closed: nothing more is sent or fed."""
         self.closed = False
         """The room's side closed the stream (``hang_up``)."""
-        self._counts = dict.fromkeys(("frames_in", "frames_out", "bad_messages", "digits"), 0)
 
     def attach(self, leg: Leg, leave: Leave) -> None:
         """The leg the room made for this stream, and how its participant leaves."""
@@ -122,41 +105,11 @@ class TwilioRoomLeg:
 
     @property
     def stats(self) -> RoomLegStats:
-        j = self.jitter.stats
-        return RoomLegStats(
-            **self._counts, jitter_lost=j.lost, jitter_late=j.late, jitter_duplicates=j.duplicates
-        )
+        return RoomLegStats(**self._stats())
 
-    # --- inbound: what the caller says --------------------------------------------------------------
+    # --- inbound: what the caller says (a ``mark`` echo needs nothing: this leg sends no marks) ------
 
-    def on_text(self, text: str | bytes) -> None:
-        """One message from Twilio. Never raises: what cannot be used is logged and skipped."""
-        try:
-            message = parse_message(text)
-        except TwilioProtocolError as exc:
-            self._bad(exc.kind, str(exc))
-            return
-        self.on_message(message)
-
-    def on_message(self, message: TwilioMessage) -> None:
-        if self.gone:
-            return
-        if isinstance(message, Media):
-            self._on_media(message)
-        elif isinstance(message, Dtmf):
-            self._on_digit(message.digit)
-        elif isinstance(message, Stop):
-            self._log.info("twilio.room_stream_stopped")
-            self.hung_up()
-        elif isinstance(message, Start | Connected):
-            self._bad("out_of_order", f"'{type(message).__name__.lower()}' after the stream started")
-        # A ``mark`` echo needs nothing: this leg sends no marks (the room's clock paces its audio).
-
-    def _on_media(self, media: Media) -> None:
-        if media.track != "inbound":
-            return  # a <Start> stream's copy of what the caller hears: not the caller
-        self._counts["frames_in"] += 1
-        self.jitter.put(media.chunk % 65536, ulaw_decode(media.payload), now())
+    def _frames_ready(self, arrival: float) -> None:
         leg = self.leg
         if leg is None or self.closed:
             return
@@ -170,11 +123,6 @@ class TwilioRoomLeg:
         self._counts["digits"] += 1
         if self._on_dtmf is not None:
             self._on_dtmf(digit)
-
-    def _bad(self, kind: str, message: str) -> None:
-        count = self._counts["bad_messages"] = self._counts["bad_messages"] + 1
-        if count <= LOGGED_BAD_MESSAGES or count % 100 == 0:
-            self._log.warning("twilio.bad_message", kind=kind, error=message[:300], count=count)
 
     # --- outbound: the room's sink ------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ import numpy as np
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import QueryParams
 
 from parley.audio.frame import PCM16
 from parley.audio.mixer import mix
@@ -55,8 +56,9 @@ from parley.twilio_sim.resources import (
     SimCall,
     Source,
     Webhook,
+    dialed_numbers,
+    list_page,
     new_sid,
-    phone_number,
     rfc2822,
     utcnow,
 )
@@ -659,17 +661,7 @@ class SimConferences:
             raise _not_found(path)
         if conference is None and len(key) > MAX_NAME_CHARS:
             raise RestError(400, 20001, f"conference name longer than {MAX_NAME_CHARS} characters")
-        to_raw, from_raw = form.one("To"), form.one("From")
-        if not to_raw:
-            raise RestError(400, 21201, "No 'To' number is specified")
-        to = phone_number(to_raw)
-        if to is None:
-            raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to_raw}")
-        if not from_raw:
-            raise RestError(400, 21213, "No 'From' number is specified")
-        from_ = phone_number(from_raw)
-        if from_ is None:
-            raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_raw}")
+        to, from_ = dialed_numbers(form)
         coachee = form.one("CallSidToCoach") or None
         coaching = _flag(form.one("Coaching"), "Coaching")
         if coaching is None:
@@ -805,55 +797,36 @@ def _join_twiml(name: str) -> str:
     return f"<Response><Dial><Conference>{escape(name)}</Conference></Dial></Response>"
 
 
-def _page(key: str, items: list[dict[str, Any]], uri: str) -> dict[str, Any]:
-    return {
-        key: items,
-        "end": max(len(items) - 1, 0),
-        "first_page_uri": f"{uri}?PageSize=50&Page=0",
-        "next_page_uri": None,
-        "page": 0,
-        "page_size": 50,
-        "previous_page_uri": None,
-        "start": 0,
-        "uri": uri,
-    }
-
-
 def register_routes(app: FastAPI, sim: TwilioSim) -> None:
     """The Conference and Participant REST paths, and ``GET /sim/conferences`` for inspection."""
-    from parley.twilio_sim.server import Form  # the server imports this module: bind at call time
+    # the server imports this module: bind at call time
+    from parley.twilio_sim.server import Form, fetch_and_update, newest_first
 
     conferences = sim.conferences
     prefix = f"/{API_VERSION}/Accounts/{{account}}/Conferences"
 
-    @app.get(prefix + ".json")
-    async def list_conferences(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        query = request.query_params
-        items = [
-            conference.resource()
-            for conference in sorted(conferences.by_sid.values(), key=lambda c: c.date_created, reverse=True)
-            if (not query.get("FriendlyName") or conference.friendly_name == query["FriendlyName"])
-            and (not query.get("Status") or conference.status == query["Status"])
-        ]
-        return JSONResponse(_page("conferences", items, request.url.path))
+    def conference_in_path(request: Request) -> SimConference:
+        return conferences.find(request.path_params["sid"], request.url.path)
 
-    @app.get(prefix + "/{sid}.json")
-    async def fetch_conference(account: str, sid: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        return JSONResponse(conferences.find(sid, request.url.path).resource())
+    def participant_in_path(request: Request) -> SimParticipant:
+        conference = conference_in_path(request)
+        return conferences.find_participant(conference, request.path_params["call"], request.url.path)
 
-    @app.post(prefix + "/{sid}.json")
-    async def update_conference(account: str, sid: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        conference = conferences.find(sid, request.url.path)
-        conferences.update_conference(conference, Form(await request.body()))
-        return JSONResponse(conference.resource())
+    def conference_wanted(conference: SimConference, query: QueryParams) -> bool:
+        return (not query.get("FriendlyName") or conference.friendly_name == query["FriendlyName"]) and (
+            not query.get("Status") or conference.status == query["Status"]
+        )
+
+    newest_first(
+        app, sim, prefix + ".json", "conferences", lambda: conferences.by_sid.values(), conference_wanted
+    )
+
+    fetch_and_update(app, sim, prefix + "/{sid}.json", conference_in_path, conferences.update_conference)
 
     @app.get(prefix + "/{sid}/Participants.json")
-    async def list_participants(account: str, sid: str, request: Request) -> JSONResponse:
+    async def list_participants(account: str, request: Request) -> JSONResponse:
         sim.authenticate(request, account)
-        conference = conferences.find(sid, request.url.path)
+        conference = conference_in_path(request)
         query = request.query_params
         wanted = {
             name: _flag(query.get(param), param)
@@ -864,7 +837,7 @@ def register_routes(app: FastAPI, sim: TwilioSim) -> None:
             for participant in conference.participants.values()
             if all(value is None or getattr(participant, name) == value for name, value in wanted.items())
         ]
-        return JSONResponse(_page("participants", items, request.url.path))
+        return JSONResponse(list_page("participants", items, request.url.path))
 
     @app.post(prefix + "/{sid}/Participants.json")
     async def create_participant(account: str, sid: str, request: Request) -> JSONResponse:
@@ -872,25 +845,13 @@ def register_routes(app: FastAPI, sim: TwilioSim) -> None:
         participant = conferences.create_participant(sid, Form(await request.body()), request.url.path)
         return JSONResponse(participant.resource(created=True), status_code=201)
 
-    @app.get(prefix + "/{sid}/Participants/{call}.json")
-    async def fetch_participant(account: str, sid: str, call: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        conference = conferences.find(sid, request.url.path)
-        return JSONResponse(conferences.find_participant(conference, call, request.url.path).resource())
+    path = prefix + "/{sid}/Participants/{call}.json"
+    fetch_and_update(app, sim, path, participant_in_path, conferences.update_participant)
 
-    @app.post(prefix + "/{sid}/Participants/{call}.json")
-    async def update_participant(account: str, sid: str, call: str, request: Request) -> JSONResponse:
+    @app.delete(path)
+    async def delete_participant(account: str, request: Request) -> Response:
         sim.authenticate(request, account)
-        conference = conferences.find(sid, request.url.path)
-        participant = conferences.find_participant(conference, call, request.url.path)
-        conferences.update_participant(participant, Form(await request.body()))
-        return JSONResponse(participant.resource())
-
-    @app.delete(prefix + "/{sid}/Participants/{call}.json")
-    async def delete_participant(account: str, sid: str, call: str, request: Request) -> Response:
-        sim.authenticate(request, account)
-        conference = conferences.find(sid, request.url.path)
-        conferences.remove_participant(conferences.find_participant(conference, call, request.url.path))
+        conferences.remove_participant(participant_in_path(request))
         return Response(status_code=204)
 
     @app.get("/sim/conferences")

@@ -30,6 +30,7 @@ from parley.engine.events import now
 if TYPE_CHECKING:
     from parley.twilio_sim.callee import CalleePlan
     from parley.twilio_sim.caller import SimulatedCaller
+    from parley.twilio_sim.server import Form
 
 log = structlog.get_logger("parley.twilio_sim")
 
@@ -61,6 +62,22 @@ class RestError(Exception):
         }
 
 
+def list_page(key: str, items: list[dict[str, Any]], uri: str) -> dict[str, Any]:
+    """A list answer (``GET Calls.json``, ``Conferences.json`` …) as Twilio pages it: all of it on page 0,
+    with no next page."""
+    return {
+        key: items,
+        "end": max(len(items) - 1, 0),
+        "first_page_uri": f"{uri}?PageSize=50&Page=0",
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": 50,
+        "previous_page_uri": None,
+        "start": 0,
+        "uri": uri,
+    }
+
+
 def new_sid(prefix: str) -> str:
     """Two letters and 32 hex digits, as every Twilio SID (CA calls, SM messages, AC accounts)."""
     return prefix + secrets.token_hex(16)
@@ -88,6 +105,23 @@ def phone_number(value: str) -> str | None:
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def dialed_numbers(form: Form) -> tuple[str, str]:
+    """A dial request's ``To`` and ``From`` in E.164, or Twilio's error for a missing or invalid one
+    (21201, 21211; 21213, 21212), as ``POST Calls.json`` and ``Participants.json`` answer it."""
+    to_raw, from_raw = form.one("To"), form.one("From")
+    if not to_raw:
+        raise RestError(400, 21201, "No 'To' number is specified")
+    to = phone_number(to_raw)
+    if to is None:
+        raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to_raw}")
+    if not from_raw:
+        raise RestError(400, 21213, "No 'From' number is specified")
+    from_ = phone_number(from_raw)
+    if from_ is None:
+        raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_raw}")
+    return to, from_
 
 
 def formatted(number: str) -> str:

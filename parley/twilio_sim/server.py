@@ -29,9 +29,10 @@ import contextlib
 import hmac
 import math
 import secrets
-from collections.abc import AsyncIterator, Collection, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Generator, Iterable
 from dataclasses import replace
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -40,6 +41,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
 from websockets.exceptions import WebSocketException
@@ -71,6 +73,8 @@ from parley.twilio_sim.resources import (
     Transfer,
     Webhook,
     WebhookKind,
+    dialed_numbers,
+    list_page,
     new_sid,
     phone_number,
     rfc2822,
@@ -269,17 +273,7 @@ class TwilioSim:
 
     def create_call(self, form: Form) -> SimCall:
         """``POST Calls.json`` (https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource)."""
-        to_raw, from_raw = form.one("To"), form.one("From")
-        if not to_raw:
-            raise RestError(400, 21201, "No 'To' number is specified")
-        to = phone_number(to_raw)
-        if to is None:
-            raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to_raw}")
-        if not from_raw:
-            raise RestError(400, 21213, "No 'From' number is specified")
-        from_ = phone_number(from_raw)
-        if from_ is None:
-            raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_raw}")
+        to, from_ = dialed_numbers(form)
         url, twiml = form.one("Url"), form.one("Twiml")
         if not url and not twiml:
             raise RestError(400, 21205, "Url parameter is required (or Twiml)")
@@ -850,6 +844,62 @@ class TwilioSim:
         return Source("action", url=verb.action, method=verb.method, extra=extra)
 
 
+class _Resource(Protocol):
+    def resource(self) -> dict[str, Any]: ...
+
+
+class _Dated(_Resource, Protocol):
+    date_created: datetime
+
+
+_R = TypeVar("_R", bound=_Resource)
+_D = TypeVar("_D", bound=_Dated)
+
+
+def newest_first(
+    app: FastAPI,
+    sim: TwilioSim,
+    path: str,
+    key: str,
+    every: Callable[[], Iterable[_D]],
+    wanted: Callable[[_D, QueryParams], bool],
+) -> None:
+    """``GET`` a list of one kind of resource (calls, conferences), newest first and on one page, with
+    the ones ``wanted`` by the query's filters."""
+
+    @app.get(path)
+    async def list_all(account: str, request: Request) -> JSONResponse:
+        sim.authenticate(request, account)
+        query = request.query_params
+        newest = sorted(every(), key=lambda r: r.date_created, reverse=True)
+        items = [r.resource() for r in newest if wanted(r, query)]
+        return JSONResponse(list_page(key, items, request.url.path))
+
+
+def fetch_and_update(
+    app: FastAPI,
+    sim: TwilioSim,
+    path: str,
+    find: Callable[[Request], _R],
+    update: Callable[[_R, Form], None],
+) -> None:
+    """``GET`` and ``POST`` on one resource's path, as Twilio has them for each kind (a call, a
+    conference, a participant): fetch it, or update it with a form and answer with what it is now.
+    ``find`` reads the resource's ids from the path (an unknown one raises Twilio's 404)."""
+
+    @app.get(path)
+    async def fetch(account: str, request: Request) -> JSONResponse:
+        sim.authenticate(request, account)
+        return JSONResponse(find(request).resource())
+
+    @app.post(path)
+    async def change(account: str, request: Request) -> JSONResponse:
+        sim.authenticate(request, account)
+        resource = find(request)
+        update(resource, Form(await request.body()))
+        return JSONResponse(resource.resource())
+
+
 def build_app(sim: TwilioSim) -> FastAPI:
     """The HTTP face of ``sim``: Twilio's REST paths, plus ``/sim/…`` for inspection."""
     app = FastAPI(title="Local Twilio (Parley)", docs_url=None, redoc_url=None, openapi_url=None)
@@ -876,42 +926,19 @@ def build_app(sim: TwilioSim) -> FastAPI:
         call = sim.create_call(Form(await request.body()))
         return JSONResponse(call.resource(), status_code=201)
 
-    @app.get(prefix + "/Calls.json")
-    async def list_calls(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        query = request.query_params
-        calls = [
-            call.resource()
-            for call in sorted(sim.calls.values(), key=lambda c: c.date_created, reverse=True)
-            if (not query.get("To") or call.to == phone_number(query["To"]))
+    def call_wanted(call: SimCall, query: QueryParams) -> bool:
+        return (
+            (not query.get("To") or call.to == phone_number(query["To"]))
             and (not query.get("From") or call.from_ == phone_number(query["From"]))
             and (not query.get("Status") or call.status == query["Status"])
-        ]
-        uri = request.url.path
-        page = {
-            "calls": calls,
-            "end": max(len(calls) - 1, 0),
-            "first_page_uri": f"{uri}?PageSize=50&Page=0",
-            "next_page_uri": None,
-            "page": 0,
-            "page_size": 50,
-            "previous_page_uri": None,
-            "start": 0,
-            "uri": uri,
-        }
-        return JSONResponse(page)
+        )
 
-    @app.get(prefix + "/Calls/{sid}.json")
-    async def fetch_call(account: str, sid: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        return JSONResponse(sim.find_call(sid, request.url.path).resource())
+    newest_first(app, sim, prefix + "/Calls.json", "calls", lambda: sim.calls.values(), call_wanted)
 
-    @app.post(prefix + "/Calls/{sid}.json")
-    async def update_call(account: str, sid: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        call = sim.find_call(sid, request.url.path)
-        sim.update_call(call, Form(await request.body()))
-        return JSONResponse(call.resource())
+    def call_in_path(request: Request) -> SimCall:
+        return sim.find_call(request.path_params["sid"], request.url.path)
+
+    fetch_and_update(app, sim, prefix + "/Calls/{sid}.json", call_in_path, sim.update_call)
 
     @app.post(prefix + "/Messages.json")
     async def create_message(account: str, request: Request) -> JSONResponse:

@@ -161,9 +161,9 @@ class RecordingLeg:
         self.frames.append(frame)
 
 
-async def test_reordered_and_duplicated_packets_reach_the_room_once_and_in_order() -> None:
-    socket = FakeSocket()
-    connection = WsConnection(cast(Any, socket))
+def recording_bridge() -> tuple[TwilioRoomLeg, RecordingLeg, WsConnection]:
+    """A bridge (40 ms of jitter buffer) attached to a ``RecordingLeg``, writing to a fake socket."""
+    connection = WsConnection(cast(Any, FakeSocket()))
     bridge = TwilioRoomLeg(STREAM_SID, connection.send_message_raw, connection.close, jitter_ms=40)
     leg = RecordingLeg()
 
@@ -171,6 +171,11 @@ async def test_reordered_and_duplicated_packets_reach_the_room_once_and_in_order
         return None
 
     bridge.attach(cast(Leg, leg), leave)
+    return bridge, leg, connection
+
+
+async def test_reordered_and_duplicated_packets_reach_the_room_once_and_in_order() -> None:
+    bridge, leg, connection = recording_bridge()
     phone = Phone(bridge)
     # Frame n is a level of its own, so the order the room got them in can be read back.
     levels = {n: 200 * n for n in range(1, 13)}
@@ -188,15 +193,7 @@ async def test_reordered_and_duplicated_packets_reach_the_room_once_and_in_order
 
 
 async def test_a_lost_packet_is_concealed_and_the_voice_goes_on() -> None:
-    socket = FakeSocket()
-    connection = WsConnection(cast(Any, socket))
-    bridge = TwilioRoomLeg(STREAM_SID, connection.send_message_raw, connection.close, jitter_ms=40)
-    leg = RecordingLeg()
-
-    async def leave(_: str) -> None:
-        return None
-
-    bridge.attach(cast(Leg, leg), leave)
+    bridge, leg, connection = recording_bridge()
     phone, caller = Phone(bridge), Tone(CALLER_HZ, ULAW_RATE)
     for chunk in range(1, 21):
         pcm = caller.next().pcm
