@@ -16,7 +16,9 @@ Figures:
 - ``whisper_leak``: whether any whisper energy reached the customer. Measured on the customer's
   downlink: what it received minus the mix of what the customer should hear (the rep alone), tick by
   tick; any residual above -60 dBFS while the coach was whispering is a leak. ``whisper_to_rep_dbfs``
-  shows the same residual on the rep's downlink, so a whisper that never played cannot pass for no leak.
+  shows the same residual on the rep's downlink, so a whisper that never played cannot pass for no leak;
+- ``coach_hears_dbfs``: the listening coach's received level in the ticks where only the customer (or
+  only the rep) spoke: a coach who misses a side reads -100 there.
 """
 
 from __future__ import annotations
@@ -170,8 +172,8 @@ async def _run_call(call: SalesCall, stack: EngineStack, voice: CallerVoice, use
         "leak": _residual(ears["customer"].audio(), [recording.leg("rep")], whisper_ticks, origin),
         "to_rep": _residual(ears["rep"].audio(), [recording.leg("customer")], whisper_ticks, origin),
         "coach_heard": {
-            side: rms_dbfs(_aligned(ears["coach"].audio(), recording.leg(side)))
-            for side in ("customer", "rep")
+            "customer": _heard_alone(ears["coach"].audio(), recording.leg("customer"), recording.leg("rep")),
+            "rep": _heard_alone(ears["coach"].audio(), recording.leg("rep"), recording.leg("customer")),
         },
     }
 
@@ -226,9 +228,14 @@ async def _utterance(events: list[Event], role: str) -> str:
     return ""
 
 
-def _aligned(received: PCM16, reference: PCM16) -> PCM16:
-    n = min(received.size, reference.size)
-    return received[:n]
+def _heard_alone(received: PCM16, side: PCM16, other: PCM16) -> float:
+    """Level of what a listener received in the ticks where only ``side`` spoke (the other side silent)."""
+    ticks = [
+        received[a : a + TICK_SAMPLES]
+        for a in range(0, min(received.size, side.size, other.size) - TICK_SAMPLES + 1, TICK_SAMPLES)
+        if rms_dbfs(side[a : a + TICK_SAMPLES]) > -50.0 and rms_dbfs(other[a : a + TICK_SAMPLES]) < -70.0
+    ]
+    return rms_dbfs(np.concatenate(ticks)) if ticks else SILENCE_DBFS
 
 
 def _residual(

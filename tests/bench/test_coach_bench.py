@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from parley.analysis.triggers import TriggerMatcher
-from parley.bench.coach import _report, _residual, _Said
+from parley.bench.coach import _heard_alone, _report, _residual, _Said
 from parley.bench.coach_cases import CALLS, all_lines
 from parley.engine.coaching import CoachingSettings
 from parley.engine.events import Event, EventType
@@ -36,6 +36,17 @@ def test_a_whisper_in_the_customers_audio_is_found_and_a_clean_mix_is_not() -> N
     assert leaked > -40.0
     # outside the whisper's ticks nothing is measured
     assert _residual((rep.astype(np.int32) + whisper).astype(np.int16), [rep], [(0.0, 0.3)], 0.0) == -100.0
+
+
+def test_what_a_listener_heard_of_each_side_is_measured_where_that_side_spoke_alone() -> None:
+    customer = np.concatenate([_tone(0.5, 0.3, 300.0), np.zeros(8000, np.int16)])
+    rep = np.concatenate([np.zeros(8000, np.int16), _tone(0.5, 0.03, 500.0)])
+    both = (customer.astype(np.int32) + rep).astype(np.int16)
+    assert -14.0 < _heard_alone(both, customer, rep) < -12.0  # a 0.3 sine: about -13.5 dBFS
+    assert -34.0 < _heard_alone(both, rep, customer) < -32.0  # a 0.03 sine: about -33.5 dBFS
+    assert _heard_alone(customer, rep, customer) == -100.0, (
+        "a listener who never got the rep hears nothing of it"
+    )
 
 
 def _event(kind: EventType, t: float, **data: object) -> Event:
