@@ -125,6 +125,10 @@ class ConversationContext:
         if messages:
             self._turns.append(Turn(list(messages)))
 
+    def add_note(self, text: str) -> None:
+        """Something the agent must know that neither it nor the caller said (a supervisor's words)."""
+        self._turns.append(Turn([ChatMessage("system", text)]))
+
     def take_back_last_user_turn(self) -> str | None:
         """Remove the last user message and everything after it; return its text (None if none)."""
         for index in range(len(self._turns) - 1, -1, -1):

@@ -57,6 +57,13 @@ class EventType(StrEnum):
     """A coaching rule matched what was said (or a conversation metric crossed its limit)."""
     COACH_HINT = "coach.hint"
     """The one-line hint shown to the rep (and whispered, when enabled) for a trigger."""
+    SUPERVISOR_NOTE = "supervisor.note"
+    """A supervisor's words the agent was given: whispered to it (``kind: whisper``, the caller did not
+    hear them) or said to the caller while the supervisor had the call (``kind: said``)."""
+    HANDOVER_STARTED = "handover.started"
+    """A person took the call over from the agent (a supervisor barged in): the agent listens only."""
+    HANDOVER_ENDED = "handover.ended"
+    """The agent has the call back."""
     AUDIO_UNDERRUN = "audio.underrun"
     INPUT_OVERFLOW = "audio.input_overflow"
     METRICS = "metrics"

@@ -135,6 +135,9 @@ class Session:
         """Every reply ever started (committed or speculative), so none outlives the session."""
         self._keys: list[str] = []
         self._keys_task: asyncio.Task[None] | None = None
+        self._handed_over_to: str | None = None
+        """Who has the call while a person took it over: the agent hears and remembers, and answers
+        nobody, until ``take_back``."""
 
     # --- the transport's side -----------------------------------------------------------------------
 
@@ -210,6 +213,10 @@ class Session:
         text = text.strip()
         if not text or self._end_reason is not None:
             return
+        if self._handed_over_to is not None:
+            self._emit(EventType.TRANSCRIPT_FINAL, text=text, source=source)
+            self.context.add_user(text)
+            return
         self._take_the_floor(reason=f"{source}_input")
         self._emit(EventType.TRANSCRIPT_FINAL, text=text, source=source)
         self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
@@ -234,6 +241,55 @@ class Session:
             return
         self._stop_reply(reason="interrupt")
         self._turn_to(self._floor_without_reply())
+
+    # --- supervision ------------------------------------------------------------------------------
+
+    @property
+    def handed_over(self) -> bool:
+        return self._handed_over_to is not None
+
+    def hand_over(self, to: str) -> None:
+        """A person (``to``: who, for the timeline) takes the call over, as a supervisor who barges in does.
+
+        What the agent is saying stops at once. Until ``take_back`` the caller's turns are transcribed and
+        kept in the conversation, so the agent knows what was said when it gets the call back, but they
+        are not answered; typed input and keypad entries neither.
+        """
+        if self._end_reason is not None or self._handed_over_to is not None:
+            return
+        self._handed_over_to = to
+        self._emit(EventType.HANDOVER_STARTED, to=to)
+        candidate = self._candidate
+        if candidate is not None and candidate.reply is not None:
+            if candidate.reply.task is not None:
+                candidate.reply.task.cancel()
+            candidate.reply = None
+        if self._reply is not None:
+            self._stop_reply(reason="handed_over")
+            self._turn_to(self._floor_without_reply())
+
+    def take_back(self) -> None:
+        """The agent has the call again: from the caller's next turn (or the one under way) it answers."""
+        if self._handed_over_to is None:
+            return
+        self._emit(EventType.HANDOVER_ENDED, by=self._handed_over_to)
+        self._handed_over_to = None
+        self._maybe_commit()  # a turn still waiting out its silence is answered
+
+    def add_note(self, text: str, *, kind: str, by: str = "supervisor") -> None:
+        """A supervisor's words for the agent: ``whisper`` (guidance the caller did not hear) or ``said``
+        (what the supervisor told the caller while they had the call). Heard from the next reply on."""
+        text = " ".join(text.split())
+        if not text or self._end_reason is not None:
+            return
+        if kind == "whisper":
+            note = f"Your supervisor tells you privately (the caller cannot hear this): {text}"
+        elif kind == "said":
+            note = f'Your supervisor joined the call and said to the caller: "{text}"'
+        else:
+            raise ValueError(f"a supervisor note is 'whisper' or 'said', not {kind!r}")
+        self.context.add_note(note)
+        self._emit(EventType.SUPERVISOR_NOTE, kind=kind, by=by, text=text)
 
     def end(self, reason: str = "hangup") -> None:
         if self._end_reason is None:
@@ -395,8 +451,9 @@ class Session:
             text = f"{self._turn_prefix} {text}".strip()
             candidate.text = text
             self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
-            candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
-            self._start(candidate.reply)
+            if self._handed_over_to is None:  # nothing is answered while a person has the call
+                candidate.reply = Reply(self._reply_deps(), ChatMessage("user", text))
+                self._start(candidate.reply)
             candidate.acoustic = await acoustic
             candidate.completeness = self._policy.completeness(text, candidate.acoustic)
         finally:
@@ -406,10 +463,13 @@ class Session:
 
     def _maybe_commit(self) -> None:
         candidate = self._candidate
-        if candidate is None or candidate.required_silence is None or candidate.reply is None:
+        if candidate is None or candidate.required_silence is None:
             return
         if self._endpointer.silence < candidate.required_silence:
             return
+        if candidate.reply is None and self._handed_over_to is None:  # the agent got the call back
+            candidate.reply = Reply(self._reply_deps(), ChatMessage("user", candidate.text))
+            self._start(candidate.reply)
         self._candidate = None
         self._emit(
             EventType.TRANSCRIPT_FINAL,
@@ -426,6 +486,10 @@ class Session:
             waited_ms=round((now() - candidate.speech_end) * 1000, 1),
         )
         self._reset_turn()
+        if candidate.reply is None:  # a person has the call: the turn is remembered, not answered
+            self.context.add_user(candidate.text)
+            self._turn_to(self._floor_without_reply())
+            return
         self._commit_reply(candidate.reply, candidate.speech_end)
 
     async def _finalize_turn(self) -> Transcript | None:
