@@ -171,7 +171,7 @@ def zone_of(number: phonenumbers.PhoneNumber) -> str:
 def checked_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "America" is a folder
         raise InvalidOutboundJob(f"unknown time zone {name!r} (an IANA name such as Europe/London)") from exc
     return name
 

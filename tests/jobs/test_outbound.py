@@ -404,6 +404,8 @@ async def test_bad_requests_are_refused_before_anything_is_queued(platform: Plat
         {"to": "020 7946 0001"},
         {"to": "+4412"},
         {"to": LONDON[0], "time_zone": "Mars/Olympus"},
+        {"to": LONDON[0], "time_zone": "America"},  # a folder of the zone database, not a zone
+        {"to": LONDON[0], "time_zone": "../../etc/passwd"},
         {"to": LONDON[0], "window": "9-17"},
         {"to": LONDON[0], "max_attempts": 0},
     ]
