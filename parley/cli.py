@@ -201,15 +201,23 @@ def bench_coach(
     llm: Annotated[
         bool, typer.Option("--llm/--no-llm", help="hints written by the LLM (else the triggers' own hints)")
     ] = True,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process", help="legs fed inside this process (the baseline), not WebSocket legs to a server"
+        ),
+    ] = False,
 ) -> None:
     """The AI coach on scripted sales calls: hint latency, trigger precision and recall, whisper leak."""
     from parley.bench.coach import run_coach_bench
 
-    report = asyncio.run(run_coach_bench(err.print, use_llm=llm))
+    report = asyncio.run(run_coach_bench(err.print, use_llm=llm, in_process=in_process))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
+    leak = {True: "YES", False: "none", None: "not measured, no whisper played"}[report["whisper_leak"]]
     out.print(
+        f"{report['legs']} legs: "
         f"hints p50 {_ms(report['hint_latency_p50_ms'])} ms, p90 {_ms(report['hint_latency_p90_ms'])} ms; "
         f"precision {report['precision']:.2f}, recall {report['recall']:.2f} "
         f"({report['fired_triggers']} fired, {report['expected_triggers']} expected, "

@@ -5,6 +5,10 @@ human coach listening, and the AI coach whispering to the rep. Every leg is tran
 with the embedded recogniser, the coach's triggers fire from those transcripts, and its hints are
 spoken (Piper) into the rep's mix only.
 
+By default the legs are real: WebSocket participants of a coached room on a server in a child process
+(``coach_ws.py``, ``"legs": "websocket"``). ``in_process=True`` runs this module's baseline instead: a
+``Room`` and a ``LiveCoach`` in this process, fed and heard directly (``"legs": "in-process"``).
+
 Figures:
 
 - ``precision`` / ``recall``: triggers fired against the lines the script marks (a trigger counts for
@@ -16,7 +20,9 @@ Figures:
 - ``whisper_leak``: whether any whisper energy reached the customer. Measured on the customer's
   downlink: what it received minus the mix of what the customer should hear (the rep alone), tick by
   tick; any residual above -60 dBFS while the coach was whispering is a leak. ``whisper_to_rep_dbfs``
-  shows the same residual on the rep's downlink, so a whisper that never played cannot pass for no leak;
+  shows the same residual on the rep's downlink, so a whisper that never played cannot pass for no leak
+  (with no whisper heard in any call, ``whisper_leak`` is None); ``whisper_measured_s``: how long the
+  whispers the leak was measured over played;
 - ``coach_hears_dbfs``: the listening coach's received level in the ticks where only the customer (or
   only the rep) spoke: a coach who misses a side reads -100 there.
 """
@@ -81,8 +87,12 @@ class _Said:
 
 
 async def run_coach_bench(
-    say: Callable[[str], None] = lambda _: None, *, use_llm: bool = True
+    say: Callable[[str], None] = lambda _: None, *, use_llm: bool = True, in_process: bool = False
 ) -> dict[str, Any]:
+    if not in_process:
+        from parley.bench.coach_ws import run_ws_coach_bench
+
+        return await run_ws_coach_bench(say, use_llm=use_llm)
     say("loading and warming the embedded stack …")
     stack = await prepare_stack(AgentConfig(name="coach-bench"))
     voice = await asyncio.to_thread(CallerVoice, varied=False)
@@ -97,7 +107,7 @@ async def run_coach_bench(
         aclose = getattr(stack.llm, "aclose", None)
         if aclose is not None:
             await aclose()
-    return _report(calls, use_llm)
+    return _report(calls, use_llm, legs="in-process")
 
 
 async def _run_call(call: SalesCall, stack: EngineStack, voice: CallerVoice, use_llm: bool) -> dict[str, Any]:
@@ -165,12 +175,14 @@ async def _run_call(call: SalesCall, stack: EngineStack, voice: CallerVoice, use
         recording = await room.close()
         clock.cancel()
     assert recording is not None
+    spans = _merged(whisper_ticks)
     return {
         "name": call.name,
         "lines": said,
         "events": events,
-        "leak": _residual(ears["customer"].audio(), [recording.leg("rep")], whisper_ticks, origin),
-        "to_rep": _residual(ears["rep"].audio(), [recording.leg("customer")], whisper_ticks, origin),
+        "leak": _residual(ears["customer"].audio(), [recording.leg("rep")], spans, origin),
+        "to_rep": _residual(ears["rep"].audio(), [recording.leg("customer")], spans, origin),
+        "whisper_s": sum(end - start for start, end in spans),
         "coach_heard": {
             "customer": _heard_alone(ears["coach"].audio(), recording.leg("customer"), recording.leg("rep")),
             "rep": _heard_alone(ears["coach"].audio(), recording.leg("rep"), recording.leg("customer")),
@@ -256,7 +268,18 @@ def _residual(
     return loudest
 
 
-def _report(calls: list[dict[str, Any]], use_llm: bool) -> dict[str, Any]:
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping spans as one (whispers queue one behind another), so their total time counts once."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _report(calls: list[dict[str, Any]], use_llm: bool, legs: str = "in-process") -> dict[str, Any]:
     expected: set[tuple[str, int, str]] = set()
     fired: set[tuple[str, int | None, str]] = set()
     latencies: list[float] = []
@@ -305,14 +328,18 @@ def _report(calls: list[dict[str, Any]], use_llm: bool) -> dict[str, Any]:
                 )
     true_positives = len(fired & {(c, i, t) for c, i, t in expected})
     leak = max(call["leak"] for call in calls)
+    # No whisper heard by the rep in any call: nothing could leak, so "no leak" would say nothing.
+    played = max(call["to_rep"] for call in calls) > LEAK_DBFS
     return {
+        "legs": legs,
         "hint_latency_p50_ms": percentile(latencies, 50),
         "hint_latency_p90_ms": percentile(latencies, 90),
         "precision": round(true_positives / len(fired), 3) if fired else 0.0,
         "recall": round(true_positives / len(expected), 3) if expected else 0.0,
-        "whisper_leak": leak > LEAK_DBFS,
+        "whisper_leak": leak > LEAK_DBFS if played else None,
         "whisper_leak_dbfs": round(leak, 1),
         "whisper_to_rep_dbfs": round(min(call["to_rep"] for call in calls), 1),
+        "whisper_measured_s": round(sum(call.get("whisper_s", 0.0) for call in calls), 1),
         "coach_hears_dbfs": {
             call["name"]: {k: round(v, 1) for k, v in call["coach_heard"].items()} for call in calls
         },

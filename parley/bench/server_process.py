@@ -6,7 +6,7 @@ import contextlib
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 READY = "PARLEY_SERVER_READY port="
 
@@ -18,10 +18,11 @@ def announce_port(port: int) -> None:
 
 @contextlib.contextmanager
 def server_process(
-    args: list[str], stop_timeout_s: float = 30.0
+    args: list[str], stop_timeout_s: float = 30.0, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """Start ``python <args>``, wait until it announces its port, and stop it (SIGTERM) afterwards."""
-    child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
+    """Start ``python <args>`` (with ``env``, else this process's environment), wait until it announces
+    its port, and stop it (SIGTERM) afterwards."""
+    child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, env=env)
     try:
         yield child, _wait_ready(child)
     finally:
