@@ -121,6 +121,11 @@ class Leg:
                 max_s=self._inbound_max / ROOM_RATE,
             )
 
+    def discard_waiting(self) -> None:
+        """Forget what this participant said that the room has not mixed yet: an agent's audio its own
+        line just flushed (a barge-in) was never heard by the caller, so nobody in the room hears it."""
+        self._discard(self._buffered)
+
     def _discard(self, count: int) -> None:
         """Drop up to ``count`` of the oldest waiting samples (counted in ``dropped_samples``)."""
         count = min(count, self._buffered)

@@ -16,18 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType, Timeline, now
 from parley.engine.session import EngineStack, Session, SessionOptions
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import CallControls
+from parley.rooms.tap import SupervisionTap
 from parley.transports.downlink import Downlink, Peer
 from parley.transports.uplink import InboundClock
 from parley.transports.ws_protocol import messages_for, server_message
 
 if TYPE_CHECKING:
     from parley.platform.live import LiveCall
+
+log = structlog.get_logger("parley.server.live")
 
 # Events that are not a sign of life from the conversation (the engine reports them on its own).
 _NOT_ACTIVITY = frozenset({EventType.AUDIO_UNDERRUN, EventType.INPUT_OVERFLOW, EventType.METRICS})
@@ -95,10 +100,13 @@ class LiveSession:
         self.call = call
         """The call on the books (store, timeline bus, recording) when the server runs with a platform."""
         output = call.output(self.downlink) if call is not None else self.downlink
+        self.tap = SupervisionTap(output)
+        """Where supervisors listen in (``platform/supervision.py``): a None check while nobody does."""
         session_id = call.session_id if call is not None else None
-        self.engine = Session(agent, stack, output, self.timeline, tools, options, session_id=session_id)
+        self.engine = Session(agent, stack, self.tap, self.timeline, tools, options, session_id=session_id)
+        self._held_end: Event | None = None
         if call is not None:
-            self.timeline.subscribe(call.timeline.emit)
+            self.timeline.subscribe(self._to_call)
         self.id = self.engine.id
         self.clock = InboundClock()
         self.started_at = now()
@@ -159,7 +167,10 @@ class LiveSession:
         watchdog = asyncio.create_task(self._watch())
         try:
             async with self.call if self.call is not None else contextlib.nullcontext():
-                await self.engine.run()
+                try:
+                    await self.engine.run()
+                finally:
+                    await self._end_supervision()
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +182,26 @@ class LiveSession:
                 self.detach(self.connection)
             if self._on_closed is not None:
                 self._on_closed(self)
+
+    def _to_call(self, event: Event) -> None:
+        """The call's record. Its end waits while supervisors are in: they leave first, so their last
+        events are numbered before it."""
+        assert self.call is not None
+        if event.type is EventType.SESSION_ENDED and self.tap.listener is not None:
+            self._held_end = event
+            return
+        self.call.timeline.emit(event)
+
+    async def _end_supervision(self) -> None:
+        listener = self.tap.listener
+        if listener is not None:
+            try:
+                await listener.close("call_ended")
+            except Exception:  # the call's end must still reach its record
+                log.exception("closing the supervision of a call failed", session_id=self.id)
+        held, self._held_end = self._held_end, None
+        if held is not None and self.call is not None:
+            self.call.timeline.emit(held)
 
     async def _watch(self) -> None:
         """End the session when it idles, runs too long, or its client does not come back in time."""
@@ -248,6 +279,8 @@ class LiveSession:
         if self.call is not None:
             self.call.hear(frame)
         self.engine.feed_audio(frame)
+        if self.tap.listener is not None:
+            self.tap.caller(frame)
 
     def press_key(self, digit: str) -> None:
         """A keypad digit from the caller (DTMF): on the timeline, and to the agent as input."""

@@ -102,6 +102,12 @@ class ServerMetrics:
             ["source"],
             registry=r,
         )
+        self.supervisor_joins = Counter(
+            "parley_supervisor_joins",
+            "Supervisors who joined a live AI call, by the mode they came in (listen, whisper, barge)",
+            ["mode"],
+            registry=r,
+        )
         self.coach_hint_latency = Histogram(
             "parley_coach_hint_seconds", "Trigger to hint card", buckets=LATENCY_BUCKETS, registry=r
         )

@@ -7,7 +7,8 @@ carries PCM16 both ways in the live protocol's binary frames (``transports/ws_pr
 messages: the client sends ``start`` (its sample rate), ``ping`` and ``leave``; the server sends
 ``ready``, ``participants``, ``utterance``, ``hint``, ``metrics``, ``mode``, ``pong``, ``error`` and
 ``ended`` (docs/coaching.md, "Delivery"). Bad input is an ``error`` message, never a crash; a bad token
-closes the socket with 1008 before anything joins.
+closes the socket with 1008 before anything joins. ``serve_leg_socket`` is that socket for any
+``Joinable`` call: supervisors of a live AI call join through it too (``server/supervision.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import quote
 
 import structlog
@@ -30,6 +31,7 @@ from parley.config import Settings
 from parley.engine.agent import AgentConfig
 from parley.engine.events import now
 from parley.engine.options import EngineStack
+from parley.engine.transport import AudioOutput
 from parley.inputs import JsonObject, SafeStr
 from parley.platform.agents import NotFound
 from parley.platform.coached_room import (
@@ -369,10 +371,33 @@ class _SocketSink:
         return None
 
 
+class Joinable(Protocol):
+    """What a participant's socket needs of the call it joins with a single-use token: a coached room
+    (``platform/coached_room.py``) or the supervisors' room beside a live AI call
+    (``platform/supervision.py``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def check_token(self, token: str) -> bool: ...
+
+    def connect(
+        self,
+        token: str,
+        sink: AudioOutput,
+        channel: Callable[[dict[str, Any]], None],
+        close: Callable[[str], None],
+        *,
+        hello: Mapping[str, Any] | None = None,
+    ) -> Leg: ...
+
+    async def remove(self, participant_id: str, reason: str = ...) -> None: ...
+
+
 class LegSocket:
     """One participant's socket: validates and rate-limits what it sends, and feeds its audio to its leg."""
 
-    def __init__(self, runtime: LiveRuntime, room: CoachedRoom, token: str, connection: WsConnection) -> None:
+    def __init__(self, runtime: LiveRuntime, room: Joinable, token: str, connection: WsConnection) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.room = room
@@ -489,20 +514,28 @@ async def room_socket(
     token: Annotated[str, Query(max_length=200)] = "",
 ) -> None:
     """A participant's audio and messages (no API key: the join token is the right to join)."""
+    rooms: LiveRooms | None = getattr(websocket.app.state, "rooms", None)
+    await serve_leg_socket(websocket, lambda: rooms.find(room_id) if rooms is not None else None, token)
+
+
+async def serve_leg_socket(websocket: WebSocket, find: Callable[[], Joinable | None], token: str) -> None:
+    """A participant's socket on any call it joins with a single-use token (``find`` names the call, or
+    None when it is not live here): the same checks, frames and messages for every kind of call."""
     runtime: LiveRuntime = websocket.app.state.runtime
     address = await admit_client(websocket, runtime)
     if address is None:
         return
     try:
-        await _serve_leg(runtime, websocket, room_id, token)
+        await _serve_leg(runtime, websocket, find, token)
     finally:
         runtime.caps.give_connection(address)
 
 
-async def _serve_leg(runtime: LiveRuntime, websocket: WebSocket, room_id: str, token: str) -> None:
+async def _serve_leg(
+    runtime: LiveRuntime, websocket: WebSocket, find: Callable[[], Joinable | None], token: str
+) -> None:
     async with accepted(websocket, runtime) as connection:
-        rooms: LiveRooms | None = getattr(websocket.app.state, "rooms", None)
-        room = rooms.find(room_id) if rooms is not None else None
+        room = find()
         if room is None or not room.check_token(token):
             runtime.metrics.protocol_error(str(ErrorCode.UNAUTHORIZED))
             connection.send_message(

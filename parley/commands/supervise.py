@@ -1,0 +1,118 @@
+"""``parley supervise …``: join a live AI call as a supervisor (listen, whisper, barge) on a running server.
+
+Like ``parley rooms``, these commands talk to the server that runs the call (``--url`` or ``PARLEY_URL``)
+with an API key (``--key`` or ``PARLEY_API_KEY``), which is only ever sent to the server, never printed.
+``join`` prints the supervisor's id and the WebSocket to connect its audio to (a room participant's
+socket: docs/coaching.md, "Supervising AI calls").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from parley.commands.rooms import DEFAULT_URL, JsonOpt, KeyOpt, UrlOpt, _call, _fail, _print_json, out
+
+supervise_app = typer.Typer(
+    help="Supervise a live AI call: join it listening, whisper guidance to the agent, barge in, leave.",
+    no_args_is_help=True,
+)
+
+CallArg = Annotated[str, typer.Argument(help="the call's id")]
+SupervisorArg = Annotated[str, typer.Argument(help="the supervisor's id (s_…)")]
+MODES = ("listen", "whisper", "barge")
+
+
+def _path(call_id: str, *parts: str) -> str:
+    """``/v1/calls/<id>/supervisors/…`` with each id quoted whole."""
+    return "/".join(
+        ["/v1/calls", quote(call_id, safe=""), "supervisors", *(quote(p, safe="") for p in parts)]
+    )
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        _fail(f"mode must be one of {', '.join(MODES)}, got {mode!r}", 2)
+
+
+@supervise_app.command("join")
+def supervise_join(
+    call_id: CallArg,
+    mode: Annotated[str, typer.Option("--mode", help="listen, whisper or barge")] = "listen",
+    name: Annotated[str, typer.Option(help="shown to the other supervisors")] = "",
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join a live call as a supervisor: prints your id and the socket to connect (its token works once)."""
+    _check_mode(mode)
+    invitation = _call("POST", url, key, _path(call_id), {"mode": mode, "name": name})
+    if as_json:
+        _print_json(invitation)
+        return
+    out.print(
+        f"supervisor [bold]{invitation['participant_id']}[/bold] ({invitation['mode']}) on call "
+        f"{invitation['call_id']}; the token works once, until {invitation['expires_at']}"
+    )
+    out.print(f"socket: {invitation['ws_url']}")
+
+
+@supervise_app.command("mode")
+def supervise_mode(
+    call_id: CallArg,
+    supervisor_id: SupervisorArg,
+    mode: Annotated[str, typer.Argument(help="listen, whisper or barge")],
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """Switch live: listen (heard by nobody), whisper (the agent hears it as guidance), barge (take over)."""
+    _check_mode(mode)
+    changed = _call("PATCH", url, key, _path(call_id, supervisor_id), {"mode": mode})
+    out.print(f"{changed['id']} is now in {changed['mode']} mode")
+
+
+@supervise_app.command("whisper")
+def supervise_whisper(
+    call_id: CallArg,
+    supervisor_id: SupervisorArg,
+    text: Annotated[
+        str, typer.Argument(help="guidance for the agent's next reply (the caller hears nothing)")
+    ],
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """Type guidance to the agent."""
+    _call("POST", url, key, _path(call_id, supervisor_id, "whisper"), {"text": text})
+    out.print("whispered to the agent")
+
+
+@supervise_app.command("leave")
+def supervise_leave(
+    call_id: CallArg, supervisor_id: SupervisorArg, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None
+) -> None:
+    """Leave the call (or withdraw an invitation not used yet)."""
+    _call("DELETE", url, key, _path(call_id, supervisor_id))
+    out.print(f"{supervisor_id} left call {call_id}")
+
+
+@supervise_app.command("list")
+def supervise_list(
+    call_id: CallArg, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Who supervises a live call, and how."""
+    listed: dict[str, Any] = _call("GET", url, key, _path(call_id))
+    if as_json:
+        _print_json(listed)
+        return
+    table = Table(title=f"Supervisors of {escape(listed['call_id'])}")
+    for column in ("id", "mode", "name", "connected"):
+        table.add_column(column)
+    for s in listed["supervisors"]:
+        table.add_row(s["id"], s["mode"], escape(s["name"]), "yes" if s["connected"] else "invited")
+    out.print(table)
+    if listed["handed_over"]:
+        out.print("a supervisor has the call: the agent listens")
