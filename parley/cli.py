@@ -13,10 +13,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from parley.bench.leads import bench_leads
+from parley.commands.callbacks import businesses_page_link, leads_callback
 from parley.commands.documents import docs_app
+from parley.commands.leads import businesses_app, leads_app
+from parley.commands.mailbox import mailbox
 from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
 from parley.commands.rooms import rooms_app
 from parley.commands.serve import bench_live, bench_load, serve
+from parley.commands.supervise import supervise_app
 from parley.commands.twilio_sim import twilio_sim
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
 from parley.logs import configure_logging
@@ -32,14 +37,21 @@ bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=T
 app.add_typer(bench_app, name="bench")
 app.command()(serve)
 app.command("twilio-sim")(twilio_sim)
+app.command()(mailbox)
 bench_app.command("live")(bench_live)
 bench_app.command("load")(bench_load)
+bench_app.command("leads")(bench_leads)
 app.add_typer(agents_app, name="agents")
 agents_app.add_typer(docs_app, name="docs")
 app.add_typer(calls_app, name="calls")
 app.add_typer(keys_app, name="keys")
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(rooms_app, name="rooms")
+app.add_typer(supervise_app, name="supervise")
+app.add_typer(businesses_app, name="businesses")
+app.add_typer(leads_app, name="leads")
+leads_app.command("callback")(leads_callback)
+businesses_app.command("page-link")(businesses_page_link)
 
 err = Console(stderr=True)
 out = Console()
@@ -221,7 +233,7 @@ def bench_coach(
         f"hints p50 {_ms(report['hint_latency_p50_ms'])} ms, p90 {_ms(report['hint_latency_p90_ms'])} ms; "
         f"precision {report['precision']:.2f}, recall {report['recall']:.2f} "
         f"({report['fired_triggers']} fired, {report['expected_triggers']} expected, "
-        f"{report['utterances']} utterances); whisper leak: {'YES' if report['whisper_leak'] else 'none'} "
+        f"{report['utterances']} utterances); whisper leak: {leak} "
         f"({report['whisper_leak_dbfs']} dBFS at the customer, "
         f"{report['whisper_to_rep_dbfs']} dBFS at the rep)"
     )

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         description="Fernet key that encrypts organization secrets at rest; default: a key generated once "
         "into data_dir/secrets.key (readable by the server's user only)",
     )
+    link_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of signed links (a lead's call-back link, a business's leads page); default: "
+        "derived from the secrets key, so every process sharing that key accepts the others' links",
+    )
 
     # --- telephony (docs/telephony.md) ---------------------------------------------------------------
     public_url: str | None = Field(
@@ -168,6 +173,52 @@ class Settings(BaseSettings):
         le=3600,
         description="a delivery claimed by a worker that died is retried after this long (must exceed "
         "the delivery timeout)",
+    )
+
+    # --- leads: businesses, leads and matching (docs/leads.md) -------------------------------------
+    default_region: str = Field(
+        "US",
+        pattern=r"^[A-Z]{2}$",
+        description="region (ISO 3166 alpha-2) of phone numbers written without a +country code",
+    )
+    operator_email: str | None = Field(
+        None, max_length=320, description="told of leads no business matched; unset: only a warning is logged"
+    )
+    public_leads_per_minute: float = Field(
+        5.0, gt=0, le=6000, description="leads one client address may send through the public form"
+    )
+    public_leads_burst: int = Field(5, ge=1, le=1000, description="how many of those may come at once")
+
+    # --- lead notifications: email over SMTP, SMS through Twilio (docs/leads.md) --------------------
+    smtp_host: str | None = Field(
+        None, max_length=253, description="SMTP server of lead emails; unset: email notifications wait"
+    )
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = Field(True, description="upgrade the SMTP connection with STARTTLS")
+    smtp_username: str | None = Field(None, max_length=320, description="SMTP login; unset: none")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (never logged)")
+    smtp_from: str = Field(
+        "Parley <parley@localhost>", max_length=320, description="From of lead emails (an address)"
+    )
+    smtp_timeout_s: float = Field(15.0, gt=0, le=300, description="per email: connect, talk, send")
+    sms_from: str | None = Field(
+        None,
+        pattern=r"^\+[1-9]\d{6,14}$",
+        description="From of lead texts (E.164); default: the organization's first phone number",
+    )
+    notification_concurrency: int = Field(4, ge=1, le=64, description="notifications sent at once")
+    notification_poll_s: float = Field(1.0, gt=0, le=60, description="how often the worker looks for work")
+    notification_max_attempts: int = Field(8, ge=1, le=50, description="attempts per notification")
+    notification_retry_backoff_s: float = Field(
+        5.0, gt=0, le=3600, description="wait before the first retry; doubled each retry"
+    )
+    notification_retry_max_backoff_s: float = Field(900.0, gt=0, le=86400, description="cap on that wait")
+    notification_lease_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="a notification claimed by a worker that died is retried after this long (must exceed "
+        "the SMTP and Twilio timeouts)",
     )
 
     # --- store, timeline, artifacts (platform-memory issue) -----------------------------------------

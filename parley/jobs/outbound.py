@@ -16,6 +16,7 @@ An attempt ends when the carrier reports the call's final status (the status web
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ import structlog
 from phonenumbers import timezone as number_time_zones
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.inputs import MAX_INT32, plain_json, to_utc
@@ -83,6 +85,12 @@ class Dialer(Protocol):
     async def place_call(
         self, *, to: str, from_: str, url: str, status_callback: str, amd_callback: str, timeout_s: int
     ) -> str: ...
+
+
+SettledHook = Callable[[AsyncSession, OutboundJob, Call | None], Awaitable[None]]
+"""Runs in the transaction that settles a job for good (completed, failed, exhausted, canceled), with the
+job as settled and its last attempt's call (None when no call was made): a lead's call-back records its
+outcome there (``platform/callbacks.py``). An exception rolls the settling back (recovery tries again)."""
 
 
 class InvalidOutboundJob(ValueError):
@@ -236,12 +244,18 @@ def _call_status(status: CallStatus | str) -> CallStatus | None:
 
 
 class OutboundQueue:
-    def __init__(self, platform: Platform, settings: Settings, dialer: Dialer) -> None:
+    def __init__(
+        self, platform: Platform, settings: Settings, dialer: Dialer, *, on_settled: SettledHook | None = None
+    ) -> None:
+        """``on_settled``: default the platform's lead call-backs (``platform.callbacks.job_settled``)."""
         self.platform = platform
         self.db = platform.db
         self.settings = settings
         self.dialer = dialer
+        self.on_settled = on_settled if on_settled is not None else platform.callbacks.job_settled
         self._claiming = asyncio.Lock()
+        self._wake = asyncio.Event()
+        """Set when this process queues a job: ``run`` dispatches at once instead of at its next poll."""
 
     # --- the API's side -------------------------------------------------------------------------------
 
@@ -313,6 +327,7 @@ class OutboundQueue:
             view = job_view(job)
         if created:
             log.info("outbound call queued", job_id=view.id, org_id=org_id, to=view.to_number, time_zone=zone)
+            self._wake.set()
         return view
 
     async def _default_caller_id(self, jobs: OutboundJobRepository, org_id: str) -> str:
@@ -365,6 +380,10 @@ class OutboundQueue:
                     done = await jobs.transition(
                         job.id, expect=(JobStatus.PENDING,), status=JobStatus.CANCELED
                     )
+                    if done:
+                        canceled = await jobs.get(job_id)
+                        assert canceled is not None
+                        await self.on_settled(session, canceled, None)
                 else:
                     done = await jobs.transition(
                         job.id,
@@ -422,10 +441,12 @@ class OutboundQueue:
             else:
                 changes["status"] = JobStatus.PENDING
                 changes["next_attempt_at"] = now + timedelta(seconds=self._backoff(job.attempts))
-            await jobs.transition(job.id, expect=(JobStatus.DIALING,), call_id=call_id, **changes)
+            won = await jobs.transition(job.id, expect=(JobStatus.DIALING,), call_id=call_id, **changes)
             settled = await jobs.get(job.id)
             assert settled is not None
             view = job_view(settled)
+            if won and view.status.final:
+                await self.on_settled(session, settled, call)
         log.info(
             "outbound attempt ended",
             job_id=view.id,
@@ -530,9 +551,13 @@ class OutboundQueue:
     async def _unplaceable(self, job: OutboundJob, why: str) -> None:
         """A job no attempt can ever succeed for (its agent was deleted): failed, not retried."""
         async with self.db.session() as session:
-            await OutboundJobRepository(session).transition(
+            jobs = OutboundJobRepository(session)
+            if await jobs.transition(
                 job.id, expect=(JobStatus.DIALING,), call_id=None, status=JobStatus.FAILED, last_outcome=why
-            )
+            ):
+                failed = await jobs.get(job.id)
+                assert failed is not None
+                await self.on_settled(session, failed, None)
         log.warning("outbound job cannot be placed", job_id=job.id, org_id=job.org_id, reason=why)
 
     async def _end_attempt(
@@ -606,7 +631,8 @@ class OutboundQueue:
         return False  # ringing or talking: its status callback will settle it
 
     async def run(self) -> None:
-        """Dispatch every ``outbound_poll_s`` until cancelled, after settling what a previous process left."""
+        """Dispatch every ``outbound_poll_s`` (and as soon as this process queues a job) until cancelled,
+        after settling what a previous process left."""
         loop = asyncio.get_running_loop()
         await self._step("recover", self.recover)
         recovered_at = loop.time()
@@ -615,7 +641,9 @@ class OutboundQueue:
             if loop.time() - recovered_at >= RECOVER_EVERY_S:
                 await self._step("recover", self.recover)
                 recovered_at = loop.time()
-            await asyncio.sleep(self.settings.outbound_poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.outbound_poll_s)
+            self._wake.clear()
 
     async def _step(self, name: str, action: Callable[[], Awaitable[object]]) -> None:
         try:

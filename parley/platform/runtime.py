@@ -24,8 +24,10 @@ from parley.engine.agent import AgentConfig, default_agent
 from parley.platform.agents import AgentService, NotFound
 from parley.platform.analysis import AnalysisService, emit_call_analyzed
 from parley.platform.billing import Billing
+from parley.platform.callbacks import CallbackService
 from parley.platform.calls import CallService, hash_token
 from parley.platform.documents import DocumentService
+from parley.platform.leads import LeadService
 from parley.platform.live import LiveCall
 from parley.platform.phone import PhoneService
 from parley.platform.pricing import Pricing
@@ -86,10 +88,14 @@ class Platform:
         self.agents = AgentService(db)
         self.documents = DocumentService(db)
         self.secrets = SecretService(db, settings)
-        self.analysis = AnalysisService(db, secrets=self.secrets.resolve, on_analyzed=emit_call_analyzed)
+        self.analysis = AnalysisService(db, secrets=self.secrets.resolve, on_analyzed=self._call_analyzed)
         self.calls = CallService(db, self.pricing, self.recordings, on_ended=self.analysis.request)
         self.phone = PhoneService(db, self.calls)
         self.billing = Billing(db, self.pricing)
+        self.leads = LeadService(db, settings)
+        """Businesses and leads; the notification worker sets ``leads.wake`` to hear of new outbox rows."""
+        self.callbacks = CallbackService(db, wake=lambda: self.leads.wake)
+        """AI call-backs of leads: asked for here, reported from the outbound queue and the analysis."""
         self.persister = Persister(db, default_org_id=default_org_id, on_call_ended=self.call_ended)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -134,6 +140,12 @@ class Platform:
                 await set_retention(days, prefix="recordings/")
             except Exception as exc:  # a bucket policy we may not change is not a reason to stop
                 log.warning("could not set the bucket's retention rule", days=days, error=repr(exc))
+
+    async def _call_analyzed(self, session: AsyncSession, org_id: str, payload: dict[str, Any]) -> None:
+        """In the transaction that stores an analysis: the ``call.analyzed`` webhook event, and a lead's
+        call-back outcome when the call was one."""
+        await emit_call_analyzed(session, org_id, payload)
+        await self.callbacks.call_analyzed(session, org_id, payload)
 
     async def call_ended(self, session: AsyncSession, call: Call) -> None:
         await finish_call(session, call, self.pricing)

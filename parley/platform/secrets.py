@@ -54,6 +54,11 @@ def _load_key(settings: Settings) -> bytes:
     return key
 
 
+def secrets_key(settings: Settings) -> bytes:
+    """The server's secrets key (generated on first use): other server keys are derived from it."""
+    return _load_key(settings)
+
+
 class SecretService:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db

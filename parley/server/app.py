@@ -207,6 +207,7 @@ def with_platform(settings: Settings) -> Lifespan:
 
 def create_platform_app(settings: Settings | None = None, **options: Any) -> FastAPI:
     """The full server: live voice plus the platform's store and REST API."""
+    from parley.server.notifications import with_notifications
     from parley.server.rooms import with_rooms
     from parley.server.routes import platform_routers
     from parley.server.telephony import with_telephony
@@ -221,6 +222,7 @@ def create_platform_app(settings: Settings | None = None, **options: Any) -> Fas
             with_rooms(settings),
             with_telephony(settings),
             with_webhooks(settings),
+            with_notifications(settings),
         ],
         **options,
     )

@@ -22,6 +22,7 @@ _BUILTIN_TRIGGER_NAMES = frozenset(t.name for t in BUILTIN_TRIGGERS)
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+NOTIFICATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 
 # The ``*_created`` series (start time of every counter) mean nothing for a live process's scrape.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -111,8 +112,27 @@ class ServerMetrics:
         self.coach_hint_latency = Histogram(
             "parley_coach_hint_seconds", "Trigger to hint card", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.notifications = Counter(
+            "parley_notifications",
+            "Lead notification attempts by channel and result (sent, retry, failed; SMS: delivered, "
+            "undelivered)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.notification_latency = Histogram(
+            "parley_notification_latency_seconds",
+            "Lead submitted to its notification accepted by the SMTP server or Twilio",
+            buckets=NOTIFICATION_BUCKETS,
+            registry=r,
+        )
         self._speech_end: dict[str, float] = {}
         self._started: dict[str, float] = {}
+
+    def notification(self, channel: str, result: str, latency_s: float | None = None) -> None:
+        """The notification worker's (and Twilio's SMS callbacks') report of one attempt."""
+        self.notifications.labels(channel=channel, result=result).inc()
+        if latency_s is not None:
+            self.notification_latency.observe(latency_s)
 
     def observe(self, event: Event) -> None:
         """Timeline subscriber."""

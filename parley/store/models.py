@@ -376,3 +376,118 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class Business(Base):
+    """A business that takes leads (revision 0008): what it does, where, when it is open, who to tell."""
+
+    __tablename__ = "businesses"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    """A lower-case slug (``plumbing``, ``hvac-repair``): a lead matches businesses of its category."""
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    radius_km: Mapped[float | None] = mapped_column(Float)
+    postal_codes: Mapped[list[Any]] = mapped_column(default=list)
+    """Postal codes served, besides (or instead of) the circle around the point; may be empty."""
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """``{"mon": [["09:00", "17:00"]], …}`` in ``time_zone``; a missing day is closed, ``{}`` always open."""
+    time_zone: Mapped[str] = mapped_column(String(64))
+    notify_email: Mapped[str] = mapped_column(String(320))
+    notify_phone: Mapped[str] = mapped_column(String(32))
+    """E.164: where new-lead texts go."""
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    """The agent that calls this business's leads back."""
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lead(Base):
+    """Someone asking to be contacted about a service (revision 0008); ``status`` follows it through."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key"),
+        Index("ix_leads_org_id_created_at", "org_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(32))
+    """E.164."""
+    email: Mapped[str | None] = mapped_column(String(320))
+    category: Mapped[str] = mapped_column(String(64))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    postal_code: Mapped[str | None] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="")
+    consent_to_call: Mapped[bool] = mapped_column(Boolean)
+    """Without it the lead is never called back, whatever else happens."""
+    source: Mapped[str] = mapped_column(String(32))
+    """``form`` (the public endpoint), ``api`` or ``cli``."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    """``matched``, ``unmatched``, ``callback_queued``, ``called`` or ``callback_failed``."""
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[dict[str, Any] | None]
+    """What the call-back came to (written by the call-back worker)."""
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LeadMatch(Base):
+    """A business a lead was matched to, how far it was and whether it was open when the lead came in."""
+
+    __tablename__ = "lead_matches"
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    business_id: Mapped[str] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    distance_km: Mapped[float | None] = mapped_column(Float)
+    open_at_submit: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LeadNotification(Base):
+    """The leads outbox: a message owed to a business (or to the operator when ``business_id`` is None),
+    written in the transaction of the lead. pending → sending (leased) → sent → delivered (SMS) | failed."""
+
+    __tablename__ = "lead_notifications"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "business_id", "kind", "channel"),
+        Index("ix_lead_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    business_id: Mapped[str | None] = mapped_column(ForeignKey("businesses.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(32))
+    """``new_lead``, ``unmatched_lead`` (to the operator) or ``callback_outcome``."""
+    channel: Mapped[str] = mapped_column(String(8))
+    """``email`` or ``sms``."""
+    recipient: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    """Indexed with ``next_attempt_at`` (what a worker claims by)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    lease_until: Mapped[datetime | None]
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    """The SMTP Message-ID or the Twilio Message SID."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+
+class NotificationTemplate(Base):
+    """An organization's own version of a notification template (``new_lead.subject`` …)."""
+
+    __tablename__ = "notification_templates"
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import (
@@ -27,6 +27,7 @@ from parley.store.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from parley.store.outbox import claim, claimable
 from parley.store.queries import insert_ignore, page_newest_first
 from parley.store.types import new_id, plain_json, utcnow
 
@@ -254,17 +255,7 @@ class WebhookRepository:
 
     async def claim(self, delivery_id: str, now: datetime, lease_until: datetime) -> bool:
         """Take a delivery for one attempt; of two workers racing, exactly one gets it."""
-        result = await self.session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id, _claimable(now))
-            .values(
-                status=DeliveryStatus.SENDING.value,
-                lease_until=lease_until,
-                attempts=WebhookDelivery.attempts + 1,
-                updated_at=now,
-            )
-        )
-        return getattr(result, "rowcount", 0) == 1
+        return await claim(self.session, WebhookDelivery, delivery_id, now, lease_until, updated_at=now)
 
     async def job(self, delivery_id: str) -> tuple[WebhookDelivery, WebhookEvent, WebhookEndpoint] | None:
         row = (
@@ -366,10 +357,4 @@ class WebhookRepository:
 
 
 def _claimable(now: datetime) -> Any:
-    return or_(
-        and_(
-            WebhookDelivery.status == DeliveryStatus.PENDING.value,
-            WebhookDelivery.next_attempt_at <= now,
-        ),
-        and_(WebhookDelivery.status == DeliveryStatus.SENDING.value, WebhookDelivery.lease_until < now),
-    )
+    return claimable(WebhookDelivery, now)

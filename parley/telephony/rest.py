@@ -137,11 +137,13 @@ class TwilioRest:
         await self._run("transfer", lambda: self.client.calls(sid).update(twiml=twiml))
         log.info("transferred a call", call_sid=sid)
 
-    async def send_sms(self, to: str, from_: str, body: str) -> str:
-        """Send a text message; returns its MessageSid."""
-        message = await self._run(
-            "send an SMS", lambda: self.client.messages.create(to=to, from_=from_, body=body)
-        )
+    async def send_sms(self, to: str, from_: str, body: str, *, status_callback: str | None = None) -> str:
+        """Send a text message; returns its MessageSid. Twilio posts the message's progress (sent,
+        delivered, undelivered, failed) to ``status_callback`` when given."""
+        options: dict[str, Any] = {"to": to, "from_": from_, "body": body}
+        if status_callback is not None:
+            options["status_callback"] = status_callback
+        message = await self._run("send an SMS", lambda: self.client.messages.create(**options))
         return str(message.sid)
 
     async def _run(self, what: str, request: Callable[[], T]) -> T:

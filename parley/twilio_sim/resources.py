@@ -487,6 +487,9 @@ class SimMessage:
     date_created: datetime = field(default_factory=utcnow)
     date_updated: datetime = field(default_factory=utcnow)
     date_sent: datetime | None = None
+    error_code: int | None = None
+    """Why it was not delivered (``undelivered``/``failed``), as Twilio's error code."""
+    error_message: str | None = None
     webhooks: list[Webhook] = field(default_factory=list)
 
     @property
@@ -509,8 +512,8 @@ class SimMessage:
             "date_updated": rfc2822(self.date_updated),
             "date_sent": rfc2822(self.date_sent),
             "direction": "outbound-api",
-            "error_code": None,
-            "error_message": None,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
             "from": self.from_,
             "messaging_service_sid": self.messaging_service_sid,
             "num_media": "0",

@@ -4,7 +4,7 @@ REST (``/2010-04-01/Accounts/{AccountSid}/…``, HTTP basic auth ``AccountSid:Au
 bodies, JSON answers) — https://www.twilio.com/docs/voice/api/call-resource and
 https://www.twilio.com/docs/messaging/api/message-resource:
 ``POST Calls.json`` places a call, ``GET``/``POST Calls/{Sid}.json`` fetch and update it (hang up,
-cancel, redirect to new ``Url``/``Twiml``), ``POST Messages.json`` sends an SMS.
+cancel, redirect to new ``Url``/``Twiml``); texts (``Messages.json``) are in ``messages.py``.
 
 For each call it does what Twilio does (https://www.twilio.com/docs/voice/api/call-resource#statuscallback
 and https://www.twilio.com/docs/voice/twiml): rings the scripted callee (``callee.py``), sends signed
@@ -60,6 +60,7 @@ from parley.twilio_sim.callee import (
 )
 from parley.twilio_sim.caller import CallEnded, SimulatedCaller
 from parley.twilio_sim.conference import SimConferences, register_routes
+from parley.twilio_sim.messages import SimMessages, register_message_routes
 from parley.twilio_sim.network import NetworkProfile
 from parley.twilio_sim.resources import (
     API_VERSION,
@@ -99,8 +100,6 @@ from parley.twilio_sim.twiml import (
 log = structlog.get_logger("parley.twilio_sim")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
-MAX_BODY_CHARS = 1600
-"""Longest SMS body Twilio accepts (error 21617)."""
 TURN_POLL_S = 0.05
 
 
@@ -172,7 +171,9 @@ class TwilioSim:
         self.transfer_hold_s = transfer_hold_s
         """How long a ``<Dial>``ed party stays on the line when its script does not say."""
         self.calls: dict[str, SimCall] = {}
-        self.messages: dict[str, SimMessage] = {}
+        self.sms = SimMessages(self)
+        """Texts (``messages.py``); ``messages`` is every one sent, by SID."""
+        self.messages: dict[str, SimMessage] = self.sms.messages
         self.base_url: str | None = None
         self._validator = RequestValidator(self.auth_token)
         # Twilio fetches webhooks itself (15 s timeout, redirects followed), never through a proxy.
@@ -333,38 +334,6 @@ class TwilioSim:
         method = _method(form.one("Method"))
         call.request_redirect(Source("redirect", url=url, method=method, twiml=None if url else twiml))
 
-    def create_message(self, form: Form) -> SimMessage:
-        """``POST Messages.json`` (https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource)."""
-        to_raw, from_raw = form.one("To"), form.one("From")
-        service = form.one("MessagingServiceSid") or None
-        if not to_raw:
-            raise RestError(400, 21604, "A 'To' phone number is required.")
-        to = phone_number(to_raw)
-        if to is None:
-            raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to_raw}")
-        if not from_raw and service is None:
-            raise RestError(400, 21603, "A 'From' phone number is required.")
-        from_ = phone_number(from_raw) if from_raw else None
-        if from_raw and from_ is None:
-            raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_raw}")
-        body = form.one("Body") or ""
-        if not body and not form.many("MediaUrl"):
-            raise RestError(400, 21602, "Message body is required.")
-        if len(body) > MAX_BODY_CHARS:
-            raise RestError(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
-        message = SimMessage(
-            account_sid=self.account_sid,
-            to=to,
-            from_=from_,
-            body=body,
-            messaging_service_sid=service,
-            status_callback=form.one("StatusCallback") or None,
-            status="accepted" if from_ is None else "queued",
-        )
-        self.messages[message.sid] = message
-        self._track(asyncio.create_task(self._deliver_message(message), name=f"twilio-sim-sms-{message.sid}"))
-        return message
-
     # -- webhooks ------------------------------------------------------------------------------------
 
     def sign(self, url: str, params: dict[str, str]) -> str:
@@ -443,28 +412,6 @@ class TwilioSim:
                 await self._send(call.webhooks, kind, url, method, params)
             finally:
                 call.outbox.task_done()
-
-    async def _deliver_message(self, message: SimMessage) -> None:
-        """Queued → sent → delivered, with the status callbacks Twilio sends
-        (https://www.twilio.com/docs/messaging/guides/track-outbound-message-status)."""
-        for status in ("sent", "delivered"):
-            await asyncio.sleep(0.01)
-            message.set_status(status)
-            if message.status_callback is None:
-                continue
-            params = {
-                "AccountSid": message.account_sid,
-                "ApiVersion": API_VERSION,
-                "From": message.from_ or "",
-                "MessageSid": message.sid,
-                "MessageStatus": status,
-                "SmsSid": message.sid,
-                "SmsStatus": status,
-                "To": message.to,
-            }
-            if message.messaging_service_sid:
-                params["MessagingServiceSid"] = message.messaging_service_sid
-            await self._send(message.webhooks, "message-status", message.status_callback, "POST", params)
 
     # -- call flow -----------------------------------------------------------------------------------
 
@@ -940,20 +887,6 @@ def build_app(sim: TwilioSim) -> FastAPI:
 
     fetch_and_update(app, sim, prefix + "/Calls/{sid}.json", call_in_path, sim.update_call)
 
-    @app.post(prefix + "/Messages.json")
-    async def create_message(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        message = sim.create_message(Form(await request.body()))
-        return JSONResponse(message.resource(), status_code=201)
-
-    @app.get(prefix + "/Messages/{sid}.json")
-    async def fetch_message(account: str, sid: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        message = sim.messages.get(sid)
-        if message is None:
-            raise RestError(404, 20404, f"The requested resource {request.url.path} was not found")
-        return JSONResponse(message.resource())
-
     @app.get("/sim/calls")
     async def sim_calls() -> JSONResponse:
         return JSONResponse({"calls": [call.record() for call in sim.calls.values()]})
@@ -961,10 +894,6 @@ def build_app(sim: TwilioSim) -> FastAPI:
     @app.get("/sim/calls/{sid}")
     async def sim_call(sid: str, request: Request) -> JSONResponse:
         return JSONResponse(sim.find_call(sid, request.url.path).record())
-
-    @app.get("/sim/messages")
-    async def sim_messages() -> JSONResponse:
-        return JSONResponse({"messages": [message.record() for message in sim.messages.values()]})
 
     @app.post("/sim/inbound")
     async def sim_inbound(request: Request) -> JSONResponse:
@@ -982,6 +911,7 @@ def build_app(sim: TwilioSim) -> FastAPI:
         return JSONResponse(call.resource(), status_code=201)
 
     register_routes(app, sim)
+    register_message_routes(app, sim)
     return app
 
 

@@ -15,7 +15,6 @@ attempt, for the receiver to deduplicate on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import httpx
 import structlog
 
 from parley.config import Settings
+from parley.jobs.outbox import backoff_s, run_rounds
 from parley.platform.secrets import SecretService, SecretUnreadable
 from parley.store.db import Database
 from parley.store.models import WebhookEndpoint, WebhookEvent
@@ -77,18 +77,14 @@ class WebhookDispatcher:
     async def run(self) -> None:
         """Deliver until cancelled (then the HTTP client is closed)."""
         try:
-            while True:
-                try:
-                    busy = await self.step()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the database went away for a moment: the next round tries again
-                    log.exception("webhook delivery round failed")
-                    busy = 0
-                if busy < BATCH:
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_s)
+            await run_rounds(
+                self.step,
+                self._wake,
+                poll_s=self.settings.webhook_poll_s,
+                batch=BATCH,
+                log=log,
+                what="webhook delivery",
+            )
         finally:
             await self.close()
 
@@ -160,8 +156,9 @@ class WebhookDispatcher:
 
     def backoff_s(self, attempt: int) -> float:
         """The wait after failed attempt ``attempt`` (1, 2, …): exponential, capped."""
-        base = self.settings.webhook_retry_backoff_s
-        return float(min(base * 2 ** min(attempt - 1, 30), self.settings.webhook_retry_max_backoff_s))
+        return backoff_s(
+            attempt, self.settings.webhook_retry_backoff_s, self.settings.webhook_retry_max_backoff_s
+        )
 
     async def _send(
         self, endpoint: WebhookEndpoint, event: WebhookEvent, attempt: int

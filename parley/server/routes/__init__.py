@@ -10,14 +10,19 @@ from fastapi import APIRouter
 
 
 def platform_routers() -> list[APIRouter]:
-    from parley.server import room_phone, rooms
+    from parley.server import room_phone, rooms, supervision
     from parley.server.routes import (
         agents,
+        callbacks,
         calls,
         documents,
+        lead_pages,
+        leads,
+        notifications,
         numbers,
         outbound,
         secrets,
+        sms_status,
         twilio,
         usage,
         webhooks,
@@ -33,6 +38,12 @@ def platform_routers() -> list[APIRouter]:
         numbers.router,
         twilio.router,
         webhooks.router,
+        leads.router,
+        callbacks.router,
+        lead_pages.router,
+        notifications.router,
+        sms_status.router,
         room_phone.router,  # before rooms.router: its fixed paths under /v1/rooms/ are no room ids
         rooms.router,
+        supervision.router,
     ]
