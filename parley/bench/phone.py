@@ -105,19 +105,25 @@ class ServerFeed:
         return False
 
 
+_NOT_CONVERSATION = frozenset({"audio.underrun", "audio.input_overflow", "metrics"})
+"""Events the transport reports on its own (a loaded machine adds them anywhere)."""
+
+
 class PhoneConversation:
     """Drives one connected caller through the turns; Parley's timeline says when the agent is done, and
     every figure comes from what the caller heard."""
 
-    def __init__(self, caller: SimulatedCaller, feed: ServerFeed) -> None:
+    def __init__(self, caller: SimulatedCaller, feed: ServerFeed, *, greeting: bool | None = None) -> None:
         self.caller = caller
         self.feed = feed
+        self.greeting = greeting
+        """Whether the agent speaks first (it has a ``first_message``); None: tell from its timeline."""
 
     async def run(self, turns: list[UserTurn], answer_timeout_s: float = 30.0) -> PhoneRun:
         caller = self.caller
         result = PhoneRun(caller=caller)
         assert caller.started_at is not None
-        if await self._greeting_expected():
+        if self.greeting if self.greeting is not None else await self._greeting_expected():
             greeting = await self._wait_reply(caller.started_at, answer_timeout_s)
             if greeting is not None:
                 result.greeting_ms = round((greeting - caller.started_at) * 1000, 1)
@@ -141,7 +147,7 @@ class PhoneConversation:
         """Whether the agent speaks first: its session starts with a reply (``agent.text`` early on)."""
         deadline = now() + 5.0
         while now() < deadline:
-            kinds = [e["type"] for e in self.feed.events]
+            kinds = [e["type"] for e in self.feed.events if e["type"] not in _NOT_CONVERSATION]
             if "agent.text" in kinds:
                 return True
             if "session.started" in kinds and len(kinds) > kinds.index("session.started") + 2:
@@ -337,6 +343,7 @@ async def phone_call(
     *,
     network: NetworkProfile | None = None,
     answer_timeout_s: float = 30.0,
+    greeting: bool | None = None,
 ) -> PhoneRun:
     """One inbound call from the local Twilio to the bench number: the turns, then a hang-up; the
     call's record is read back from Parley once it has ended."""
@@ -347,7 +354,7 @@ async def phone_call(
         caller = await call.wait_connected(answer_timeout_s)
         call_id = caller.custom_parameters["call_id"]
         async with ServerFeed(base_url, call_id) as feed:
-            run = await PhoneConversation(caller, feed).run(turns, answer_timeout_s)
+            run = await PhoneConversation(caller, feed, greeting=greeting).run(turns, answer_timeout_s)
         await caller.hang_up()
         await call.wait_ended()
     run.call = await fetch_call(base_url, call_id)
@@ -371,7 +378,7 @@ async def run_phone_latency_bench(
     with phone_server(agent_path, greet=True) as (base_url, auth_token, _):
         impaired = f" through {loss:.0%} loss and {jitter_ms:g} ms jitter" if network else ""
         say(f"calling {PARLEY_NUMBER} from the local Twilio: {len(turns)} user turns{impaired} …")
-        run = await phone_call(base_url, auth_token, turns, network=network)
+        run = await phone_call(base_url, auth_token, turns, network=network, greeting=True)
     report = run.summary()
     report["user_wer"] = round(word_error_rate([t.text for t in turns], heard_user_texts(run.call)), 3)
     report["network"] = {"loss": loss, "jitter_ms": jitter_ms}

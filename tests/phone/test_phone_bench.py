@@ -29,7 +29,7 @@ async def test_a_phone_run_is_measured_at_the_ear_and_transcribed_from_the_recor
         call_id = call_id_of(call)
         turns = [UserTurn(speech(1.0), text=lines[0]), UserTurn(speech(0.8), text=lines[1])]
         async with ServerFeed(lab.base, call_id, API_KEY) as feed:
-            run = await PhoneConversation(caller, feed).run(turns, answer_timeout_s=10)
+            run = await PhoneConversation(caller, feed, greeting=True).run(turns, answer_timeout_s=10)
         await caller.hang_up()
         await call.wait_ended()
         run.call = await fetch_call(lab.base, call_id, api_key=API_KEY)
