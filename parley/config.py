@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     whisper_model_dir: Path | None = Field(None, description="CTranslate2 whisper dir; default: packaged")
     whisper_compute_type: str = Field("int8", pattern=r"^[a-z0-9_]{1,20}$")
     piper_voice: Path | None = Field(None, description="Piper voice .onnx (its .json beside it)")
+    piper_voices: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Piper voices of other languages, JSON {"es": "/voices/es_ES-davefx-medium.onnx"}: '
+        "used for agents speaking them (else espeak-ng's voice)",
+    )
     espeak_program: str = Field("espeak-ng", description="the espeak-ng program (name on PATH or path)")
     openai_base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible endpoint")
     openai_api_key: SecretStr | None = Field(None, description="default key for the openai provider")
@@ -103,6 +108,86 @@ class Settings(BaseSettings):
         description="model names agents may choose for the openai provider",
     )
     openai_timeout_s: float = Field(30.0, gt=0, le=600)
+    openai_connect_timeout_s: float = Field(5.0, gt=0, le=60, description="connecting to the openai LLM")
+    openai_first_token_ms: int = Field(
+        3000,
+        ge=100,
+        le=120_000,
+        description="the openai LLM counts as unavailable when no first token came by then (retries "
+        "included), so an agent's llm fallbacks answer; an agent may ask for less (first_token_timeout_ms)",
+    )
+    openai_max_attempts: int = Field(
+        2, ge=1, le=5, description="tries of one openai LLM request, only ever before its first byte"
+    )
+    provider_breaker_failures: int = Field(
+        3, ge=1, le=100, description="consecutive failures that open a provider's circuit breaker"
+    )
+    provider_breaker_cooldown_s: float = Field(
+        30.0, gt=0, le=3600, description="how long an open breaker skips its provider before one probe"
+    )
+    tts_phrase_cache_mb: int = Field(
+        64, ge=1, le=4096, description="memory for remembered phrases, all voices together (LRU)"
+    )
+    openai_realtime_url: str = Field(
+        "wss://api.openai.com/v1",
+        pattern=r"^wss?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="OpenAI Realtime WebSocket base (the session connects to <this>/realtime?model=…)",
+    )
+    openai_realtime_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="opening an OpenAI Realtime session (connect and session.update)"
+    )
+    openai_tts_models: list[str] = Field(
+        default_factory=lambda: ["gpt-4o-mini-tts", "tts-1", "tts-1-hd"],
+        description="speech models agents may choose for the openai voice (tts.options.model)",
+    )
+    openai_transcription_models: list[str] = Field(
+        default_factory=lambda: ["gpt-4o-mini-transcribe", "gpt-4o-transcribe", "whisper-1"],
+        description="transcription models agents may choose for the openai recogniser (asr.options.model)",
+    )
+    elevenlabs_base_url: str = Field(
+        "https://api.elevenlabs.io",
+        pattern=r"^(https?|wss?)://[^\s/?#]+(/[^\s?#]*)?$",
+        description="ElevenLabs API origin; its WebSockets are reached on the same host (https → wss)",
+    )
+    elevenlabs_api_key: SecretStr | None = Field(None, description="default key for the elevenlabs voice")
+    elevenlabs_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="connecting, and waiting for each message of a synthesis"
+    )
+    elevenlabs_convai_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="opening an ElevenLabs Conversational AI call (signed URL, socket, initiation metadata)",
+    )
+    elevenlabs_convai_end_of_reply_ms: int = Field(
+        1000,
+        ge=100,
+        le=10000,
+        description="ElevenLabs sends no end-of-reply event: without alignment to show the audio covers the "
+        "text, a reply counts as finished after this long without more of it",
+    )
+    deepgram_base_url: str = Field(
+        "https://api.deepgram.com",
+        pattern=r"^(https?|wss?)://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Deepgram API origin; its live sockets (/v1/listen, /v1/speak) are on the same host "
+        "(https → wss)",
+    )
+    deepgram_api_key: SecretStr | None = Field(
+        None, description="default key for the deepgram recogniser and voice"
+    )
+    deepgram_connect_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="opening a Deepgram socket or request"
+    )
+    deepgram_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="waiting for the next message of a Deepgram synthesis"
+    )
+    deepgram_finalize_timeout_s: float = Field(
+        1.5,
+        gt=0,
+        le=30,
+        description="waiting for Deepgram's answer to Finalize (not guaranteed when little audio is "
+        "buffered) before the latest interim words stand as final",
+    )
     secrets_key: SecretStr | None = Field(
         None,
         description="Fernet key that encrypts organization secrets at rest; default: a key generated once "

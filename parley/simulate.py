@@ -15,8 +15,9 @@ from rich.console import Console
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.wav import read_wav, write_wav
 from parley.engine.agent import AgentConfig
+from parley.engine.conversation import open_session
 from parley.engine.events import Event, EventType, JsonlWriter, Timeline, now
-from parley.engine.session import EngineStack, Session, SessionOptions
+from parley.engine.session import EngineStack, SessionOptions
 from parley.engine.state import SessionState
 from parley.engine.tools import CallContext
 from parley.providers.tts.base import SpeechSynthesizer
@@ -92,7 +93,7 @@ class Conversation:
         self.speaker = Loudspeaker(SIM_RATE)
         context = CallContext()
         tools = build_tools(agent, context=context)
-        self.session = Session(agent, stack, self.speaker, self.timeline, tools, options)
+        self.session = open_session(agent, stack, self.speaker, self.timeline, tools, options)
         context.call_id = self.session.id
         self.mic = Microphone(self.session, SIM_RATE)
         self.origin = now()

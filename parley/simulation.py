@@ -14,8 +14,8 @@ import numpy as np
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.resample import resample
+from parley.engine.conversation import ConversationEngine
 from parley.engine.events import now
-from parley.engine.session import Session
 
 FRAME_S = 0.02
 
@@ -64,7 +64,7 @@ class Microphone:
     time, as a sound card does.
     """
 
-    def __init__(self, session: Session, sample_rate: int = 16000) -> None:
+    def __init__(self, session: ConversationEngine, sample_rate: int = 16000) -> None:
         self.session = session
         self.sample_rate = sample_rate
         self.frame_samples = int(sample_rate * FRAME_S)

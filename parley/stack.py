@@ -13,10 +13,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from parley.audio.vad import VoiceActivityDetector
 from parley.config import Settings, get_settings
-from parley.engine.agent import AgentConfig, ProviderSettings, ToolSettings
+from parley.engine.agent import AgentConfig, FallbackSettings, ProviderSettings, ToolSettings
 from parley.engine.chunker import fixed_clauses
+from parley.engine.language import AUTO, language_note, recognizer_settings, voice_name, voice_settings
+from parley.engine.options import Voice
 from parley.engine.session import EngineStack
 from parley.engine.tools import (
     DTMF_PATTERN,
@@ -32,12 +36,27 @@ from parley.engine.transport import CallControls, ControlUnavailable
 from parley.engine.turns import EndOfTurnModel
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.embeddings.base import SentenceEmbedder
+from parley.providers.failover import (
+    CircuitBreaker,
+    FailoverLanguageModel,
+    FailoverRecognizer,
+    FailoverSynthesizer,
+    Link,
+)
+from parley.providers.languages import PACKAGED_PIPER_LANGUAGE
 from parley.providers.llm.base import LanguageModel
 from parley.providers.options import (
+    DeepgramAsrOptions,
+    DeepgramTtsOptions,
+    ElevenLabsConvaiOptions,
+    ElevenLabsTtsOptions,
     EnergyVadOptions,
     EspeakOptions,
     LlamaCppOptions,
     OpenAIOptions,
+    OpenAIRealtimeOptions,
+    OpenAITranscribeOptions,
+    OpenAITtsOptions,
     PiperOptions,
     Role,
     ScriptedAsrOptions,
@@ -55,8 +74,9 @@ from parley.providers.registry import (
     provider,
     register_provider,
 )
+from parley.providers.s2s.base import SpeechToSpeechEngine
 from parley.providers.tts.base import SpeechSynthesizer
-from parley.providers.tts.phrase_cache import PhraseCache
+from parley.providers.tts.phrase_cache import PhraseCache, PhraseStore, WarmsPhrases
 
 __all__ = [
     "ProviderEntry",
@@ -112,6 +132,7 @@ def _whisper(request: BuildRequest) -> SpeechRecognizer:
         compute_type=host.whisper_compute_type,
         beam_size=options.beam_size,
         language=options.language,
+        languages=options.languages,
         initial_prompt=options.initial_prompt,
         hotwords=options.hotwords,
     )
@@ -137,13 +158,29 @@ def _openai_key(options: OpenAIOptions, host: Settings, secrets: Secrets) -> str
 def check_operator_policy(agent: AgentConfig, host: Settings | None = None) -> None:
     """What only the operator's settings can tell: raise ``ProviderError`` for a choice they forbid."""
     host = host or get_settings()
-    if agent.llm.provider == "openai":
-        model = agent.llm.options.get("model")
-        if model not in host.openai_models:
+    chain: list[ProviderSettings | FallbackSettings] = [agent.llm, *agent.llm.fallbacks]
+    for index, llm in enumerate(chain):
+        model = llm.options.get("model")
+        if llm.provider == "openai" and model not in host.openai_models:
+            where = "llm" if index == 0 else f"llm.fallbacks.{index - 1}"
             raise ProviderError(
-                f"llm.options.model: {model!r} is not offered on this server "
+                f"{where}.options.model: {model!r} is not offered on this server "
                 f"(PARLEY_OPENAI_MODELS: {', '.join(host.openai_models)})"
             )
+    if agent.tts.provider == "openai":
+        _offered("tts", parse_options("tts", "openai", agent.tts.options).model, host.openai_tts_models)
+    if agent.asr.provider == "openai":
+        _offered(
+            "asr", parse_options("asr", "openai", agent.asr.options).model, host.openai_transcription_models
+        )
+
+
+def _offered(role: str, model: str, offered: list[str]) -> None:
+    if model not in offered:
+        setting = {"tts": "PARLEY_OPENAI_TTS_MODELS", "asr": "PARLEY_OPENAI_TRANSCRIPTION_MODELS"}[role]
+        raise ProviderError(
+            f"{role}.options.model: {model!r} is not offered on this server ({setting}: {', '.join(offered)})"
+        )
 
 
 def _llamacpp(request: BuildRequest) -> LanguageModel:
@@ -172,11 +209,17 @@ def _openai(request: BuildRequest) -> LanguageModel:
 
     options: OpenAIOptions = request.options
     host = request.host
+    first_token_ms = min(
+        options.first_token_timeout_ms or host.openai_first_token_ms, host.openai_first_token_ms
+    )
     return OpenAICompatibleModel(
         host.openai_base_url,
         options.model,
         _openai_key(options, host, request.secrets),
         timeout=host.openai_timeout_s,
+        connect_timeout=host.openai_connect_timeout_s,
+        max_attempts=host.openai_max_attempts,
+        first_token_timeout=first_token_ms / 1000,
     )
 
 
@@ -198,6 +241,13 @@ def _piper(request: BuildRequest) -> SpeechSynthesizer:
     options: PiperOptions = request.options
     host = request.host
     voice = host.piper_voice
+    if options.language is not None and options.language != PACKAGED_PIPER_LANGUAGE:
+        voice = host.piper_voices.get(options.language)
+        if voice is None:
+            raise ProviderError(
+                f"tts.options.language: this server has no Piper voice for {options.language!r} "
+                f"(PARLEY_PIPER_VOICES has {', '.join(sorted(host.piper_voices)) or 'none'})"
+            )
     return PiperSynthesizer(
         voice,
         voice.with_suffix(voice.suffix + ".json") if voice is not None else None,
@@ -228,6 +278,149 @@ def _tone(request: BuildRequest) -> SpeechSynthesizer:
     )
 
 
+# --- ElevenLabs voice, OpenAI voice and transcription ---------------------------------------------------
+
+
+def _api_key(secret_name: str | None, default: SecretStr | None, secrets: Secrets, role: str) -> str | None:
+    """The organization's secret the options name, else the operator's default key (or none)."""
+    if secret_name is not None:
+        if secret_name not in secrets:
+            raise ProviderError(
+                f"{role}.options.api_key_secret: the organization has no secret named {secret_name!r}"
+            )
+        return secrets[secret_name]
+    return default.get_secret_value() if default is not None else None
+
+
+def _named_secret(options: Any) -> list[str]:
+    name = getattr(options, "api_key_secret", None)
+    return [name] if name is not None else []
+
+
+def _elevenlabs_tts(request: BuildRequest) -> SpeechSynthesizer:
+    from parley.providers.tts.elevenlabs import ElevenLabsSynthesizer
+
+    options: ElevenLabsTtsOptions = request.options
+    host = request.host
+    key = _api_key(options.api_key_secret, host.elevenlabs_api_key, request.secrets, "tts")
+    if not key:
+        raise ProviderError(
+            "tts: elevenlabs needs an API key: api_key_secret naming an organization secret, or the "
+            "operator's PARLEY_ELEVENLABS_API_KEY"
+        )
+    voice_settings = {
+        name: value
+        for name in ("stability", "similarity_boost", "speed")
+        if (value := getattr(options, name)) is not None
+    }
+    return ElevenLabsSynthesizer(
+        key,
+        options.voice_id,
+        model=options.model,
+        sample_rate=options.sample_rate,
+        base_url=host.elevenlabs_base_url,
+        voice_settings=voice_settings,
+        language_code=options.language_code,
+        timeout_s=host.elevenlabs_timeout_s,
+    )
+
+
+def _openai_tts(request: BuildRequest) -> SpeechSynthesizer:
+    from parley.providers.openai_audio import audio_client
+    from parley.providers.tts.openai_tts import OpenAISynthesizer
+
+    options: OpenAITtsOptions = request.options
+    host = request.host
+    _offered("tts", options.model, host.openai_tts_models)
+    key = _api_key(options.api_key_secret, host.openai_api_key, request.secrets, "tts")
+    return OpenAISynthesizer(
+        audio_client(host.openai_base_url, key, host.openai_timeout_s),
+        options.model,
+        options.voice,
+        speed=options.speed,
+        instructions=options.instructions,
+    )
+
+
+def _openai_asr(request: BuildRequest) -> SpeechRecognizer:
+    from parley.providers.asr.openai_transcribe import OpenAITranscriber
+    from parley.providers.openai_audio import audio_client
+
+    options: OpenAITranscribeOptions = request.options
+    host = request.host
+    _offered("asr", options.model, host.openai_transcription_models)
+    key = _api_key(options.api_key_secret, host.openai_api_key, request.secrets, "asr")
+    return OpenAITranscriber(
+        audio_client(host.openai_base_url, key, host.openai_timeout_s),
+        options.model,
+        language=options.language,
+        prompt=options.prompt,
+        interim=options.interim,
+    )
+
+
+# --- Deepgram: live transcription and the Aura voice ----------------------------------------------------
+
+
+def _deepgram_key(secret_name: str | None, request: BuildRequest, role: str) -> str:
+    key = _api_key(secret_name, request.host.deepgram_api_key, request.secrets, role)
+    if not key:
+        raise ProviderError(
+            f"{role}: deepgram needs an API key: api_key_secret naming an organization secret, or the "
+            "operator's PARLEY_DEEPGRAM_API_KEY"
+        )
+    return key
+
+
+def _deepgram_asr(request: BuildRequest) -> SpeechRecognizer:
+    from parley.providers.asr.deepgram import DeepgramRecognizer, ListenSettings
+
+    options: DeepgramAsrOptions = request.options
+    host = request.host
+    return DeepgramRecognizer(
+        _deepgram_key(options.api_key_secret, request, "asr"),
+        ListenSettings(
+            model=options.model,
+            language=options.language,
+            encoding=options.encoding,
+            sample_rate=options.sample_rate,
+            interim_results=options.interim_results,
+            endpointing_ms=options.endpointing_ms,
+            utterance_end_ms=options.utterance_end_ms,
+            vad_events=options.vad_events,
+            punctuate=options.punctuate,
+            smart_format=options.smart_format,
+        ),
+        base_url=host.deepgram_base_url,
+        connect_timeout=host.deepgram_connect_timeout_s,
+        finalize_timeout=host.deepgram_finalize_timeout_s,
+    )
+
+
+def _deepgram_tts(request: BuildRequest) -> SpeechSynthesizer:
+    from parley.providers.tts.deepgram import DeepgramSynthesizer
+
+    options: DeepgramTtsOptions = request.options
+    host = request.host
+    return DeepgramSynthesizer(
+        _deepgram_key(options.api_key_secret, request, "tts"),
+        model=options.model,
+        encoding=options.encoding,
+        sample_rate=options.sample_rate,
+        transport=options.transport,
+        base_url=host.deepgram_base_url,
+        connect_timeout=host.deepgram_connect_timeout_s,
+        timeout=host.deepgram_timeout_s,
+    )
+
+
+for _entry in (
+    ProviderEntry("asr", "deepgram", _deepgram_asr, DeepgramAsrOptions, _named_secret),
+    ProviderEntry("tts", "deepgram", _deepgram_tts, DeepgramTtsOptions, _named_secret),
+):
+    register_provider(_entry)
+
+
 for _entry in (
     ProviderEntry("vad", "silero", _silero, SileroOptions),
     ProviderEntry("vad", "webrtc", _webrtc_vad, WebRtcVadOptions),
@@ -240,30 +433,150 @@ for _entry in (
     ProviderEntry("tts", "piper", _piper, PiperOptions),
     ProviderEntry("tts", "espeak", _espeak, EspeakOptions),
     ProviderEntry("tts", "tone", _tone, ToneOptions),
+    ProviderEntry("tts", "elevenlabs", _elevenlabs_tts, ElevenLabsTtsOptions, _named_secret),
+    ProviderEntry("tts", "openai", _openai_tts, OpenAITtsOptions, _named_secret),
+    ProviderEntry("asr", "openai", _openai_asr, OpenAITranscribeOptions, _named_secret),
 ):
     register_provider(_entry)
 
 
-def _key(kind: str, settings: ProviderSettings, *extra: str) -> str:
+# --- speech to speech (``mode: speech_to_speech``) ----------------------------------------------------
+
+
+def _openai_realtime(request: BuildRequest) -> SpeechToSpeechEngine:
+    from parley.providers.s2s.openai_realtime import OpenAIRealtimeEngine
+
+    options: OpenAIRealtimeOptions = request.options
+    host = request.host
+    if options.api_key_secret is not None:
+        if options.api_key_secret not in request.secrets:
+            raise ProviderError(
+                f"s2s.options.api_key_secret: the organization has no secret named {options.api_key_secret!r}"
+            )
+        key: str | None = request.secrets[options.api_key_secret]
+    else:
+        key = host.openai_api_key.get_secret_value() if host.openai_api_key is not None else None
+    return OpenAIRealtimeEngine(
+        base_url=host.openai_realtime_url,
+        api_key=key,
+        model=options.model,
+        voice=options.voice,
+        turn_detection=options.turn_detection,
+        vad_threshold=options.vad_threshold,
+        silence_duration_ms=options.silence_duration_ms,
+        prefix_padding_ms=options.prefix_padding_ms,
+        transcription_model=options.transcription_model,
+        max_output_tokens=options.max_output_tokens,
+        timeout_s=host.openai_realtime_timeout_s,
+    )
+
+
+def _realtime_secrets(options: OpenAIRealtimeOptions) -> list[str]:
+    return [options.api_key_secret] if options.api_key_secret is not None else []
+
+
+register_provider(
+    ProviderEntry("s2s", "openai_realtime", _openai_realtime, OpenAIRealtimeOptions, _realtime_secrets)
+)
+
+
+def _elevenlabs_convai(request: BuildRequest) -> SpeechToSpeechEngine:
+    """An ElevenLabs agent; with no key at all (neither a named secret nor the operator's) it must be a
+    public agent."""
+    from parley.providers.s2s.elevenlabs_convai import ElevenLabsConvaiEngine
+
+    options: ElevenLabsConvaiOptions = request.options
+    host = request.host
+    key = _api_key(options.api_key_secret, host.elevenlabs_api_key, request.secrets, "s2s")
+    wanted = {
+        "prompt": options.override_prompt,
+        "first_message": options.override_first_message,
+        "language": options.override_language,
+    }
+    return ElevenLabsConvaiEngine(
+        options.agent_id,
+        api_key=key,
+        base_url=host.elevenlabs_base_url,
+        overrides=frozenset(name for name, on in wanted.items() if on),
+        voice_id=options.voice_id,
+        dynamic_variables=dict(options.dynamic_variables),
+        timeout_s=host.elevenlabs_convai_timeout_s,
+        end_of_reply_s=host.elevenlabs_convai_end_of_reply_ms / 1000,
+    )
+
+
+register_provider(
+    ProviderEntry("s2s", "elevenlabs_convai", _elevenlabs_convai, ElevenLabsConvaiOptions, _named_secret)
+)
+
+
+def _speech_to_speech_stack(agent: AgentConfig, host: Settings, secrets: Secrets) -> EngineStack:
+    """One remote engine hears and speaks; the recogniser and VAD stay for supervisors' legs, the agent's
+    language model is loaded only when post-call analysis or coaching asks for one, and the pipeline's
+    voice is a stand-in that is never asked."""
+    from parley.engine.speech_to_speech import NotInPipeline
+
+    assert agent.s2s is not None  # the agent's validator makes sure
+    unused = NotInPipeline()
+    wants_llm = agent.analysis.enabled or (agent.coaching.enabled and agent.coaching.use_llm)
+    return EngineStack(
+        vad_factory=_engine("vad", agent.vad, host, secrets),
+        recognizer=_engine("asr", agent.asr, host, secrets),
+        llm=_engine("llm", agent.llm, host, secrets) if wants_llm else unused,
+        tts=unused,
+        s2s=_engine("s2s", agent.s2s, host, secrets),
+    )
+
+
+def _key(kind: str, settings: ProviderSettings | FallbackSettings, *extra: str) -> str:
     options = json.dumps(settings.options, sort_keys=True, default=str)
     return ":".join([kind, settings.provider, options, *extra])
 
 
-def _engine(
-    role: Role,
-    settings: ProviderSettings,
-    host: Settings,
-    secrets: Secrets,
-    wrap: Callable[[Any], Any] = lambda engine: engine,
-) -> Any:
-    """The engine for one role, shared by every session asking for the same thing. One built with an
+def _engine(role: Role, settings: ProviderSettings, host: Settings, secrets: Secrets) -> Any:
+    """The engine for one role, shared by every session asking for the same thing: the provider alone,
+    or, with ``fallbacks``, a failover chain over it and them (``providers/failover.py``)."""
+    chosen: list[ProviderSettings | FallbackSettings] = [settings, *settings.fallbacks]
+    links = [_link(role, each, host, secrets) for each in chosen]
+    if len(links) == 1:
+        return links[0][1].engine
+    chain = _CHAINS[role]
+    return _shared("chain:" + "|".join(key for key, _ in links), lambda: chain([link for _, link in links]))
+
+
+def _link(
+    role: Role, chosen: ProviderSettings | FallbackSettings, host: Settings, secrets: Secrets
+) -> tuple[str, Link[Any]]:
+    """One provider's shared engine and circuit breaker, with its cache key. One built with an
     organization's secrets is never shared with another: their digest is part of the key."""
-    entry = provider(role, settings.provider)
-    options = parse_options(role, settings.provider, settings.options)
+    entry = provider(role, chosen.provider)
+    options = parse_options(role, chosen.provider, chosen.options)
     wanted = {name: secrets.get(name) for name in entry.secret_names(options)}
     digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest() if wanted else ""
     request = BuildRequest(options, host, {k: v for k, v in wanted.items() if v is not None})
-    return _shared(_key(role, settings, digest), lambda: wrap(entry.factory(request)))
+    key = _key(role, chosen, digest)
+    engine = _shared(key, lambda: _with_phrase_cache(role, entry.factory(request), key, host))
+    breaker = _shared(
+        "breaker:" + key,
+        lambda: CircuitBreaker(host.provider_breaker_failures, host.provider_breaker_cooldown_s),
+    )
+    return key, Link(chosen.provider, engine, breaker)
+
+
+def _with_phrase_cache(role: Role, engine: Any, key: str, host: Settings) -> Any:
+    """Every voice, whichever provider made it, remembers its phrases under its own key (provider,
+    options, credentials) in the one store bounded for the whole process (PARLEY_TTS_PHRASE_CACHE_MB)."""
+    if role != "tts":
+        return engine
+    store = _shared("phrase-store", lambda: PhraseStore(host.tts_phrase_cache_mb * 1024 * 1024))
+    return PhraseCache(engine, voice=key, store=store)
+
+
+_CHAINS: dict[str, Callable[[list[Link[Any]]], Any]] = {
+    "asr": FailoverRecognizer,
+    "llm": FailoverLanguageModel,
+    "tts": FailoverSynthesizer,
+}
 
 
 def _turn_model(agent: AgentConfig) -> EndOfTurnModel | None:
@@ -301,21 +614,40 @@ def build_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineSta
     host = get_settings()
     check_operator_policy(agent, host)
     found = secrets or {}
+    if agent.mode == "speech_to_speech":
+        return _speech_to_speech_stack(agent, host, found)
+    language = getattr(agent, "language", "en")
+    voice = agent.tts if language == AUTO else voice_settings(agent, language, host.piper_voices)
     return EngineStack(
         vad_factory=_engine("vad", agent.vad, host, found),
-        recognizer=_engine("asr", agent.asr, host, found),
+        recognizer=_engine("asr", recognizer_settings(agent), host, found),
         llm=_engine("llm", agent.llm, host, found),
-        tts=_engine("tts", agent.tts, host, found, wrap=PhraseCache),
+        tts=_engine("tts", voice, host, found),
         turn_model=_shared(
             f"turn:{agent.endpointing.semantic}:{agent.vad.provider}", lambda: _turn_model(agent)
         ),
         embedder=_shared("embedder", _embedder) if _wants_embedder(agent) else None,
+        voice=voice_name(voice),
+        voices=_voices(agent, host, found) if language == AUTO else None,
     )
+
+
+def _voices(agent: AgentConfig, host: Settings, secrets: Secrets) -> Callable[[str], Voice]:
+    """The voice of each language a caller of an ``auto`` agent turns out to speak (built on first use,
+    then shared like every engine)."""
+
+    def voice(language: str) -> Voice:
+        settings = voice_settings(agent, language, host.piper_voices)
+        return Voice(voice_name(settings), _engine("tts", settings, host, secrets))
+
+    return voice
 
 
 async def prepare_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineStack:
     """Load and warm every model so the first turn is as fast as the rest."""
     stack = await asyncio.to_thread(build_stack, agent, secrets)
+    if stack.s2s is not None:  # the remote engine needs no warming; the recogniser serves supervisors
+        return stack
     await stack.recognizer.warm_up()
     await stack.tts.warm_up()
     await stack.llm.warm_up()
@@ -339,6 +671,7 @@ async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
         stack.llm.count_tokens,
         grounded=agent.grounded,
         examples=grounding_examples(tools.closing_tool()),
+        language_note=language_note(getattr(agent, "language", None)),
     )
     await stack.llm.warm_up([context.system_message(), *context.examples], tools.specs() or None)
     await warm_greeting(stack, agent)
@@ -347,7 +680,7 @@ async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
 async def warm_greeting(stack: EngineStack, agent: AgentConfig) -> None:
     """Synthesize the agent's first message ahead, clause by clause as a reply will ask for it, so a
     caller hears it the moment the call connects."""
-    if agent.first_message and isinstance(stack.tts, PhraseCache):
+    if agent.first_message and isinstance(stack.tts, WarmsPhrases):
         await stack.tts.warm(fixed_clauses(agent.first_message))
 
 

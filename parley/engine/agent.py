@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from parley.engine.analysis_settings import AnalysisSettings
 from parley.engine.coaching import CoachingSettings
 from parley.engine.variables import PromptTemplateError, check_template
 from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
+from parley.providers.languages import LANGUAGES
 from parley.providers.options import OptionsError, Role, validate_options
 
 # Caps on what an agent may say and hold. An agent is tenant input (POST /v1/agents) and goes whole into
@@ -25,6 +26,21 @@ SpokenLine = Annotated[SafeStr, Field(max_length=1000)]
 DestinationName = Annotated[SafeStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_. -]+$")]
 HeaderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 SecretName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+def _known_language(code: str) -> str:
+    if code not in LANGUAGES:
+        raise PydanticCustomError(
+            "language",
+            "unknown language '{code}' (one of: {known})",
+            {"code": code, "known": ", ".join(LANGUAGES)},
+        )
+    return code
+
+
+LanguageCode = Annotated[
+    str, AfterValidator(_known_language), Field(description="an ISO 639-1 code Parley has a voice for")
+]
 
 
 class EndpointingSettings(BaseModel):
@@ -92,6 +108,19 @@ class InterruptionSettings(BaseModel):
     )
 
 
+MAX_FALLBACKS = 3
+FALLBACK_ROLES: frozenset[str] = frozenset({"asr", "llm", "tts"})
+
+
+class FallbackSettings(BaseModel):
+    """One provider of a role's fallback chain (same shape as the primary, without fallbacks of its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(max_length=40)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class ProviderSettings(BaseModel):
     """Which engine to use for a role, and its options: an allow-list per provider, with bounds
     (``parley.providers.options``). Hosts, paths, programs and sizes are operator settings."""
@@ -101,16 +130,29 @@ class ProviderSettings(BaseModel):
 
     provider: str = Field(max_length=40)
     options: dict[str, Any] = Field(default_factory=dict)
+    fallbacks: list[FallbackSettings] = Field(
+        default_factory=list,
+        max_length=MAX_FALLBACKS,
+        description="for asr, llm and tts: providers asked in order when the ones before are unavailable "
+        "(refused, timed out, no first token in time) before their answer began (docs/providers.md)",
+    )
 
     @model_validator(mode="after")
     def _allowed_options(self) -> ProviderSettings:
         if self.role is not None:
-            try:
-                self.options = validate_options(self.role, self.provider, self.options)
-            except OptionsError as exc:
-                raise PydanticCustomError(
-                    "provider_option", "{field}: {detail}", {"field": exc.field, "detail": str(exc)}
-                ) from exc
+            if self.fallbacks and self.role not in FALLBACK_ROLES:
+                raise PydanticCustomError("fallbacks", "{role} has no fallbacks", {"role": self.role})
+            chain: list[ProviderSettings | FallbackSettings] = [self, *self.fallbacks]
+            for index, chosen in enumerate(chain):
+                where = "" if index == 0 else f"fallbacks.{index - 1}."
+                try:
+                    chosen.options = validate_options(self.role, chosen.provider, chosen.options)
+                except OptionsError as exc:
+                    raise PydanticCustomError(
+                        "provider_option",
+                        "{field}: {detail}",
+                        {"field": where + exc.field, "detail": str(exc)},
+                    ) from exc
         return self
 
 
@@ -128,6 +170,12 @@ class LlmSettings(ProviderSettings):
 
 class TtsSettings(ProviderSettings):
     role: ClassVar[Role | None] = "tts"
+
+
+class S2sSettings(ProviderSettings):
+    """The speech-to-speech engine of an agent in ``mode: speech_to_speech`` (``openai_realtime`` …)."""
+
+    role: ClassVar[Role | None] = "s2s"
 
 
 class ToolSettings(BaseModel):
@@ -223,9 +271,32 @@ class AgentConfig(BaseModel):
         description="anyone may talk to this agent without a session token (the demo page's agent); "
         "such sessions are accounted to the agent's organization and marked as public",
     )
+    language: LanguageCode | Literal["auto"] = Field(
+        "en",
+        description="the language of the call (es, de …): heard, answered and spoken in it; auto: detected "
+        "on the caller's first turn, then the voice and the answers follow it",
+    )
+    languages: list[LanguageCode] = Field(
+        default_factory=list,
+        max_length=len(LANGUAGES),
+        description="with language auto, the languages a caller may speak (detection picks among them); "
+        "default: every language Parley has a voice for",
+    )
+    voices: dict[LanguageCode, TtsSettings] = Field(
+        default_factory=dict,
+        max_length=len(LANGUAGES),
+        description="the voice for a language, over the built-in table (which keeps the agent's own tts "
+        "where it speaks the language, else Piper or espeak-ng)",
+    )
     asr: AsrSettings = Field(default_factory=lambda: AsrSettings(provider="whisper"))
     llm: LlmSettings = Field(default_factory=lambda: LlmSettings(provider="llamacpp"))
     tts: TtsSettings = Field(default_factory=lambda: TtsSettings(provider="piper"))
+    mode: Literal["pipeline", "speech_to_speech"] = Field(
+        "pipeline",
+        description="pipeline: VAD, ASR, LLM and TTS in turn; speech_to_speech: one remote model hears and "
+        "speaks (set `s2s`); asr then only transcribes supervisors, llm and tts are unused",
+    )
+    s2s: S2sSettings | None = None
     vad: VadSettings = Field(default_factory=lambda: VadSettings(provider="silero"))
     endpointing: EndpointingSettings = Field(default_factory=EndpointingSettings)
     interruption: InterruptionSettings = Field(default_factory=InterruptionSettings)
@@ -250,6 +321,12 @@ class AgentConfig(BaseModel):
         "Sorry, I'm having trouble answering right now. Could you say that again?",
         description="spoken when the language model fails",
     )
+
+    @model_validator(mode="after")
+    def _s2s_engine(self) -> AgentConfig:
+        if self.mode == "speech_to_speech" and self.s2s is None:
+            raise PydanticCustomError("s2s", "mode: speech_to_speech needs s2s: {provider: …}")
+        return self
 
     @model_validator(mode="after")
     def _prompt_templates(self) -> AgentConfig:

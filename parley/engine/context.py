@@ -89,8 +89,12 @@ class ConversationContext:
         retrieval_budget: int | None = None,
         grounded: bool = False,
         examples: list[ChatMessage] | None = None,
+        language_note: str = "",
     ) -> None:
         self.system_prompt = system_prompt
+        self.language_note = language_note
+        """Said last in the system message, where a small model heeds it most: the language to answer in
+        (set when the session learns the caller's language)."""
         self.knowledge = list(knowledge)
         self.token_budget = token_budget
         self.documents = documents if documents is not None and len(documents) else None
@@ -115,6 +119,8 @@ class ConversationContext:
             text += (f"\n\n# What you know\n{facts}" if facts else "") + GROUNDING_RULES
         elif facts:
             text += "\n\nFacts you can rely on:\n" + facts
+        if self.language_note:
+            text += "\n\n" + self.language_note
         return ChatMessage("system", text)
 
     def add_user(self, text: str) -> None:

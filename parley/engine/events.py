@@ -64,6 +64,14 @@ class EventType(StrEnum):
     """A person took the call over from the agent (a supervisor barged in): the agent listens only."""
     HANDOVER_ENDED = "handover.ended"
     """The agent has the call back."""
+    LANGUAGE_DETECTED = "language.detected"
+    """The caller's language, heard on their first turn (``language: auto``): the call's recogniser,
+    voice and answers follow it from now on (``language``, ``probability``, ``voice``)."""
+    PROVIDER_FAILOVER = "provider.failover"
+    """A provider was unavailable (or its circuit open) before answering: the next of its role's chain
+    was asked (``role``, ``from``, ``to``, ``reason``, ``after_ms``)."""
+    PROVIDER_BREAKER = "provider.breaker"
+    """A provider's circuit breaker changed state (``role``, ``provider``, ``previous``, ``state``)."""
     AUDIO_UNDERRUN = "audio.underrun"
     INPUT_OVERFLOW = "audio.input_overflow"
     METRICS = "metrics"

@@ -13,7 +13,16 @@ from parley.engine.variables import CallVariables
 from parley.providers.asr.base import SpeechRecognizer
 from parley.providers.embeddings.base import SentenceEmbedder
 from parley.providers.llm.base import LanguageModel
+from parley.providers.s2s.base import SpeechToSpeechEngine
 from parley.providers.tts.base import SpeechSynthesizer
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """A voice and the name the timeline gives it (``espeak:es``)."""
+
+    name: str
+    tts: SpeechSynthesizer
 
 
 @dataclass(slots=True)
@@ -27,6 +36,13 @@ class EngineStack:
     turn_model: EndOfTurnModel | None = None
     embedder: SentenceEmbedder | None = None
     """For grounded agents: tells a question about something the agent does not know."""
+    voice: str = ""
+    """The name of ``tts`` on the timeline, when the agent's language chose it."""
+    voices: Callable[[str], Voice] | None = None
+    """For ``language: auto``: the voice of a detected language (blocking: it may load a model)."""
+    s2s: SpeechToSpeechEngine | None = None
+    """For ``mode: speech_to_speech``: the engine that hears and speaks (``SpeechToSpeechSession``);
+    then ``recognizer`` only transcribes supervisors and ``llm``/``tts`` are stand-ins never asked."""
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
 from parley.providers.llm.chat_template import opens_with_markup
-from parley.providers.tts.base import SpeechSynthesizer
+from parley.providers.tts.base import AlignedSynthesizer, CharTiming, SpeechSynthesizer, played_text
 
 log = structlog.get_logger("parley.engine.reply")
 Emit = Callable[..., None]
@@ -124,6 +124,8 @@ class Reply:
         self.usage = Usage()
         self.segments: list[str] = []
         self.segment_samples: list[int] = []
+        self._timings: dict[int, list[CharTiming]] = {}
+        """Per clause, when each character sounds (from a voice that says so: ``AlignedSynthesizer``)."""
         self.messages: list[ChatMessage] = []
         self._segment_queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
         self._audio: asyncio.Queue[Any] = asyncio.Queue(maxsize=int(30_000 / deps.settings.frame_ms))
@@ -374,22 +376,47 @@ class Reply:
         resampler = Resampler(self.deps.tts.sample_rate, out_rate)
         pending = np.zeros(0, dtype=np.int16)
         started = now()
-        async for chunk in self.deps.tts.synthesize(text):
-            if not self._voiced_any and len(chunk):
-                self._voiced_any = True
-                self.deps.emit(
-                    EventType.TTS_FIRST_BYTE,
-                    reply_id=self.id,
-                    latency_ms=round((now() - started) * 1000, 1),
-                    text=text,
-                )
-            pending = np.concatenate([pending, resampler.process(chunk)])
-            pending = await self._queue_frames(pending, index, frame_samples)
+        chunks = self._chunks(index, text)
+        try:
+            async for chunk in chunks:
+                if not self._voiced_any and len(chunk):
+                    self._voiced_any = True
+                    self.deps.emit(
+                        EventType.TTS_FIRST_BYTE,
+                        reply_id=self.id,
+                        latency_ms=round((now() - started) * 1000, 1),
+                        text=text,
+                    )
+                pending = np.concatenate([pending, resampler.process(chunk)])
+                pending = await self._queue_frames(pending, index, frame_samples)
+        finally:  # cancelled mid-clause: the voice stops now (a remote one closes its socket), not at GC
+            await chunks.aclose()
         rest = await self._queue_frames(np.concatenate([pending, resampler.flush()]), index, frame_samples)
         if len(rest):  # the clause's last, shorter frame
             await self._audio.put(_Frame(rest, index))
             self.segment_samples[index] += len(rest)
         await self._audio.put(_SegmentEnd(index))
+
+    async def _chunks(self, index: int, text: str) -> AsyncGenerator[PCM16, None]:
+        """The clause's audio from the voice; an aligned voice's character timings are kept, so a cut
+        in this clause keeps exactly the characters heard."""
+        tts = self.deps.tts
+        if isinstance(tts, AlignedSynthesizer):
+            aligned = tts.synthesize_aligned(text)
+            try:
+                async for piece in aligned:
+                    if piece.chars:
+                        self._timings.setdefault(index, []).extend(piece.chars)
+                    yield piece.pcm
+            finally:
+                await _aclose(aligned)
+            return
+        plain = tts.synthesize(text)
+        try:
+            async for chunk in plain:
+                yield chunk
+        finally:
+            await _aclose(plain)
 
     async def _on_voice_failed(self, index: int, exc: Exception) -> None:
         """The voice failed on clause ``index``: the reply stops thinking (nothing more can be said, and no
@@ -541,6 +568,10 @@ class Reply:
             if heard[index] >= total:
                 words.extend(text.split())
                 continue
+            timings = self._timings.get(index)
+            if timings:  # the voice said when each character sounds: keep exactly those heard
+                words.extend(played_text(timings, heard[index] / rate).split())
+                break
             segment_words = text.split()
             words.extend(segment_words[: int(len(segment_words) * heard[index] / total)])
             break
@@ -566,6 +597,12 @@ async def _sleep_until(deadline: float) -> None:
     delay = deadline - now()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+async def _aclose(stream: AsyncIterator[Any]) -> None:
+    close = getattr(stream, "aclose", None)  # an async generator: stop it now, not at GC
+    if close is not None:
+        await close()
 
 
 def _call_key(call: ToolCall) -> str:

@@ -25,6 +25,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.context import ConversationContext, grounding_examples
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.grounding import GroundingCheck
+from parley.engine.language import AUTO, language_note
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
 from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
@@ -33,7 +34,8 @@ from parley.engine.transport import AudioOutput, ConfirmsPlayout
 from parley.engine.turn_text import real_words
 from parley.engine.turns import TurnPolicy
 from parley.engine.variables import render_agent
-from parley.providers.asr.base import RecognitionStream, Transcript
+from parley.providers.asr.base import RecognitionStream, SetsLanguage, Transcript
+from parley.providers.events import ProviderEvent, bind_reporter
 from parley.providers.llm.base import ChatMessage
 
 log = structlog.get_logger("parley.engine.session")
@@ -74,7 +76,13 @@ class Session:
     ) -> None:
         self.id = session_id or uuid.uuid4().hex[:12]
         self.agent = agent
-        self.stack = stack
+        # Shared provider chains report their failovers and breaker changes to this call's timeline.
+        self.stack = stack = dataclasses.replace(
+            stack,
+            recognizer=bind_reporter(stack.recognizer, self._provider_event),
+            llm=bind_reporter(stack.llm, self._provider_event),
+            tts=bind_reporter(stack.tts, self._provider_event),
+        )
         self.output = output
         self.timeline = timeline
         self.options = options or SessionOptions()
@@ -96,7 +104,12 @@ class Session:
             documents=self.options.knowledge,
             grounded=agent.grounded,
             examples=grounding_examples(self.tools.closing_tool()),
+            language_note=language_note(agent.language),
         )
+        self._language: str | None = None if agent.language == AUTO else agent.language
+        """The caller's language: the agent's, or for ``auto`` the one heard on the first turn."""
+        self._tts = stack.tts
+        """The voice replies speak with: the stack's, until a detected language brings its own."""
         self._grounding = (
             GroundingCheck(stack.embedder, agent.knowledge, passages=self._passages)
             if stack.embedder is not None and self.context.grounded
@@ -114,7 +127,7 @@ class Session:
         self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
         self._turn = TurnState.IDLE
         """Who holds the floor; changed only by ``_turn_to`` (see ``engine/state.py``)."""
-        self._asr: RecognitionStream = stack.recognizer.open_stream()
+        self._asr: RecognitionStream = self._open_asr()
         self._preroll: deque[PCM16] = deque(
             maxlen=max(1, int(PREROLL_S * ASR_RATE / self._vad.frame_samples))
         )
@@ -232,7 +245,7 @@ class Session:
         self._drop_candidate()
         self._reset_turn()
         if self._endpointer.in_speech:
-            old, self._asr = self._asr, self.stack.recognizer.open_stream()
+            old, self._asr = self._asr, self._open_asr()
             self._spawn(old.aclose())
 
     def interrupt(self) -> None:
@@ -302,7 +315,12 @@ class Session:
 
     async def run(self) -> None:
         """Run until ``end()``; every task the session started is finished before this returns."""
-        self._emit(EventType.SESSION_STARTED, agent=self.agent.name)
+        spoken = (
+            {"language": self.agent.language, "voice": self.stack.voice}
+            if self.agent.language != "en"
+            else {}
+        )
+        self._emit(EventType.SESSION_STARTED, agent=self.agent.name, **spoken)
         if self._turn is TurnState.IDLE:  # not when something was said before the session ran
             self._turn_to(TurnState.LISTENING)
         if self.agent.first_message:
@@ -436,6 +454,8 @@ class Session:
                 self._ask_to_repeat(candidate.speech_end)
                 return
             text = final.text.strip()
+            if self._language is None and text and final.language:
+                await self._adopt_language(final.language, final.language_probability)
             candidate.text, candidate.audio_seconds = text, len(audio) / ASR_RATE
             if self._turn is TurnState.INTERRUPTED:
                 if not self._has_real_words(text):
@@ -558,7 +578,7 @@ class Session:
     def _reply_deps(self) -> ReplyDeps:
         return ReplyDeps(
             self.stack.llm,
-            self.stack.tts,
+            self._tts,
             self.tools,
             self.context,
             self.output,
@@ -669,10 +689,45 @@ class Session:
 
     async def _restart_asr(self) -> None:
         """A fresh stream holding the turn so far (the old one was finalized at the pause)."""
-        old, self._asr = self._asr, self.stack.recognizer.open_stream()
+        old, self._asr = self._asr, self._open_asr()
         self._spawn(old.aclose())
         for pcm in self._turn_audio:
             await self._asr.push(pcm)
+
+    def _open_asr(self) -> RecognitionStream:
+        """A recognition stream for the next words, in the caller's language once it is known."""
+        stream = self.stack.recognizer.open_stream()
+        if self._language is not None and isinstance(stream, SetsLanguage):
+            stream.set_language(self._language)
+        return stream
+
+    async def _adopt_language(self, language: str, probability: float | None) -> None:
+        """The caller's first words were in ``language``: hear, answer and speak it for the rest of the
+        call. Without a voice for it (none configured, or it failed to load) the agent's voice stays."""
+        self._language = language
+        if isinstance(self._asr, SetsLanguage):
+            self._asr.set_language(language)
+        self.context.language_note = language_note(language)
+        voice = self.stack.voice
+        if self.stack.voices is not None:
+            try:
+                chosen = await asyncio.to_thread(self.stack.voices, language)
+            except Exception as exc:  # the call goes on in the voice it has; the timeline says why
+                log.warning(
+                    "no voice for the detected language",
+                    session_id=self.id,
+                    language=language,
+                    error=repr(exc),
+                )
+                self._emit(EventType.ERROR, where="language.voice", stage="tts", error=repr(exc))
+            else:
+                self._tts, voice = bind_reporter(chosen.tts, self._provider_event), chosen.name
+        self._emit(
+            EventType.LANGUAGE_DETECTED,
+            language=language,
+            probability=None if probability is None else round(probability, 3),
+            voice=voice,
+        )
 
     def _reset_turn(self) -> None:
         self._turn_audio = []
@@ -704,6 +759,10 @@ class Session:
 
     def _emit(self, type_: EventType, **data: Any) -> None:
         self.timeline.emit(Event(type_, self.id, now(), data))
+
+    def _provider_event(self, event: ProviderEvent) -> None:
+        kind = EventType.PROVIDER_FAILOVER if event.kind == "failover" else EventType.PROVIDER_BREAKER
+        self._emit(kind, **event.data)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

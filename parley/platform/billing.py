@@ -155,8 +155,12 @@ def render_invoice_html(invoice: InvoiceOut) -> str:
         "asr_seconds": "Speech recognition",
         "llm_input_tokens": "Language model, input",
         "llm_output_tokens": "Language model, output",
+        "llm_audio_input_tokens": "Speech-to-speech model, audio in",
+        "llm_audio_output_tokens": "Speech-to-speech model, audio out",
         "tts_characters": "Speech synthesis",
+        "speech_to_speech_seconds": "Speech-to-speech engine",
         "telephony_minutes": "Telephony",
+        "sms_segments": "Text messages",
     }
     return _templates.get_template("invoice.html").render(
         invoice=invoice, labels=labels, generated=date.today().isoformat()

@@ -1,63 +1,179 @@
 """Prices, markup and currency: turning usage into money.
 
-Prices are in USD per provider and model (``"*"`` matches any model, or any provider) and come from a
-YAML file (``PARLEY_PRICING_FILE``) or the built-in table below. Money is kept as integer micro-USD;
-the display currency (INR by default) uses a configured rate, never one fetched at run time.
+Prices are in USD per provider and model and come from ``prices.yaml`` beside this module: each
+provider's published price with the page it was read on and the date (``source``, ``as_of``), so a figure
+can be checked and its age seen. ``PARLEY_PRICING_FILE`` replaces that table by table. A model key is an
+exact name, a glob (``aura-2*``) or ``*`` for any other model; ``*`` as a provider matches any provider.
+Money is kept as integer micro-USD; the display currency (INR by default) uses a configured rate, never one
+fetched at run time.
 """
 
 from __future__ import annotations
 
+import copy
+import fnmatch
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from parley.config import Settings
 from parley.store.types import MICROS
 
 Prices = dict[str, dict[str, float]]
 
+BUILTIN_PRICES = Path(__file__).resolve().parent / "prices.yaml"
+"""The built-in table: published prices, each with its source and date."""
+
+AsOf = Annotated[str, StringConstraints(pattern=r"^(\d{4}-\d{2}(-\d{2})?|unverified)$")]
+
+
+class PriceSource(BaseModel):
+    """Where a price was read and when: what lets an operator check a figure before billing by it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(min_length=1, max_length=500)
+    """The page the figure was read on (a URL), or ``estimate`` for Parley's own guess."""
+    as_of: AsOf
+    """The date the figure was read from the provider (``YYYY-MM-DD`` or ``YYYY-MM``), or ``unverified``."""
+    note: str = Field("", max_length=2000)
+    verified: bool = True
+    """False where sources disagree, the figure is undated, or it is derived rather than published."""
+
+
+class PriceEntry(PriceSource):
+    usd: float = Field(ge=0, allow_inf_nan=False)
+
+
+Provenance = dict[str, dict[str, dict[str, PriceSource]]]
+"""table -> provider -> model -> where that price came from."""
+
+TABLES = (
+    "asr_per_minute",
+    "llm_input_per_million_tokens",
+    "llm_output_per_million_tokens",
+    "llm_audio_input_per_million_tokens",
+    "llm_audio_output_per_million_tokens",
+    "tts_per_million_characters",
+    "speech_to_speech_per_minute",
+    "telephony_per_minute",
+    "sms_per_segment",
+)
+
+
+def _split(raw: dict[str, Any], where: str) -> tuple[dict[str, Prices], Provenance]:
+    """A price file's tables as plain numbers, and the provenance of entries that carry one.
+
+    An entry is either a number or a mapping with ``usd``, ``source`` and ``as_of`` (``PriceEntry``)."""
+    prices: dict[str, Prices] = {}
+    provenance: Provenance = {}
+    for table, providers in raw.items():
+        if table not in TABLES:
+            raise ValueError(f"{where}: unknown price table {table!r} (tables: {', '.join(TABLES)})")
+        if not isinstance(providers, dict):
+            raise ValueError(f"{where}: {table} must map providers to models to prices")
+        prices[table] = {}
+        for provider, models in providers.items():
+            if not isinstance(models, dict):
+                raise ValueError(f"{where}: {table}.{provider} must map models to prices")
+            prices[table][str(provider)] = {}
+            for model, entry in models.items():
+                key = f"{table}.{provider}.{model}"
+                if isinstance(entry, dict):
+                    try:
+                        parsed = PriceEntry.model_validate(entry)
+                    except ValidationError as exc:
+                        raise ValueError(f"{where}: {key}: {exc.errors()[0]['msg']}") from exc
+                    prices[table][str(provider)][str(model)] = parsed.usd
+                    provenance.setdefault(table, {}).setdefault(str(provider), {})[str(model)] = (
+                        PriceSource.model_validate(parsed.model_dump(exclude={"usd"}))
+                    )
+                elif isinstance(entry, int | float) and not isinstance(entry, bool) and entry >= 0:
+                    prices[table][str(provider)][str(model)] = float(entry)
+                else:
+                    raise ValueError(f"{where}: {key} must be a price in USD or a mapping with usd")
+    return prices, provenance
+
+
+@cache
+def _builtin() -> tuple[dict[str, Prices], Provenance]:
+    try:
+        raw = yaml.safe_load(BUILTIN_PRICES.read_text(encoding="utf-8")) or {}
+    except OSError as exc:  # a wheel built without its package data
+        raise RuntimeError(
+            f"Parley's price table {BUILTIN_PRICES} is missing ({exc}); reinstall Parley, or set "
+            "PARLEY_PRICING_FILE to a price file"
+        ) from exc
+    return _split(raw, str(BUILTIN_PRICES))
+
+
+def _default(table: str) -> Prices:
+    return copy.deepcopy(_builtin()[0].get(table, {"*": {"*": 0.0}}))
+
 
 class PriceTable(BaseModel):
-    """USD prices. The built-in figures are placeholders of the right order of magnitude: set your own.
+    """USD prices per table, provider and model; by default the published ones in ``prices.yaml``.
     Embedded engines are priced as an estimate of the compute they use."""
 
     model_config = ConfigDict(extra="forbid")
 
-    asr_per_minute: Prices = Field(
-        default_factory=lambda: {
-            "whisper": {"*": 0.0006},
-            "deepgram": {"*": 0.0043},
-            "openai": {"*": 0.006},
-            "*": {"*": 0.0},
-        }
-    )
+    asr_per_minute: Prices = Field(default_factory=lambda: _default("asr_per_minute"))
     llm_input_per_million_tokens: Prices = Field(
-        default_factory=lambda: {
-            "llamacpp": {"*": 0.02},
-            "openai": {"gpt-4o-mini": 0.15, "*": 2.5},
-            "*": {"*": 0.0},
-        }
+        default_factory=lambda: _default("llm_input_per_million_tokens")
     )
     llm_output_per_million_tokens: Prices = Field(
-        default_factory=lambda: {
-            "llamacpp": {"*": 0.04},
-            "openai": {"gpt-4o-mini": 0.6, "*": 10.0},
-            "*": {"*": 0.0},
-        }
+        default_factory=lambda: _default("llm_output_per_million_tokens")
     )
-    tts_per_million_characters: Prices = Field(
-        default_factory=lambda: {
-            "piper": {"*": 1.0},
-            "espeak": {"*": 0.5},
-            "deepgram": {"*": 15.0},
-            "elevenlabs": {"*": 180.0},
-            "*": {"*": 0.0},
-        }
+    llm_audio_input_per_million_tokens: Prices = Field(
+        default_factory=lambda: _default("llm_audio_input_per_million_tokens")
     )
-    telephony_per_minute: Prices = Field(default_factory=lambda: {"twilio": {"*": 0.0085}, "*": {"*": 0.0}})
+    llm_audio_output_per_million_tokens: Prices = Field(
+        default_factory=lambda: _default("llm_audio_output_per_million_tokens")
+    )
+    tts_per_million_characters: Prices = Field(default_factory=lambda: _default("tts_per_million_characters"))
+    speech_to_speech_per_minute: Prices = Field(
+        default_factory=lambda: _default("speech_to_speech_per_minute")
+    )
+    telephony_per_minute: Prices = Field(default_factory=lambda: _default("telephony_per_minute"))
+    sms_per_segment: Prices = Field(default_factory=lambda: _default("sms_per_segment"))
+    provenance: Provenance = Field(default_factory=lambda: copy.deepcopy(_builtin()[1]))
+    """Where each price came from, for the entries that say (all built-in ones do)."""
+
+    def source_of(self, table: str, provider: str, model: str) -> PriceSource | None:
+        """The provenance of the price ``price_key`` picks for (provider, model), if it has one."""
+        key = price_key(getattr(self, table), provider, model)
+        if key is None:
+            return None
+        return self.provenance.get(table, {}).get(key[0], {}).get(key[1])
+
+
+def price_key(prices: Prices, provider: str, model: str) -> tuple[str, str] | None:
+    """Which (provider, model) entry prices this: for the provider, then the model, the exact name, else
+    the longest matching glob, else ``*``. A provider whose entries match no model falls through to the
+    next matching provider key."""
+    for provider_key in _matching(prices, provider):
+        models = prices[provider_key]
+        for model_key in _matching(models, model):
+            return provider_key, model_key
+    return None
+
+
+def _matching(keys: dict[str, Any], name: str) -> list[str]:
+    """The keys that match ``name``, best first: itself, the globs by length, ``*``."""
+    globs = sorted(
+        (k for k in keys if k != "*" and _is_glob(k) and fnmatch.fnmatchcase(name, k)), key=len, reverse=True
+    )
+    return [k for k in (name, *globs, "*") if k in keys]
+
+
+def _is_glob(key: str) -> bool:
+    return re.search(r"[*?\[]", key) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +191,12 @@ METERS: dict[str, Meter] = {
     "asr_seconds": Meter("asr_per_minute", "s", 1 / 60, "minute"),
     "llm_input_tokens": Meter("llm_input_per_million_tokens", "tokens", 1e-6, "1M tokens"),
     "llm_output_tokens": Meter("llm_output_per_million_tokens", "tokens", 1e-6, "1M tokens"),
+    "llm_audio_input_tokens": Meter("llm_audio_input_per_million_tokens", "tokens", 1e-6, "1M tokens"),
+    "llm_audio_output_tokens": Meter("llm_audio_output_per_million_tokens", "tokens", 1e-6, "1M tokens"),
     "tts_characters": Meter("tts_per_million_characters", "chars", 1e-6, "1M chars"),
+    "speech_to_speech_seconds": Meter("speech_to_speech_per_minute", "s", 1 / 60, "minute"),
     "telephony_minutes": Meter("telephony_per_minute", "min", 1.0, "minute"),
+    "sms_segments": Meter("sms_per_segment", "segments", 1.0, "segment"),
 }
 
 
@@ -136,14 +256,10 @@ class Pricing:
         """Micro-USD per unit of ``kind`` (per second, token, character or minute)."""
         meter = METERS[kind]
         prices: Prices = getattr(self.table, meter.table)
-        for provider_key in (provider, "*"):
-            models = prices.get(provider_key)
-            if models is None:
-                continue
-            for model_key in (model, "*"):
-                if model_key in models:
-                    return models[model_key] * meter.scale * MICROS
-        return 0.0
+        key = price_key(prices, provider, model)
+        if key is None:
+            return 0.0
+        return prices[key[0]][key[1]] * meter.scale * MICROS
 
     def price(self, kind: str, provider: str, model: str, quantity: float) -> PricedLine:
         unit_price = self.unit_price_micros(kind, provider, model)
@@ -173,10 +289,17 @@ def to_currency(micros: int, rate: Decimal) -> Decimal:
 
 
 def load_table(path: Path | None) -> PriceTable:
+    """The operator's price file (``PARLEY_PRICING_FILE``), or the built-in table. A file's tables
+    replace the built-in ones they name; its entries may be bare numbers or carry a source and date."""
     if path is None:
         return PriceTable()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read pricing file {path}: {exc}") from exc
-    return PriceTable.model_validate(raw)
+    if not isinstance(raw, dict):
+        raise ValueError(f"pricing file {path}: expected a mapping of price tables")
+    prices, provenance = _split(raw, str(path))
+    builtin = _builtin()[1]
+    kept = {table: copy.deepcopy(rows) for table, rows in builtin.items() if table not in prices}
+    return PriceTable.model_validate({**prices, "provenance": {**kept, **provenance}})

@@ -39,8 +39,8 @@ from typing import Any
 import structlog
 
 from parley.audio.frame import AudioFrame
+from parley.engine.conversation import ConversationEngine
 from parley.engine.events import Event, EventType, Timeline, now
-from parley.engine.session import Session
 from parley.engine.state import SessionState
 from parley.engine.transport import AudioOutput
 from parley.platform.calls import hash_token
@@ -124,7 +124,7 @@ class SupervisedCall:
 
     def __init__(
         self,
-        session: Session,
+        session: ConversationEngine,
         tap: SupervisionTap,
         timeline: Timeline,
         *,
@@ -183,7 +183,7 @@ class SupervisedCall:
 
     @classmethod
     def open(
-        cls, session: Session, tap: SupervisionTap, timeline: Timeline, **options: Any
+        cls, session: ConversationEngine, tap: SupervisionTap, timeline: Timeline, **options: Any
     ) -> SupervisedCall:
         """Set the room beside a live session and start its clock; from now on the tap feeds it.
         Raises ``SupervisionUnavailable`` when the session has ended or already has supervisors."""

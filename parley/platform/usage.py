@@ -1,4 +1,5 @@
-"""What a call used — ASR seconds, LLM tokens, TTS characters, telephony minutes — read off its timeline.
+"""What a call used — ASR seconds, LLM tokens, TTS characters, speech-to-speech minutes, telephony minutes —
+read off its timeline.
 
 Usage is recomputed from the stored events whenever a call ends, so it is exact however often events
 were delivered. LLM tokens count every reply the model produced, including speculative ones that were
@@ -15,8 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.config import get_settings
 from parley.engine.agent import AgentConfig
 from parley.engine.events import EventType as E
+from parley.engine.language import AUTO, recognizer_settings, voice_settings
 from parley.platform.pricing import METERS, PricedLine, Pricing, money, table_price
 from parley.platform.schemas import CostBreakdown, CostLine
 from parley.store.agents import AgentRepository
@@ -30,59 +33,89 @@ TELEPHONY_TRANSPORTS = frozenset({"twilio", "telephony", "sip", "phone"})
 
 
 def measure(records: Iterable[Record], *, transport: str, duration_s: float | None) -> dict[str, float]:
-    """Quantities per metered kind (kinds that were not used are left out)."""
+    """Quantities per metered kind (kinds that were not used are left out).
+
+    A speech-to-speech call (``session.started`` names its ``engine``) is metered by its length, and its
+    model's audio tokens apart from its text tokens (a Realtime ``input_tokens`` counts both)."""
     asr = 0.0
     chars = 0
-    tokens: dict[str, tuple[int, int]] = {}
+    speech_to_speech = False
+    tokens: dict[str, tuple[int, int, int, int]] = {}
     for r in records:
         data = r.data
-        if r.type == E.TRANSCRIPT_FINAL:
+        if r.type == E.SESSION_STARTED and data.get("engine"):
+            speech_to_speech = True
+        elif r.type == E.TRANSCRIPT_FINAL:
             asr += float(data.get("audio_seconds") or 0.0)
         elif r.type == E.AGENT_TEXT:
             chars += len(str(data.get("text", "")))
         elif r.type in (E.LLM_COMPLETED, E.AGENT_REPLY_DONE):  # token counts are running totals per reply
             reply = str(data.get("reply_id"))
-            seen = tokens.get(reply, (0, 0))
+            seen = tokens.get(reply, (0, 0, 0, 0))
             tokens[reply] = (
                 max(seen[0], int(data.get("input_tokens") or 0)),
                 max(seen[1], int(data.get("output_tokens") or 0)),
+                max(seen[2], int(data.get("input_audio_tokens") or 0)),
+                max(seen[3], int(data.get("output_audio_tokens") or 0)),
             )
+    audio_in = sum(t[2] for t in tokens.values())
+    audio_out = sum(t[3] for t in tokens.values())
     usage = {
         "asr_seconds": round(asr, 3),
-        "llm_input_tokens": float(sum(t[0] for t in tokens.values())),
-        "llm_output_tokens": float(sum(t[1] for t in tokens.values())),
-        "tts_characters": float(chars),
+        "llm_input_tokens": float(sum(t[0] for t in tokens.values()) - audio_in),
+        "llm_output_tokens": float(sum(t[1] for t in tokens.values()) - audio_out),
+        "llm_audio_input_tokens": float(audio_in),
+        "llm_audio_output_tokens": float(audio_out),
+        "tts_characters": 0.0 if speech_to_speech else float(chars),  # the engine's voice: in its price
     }
+    if speech_to_speech and duration_s:
+        usage["speech_to_speech_seconds"] = round(duration_s, 3)
     if transport in TELEPHONY_TRANSPORTS and duration_s:
         usage["telephony_minutes"] = float(math.ceil(duration_s / 60))  # carriers bill started minutes
     return {kind: quantity for kind, quantity in usage.items() if quantity > 0}
 
 
-def providers(config: AgentConfig | None, transport: str) -> dict[str, tuple[str, str]]:
-    """(provider, model) of each metered kind, as the agent version that ran the call configured them."""
+def providers(config: AgentConfig | None, transport: str, direction: str = "") -> dict[str, tuple[str, str]]:
+    """(provider, model) of each metered kind, as the agent version that ran the call configured them;
+    telephony is priced by the call's ``direction`` (carriers price inbound and outbound minutes apart)."""
 
     def model(options: dict[str, Any], *names: str) -> str:
         return next((str(options[n]) for n in names if options.get(n)), "")
 
     if config is None:
-        asr = llm = tts = ("unknown", "")
+        asr = llm = tts = s2s = ("unknown", "")
     else:
-        asr = (config.asr.provider, model(config.asr.options, "model", "model_size", "model_path"))
+        hearing, voice = config.asr, config.tts
+        if config.language != AUTO:  # what a Spanish agent really used: Whisper base, a Spanish voice
+            hearing = recognizer_settings(config)
+            voice = voice_settings(config, config.language, get_settings().piper_voices)
+        asr = (hearing.provider, model(hearing.options, "model", "model_size", "model_path"))
         llm = (config.llm.provider, model(config.llm.options, "model", "model_path"))
-        tts = (config.tts.provider, model(config.tts.options, "voice", "model", "model_path"))
+        tts = (voice.provider, model(voice.options, "model", "voice", "model_path"))
+        engine = getattr(config, "s2s", None)
+        s2s = (engine.provider, model(engine.options, "model")) if engine is not None else llm
+        if getattr(config, "mode", "pipeline") == "speech_to_speech":
+            llm = s2s  # its tokens are the speech-to-speech model's
     return {
         "asr_seconds": asr,
         "llm_input_tokens": llm,
         "llm_output_tokens": llm,
+        "llm_audio_input_tokens": s2s,
+        "llm_audio_output_tokens": s2s,
         "tts_characters": tts,
-        "telephony_minutes": (transport, ""),
+        "speech_to_speech_seconds": s2s,
+        "telephony_minutes": (transport, direction),
     }
 
 
 def price_usage(
-    pricing: Pricing, quantities: dict[str, float], config: AgentConfig | None, transport: str
+    pricing: Pricing,
+    quantities: dict[str, float],
+    config: AgentConfig | None,
+    transport: str,
+    direction: str = "",
 ) -> list[PricedLine]:
-    who = providers(config, transport)
+    who = providers(config, transport, direction)
     return [pricing.price(kind, *who[kind], quantity) for kind, quantity in quantities.items()]
 
 
@@ -115,6 +148,7 @@ async def finish_call(session: AsyncSession, call: Call, pricing: Pricing) -> No
         measure(events, transport=call.transport, duration_s=duration_s(call)),
         config,
         call.transport,
+        call.direction,
     )
     at = call.ended_at or utcnow()
     await BillingRepository(session).replace_usage(
@@ -175,4 +209,5 @@ async def call_costs(session: AsyncSession, call: Call, pricing: Pricing) -> Cos
     events = await CallRepository(session).events(call.id)
     quantities = measure(events, transport=call.transport, duration_s=duration_s(call, utcnow()))
     config = await agent_config_of(session, call)
-    return breakdown(pricing, price_usage(pricing, quantities, config, call.transport), provisional=True)
+    lines = price_usage(pricing, quantities, config, call.transport, call.direction)
+    return breakdown(pricing, lines, provisional=True)

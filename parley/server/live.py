@@ -20,8 +20,9 @@ import structlog
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import AgentConfig
+from parley.engine.conversation import open_session
 from parley.engine.events import Event, EventType, Timeline, now
-from parley.engine.session import EngineStack, Session, SessionOptions
+from parley.engine.session import EngineStack, SessionOptions
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import CallControls
 from parley.rooms.tap import SupervisionTap
@@ -103,7 +104,8 @@ class LiveSession:
         self.tap = SupervisionTap(output)
         """Where supervisors listen in (``platform/supervision.py``): a None check while nobody does."""
         session_id = call.session_id if call is not None else None
-        self.engine = Session(agent, stack, self.tap, self.timeline, tools, options, session_id=session_id)
+        self.engine = open_session(agent, stack, self.tap, self.timeline, tools, options, session_id)
+        """The conversation: a pipeline ``Session``, or a ``SpeechToSpeechSession`` by the agent's mode."""
         self._held_end: Event | None = None
         if call is not None:
             self.timeline.subscribe(self._to_call)

@@ -74,6 +74,12 @@ class ServerMetrics:
             "parley_tool_calls", "Tool calls by tool and outcome", ["tool", "outcome"], registry=r
         )
         self.errors = Counter("parley_errors", "Errors by type", ["type"], registry=r)
+        self.provider_failovers = Counter(
+            "parley_provider_failovers",
+            "Requests a provider could not serve, asked of the next in its role's chain",
+            ["role", "from", "to"],
+            registry=r,
+        )
         self.underruns = Counter(
             "parley_audio_underruns", "Agent audio written later than its play time", registry=r
         )
@@ -182,6 +188,10 @@ class ServerMetrics:
                 self.coach_hint_latency.observe(data["latency_ms"] / 1000)
         elif kind is EventType.ERROR:
             self.errors.labels(type=f"engine.{data.get('where', 'unknown')}").inc()
+        elif kind is EventType.PROVIDER_FAILOVER:
+            self.provider_failovers.labels(
+                str(data.get("role")), str(data.get("from")), str(data.get("to"))
+            ).inc()
 
     def protocol_error(self, code: str) -> None:
         self.errors.labels(type=f"protocol.{code}").inc()

@@ -19,7 +19,10 @@ async def test_usage_and_a_monthly_invoice(client: httpx.AsyncClient, platform: 
         await platform.persister.store(conversation(call.session_id))
     usage = (await client.get("/v1/usage")).json()
     kinds = {line["kind"]: line for line in usage["lines"]}
-    assert kinds["telephony_minutes"]["quantity"] == 2.0 and kinds["telephony_minutes"]["calls"] == 2
+    phone = {line["model"]: line for line in usage["lines"] if line["kind"] == "telephony_minutes"}
+    assert set(phone) == {"inbound", "outbound"}, "carriers price each direction apart"
+    assert all(line["quantity"] == 1.0 and line["calls"] == 1 for line in phone.values())
+    assert Decimal(phone["outbound"]["cost_usd"]) > Decimal(phone["inbound"]["cost_usd"])
     assert kinds["asr_seconds"]["quantity"] == 2.8
     assert Decimal(usage["total_usd"]) == Decimal(usage["subtotal_usd"]) + Decimal(usage["markup_usd"]) > 0
     assert usage["currency"] == "INR" and len(usage["daily"]) == 1

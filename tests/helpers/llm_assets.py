@@ -35,6 +35,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def llama_server(model: Path, *, ready_timeout: float = 60.0) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` on a free loopback port; yields its ``/v1`` base URL."""
+    with llama_server_process(model, ready_timeout=ready_timeout) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def llama_server_process(
+    model: Path, *, ready_timeout: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``llama_server``, also yielding the process (a test may kill it mid-call)."""
     port = free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115  # closed in the finally below
     process = subprocess.Popen(
@@ -75,7 +84,7 @@ def llama_server(model: Path, *, ready_timeout: float = 60.0) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError("llama.cpp server did not become ready")
             time.sleep(0.2)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:

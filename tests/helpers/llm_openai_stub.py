@@ -2,6 +2,14 @@
 
 Raw asyncio rather than a web framework, so a test can send exactly the bytes it wants: fragmented
 SSE, a broken JSON line, a stall, or a reply cut short.
+
+The shapes follow OpenAI's API reference for chat completions ("Create chat completion" with
+``stream: true`` and the "chat completion chunk object": ``choices[].delta.content``,
+``delta.tool_calls[]`` fragments joined by ``index``, ``finish_reason``, a last ``usage`` chunk with
+empty ``choices`` under ``stream_options.include_usage``, ``data: [DONE]``; errors as
+``{"error": {"message": …}}``), as the official SDK reads them (``openai/_streaming.py``,
+``openai/types/chat/chat_completion_chunk.py``). Tests check what the adapter sent: path, headers
+(``Authorization: Bearer …`` or none) and body.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ class StubServer:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    def kill(self) -> None:
+        """Stop listening at once, like a crashed server: from now on connections are refused."""
+        assert self._server is not None
+        self._server.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from parley.audio.frame import PCM16
 
@@ -31,6 +31,18 @@ class Transcript:
     words: tuple[Word, ...] = field(default_factory=tuple)
     audio_seconds: float = 0.0
     """How much audio this result covers (for usage and cost)."""
+    language: str | None = None
+    """The language the audio was heard in (ISO 639-1), when the recogniser says: detected, or set."""
+    language_probability: float | None = None
+    """How sure a detection was (0-1, among the languages it chose from); None when it was set."""
+
+
+@runtime_checkable
+class SetsLanguage(Protocol):
+    """A recognition stream that can be told the caller's language once it is known (a call whose
+    language was detected on its first turn): no more detecting, and no drifting to another."""
+
+    def set_language(self, language: str) -> None: ...
 
 
 class RecognitionStream(Protocol):

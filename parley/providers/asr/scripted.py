@@ -25,13 +25,24 @@ class ScriptedRecognizer:
 
     name = "scripted"
 
-    def __init__(self, lines: list[str], sample_rate: int = 16_000, seconds_per_word: float = 0.3) -> None:
+    def __init__(
+        self,
+        lines: list[str],
+        sample_rate: int = 16_000,
+        seconds_per_word: float = 0.3,
+        *,
+        language: str | None = None,
+    ) -> None:
         if seconds_per_word <= 0:
             raise ValueError(f"seconds_per_word must be positive, got {seconds_per_word}")
         self.sample_rate = sample_rate
         self.seconds_per_word = seconds_per_word
         self._lines = deque(lines)
         self._total = len(lines)
+        self.language = language
+        """The language every line is "heard" in, as a detecting recogniser would report it."""
+        self.pinned: list[str] = []
+        """Every language a stream was told to transcribe in (``set_language``)."""
         self.heard: list[Transcript] = []
         """Every final transcript returned so far."""
         self.vocabularies: list[tuple[str, ...]] = []
@@ -64,6 +75,11 @@ class ScriptedStream:
     def __init__(self, recognizer: ScriptedRecognizer) -> None:
         self._recognizer = recognizer
         self._samples = 0
+        self._language: str | None = None
+
+    def set_language(self, language: str) -> None:
+        self._language = language
+        self._recognizer.pinned.append(language)
 
     @property
     def _seconds(self) -> float:
@@ -85,7 +101,15 @@ class ScriptedStream:
     async def finalize(self) -> Transcript:
         seconds = self._seconds
         self._samples = 0
-        result = Transcript(self._recognizer.take(), is_final=True, end=seconds, audio_seconds=seconds)
+        language = self._language or self._recognizer.language
+        result = Transcript(
+            self._recognizer.take(),
+            is_final=True,
+            end=seconds,
+            audio_seconds=seconds,
+            language=language,
+            language_probability=None if self._language or language is None else 0.9,
+        )
         self._recognizer.heard.append(result)
         return result
 

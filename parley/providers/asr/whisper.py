@@ -5,11 +5,16 @@ Whisper's encoder is trained on 30 s windows and faster-whisper always pads to o
 in a window of ``min_window_seconds`` (10 s by default: about 4x faster on 2 cores, same accuracy on our
 checks). The audio is padded with silence before computing features, as in Whisper's training; padding
 the features with zeros, as faster-whisper does, makes short windows repeat short words. A token cap
-and a repetition check catch what still slips through and redo that utterance with the full window."""
+and a repetition check catch what still slips through and redo that utterance with the full window.
+
+A multilingual model (``base``) with ``language=None`` detects the language of each utterance, choosing
+among ``languages`` only (a robotic or noisy line is otherwise easily "heard" as Thai), and then decodes
+in it; a stream told the caller's language (``set_language``) stops detecting."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -45,6 +50,8 @@ class _Decoded:
     text: str
     avg_logprob: float
     words: tuple[Word, ...] = ()
+    language: str | None = None
+    language_probability: float | None = None
 
 
 _EMPTY = _Decoded("", 0.0)
@@ -69,6 +76,7 @@ class WhisperRecognizer:
         beam_size: int = 1,
         language: str | None = "en",
         *,
+        languages: Sequence[str] = (),
         initial_prompt: str | None = None,
         hotwords: str | None = None,
         word_timestamps: bool = False,
@@ -85,6 +93,8 @@ class WhisperRecognizer:
         self.compute_type = compute_type
         self.beam_size = beam_size
         self.language = language
+        self.languages = tuple(languages)
+        """What detection chooses among (``language=None`` on a multilingual model); empty: any."""
         self.initial_prompt = initial_prompt
         self.hotwords = hotwords
         self.word_timestamps = word_timestamps
@@ -97,6 +107,7 @@ class WhisperRecognizer:
         self._worker = worker or SerialWorker("parley-whisper")
         self._model: Any = None
         self._tokenizer: Any = None
+        self._tokenizers: dict[str, Any] = {}
         self._suppress: Any = None
 
     def open_stream(self, vocabulary: Sequence[str] = ()) -> WhisperStream:
@@ -115,9 +126,21 @@ class WhisperRecognizer:
             self._worker.close()
 
     def _submit(
-        self, audio: npt.NDArray[np.float32], priority: int, hotwords: str | None = None
+        self,
+        audio: npt.NDArray[np.float32],
+        priority: int,
+        hotwords: str | None = None,
+        language: str | None = None,
     ) -> Job[_Decoded]:
-        return self._worker.submit(partial(self._transcribe_sync, audio, hotwords or self.hotwords), priority)
+        """``language`` (a stream's, once known) overrides the recogniser's own setting."""
+        job = partial(
+            self._transcribe_sync,
+            audio,
+            hotwords or self.hotwords,
+            language or self.language,
+            final=priority == URGENT,
+        )
+        return self._worker.submit(job, priority)
 
     def _load(self) -> Any:
         if self._model is None:
@@ -137,52 +160,106 @@ class WhisperRecognizer:
             self._tokenizer = Tokenizer(
                 model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
             )
+            self._tokenizers[language] = self._tokenizer
             self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
             self._model = model
         return self._model
 
-    def _transcribe_sync(self, audio: npt.NDArray[np.float32], hotwords: str | None = None) -> _Decoded:
-        """Blocking transcription of float32 16 kHz audio; runs on the worker thread only."""
+    def _tokenizer_for(self, language: str | None) -> Any:
+        """The decoding prompt's tokenizer for a language (an English-only model has only English)."""
+        if language is None or not self._model.model.is_multilingual:
+            return self._tokenizer
+        if language not in self._tokenizers:
+            from faster_whisper.tokenizer import Tokenizer
+
+            self._tokenizers[language] = Tokenizer(
+                self._model.hf_tokenizer, True, task="transcribe", language=language
+            )
+        return self._tokenizers[language]
+
+    def _detect(self, encoded: Any) -> tuple[str, float]:
+        """The most likely of ``languages`` (all of Whisper's when empty) and its probability among them."""
+        results = self._model.model.detect_language(encoded)[0]
+        probabilities = {token[2:-2]: float(p) for token, p in results}
+        choices = [code for code in self.languages if code in probabilities] or list(probabilities)
+        best = max(choices, key=lambda code: probabilities[code])
+        total = sum(probabilities[code] for code in choices)
+        return best, probabilities[best] / total if total > 0 else 0.0
+
+    def _transcribe_sync(
+        self,
+        audio: npt.NDArray[np.float32],
+        hotwords: str | None = None,
+        language: str | None = "en",
+        *,
+        final: bool = True,
+    ) -> _Decoded:
+        """Blocking transcription of float32 16 kHz audio; runs on the worker thread only.
+
+        ``language=None`` on a multilingual model detects it first: for a final transcript on a full
+        window (more reliable on short or synthetic speech), for an interim on the decoding window."""
         model = self._load()
         if audio.size == 0:
             return _EMPTY
+        if not model.model.is_multilingual:
+            language = "en"
+        probability: float | None = None
+        if language is None and final:
+            language, probability = self._detect(self._encode(audio, _FULL_WINDOW))
         frames = math.ceil(audio.size / _HOP)
-        multilingual_auto = self.language is None and model.model.is_multilingual
-        if self.word_timestamps or frames > _FULL_WINDOW or multilingual_auto:
-            return self._transcribe_long(audio, hotwords)
+        if self.word_timestamps or frames > _FULL_WINDOW:
+            decoded = self._transcribe_long(audio, hotwords, language)
+            return dataclasses.replace(decoded, language_probability=probability)
         cap = math.ceil(audio.size / _RATE * _TOKENS_PER_SECOND) + 8
         window = min(_FULL_WINDOW, max(frames + _TAIL_FRAMES, self.min_window_frames))
-        decoded, degenerate = self._decode(audio, window, cap, hotwords)
+        decoded, degenerate = self._decode(audio, window, cap, hotwords, language)
         if degenerate and window < _FULL_WINDOW:
-            decoded, _ = self._decode(audio, _FULL_WINDOW, cap, hotwords)
+            decoded, _ = self._decode(audio, _FULL_WINDOW, cap, hotwords, decoded.language)
+        if probability is not None:
+            decoded = dataclasses.replace(decoded, language_probability=probability)
         return decoded
 
-    def _prompt(self, hotwords: str | None) -> list[int]:
+    def _encode(self, audio: npt.NDArray[np.float32], window: int) -> Any:
+        """The encoder's output for ``window`` feature frames, the audio padded with silence first."""
+        padded = np.zeros(window * _HOP, dtype=np.float32)
+        clip = audio[: padded.size]
+        padded[: clip.size] = clip
+        return self._model.encode(self._model.feature_extractor(padded, padding=0)[:, :window])
+
+    def _prompt(self, hotwords: str | None, language: str | None = None) -> list[int]:
+        tokenizer = self._tokenizer_for(language)
         previous: list[int] = []
         if self.initial_prompt:
-            previous = self._tokenizer.encode(" " + self.initial_prompt.strip())
+            previous = tokenizer.encode(" " + self.initial_prompt.strip())
         prompt: list[int] = self._model.get_prompt(
-            self._tokenizer, previous, without_timestamps=True, hotwords=hotwords
+            tokenizer, previous, without_timestamps=True, hotwords=hotwords
         )
         return prompt
 
     def _decode(
-        self, audio: npt.NDArray[np.float32], window: int, cap: int, hotwords: str | None
+        self,
+        audio: npt.NDArray[np.float32],
+        window: int,
+        cap: int,
+        hotwords: str | None,
+        language: str | None = None,
     ) -> tuple[_Decoded, bool]:
         """Greedy decoding of one window of ``window`` feature frames (100 per second).
 
         The audio is padded with silence *before* the log-mel features are computed, as Whisper saw in
         training. (faster-whisper pads the features with zeros instead; in a short window that makes
-        the model repeat short words: "No? No?".)
+        the model repeat short words: "No? No?".) With ``language=None`` (multilingual) the language is
+        detected on the same encoding first.
         """
         model = self._model
-        padded = np.zeros(window * _HOP, dtype=np.float32)
-        padded[: audio.size] = audio
-        features = model.feature_extractor(padded, padding=0)[:, :window]
-        prompt = self._prompt(hotwords)
+        encoded = self._encode(audio, window)
+        probability: float | None = None
+        if language is None and model.model.is_multilingual:
+            language, probability = self._detect(encoded)
+        prompt = self._prompt(hotwords, language)
         max_length = min(_MAX_LENGTH, len(prompt) + cap)
         result = model.model.generate(
-            model.encode(features),
+            encoded,
             [prompt],
             beam_size=self.beam_size,
             max_length=max_length,
@@ -196,14 +273,16 @@ class WhisperRecognizer:
         avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
         degenerate = len(prompt) + len(tokens) >= max_length or _repetitive(text)
         if result.no_speech_prob > self.no_speech_threshold and avg_logprob < self.log_prob_threshold:
-            return _Decoded("", avg_logprob), False
-        return _Decoded(text, avg_logprob), degenerate
+            return _Decoded("", avg_logprob, language=language, language_probability=probability), False
+        return _Decoded(text, avg_logprob, language=language, language_probability=probability), degenerate
 
-    def _transcribe_long(self, audio: npt.NDArray[np.float32], hotwords: str | None) -> _Decoded:
+    def _transcribe_long(
+        self, audio: npt.NDArray[np.float32], hotwords: str | None, language: str | None = None
+    ) -> _Decoded:
         """faster-whisper's own sliding-window loop, for >30 s audio and word timestamps."""
-        segments, _info = self._model.transcribe(
+        segments, info = self._model.transcribe(
             audio,
-            language=self.language,
+            language=language,
             beam_size=self.beam_size,
             temperature=0.0,
             condition_on_previous_text=False,
@@ -224,7 +303,8 @@ class WhisperRecognizer:
             weighted += segment.avg_logprob * weight
             total += weight
             words.extend(Word(w.word.strip(), w.start, w.end, w.probability) for w in segment.words or ())
-        return _Decoded(" ".join(t for t in texts if t), weighted / total if total else 0.0, tuple(words))
+        text = " ".join(t for t in texts if t)
+        return _Decoded(text, weighted / total if total else 0.0, tuple(words), language or info.language)
 
 
 def _repetitive(text: str) -> bool:
@@ -257,6 +337,8 @@ def _transcript(decoded: _Decoded, samples: int, is_final: bool) -> Transcript:
         end=seconds,
         words=decoded.words,
         audio_seconds=seconds,
+        language=decoded.language,
+        language_probability=decoded.language_probability,
     )
 
 
@@ -266,7 +348,13 @@ class WhisperStream:
     def __init__(self, recognizer: WhisperRecognizer, hotwords: str | None = None) -> None:
         self._recognizer = recognizer
         self.hotwords = hotwords
+        self.language: str | None = None
+        """The caller's language once known (``set_language``); else the recogniser's setting."""
         self._reset()
+
+    def set_language(self, language: str) -> None:
+        """Transcribe in ``language`` from now on (jobs already queued keep theirs)."""
+        self.language = language
 
     def _reset(self) -> None:
         self._chunks: list[PCM16] = []
@@ -292,7 +380,7 @@ class WhisperStream:
         if self._interim_job is not None or self._samples == self._last_interim_samples:
             return self._last_interim
         samples = self._samples
-        job = self._recognizer._submit(self._audio(), BACKGROUND, self.hotwords)
+        job = self._recognizer._submit(self._audio(), BACKGROUND, self.hotwords, self.language)
         self._interim_job = job
         try:
             decoded = await job.future
@@ -317,7 +405,7 @@ class WhisperStream:
         self._reset()
         decoded: _Decoded | None = _EMPTY
         if samples:
-            job = self._recognizer._submit(audio, URGENT, self.hotwords)
+            job = self._recognizer._submit(audio, URGENT, self.hotwords, self.language)
             try:
                 decoded = await job.future
             except asyncio.CancelledError:

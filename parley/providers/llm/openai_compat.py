@@ -1,38 +1,40 @@
-"""Any OpenAI-compatible chat API (OpenAI, vLLM, llama.cpp server, Ollama) over streamed SSE."""
+"""Any OpenAI-compatible chat API (OpenAI, vLLM, llama.cpp server, Ollama) through the ``openai`` SDK.
+
+``AsyncOpenAI`` streams chat completions without blocking the loop. Its own retries are off
+(``max_retries=0``): ours happen only before the first byte of a reply, so a reply is never spoken twice,
+and a first-token deadline turns a provider that accepts the request but says nothing into
+``ProviderUnavailable``, which the failover chain (``parley.providers.failover``) acts on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import httpx
+import openai
+import structlog
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from parley.providers.errors import ProviderCallError, ProviderRejected, ProviderUnavailable
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec, Usage
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+"""Worth asking the same server again: it was busy or broke for a moment."""
+REJECT_STATUSES = frozenset({400, 413, 422})
+"""The request itself was refused; another provider would most likely refuse it too."""
 BODY_EXCERPT = 500
 
 
-class OpenAICompatError(Exception):
-    """A failed chat request; ``status`` is None when no HTTP response arrived (refused, timed out)."""
-
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
-        self.status = status
-        self.body = body[:BODY_EXCERPT]
-        detail = f" (HTTP {status})" if status is not None else ""
-        super().__init__(f"{message}{detail}" + (f": {self.body}" if self.body else ""))
-
-    @property
-    def retryable(self) -> bool:
-        return self.status is None or self.status in RETRY_STATUSES
+class _Retryable(ProviderUnavailable):
+    """A failure before any reply that the same server may well not repeat (refused, 5xx, 429)."""
 
 
 def to_wire(message: ChatMessage) -> dict[str, Any]:
@@ -84,11 +86,16 @@ class _PartialCall:
         )
 
 
+_PROGRESS = LLMChunk()
+"""Internal marker: a tool-call fragment arrived (the model is answering, nothing to hand on yet)."""
+
+
 class OpenAICompatibleModel:
     """Streams chat completions; tool calls arrive whole, after their streamed fragments are joined.
 
-    Retries happen only before the first byte of a reply (connection failures, timeouts and
-    retryable statuses), so a reply is never spoken twice.
+    Retries happen only before the first byte of a reply (connection failures, timeouts and retryable
+    statuses). With ``first_token_timeout`` (seconds), a reply whose first token (or tool-call fragment)
+    has not arrived by then, retries included, fails with ``ProviderUnavailable``.
     """
 
     def __init__(
@@ -100,18 +107,20 @@ class OpenAICompatibleModel:
         *,
         connect_timeout: float = 5.0,
         max_attempts: int = 3,
+        first_token_timeout: float | None = None,
         extra_body: dict[str, Any] | None = None,
+        provider: str = "openai",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"openai-compatible/{model}"
-        self.max_attempts = max_attempts
+        self.provider = provider
+        self.max_attempts = max(1, max_attempts)
+        self.first_token_timeout = first_token_timeout
         self.extra_body = dict(extra_body or {})
-        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._headers = {"Accept": "text/event-stream"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._client: httpx.AsyncClient | None = None
+        self._timeout = openai.Timeout(timeout, connect=connect_timeout)
+        self._api_key = api_key
+        self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def count_tokens(self, text: str) -> int:
@@ -126,13 +135,15 @@ class OpenAICompatibleModel:
         Remote servers keep their own prompt caches, so ``messages`` and ``tools`` are not sent.
         """
         try:
-            await self._http().get(f"{self.base_url}/models")
-        except httpx.HTTPError as error:
-            log.warning("warm-up of %s failed: %s", self.base_url, error)
+            await self._sdk().models.list(extra_headers=self._auth())
+        except openai.APIError as error:
+            log.warning(
+                "llm warm-up failed", provider=self.provider, base_url=self.base_url, error=str(error)
+            )
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     async def stream(
@@ -143,136 +154,195 @@ class OpenAICompatibleModel:
         max_tokens: int = 128,
         temperature: float = 0.0,
     ) -> AsyncIterator[LLMChunk]:
-        body: dict[str, Any] = {
+        request: dict[str, Any] = {
             "model": self.model,
             "messages": [to_wire(m) for m in messages],
-            "stream": True,
-            "stream_options": {"include_usage": True},
             "max_tokens": max_tokens,
             "temperature": temperature,
-            **self.extra_body,
         }
         if tools:
-            body["tools"] = [tool_to_wire(t) for t in tools]
-        response = await self._open(body)
-        calls: dict[int, _PartialCall] = {}
+            request["tools"] = [tool_to_wire(t) for t in tools]
+        chunks: AsyncIterator[LLMChunk] | None = None
         usage: Usage | None = None
-        finish: str | None = None
         text_out = ""
+        finish: str | None = None
         try:
-            async for payload in _sse_data(response):
-                chunk = _decode(payload)
-                if isinstance(chunk.get("usage"), dict):
-                    usage = Usage(
-                        int(chunk["usage"].get("prompt_tokens") or 0),
-                        int(chunk["usage"].get("completion_tokens") or 0),
-                    )
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        text_out += delta["content"]
-                        yield LLMChunk(text=delta["content"])
-                    for fragment in delta.get("tool_calls") or ():
-                        _merge(calls, fragment)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                        for index in sorted(calls):
-                            yield LLMChunk(tool_call=calls[index].complete(index))
-                        calls.clear()
-        except httpx.TimeoutException as error:
-            raise OpenAICompatError(f"timed out while streaming from {self.base_url}") from error
-        except httpx.TransportError as error:
-            raise OpenAICompatError(f"connection lost while streaming: {error}") from error
+            first, chunks = await self._first(request)
+            pending: Iterable[LLMChunk] = (first,)
+            while True:
+                for chunk in pending:
+                    if chunk is _PROGRESS:
+                        continue
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                        finish = chunk.finish_reason or finish
+                        continue
+                    if chunk.finish_reason is not None:
+                        finish = chunk.finish_reason
+                        continue
+                    text_out += chunk.text
+                    yield chunk
+                try:
+                    pending = (await anext(chunks),)
+                except StopAsyncIteration:
+                    break
         finally:
-            await response.aclose()  # also what cancelling the consumer does: the stream is closed
-        for index in sorted(calls):  # a server that ended without a finish_reason
-            yield LLMChunk(tool_call=calls[index].complete(index))
+            if chunks is not None:
+                await cast(Any, chunks).aclose()  # also what cancelling the consumer does: the stream closes
         if usage is None:
             usage = Usage(sum(self.count_tokens(m.content) for m in messages), self.count_tokens(text_out))
         yield LLMChunk(usage=usage, finish_reason=finish or "stop")
 
-    def _http(self) -> httpx.AsyncClient:
+    async def _first(self, request: dict[str, Any]) -> tuple[LLMChunk, AsyncIterator[LLMChunk]]:
+        """Open the stream (with retries) and wait for its first sign of an answer, within the deadline."""
+        chunks: AsyncIterator[LLMChunk] | None = None
+        try:
+            async with asyncio.timeout(self.first_token_timeout):
+                stream = await self._open(request)
+                chunks = self._chunks(stream)
+                try:
+                    return await anext(chunks), chunks
+                except StopAsyncIteration:
+                    raise ProviderUnavailable(
+                        f"{self.base_url} ended the reply without a word", provider=self.provider
+                    ) from None
+        except TimeoutError as error:
+            if chunks is not None:
+                await cast(Any, chunks).aclose()
+            assert self.first_token_timeout is not None
+            raise ProviderUnavailable(
+                f"no first token from {self.base_url} within {round(self.first_token_timeout * 1000)} ms",
+                provider=self.provider,
+            ) from error
+        except BaseException:
+            if chunks is not None:
+                await cast(Any, chunks).aclose()
+            raise
+
+    def _auth(self) -> dict[str, Any]:
+        """A keyless server (a local llama.cpp) is sent no bearer token at all, not a made-up one."""
+        return {} if self._api_key else {"Authorization": openai.omit}
+
+    def _sdk(self) -> AsyncOpenAI:
         # A client's pooled connections belong to one event loop; tests and tools may run several.
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
+            self._client = AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key or "unused",
+                timeout=self._timeout,
+                max_retries=0,
+            )
             self._client_loop = loop
         return self._client
 
-    async def _open(self, body: dict[str, Any]) -> httpx.Response:
+    async def _open(self, request: dict[str, Any]) -> AsyncStream[ChatCompletionChunk]:
         """Send the request and wait for a 2xx status line, retrying only failures before any reply."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential(multiplier=0.25, max=2.0),
-            retry=retry_if_exception(lambda e: isinstance(e, OpenAICompatError) and e.retryable),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await self._open_once(body)
+                return await self._open_once(request)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _open_once(self, body: dict[str, Any]) -> httpx.Response:
-        client = self._http()
-        url = f"{self.base_url}/chat/completions"
+    async def _open_once(self, request: dict[str, Any]) -> AsyncStream[ChatCompletionChunk]:
         try:
-            response = await client.send(client.build_request("POST", url, json=body), stream=True)
-        except httpx.TimeoutException as error:
-            raise OpenAICompatError(f"timed out connecting to {url}") from error
-        except httpx.TransportError as error:
-            raise OpenAICompatError(f"cannot reach {url}: {error}") from error
-        if response.status_code >= 400:
-            try:
-                excerpt = (await response.aread())[:BODY_EXCERPT].decode("utf-8", "replace")
-            except httpx.HTTPError:
-                excerpt = ""
-            finally:
-                await response.aclose()
-            raise OpenAICompatError("chat request failed", status=response.status_code, body=excerpt)
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            # A server that ignored "stream": true would otherwise look like an empty reply.
-            excerpt = (await response.aread())[:BODY_EXCERPT].decode("utf-8", "replace")
-            await response.aclose()
-            raise OpenAICompatError(
-                "expected a text/event-stream reply", status=response.status_code, body=excerpt
+            stream: AsyncStream[ChatCompletionChunk] = await self._sdk().chat.completions.create(
+                **request,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers={"Accept": "text/event-stream", **self._auth()},
+                extra_body=self.extra_body or None,
             )
-        return response
+        except openai.APIError as error:
+            raise self._typed(error) from error
+        content_type = stream.response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            # A server that ignored "stream": true would otherwise look like an empty reply.
+            try:
+                body = (await stream.response.aread())[:BODY_EXCERPT].decode("utf-8", "replace")
+            finally:
+                await stream.close()
+            raise ProviderUnavailable(
+                f"{self.base_url} answered {content_type or 'without a content type'}, "
+                f"expected a text/event-stream reply: {body}",
+                provider=self.provider,
+                status=stream.response.status_code,
+            )
+        return stream
+
+    async def _chunks(self, stream: AsyncStream[ChatCompletionChunk]) -> AsyncIterator[LLMChunk]:
+        """The stream's deltas as LLMChunks; tool calls whole at their finish, ``_PROGRESS`` meanwhile."""
+        calls: dict[int, _PartialCall] = {}
+        try:
+            async for chunk in stream:
+                for choice in chunk.choices or ():
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        yield LLMChunk(text=delta.content)
+                    fragments = (delta.tool_calls if delta is not None else None) or ()
+                    for fragment in fragments:
+                        _merge(calls, fragment.index, fragment.id, fragment.function)
+                    if fragments:
+                        yield _PROGRESS
+                    if choice.finish_reason:
+                        for index in sorted(calls):
+                            yield LLMChunk(tool_call=calls[index].complete(index))
+                        calls.clear()
+                        yield LLMChunk(finish_reason=choice.finish_reason)
+                if chunk.usage is not None:
+                    yield LLMChunk(
+                        usage=Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                    )
+        except openai.APIError as error:
+            raise self._typed(error, streaming=True) from error
+        except json.JSONDecodeError as error:
+            raise ProviderUnavailable(
+                f"malformed stream chunk from {self.base_url}: {error.doc[:BODY_EXCERPT]}",
+                provider=self.provider,
+            ) from error
+        finally:
+            await stream.close()
+        for index in sorted(calls):  # a server that ended without a finish_reason
+            yield LLMChunk(tool_call=calls[index].complete(index))
+
+    def _typed(self, error: openai.APIError, *, streaming: bool = False) -> ProviderCallError:
+        """The SDK's error as ours: what the failover chain and the retries act on."""
+        if isinstance(error, openai.APITimeoutError):
+            where = "while streaming from" if streaming else "connecting to"
+            return _Retryable(f"timed out {where} {self.base_url}", provider=self.provider)
+        if isinstance(error, openai.APIConnectionError):
+            if streaming:
+                return ProviderUnavailable(
+                    f"connection lost while streaming: {error}", provider=self.provider
+                )
+            return _Retryable(f"cannot reach {self.base_url}: {error}", provider=self.provider)
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            message = f"chat request failed (HTTP {status}): {_excerpt(error)}"
+            if status in REJECT_STATUSES:
+                return ProviderRejected(message, provider=self.provider, status=status)
+            kind = _Retryable if status in RETRY_STATUSES or status >= 500 else ProviderUnavailable
+            return kind(message, provider=self.provider, status=status)
+        return ProviderUnavailable(
+            f"server reported an error mid-stream: {_excerpt(error)}", provider=self.provider
+        )
 
 
-def _merge(calls: dict[int, _PartialCall], fragment: dict[str, Any]) -> None:
+def _excerpt(error: openai.APIError) -> str:
+    body = error.body
+    text = body if isinstance(body, str) else json.dumps(body) if body is not None else error.message
+    return text[:BODY_EXCERPT]
+
+
+def _merge(calls: dict[int, _PartialCall], index: int | None, call_id: str | None, function: Any) -> None:
     """Join one streamed tool_call delta into the call with the same index."""
-    index = int(fragment.get("index", len(calls)))
-    call = calls.setdefault(index, _PartialCall())
-    call.id = fragment.get("id") or call.id
-    function = fragment.get("function") or {}
-    call.name += function.get("name") or ""
-    call.arguments += function.get("arguments") or ""
-
-
-def _decode(payload: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(payload)
-    except json.JSONDecodeError as error:
-        raise OpenAICompatError("malformed stream chunk", body=payload) from error
-    if not isinstance(chunk, dict):
-        raise OpenAICompatError("malformed stream chunk", body=payload)
-    if "error" in chunk:
-        raise OpenAICompatError("server reported an error mid-stream", body=json.dumps(chunk["error"]))
-    return chunk
-
-
-async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The data of each server-sent event, read line by line as it arrives, up to ``[DONE]``."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                payload, data = "\n".join(data), []
-                if payload.strip() == "[DONE]":
-                    return
-                yield payload
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        # Comments (":"), "event:", "id:" and "retry:" lines carry nothing a chat reply needs.
-    if data and "\n".join(data).strip() != "[DONE]":
-        yield "\n".join(data)
+    call = calls.setdefault(len(calls) if index is None else int(index), _PartialCall())
+    call.id = call_id or call.id
+    if function is not None:
+        call.name += function.name or ""
+        call.arguments += function.arguments or ""

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible adapter against a stub that speaks the wire format, and a real llama.cpp server."""
+"""The ``openai`` LLM provider (official SDK) against a loopback server speaking the chat-completions
+stream (``tests/helpers/llm_openai_stub.py``), and against a real llama.cpp server."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from parley.providers.errors import ProviderRejected, ProviderUnavailable
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
-from parley.providers.llm.openai_compat import OpenAICompatError, OpenAICompatibleModel
+from parley.providers.llm.openai_compat import OpenAICompatibleModel
 from tests.helpers.llm_assets import free_port, gemma_gguf, llama_server
 from tests.helpers.llm_openai_stub import TOOL_CALL_STREAM, StubResponse, StubServer, sse, text_stream
 from tests.helpers.llm_streams import cancel_after
@@ -26,7 +28,7 @@ async def collect(model: OpenAICompatibleModel, messages: list[ChatMessage], **k
     return [chunk async for chunk in model.stream(messages, **kw)]  # type: ignore[arg-type]
 
 
-async def test_fragmented_tool_call_deltas_assemble_into_exact_tool_calls() -> None:
+async def test_openai_fragmented_tool_call_deltas_assemble_into_exact_tool_calls() -> None:
     async with StubServer([StubResponse(chunks=TOOL_CALL_STREAM)]) as server:
         model = OpenAICompatibleModel(server.url, "stub-model", api_key="sk-test")
         chunks = await collect(model, ASK, tools=[WEATHER], max_tokens=64)
@@ -42,16 +44,12 @@ async def test_fragmented_tool_call_deltas_assemble_into_exact_tool_calls() -> N
         ToolCall("call_t2", "get_time", {"zone": "CET"}, '{"zone": "CET"}'),
     ]
     assert not any(c.text for c in chunks)
-    assert chunks[-1].usage is not None and (
-        chunks[-1].usage.input_tokens,
-        chunks[-1].usage.output_tokens,
-    ) == (
-        57,
-        31,
-    )
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.input_tokens, usage.output_tokens) == (57, 31)
     assert chunks[-1].finish_reason == "tool_calls"
     sent = server.requests[0]
     assert server.paths == ["/v1/chat/completions"]
+    assert server.headers[0]["authorization"] == "Bearer sk-test"
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert sent["model"] == "stub-model" and sent["max_tokens"] == 64
     assert sent["tools"] == [
@@ -66,7 +64,7 @@ async def test_fragmented_tool_call_deltas_assemble_into_exact_tool_calls() -> N
     ]
 
 
-async def test_tool_round_trip_messages_go_out_in_openai_format() -> None:
+async def test_openai_tool_round_trip_messages_go_out_in_openai_format() -> None:
     call = ToolCall("call_w1", "get_weather", {"city": "Paris"}, '{"city":"Paris"}')
     history = [
         *ASK,
@@ -75,8 +73,9 @@ async def test_tool_round_trip_messages_go_out_in_openai_format() -> None:
     ]
     async with StubServer([StubResponse(chunks=text_stream(["It's ", "sunny."]))]) as server:
         chunks = await collect(OpenAICompatibleModel(server.url, "m"), history, tools=[WEATHER])
-    assert "".join(c.text for c in chunks) == "It's sunny."
+    assert [c.text for c in chunks if c.text] == ["It's ", "sunny."]
     assert chunks[-1].usage is not None and chunks[-1].usage.input_tokens == 12
+    assert "authorization" not in server.headers[0], "a keyless server gets no bearer token"
     wire = server.requests[0]["messages"]
     assert wire[2] == {
         "role": "assistant",
@@ -97,7 +96,7 @@ async def test_tool_round_trip_messages_go_out_in_openai_format() -> None:
     }
 
 
-async def test_usage_is_estimated_when_the_server_sends_none() -> None:
+async def test_openai_usage_is_estimated_when_the_server_sends_none() -> None:
     async with StubServer(
         [StubResponse(chunks=text_stream(["Hello ", "there, ", "friend."], usage=False))]
     ) as s:
@@ -108,7 +107,7 @@ async def test_usage_is_estimated_when_the_server_sends_none() -> None:
     assert usage is not None and usage.input_tokens == 6 and usage.output_tokens == 5
 
 
-async def test_server_errors_are_retried_before_the_first_byte() -> None:
+async def test_openai_server_errors_are_retried_before_the_first_byte() -> None:
     failing = StubResponse(status=503, chunks=[b'{"error": "overloaded"}'], content_type="application/json")
     async with StubServer([failing, failing, StubResponse(chunks=text_stream(["ok"]))]) as server:
         chunks = await collect(OpenAICompatibleModel(server.url, "m", max_attempts=3), ASK)
@@ -116,64 +115,114 @@ async def test_server_errors_are_retried_before_the_first_byte() -> None:
     assert len(server.requests) == 3
 
 
-async def test_http_error_carries_status_and_body_excerpt() -> None:
+async def test_openai_http_error_is_unavailable_with_status_and_body_excerpt() -> None:
     failing = StubResponse(
         status=500, chunks=[b'{"error": "model exploded"}' + b" " * 2000], content_type="x"
     )
     async with StubServer([failing]) as server:
-        with pytest.raises(OpenAICompatError) as caught:
+        with pytest.raises(ProviderUnavailable) as caught:
             await collect(OpenAICompatibleModel(server.url, "m", max_attempts=2), ASK)
-    assert caught.value.status == 500 and "model exploded" in caught.value.body
-    assert len(caught.value.body) <= 500 and "HTTP 500" in str(caught.value)
+    assert caught.value.status == 500 and "model exploded" in str(caught.value)
+    assert caught.value.provider == "openai"
+    assert len(str(caught.value)) <= 600 and "HTTP 500" in str(caught.value)
     assert len(server.requests) == 2
 
 
-async def test_client_errors_are_not_retried() -> None:
-    bad = StubResponse(status=400, chunks=[b'{"error": "unknown model"}'], content_type="application/json")
+async def test_openai_auth_failure_is_unavailable_and_not_retried() -> None:
+    denied = StubResponse(
+        status=401,
+        chunks=[b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'],
+        content_type="application/json",
+    )
+    async with StubServer([denied]) as server:
+        with pytest.raises(ProviderUnavailable, match="Incorrect API key") as caught:
+            await collect(OpenAICompatibleModel(server.url, "m", api_key="sk-wrong"), ASK)
+    assert caught.value.status == 401 and len(server.requests) == 1
+
+
+async def test_openai_bad_requests_are_rejected_not_retried() -> None:
+    bad = StubResponse(status=400, chunks=[b'{"error": "context too long"}'], content_type="application/json")
     async with StubServer([bad]) as server:
-        with pytest.raises(OpenAICompatError, match="unknown model") as caught:
+        with pytest.raises(ProviderRejected, match="context too long") as caught:
             await collect(OpenAICompatibleModel(server.url, "m"), ASK)
     assert caught.value.status == 400 and len(server.requests) == 1
 
 
-async def test_a_reply_that_is_not_a_stream_is_an_error_not_silence() -> None:
+async def test_openai_a_reply_that_is_not_a_stream_is_an_error_not_silence() -> None:
     plain = StubResponse(
         chunks=[b'{"choices": [{"message": {"content": "Hi"}}]}'], content_type="application/json"
     )
     async with StubServer([plain]) as server:
-        with pytest.raises(OpenAICompatError, match="event-stream") as caught:
+        with pytest.raises(ProviderUnavailable, match="event-stream") as caught:
             await collect(OpenAICompatibleModel(server.url, "m"), ASK)
-    assert caught.value.status == 200 and "Hi" in caught.value.body and len(server.requests) == 1
+    assert caught.value.status == 200 and "Hi" in str(caught.value) and len(server.requests) == 1
 
 
-async def test_malformed_chunk_raises_after_the_text_before_it() -> None:
+async def test_openai_malformed_chunk_raises_after_the_text_before_it() -> None:
     broken = sse({"choices": [{"index": 0, "delta": {"content": "Hel"}}]}, '{"choices": [{"delta": oops')
     async with StubServer([StubResponse(chunks=broken)]) as server:
         model = OpenAICompatibleModel(server.url, "m")
         seen: list[str] = []
-        with pytest.raises(OpenAICompatError, match="malformed") as caught:
+        with pytest.raises(ProviderUnavailable, match="malformed") as caught:
             async for chunk in model.stream(ASK):
                 seen.append(chunk.text)
-    assert seen == ["Hel"] and "oops" in caught.value.body and len(server.requests) == 1
+    assert seen == ["Hel"] and "oops" in str(caught.value) and len(server.requests) == 1
 
 
-async def test_connection_refused_is_a_clear_error() -> None:
+async def test_openai_an_error_object_mid_stream_is_typed() -> None:
+    failing = sse(
+        {"choices": [{"index": 0, "delta": {"content": "Let me "}}]},
+        {"error": {"message": "The server had an error while processing your request."}},
+    )
+    async with StubServer([StubResponse(chunks=failing)]) as server:
+        seen: list[str] = []
+        with pytest.raises(ProviderUnavailable, match="error while processing"):
+            async for chunk in OpenAICompatibleModel(server.url, "m").stream(ASK):
+                seen.append(chunk.text)
+    assert seen == ["Let me "]
+
+
+async def test_openai_connection_refused_is_unavailable_quickly() -> None:
     model = OpenAICompatibleModel(f"http://127.0.0.1:{free_port()}/v1", "m", max_attempts=2)
     started = time.monotonic()
-    with pytest.raises(OpenAICompatError, match="cannot reach") as caught:
+    with pytest.raises(ProviderUnavailable, match="cannot reach") as caught:
         await collect(model, ASK)
     assert caught.value.status is None and time.monotonic() - started < 5
 
 
-async def test_a_stalled_stream_times_out() -> None:
+async def test_openai_no_first_token_by_the_deadline_is_unavailable() -> None:
+    """A server that takes the request and says nothing: the caller must not wait on it."""
+    silent = StubResponse(chunks=text_stream(["late"]), delay=5.0)
+    async with StubServer([silent]) as server:
+        model = OpenAICompatibleModel(server.url, "m", first_token_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match=r"no first token .* within 300 ms"):
+            await collect(model, ASK)
+        waited = time.monotonic() - started
+        await asyncio.wait_for(server.disconnected.wait(), timeout=2.0)
+    assert 0.3 <= waited < 1.5, "fails at the deadline, not at the read timeout"
+    assert server.chunks_sent == 0
+
+
+async def test_openai_retries_stop_at_the_first_token_deadline() -> None:
+    failing = StubResponse(status=503, chunks=[b'{"error": "overloaded"}'], content_type="application/json")
+    async with StubServer([failing]) as server:
+        model = OpenAICompatibleModel(server.url, "m", max_attempts=50, first_token_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match="no first token"):
+            await collect(model, ASK)
+    assert time.monotonic() - started < 1.5 and 2 <= len(server.requests) < 50
+
+
+async def test_openai_a_stalled_stream_times_out() -> None:
     stall = StubResponse(chunks=[*text_stream(["Hi"])[:1], b""], delay=2.0)
     async with StubServer([stall]) as server:
         model = OpenAICompatibleModel(server.url, "m", timeout=0.3)
-        with pytest.raises(OpenAICompatError, match="timed out"):
+        with pytest.raises(ProviderUnavailable, match="timed out"):
             await collect(model, ASK)
 
 
-async def test_cancelling_the_consumer_closes_the_http_stream() -> None:
+async def test_openai_cancelling_the_consumer_closes_the_http_stream() -> None:
     slow = StubResponse(chunks=text_stream([f"w{i} " for i in range(40)]), delay=0.05)
     async with StubServer([slow]) as server:
         model = OpenAICompatibleModel(server.url, "m")
@@ -192,7 +241,7 @@ def llama_base_url() -> Iterator[str]:
 
 
 @pytest.mark.models
-async def test_real_llama_cpp_server_streams_an_answer_with_usage(llama_base_url: str) -> None:
+async def test_openai_sdk_against_a_real_llama_cpp_server_streams_an_answer(llama_base_url: str) -> None:
     model = OpenAICompatibleModel(llama_base_url, "gemma", timeout=60.0, extra_body={"stop": ["USER:"]})
     await model.warm_up()
     messages = [ChatMessage("user", "What is the capital of France? Answer in one word.")]
