@@ -25,6 +25,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.context import ConversationContext, grounding_examples
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.grounding import GroundingCheck
+from parley.engine.keypad import KeypadEntry, check_digit
 from parley.engine.language import AUTO, language_note
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
@@ -42,8 +43,6 @@ log = structlog.get_logger("parley.engine.session")
 
 ASR_RATE = 16000
 PREROLL_S = 0.3
-KEYPAD_DIGITS = frozenset("0123456789*#ABCD")
-KEYPAD_PAUSE_S = 2.0
 """Digits pressed within this of each other are one entry (a PIN, a menu choice); ``#`` ends one at once."""
 
 __all__ = ["EngineStack", "Session", "SessionOptions"]
@@ -146,8 +145,7 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reply_tasks: set[asyncio.Task[None]] = set()
         """Every reply ever started (committed or speculative), so none outlives the session."""
-        self._keys: list[str] = []
-        self._keys_task: asyncio.Task[None] | None = None
+        self._keypad = KeypadEntry(lambda entry: self._user_message(entry, "dtmf"), self._spawn)
         self._handed_over_to: str | None = None
         """Who has the call while a person took it over: the agent hears and remembers, and answers
         nobody, until ``take_back``."""
@@ -187,29 +185,11 @@ class Session:
     def press_key(self, digit: str) -> None:
         """A keypad digit (DTMF). Each is on the timeline at once; an entry (digits a short pause apart, or
         up to ``#``) reaches the model as one user message, ``[keypad] 1 2 3 #``."""
-        if digit not in KEYPAD_DIGITS or len(digit) != 1:
-            raise ValueError(f"not a keypad digit: {digit!r}")
+        check_digit(digit)
         if self._end_reason is not None:
             return
         self._emit(EventType.DTMF, digit=digit)
-        self._keys.append(digit)
-        if self._keys_task is not None:
-            self._keys_task.cancel()
-            self._keys_task = None
-        if digit == "#":
-            self._enter_keys()
-        else:
-            self._keys_task = self._spawn(self._keys_after_pause())
-
-    async def _keys_after_pause(self) -> None:
-        await asyncio.sleep(KEYPAD_PAUSE_S)
-        self._keys_task = None
-        self._enter_keys()
-
-    def _enter_keys(self) -> None:
-        digits, self._keys = self._keys, []
-        if digits:
-            self._user_message("[keypad] " + " ".join(digits), "dtmf")
+        self._keypad.press(digit)
 
     def say(self, text: str, *, end_after: str | None = None) -> None:
         """Speak ``text`` now, over whatever was being said; with ``end_after``, end the session with that

@@ -30,6 +30,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.chunker import ClauseChunker
 from parley.engine.context import ConversationContext
 from parley.engine.events import Event, EventType, TimelineSink, now
+from parley.engine.keypad import KeypadEntry, check_digit
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
 from parley.engine.tools import ToolRegistry, ToolScope
@@ -56,8 +57,6 @@ from parley.providers.s2s.base import (
 
 log = structlog.get_logger("parley.engine.speech_to_speech")
 
-KEYPAD_DIGITS = frozenset("0123456789*#ABCD")
-KEYPAD_PAUSE_S = 2.0
 _reply_ids = itertools.count(1)
 
 __all__ = ["NotInPipeline", "SpeechToSpeechSession"]
@@ -235,8 +234,7 @@ class SpeechToSpeechSession:
         self._dropped_frames = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tool_tasks: set[asyncio.Task[None]] = set()
-        self._keys: list[str] = []
-        self._keys_task: asyncio.Task[None] | None = None
+        self._keypad = KeypadEntry(lambda entry: self._user_message(entry, "dtmf"), self._spawn)
         self._handed_over_to: str | None = None
 
     # --- the transport's side -----------------------------------------------------------------------
@@ -275,29 +273,11 @@ class SpeechToSpeechSession:
     def press_key(self, digit: str) -> None:
         """A keypad digit; an entry (digits a short pause apart, or up to ``#``) reaches the model as one
         user message, as in the pipeline."""
-        if digit not in KEYPAD_DIGITS or len(digit) != 1:
-            raise ValueError(f"not a keypad digit: {digit!r}")
+        check_digit(digit)
         if self._end_reason is not None:
             return
         self._emit(EventType.DTMF, digit=digit)
-        self._keys.append(digit)
-        if self._keys_task is not None:
-            self._keys_task.cancel()
-            self._keys_task = None
-        if digit == "#":
-            self._enter_keys()
-        else:
-            self._keys_task = self._spawn(self._keys_after_pause())
-
-    async def _keys_after_pause(self) -> None:
-        await asyncio.sleep(KEYPAD_PAUSE_S)
-        self._keys_task = None
-        self._enter_keys()
-
-    def _enter_keys(self) -> None:
-        digits, self._keys = self._keys, []
-        if digits:
-            self._user_message("[keypad] " + " ".join(digits), "dtmf")
+        self._keypad.press(digit)
 
     def say(self, text: str, *, end_after: str | None = None) -> None:
         """Have the agent say ``text`` now, over whatever it was saying; with ``end_after``, end the

@@ -32,7 +32,7 @@ import structlog
 
 from parley.audio.codecs import ulaw_encode
 from parley.audio.frame import PCM16, AudioFrame
-from parley.engine.session import KEYPAD_DIGITS
+from parley.engine.keypad import KEYPAD_DIGITS
 from parley.rooms.model import RoomError
 from parley.rooms.room import Leg
 from parley.transports.twilio_inbound import MediaStreamInbound

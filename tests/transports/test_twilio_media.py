@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from parley.audio.codecs import ulaw_decode
 from parley.audio.frame import PCM16, AudioFrame
-from parley.engine.session import KEYPAD_DIGITS
+from parley.engine.keypad import KEYPAD_DIGITS
 from parley.transports import twilio_media
 from parley.transports.twilio_media import HUNG_UP, TwilioMediaLeg
 from parley.transports.twilio_protocol import FRAME_BYTES
