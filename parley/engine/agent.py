@@ -12,6 +12,13 @@ from pydantic_core import PydanticCustomError
 
 from parley.engine.analysis_settings import AnalysisSettings
 from parley.engine.coaching import CoachingSettings
+from parley.engine.messages import (
+    DEFAULT_MAX_PER_CALL,
+    MAX_PER_CALL,
+    MESSAGE_TOOLS,
+    Recipient,
+    recipients_problem,
+)
 from parley.engine.variables import PromptTemplateError, check_template
 from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
 from parley.providers.languages import LANGUAGES
@@ -205,6 +212,37 @@ class ToolSettings(BaseModel):
         description="for the built-in `transfer_call`: where the call may be sent, by name (E.164 number or "
         "sip: URI); the model picks a name, never a number",
     )
+    recipients: dict[DestinationName, Recipient] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="for the built-ins `send_sms` (E.164 numbers) and `send_email` (email addresses): who "
+        "may get a message, by name; the model picks a name, never an address",
+    )
+    to_caller: bool = Field(
+        True,
+        description="for `send_sms`/`send_email`: the model may also pick `caller`, the person on the call "
+        "(their number; for email, the call's `metadata.email`)",
+    )
+    max_per_call: int = Field(
+        DEFAULT_MAX_PER_CALL,
+        ge=1,
+        le=MAX_PER_CALL,
+        description="for `send_sms`/`send_email`: messages a call sends at most",
+    )
+
+    @model_validator(mode="after")
+    def _recipients_for_messages(self) -> ToolSettings:
+        messages = self.kind == "builtin" and self.name in MESSAGE_TOOLS
+        if messages:
+            problem = recipients_problem(self.name, self.recipients, self.to_caller)
+            if problem is not None:
+                raise PydanticCustomError("message_recipients", problem)
+        elif self.recipients or not self.to_caller or self.max_per_call != DEFAULT_MAX_PER_CALL:
+            raise PydanticCustomError(
+                "message_recipients",
+                "recipients, to_caller and max_per_call are only for the built-ins send_sms and send_email",
+            )
+        return self
 
     @model_validator(mode="after")
     def _webhook_fields(self) -> ToolSettings:

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import jsonschema
 
 from parley.engine.agent import ToolSettings
+from parley.engine.messages import CallMessages, NoMessages
 from parley.engine.transport import CallControls
 from parley.providers.llm.base import ToolCall, ToolSpec
 
@@ -98,6 +99,8 @@ class CallContext:
     """What the call was started with (``POST /v1/calls`` metadata, an outbound job's)."""
     controls: CallControls = field(default_factory=CallControls)
     """What the line can do (transfer, keypad tones)."""
+    messages: CallMessages = field(default_factory=NoMessages)
+    """Where texts and emails go (the notification outbox of a call on the books; none by default)."""
 
     async def say(self, text: str) -> None:
         """Speak ``text`` now, while the tool goes on working (it is queued after what is being said)."""

@@ -24,6 +24,20 @@ _RETRYABLE_STATUS = frozenset({401, 403, 429})
 """Twilio's answers that are about the account (its credentials, its rate) rather than this message."""
 
 
+async def sender_number(db: Database, settings: Settings, org_id: str) -> str | None:
+    """The number an organization's texts come from: ``PARLEY_SMS_FROM``, else its first phone number."""
+    if settings.sms_from:
+        return settings.sms_from
+    async with db.session() as session:
+        number = await session.scalar(
+            select(PhoneNumber.number)
+            .where(PhoneNumber.org_id == org_id)
+            .order_by(PhoneNumber.created_at, PhoneNumber.id)
+            .limit(1)
+        )
+    return number
+
+
 class SmsSender:
     def __init__(self, rest: TwilioRest, db: Database, settings: Settings) -> None:
         self.rest = rest
@@ -31,16 +45,7 @@ class SmsSender:
         self.settings = settings
 
     async def from_number(self, org_id: str) -> str | None:
-        if self.settings.sms_from:
-            return self.settings.sms_from
-        async with self.db.session() as session:
-            number = await session.scalar(
-                select(PhoneNumber.number)
-                .where(PhoneNumber.org_id == org_id)
-                .order_by(PhoneNumber.created_at, PhoneNumber.id)
-                .limit(1)
-            )
-        return number
+        return await sender_number(self.db, self.settings, org_id)
 
     def status_callback(self, notification_id: str) -> str | None:
         """Where Twilio reports this text's progress (None without ``PARLEY_PUBLIC_URL``)."""

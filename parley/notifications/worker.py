@@ -1,21 +1,25 @@
-"""The worker that delivers lead notifications from the outbox (``lead_notifications``).
+"""The worker that delivers lead notifications, and the texts and emails agents send during calls
+(``send_sms``/``send_email``), from the outbox (``lead_notifications``).
 
 Each round it claims due notifications with a lease (``store/outbox.py``, shared with the webhook
-dispatcher), renders each with its organization's templates, hands it to the SMTP server or to Twilio (a
-few at once), and writes down what happened: ``sent`` with the Message-ID or Message SID, or a retry
-after an exponential backoff (``PARLEY_NOTIFICATION_RETRY_BACKOFF_S`` doubled each time, capped), or
-``failed`` after a permanent refusal or the last attempt (``POST /v1/lead-notifications/{id}/retry``).
+dispatcher), renders each with its organization's templates (a call's message is sent as the agent
+wrote it), hands it to the SMTP server or to Twilio (a few at once), and writes down what happened:
+``sent`` with the Message-ID or Message SID, or a retry after an exponential backoff
+(``PARLEY_NOTIFICATION_RETRY_BACKOFF_S`` doubled each time, capped), or ``failed`` after a permanent
+refusal or the last attempt (``POST /v1/lead-notifications/{id}/retry``).
 
-It runs at once when ``wake`` is called (the lead service calls it after a lead's transaction commits),
-else every ``PARLEY_NOTIFICATION_POLL_S``. Delivery is at least once: a process killed after the server
-accepted a message but before it wrote that down sends it again once the lease runs out, with the same
-Message-ID (email), so the receiver can tell. A channel that is not configured (no SMTP host, no Twilio)
-is not claimed: its notifications wait for a server that has it.
+It runs at once when ``wake`` is called (the lead service calls it after a lead's transaction commits,
+``CallOutbox`` after a call's message is written), else every ``PARLEY_NOTIFICATION_POLL_S``. Delivery
+is at least once: a process killed after the server accepted a message but before it wrote that down
+sends it again once the lease runs out, with the same Message-ID (email), so the receiver can tell. A
+channel that is not configured (no SMTP host, no Twilio) is not claimed: its notifications wait for a
+server that has it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -27,6 +31,7 @@ from parley.notifications.email import EmailSender
 from parley.notifications.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from parley.notifications.sms import SmsSender
 from parley.notifications.templates import (
+    Rendered,
     TemplateInvalid,
     TemplateStore,
     business_context,
@@ -34,8 +39,8 @@ from parley.notifications.templates import (
     render,
 )
 from parley.store.db import Database
-from parley.store.models import Business, Lead
-from parley.store.notifications import NotificationRepository
+from parley.store.models import Business, Lead, LeadNotification
+from parley.store.notifications import TOOL_SOURCE, NotificationRepository
 from parley.store.types import utcnow
 
 log = structlog.get_logger("parley.notifications")
@@ -133,18 +138,27 @@ class NotificationWorker:
             return
         notification, lead, business, org = job
         attempt = notification.attempts
-        where = {"notification_id": notification.id, "lead_id": lead.id, "org_id": org.id}
+        where = {"notification_id": notification.id, "org_id": org.id}
+        if lead is not None:
+            where["lead_id"] = lead.id
+        elif notification.call_id is not None:
+            where["call_id"] = notification.call_id
         try:
-            provider_id = await self._send(
-                notification.kind,
-                notification.channel,
-                notification.recipient,
-                notification.id,
-                lead,
-                business,
-                org.id,
-                org.name,
-            )
+            if notification.source == TOOL_SOURCE:
+                provider_id = await self._send_message(notification, org.id)
+            elif lead is None:
+                raise PermanentDeliveryError("the lead this notification is about is gone")
+            else:
+                provider_id = await self._send(
+                    notification.kind,
+                    notification.channel,
+                    notification.recipient,
+                    notification.id,
+                    lead,
+                    business,
+                    org.id,
+                    org.name,
+                )
         except DeliveryError as exc:
             await self._failed(notification.channel, notification_id, attempt, exc, where)
             return
@@ -205,6 +219,25 @@ class NotificationWorker:
         if channel == "sms" and self.sms is not None:
             return await self.sms.send(notification_id, org_id, recipient, rendered.sms)
         raise PermanentDeliveryError(f"unknown channel {channel!r}")
+
+    async def _send_message(self, notification: LeadNotification, org_id: str) -> str:
+        """A call's text or email (``send_sms``/``send_email``), sent as the agent wrote it: no template.
+        The email's HTML part is the same text, escaped."""
+        body = notification.body or ""
+        if notification.channel == "email" and self.email is not None:
+            paragraphs = "".join(
+                f"<p>{html.escape(part).replace(chr(10), '<br>')}</p>" for part in body.split("\n\n")
+            )
+            rendered = Rendered(
+                subject=notification.subject or "",
+                html=f"<html><body>{paragraphs}</body></html>",
+                text=body,
+                sms=body,
+            )
+            return await self.email.send(notification.id, notification.recipient, rendered)
+        if notification.channel == "sms" and self.sms is not None:
+            return await self.sms.send(notification.id, org_id, notification.recipient, body)
+        raise PermanentDeliveryError(f"unknown channel {notification.channel!r}")
 
     async def _failed(
         self, channel: str, notification_id: str, attempt: int, error: DeliveryError, where: dict[str, str]

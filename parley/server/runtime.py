@@ -21,6 +21,7 @@ from parley.engine.session import SessionOptions
 from parley.engine.tools import CallContext
 from parley.engine.transport import CallControls
 from parley.platform.directory import AgentDirectory, StoredAgent
+from parley.platform.messages import CallOutbox
 from parley.server.guard import ClientCaps
 from parley.server.live import LiveLimits, LiveSession
 from parley.server.metrics import ServerMetrics
@@ -377,6 +378,8 @@ class LiveRuntime:
             known = call.variables()
             context.call_id, context.metadata = known.call_id, dict(known.metadata)
             context.caller_number = known.caller_number or None
+            if self.platform is not None and call.call.org_id is not None:  # send_sms/send_email: the outbox
+                context.messages = CallOutbox.of(self.platform, org_id=call.call.org_id, call_id=call.call_id)
         live = LiveSession(
             agent,
             stack,

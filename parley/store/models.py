@@ -453,8 +453,10 @@ class LeadMatch(Base):
 
 
 class LeadNotification(Base):
-    """The leads outbox: a message owed to a business (or to the operator when ``business_id`` is None),
-    written in the transaction of the lead. pending → sending (leased) → sent → delivered (SMS) | failed."""
+    """The notification outbox: a message owed to a business (or to the operator when ``business_id`` is
+    None), written in the transaction of the lead; or (``source`` ``tool``, revision 0009) a text or
+    email an agent's ``send_sms``/``send_email`` queued during call ``call_id``, its words in ``subject``
+    and ``body``. pending → sending (leased) → sent → delivered (SMS) | failed."""
 
     __tablename__ = "lead_notifications"
     __table_args__ = (
@@ -463,10 +465,19 @@ class LeadNotification(Base):
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    lead_id: Mapped[str | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    """The lead it is about (``source`` ``lead``); None for a call's message."""
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    """The call whose agent sent it (``source`` ``tool``)."""
+    source: Mapped[str] = mapped_column(String(16), default="lead", server_default="lead")
+    """``lead`` (rendered from the organization's templates) or ``tool`` (sent as ``subject``/``body``)."""
     business_id: Mapped[str | None] = mapped_column(ForeignKey("businesses.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(32))
-    """``new_lead``, ``unmatched_lead`` (to the operator) or ``callback_outcome``."""
+    """``new_lead``, ``unmatched_lead`` (to the operator), ``callback_outcome``; ``call_message``."""
+    subject: Mapped[str | None] = mapped_column(String(200))
+    """A call's email: its subject line."""
+    body: Mapped[str | None] = mapped_column(Text)
+    """A call's message: its text, as the agent wrote it (lead notifications are rendered when sent)."""
     channel: Mapped[str] = mapped_column(String(8))
     """``email`` or ``sms``."""
     recipient: Mapped[str] = mapped_column(String(320))

@@ -5,9 +5,10 @@ change it.
        ▲                  ├──error, attempts left──▶ pending (after backoff)
        └── lease ran out ─┘──permanent error, or none left──▶ failed (``retry`` makes it pending again)
 
-Rows are written by ``store/leads.py`` in the lead's transaction. Every change here is a conditional
-UPDATE, so a worker whose lease ran out, a late or repeated callback, or two workers racing never move a
-row backwards.
+Rows are written by ``store/leads.py`` in the lead's transaction, and by ``enqueue_message`` for the
+texts and emails an agent sends during a call (``send_sms``/``send_email``). Every change here is a
+conditional UPDATE, so a worker whose lease ran out, a late or repeated callback, or two workers racing
+never move a row backwards.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Business, Lead, LeadNotification, Organization
 from parley.store.outbox import claim, claimable
+from parley.store.types import new_id, utcnow
 
 ERROR_CHARS = 500
 
@@ -33,7 +35,11 @@ class NotificationStatus(StrEnum):
     FAILED = "failed"
 
 
-Job = tuple[LeadNotification, Lead, Business | None, Organization]
+Job = tuple[LeadNotification, Lead | None, Business | None, Organization]
+"""A claimed notification with what it is about (a call's message has no lead)."""
+
+TOOL_SOURCE = "tool"
+CALL_MESSAGE = "call_message"
 
 
 class NotificationRepository:
@@ -50,6 +56,48 @@ class NotificationRepository:
         )
         return list(rows)
 
+    async def enqueue_message(
+        self,
+        *,
+        org_id: str,
+        call_id: str,
+        channel: str,
+        recipient: str,
+        body: str,
+        subject: str | None = None,
+    ) -> str:
+        """Queue a call's text or email (due now, delivered by the same worker); returns its id."""
+        now = utcnow()
+        row = LeadNotification(
+            id=new_id("ntf"),
+            org_id=org_id,
+            lead_id=None,
+            call_id=call_id,
+            source=TOOL_SOURCE,
+            kind=CALL_MESSAGE,
+            channel=channel,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            status=NotificationStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row.id
+
+    async def for_call(self, call_id: str) -> list[LeadNotification]:
+        """The messages a call's agent sent, oldest first."""
+        rows = await self.session.scalars(
+            select(LeadNotification)
+            .where(LeadNotification.call_id == call_id)
+            .order_by(LeadNotification.created_at, LeadNotification.id)
+            .execution_options(populate_existing=True)
+        )
+        return list(rows)
+
     async def claim(self, notification_id: str, now: datetime, lease_until: datetime) -> bool:
         return await claim(self.session, LeadNotification, notification_id, now, lease_until)
 
@@ -58,7 +106,7 @@ class NotificationRepository:
         row = (
             await self.session.execute(
                 select(LeadNotification, Lead, Organization)
-                .join(Lead, Lead.id == LeadNotification.lead_id)
+                .outerjoin(Lead, Lead.id == LeadNotification.lead_id)
                 .join(Organization, Organization.id == LeadNotification.org_id)
                 .where(LeadNotification.id == notification_id)
             )

@@ -1,0 +1,240 @@
+"""Texts and emails an agent sends during a call (``send_sms``/``send_email``) go through the notification
+outbox: a row written for the call, delivered by the same worker as lead notifications to a real SMTP
+server and the local Twilio, and, on a whole phone call, moved to ``delivered`` by Twilio's callbacks. A
+server without the channel says so in a sentence, and writes nothing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from parley.config import Settings
+from parley.engine.agent import AgentConfig
+from parley.engine.tools import CallContext, ToolOutcome, ToolRegistry
+from parley.notifications.mailbox import Mailbox
+from parley.notifications.sms import SmsSender
+from parley.notifications.worker import NotificationWorker
+from parley.platform.messages import CallOutbox
+from parley.platform.runtime import Platform
+from parley.providers.llm.base import ToolCall
+from parley.providers.llm.scripted import ScriptRule
+from parley.stack import build_tools
+from parley.store.models import LeadNotification
+from parley.store.notifications import NotificationRepository
+from parley.telephony.rest import TwilioRest
+from parley.twilio_sim.server import TwilioSim, serving
+from tests.engine.harness import agent, speech
+from tests.notifications.conftest import Clock, email_worker, smtp_server, until
+from tests.notifications.test_email import bodies
+from tests.phone.conftest import PARLEY_NUMBER, PERSON, call_id_of, heard_reply, phone_lab
+
+OFFICE = "office@bayplumbing.example.com"
+TOOLS = [
+    {"name": "send_sms"},
+    {"name": "send_email", "recipients": {"office": OFFICE}},
+]
+
+
+async def a_call(platform: Platform) -> str:
+    call, _ = await platform.calls.create(
+        platform.default_org_id,
+        direction="inbound",
+        transport="twilio",
+        from_number=PERSON,
+        to_number=PARLEY_NUMBER,
+    )
+    return call.id
+
+
+def tools_for(
+    platform: Platform, settings: Settings, call_id: str, woken: list[str] | None = None
+) -> ToolRegistry:
+    def wake() -> None:
+        if woken is not None:
+            woken.append("wake")
+
+    outbox = CallOutbox(
+        platform.db, settings, org_id=platform.default_org_id, call_id=call_id, wake=lambda: wake
+    )
+    context = CallContext(
+        call_id=call_id, caller_number=PERSON, metadata={"email": "ada@example.org"}, messages=outbox
+    )
+    return build_tools(AgentConfig.model_validate({"tools": TOOLS}), context=context)
+
+
+async def use(tools: ToolRegistry, name: str, **arguments: str) -> ToolOutcome:
+    return await tools.execute(ToolCall("c1", name, dict(arguments)))
+
+
+async def messages_of(platform: Platform, call_id: str) -> list[LeadNotification]:
+    async with platform.db.session() as session:
+        return await NotificationRepository(session).for_call(call_id)
+
+
+async def test_an_agents_emails_are_queued_for_the_call_and_delivered_as_written(platform: Platform) -> None:
+    call_id = await a_call(platform)
+    mailbox = Mailbox()
+    woken: list[str] = []
+    async with smtp_server(mailbox) as port:
+        settings = platform.settings.model_copy(
+            update={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False}
+        )
+        tools = tools_for(platform, settings, call_id, woken)
+        to_office = await use(
+            tools,
+            "send_email",
+            to="office",
+            subject="Call-back wanted",
+            body="Ada <b>asks</b>\n\nfor a call.",
+        )
+        to_caller = await use(tools, "send_email", to="caller", subject="Your quote", body="Two hours, $180.")
+        assert to_office.ok and to_caller.ok and to_caller.content == '{"queued": true, "to": "caller"}'
+        assert woken == ["wake", "wake"], "the worker is told at once"
+        queued = await messages_of(platform, call_id)
+        assert [(m.source, m.kind, m.channel, m.status, m.lead_id) for m in queued] == [
+            ("tool", "call_message", "email", "pending", None)
+        ] * 2
+
+        worker = email_worker(platform, port, Clock())
+        assert await worker.step() == 2
+        mails = await mailbox.wait_for(2)
+
+    sent = await messages_of(platform, call_id)
+    assert [(m.recipient, m.status, m.attempts) for m in sent] == [
+        (OFFICE, "sent", 1),
+        ("ada@example.org", "sent", 1),
+    ]
+    by_to = {mail.rcpt_tos[0]: mail for mail in mails}
+    office = by_to[OFFICE]
+    assert office.message_id == sent[0].provider_id == f"<{sent[0].id}@parley>"
+    assert office.subject == "Call-back wanted"
+    parts = bodies(office.message)
+    assert parts["text/plain"].replace("\r\n", "\n").strip() == "Ada <b>asks</b>\n\nfor a call."
+    assert "<p>Ada &lt;b&gt;asks&lt;/b&gt;</p><p>for a call.</p>" in parts["text/html"], (
+        "the model's markup is text"
+    )
+    assert by_to["ada@example.org"].subject == "Your quote"
+
+
+async def test_an_agents_text_goes_to_twilio_from_the_organizations_number(platform: Platform) -> None:
+    call_id = await a_call(platform)
+    async with serving(TwilioSim()) as sim:
+        assert sim.base_url is not None
+        settings = platform.settings.model_copy(
+            update={
+                "twilio_account_sid": sim.account_sid,
+                "twilio_auth_token": SecretStr(sim.auth_token),
+                "twilio_api_base_url": sim.base_url,
+                "sms_from": PARLEY_NUMBER,
+            }
+        )
+        tools = tools_for(platform, settings, call_id)
+        assert (await use(tools, "send_sms", to="caller", body="Bay Plumbing: 12 Harbor St.")).ok
+        rest = TwilioRest.from_settings(settings)
+        assert rest is not None
+        worker = NotificationWorker(
+            platform.db, settings, email=None, sms=SmsSender(rest, platform.db, settings), clock=Clock()
+        )
+        assert await worker.step() == 1
+    [text] = sim.messages.values()
+    assert (text.to, text.from_, text.body) == (PERSON, PARLEY_NUMBER, "Bay Plumbing: 12 Harbor St.")
+    [row] = await messages_of(platform, call_id)
+    assert (row.channel, row.recipient, row.status, row.provider_id) == ("sms", PERSON, "sent", text.sid)
+
+
+async def test_without_a_channel_the_agent_is_told_so_and_nothing_is_queued(platform: Platform) -> None:
+    call_id = await a_call(platform)
+    bare = tools_for(platform, platform.settings, call_id)  # no SMTP host, no Twilio
+    said = await use(bare, "send_sms", to="caller", body="hi")
+    assert not said.ok and "I can't send text messages on this line" in said.content
+    assert "tell the caller" in said.content
+    mailed = await use(bare, "send_email", to="office", subject="hi", body="hi")
+    assert not mailed.ok and "I can't send emails on this line" in mailed.content
+
+    twilio = {"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": SecretStr("t" * 32)}
+    numberless = tools_for(platform, platform.settings.model_copy(update=twilio), call_id)
+    said = await use(numberless, "send_sms", to="caller", body="hi")
+    assert not said.ok and "no number to text from" in said.content, (
+        "no PARLEY_SMS_FROM, no number of the org"
+    )
+    assert await messages_of(platform, call_id) == []
+
+
+async def test_a_bad_recipient_is_a_422_naming_the_field_when_the_agent_is_saved(
+    client: httpx.AsyncClient,
+) -> None:
+    config: dict[str, Any] = {"tools": [{"name": "send_sms", "recipients": {"office": "555-0123"}}]}
+    made = await client.post("/v1/agents", json={"name": "texter", "config": config})
+    assert made.status_code == 422, made.text
+    [error] = made.json()["detail"]
+    assert error["loc"] == ["body", "config", "tools", 0, "recipients", "office"] and "E.164" in error["msg"]
+
+
+def rules(sms_body: str) -> Sequence[ScriptRule]:
+    """The caller asks; the model texts them, then emails the office, then says it did."""
+    return [
+        ScriptRule(
+            "address",
+            reply="Sure, I'm texting it to you.",
+            tool="send_sms",
+            arguments={"to": "caller", "body": sms_body},
+        ),
+        ScriptRule(
+            re.compile(r'"to": "caller"'),
+            tool="send_email",
+            arguments={"to": "office", "subject": "Address sent", "body": "The caller got our address."},
+            on_tool_result=True,
+        ),
+        ScriptRule.after_tool('"to": "office"', "Done, and I told the office."),
+    ]
+
+
+async def test_on_a_phone_call_the_caller_gets_the_text_and_the_office_the_email(tmp_path: Path) -> None:
+    body = "Bay Plumbing, 12 Harbor St, San Francisco."
+    mailbox = Mailbox()
+    async with (
+        smtp_server(mailbox) as port,
+        phone_lab(
+            tmp_path,
+            lines=["What is your address?"],
+            rules=rules(body),
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            smtp_starttls=False,
+            notification_poll_s=60.0,  # only the wake after the message's commit starts the worker in time
+        ) as lab,
+    ):
+        await lab.add_agent(agent(name="front-desk", first_message="Hello.", tools=TOOLS))
+        call = lab.dial_in()
+        caller = await call.wait_connected()
+        await caller.say(speech(1.0).pcm, 16000)
+        [mail] = await mailbox.wait_for(1, timeout_s=20)
+        platform = lab.runtime.platform
+        assert platform is not None
+        call_id = call_id_of(call)
+
+        async def delivered() -> bool:
+            return [m.status for m in await messages_of(platform, call_id)] == ["delivered", "sent"]
+
+        await until(delivered)
+        await heard_reply(caller, mail.received_at)  # "Done, …", said once both tools answered
+        call.request_stop("callee")
+        assert await call.wait_ended() == "completed"
+        record = await lab.call_record(call_id)
+
+    [text] = lab.twilio.messages.values()
+    assert (text.to, text.from_, text.body, text.status) == (PERSON, PARLEY_NUMBER, body, "delivered")
+    assert mail.rcpt_tos == [OFFICE] and mail.subject == "Address sent"
+    calls = [
+        (e["data"]["tool"], e["data"]["arguments"]["to"])
+        for e in record["events"]
+        if e["type"] == "tool.call"
+    ]
+    assert calls == [("send_sms", "caller"), ("send_email", "office")]
+    said = [t["text"] for t in record["transcript"] if t["speaker"] == "agent"]
+    assert said[-1] == "Sure, I'm texting it to you. Done, and I told the office.", "one reply, heard whole"
