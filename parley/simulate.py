@@ -16,6 +16,7 @@ from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.wav import read_wav, write_wav
 from parley.engine.agent import AgentConfig
 from parley.engine.conversation import open_session
+from parley.engine.event_payloads import AgentAudioStarted, AgentText, ReplyCancelled, TranscriptFinal
 from parley.engine.events import Event, EventType, JsonlWriter, Timeline, now
 from parley.engine.session import EngineStack, SessionOptions
 from parley.engine.state import SessionState
@@ -138,7 +139,7 @@ class Conversation:
         deadline = now() + limit_s
         while now() < deadline:
             if any(
-                e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= since
+                e.type is EventType.AGENT_AUDIO_STARTED and _audio_at(e) >= since
                 for e in reversed(self.timeline.events[-50:])
             ):
                 return
@@ -147,12 +148,14 @@ class Conversation:
     def _score(self, mark: int, start: float, pcm: PCM16) -> TurnResult:
         onset, speech_end = voiced_span(pcm, SIM_RATE, start)
         events = self.timeline.events[mark:]
-        finals = [e.data["text"] for e in events if e.type is EventType.TRANSCRIPT_FINAL]
+        finals = [e.payload(TranscriptFinal).text for e in events if e.type is EventType.TRANSCRIPT_FINAL]
         user = " ".join(distinct_finals(finals))
-        agent = " ".join(e.data["text"] for e in events if e.type is EventType.AGENT_TEXT)
-        interrupted = any(e.data.get("interrupted") for e in events if e.type is EventType.REPLY_CANCELLED)
+        agent = " ".join(e.payload(AgentText).text for e in events if e.type is EventType.AGENT_TEXT)
+        interrupted = any(
+            e.payload(ReplyCancelled).interrupted for e in events if e.type is EventType.REPLY_CANCELLED
+        )
         started = [
-            e.data["at"] for e in events if e.type is EventType.AGENT_AUDIO_STARTED and e.data["at"] >= start
+            at for e in events if e.type is EventType.AGENT_AUDIO_STARTED and (at := _audio_at(e)) >= start
         ]
         v2v = round((started[0] - speech_end) * 1000, 1) if started else None
         stop = agent_silent_at(self.speaker.clips, onset, SIM_RATE)
@@ -225,3 +228,9 @@ async def run_simulation(
         say(f"recorded as call {call_id}: parley calls show {call_id}")
         summary["call_id"] = call_id
     return summary
+
+
+def _audio_at(event: Event) -> float:
+    """When the audio of an ``agent.audio.started`` event began: its ``at``, else the event's own time."""
+    at = event.payload(AgentAudioStarted).at
+    return event.t if at is None else at

@@ -43,6 +43,7 @@ from parley.bench.coach_cases import CALLS, SalesCall
 from parley.bench.voice import CallerVoice
 from parley.engine.agent import AgentConfig
 from parley.engine.coaching import CoachingSettings
+from parley.engine.event_payloads import CoachHint, CoachTrigger, RoomUtterance
 from parley.engine.events import Event, EventType, now
 from parley.engine.options import EngineStack
 from parley.rooms.model import ROOM_RATE, TICK_S, TICK_SAMPLES, Mode, Participant, Role
@@ -230,12 +231,10 @@ async def _utterance(events: list[Event], role: str) -> str:
     deadline = now() + UTTERANCE_TIMEOUT_S
     while now() < deadline:
         for event in events:
-            if (
-                event.type is EventType.ROOM_UTTERANCE
-                and id(event) not in seen
-                and event.data["role"] == role
-            ):
-                return str(event.data["text"])
+            if event.type is EventType.ROOM_UTTERANCE and id(event) not in seen:
+                said = event.payload(RoomUtterance)
+                if said.role == role:
+                    return said.text
         await asyncio.sleep(0.05)
     return ""
 
@@ -292,18 +291,23 @@ def _report(calls: list[dict[str, Any]], use_llm: bool, legs: str = "in-process"
         for line in lines:
             if line.expect:
                 expected.add((call["name"], line.index, line.expect))
-        hints = [e for e in call["events"] if e.type is EventType.COACH_HINT and not e.data.get("refines")]
-        rewrites = [e for e in call["events"] if e.type is EventType.COACH_HINT and e.data.get("refines")]
+        events: list[Event] = call["events"]
+        hints = [e for e in events if e.type is EventType.COACH_HINT and not e.payload(CoachHint).refines]
+        rewrites = [
+            c for c in (e.payload(CoachHint) for e in events if e.type is EventType.COACH_HINT) if c.refines
+        ]
         refined += len(rewrites)
-        rewrite_ms += [float(e.data["latency_ms"]) for e in rewrites]
-        triggers = [e for e in call["events"] if e.type is EventType.COACH_TRIGGER]
+        rewrite_ms += [float(card.latency_ms) for card in rewrites if card.latency_ms is not None]
+        triggers = [e for e in events if e.type is EventType.COACH_TRIGGER]
         for trigger, hint in zip(triggers, _hints_for(triggers, hints), strict=True):
-            name = str(trigger.data["trigger"])
-            source = next((s for s in reversed(lines) if s.text and s.text == trigger.data["text"]), None)
+            fired_as = trigger.payload(CoachTrigger)
+            card = hint.payload(CoachHint) if hint is not None else None
+            name = fired_as.trigger
+            source = next((s for s in reversed(lines) if s.text and s.text == fired_as.text), None)
             key = (call["name"], source.index if source else None, name)
             fired.add(key)
-            if hint is not None:
-                sources[str(hint.data["source"])] = sources.get(str(hint.data["source"]), 0) + 1
+            if card is not None:
+                sources[str(card.source)] = sources.get(str(card.source), 0) + 1
             if source is not None and hint is not None and key in expected:
                 # From the end of the line that made it fire: the line itself, or for a next step
                 # left unsaid, the rep line that closed the window.
@@ -316,8 +320,8 @@ def _report(calls: list[dict[str, Any]], use_llm: bool, legs: str = "in-process"
                     "call": call["name"],
                     "line": key[1],
                     "trigger": name,
-                    "heard": trigger.data["text"],
-                    "hint": hint.data["text"] if hint else None,
+                    "heard": fired_as.text,
+                    "hint": card.text if card is not None else None,
                     "correct": key in expected,
                 }
             )
@@ -359,9 +363,8 @@ def _hints_for(triggers: list[Event], hints: list[Event]) -> list[Event | None]:
     pool = list(hints)
     out: list[Event | None] = []
     for trigger in triggers:
-        hint = next(
-            (h for h in pool if h.data["trigger"] == trigger.data["trigger"] and h.t >= trigger.t), None
-        )
+        name = trigger.payload(CoachTrigger).trigger
+        hint = next((h for h in pool if h.payload(CoachHint).trigger == name and h.t >= trigger.t), None)
         if hint is not None:
             pool.remove(hint)
         out.append(hint)

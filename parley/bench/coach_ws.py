@@ -58,6 +58,7 @@ from parley.bench.coach import (
 from parley.bench.coach_cases import CALLS, SalesCall
 from parley.bench.server_process import announce_port, server_process
 from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import CoachTrigger
 from parley.engine.events import Event, EventType, now
 from parley.engine.options import EngineStack
 from parley.rooms.model import ROOM_RATE, TICK_S, TICK_SAMPLES
@@ -394,9 +395,10 @@ def _events(timeline: list[dict[str, Any]], cards: list[dict[str, Any]]) -> list
     """Triggers as the server fired them (their words and time, from the timeline) and the hint cards as
     the rep's socket received them (at their arrival), in time order."""
     events = [
-        Event(EventType.COACH_TRIGGER, "bench", float(e["data"]["at"]), dict(e["data"]))
+        Event(EventType.COACH_TRIGGER, "bench", at, dict(e["data"]))
         for e in timeline
         if e["type"] == EventType.COACH_TRIGGER.value
+        and (at := CoachTrigger.from_data(e["data"]).at) is not None
     ]
     events += [Event(EventType.COACH_HINT, "bench", float(m["_arrival"]), dict(m)) for m in cards]
     return sorted(events, key=lambda e: e.t)

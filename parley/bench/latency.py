@@ -16,6 +16,14 @@ from rich.console import Console
 
 from parley.bench.voice import CallerVoice
 from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import (
+    AgentAudioStarted,
+    AgentText,
+    LlmFirstToken,
+    TranscriptInterim,
+    TtsFirstByte,
+    TurnEnded,
+)
 from parley.engine.events import Event, EventType
 from parley.simulate import Conversation, SimulationResult, UserTurn, percentile
 from parley.stack import prepare_stack
@@ -66,30 +74,38 @@ def breakdown(result: SimulationResult) -> dict[str, dict[str, float | None]]:
     }
     events = result.events
     for turn_end in (e for e in events if e.type is EventType.TURN_ENDED):
-        speech_end = turn_end.data["speech_end"]
+        speech_end = turn_end.payload(TurnEnded).speech_end
         started = _first(events, EventType.AGENT_AUDIO_STARTED, after=turn_end.t)
         if started is None:
             continue
-        reply_id = started.data["reply_id"]
+        reply_id = started.payload(AgentAudioStarted).reply_id
         stages["endpoint_wait"].append((turn_end.t - speech_end) * 1000)
         asr = [
             e
             for e in events
             if e.type is EventType.TRANSCRIPT_INTERIM
-            and e.data.get("stable")
+            and e.payload(TranscriptInterim).stable
             and speech_end <= e.t <= turn_end.t
         ]
         if asr:
             stages["asr_final"].append((asr[-1].t - speech_end) * 1000)
-        for name, kind in (
-            ("llm_first_token", EventType.LLM_FIRST_TOKEN),
-            ("first_clause", EventType.AGENT_TEXT),
-            ("tts_first_byte", EventType.TTS_FIRST_BYTE),
-        ):
-            hit = next((e for e in events if e.type is kind and e.data.get("reply_id") == reply_id), None)
-            if hit is not None:
-                stages[name].append((hit.data.get("ready_at", hit.t) - speech_end) * 1000)
+        token = next((e for e in events if _of_reply(e, LlmFirstToken, reply_id)), None)
+        if token is not None:
+            stages["llm_first_token"].append((token.t - speech_end) * 1000)
+        clause = next((e for e in events if _of_reply(e, AgentText, reply_id)), None)
+        if clause is not None:  # ready before it was announced (once the turn was known to have ended)
+            ready = clause.payload(AgentText).ready_at
+            stages["first_clause"].append(((clause.t if ready is None else ready) - speech_end) * 1000)
+        byte = next((e for e in events if _of_reply(e, TtsFirstByte, reply_id)), None)
+        if byte is not None:
+            stages["tts_first_byte"].append((byte.t - speech_end) * 1000)
     return {name: {"p50": percentile(v, 50), "p90": percentile(v, 90)} for name, v in stages.items()}
+
+
+def _of_reply(
+    event: Event, cls: type[LlmFirstToken] | type[AgentText] | type[TtsFirstByte], reply_id: str
+) -> bool:
+    return event.type is cls.EVENT and event.payload(cls).reply_id == reply_id
 
 
 def _first(events: list[Event], kind: EventType, after: float) -> Event | None:

@@ -29,7 +29,8 @@ import numpy as np
 from parley.audio.frame import PCM16
 from parley.audio.resample import resample
 from parley.bench.server_process import announce_port, server_process
-from parley.engine.events import now
+from parley.engine.event_payloads import AgentAudioStarted, AgentText, StateChanged, TranscriptFinal
+from parley.engine.events import EventType, now
 from parley.simulate import TurnResult, UserTurn, distinct_finals, turn_figures
 from parley.simulation import voiced_span
 from parley.twilio_sim.caller import SAMPLE_RATE, SimulatedCaller
@@ -100,8 +101,8 @@ class ServerFeed:
             self._task.result()  # the feed broke: say why instead of waiting out every turn
         last_speech = max((i for i, e in enumerate(self.events) if e["type"] == "speech.stopped"), default=-1)
         for event in reversed(self.events[last_speech + 1 :]):
-            if event["type"] == "state.changed":
-                return bool(event["data"].get("new") == "listening")
+            if event["type"] == EventType.STATE_CHANGED:
+                return StateChanged.from_data(event["data"]).new == "listening"
         return False
 
 
@@ -205,25 +206,33 @@ def attach_transcript(run: PhoneRun, call: dict[str, Any], starts: list[float]) 
             t = origin + float(event["t_ms"]) / 1000
             return begin <= t < end
 
-        finals = [e["data"]["text"] for e in events if e["type"] == "transcript.final" and within(e)]
+        finals = [_text(e) for e in events if e["type"] == EventType.TRANSCRIPT_FINAL and within(e)]
         user = " ".join(distinct_finals(finals))
-        agent = " ".join(e["data"]["text"] for e in events if e["type"] == "agent.text" and within(e))
+        agent = " ".join(_text(e) for e in events if e["type"] == EventType.AGENT_TEXT and within(e))
         turn.user_text, turn.agent_text = user, agent
 
 
 def heard_user_texts(call: dict[str, Any]) -> list[str]:
     """Everything the caller said as Parley transcribed it, once: a turn that went on after a pause is
     final twice, and only its longer text counts."""
-    finals = [e["data"]["text"] for e in call.get("events", []) if e["type"] == "transcript.final"]
+    finals = [_text(e) for e in call.get("events", []) if e["type"] == EventType.TRANSCRIPT_FINAL]
     return distinct_finals(finals)
+
+
+def _text(event: dict[str, Any]) -> str:
+    """The words of a ``transcript.final`` or ``agent.text`` event as the call record shows it."""
+    cls = TranscriptFinal if event["type"] == EventType.TRANSCRIPT_FINAL else AgentText
+    return cls.from_data(event["data"]).text
 
 
 def _session_origin(events: list[dict[str, Any]]) -> float | None:
     """The server's monotonic time of its session start (events carry both ``t_ms`` and absolute times;
     ``time.monotonic`` is one clock for every process of a machine)."""
     for event in events:
-        if event["type"] == "agent.audio.started" and "at" in event["data"]:
-            return float(event["data"]["at"]) - float(event["t_ms"]) / 1000
+        if event["type"] == EventType.AGENT_AUDIO_STARTED:
+            at = AgentAudioStarted.from_data(event["data"]).at
+            if at is not None:
+                return at - float(event["t_ms"]) / 1000
     return None
 
 

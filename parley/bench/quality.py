@@ -19,6 +19,7 @@ from rich.console import Console
 
 from parley.bench.quality_cases import CASES, QualityAgent, QualityTurn
 from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import AgentText, SessionEnded, ToolCalled, TranscriptFinal
 from parley.engine.events import Event, EventType
 from parley.engine.state import SessionState
 from parley.simulate import Conversation, UserTurn
@@ -197,16 +198,15 @@ def _verdicts(case: QualityAgent, events: list[Event], marks: list[int]) -> list
             )
             continue
         window = events[marks[index] : marks[index + 1] if index + 1 < len(marks) else len(events)]
-        heard = " ".join(e.data.get("text", "") for e in window if e.type is EventType.TRANSCRIPT_FINAL)
-        reply = " ".join(e.data.get("text", "") for e in window if e.type is EventType.AGENT_TEXT)
-        tools = [
-            {"tool": e.data.get("tool"), "arguments": e.data.get("arguments")}
-            for e in window
-            if e.type is EventType.TOOL_CALL
-        ]
+        heard = " ".join(
+            e.payload(TranscriptFinal).text for e in window if e.type is EventType.TRANSCRIPT_FINAL
+        )
+        reply = " ".join(e.payload(AgentText).text for e in window if e.type is EventType.AGENT_TEXT)
+        calls = [e.payload(ToolCalled) for e in window if e.type is EventType.TOOL_CALL]
+        tools = [{"tool": call.tool, "arguments": call.arguments} for call in calls]
         ended = any(
             e.type is EventType.SESSION_ENDED
-            and e.data.get("reason") not in ("bench_done", "simulation_done")
+            and e.payload(SessionEnded).reason not in ("bench_done", "simulation_done")
             for e in window
         )
         passed, why = judge(turn, reply, tools, ended)

@@ -6,17 +6,23 @@ them directly.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
+if TYPE_CHECKING:
+    from parley.engine.event_payloads import Payload
+
 log = structlog.get_logger("parley.engine")
+
+_P = TypeVar("_P", bound="Payload")
 
 
 class EventType(StrEnum):
@@ -92,6 +98,12 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": str(self.type), "session_id": self.session_id, "t": self.t, **self.data}
+
+    def payload(self, cls: builtins.type[_P]) -> _P:
+        """``data`` read as ``cls`` (``event.payload(TranscriptFinal).text``): typed, so mypy checks the
+        fields a consumer reads. Raises ``WrongEventType`` for an event of another type; see
+        ``event_payloads``."""
+        return cls.of(self)
 
 
 class TimelineSink(Protocol):

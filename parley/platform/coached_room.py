@@ -41,6 +41,7 @@ from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.mixer import mix
 from parley.audio.wav import write_wav
 from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import RoomLeft, RoomModeChanged, RoomUtterance
 from parley.engine.events import Event, EventType, now
 from parley.engine.knowledge import KnowledgeIndex
 from parley.engine.options import EngineStack
@@ -484,15 +485,16 @@ class CoachedRoom:
 
     def _room_event(self, event: Event) -> None:
         self._publish(event)
-        data = event.data
         if event.type is EventType.ROOM_JOINED:
             self._send_participants()
         elif event.type is EventType.ROOM_LEFT:
-            self._left(str(data["participant_id"]), str(data.get("reason") or "left"))
+            left = event.payload(RoomLeft)
+            self._left(left.participant_id, left.reason or "left")
         elif event.type is EventType.ROOM_MODE_CHANGED:
-            self._mode_changed(str(data["participant_id"]), str(data["old"]), str(data["new"]))
+            changed = event.payload(RoomModeChanged)
+            self._mode_changed(changed.participant_id, changed.old, changed.new)
         elif event.type is EventType.ROOM_UTTERANCE:
-            self._utterance(data)
+            self._utterance(event.payload(RoomUtterance))
 
     def _left(self, participant_id: str, reason: str) -> None:
         member = self._members.pop(participant_id, None)
@@ -517,21 +519,21 @@ class CoachedRoom:
                 self._deliver(listener, message)
         self._send_participants()
 
-    def _utterance(self, data: Mapping[str, Any]) -> None:
-        speaker_id = str(data["participant_id"])
+    def _utterance(self, said: RoomUtterance) -> None:
+        speaker_id = said.participant_id
         member = self._members.get(speaker_id)
         speaker = member.participant if member is not None else None
         message = {
             "type": "utterance",
             "participant_id": speaker_id,
-            "role": data["role"],
+            "role": said.role,
             "name": speaker.name if speaker is not None else "",
-            "text": data["text"],
-            "start_ms": round((float(data["start"]) - self._origin) * 1000),
-            "end_ms": round((float(data["end"]) - self._origin) * 1000),
+            "text": said.text,
+            "start_ms": round((said.start - self._origin) * 1000),
+            "end_ms": round((said.end - self._origin) * 1000),
         }
         for listener in self._connected():
-            if _may_read(speaker, str(data["role"]), speaker_id, listener.participant):
+            if _may_read(speaker, said.role, speaker_id, listener.participant):
                 self._deliver(listener, message)
 
     async def _on_hint(self, hint: Hint) -> None:

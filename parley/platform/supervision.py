@@ -40,6 +40,17 @@ import structlog
 
 from parley.audio.frame import AudioFrame
 from parley.engine.conversation import ConversationEngine
+from parley.engine.event_payloads import (
+    AgentText,
+    HandoverEnded,
+    HandoverStarted,
+    RoomJoined,
+    RoomLeft,
+    RoomModeChanged,
+    RoomUtterance,
+    SupervisorNote,
+    TranscriptFinal,
+)
 from parley.engine.events import Event, EventType, Timeline, now
 from parley.engine.state import SessionState
 from parley.engine.transport import AudioOutput
@@ -394,24 +405,26 @@ class SupervisedCall:
                 self._record(event)
             return
         self._timeline.emit(event)
-        data = event.data
-        participant_id = str(data.get("participant_id", ""))
-        if event.type is EventType.ROOM_JOINED and participant_id in self._members:
-            self._sync_handover()
-            self._send_supervisors()
+        if event.type is EventType.ROOM_JOINED:
+            if event.payload(RoomJoined).participant_id in self._members:
+                self._sync_handover()
+                self._send_supervisors()
         elif event.type is EventType.ROOM_LEFT:
-            self._left(participant_id, str(data.get("reason") or "left"))
+            left = event.payload(RoomLeft)
+            self._left(left.participant_id, left.reason or "left")
         elif event.type is EventType.ROOM_MODE_CHANGED:
-            self._mode_changed(participant_id, str(data["old"]), str(data["new"]))
+            changed = event.payload(RoomModeChanged)
+            self._mode_changed(changed.participant_id, changed.old, changed.new)
         elif event.type is EventType.ROOM_UTTERANCE:
-            member = self._members.get(participant_id)
+            said = event.payload(RoomUtterance)
+            member = self._members.get(said.participant_id)
             self._send(
                 {
                     "type": "utterance",
-                    "participant_id": participant_id,
-                    "role": data["role"],
+                    "participant_id": said.participant_id,
+                    "role": said.role,
                     "name": member.participant.name if member is not None else "",
-                    "text": data["text"],
+                    "text": said.text,
                 }
             )
 
@@ -476,17 +489,23 @@ class SupervisedCall:
 
     def _on_call_event(self, event: Event) -> None:
         """The call's own words and the agent's notes, for the supervisors' pages."""
-        d, kind = event.data, event.type
+        kind = event.type
         if kind is EventType.TRANSCRIPT_FINAL:
-            self._send({"type": "transcript", "role": "customer", "text": d["text"]})
+            self._send(
+                {"type": "transcript", "role": "customer", "text": event.payload(TranscriptFinal).text}
+            )
         elif kind is EventType.AGENT_TEXT:
-            self._send({"type": "transcript", "role": "agent", "text": d["text"], "reply_id": d["reply_id"]})
+            said = event.payload(AgentText)
+            self._send({"type": "transcript", "role": "agent", "text": said.text, "reply_id": said.reply_id})
         elif kind is EventType.SUPERVISOR_NOTE:
-            self._send({"type": "note", "kind": d["kind"], "by": d["by"], "text": d["text"]})
+            note = event.payload(SupervisorNote)
+            self._send({"type": "note", "kind": note.kind, "by": note.by, "text": note.text})
         elif kind is EventType.HANDOVER_STARTED:
-            self._send({"type": "handover", "status": "started", "participant_id": d.get("to")})
+            to = event.payload(HandoverStarted).to
+            self._send({"type": "handover", "status": "started", "participant_id": to})
         elif kind is EventType.HANDOVER_ENDED:
-            self._send({"type": "handover", "status": "ended", "participant_id": d.get("by")})
+            by = event.payload(HandoverEnded).by
+            self._send({"type": "handover", "status": "ended", "participant_id": by})
 
     # --- channels and invitations -------------------------------------------------------------------
 

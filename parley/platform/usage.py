@@ -18,6 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import (
+    AgentReplyDone,
+    AgentText,
+    LlmCompleted,
+    SessionStarted,
+    TranscriptFinal,
+    payload_or_none,
+)
 from parley.engine.events import EventType as E
 from parley.engine.language import AUTO, recognizer_settings, voice_settings
 from parley.platform.pricing import METERS, PricedLine, Pricing, money, table_price
@@ -42,22 +50,29 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
     speech_to_speech = False
     tokens: dict[str, tuple[int, int, int, int]] = {}
     for r in records:
-        data = r.data
-        if r.type == E.SESSION_STARTED and data.get("engine"):
-            speech_to_speech = True
+        if r.type == E.SESSION_STARTED:
+            started = payload_or_none(r, SessionStarted)
+            speech_to_speech = speech_to_speech or bool(started is not None and started.engine)
         elif r.type == E.TRANSCRIPT_FINAL:
-            asr += float(data.get("audio_seconds") or 0.0)
+            final = payload_or_none(r, TranscriptFinal)
+            asr += (final.audio_seconds or 0.0) if final is not None else 0.0
         elif r.type == E.AGENT_TEXT:
-            chars += len(str(data.get("text", "")))
-        elif r.type in (E.LLM_COMPLETED, E.AGENT_REPLY_DONE):  # token counts are running totals per reply
-            reply = str(data.get("reply_id"))
-            seen = tokens.get(reply, (0, 0, 0, 0))
-            tokens[reply] = (
-                max(seen[0], int(data.get("input_tokens") or 0)),
-                max(seen[1], int(data.get("output_tokens") or 0)),
-                max(seen[2], int(data.get("input_audio_tokens") or 0)),
-                max(seen[3], int(data.get("output_audio_tokens") or 0)),
-            )
+            said = payload_or_none(r, AgentText)
+            chars += len(said.text) if said is not None else 0
+        elif r.type == E.LLM_COMPLETED:
+            llm = payload_or_none(r, LlmCompleted)
+            if llm is not None:
+                counts = (
+                    llm.input_tokens,
+                    llm.output_tokens,
+                    llm.input_audio_tokens,
+                    llm.output_audio_tokens,
+                )
+                _add_tokens(tokens, llm.reply_id, counts)
+        elif r.type == E.AGENT_REPLY_DONE:
+            done = payload_or_none(r, AgentReplyDone)
+            if done is not None:
+                _add_tokens(tokens, done.reply_id, (done.input_tokens, done.output_tokens, 0, 0))
     audio_in = sum(t[2] for t in tokens.values())
     audio_out = sum(t[3] for t in tokens.values())
     usage = {
@@ -73,6 +88,19 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
     if transport in TELEPHONY_TRANSPORTS and duration_s:
         usage["telephony_minutes"] = float(math.ceil(duration_s / 60))  # carriers bill started minutes
     return {kind: quantity for kind, quantity in usage.items() if quantity > 0}
+
+
+def _add_tokens(
+    tokens: dict[str, tuple[int, int, int, int]], reply: str, counts: tuple[int, int, int, int]
+) -> None:
+    """Token counts are running totals per reply: the largest seen is the reply's."""
+    seen = tokens.get(reply, (0, 0, 0, 0))
+    tokens[reply] = (
+        max(seen[0], counts[0]),
+        max(seen[1], counts[1]),
+        max(seen[2], counts[2]),
+        max(seen[3], counts[3]),
+    )
 
 
 def providers(config: AgentConfig | None, transport: str, direction: str = "") -> dict[str, tuple[str, str]]:

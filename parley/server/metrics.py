@@ -6,6 +6,7 @@ to persistence, monitors and webhooks.
 
 from __future__ import annotations
 
+import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,7 +17,11 @@ from prometheus_client import (
 )
 
 from parley.analysis.triggers import BUILTIN_TRIGGERS
+from parley.engine import event_payloads as ev
+from parley.engine.event_payloads import MalformedPayload, payload_or_none
 from parley.engine.events import Event, EventType
+
+log = structlog.get_logger("parley.server.metrics")
 
 _BUILTIN_TRIGGER_NAMES = frozenset(t.name for t in BUILTIN_TRIGGERS)
 
@@ -141,8 +146,15 @@ class ServerMetrics:
             self.notification_latency.observe(latency_s)
 
     def observe(self, event: Event) -> None:
-        """Timeline subscriber."""
-        kind, data, sid = event.type, event.data, event.session_id
+        """Timeline subscriber. A damaged event (a required field missing) is logged and not counted: a
+        subscriber that raised would be dropped, and every later call would go unmeasured."""
+        try:
+            self._observe(event)
+        except MalformedPayload as exc:
+            log.warning("event not measured", event_type=exc.event_type, missing=exc.missing)
+
+    def _observe(self, event: Event) -> None:
+        kind, sid = event.type, event.session_id
         if kind is EventType.SESSION_STARTED:
             self._started[sid] = event.t
             self.active_sessions.inc()
@@ -152,49 +164,57 @@ class ServerMetrics:
             if started is not None:
                 self.session_duration.observe(event.t - started)
             self._speech_end.pop(sid, None)
-            self.sessions.labels(reason=str(data.get("reason", "unknown"))).inc()
+            ended = payload_or_none(event, ev.SessionEnded)
+            self.sessions.labels(reason=ended.reason if ended is not None else "unknown").inc()
         elif kind is EventType.SPEECH_STOPPED:
-            self._speech_end[sid] = data["at"]
-        elif kind is EventType.TRANSCRIPT_INTERIM and data.get("stable"):
+            self._speech_end[sid] = event.payload(ev.SpeechStopped).at
+        elif kind is EventType.TRANSCRIPT_INTERIM and event.payload(ev.TranscriptInterim).stable:
             speech_end = self._speech_end.get(sid)
             if speech_end is not None:
                 self.asr_latency.observe(max(0.0, event.t - speech_end))
-        elif kind is EventType.AGENT_AUDIO_STARTED and data.get("v2v_ms") is not None:
-            if data["v2v_ms"] >= 0:
-                self.voice_to_voice.observe(data["v2v_ms"] / 1000)
+        elif kind is EventType.AGENT_AUDIO_STARTED:
+            v2v_ms = event.payload(ev.AgentAudioStarted).v2v_ms
+            if v2v_ms is not None and v2v_ms >= 0:
+                self.voice_to_voice.observe(v2v_ms / 1000)
         elif kind is EventType.LLM_FIRST_TOKEN:
-            self.llm_first_token.observe(data["latency_ms"] / 1000)
+            _observe_ms(self.llm_first_token, event.payload(ev.LlmFirstToken).latency_ms)
         elif kind is EventType.TTS_FIRST_BYTE:
-            self.tts_first_byte.observe(data["latency_ms"] / 1000)
+            _observe_ms(self.tts_first_byte, event.payload(ev.TtsFirstByte).latency_ms)
         elif kind is EventType.BARGE_IN:
             self.barge_ins.inc()
-            if data.get("latency_ms") is not None:
-                self.barge_in_latency.observe(data["latency_ms"] / 1000)
+            _observe_ms(self.barge_in_latency, event.payload(ev.BargeIn).latency_ms)
         elif kind is EventType.TOOL_RESULT:
-            outcome = "ok" if data.get("ok") else "error"
-            self.tool_calls.labels(tool=str(data.get("tool")), outcome=outcome).inc()
+            result = event.payload(ev.ToolResult)
+            self.tool_calls.labels(tool=result.tool, outcome="ok" if result.ok else "error").inc()
         elif kind is EventType.AUDIO_UNDERRUN:
             self.underruns.inc()
         elif kind is EventType.INPUT_OVERFLOW:
             self.input_overflows.inc()
         elif kind is EventType.COACH_TRIGGER:
-            trigger = str(data.get("trigger"))
+            trigger = event.payload(ev.CoachTrigger).trigger
             self.coach_triggers.labels(
                 trigger=trigger if trigger in _BUILTIN_TRIGGER_NAMES else "custom"
             ).inc()
         elif kind is EventType.COACH_HINT:
-            self.coach_hints.labels(source=str(data.get("source"))).inc()
-            if not data.get("refines") and data.get("latency_ms") is not None:
-                self.coach_hint_latency.observe(data["latency_ms"] / 1000)
+            hint = event.payload(ev.CoachHint)
+            self.coach_hints.labels(source=str(hint.source)).inc()
+            if not hint.refines:
+                _observe_ms(self.coach_hint_latency, hint.latency_ms)
         elif kind is EventType.ERROR:
-            self.errors.labels(type=f"engine.{data.get('where', 'unknown')}").inc()
+            where = event.payload(ev.Error).where
+            self.errors.labels(type=f"engine.{'unknown' if where is None else where}").inc()
         elif kind is EventType.PROVIDER_FAILOVER:
-            self.provider_failovers.labels(
-                str(data.get("role")), str(data.get("from")), str(data.get("to"))
-            ).inc()
+            hop = event.payload(ev.ProviderFailover)
+            self.provider_failovers.labels(hop.role, hop.from_, hop.to).inc()
 
     def protocol_error(self, code: str) -> None:
         self.errors.labels(type=f"protocol.{code}").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _observe_ms(histogram: Histogram, milliseconds: float | None) -> None:
+    """A latency the engine measured, in seconds; nothing when the event did not carry it."""
+    if milliseconds is not None:
+        histogram.observe(milliseconds / 1000)

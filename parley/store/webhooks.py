@@ -10,7 +10,7 @@ delivery, and a worker that died mid-send leaves a lease that expires into a ret
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import (
     Call,
-    CallEvent,
     TranscriptTurn,
     WebhookAttempt,
     WebhookDelivery,
@@ -149,53 +148,6 @@ async def enqueue_call_status(session: AsyncSession, call: Call, *, started: boo
         {"call": call_view(call), "transcript": transcript},
         f"{call.id}:ended",
     )
-
-
-async def enqueue_timeline(session: AsyncSession, call: Call, records: Iterable[Any]) -> None:
-    """``transcript.final`` and ``tool.called`` for timeline events just stored (records with ``seq``,
-    ``type`` and ``data``); keyed by the event, so a redelivered batch adds nothing."""
-    batch = list(records)
-    for record in batch:
-        data: Mapping[str, Any] = record.data
-        if record.type == "transcript.final":
-            payload = {
-                "call_id": call.id,
-                "speaker": "user",
-                "text": str(data.get("text", "")),
-                "source": data.get("source"),
-            }
-            await enqueue_event(session, call.org_id, "transcript.final", payload, f"{call.id}:{record.seq}")
-        elif record.type == "tool.result":
-            tool_call_id = data.get("call_id")
-            arguments = await _tool_arguments(session, call.id, tool_call_id, batch)
-            payload = {
-                "call_id": call.id,
-                "tool": data.get("tool"),
-                "tool_call_id": tool_call_id,
-                "arguments": arguments,
-                "ok": data.get("ok"),
-                "result": data.get("result"),
-                "latency_ms": data.get("latency_ms"),
-            }
-            await enqueue_event(session, call.org_id, "tool.called", payload, f"{call.id}:{record.seq}")
-
-
-async def _tool_arguments(
-    session: AsyncSession, call_id: str, tool_call_id: Any, batch: Sequence[Any]
-) -> Any:
-    """The arguments of the ``tool.call`` event a result answers (in this batch, or stored before)."""
-    for record in batch:
-        if record.type == "tool.call" and record.data.get("call_id") == tool_call_id:
-            return record.data.get("arguments")
-    stored = await session.scalars(
-        select(CallEvent)
-        .where(CallEvent.call_id == call_id, CallEvent.type == "tool.call")
-        .order_by(CallEvent.seq.desc())
-    )
-    for event in stored:
-        if event.data.get("call_id") == tool_call_id:
-            return event.data.get("arguments")
-    return None
 
 
 # --- endpoints, deliveries, attempts -------------------------------------------------------------------

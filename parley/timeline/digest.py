@@ -7,10 +7,26 @@ so the persister, recovery and reports all read the timeline the same way.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from parley.engine.event_payloads import (
+    AgentAudioPlayed,
+    AgentAudioStarted,
+    AgentAudioStopped,
+    AgentReplyDone,
+    AgentText,
+    BargeIn,
+    LlmFirstToken,
+    ReplyCancelled,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TtsFirstByte,
+    TurnEnded,
+    payload_or_none,
+)
 from parley.engine.events import EventType as E
 
 
@@ -61,9 +77,9 @@ class Turn:
     reply_id: str | None = None
 
 
-def _at(record: Record) -> float:
-    at = record.data.get("at")
-    return float(at) if isinstance(at, int | float) else record.t
+def _at(at: float | None, record: Record) -> float:
+    """An event's ``at`` (when the audio edge really was), else the time it was emitted."""
+    return record.t if at is None else float(at)
 
 
 def build_turns(records: Iterable[Record]) -> list[Turn]:
@@ -80,11 +96,14 @@ def build_turns(records: Iterable[Record]) -> list[Turn]:
     audio_start: dict[str, float] = {}
     audio_stop: dict[str, float] = {}
     for r in ordered:
-        reply = str(r.data.get("reply_id"))
         if r.type == E.AGENT_AUDIO_STARTED:
-            audio_start.setdefault(reply, _at(r))
+            started = payload_or_none(r, AgentAudioStarted)
+            if started is not None:
+                audio_start.setdefault(started.reply_id, _at(started.at, r))
         elif r.type == E.AGENT_AUDIO_STOPPED:
-            audio_stop[reply] = _at(r)
+            stopped = payload_or_none(r, AgentAudioStopped)
+            if stopped is not None:
+                audio_stop[stopped.reply_id] = _at(stopped.at, r)
     turns: list[Turn] = []
     texts: dict[str, list[str]] = {}
     speech_start: float | None = None
@@ -93,37 +112,70 @@ def build_turns(records: Iterable[Record]) -> list[Turn]:
     for r in ordered:
         kind = r.type
         if kind == E.SPEECH_STARTED:
-            previous_start, speech_start = speech_start, _at(r)
+            onset = payload_or_none(r, SpeechStarted)
+            previous_start, speech_start = speech_start, _at(onset.at if onset else None, r)
         elif kind == E.TURN_RESUMED:
             speech_start = previous_start if previous_start is not None else speech_start
         elif kind == E.BARGE_IN_DISMISSED:
             speech_start = None
         elif kind == E.SPEECH_STOPPED:
-            speech_stop = _at(r)
+            pause = payload_or_none(r, SpeechStopped)
+            speech_stop = _at(pause.at if pause else None, r)
         elif kind == E.TRANSCRIPT_FINAL:
-            spoken = r.data.get("source") != "text" and speech_start is not None
+            final = payload_or_none(r, TranscriptFinal)
+            spoken = (final is None or final.source != "text") and speech_start is not None
             start = speech_start if spoken and speech_start is not None else r.t
             end = speech_stop if spoken and speech_stop is not None and speech_stop >= start else r.t
-            text = str(r.data.get("text", "")).strip()
+            text = final.text.strip() if final is not None else ""
             if text:
                 turns.append(Turn(r.seq, "user", text, ms(start), ms(end)))
             speech_start = speech_stop = previous_start = None
         elif kind == E.AGENT_TEXT:
-            texts.setdefault(str(r.data.get("reply_id")), []).append(str(r.data.get("text", "")))
-        elif kind in (E.AGENT_REPLY_DONE, E.REPLY_CANCELLED):
-            reply = str(r.data.get("reply_id"))
-            if kind == E.AGENT_REPLY_DONE:
-                text, interrupted = " ".join(t.strip() for t in texts.get(reply, []) if t.strip()), False
-            else:
-                text, interrupted = (
-                    str(r.data.get("heard_text") or "").strip(),
-                    bool(r.data.get("interrupted")),
-                )
-            if text:
-                start = audio_start.get(reply, r.t)
-                end = max(start, audio_stop.get(reply, r.t))
-                turns.append(Turn(r.seq, "agent", text, ms(start), ms(end), interrupted, reply))
+            said = payload_or_none(r, AgentText)
+            if said is not None:
+                texts.setdefault(said.reply_id, []).append(said.text)
+        elif kind == E.AGENT_REPLY_DONE:
+            done = payload_or_none(r, AgentReplyDone)
+            if done is not None:
+                text = " ".join(t.strip() for t in texts.get(done.reply_id, []) if t.strip())
+                _agent_turn(turns, r, done.reply_id, text, False, audio_start, audio_stop, ms)
+        elif kind == E.REPLY_CANCELLED:
+            cut = payload_or_none(r, ReplyCancelled)
+            if cut is not None:
+                text = cut.heard_text.strip()
+                _agent_turn(turns, r, cut.reply_id, text, cut.interrupted, audio_start, audio_stop, ms)
     return turns
+
+
+def _agent_turn(
+    turns: list[Turn],
+    r: Record,
+    reply: str,
+    text: str,
+    interrupted: bool,
+    audio_start: Mapping[str, float],
+    audio_stop: Mapping[str, float],
+    ms: Callable[[float], int],
+) -> None:
+    """A reply's turn, timed by its audio, when anything of it was heard."""
+    if text:
+        start = audio_start.get(reply, r.t)
+        end = max(start, audio_stop.get(reply, r.t))
+        turns.append(Turn(r.seq, "agent", text, ms(start), ms(end), interrupted, reply))
+
+
+def _reply_of(r: Record) -> str | None:
+    """The reply an agent-side event belongs to (``None`` for other events, or a damaged record)."""
+    found: AgentText | AgentAudioStarted | AgentReplyDone | ReplyCancelled | None = None
+    if r.type == E.AGENT_TEXT:
+        found = payload_or_none(r, AgentText)
+    elif r.type == E.AGENT_AUDIO_STARTED:
+        found = payload_or_none(r, AgentAudioStarted)
+    elif r.type == E.AGENT_REPLY_DONE:
+        found = payload_or_none(r, AgentReplyDone)
+    elif r.type == E.REPLY_CANCELLED:
+        found = payload_or_none(r, ReplyCancelled)
+    return None if found is None else found.reply_id
 
 
 def unfinished_replies(records: Iterable[Record], reason: str) -> list[tuple[str, dict[str, Any]]]:
@@ -135,13 +187,18 @@ def unfinished_replies(records: Iterable[Record], reason: str) -> list[tuple[str
     open_replies: dict[str, tuple[str, float | None]] = {}  # reply -> (heard text, heard until)
     started: set[str] = set()
     for r in ordered:
-        reply = str(r.data.get("reply_id"))
-        if r.type in (E.AGENT_TEXT, E.AGENT_AUDIO_STARTED, E.AGENT_AUDIO_PLAYED):
+        if r.type == E.AGENT_AUDIO_PLAYED:
+            played = payload_or_none(r, AgentAudioPlayed)
+            if played is not None:
+                open_replies[played.reply_id] = (played.heard_text.strip(), _at(played.at, r))
+            continue
+        reply = _reply_of(r)
+        if reply is None:
+            continue
+        if r.type in (E.AGENT_TEXT, E.AGENT_AUDIO_STARTED):
             open_replies.setdefault(reply, ("", None))
             if r.type == E.AGENT_AUDIO_STARTED:
                 started.add(reply)
-            elif r.type == E.AGENT_AUDIO_PLAYED:
-                open_replies[reply] = (str(r.data.get("heard_text") or "").strip(), _at(r))
         elif r.type in (E.AGENT_REPLY_DONE, E.REPLY_CANCELLED):
             open_replies.pop(reply, None)
     closing: list[tuple[str, dict[str, Any]]] = []
@@ -196,27 +253,38 @@ def latency_summary(records: Iterable[Record]) -> dict[str, Any]:
         "tool_calls": 0,
     }
     heard_user = False
+
+    def add(name: str, value: float | None) -> None:
+        if value is not None:
+            series[name].append(float(value))
+
     for r in ordered:
-        data, kind = r.data, r.type
+        kind = r.type
         if kind == E.TRANSCRIPT_FINAL:
             heard_user = True
             counts["user_turns"] += 1
-        elif kind == E.AGENT_AUDIO_STARTED and heard_user and isinstance(data.get("v2v_ms"), int | float):
-            series["voice_to_voice_ms"].append(float(data["v2v_ms"]))  # the greeting answers nobody: skipped
-        elif kind == E.LLM_FIRST_TOKEN and data.get("round", 0) == 0 and "latency_ms" in data:
-            series["llm_first_token_ms"].append(float(data["latency_ms"]))
-        elif kind == E.TTS_FIRST_BYTE and "latency_ms" in data:
-            series["tts_first_byte_ms"].append(float(data["latency_ms"]))
+        elif kind == E.AGENT_AUDIO_STARTED and heard_user:  # the greeting answers nobody: skipped
+            started = payload_or_none(r, AgentAudioStarted)
+            add("voice_to_voice_ms", started.v2v_ms if started else None)
+        elif kind == E.LLM_FIRST_TOKEN:
+            token = payload_or_none(r, LlmFirstToken)
+            add("llm_first_token_ms", token.latency_ms if token and token.round == 0 else None)
+        elif kind == E.TTS_FIRST_BYTE:
+            byte = payload_or_none(r, TtsFirstByte)
+            add("tts_first_byte_ms", byte.latency_ms if byte else None)
         elif kind == E.BARGE_IN:
             counts["barge_ins"] += 1
-            if "latency_ms" in data:
-                series["barge_in_ms"].append(float(data["latency_ms"]))
-        elif kind == E.TURN_ENDED and "waited_ms" in data:
-            series["end_of_turn_wait_ms"].append(float(data["waited_ms"]))
+            barge_in = payload_or_none(r, BargeIn)
+            add("barge_in_ms", barge_in.latency_ms if barge_in else None)
+        elif kind == E.TURN_ENDED:
+            turn = payload_or_none(r, TurnEnded)
+            add("end_of_turn_wait_ms", turn.waited_ms if turn else None)
         elif kind == E.AGENT_REPLY_DONE:
             counts["agent_replies"] += 1
-        elif kind == E.REPLY_CANCELLED and data.get("interrupted"):
-            counts["interruptions"] += 1
+        elif kind == E.REPLY_CANCELLED:
+            cut = payload_or_none(r, ReplyCancelled)
+            if cut is not None and cut.interrupted:
+                counts["interruptions"] += 1
         elif kind == E.AUDIO_UNDERRUN:
             counts["underruns"] += 1
         elif kind == E.ERROR:

@@ -17,15 +17,16 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.engine.event_payloads import SessionEnded, payload_or_none
 from parley.engine.events import EventType
 from parley.store.calls import CallRepository
 from parley.store.db import Database
 from parley.store.lifecycle import CallStatus, Decision, InvalidStatusTransition
 from parley.store.models import Call
-from parley.store.webhooks import enqueue_timeline
 from parley.timeline.bus import TimelineConsumer
 from parley.timeline.digest import TURN_CLOSERS, TURN_EVENTS, build_turns
 from parley.timeline.envelope import Envelope
+from parley.timeline.webhooks import enqueue_timeline
 
 log = structlog.get_logger("parley.timeline.persister")
 
@@ -173,7 +174,8 @@ class Persister:
     async def _end(
         self, session: AsyncSession, calls: CallRepository, call: Call, envelope: Envelope
     ) -> None:
-        reason = str(envelope.data.get("reason") or "hangup")
+        ended = payload_or_none(envelope, SessionEnded)
+        reason = (ended.reason if ended is not None else "") or "hangup"
         if call.status in (CallStatus.QUEUED, CallStatus.RINGING):  # its start was never seen
             await calls.set_status(call, CallStatus.IN_PROGRESS, at=wall(envelope.wall))
         status = CallStatus.FAILED if reason in FAILED_REASONS else CallStatus.COMPLETED

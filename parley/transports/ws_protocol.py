@@ -15,10 +15,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from parley.audio.frame import AudioFrame
+from parley.engine import event_payloads as ev
+from parley.engine.event_payloads import MalformedPayload
 from parley.engine.events import Event, EventType
+
+log = structlog.get_logger("parley.transports")
 
 PROTOCOL_VERSION = 1
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -291,58 +296,83 @@ def dumps(message: dict[str, Any]) -> str:
 
 def messages_for(event: Event) -> list[dict[str, Any]]:
     """What a client is told about an engine event (often nothing: the timeline keeps everything)."""
-    message = _message_for(event)
+    try:
+        message = _message_for(event)
+    except MalformedPayload as exc:  # a hand-made event: the client misses it, the connection goes on
+        log.warning("event not sent to the client", event_type=exc.event_type, missing=exc.missing)
+        return []
     out = [message] if message is not None else []
-    if event.type is EventType.AGENT_AUDIO_STARTED and "v2v_ms" in event.data:
-        out.append(
-            server_message("metrics", reply_id=event.data["reply_id"], voice_to_voice_ms=event.data["v2v_ms"])
-        )
+    if event.type is EventType.AGENT_AUDIO_STARTED:
+        started = event.payload(ev.AgentAudioStarted)
+        if started.v2v_ms is not None:
+            out.append(server_message("metrics", reply_id=started.reply_id, voice_to_voice_ms=started.v2v_ms))
     return out
 
 
 def _message_for(event: Event) -> dict[str, Any] | None:
-    d, kind = event.data, event.type
+    kind = event.type
     if kind is EventType.STATE_CHANGED:
-        return server_message("state", state=d["new"], previous=d["old"])
+        state = event.payload(ev.StateChanged)
+        return server_message("state", state=state.new, previous=state.old)
     if kind is EventType.TRANSCRIPT_INTERIM:
+        interim = event.payload(ev.TranscriptInterim)
         return server_message(
-            "transcript", role="user", final=False, text=d["text"], stable=d.get("stable", False)
+            "transcript", role="user", final=False, text=interim.text, stable=interim.stable
         )
     if kind is EventType.TRANSCRIPT_FINAL:
-        return server_message("transcript", role="user", final=True, text=d["text"], source=d.get("source"))
+        final = event.payload(ev.TranscriptFinal)
+        return server_message("transcript", role="user", final=True, text=final.text, source=final.source)
     if kind is EventType.AGENT_TEXT:
-        return server_message("agent.text", reply_id=d["reply_id"], segment=d["segment"], text=d["text"])
+        said = event.payload(ev.AgentText)
+        return server_message("agent.text", reply_id=said.reply_id, segment=said.segment, text=said.text)
     if kind is EventType.AGENT_AUDIO_STARTED:
-        return server_message("agent.audio", status="started", reply_id=d["reply_id"])
-    if kind is EventType.AGENT_AUDIO_STOPPED:
-        return server_message("agent.audio", status="stopped", reply_id=d["reply_id"], reason=d.get("reason"))
-    if kind is EventType.REPLY_CANCELLED:
         return server_message(
-            "agent.cancelled", reply_id=d["reply_id"], reason=d["reason"], heard_text=d["heard_text"]
+            "agent.audio", status="started", reply_id=event.payload(ev.AgentAudioStarted).reply_id
+        )
+    if kind is EventType.AGENT_AUDIO_STOPPED:
+        stopped = event.payload(ev.AgentAudioStopped)
+        return server_message(
+            "agent.audio", status="stopped", reply_id=stopped.reply_id, reason=stopped.reason
+        )
+    if kind is EventType.REPLY_CANCELLED:
+        cancelled = event.payload(ev.ReplyCancelled)
+        return server_message(
+            "agent.cancelled",
+            reply_id=cancelled.reply_id,
+            reason=cancelled.reason,
+            heard_text=cancelled.heard_text,
         )
     if kind is EventType.SPEECH_STARTED:
         return server_message("speech", status="started")
     if kind is EventType.SPEECH_STOPPED:
         return server_message("speech", status="stopped")
     if kind is EventType.BARGE_IN:
-        return server_message("barge_in", reply_id=d["reply_id"], latency_ms=d.get("latency_ms"))
+        barge_in = event.payload(ev.BargeIn)
+        return server_message("barge_in", reply_id=barge_in.reply_id, latency_ms=barge_in.latency_ms)
     if kind is EventType.TOOL_CALL:
-        return server_message("tool.call", tool=d["tool"], call_id=d["call_id"], arguments=d["arguments"])
+        call = event.payload(ev.ToolCalled)
+        return server_message("tool.call", tool=call.tool, call_id=call.call_id, arguments=call.arguments)
     if kind is EventType.TOOL_RESULT:
+        result = event.payload(ev.ToolResult)
         return server_message(
             "tool.result",
-            tool=d["tool"],
-            call_id=d["call_id"],
-            ok=d["ok"],
-            result=d["result"],
-            latency_ms=d.get("latency_ms"),
+            tool=result.tool,
+            call_id=result.call_id,
+            ok=result.ok,
+            result=result.result,
+            latency_ms=result.latency_ms,
         )
     if kind is EventType.LLM_FIRST_TOKEN:
-        return server_message("metrics", reply_id=d.get("reply_id"), llm_first_token_ms=d.get("latency_ms"))
+        token = event.payload(ev.LlmFirstToken)
+        return server_message("metrics", reply_id=token.reply_id, llm_first_token_ms=token.latency_ms)
     if kind is EventType.TTS_FIRST_BYTE:
-        return server_message("metrics", reply_id=d.get("reply_id"), tts_first_byte_ms=d.get("latency_ms"))
+        byte = event.payload(ev.TtsFirstByte)
+        return server_message("metrics", reply_id=byte.reply_id, tts_first_byte_ms=byte.latency_ms)
     if kind is EventType.AUDIO_UNDERRUN:
-        return server_message("metrics", reply_id=d.get("reply_id"), underrun_ms=d.get("gap_ms"))
+        underrun = event.payload(ev.AudioUnderrun)
+        return server_message("metrics", reply_id=underrun.reply_id, underrun_ms=underrun.gap_ms)
     if kind is EventType.ERROR:
-        return error_message(ErrorCode.ENGINE, str(d.get("error", "engine error")), where=d.get("where"))
+        error = event.payload(ev.Error)
+        message = "engine error" if error.error is None else error.error
+        return error_message(ErrorCode.ENGINE, message, where=error.where)
     return None

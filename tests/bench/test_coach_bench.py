@@ -84,6 +84,7 @@ def test_precision_recall_and_latency_are_counted_per_line() -> None:
             source="llm",
             refines=True,
             latency_ms=1200,
+            text="Start from the smallest plan.",
         ),
         _event(EventType.COACH_TRIGGER, 20.9, trigger="price_objection", text="sounds fair"),
         _event(

@@ -17,9 +17,15 @@ def test_triggers_and_hints_are_counted() -> None:
     metrics = ServerMetrics()
     for trigger in ("price_objection", "price_objection", "our_own_rule"):
         metrics.observe(Event(EventType.COACH_TRIGGER, "call", 1.0, {"trigger": trigger}))
-    metrics.observe(Event(EventType.COACH_HINT, "call", 1.1, {"source": "rule", "latency_ms": 40.0}))
+    card = {"trigger": "price_objection", "text": "Tie the cost to the value they named."}
+    metrics.observe(Event(EventType.COACH_HINT, "call", 1.1, {**card, "source": "rule", "latency_ms": 40.0}))
     metrics.observe(
-        Event(EventType.COACH_HINT, "call", 2.5, {"source": "llm", "latency_ms": 1500.0, "refines": True})
+        Event(
+            EventType.COACH_HINT,
+            "call",
+            2.5,
+            {**card, "source": "llm", "latency_ms": 1500.0, "refines": True},
+        )
     )
     assert _value(metrics, 'parley_coach_triggers_total{trigger="price_objection"}') == 2
     assert _value(metrics, 'parley_coach_triggers_total{trigger="custom"}') == 1

@@ -117,14 +117,14 @@ def test_a_reply_cut_off_by_a_dead_process_ends_with_what_was_heard() -> None:
 
 def test_latency_summary() -> None:
     events = timeline(
-        ("agent.audio.started", 0.1, {"v2v_ms": 40.0}),  # the greeting: nobody spoke yet
+        ("agent.audio.started", 0.1, {"reply_id": "r0", "v2v_ms": 40.0}),  # the greeting: nobody spoke yet
         ("transcript.final", 1.0, {"text": "a"}),
-        ("llm.first_token", 1.1, {"latency_ms": 100.0, "round": 0}),
-        ("agent.audio.started", 1.2, {"v2v_ms": 300.0}),
+        ("llm.first_token", 1.1, {"reply_id": "r1", "latency_ms": 100.0, "round": 0}),
+        ("agent.audio.started", 1.2, {"reply_id": "r1", "v2v_ms": 300.0}),
         ("transcript.final", 2.0, {"text": "b"}),
-        ("agent.audio.started", 2.2, {"v2v_ms": 500.0}),
-        ("barge_in", 2.5, {"latency_ms": 25.0}),
-        ("reply.cancelled", 2.6, {"interrupted": True}),
+        ("agent.audio.started", 2.2, {"reply_id": "r2", "v2v_ms": 500.0}),
+        ("barge_in", 2.5, {"reply_id": "r2", "latency_ms": 25.0}),
+        ("reply.cancelled", 2.6, {"reply_id": "r2", "interrupted": True}),
         ("error", 2.7, {"where": "asr"}),
     )
     summary = latency_summary(events)

@@ -16,8 +16,9 @@ from parley.platform.schemas import AgentCreate
 from parley.providers.llm.scripted import ScriptRule
 from parley.store.models import WebhookEvent
 from parley.store.types import utcnow
-from parley.store.webhooks import enqueue_event, enqueue_timeline
+from parley.store.webhooks import enqueue_event
 from parley.timeline.envelope import Envelope
+from parley.timeline.webhooks import enqueue_timeline
 from parley.webhooks.dispatcher import WebhookDispatcher
 from parley.webhooks.endpoints import EndpointIn, EndpointPatch, WebhookService
 from parley.webhooks.guard import UrlPolicy
