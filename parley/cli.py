@@ -207,6 +207,36 @@ def bench_quality(
         out.print(f"  {kind}: {tally['passed']} of {tally['turns']}")
 
 
+@bench_app.command("wer")
+def bench_wer(
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    clips: Annotated[int, typer.Option("--clips", min=3, max=300, help="recorded clips to play")] = 18,
+    seed: Annotated[int, typer.Option("--seed", help="which clips, and how they are levelled")] = 0,
+) -> None:
+    """Word errors through the engine (streaming) against one batch pass of the same recogniser, on real
+    recorded speech."""
+    from parley.bench.streaming_wer import RecordingsMissing, run_wer_bench
+
+    try:
+        report = asyncio.run(run_wer_bench(err.print, clips=clips, seed=seed))
+    except RecordingsMissing as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    ratio = "n/a" if report["ratio"] is None else f"{report['ratio']:.2f}x"
+    out.print(
+        f"{report['clips']} clips: streaming WER {report['streaming_wer']:.1%}, "
+        f"batch WER {report['batch_wer']:.1%} ({ratio})"
+    )
+    for kind, figures in report["by_kind"].items():
+        out.print(
+            f"  {kind}: streaming {figures['streaming_wer']:.1%}, batch {figures['batch_wer']:.1%} "
+            f"({figures['clips']} clips)"
+        )
+
+
 @bench_app.command("coach")
 def bench_coach(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,

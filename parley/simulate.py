@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.wav import read_wav, write_wav
 from parley.engine.agent import AgentConfig
 from parley.engine.conversation import open_session
-from parley.engine.event_payloads import AgentAudioStarted, AgentText, ReplyCancelled, TranscriptFinal
+from parley.engine.event_payloads import (
+    AgentAudioStarted,
+    AgentText,
+    ReplyCancelled,
+    TranscriptFinal,
+    TurnResumed,
+)
 from parley.engine.events import Event, EventType, JsonlWriter, Timeline, now
 from parley.engine.session import EngineStack, SessionOptions
 from parley.engine.state import SessionState
@@ -64,9 +71,26 @@ def turn_figures(turns: list[TurnResult]) -> dict[str, Any]:
 
 
 def distinct_finals(finals: list[str]) -> list[str]:
-    """Final transcripts with each said once: a turn that went on after the agent cut in on a pause is
-    final twice, and the later text contains the earlier."""
+    """Final transcripts with each said once, when all that is known is their texts: a turn that went on
+    after the agent cut in on a pause is final twice, and the later text contains the earlier."""
     return [t for i, t in enumerate(finals) if not any(f.startswith(t) for f in finals[i + 1 :])]
+
+
+def caller_finals(records: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The caller's final transcripts, each turn once, from ``(event type, data)`` in timeline order.
+
+    A turn the agent cut in on and the caller went on with is final twice: its first piece, then the
+    whole turn (heard again whole, so its text need not start with the piece's). The ``turn.resumed``
+    that names the piece (``merged_with``) retires it."""
+    finals: list[str] = []
+    for kind, data in records:
+        if kind == EventType.TRANSCRIPT_FINAL:
+            finals.append(TranscriptFinal.from_data(data).text)
+        elif kind == EventType.TURN_RESUMED:
+            merged = TurnResumed.from_data(data).merged_with
+            if merged and finals and finals[-1].strip() == merged.strip():
+                finals.pop()
+    return distinct_finals(finals)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -148,8 +172,7 @@ class Conversation:
     def _score(self, mark: int, start: float, pcm: PCM16) -> TurnResult:
         onset, speech_end = voiced_span(pcm, SIM_RATE, start)
         events = self.timeline.events[mark:]
-        finals = [e.payload(TranscriptFinal).text for e in events if e.type is EventType.TRANSCRIPT_FINAL]
-        user = " ".join(distinct_finals(finals))
+        user = " ".join(caller_finals((e.type, e.data) for e in events))
         agent = " ".join(e.payload(AgentText).text for e in events if e.type is EventType.AGENT_TEXT)
         interrupted = any(
             e.payload(ReplyCancelled).interrupted for e in events if e.type is EventType.REPLY_CANCELLED

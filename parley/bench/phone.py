@@ -31,7 +31,7 @@ from parley.audio.resample import resample
 from parley.bench.server_process import announce_port, server_process
 from parley.engine.event_payloads import AgentAudioStarted, AgentText, StateChanged, TranscriptFinal
 from parley.engine.events import EventType, now
-from parley.simulate import TurnResult, UserTurn, distinct_finals, turn_figures
+from parley.simulate import TurnResult, UserTurn, caller_finals, turn_figures
 from parley.simulation import voiced_span
 from parley.twilio_sim.caller import SAMPLE_RATE, SimulatedCaller
 from parley.twilio_sim.network import NetworkProfile
@@ -206,8 +206,7 @@ def attach_transcript(run: PhoneRun, call: dict[str, Any], starts: list[float]) 
             t = origin + float(event["t_ms"]) / 1000
             return begin <= t < end
 
-        finals = [_text(e) for e in events if e["type"] == EventType.TRANSCRIPT_FINAL and within(e)]
-        user = " ".join(distinct_finals(finals))
+        user = " ".join(caller_finals((e["type"], e["data"]) for e in events if within(e)))
         agent = " ".join(_text(e) for e in events if e["type"] == EventType.AGENT_TEXT and within(e))
         turn.user_text, turn.agent_text = user, agent
 
@@ -215,8 +214,7 @@ def attach_transcript(run: PhoneRun, call: dict[str, Any], starts: list[float]) 
 def heard_user_texts(call: dict[str, Any]) -> list[str]:
     """Everything the caller said as Parley transcribed it, once: a turn that went on after a pause is
     final twice, and only its longer text counts."""
-    finals = [_text(e) for e in call.get("events", []) if e["type"] == EventType.TRANSCRIPT_FINAL]
-    return distinct_finals(finals)
+    return caller_finals((e["type"], e["data"]) for e in call.get("events", []))
 
 
 def _text(event: dict[str, Any]) -> str:

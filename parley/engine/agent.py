@@ -84,11 +84,18 @@ class InterruptionSettings(BaseModel):
     enabled: bool = True
     min_words: int = Field(1, ge=0, le=100, description="real words needed to confirm a barge-in")
     merge_window_ms: int = Field(
-        1000,
+        2000,
         ge=0,
         le=MAX_MS,
         description="a user who speaks again this soon after their own last word had only paused, even if "
         "the agent already started answering: the new words join that turn and the answer is dropped",
+    )
+    merge_heard_ms: int = Field(
+        600,
+        ge=0,
+        le=MAX_MS,
+        description="…as long as no more of the answer than this had played: a user who heard more was "
+        "answering it (a reaction takes half a second), and their words are a turn of their own",
     )
     backchannels: list[Annotated[SafeStr, Field(min_length=1, max_length=50)]] = Field(
         max_length=200,

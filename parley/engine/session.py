@@ -42,8 +42,11 @@ from parley.providers.llm.base import ChatMessage
 log = structlog.get_logger("parley.engine.session")
 
 ASR_RATE = 16000
-PREROLL_S = 0.3
-"""Digits pressed within this of each other are one entry (a PIN, a menu choice); ``#`` ends one at once."""
+PREROLL_S = 1.0
+"""Audio kept from before the VAD's onset: quiet first words often score below its threshold (batch
+transcription of the same clip keeps them), and Whisper is not misled by a second of line noise."""
+BARGE_IN_PREROLL_S = 0.3
+"""Over the agent's own voice (a line's echo) less is kept: the onset there is the caller speaking up."""
 
 __all__ = ["EngineStack", "Session", "SessionOptions"]
 
@@ -139,7 +142,13 @@ class Session:
         self._barge_in_pause = 0.0
         """Set at a barge-in: the caller only paused, so their words join the turn the agent cut in on."""
         self._turn_prefix = ""
-        """Words of an earlier turn this one continues (the agent cut in on a pause)."""
+        """Words of an earlier turn this one continues (the agent cut in on a pause), when its audio is
+        not at hand to be heard again with the new words."""
+        self._committed_audio: list[PCM16] = []
+        """The last committed turn's audio, until the caller's next onset: a turn the agent cut in on is
+        decoded again whole, with its continuation, rather than in two pieces."""
+        self._asr_behind = False
+        """The turn's audio grew at its front (a merge): the recognition stream must hear it all again."""
         self._end_reason: str | None = None
         self._dropped_frames = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -352,6 +361,11 @@ class Session:
                 await self._add_turn_audio(chunk.pcm)
             if boundary is not None:
                 self._on_pause(boundary.at)
+        elif self._candidate is not None and self._turn.hears_turn:
+            # A pause inside a turn is part of it: should the caller go on, the turn is decoded again
+            # whole, with the quiet ends of words the VAD called silence (as one batch pass would).
+            self._turn_audio.append(chunk.pcm)
+            self._maybe_commit()
         else:
             self._preroll.append(chunk.pcm)
             self._maybe_commit()
@@ -373,7 +387,16 @@ class Session:
             reply.pause()
             paused_for = onset - (reply.speech_end or onset)
             self._barge_in_pause = paused_for
-            self._barge_in_continues_turn = paused_for <= self.agent.interruption.merge_window_ms / 1000
+            heard = onset - reply.first_audio_at if reply.first_audio_at is not None else 0.0
+            settings = self.agent.interruption
+            self._barge_in_continues_turn = (
+                paused_for <= settings.merge_window_ms / 1000 and heard <= settings.merge_heard_ms / 1000
+            )
+            if not self._barge_in_continues_turn:
+                self._committed_audio = []
+                keep = max(1, int(BARGE_IN_PREROLL_S * ASR_RATE / self._vad.frame_samples))
+                while len(self._preroll) > keep:
+                    self._preroll.popleft()
             self._emit(
                 EventType.BARGE_IN,
                 at=onset,
@@ -384,6 +407,7 @@ class Session:
             self._turn_to(TurnState.INTERRUPTED)
             await self.output.clear()
         elif self._turn is TurnState.LISTENING:
+            self._committed_audio = []
             self._turn_to(TurnState.USER_SPEAKING)
         preroll = list(self._preroll)
         self._preroll.clear()
@@ -392,7 +416,11 @@ class Session:
 
     async def _add_turn_audio(self, pcm: PCM16) -> None:
         self._turn_audio.append(pcm)
-        await self._asr.push(pcm)
+        if self._asr_behind:
+            self._asr_behind = False
+            await self._restart_asr()  # holds all of the turn's audio, this chunk included
+        else:
+            await self._asr.push(pcm)
         self._since_interim += len(pcm) / ASR_RATE
         interval = self.options.interim_interval_s
         if interval is not None and self._since_interim >= interval and self._interim_task is None:
@@ -428,6 +456,9 @@ class Session:
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
         acoustic = asyncio.ensure_future(self._policy.acoustic(audio))  # in parallel with the ASR
         try:
+            if self._asr_behind:  # a merge since the last chunk: the stream lacks the turn's front
+                self._asr_behind = False
+                await self._restart_asr()
             final = await self._finalize_turn()
             if final is None:
                 self._candidate = None
@@ -443,6 +474,12 @@ class Session:
                     self._candidate = None
                     return
                 self._confirm_barge_in()
+                if self._asr_behind:  # it continues the turn the agent cut in on: hear it again whole
+                    self._asr_behind = False
+                    await self._restart_asr()
+                    whole = await self._finalize_turn()
+                    if whole is not None and whole.text.strip():
+                        text = whole.text.strip()
             if not text:
                 self._candidate = None
                 self._reset_turn()
@@ -485,6 +522,7 @@ class Session:
             required_silence_ms=round(candidate.required_silence * 1000),
             waited_ms=round((now() - candidate.speech_end) * 1000, 1),
         )
+        self._committed_audio = self._turn_audio
         self._reset_turn()
         if candidate.reply is None:  # a person has the call: the turn is remembered, not answered
             self.context.add_user(candidate.text)
@@ -534,11 +572,17 @@ class Session:
         if self._barge_in_continues_turn:
             # The agent started answering during what was only a pause: the user's words so far and
             # these new ones are one turn, and the barely started answer is forgotten.
-            self._turn_prefix = self.context.take_back_last_user_turn() or ""
+            earlier = self.context.take_back_last_user_turn() or ""
+            if self._committed_audio:  # heard again whole with the new words at the next pause
+                self._turn_audio[:0] = self._committed_audio
+                self._asr_behind = True
+            else:
+                self._turn_prefix = earlier
+            self._committed_audio = []
             self._policy.observe_pause(self._barge_in_pause)
             self._emit(
                 EventType.TURN_RESUMED,
-                merged_with=self._turn_prefix,
+                merged_with=earlier,
                 pause_ms=round(self._barge_in_pause * 1000),
             )
 
@@ -671,7 +715,7 @@ class Session:
         """A fresh stream holding the turn so far (the old one was finalized at the pause)."""
         old, self._asr = self._asr, self._open_asr()
         self._spawn(old.aclose())
-        for pcm in self._turn_audio:
+        for pcm in list(self._turn_audio):  # a merge may grow the list while a push awaits
             await self._asr.push(pcm)
 
     def _open_asr(self) -> RecognitionStream:
@@ -711,6 +755,7 @@ class Session:
 
     def _reset_turn(self) -> None:
         self._turn_audio = []
+        self._asr_behind = False
         self._turn_prefix = ""
         self._since_interim = 0.0
 

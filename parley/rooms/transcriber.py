@@ -28,7 +28,9 @@ from parley.rooms.model import ROOM_RATE, TICK_S, Emit, Participant, Role, Utter
 
 log = structlog.get_logger("parley.rooms.transcriber")
 
-PREROLL_S = 0.3
+PREROLL_S = 1.0
+"""Audio kept from before the VAD's onset, as in a call's session: soft first words score below its
+threshold."""
 MAX_BACKLOG_S = 10.0
 """Audio a transcriber may fall behind by before it drops the oldest (a stalled recogniser)."""
 

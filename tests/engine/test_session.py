@@ -205,17 +205,22 @@ async def test_a_dead_language_model_gets_an_apology_not_silence() -> None:
 
 
 async def test_cutting_in_on_a_pause_recovers_when_the_user_carries_on() -> None:
-    lines = ["Tell me a fun fact.", "about the ocean"]
+    # The recogniser hears the first piece, then the continuation alone (which confirms the barge-in),
+    # then the whole turn again: the merged turn is decoded as one, not as two pieces glued together.
+    lines = ["Tell me a fun fact.", "about the ocean", "Tell me a fun fact about the ocean."]
     rules = [ScriptRule.say("ocean", "Whales are mammals."), ScriptRule.say("fun fact", LONG_ANSWER)]
-    conv, result = await converse(
-        agent(), stack(lines, rules), [UserTurn(speech(1.9, pause_at=0.8, pause=0.8))]
-    )
+    engines = stack(lines, rules)
+    conv, result = await converse(agent(), engines, [UserTurn(speech(1.9, pause_at=0.8, pause=0.8))])
     kinds = types(result)
     assert EventType.BARGE_IN in kinds, "the agent did cut in on the pause"
     merged = [e for e in result.events if e.type is EventType.TURN_RESUMED and "merged_with" in e.data]
     assert merged and merged[0].data["merged_with"] == "Tell me a fun fact."
     history = [(m.role, m.content) for m in conv.session.context.messages]
-    assert history == [("user", "Tell me a fun fact. about the ocean"), ("assistant", "Whales are mammals.")]
+    assert history == [("user", "Tell me a fun fact about the ocean."), ("assistant", "Whales are mammals.")]
+    assert isinstance(engines.recognizer, ScriptedRecognizer)
+    first, piece, whole = engines.recognizer.heard
+    assert whole.audio_seconds >= 1.9 + 0.8, "both pieces of speech and the pause between them"
+    assert abs(whole.audio_seconds - (first.audio_seconds + piece.audio_seconds)) < 0.05, "none of it twice"
 
 
 async def _two_paused_turns(learn: bool) -> SimulationResult:

@@ -163,3 +163,13 @@ async def test_a_streams_vocabulary_spells_the_names_it_names(whisper: WhisperRe
     await stream.push(audio)
     heard = (await stream.finalize()).text
     assert "hubspot" in words(heard), heard
+
+
+def test_a_decoding_that_says_a_phrase_twice_is_done_again_with_the_whole_window() -> None:
+    from parley.providers.asr.whisper import _repetitive
+
+    # Whisper tiny on a 10.6 s turn of real speech, in a 12.6 s window (the full window heard it once).
+    assert _repetitive("Press 7 to undelete this message. Press 0 for help. Press 0 for help.")
+    assert _repetitive("No? No? No?")
+    assert not _repetitive("No, no, I said Tuesday at ten, not Thursday at ten.")
+    assert not _repetitive("I think, I think we should book it for the morning.")

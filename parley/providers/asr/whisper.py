@@ -308,7 +308,8 @@ class WhisperRecognizer:
 
 
 def _repetitive(text: str) -> bool:
-    """Whisper's failure mode on short windows: a short phrase repeated.
+    """Whisper's failure mode on short windows: a short phrase repeated, or a longer one said twice (on
+    a 10-12 s turn: "press 0 for help. press 0 for help.").
 
     A real "no, no" is flagged too; that only costs one more decode with the full window.
     """
@@ -322,6 +323,10 @@ def _repetitive(text: str) -> bool:
     for size in range(1, 5):
         for i in range(len(words) - 3 * size + 1):
             if words[i : i + size] == words[i + size : i + 2 * size] == words[i + 2 * size : i + 3 * size]:
+                return True
+    for size in range(3, 9):  # a phrase of three words or more said twice in a row: people rarely do
+        for i in range(len(words) - 2 * size + 1):
+            if words[i : i + size] == words[i + size : i + 2 * size]:
                 return True
     return False
 
