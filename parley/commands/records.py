@@ -26,7 +26,13 @@ from parley.config import get_settings
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.runtime import Platform
-from parley.platform.schemas import AgentCreate, AgentUpdate, AnalysisOut, PhoneNumberCreate
+from parley.platform.schemas import (
+    AgentCreate,
+    AgentUpdate,
+    AnalysisOut,
+    CallMessageOut,
+    PhoneNumberCreate,
+)
 from parley.store.calls import CallFilters
 from parley.store.lifecycle import CallStatus
 from parley.store.tenants import TenantRepository
@@ -39,6 +45,8 @@ numbers_app = typer.Typer(help="Phone numbers and the agents that answer them.",
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+MESSAGE_PREVIEW = 120
+"""Characters of a call's text or email shown by ``calls show``."""
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="agent configuration (YAML)")]
@@ -243,7 +251,7 @@ def calls_show(
     as_json: JsonOpt = False,
     events: Annotated[bool, typer.Option("--events", help="also print the timeline")] = False,
 ) -> None:
-    """A call whole: transcript, costs, latency, recording."""
+    """A call whole: transcript, costs, latency, recording, the texts and emails its agent sent."""
     detail = _run(lambda p, org: p.calls.detail(org, call_id))
     if as_json:
         _print_json(detail)
@@ -289,6 +297,8 @@ def calls_show(
         )
     if detail.analysis is not None:
         _print_analysis(detail.analysis)
+    if detail.messages:
+        _print_messages(detail.messages)
     if events:
         for event in detail.events:
             out.print(f"  {event.t_ms:>9.1f} ms  {event.type}  {json.dumps(event.data)}", markup=False)
@@ -311,6 +321,24 @@ def _print_analysis(analysis: AnalysisOut) -> None:
         out.print(f"  data: {json.dumps(analysis.structured_data, ensure_ascii=False)}", markup=False)
     for part, problem in analysis.errors.items():
         out.print(f"  {part} failed: {problem}", markup=False)
+
+
+def _print_messages(messages: list[CallMessageOut]) -> None:
+    """One line per text or email the agent sent, then what it said (shortened; ``--json`` has it whole).
+    The agent's words and the recipient are printed as data (markup=False)."""
+    out.print(f"[bold]messages[/bold]: {len(messages)}")
+    for message in messages:
+        attempts = f"{message.attempts} attempt" + ("" if message.attempts == 1 else "s")
+        line = f"  {message.channel} to {message.to}: {message.status}, {attempts}"
+        if message.sent_at is not None:
+            line += f", sent {_when(message.sent_at)}"
+        if message.error:
+            line += f": {message.error}"
+        out.print(line, markup=False)
+        words = " ".join(message.body.split())
+        if len(words) > MESSAGE_PREVIEW:
+            words = words[: MESSAGE_PREVIEW - 1] + "…"
+        out.print(f"    {message.subject}: {words}" if message.subject else f"    {words}", markup=False)
 
 
 @calls_app.command("analyze")

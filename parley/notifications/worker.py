@@ -134,7 +134,7 @@ class NotificationWorker:
     async def _deliver(self, notification_id: str) -> None:
         async with self.db.session() as session:
             job = await NotificationRepository(session).job(notification_id)
-        if job is None:  # its lead was deleted meanwhile
+        if job is None:  # its lead, or its call, was deleted meanwhile
             return
         notification, lead, business, org = job
         attempt = notification.attempts

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.engine.agent import AgentConfig
 from parley.platform.agents import NotFound
 from parley.platform.analysis import view as analysis_view
+from parley.platform.messages import message_view
 from parley.platform.pricing import Pricing
 from parley.platform.recordings import Recordings
 from parley.platform.schemas import CallDetail, CallSummary, EventOut, Page, TurnOut
@@ -24,6 +25,7 @@ from parley.store.calls import CallFilters, CallRepository
 from parley.store.db import Database
 from parley.store.lifecycle import CallStatus, Decision
 from parley.store.models import AgentVersion, Call
+from parley.store.notifications import NotificationRepository
 from parley.store.types import utcnow
 from parley.timeline.digest import latency_summary
 
@@ -222,6 +224,7 @@ class CallService:
             recording = await calls.recording(call.id)
             costs = await call_costs(session, call, self.pricing)
             analysis = await AnalysisRepository(session).get(call.id)
+            messages = await NotificationRepository(session).for_call(call.id, org_id)
             base = summary(call, await _version_numbers(session, [call]))
             return CallDetail(
                 **base.model_dump(),
@@ -245,6 +248,7 @@ class CallService:
                 costs=costs,
                 metrics=call.metrics if call.metrics is not None else latency_summary(events),
                 analysis=analysis_view(analysis) if analysis is not None else None,
+                messages=[message_view(m) for m in messages],
             )
 
     async def feed(self, org_id: str, call_id: str, after_seq: int = 0, limit: int = 500) -> Feed:

@@ -9,6 +9,9 @@ Before writing, the channel is checked the way the worker will send: email needs
 a valid ``PARLEY_SMTP_FROM``); a text needs Twilio and a number to send from (``PARLEY_SMS_FROM``, else
 the organization's first number). Without them the tool answers ``MessagesUnavailable`` in a sentence the
 agent can say, and nothing is written.
+
+The call's detail (``GET /v1/calls/{id}``, ``parley calls show``) lists them (``message_view``); a failed
+one is sent again with ``POST /v1/lead-notifications/{id}/retry``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from parley.config import Settings
 from parley.engine.messages import MessagesUnavailable
 from parley.notifications.email import SmtpConfig, SmtpNotConfigured
 from parley.notifications.sms import sender_number
+from parley.platform.schemas import CallMessageOut
 from parley.store.db import Database
+from parley.store.models import LeadNotification
 from parley.store.notifications import NotificationRepository
 from parley.telephony.rest import TwilioRest
 
@@ -98,3 +103,23 @@ class CallOutbox:
             wake()
         log.info("call message queued", notification_id=notification_id, **where)
         return notification_id
+
+
+def message_view(row: LeadNotification) -> CallMessageOut:
+    """A call's message as the call detail shows it: what was sent, to whom, and how far it got (never
+    the provider's ids or the lease)."""
+    return CallMessageOut.model_validate(
+        {
+            "id": row.id,
+            "channel": row.channel,
+            "to": row.recipient,
+            "subject": row.subject,
+            "body": row.body or "",
+            "status": row.status,
+            "attempts": row.attempts,
+            "created_at": row.created_at,
+            "sent_at": row.sent_at,
+            "delivered_at": row.delivered_at,
+            "error": row.last_error,
+        }
+    )

@@ -158,6 +158,22 @@ class AnalysisOut(BaseModel):
     completed_at: datetime | None = None
 
 
+class CallMessageOut(BaseModel):
+    """A text or email the call's agent sent (``send_sms``/``send_email``), as the outbox delivers it."""
+
+    id: str = Field(description="the notification's id (`POST /v1/lead-notifications/{id}/retry` if failed)")
+    channel: Literal["sms", "email"]
+    to: str = Field(description="the number or address it went to")
+    subject: str | None = Field(None, description="an email's subject")
+    body: str
+    status: Literal["pending", "sending", "sent", "delivered", "failed"]
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = Field(None, description="a text's delivery, as Twilio reported it")
+    error: str | None = Field(None, description="why the last attempt failed (failed, or waiting to retry)")
+
+
 class CallDetail(CallSummary):
     transcript: list[TurnOut]
     events: list[EventOut]
@@ -166,6 +182,9 @@ class CallDetail(CallSummary):
     metrics: dict[str, Any] = Field(description="latency figures (p50/p90 ms) and counts")
     analysis: AnalysisOut | None = Field(
         None, description="post-call analysis, when the agent asks for one (analysis: in its config)"
+    )
+    messages: list[CallMessageOut] = Field(
+        default_factory=list, description="texts and emails the agent sent during the call, oldest first"
     )
 
 

@@ -88,15 +88,18 @@ class NotificationRepository:
         await self.session.flush()
         return row.id
 
-    async def for_call(self, call_id: str) -> list[LeadNotification]:
-        """The messages a call's agent sent, oldest first."""
-        rows = await self.session.scalars(
+    async def for_call(self, call_id: str, org_id: str | None = None) -> list[LeadNotification]:
+        """The messages a call's agent sent, oldest first (only ``org_id``'s when given: the call detail
+        reads them for a tenant)."""
+        statement = (
             select(LeadNotification)
-            .where(LeadNotification.call_id == call_id)
+            .where(LeadNotification.call_id == call_id, LeadNotification.source == TOOL_SOURCE)
             .order_by(LeadNotification.created_at, LeadNotification.id)
             .execution_options(populate_existing=True)
         )
-        return list(rows)
+        if org_id is not None:
+            statement = statement.where(LeadNotification.org_id == org_id)
+        return list(await self.session.scalars(statement))
 
     async def claim(self, notification_id: str, now: datetime, lease_until: datetime) -> bool:
         return await claim(self.session, LeadNotification, notification_id, now, lease_until)

@@ -1,21 +1,29 @@
 """Texts and emails an agent sends during a call (``send_sms``/``send_email``) go through the notification
 outbox: a row written for the call, delivered by the same worker as lead notifications to a real SMTP
-server and the local Twilio, and, on a whole phone call, moved to ``delivered`` by Twilio's callbacks. A
-server without the channel says so in a sentence, and writes nothing."""
+server and the local Twilio, and, on a whole phone call, moved to ``delivered`` by Twilio's callbacks. The
+call's detail (``GET /v1/calls/{id}``, ``parley calls show``) lists them with how far each got, and a
+failed one is sent again by the retry route. A server without the channel says so in a sentence, and
+writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
-from parley.config import Settings
+from parley.commands.records import calls_app
+from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig
 from parley.engine.tools import CallContext, ToolOutcome, ToolRegistry
+from parley.notifications.email import EmailSender
 from parley.notifications.mailbox import Mailbox
 from parley.notifications.sms import SmsSender
 from parley.notifications.worker import NotificationWorker
@@ -29,8 +37,8 @@ from parley.store.notifications import NotificationRepository
 from parley.telephony.rest import TwilioRest
 from parley.twilio_sim.server import TwilioSim, serving
 from tests.engine.harness import agent, speech
-from tests.notifications.conftest import Clock, email_worker, smtp_server, until
-from tests.notifications.test_email import bodies
+from tests.notifications.conftest import Clock, email_worker, smtp_config, smtp_server, until
+from tests.notifications.test_email import Refusing, bodies
 from tests.phone.conftest import PARLEY_NUMBER, PERSON, call_id_of, heard_reply, phone_lab
 
 OFFICE = "office@bayplumbing.example.com"
@@ -147,6 +155,123 @@ async def test_an_agents_text_goes_to_twilio_from_the_organizations_number(platf
     assert (row.channel, row.recipient, row.status, row.provider_id) == ("sms", PERSON, "sent", text.sid)
 
 
+async def test_the_call_shows_its_text_and_email_and_a_refused_email_is_sent_again_by_retry(
+    platform: Platform,
+    client: httpx.AsyncClient,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    call_id = await a_call(platform)
+    mailbox = Refusing({OFFICE: "550 5.1.1 No such user"})
+    async with serving(TwilioSim()) as sim, smtp_server(mailbox) as port:
+        assert sim.base_url is not None
+        settings = platform.settings.model_copy(
+            update={
+                "twilio_account_sid": sim.account_sid,
+                "twilio_auth_token": SecretStr(sim.auth_token),
+                "twilio_api_base_url": sim.base_url,
+                "sms_from": PARLEY_NUMBER,
+                "smtp_host": "127.0.0.1",
+                "smtp_port": port,
+                "smtp_starttls": False,
+            }
+        )
+        tools = tools_for(platform, settings, call_id)
+        assert (await use(tools, "send_sms", to="caller", body="Bay Plumbing: 12 Harbor St.")).ok
+        assert (await use(tools, "send_email", to="office", subject="Call-back", body="Ada asks.")).ok
+        rest = TwilioRest.from_settings(settings)
+        assert rest is not None
+        worker = NotificationWorker(
+            platform.db,
+            settings,
+            email=EmailSender(smtp_config(port)),
+            sms=SmsSender(rest, platform.db, settings),
+            clock=Clock(),
+        )
+        assert await worker.step() == 2
+
+        shown = (await client.get(f"/v1/calls/{call_id}")).json()["messages"]
+        text, email = shown
+        assert set(text) == {
+            "id",
+            "channel",
+            "to",
+            "subject",
+            "body",
+            "status",
+            "attempts",
+            "created_at",
+            "sent_at",
+            "delivered_at",
+            "error",
+        }, "no provider ids, no lease: what was sent, to whom, and how far it got"
+        assert (text["channel"], text["to"], text["subject"], text["body"]) == (
+            "sms",
+            PERSON,
+            None,
+            "Bay Plumbing: 12 Harbor St.",
+        )
+        assert (text["status"], text["attempts"], text["error"]) == ("sent", 1, None) and text["sent_at"]
+        assert (email["channel"], email["to"], email["subject"], email["body"]) == (
+            "email",
+            OFFICE,
+            "Call-back",
+            "Ada asks.",
+        )
+        assert (email["status"], email["sent_at"]) == ("failed", None) and "550" in email["error"]
+
+        mailbox.refusals.clear()  # the office's mailbox is back
+        retried = await client.post(f"/v1/lead-notifications/{email['id']}/retry")
+        assert retried.status_code == 200, retried.text
+        assert (retried.json()["status"], retried.json()["kind"]) == ("pending", "call_message")
+        assert await worker.step() == 1
+        await mailbox.wait_for(1)
+
+    detail = (await client.get(f"/v1/calls/{call_id}")).json()
+    assert [(m["channel"], m["status"], m["attempts"], m["error"]) for m in detail["messages"]] == [
+        ("sms", "sent", 1, None),
+        ("email", "sent", 1, None),
+    ]
+
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PARLEY_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        human = await asyncio.to_thread(runner.invoke, calls_app, ["show", call_id])
+        as_json = await asyncio.to_thread(runner.invoke, calls_app, ["show", call_id, "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert human.exit_code == 0, human.output
+    assert "messages: 2" in human.stdout
+    assert (
+        f"sms to {PERSON}: sent, 1 attempt" in human.stdout and "Bay Plumbing: 12 Harbor St." in human.stdout
+    )
+    assert f"email to {OFFICE}: sent, 1 attempt" in human.stdout and "Call-back: Ada asks." in human.stdout
+    assert json.loads(as_json.stdout)["messages"] == detail["messages"]
+
+
+async def test_a_call_without_messages_shows_none(
+    platform: Platform,
+    client: httpx.AsyncClient,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    call_id = await a_call(platform)
+    assert (await client.get(f"/v1/calls/{call_id}")).json()["messages"] == []
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PARLEY_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        human = await asyncio.to_thread(CliRunner().invoke, calls_app, ["show", call_id])
+    finally:
+        get_settings.cache_clear()
+    assert human.exit_code == 0, human.output
+    assert "messages" not in human.stdout
+
+
 async def test_without_a_channel_the_agent_is_told_so_and_nothing_is_queued(platform: Platform) -> None:
     call_id = await a_call(platform)
     bare = tools_for(platform, platform.settings, call_id)  # no SMTP host, no Twilio
@@ -236,5 +361,10 @@ async def test_on_a_phone_call_the_caller_gets_the_text_and_the_office_the_email
         if e["type"] == "tool.call"
     ]
     assert calls == [("send_sms", "caller"), ("send_email", "office")]
+    assert [(m["channel"], m["to"], m["status"]) for m in record["messages"]] == [
+        ("sms", PERSON, "delivered"),
+        ("email", OFFICE, "sent"),
+    ], "the call's detail shows both, as far as each got"
+    assert record["messages"][0]["delivered_at"] is not None
     said = [t["text"] for t in record["transcript"] if t["speaker"] == "agent"]
     assert said[-1] == "Sure, I'm texting it to you. Done, and I told the office.", "one reply, heard whole"

@@ -59,7 +59,8 @@ async def list_calls(
 
 @router.get("/{call_id}", response_model=CallDetail, responses={404: {"description": "no such call"}})
 async def get_call(call_id: Ref, request: Request, principal: Auth, platform: PlatformDep) -> CallDetail:
-    """A call whole: transcript, timeline, recording link, cost breakdown and latency figures."""
+    """A call whole: transcript, timeline, recording link, cost breakdown, latency figures, and the texts
+    and emails its agent sent (``messages``, with how far each got)."""
     try:
         detail = await platform.calls.detail(principal.org_id, call_id)
     except NotFound as exc:

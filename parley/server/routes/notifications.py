@@ -112,7 +112,8 @@ async def delete_template(name: NameP, principal: Auth, platform: PlatformDep) -
 async def retry_notification(
     notification_id: NotificationP, request: Request, principal: Auth, platform: PlatformDep
 ) -> NotificationOut:
-    """Send a failed notification again now, with a fresh set of attempts (others are left as they are)."""
+    """Send a failed notification again now, with a fresh set of attempts (others are left as they are):
+    a lead's, or a text or email a call's agent sent (its id is in the call's ``messages``)."""
     async with platform.db.session() as session:
         row = await NotificationRepository(session).retry(principal.org_id, notification_id, utcnow())
         if row is None:

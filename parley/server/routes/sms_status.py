@@ -1,6 +1,6 @@
-"""``POST /twilio/sms-status``: Twilio's status callbacks for lead texts, signed and checked exactly like
-the voice webhooks (``telephony/signatures.py``; 403 for a bad signature, 503 while Twilio is not
-configured).
+"""``POST /twilio/sms-status``: Twilio's status callbacks for texts (leads' and calls'), signed and
+checked exactly like the voice webhooks (``telephony/signatures.py``; 403 for a bad signature, 503 while
+Twilio is not configured).
 
 ``MessageStatus`` moves the notification named in the URL (``?notification=``, which Parley put there and
 Twilio signed): ``sent`` → sent, ``delivered`` → delivered, ``undelivered``/``failed`` → failed with
@@ -54,7 +54,7 @@ NotificationQ = Annotated[
 async def sms_status(
     request: Request, hook: Webhook, platform: PlatformDep, notification: NotificationQ
 ) -> Response:
-    """A lead text's progress, from Twilio's status callback."""
+    """A text's progress (a lead notification, or a call's ``send_sms``), from Twilio's status callback."""
     sid = hook.get("MessageSid") or ""
     if not _MESSAGE_SID.match(sid):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "MessageSid missing or malformed")
@@ -69,13 +69,11 @@ async def sms_status(
     async with platform.db.session() as session:
         moved = await NotificationRepository(session).sms_status(notification, sid, move, utcnow(), error)
     if moved:
-        log.info("lead text status", notification_id=notification, message_sid=sid, status=raw)
+        log.info("text status", notification_id=notification, message_sid=sid, status=raw)
         if raw in ("delivered", "undelivered", "failed"):
             runtime = getattr(request.app.state, "runtime", None)
             if runtime is not None:
                 runtime.metrics.notification("sms", raw)
     else:
-        log.info(
-            "lead text status changed nothing", notification_id=notification, message_sid=sid, status=raw
-        )
+        log.info("text status changed nothing", notification_id=notification, message_sid=sid, status=raw)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
