@@ -361,7 +361,7 @@ class Session:
                 await self._add_turn_audio(chunk.pcm)
             if boundary is not None:
                 self._on_pause(boundary.at)
-        elif self._candidate is not None and self._turn.hears_turn:
+        elif self._candidate is not None:  # the caller paused; their turn is not over yet
             # A pause inside a turn is part of it: should the caller go on, the turn is decoded again
             # whole, with the quiet ends of words the VAD called silence (as one batch pass would).
             self._turn_audio.append(chunk.pcm)
