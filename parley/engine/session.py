@@ -42,11 +42,16 @@ from parley.providers.llm.base import ChatMessage
 log = structlog.get_logger("parley.engine.session")
 
 ASR_RATE = 16000
-PREROLL_S = 1.0
-"""Audio kept from before the VAD's onset: quiet first words often score below its threshold (batch
-transcription of the same clip keeps them), and Whisper is not misled by a second of line noise."""
-BARGE_IN_PREROLL_S = 0.3
-"""Over the agent's own voice (a line's echo) less is kept: the onset there is the caller speaking up."""
+PREROLL_S = 0.3
+"""Audio kept from before the VAD's onset: the first sound of a word scores low."""
+SOFT_PREROLL_S = 1.0
+"""…and up to this much when the frames before the onset sound faintly like speech: soft first words
+score below the VAD's start threshold, yet one batch pass over the recording hears them. (Not a second
+of every turn: a cloud recogniser bills each second it is sent.)"""
+SOFT_SPEECH = 0.15
+"""VAD probability of a faintly voiced frame (line noise scores a few hundredths)."""
+SOFT_GAP_FRAMES = 3
+"""Unvoiced frames allowed between soft words while walking back from the onset."""
 
 __all__ = ["EngineStack", "Session", "SessionOptions"]
 
@@ -130,9 +135,10 @@ class Session:
         self._turn = TurnState.IDLE
         """Who holds the floor; changed only by ``_turn_to`` (see ``engine/state.py``)."""
         self._asr: RecognitionStream = self._open_asr()
-        self._preroll: deque[PCM16] = deque(
-            maxlen=max(1, int(PREROLL_S * ASR_RATE / self._vad.frame_samples))
+        self._preroll: deque[tuple[PCM16, float]] = deque(
+            maxlen=max(1, int(SOFT_PREROLL_S * ASR_RATE / self._vad.frame_samples))
         )
+        """Recent frames outside the turn, with their VAD probability."""
         self._turn_audio: list[PCM16] = []
         self._since_interim = 0.0
         self._interim_task: asyncio.Task[None] | None = None
@@ -354,7 +360,7 @@ class Session:
         probability = self._vad.probability(chunk.pcm)
         boundary = self._endpointer.update(probability, chunk.timestamp, chunk.duration)
         if boundary is not None and boundary.kind is Boundary.STARTED:
-            self._preroll.append(chunk.pcm)
+            self._preroll.append((chunk.pcm, probability))
             await self._on_speech_started(boundary.at)
         elif self._endpointer.in_speech or boundary is not None:
             if self._turn.hears_turn:
@@ -367,7 +373,7 @@ class Session:
             self._turn_audio.append(chunk.pcm)
             self._maybe_commit()
         else:
-            self._preroll.append(chunk.pcm)
+            self._preroll.append((chunk.pcm, probability))
             self._maybe_commit()
 
     async def _on_speech_started(self, onset: float) -> None:
@@ -394,9 +400,6 @@ class Session:
             )
             if not self._barge_in_continues_turn:
                 self._committed_audio = []
-                keep = max(1, int(BARGE_IN_PREROLL_S * ASR_RATE / self._vad.frame_samples))
-                while len(self._preroll) > keep:
-                    self._preroll.popleft()
             self._emit(
                 EventType.BARGE_IN,
                 at=onset,
@@ -409,10 +412,32 @@ class Session:
         elif self._turn is TurnState.LISTENING:
             self._committed_audio = []
             self._turn_to(TurnState.USER_SPEAKING)
-        preroll = list(self._preroll)
-        self._preroll.clear()
-        for pcm in preroll:
+        # A turn the agent cut in on keeps all of the pause since (it is heard again whole); over the
+        # agent's voice, faint frames may be its echo, so only the plain pre-roll joins.
+        barging = self._turn is TurnState.INTERRUPTED
+        for pcm in self._take_preroll(whole=barging and self._barge_in_continues_turn, soft=not barging):
             await self._add_turn_audio(pcm)
+
+    def _take_preroll(self, *, whole: bool, soft: bool) -> list[PCM16]:
+        """The frames before the onset that join the turn: ``PREROLL_S``, or (``soft``) back through
+        faintly voiced frames (soft first words) up to ``SOFT_PREROLL_S``, with ``PREROLL_S`` before
+        those; or all of them (``whole``)."""
+        frames = list(self._preroll)
+        self._preroll.clear()
+        if whole:
+            return [pcm for pcm, _ in frames]
+        per_second = ASR_RATE / self._vad.frame_samples
+        margin = max(1, int(PREROLL_S * per_second))
+        soft_start, gap = len(frames), 0
+        for i in range(len(frames) - 1, -1, -1) if soft else ():
+            if frames[i][1] >= SOFT_SPEECH:
+                soft_start, gap = i, 0
+            else:
+                gap += 1
+                if gap > SOFT_GAP_FRAMES:
+                    break
+        begin = max(0, min(len(frames) - margin, soft_start - margin))
+        return [pcm for pcm, _ in frames[begin:]]
 
     async def _add_turn_audio(self, pcm: PCM16) -> None:
         self._turn_audio.append(pcm)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from parley.audio.frame import PCM16
+import numpy as np
+
+from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import EndpointingSettings
 from parley.engine.events import EventType
 from parley.engine.state import SessionState
@@ -376,3 +378,26 @@ async def test_a_pause_inside_a_turn_is_heard_with_it_when_the_caller_goes_on() 
     piece, whole = engines.recognizer.heard
     # The rest of the 1.8 s pause (all but the 0.1 s that ended the first piece) and the last 0.8 s.
     assert whole.audio_seconds - piece.audio_seconds >= 2.3, "the whole pause and the last words"
+
+
+async def test_soft_first_words_before_the_vad_onset_join_the_turn() -> None:
+    # 0.6 s the VAD scores about 0.3 (below its start threshold: a caller starting softly), then 1 s of
+    # ordinary speech. The soft part joins the turn with the usual pre-roll before it.
+    t = np.arange(int(0.6 * 16000)) / 16000
+    soft = (0.02 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+    loud = speech(1.0).pcm
+    audio = AudioFrame(np.concatenate([np.zeros(8000, np.int16), soft, loud]), 16000)
+    engines = stack(["Hello there, what are your hours?"], [ScriptRule.say("hours", "Nine to five.")])
+    await converse(agent(), engines, [UserTurn(audio)])
+    assert isinstance(engines.recognizer, ScriptedRecognizer)
+    heard = engines.recognizer.heard[0]
+    assert heard.audio_seconds >= 0.3 + 0.6 + 1.0, "the soft start, the pre-roll before it, the speech"
+
+
+async def test_silence_before_the_onset_is_not_sent_to_the_recognizer_beyond_the_pre_roll() -> None:
+    engines = stack(["Hello there."], [ScriptRule.say("Hello", "Hi!")])
+    quiet_first = np.concatenate([np.zeros(16000, np.int16), speech(1.0).pcm])
+    await converse(agent(), engines, [UserTurn(AudioFrame(quiet_first, 16000))])
+    assert isinstance(engines.recognizer, ScriptedRecognizer)
+    # A cloud recogniser bills every second it is sent: 1.2 s of speech and pads, 0.3 s of pre-roll.
+    assert engines.recognizer.heard[0].audio_seconds <= 1.2 + 0.3 + 0.2
