@@ -187,6 +187,8 @@ class TurnResumed(Payload):
     pause_ms: int | None = None
     merged_with: str | None = None
     """Set when a confirmed barge-in continues the turn the agent had started answering."""
+    completeness: float | None = None
+    """How finished the words before the pause were judged (None if the pause ended first)."""
 
 
 @dataclass(frozen=True, slots=True)

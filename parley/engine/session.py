@@ -153,6 +153,8 @@ class Session:
         self._committed_audio: list[PCM16] = []
         """The last committed turn's audio, until the caller's next onset: a turn the agent cut in on is
         decoded again whole, with its continuation, rather than in two pieces."""
+        self._committed_completeness: float | None = None
+        """How finished the last committed turn was judged (``turn.resumed`` reports it on a cut-in)."""
         self._asr_behind = False
         """The turn's audio grew at its front (a merge): the recognition stream must hear it all again."""
         self._end_reason: str | None = None
@@ -383,9 +385,15 @@ class Session:
         self._emit(EventType.SPEECH_STARTED, at=onset)
         if self._candidate is not None:  # the caller carries on after a pause (maybe over a held reply)
             paused = onset - self._candidate.speech_end
+            judged = self._candidate.completeness
             self._policy.observe_pause(paused)
             self._drop_candidate()
-            self._emit(EventType.TURN_RESUMED, at=onset, pause_ms=round(paused * 1000))
+            self._emit(
+                EventType.TURN_RESUMED,
+                at=onset,
+                pause_ms=round(paused * 1000),
+                completeness=None if judged is None else round(judged, 3),
+            )
             await self._restart_asr()
             if self._turn is TurnState.USER_PAUSED:
                 self._turn_to(TurnState.USER_SPEAKING)
@@ -551,6 +559,7 @@ class Session:
             waited_ms=round((now() - candidate.speech_end) * 1000, 1),
         )
         self._committed_audio = self._turn_audio
+        self._committed_completeness = candidate.completeness
         self._reset_turn()
         if candidate.reply is None:  # a person has the call: the turn is remembered, not answered
             self.context.add_user(candidate.text)
@@ -607,11 +616,13 @@ class Session:
             else:
                 self._turn_prefix = earlier
             self._committed_audio = []
+            judged = self._committed_completeness
             self._policy.observe_pause(self._barge_in_pause)
             self._emit(
                 EventType.TURN_RESUMED,
                 merged_with=earlier,
                 pause_ms=round(self._barge_in_pause * 1000),
+                completeness=None if judged is None else round(judged, 3),
             )
 
     def _dismiss_barge_in(self, text: str) -> None:

@@ -217,6 +217,7 @@ async def test_cutting_in_on_a_pause_recovers_when_the_user_carries_on() -> None
     assert EventType.BARGE_IN in kinds, "the agent did cut in on the pause"
     merged = [e for e in result.events if e.type is EventType.TURN_RESUMED and "merged_with" in e.data]
     assert merged and merged[0].data["merged_with"] == "Tell me a fun fact."
+    assert merged[0].data["completeness"] >= 0.7, "why the agent answered: the words sounded finished"
     history = [(m.role, m.content) for m in conv.session.context.messages]
     assert history == [("user", "Tell me a fun fact about the ocean."), ("assistant", "Whales are mammals.")]
     assert isinstance(engines.recognizer, ScriptedRecognizer)
@@ -255,8 +256,10 @@ async def test_a_caller_who_pauses_mid_sentence_is_given_that_long_later() -> No
     assert [t.agent_text for t in result.turns] == ["Canberra.", "Whales are mammals."]
     assert not any(t.premature for t in result.turns)
     assert EventType.BARGE_IN not in types(result), "the agent never spoke into the second pause"
-    resumed = [e.data["pause_ms"] for e in result.events if e.type is EventType.TURN_RESUMED]
-    assert len(resumed) == 2 and all(500 <= ms <= 700 for ms in resumed)
+    resumed = [e.data for e in result.events if e.type is EventType.TURN_RESUMED]
+    assert len(resumed) == 2 and all(500 <= data["pause_ms"] <= 700 for data in resumed)
+    judged = [data["completeness"] for data in resumed]
+    assert judged[0] < 0.4 <= 0.7 <= judged[1], "read as unfinished, then as finished, before each pause"
 
 
 async def test_without_learning_the_same_caller_is_cut_off() -> None:
