@@ -70,6 +70,11 @@ class QualityReport:
         }
 
 
+def _says(text: str, words: str) -> bool:
+    """``words`` said as words: the "no" in "I don't know" is no "no", the "30" in "130" no "30"."""
+    return re.search(rf"(?<!\w){re.escape(words.lower())}(?!\w)", text) is not None
+
+
 def judge(turn: QualityTurn, reply: str, tools: list[dict[str, Any]], ended: bool) -> tuple[bool, str]:
     """Whether the agent's reply to ``turn`` did what a right answer does, and why not."""
     text = reply.lower()
@@ -100,10 +105,10 @@ def judge(turn: QualityTurn, reply: str, tools: list[dict[str, Any]], ended: boo
         return (
             (True, "") if _ADMITS.search(text) else (False, "answered instead of admitting it doesn't know")
         )
-    wrong = [w for w in turn.none_of if w.lower() in text]
+    wrong = [w for w in turn.none_of if _says(text, w)]
     if wrong:
         return False, f"said {wrong[0]!r}"
-    if not any(w.lower() in text for w in turn.any_of):
+    if not any(_says(text, w) for w in turn.any_of):
         return False, f"none of {list(turn.any_of)}"
     return True, ""
 

@@ -24,6 +24,10 @@ def test_a_fact_needs_its_words_and_none_of_the_wrong_ones() -> None:
     assert not judge(turn, "Yes, we are open.", [], False)[0]
     assert not judge(turn, "Yes, we're closed... I mean open.", [], False)[0]
     assert not judge(turn, "", [], False)[0]
+    assert not judge(turn, "I'm sorry, I don't know that.", [], False)[0], "the 'no' in 'know' is no no"
+    price = QualityTurn("How much?", "fact", ("30",))
+    assert not judge(price, "It costs 130 dollars.", [], False)[0]
+    assert judge(price, "It costs 30 dollars.", [], False)[0]
     booked = [{"tool": "book", "arguments": {}}]
     assert judge(turn, "No, closed.", booked, False) == (False, "called ['book'] unasked")
 
