@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from parley.bench.leads import bench_leads
@@ -124,7 +125,7 @@ def simulate(
     turns: list[dict[str, Any]] = summary["turns"]
     for i, turn in enumerate(turns, 1):
         agent_text = turn["agent_text"] + (" [interrupted]" if turn["interrupted"] else "")
-        table.add_row(str(i), turn["user_text"], agent_text, _ms(turn["v2v_ms"]))
+        table.add_row(str(i), escape(turn["user_text"]), escape(agent_text), _ms(turn["v2v_ms"]))
     out.print(table)
     out.print(f"voice-to-voice p50 {_ms(summary['v2v_p50_ms'])} ms, p90 {_ms(summary['v2v_p90_ms'])} ms")
 

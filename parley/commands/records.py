@@ -276,7 +276,7 @@ def calls_show(
         transcript.add_row(
             f"{turn.start_ms / 1000:.1f} s",
             turn.speaker,
-            turn.text + (" [interrupted]" if turn.interrupted else ""),
+            escape(turn.text + (" [interrupted]" if turn.interrupted else "")),
         )
     out.print(transcript)
     costs = detail.costs

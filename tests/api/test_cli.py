@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 from parley.commands.records import agents_app, calls_app, keys_app
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig
+from parley.engine.events import Event, EventType
 from parley.platform.simulation import record_simulation
 from tests.store.fixtures import run_sync
 from tests.timeline.samples import events
@@ -88,3 +89,19 @@ def test_calls_from_the_command_line(parley: tuple[typer.Typer, Path]) -> None:
     key = json.loads(run(app, "keys", "create", "--name", "ci", "--json").stdout)
     assert key["key"].startswith("pk_")
     assert run(app, "keys", "revoke", key["id"]).exit_code == 0
+
+
+def test_calls_show_prints_what_was_said_as_said(parley: tuple[typer.Typer, Path]) -> None:
+    """Speech is data: square brackets in a transcript are not Rich markup to be swallowed."""
+    app, _ = parley
+    said = "Press [1] for [bold]sales[/bold]"
+    recorded = [
+        Event(e.type, e.session_id, e.t, {**e.data, "text": said})
+        if e.type is EventType.TRANSCRIPT_FINAL
+        else e
+        for e in events("brackets")
+    ]
+    call_id = run_sync(record_simulation(agent=AgentConfig(name="sim"), events=recorded))
+    human = run(app, "calls", "show", call_id)
+    assert human.exit_code == 0
+    assert said in " ".join(human.stdout.split())
