@@ -5,7 +5,7 @@ call's messages). No part of the engine knows their names."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +131,15 @@ class _MessageBudget:
             )
         self.used += 1
 
-    def give_back(self) -> None:
-        self.used -= 1
+    async def spend(self, what: str, verb: str, send: Callable[[], Awaitable[object]]) -> None:
+        """Send one message within the budget; a channel that cannot take it costs nothing and becomes
+        a sentence the model can say."""
+        self.take(what)
+        try:
+            await send()
+        except MessagesUnavailable as exc:
+            self.used -= 1
+            raise RuntimeError(f"{exc}; tell the caller you cannot {verb} them") from exc
 
 
 def _recipient_names(settings: ToolSettings) -> list[str]:
@@ -181,12 +188,7 @@ def _send_sms(settings: ToolSettings, context: CallContext) -> Tool:
                 "shorten it and send it again"
             )
         to = number_of(name)
-        budget.take("texts")
-        try:
-            await context.messages.send_sms(to, body)
-        except MessagesUnavailable as exc:
-            budget.give_back()
-            raise RuntimeError(f"{exc}; tell the caller you cannot text them") from exc
+        await budget.spend("texts", "text", lambda: context.messages.send_sms(to, body))
         return {"queued": True, "to": name}
 
     return Tool(
@@ -253,12 +255,7 @@ def _send_email(settings: ToolSettings, context: CallContext) -> Tool:
                 "shorten it and send it again"
             )
         to = address_of(name)
-        budget.take("emails")
-        try:
-            await context.messages.send_email(to, subject, body)
-        except MessagesUnavailable as exc:
-            budget.give_back()
-            raise RuntimeError(f"{exc}; tell the caller you cannot email them") from exc
+        await budget.spend("emails", "email", lambda: context.messages.send_email(to, subject, body))
         return {"queued": True, "to": name}
 
     return Tool(
