@@ -10,14 +10,16 @@ import numpy as np
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import EndpointingSettings
 from parley.engine.events import EventType
+from parley.engine.session import SessionOptions
 from parley.engine.state import SessionState
 from parley.providers.asr.base import Transcript
 from parley.providers.asr.scripted import ScriptedRecognizer, ScriptedStream
 from parley.providers.llm.base import LLMChunk
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.providers.tts.tone import ToneSynthesizer
-from parley.simulate import SimulationResult, UserTurn
+from parley.simulate import Conversation, SimulationResult, UserTurn
 from tests.engine.harness import agent, converse, speech, stack, types
+from tests.helpers.waiting import until
 
 LONG_ANSWER = (
     "Paris is the capital of France, and it is famous for the Eiffel Tower, the Louvre, "
@@ -404,3 +406,41 @@ async def test_silence_before_the_onset_is_not_sent_to_the_recognizer_beyond_the
     assert isinstance(engines.recognizer, ScriptedRecognizer)
     # A cloud recogniser bills every second it is sent: 1.2 s of speech and pads, 0.3 s of pre-roll.
     assert engines.recognizer.heard[0].audio_seconds <= 1.2 + 0.3 + 0.2
+
+
+async def test_speech_that_continues_a_typed_message_joins_its_text_not_older_audio() -> None:
+    """The caller types, the agent starts answering, the caller speaks on at once: the turn is the typed
+    words and the spoken ones, never the audio of an earlier spoken turn heard again in their place."""
+    lines = ["Hello.", "about the ocean"]
+    rules = [
+        ScriptRule.say("ocean", "Whales are mammals."),
+        ScriptRule.say("fun fact", LONG_ANSWER),
+        ScriptRule.say("Hello", "Hi!"),
+    ]
+    engines = stack(lines, rules)
+    conv = Conversation(agent(), engines, SessionOptions(interim_interval_s=None))
+    session = conv.session
+    runner = asyncio.create_task(session.run())
+    async with conv.mic:
+        await conv.mic.say(speech(0.8).pcm, 16000)
+        await until(lambda: EventType.AGENT_REPLY_DONE in types_of(conv))
+        mark = len(conv.timeline.events)
+        session.send_text("Tell me a fun fact.")
+        await until(lambda: EventType.AGENT_AUDIO_STARTED in types_of(conv, mark))
+        await conv.mic.say(speech(0.8).pcm, 16000)
+        await until(lambda: types_of(conv, mark).count(EventType.AGENT_REPLY_DONE) >= 1)
+    session.end()
+    await runner
+    merged = [e.data for e in conv.timeline.events if e.type is EventType.TURN_RESUMED]
+    assert [m.get("merged_with") for m in merged] == ["Tell me a fun fact."]
+    history = [(m.role, m.content) for m in session.context.messages]
+    assert history[-2:] == [
+        ("user", "Tell me a fun fact. about the ocean"),
+        ("assistant", "Whales are mammals."),
+    ]
+    assert isinstance(engines.recognizer, ScriptedRecognizer)
+    assert [t.text for t in engines.recognizer.heard] == lines, "the first spoken turn was not heard again"
+
+
+def types_of(conv: Conversation, since: int = 0) -> list[EventType]:
+    return [e.type for e in conv.timeline.events[since:]]
