@@ -16,7 +16,7 @@ from sqlalchemy import select
 from parley.config import Settings
 from parley.notifications.errors import PermanentDeliveryError, TransientDeliveryError
 from parley.store.db import Database
-from parley.store.models import PhoneNumber
+from parley.store.models import Call, PhoneNumber
 from parley.telephony.rest import TwilioRest, TwilioRestError
 
 STATUS_PATH = "/twilio/sms-status"
@@ -24,11 +24,26 @@ _RETRYABLE_STATUS = frozenset({401, 403, 429})
 """Twilio's answers that are about the account (its credentials, its rate) rather than this message."""
 
 
-async def sender_number(db: Database, settings: Settings, org_id: str) -> str | None:
-    """The number an organization's texts come from: ``PARLEY_SMS_FROM``, else its first phone number."""
+async def sender_number(
+    db: Database, settings: Settings, org_id: str, call_id: str | None = None
+) -> str | None:
+    """The number an organization's texts come from: ``PARLEY_SMS_FROM`` (the operator's choice, e.g. the
+    one number registered for texting), else, for a call's text, the organization's number on that call
+    (the one the caller dialled, or called from), else its first phone number."""
     if settings.sms_from:
         return settings.sms_from
     async with db.session() as session:
+        if call_id is not None:
+            call = await session.get(Call, call_id)
+            line = None
+            if call is not None and call.org_id == org_id:
+                line = call.from_number if call.direction == "outbound" else call.to_number
+            if line:
+                owned = await session.scalar(
+                    select(PhoneNumber.number).where(PhoneNumber.org_id == org_id, PhoneNumber.number == line)
+                )
+                if owned is not None:
+                    return owned
         number = await session.scalar(
             select(PhoneNumber.number)
             .where(PhoneNumber.org_id == org_id)
@@ -44,8 +59,8 @@ class SmsSender:
         self.db = db
         self.settings = settings
 
-    async def from_number(self, org_id: str) -> str | None:
-        return await sender_number(self.db, self.settings, org_id)
+    async def from_number(self, org_id: str, call_id: str | None = None) -> str | None:
+        return await sender_number(self.db, self.settings, org_id, call_id)
 
     def status_callback(self, notification_id: str) -> str | None:
         """Where Twilio reports this text's progress (None without ``PARLEY_PUBLIC_URL``)."""
@@ -54,9 +69,12 @@ class SmsSender:
         query = urlencode({"notification": notification_id})
         return f"{self.settings.public_url.rstrip('/')}{STATUS_PATH}?{query}"
 
-    async def send(self, notification_id: str, org_id: str, to: str, body: str) -> str:
-        """Ask Twilio to send the text; returns its Message SID once Twilio accepted it (HTTP 201)."""
-        from_ = await self.from_number(org_id)
+    async def send(
+        self, notification_id: str, org_id: str, to: str, body: str, *, call_id: str | None = None
+    ) -> str:
+        """Ask Twilio to send the text; returns its Message SID once Twilio accepted it (HTTP 201). A
+        call's text comes from that call's line (``sender_number``)."""
+        from_ = await self.from_number(org_id, call_id)
         if from_ is None:  # the operator may still add a number: worth retrying
             raise TransientDeliveryError(
                 "no number to text from: set PARLEY_SMS_FROM or add a phone number to the organization"

@@ -236,7 +236,9 @@ class NotificationWorker:
             )
             return await self.email.send(notification.id, notification.recipient, rendered)
         if notification.channel == "sms" and self.sms is not None:
-            return await self.sms.send(notification.id, org_id, notification.recipient, body)
+            return await self.sms.send(
+                notification.id, org_id, notification.recipient, body, call_id=notification.call_id
+            )
         raise PermanentDeliveryError(f"unknown channel {notification.channel!r}")
 
     async def _failed(

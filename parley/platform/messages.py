@@ -7,8 +7,8 @@ message is never lost to a crash once the tool said it was queued.
 
 Before writing, the channel is checked the way the worker will send: email needs ``PARLEY_SMTP_HOST`` (and
 a valid ``PARLEY_SMTP_FROM``); a text needs Twilio and a number to send from (``PARLEY_SMS_FROM``, else
-the organization's first number). Without them the tool answers ``MessagesUnavailable`` in a sentence the
-agent can say, and nothing is written.
+the organization's number on the call, else its first number: ``sender_number``). Without them the
+tool answers ``MessagesUnavailable`` in a sentence the agent can say, and nothing is written.
 
 The call's detail (``GET /v1/calls/{id}``, ``parley calls show``) lists them (``message_view``); a failed
 one is sent again with ``POST /v1/lead-notifications/{id}/retry``.

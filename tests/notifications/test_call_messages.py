@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,14 @@ from parley.engine.agent import AgentConfig
 from parley.engine.tools import CallContext, ToolOutcome, ToolRegistry
 from parley.notifications.email import EmailSender
 from parley.notifications.mailbox import Mailbox
-from parley.notifications.sms import SmsSender
+from parley.notifications.sms import SmsSender, sender_number
 from parley.notifications.worker import NotificationWorker
 from parley.platform.messages import CallOutbox
 from parley.platform.runtime import Platform
 from parley.providers.llm.base import ToolCall
 from parley.providers.llm.scripted import ScriptRule
 from parley.stack import build_tools
-from parley.store.models import LeadNotification
+from parley.store.models import LeadNotification, PhoneNumber
 from parley.store.notifications import NotificationRepository
 from parley.telephony.rest import TwilioRest
 from parley.twilio_sim.server import TwilioSim, serving
@@ -153,6 +154,57 @@ async def test_an_agents_text_goes_to_twilio_from_the_organizations_number(platf
     assert (text.to, text.from_, text.body) == (PERSON, PARLEY_NUMBER, "Bay Plumbing: 12 Harbor St.")
     [row] = await messages_of(platform, call_id)
     assert (row.channel, row.recipient, row.status, row.provider_id) == ("sms", PERSON, "sent", text.sid)
+
+
+OTHER_NUMBER = "+14155550199"
+"""Another of the organization's numbers, added before the one the test calls use."""
+
+
+async def own_numbers(platform: Platform, *numbers: str) -> None:
+    async with platform.db.session() as session:
+        for index, number in enumerate(numbers):
+            created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=index)
+            session.add(
+                PhoneNumber(
+                    id=f"num_{index}", org_id=platform.default_org_id, number=number, created_at=created
+                )
+            )
+
+
+async def test_a_calls_text_comes_from_the_line_of_that_call(platform: Platform) -> None:
+    await own_numbers(platform, OTHER_NUMBER, PARLEY_NUMBER)
+    org, settings = platform.default_org_id, platform.settings
+    inbound = await a_call(platform)  # the caller dialled PARLEY_NUMBER
+    outbound, _ = await platform.calls.create(
+        org, direction="outbound", transport="twilio", from_number=PARLEY_NUMBER, to_number=PERSON
+    )
+    web, _ = await platform.calls.create(org, direction="web", transport="websocket")
+    assert await sender_number(platform.db, settings, org, inbound) == PARLEY_NUMBER
+    assert await sender_number(platform.db, settings, org, outbound.id) == PARLEY_NUMBER
+    assert await sender_number(platform.db, settings, org, web.id) == OTHER_NUMBER, "no line: the first"
+    assert await sender_number(platform.db, settings, org) == OTHER_NUMBER
+    chosen = settings.model_copy(update={"sms_from": "+14155550142"})
+    assert await sender_number(platform.db, chosen, org, inbound) == "+14155550142", "the operator's choice"
+
+    async with serving(TwilioSim()) as sim:
+        assert sim.base_url is not None
+        twilio = settings.model_copy(
+            update={
+                "twilio_account_sid": sim.account_sid,
+                "twilio_auth_token": SecretStr(sim.auth_token),
+                "twilio_api_base_url": sim.base_url,
+            }
+        )
+        tools = tools_for(platform, twilio, inbound)
+        assert (await use(tools, "send_sms", to="caller", body="Bay Plumbing: 12 Harbor St.")).ok
+        rest = TwilioRest.from_settings(twilio)
+        assert rest is not None
+        worker = NotificationWorker(
+            platform.db, twilio, email=None, sms=SmsSender(rest, platform.db, twilio), clock=Clock()
+        )
+        assert await worker.step() == 1
+    [text] = sim.messages.values()
+    assert (text.to, text.from_) == (PERSON, PARLEY_NUMBER)
 
 
 async def test_the_call_shows_its_text_and_email_and_a_refused_email_is_sent_again_by_retry(
