@@ -282,6 +282,8 @@ class LeadReceipt(BaseModel):
 
 class NotificationOut(BaseModel):
     id: str
+    lead_id: str | None = Field(description="the lead it tells of (null: a message a call's agent sent)")
+    call_id: str | None = Field(description="the call whose agent sent it (null: a lead notification)")
     business_id: str | None = Field(description="null: to the operator")
     kind: str
     channel: str

@@ -277,6 +277,7 @@ async def test_the_call_shows_its_text_and_email_and_a_refused_email_is_sent_aga
         retried = await client.post(f"/v1/lead-notifications/{email['id']}/retry")
         assert retried.status_code == 200, retried.text
         assert (retried.json()["status"], retried.json()["kind"]) == ("pending", "call_message")
+        assert (retried.json()["call_id"], retried.json()["lead_id"]) == (call_id, None)
         assert await worker.step() == 1
         await mailbox.wait_for(1)
 

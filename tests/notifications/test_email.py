@@ -249,6 +249,7 @@ async def test_the_last_attempt_fails_for_good_and_a_retry_sends_it_again(
     retried = await client.post(f"/v1/lead-notifications/{email.id}/retry")
     assert retried.status_code == 200, retried.text
     assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
+    assert retried.json()["lead_id"] == email.lead_id and retried.json()["call_id"] is None
     mailbox = Mailbox()
     async with smtp_server(mailbox, port):
         assert await worker.step() == 1
