@@ -22,6 +22,7 @@ from parley.engine.event_payloads import (
     AgentReplyDone,
     AgentText,
     LlmCompleted,
+    RoomUtterance,
     SessionStarted,
     TranscriptFinal,
     payload_or_none,
@@ -44,7 +45,8 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
     """Quantities per metered kind (kinds that were not used are left out).
 
     A speech-to-speech call (``session.started`` names its ``engine``) is metered by its length, and its
-    model's audio tokens apart from its text tokens (a Realtime ``input_tokens`` counts both)."""
+    model's audio tokens apart from its text tokens (a Realtime ``input_tokens`` counts both). A coached
+    room's recognition is its legs' utterances (``room.utterance``)."""
     asr = 0.0
     chars = 0
     speech_to_speech = False
@@ -56,6 +58,9 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
         elif r.type == E.TRANSCRIPT_FINAL:
             final = payload_or_none(r, TranscriptFinal)
             asr += (final.audio_seconds or 0.0) if final is not None else 0.0
+        elif r.type == E.ROOM_UTTERANCE:  # each leg of a coached room is transcribed
+            heard = payload_or_none(r, RoomUtterance)
+            asr += (heard.audio_seconds or 0.0) if heard is not None else 0.0
         elif r.type == E.AGENT_TEXT:
             said = payload_or_none(r, AgentText)
             chars += len(said.text) if said is not None else 0

@@ -42,6 +42,16 @@ def test_usage_counts_every_model_call_once() -> None:
     assert phone["telephony_minutes"] == 2.0, "carriers bill each started minute"
 
 
+def test_a_coached_rooms_legs_are_billed_for_their_recognition() -> None:
+    room = events(
+        ("room.utterance", {"participant_id": "p1", "role": "customer", "text": "Hi", "start": 0.0,
+                            "end": 1.5, "audio_seconds": 1.5}),
+        ("room.utterance", {"participant_id": "p2", "role": "rep", "text": "Hello", "start": 2.0,
+                            "end": 4.0, "audio_seconds": 2.25}),
+    )  # fmt: skip
+    assert measure(room, transport="websocket", duration_s=10.0) == {"asr_seconds": 3.75}
+
+
 def test_prices_follow_provider_and_model_with_markup_and_rupees(tmp_path: Path) -> None:
     table = tmp_path / "prices.yaml"
     table.write_text(
