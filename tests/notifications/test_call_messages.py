@@ -36,6 +36,7 @@ from parley.stack import build_tools
 from parley.store.models import LeadNotification, PhoneNumber
 from parley.store.notifications import NotificationRepository
 from parley.telephony.rest import TwilioRest
+from parley.twilio_sim.resources import SimMessage
 from parley.twilio_sim.server import TwilioSim, serving
 from tests.engine.harness import agent, speech
 from tests.notifications.conftest import Clock, email_worker, smtp_config, smtp_server, until
@@ -130,28 +131,37 @@ async def test_an_agents_emails_are_queued_for_the_call_and_delivered_as_written
     assert by_to["ada@example.org"].subject == "Your quote"
 
 
-async def test_an_agents_text_goes_to_twilio_from_the_organizations_number(platform: Platform) -> None:
-    call_id = await a_call(platform)
+HARBOR_ST = "Bay Plumbing: 12 Harbor St."
+
+
+async def text_through_twilio(platform: Platform, call_id: str, **settings: object) -> SimMessage:
+    """The agent of ``call_id`` texts the caller; the worker sends it to the local Twilio once."""
     async with serving(TwilioSim()) as sim:
         assert sim.base_url is not None
-        settings = platform.settings.model_copy(
+        twilio = platform.settings.model_copy(
             update={
                 "twilio_account_sid": sim.account_sid,
                 "twilio_auth_token": SecretStr(sim.auth_token),
                 "twilio_api_base_url": sim.base_url,
-                "sms_from": PARLEY_NUMBER,
+                **settings,
             }
         )
-        tools = tools_for(platform, settings, call_id)
-        assert (await use(tools, "send_sms", to="caller", body="Bay Plumbing: 12 Harbor St.")).ok
-        rest = TwilioRest.from_settings(settings)
+        tools = tools_for(platform, twilio, call_id)
+        assert (await use(tools, "send_sms", to="caller", body=HARBOR_ST)).ok
+        rest = TwilioRest.from_settings(twilio)
         assert rest is not None
         worker = NotificationWorker(
-            platform.db, settings, email=None, sms=SmsSender(rest, platform.db, settings), clock=Clock()
+            platform.db, twilio, email=None, sms=SmsSender(rest, platform.db, twilio), clock=Clock()
         )
         assert await worker.step() == 1
     [text] = sim.messages.values()
-    assert (text.to, text.from_, text.body) == (PERSON, PARLEY_NUMBER, "Bay Plumbing: 12 Harbor St.")
+    return text
+
+
+async def test_an_agents_text_goes_to_twilio_from_the_organizations_number(platform: Platform) -> None:
+    call_id = await a_call(platform)
+    text = await text_through_twilio(platform, call_id, sms_from=PARLEY_NUMBER)
+    assert (text.to, text.from_, text.body) == (PERSON, PARLEY_NUMBER, HARBOR_ST)
     [row] = await messages_of(platform, call_id)
     assert (row.channel, row.recipient, row.status, row.provider_id) == ("sms", PERSON, "sent", text.sid)
 
@@ -186,24 +196,7 @@ async def test_a_calls_text_comes_from_the_line_of_that_call(platform: Platform)
     chosen = settings.model_copy(update={"sms_from": "+14155550142"})
     assert await sender_number(platform.db, chosen, org, inbound) == "+14155550142", "the operator's choice"
 
-    async with serving(TwilioSim()) as sim:
-        assert sim.base_url is not None
-        twilio = settings.model_copy(
-            update={
-                "twilio_account_sid": sim.account_sid,
-                "twilio_auth_token": SecretStr(sim.auth_token),
-                "twilio_api_base_url": sim.base_url,
-            }
-        )
-        tools = tools_for(platform, twilio, inbound)
-        assert (await use(tools, "send_sms", to="caller", body="Bay Plumbing: 12 Harbor St.")).ok
-        rest = TwilioRest.from_settings(twilio)
-        assert rest is not None
-        worker = NotificationWorker(
-            platform.db, twilio, email=None, sms=SmsSender(rest, platform.db, twilio), clock=Clock()
-        )
-        assert await worker.step() == 1
-    [text] = sim.messages.values()
+    text = await text_through_twilio(platform, inbound)  # no PARLEY_SMS_FROM: the call's line
     assert (text.to, text.from_) == (PERSON, PARLEY_NUMBER)
 
 
