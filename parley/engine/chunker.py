@@ -6,42 +6,19 @@ import re
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
-_WHOLE_WORD = re.compile(r"\S+(?=\s)")
-PHRASE_STARTS: frozenset[str] = frozenset(
-    {
-        "and", "but", "or", "so", "because", "although", "though", "while", "when", "where", "which",
-        "who", "that", "if", "unless", "since", "until", "for", "with", "from", "about", "after",
-        "before", "during", "in", "on", "at",
-    }
-)  # fmt: skip
-"""Words that open a new phrase, before which a long first sentence may be cut when it has no comma.
-("to" and "of" are left out: "Monday | to Friday", "the capital | of Japan" break a unit.)"""
 
 
 class ClauseChunker:
     """Feed text deltas; get back speakable pieces.
 
     The first piece is cut at the first clause boundary (comma, colon, dash) once it has ``first_min_words``
-    words, so TTS can start while the LLM is still writing. A first sentence with no such mark that runs
-    to ``first_soft_words`` words is cut before the first word that opens a phrase ("and", "because",
-    "for" …) with at least ``first_phrase_words`` words before it: on 2 cores the model writes about 30
-    words a second, and "Parley is an open-source platform | for real-time voice agents that …" starts
-    speaking some 300 ms sooner than the whole sentence would. Later pieces are whole sentences unless
-    they grow past ``max_words``, then they are cut at a clause boundary.
+    words, so TTS can start while the LLM is still writing. Later pieces are whole sentences unless they
+    grow past ``max_words``, then they are cut at a clause boundary.
     """
 
-    def __init__(
-        self,
-        first_min_words: int = 3,
-        max_words: int = 25,
-        *,
-        first_soft_words: int = 6,
-        first_phrase_words: int = 4,
-    ) -> None:
+    def __init__(self, first_min_words: int = 3, max_words: int = 25) -> None:
         self.first_min_words = first_min_words
         self.max_words = max_words
-        self.first_soft_words = first_soft_words
-        self.first_phrase_words = first_phrase_words
         self._buffer = ""
         self._emitted = 0
 
@@ -76,18 +53,6 @@ class ClauseChunker:
             for match in _CLAUSE_END.finditer(text):
                 if len(text[: match.end()].split()) >= self.first_min_words:
                     return match.end()
-        if self._emitted == 0:
-            return self._phrase_cut(text)
-        return None
-
-    def _phrase_cut(self, text: str) -> int | None:
-        """Where a long first sentence without a clause mark may be cut: before a phrase's first word."""
-        words = list(_WHOLE_WORD.finditer(text))  # only words the model has finished writing
-        if len(words) < self.first_soft_words:
-            return None
-        for index in range(self.first_phrase_words, len(words)):
-            if words[index].group().lower() in PHRASE_STARTS:
-                return words[index].start()
         return None
 
 

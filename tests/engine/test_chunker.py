@@ -35,28 +35,3 @@ def test_long_run_on_sentence_is_split_at_a_clause() -> None:
 
 def test_decimal_numbers_do_not_end_a_sentence() -> None:
     assert feed(ClauseChunker(), "It costs 3.50 dollars today.") == ["It costs 3.50 dollars today."]
-
-
-def test_a_long_first_sentence_without_commas_is_cut_before_a_phrase() -> None:
-    text = "Parley is an open-source platform for real-time voice agents that runs fully offline. It is free."
-    pieces = feed(ClauseChunker(), text)
-    assert pieces == [
-        "Parley is an open-source platform",
-        "for real-time voice agents that runs fully offline.",
-        "It is free.",
-    ]
-
-
-def test_the_phrase_cut_waits_for_the_word_to_be_written() -> None:
-    chunker = ClauseChunker()
-    assert chunker.push("The sky looks blue to us be") == [], "'be' may still become 'because'"
-    assert chunker.push("cause air scatters blue light.") == ["The sky looks blue to us"]
-    assert chunker.push(" ") == ["because air scatters blue light."]
-
-
-def test_short_sentences_and_units_are_not_cut() -> None:
-    for whole in ("The capital of Japan is Tokyo.", "We are open from Monday to Friday."):
-        assert feed(ClauseChunker(), whole) == [whole]
-    # Only the first piece is cut at a phrase: later sentences stay whole.
-    pieces = feed(ClauseChunker(), "Sure. We are open every day of the week until late at night.")
-    assert pieces == ["Sure.", "We are open every day of the week until late at night."]
