@@ -230,8 +230,8 @@ class Session:
         self._take_the_floor(reason=f"{source}_input")
         self._emit(EventType.TRANSCRIPT_FINAL, text=text, source=source)
         # The last user turn is now typed, not spoken: speech that continues it joins its text, and the
-        # audio of an earlier spoken turn must not be heard again in its place.
-        self._committed_audio = []
+        # audio of an earlier spoken turn must not be heard again in its place, nor its verdict reported.
+        self._committed_audio, self._committed_completeness = [], None
         self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
 
     def _take_the_floor(self, reason: str) -> None:

@@ -433,6 +433,9 @@ async def test_speech_that_continues_a_typed_message_joins_its_text_not_older_au
     await runner
     merged = [e.data for e in conv.timeline.events if e.type is EventType.TURN_RESUMED]
     assert [m.get("merged_with") for m in merged] == ["Tell me a fun fact."]
+    assert merged[0]["completeness"] is None, (
+        "typed words were never judged; the spoken turn's verdict is stale"
+    )
     history = [(m.role, m.content) for m in session.context.messages]
     assert history[-2:] == [
         ("user", "Tell me a fun fact. about the ocean"),
