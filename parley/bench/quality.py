@@ -71,8 +71,9 @@ class QualityReport:
 
 
 def _says(text: str, words: str) -> bool:
-    """``words`` said as words: the "no" in "I don't know" is no "no", the "30" in "130" no "30"."""
-    return re.search(rf"(?<!\w){re.escape(words.lower())}(?!\w)", text) is not None
+    """``words`` said as words (or their plural): the "no" in "I don't know" is no "no", the "30" in
+    "130" no "30", but "plumbers" says "plumber"."""
+    return re.search(rf"(?<!\w){re.escape(words.lower())}(?:e?s)?(?!\w)", text) is not None
 
 
 def judge(turn: QualityTurn, reply: str, tools: list[dict[str, Any]], ended: bool) -> tuple[bool, str]:

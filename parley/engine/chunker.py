@@ -56,6 +56,11 @@ class ClauseChunker:
         return None
 
 
+def sentence_end(text: str) -> re.Match[str] | None:
+    """Where the first sentence of ``text`` ends, once the text after it has begun."""
+    return _SENTENCE_END.search(text)
+
+
 def fixed_clauses(text: str) -> list[str]:
     """The clauses a fixed text (a greeting, an announcement) is spoken in, as a reply would cut them: a
     phrase cache warmed with these serves the reply."""

@@ -300,6 +300,8 @@ class KnowledgeMiss(Payload):
     EVENT = EventType.KNOWLEDGE_MISS
     reply_id: str
     withheld: str = ""
+    support: float | None = None
+    """For a "yes" no fact backs: its similarity to the closest fact (None: a question off knowledge)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,28 @@
-"""Is a caller's question about anything a grounded agent knows?
+"""Is a caller's question about anything a grounded agent knows, and is the model's "yes" backed by a fact?
 
 A small model answers "yes" to almost any question about a business, known or not ("Is there a pool?"
 → "Yes, there is a pool."). Told to admit what its facts do not say, it still does not: it cannot tell
 what it does not know. An embedding model can tell how close a question is to each fact, though. When
-a question is far from all of them (and from ordinary small talk), the agent's reply is held: a tool
-call still goes ahead, but words are replaced by the agent's ``unknown_answer``. Questions only: a
-statement ("Book me for Tuesday") is left to the model and its tools.
+a question is far from all of them (and from ordinary small talk, and from what the agent's tools do),
+the agent's reply is held: a tool call still goes ahead, but words are replaced by the agent's
+``unknown_answer``. Questions only: a statement ("Book me for Tuesday") is left to the model and its
+tools.
+
+A question near a fact can still get a wrong "yes" ("Can I come on Monday?" → "Yes, you can." when the
+facts say Mondays are closed): the model echoes the question back. An answer that restates a fact is
+closer to that fact than to the question; an echo of the question is closer to the question. So a reply
+that opens with "yes" is checked before it is said, and one that no fact backs is replaced by an honest
+"I can't confirm that" and the facts the question is about (or by the ``unknown_answer`` when it is about
+none). The model's wrong "yes" becomes the facts that answer it ("…closed on Mondays."), and a right one
+loses only its directness. The word list is English: in other languages the "yes" is not checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,11 +43,50 @@ SMALL_TALK = (
 )
 """Questions any agent may answer without facts: close to one of these, a question is not held."""
 SMALL_TALK_SIMILARITY = 0.5
+ACTION_SIMILARITY = 0.3
+"""At or above this similarity to one of the agent's tool descriptions, a question asks for an action
+("Can a mechanic call me with a quote?"), not for a fact: it is left to the model and its tools."""
+MIN_SUPPORT = 0.5
+"""A "yes" sentence less similar than this to every fact is not backed by one: restating a fact scores
+0.6–1.0 against it, an echo of the question ("Yes, we have live music.") 0.3–0.5."""
+RELATED_FACTS = 2
+"""At most this many facts the question is about are said in place of an unbacked yes."""
+UNSURE_LEAD = "I can't confirm that, but here is what I know:"
+_AFFIRMATIVE = re.compile(
+    r"^\W*(?:yes|yeah|yep|sure|absolutely|certainly|definitely|of course)\b", re.IGNORECASE
+)
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+
+
+@dataclass(frozen=True, slots=True)
+class UnbackedYes:
+    """A "yes" no fact backs, and the facts the question is about (closest first; maybe none)."""
+
+    support: float
+    """Its similarity to the closest fact."""
+    echo: float
+    """Its similarity to the question."""
+    related: tuple[str, ...]
+
+    def instead(self, unknown_answer: str) -> str:
+        """What the agent says in place of the unbacked yes."""
+        return " ".join([UNSURE_LEAD, *self.related]) if self.related else unknown_answer
 
 
 def is_question(text: str) -> bool:
     """Speech recognition punctuates questions; typed text usually has its own question mark."""
     return text.rstrip().endswith("?")
+
+
+def opens_with_yes(text: str) -> bool:
+    return _AFFIRMATIVE.match(text) is not None
+
+
+def sentences(text: str) -> list[str]:
+    """The text and, when it has more than one, each of its sentences: a request after a long
+    description ("My car makes a noise. Can a mechanic call me?") is judged by its own words too."""
+    parts = [p.strip() for p in _SENTENCE.findall(text) if p.strip()]
+    return [text, *parts] if len(parts) > 1 else [text]
 
 
 class GroundingCheck:
@@ -48,13 +98,16 @@ class GroundingCheck:
         facts: Sequence[str],
         *,
         passages: Callable[[str], Sequence[str]] | None = None,
+        actions: Sequence[str] = (),
         min_similarity: float = MIN_SIMILARITY,
     ) -> None:
         self._embedder = embedder
         self._facts = list(facts)
         self._passages = passages
+        self._actions = [a for a in actions if a.strip()]
+        """What the agent's tools do (their descriptions)."""
         self._min = min_similarity
-        self._vectors: tuple[Vectors, Vectors] | None = None
+        self._vectors: _Vectors | None = None
 
     async def off_knowledge(self, text: str) -> bool:
         """True for a question that nothing the agent knows is about."""
@@ -64,11 +117,51 @@ class GroundingCheck:
             return False  # its documents have passages for it
         return await asyncio.to_thread(self._far_from_facts, text)
 
-    def _far_from_facts(self, text: str) -> bool:
+    async def unbacked_yes(self, question: str, answer: str) -> UnbackedYes | None:
+        """For a question's answer that opens with "yes": None when a fact backs it (or it is no such
+        answer), else what to say instead."""
+        if not self._facts or not is_question(question) or not opens_with_yes(answer):
+            return None
+        return await asyncio.to_thread(self._unbacked, question, answer)
+
+    def _known(self) -> _Vectors:
         if self._vectors is None:
-            self._vectors = (self._embedder.embed(self._facts), self._embedder.embed(SMALL_TALK))
-        facts, talk = self._vectors
-        question = self._embedder.embed([text])[0]
-        near_fact = float(np.max(facts @ question)) if len(facts) else -1.0
-        near_talk = float(np.max(talk @ question))
-        return near_fact < self._min and near_talk < SMALL_TALK_SIMILARITY
+            embed = self._embedder.embed
+            self._vectors = _Vectors(
+                embed(self._facts), embed(SMALL_TALK), embed(self._actions) if self._actions else None
+            )
+        return self._vectors
+
+    def _far_from_facts(self, text: str) -> bool:
+        known = self._known()
+        question = self._embedder.embed(sentences(text))
+        near_talk = float(np.max(known.talk @ question.T))
+        near_action = float(np.max(known.actions @ question.T)) if known.actions is not None else -1.0
+        return (
+            _closeness(known.facts, question) < self._min
+            and near_talk < SMALL_TALK_SIMILARITY
+            and near_action < ACTION_SIMILARITY
+        )
+
+    def _unbacked(self, question: str, answer: str) -> UnbackedYes | None:
+        facts = self._known().facts
+        said, asked = self._embedder.embed([answer, question])
+        support = float(np.max(facts @ said))
+        echo = float(said @ asked)
+        if support >= MIN_SUPPORT and support >= echo:
+            return None
+        closeness = facts @ asked
+        related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= self._min]
+        return UnbackedYes(round(support, 3), round(echo, 3), tuple(self._facts[i] for i in related))
+
+
+@dataclass(frozen=True, slots=True)
+class _Vectors:
+    facts: Vectors
+    talk: Vectors
+    actions: Vectors | None
+
+
+def _closeness(facts: Vectors, texts: Vectors) -> float:
+    """How close the closest fact is to any of ``texts`` (-1 with no facts)."""
+    return float(np.max(facts @ texts.T)) if len(facts) else -1.0

@@ -19,10 +19,10 @@ import structlog
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.resample import Resampler
-from parley.engine.chunker import ClauseChunker, fixed_clauses
+from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
-from parley.engine.grounding import GroundingCheck
+from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, opens_with_yes
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
@@ -142,6 +142,11 @@ class Reply:
         self._apology: int | None = None
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
+        self._unbacked: UnbackedYes | None = None
+        self._hedge: str | None = None
+        """Said before the facts that replaced an unbacked yes, and kept out of the history: a small model
+        copies a hedge it sees there, and goes on with facts of its own making."""
+        """A "yes" no fact backs (``GroundingCheck.unbacked_yes``), caught before it was said."""
 
     # --- control, called by the session -------------------------------------------------------------
 
@@ -202,19 +207,31 @@ class Reply:
         held = await self._off_knowledge()
         for round_no in range(settings.max_tool_rounds + 1):
             try:
-                text, calls = await self._llm_round(round_no, chunker, offer_tools, held and round_no == 0)
+                text, calls = await self._llm_round(
+                    round_no, chunker, offer_tools, held and round_no == 0, vet=not held and round_no == 0
+                )
             except Exception as exc:  # a dead or broken model: say so instead of going silent
                 self.deps.emit(EventType.ERROR, where="llm", stage="llm", reply_id=self.id, error=repr(exc))
                 chunker.flush()
                 if settings.error_message:
                     self._add_segment(settings.error_message)
                 break
-            if held and round_no == 0 and not calls:
-                # Asked about what it does not know, the model answered anyway: not said (grounding.py).
-                self.deps.emit(EventType.KNOWLEDGE_MISS, reply_id=self.id, withheld=text)
-                for piece in fixed_clauses(settings.unknown_answer):
+            unbacked, self._unbacked = self._unbacked, None
+            if (held and round_no == 0 and not calls) or unbacked is not None:
+                # Asked about what it does not know, the model answered anyway, or said a "yes" no fact
+                # backs: not said (grounding.py). An unbacked yes gets the fact the question is about.
+                self.deps.emit(
+                    EventType.KNOWLEDGE_MISS,
+                    reply_id=self.id,
+                    withheld=text,
+                    support=None if unbacked is None else unbacked.support,
+                )
+                instead = unbacked.instead(settings.unknown_answer) if unbacked else settings.unknown_answer
+                for piece in fixed_clauses(instead):
                     self._add_segment(piece)
-                self.messages.append(ChatMessage("assistant", settings.unknown_answer))
+                if unbacked is not None and unbacked.related:
+                    self._hedge = UNSURE_LEAD
+                self.messages.append(ChatMessage("assistant", instead))
                 break
             # A small model may ask again for what it was just given: a call it already made in this
             # reply is not run twice; the model answers from the result it has, without tools.
@@ -234,6 +251,16 @@ class Reply:
             self.messages.extend(await self._call_tools(fresh))
         await self._segment_queue.put(None)
 
+    def _may_vet(self) -> bool:
+        deps, said = self.deps, self.user_message
+        return deps.grounding is not None and said is not None and bool(deps.settings.unknown_answer)
+
+    async def _vet(self, sentence: str) -> bool:
+        """True (and ``self._unbacked`` set) when ``sentence`` is a "yes" that no fact backs."""
+        assert self.deps.grounding is not None and self.user_message is not None
+        self._unbacked = await self.deps.grounding.unbacked_yes(self.user_message.content, sentence)
+        return self._unbacked is not None
+
     async def _off_knowledge(self) -> bool:
         check, said = self.deps.grounding, self.user_message
         if check is None or said is None or not self.deps.settings.unknown_answer:
@@ -241,11 +268,21 @@ class Reply:
         return await check.off_knowledge(said.content)
 
     async def _llm_round(
-        self, round_no: int, chunker: ClauseChunker, offer_tools: bool = True, hold_words: bool = False
+        self,
+        round_no: int,
+        chunker: ClauseChunker,
+        offer_tools: bool = True,
+        hold_words: bool = False,
+        *,
+        vet: bool = False,
     ) -> tuple[str, list[ToolCall]]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
-        the round ends at the first word, unsaid: only a tool call would go ahead."""
+        the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
+        grounded agent asked a question) an opening "yes" is held until its sentence is checked against
+        the facts; an unbacked one ends the round unsaid, in ``self._unbacked``."""
         deps, settings = self.deps, self.deps.settings
+        vetting = vet and self._may_vet()
+        unsaid = ""
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
         offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
@@ -272,10 +309,20 @@ class Reply:
                     text += chunk.text
                     if opens_with_markup(text):
                         continue  # JSON or markup (a call written where none was offered): not speech
-                    for piece in chunker.push(chunk.text):
+                    unsaid += chunk.text
+                    if vetting:
+                        decided = _first_sentence(text)
+                        if decided is None:
+                            continue
+                        vetting = False
+                        if decided and await self._vet(decided):
+                            break
+                    for piece in chunker.push(unsaid):
                         self._add_segment(piece)
+                    unsaid = ""
                 if chunk.tool_call:
                     calls.append(chunk.tool_call)
+                    vetting = False  # an action, not a claim
                 if chunk.usage:
                     self.usage = Usage(
                         self.usage.input_tokens + chunk.usage.input_tokens,
@@ -287,8 +334,11 @@ class Reply:
                 await close()
         if opens_with_markup(text):
             text = ""
-        for piece in chunker.flush():
-            self._add_segment(piece)
+        if vetting and text and await self._vet(text.strip()):
+            unsaid = ""
+        if self._unbacked is None:
+            for piece in [*chunker.push(unsaid), *chunker.flush()]:
+                self._add_segment(piece)
         deps.emit(
             EventType.LLM_COMPLETED,
             reply_id=self.id,
@@ -590,6 +640,8 @@ class Reply:
             if m.role == "tool"
             or any(r.role == "tool" and r.tool_call_id in {c.id for c in m.tool_calls} for r in exchanges)
         ]
+        if self._hedge is not None:
+            spoken = _without_lead(spoken, self._hedge)
         return [*complete, ChatMessage("assistant", spoken)] if spoken else complete
 
 
@@ -603,6 +655,25 @@ async def _aclose(stream: AsyncIterator[Any]) -> None:
     close = getattr(stream, "aclose", None)  # an async generator: stop it now, not at GC
     if close is not None:
         await close()
+
+
+def _without_lead(spoken: str, lead: str) -> str:
+    """``spoken`` without the part of ``lead`` it starts with."""
+    if spoken.startswith(lead):
+        return spoken[len(lead) :].strip()
+    return "" if lead.startswith(spoken) else spoken
+
+
+def _first_sentence(text: str) -> str | None:
+    """Enough of a reply to tell whether it opens with "yes": None while it might still; else its
+    first sentence when it does (cut where the sentence ends), or "" when it does not."""
+    words = text.split()
+    if not words:
+        return None
+    if not opens_with_yes(text):
+        return "" if len(words) >= 2 or text[-1:].isspace() else None
+    end = sentence_end(text)
+    return text[: end.end()].strip() if end else None
 
 
 def _call_key(call: ToolCall) -> str:

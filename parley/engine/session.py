@@ -118,7 +118,12 @@ class Session:
         self._tts = stack.tts
         """The voice replies speak with: the stack's, until a detected language brings its own."""
         self._grounding = (
-            GroundingCheck(stack.embedder, agent.knowledge, passages=self._passages)
+            GroundingCheck(
+                stack.embedder,
+                agent.knowledge,
+                passages=self._passages,
+                actions=[spec.description for spec in self.tools.specs()],
+            )
             if stack.embedder is not None and self.context.grounded
             else None
         )

@@ -28,6 +28,8 @@ def test_a_fact_needs_its_words_and_none_of_the_wrong_ones() -> None:
     price = QualityTurn("How much?", "fact", ("30",))
     assert not judge(price, "It costs 130 dollars.", [], False)[0]
     assert judge(price, "It costs 30 dollars.", [], False)[0]
+    staff = QualityTurn("Do you have a plumber?", "fact", ("plumber",))
+    assert judge(staff, "We have three plumbers on call.", [], False)[0], "a plural says its word"
     booked = [{"tool": "book", "arguments": {}}]
     assert judge(turn, "No, closed.", booked, False) == (False, "called ['book'] unasked")
 

@@ -8,10 +8,18 @@ import dataclasses
 import pytest
 
 from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import KnowledgeMiss
 from parley.engine.events import EventType
-from parley.engine.grounding import GroundingCheck, is_question
+from parley.engine.grounding import (
+    MIN_SUPPORT,
+    UNSURE_LEAD,
+    GroundingCheck,
+    is_question,
+    opens_with_yes,
+    sentences,
+)
 from parley.providers.embeddings.hashing import HashingEmbedder
-from parley.providers.llm.scripted import ScriptRule
+from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
 from tests.engine.harness import agent as harness_agent
 from tests.engine.harness import converse, speech, stack
@@ -78,3 +86,87 @@ async def test_small_talk_is_never_held() -> None:
     assert await check.off_knowledge("Is there a pool?")
     assert not await check.off_knowledge("What is your name?")
     assert not await check.off_knowledge("Is breakfast included?")
+
+
+# --- a "yes" no fact backs ------------------------------------------------------------------------------
+
+MONDAYS = "The inn is closed on Mondays."
+INN_FACTS = [MONDAYS, "Breakfast is included with every room."]
+
+
+async def test_a_yes_no_fact_backs_becomes_the_facts_the_question_is_about() -> None:
+    rules = [ScriptRule.say("monday", "Yes, you can stay on Monday.")]
+    engines = dataclasses.replace(stack(["Can I stay on Mondays?"], rules), embedder=HashingEmbedder())
+    _, result = await converse(inn(knowledge=INN_FACTS), engines, [UserTurn(speech(1.0))])
+    assert result.turns[0].agent_text == f"{UNSURE_LEAD} {MONDAYS}"
+    (miss,) = [e.payload(KnowledgeMiss) for e in result.events if e.type is EventType.KNOWLEDGE_MISS]
+    assert miss.withheld == "Yes, you can stay on Monday." and miss.support is not None
+    assert miss.support < MIN_SUPPORT
+
+
+async def test_a_yes_a_fact_backs_is_said_as_the_model_said_it() -> None:
+    rules = [ScriptRule.say("breakfast", "Yes, breakfast is included with every room.")]
+    said, misses = await ask(inn(knowledge=INN_FACTS), "Is breakfast included?", rules)
+    assert (said, misses) == ("Yes, breakfast is included with every room.", [])
+
+
+async def test_a_promise_no_tool_kept_is_not_said() -> None:
+    """Asked for what a tool does, the model said "sure" and called nothing: no fact backs that."""
+    agent = inn(
+        tools=[{"name": "book_taxi", "kind": "static", "result": "booked", "description": "Book a taxi."}]
+    )
+    rules = [ScriptRule.say("taxi", "Sure, a taxi is on its way.")]
+    said, misses = await ask(agent, "Could you get me a taxi?", rules)
+    assert (said, misses) == (UNKNOWN, ["Sure, a taxi is on its way."])
+
+
+async def test_the_history_keeps_the_facts_said_not_the_hedge_before_them() -> None:
+    """A small model copies a hedge from its history and goes on with facts of its own making."""
+    rules = [
+        ScriptRule.say("monday", "Yes, you can stay on Monday."),
+        ScriptRule.say("breakfast", "Breakfast is included with every room."),
+    ]
+    lines = ["Can I stay on Mondays?", "And is breakfast included?"]
+    engines = dataclasses.replace(stack(lines, rules), embedder=HashingEmbedder())
+    _, result = await converse(
+        inn(knowledge=INN_FACTS), engines, [UserTurn(speech(1.0)), UserTurn(speech(1.0))]
+    )
+    assert result.turns[0].agent_text.startswith(UNSURE_LEAD)
+    assert isinstance(engines.llm, ScriptedModel)
+    history = [m.content for m in engines.llm.calls[-1] if m.role == "assistant"]
+    assert MONDAYS in history
+    assert not any(UNSURE_LEAD in content for content in history)
+
+
+@pytest.mark.parametrize(
+    ("answer", "checked"),
+    [
+        ("Yes, we do.", True),
+        ("Of course!", True),
+        ("Sure thing.", True),
+        ("Yesterday we were closed.", False),
+        ("No, sorry.", False),
+        ("We are open.", False),
+    ],
+)
+def test_only_a_yes_is_checked(answer: str, checked: bool) -> None:
+    assert opens_with_yes(answer) is checked
+
+
+def test_a_request_after_a_description_is_judged_by_its_own_sentence_too() -> None:
+    text = "My car makes a noise. Can a mechanic call me?"
+    assert sentences(text) == [text, "My car makes a noise.", "Can a mechanic call me?"]
+    assert sentences("Is there a pool?") == ["Is there a pool?"]
+
+
+async def test_a_question_asking_for_what_a_tool_does_is_not_held() -> None:
+    """Far from every fact, but a request ("Can you book me a taxi?"): the model answers it."""
+    taxi = {
+        "name": "book_taxi",
+        "kind": "static",
+        "result": "booked",
+        "description": "Book a taxi to the airport.",
+    }
+    rules = [ScriptRule.say("taxi", "I will book one for you now.")]
+    said, misses = await ask(inn(tools=[taxi]), "Can you book me a taxi?", rules)
+    assert (said, misses) == ("I will book one for you now.", [])
