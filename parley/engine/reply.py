@@ -143,10 +143,10 @@ class Reply:
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
         self._unbacked: UnbackedYes | None = None
+        """A "yes" no fact backs (``GroundingCheck.unbacked_yes``), caught before it was said."""
         self._hedge: str | None = None
         """Said before the facts that replaced an unbacked yes, and kept out of the history: a small model
         copies a hedge it sees there, and goes on with facts of its own making."""
-        """A "yes" no fact backs (``GroundingCheck.unbacked_yes``), caught before it was said."""
 
     # --- control, called by the session -------------------------------------------------------------
 
