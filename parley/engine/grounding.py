@@ -64,8 +64,6 @@ class UnbackedYes:
 
     support: float
     """Its similarity to the closest fact."""
-    echo: float
-    """Its similarity to the question."""
     related: tuple[str, ...]
 
     def instead(self, unknown_answer: str) -> str:
@@ -152,7 +150,7 @@ class GroundingCheck:
             return None
         closeness = facts @ asked
         related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= self._min]
-        return UnbackedYes(round(support, 3), round(echo, 3), tuple(self._facts[i] for i in related))
+        return UnbackedYes(round(support, 3), tuple(self._facts[i] for i in related))
 
 
 @dataclass(frozen=True, slots=True)

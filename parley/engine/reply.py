@@ -142,11 +142,9 @@ class Reply:
         self._apology: int | None = None
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
-        self._unbacked: UnbackedYes | None = None
-        """A "yes" no fact backs (``GroundingCheck.unbacked_yes``), caught before it was said."""
-        self._hedge: str | None = None
-        """Said before the facts that replaced an unbacked yes, and kept out of the history: a small model
-        copies a hedge it sees there, and goes on with facts of its own making."""
+        self._hedged = False
+        """The facts that replaced an unbacked yes were said after ``UNSURE_LEAD``, which the history leaves
+        out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
 
     # --- control, called by the session -------------------------------------------------------------
 
@@ -207,7 +205,7 @@ class Reply:
         held = await self._off_knowledge()
         for round_no in range(settings.max_tool_rounds + 1):
             try:
-                text, calls = await self._llm_round(
+                text, calls, unbacked = await self._llm_round(
                     round_no, chunker, offer_tools, held and round_no == 0, vet=not held and round_no == 0
                 )
             except Exception as exc:  # a dead or broken model: say so instead of going silent
@@ -216,7 +214,6 @@ class Reply:
                 if settings.error_message:
                     self._add_segment(settings.error_message)
                 break
-            unbacked, self._unbacked = self._unbacked, None
             if (held and round_no == 0 and not calls) or unbacked is not None:
                 # Asked about what it does not know, the model answered anyway, or said a "yes" no fact
                 # backs: not said (grounding.py). An unbacked yes gets the fact the question is about.
@@ -229,8 +226,7 @@ class Reply:
                 instead = unbacked.instead(settings.unknown_answer) if unbacked else settings.unknown_answer
                 for piece in fixed_clauses(instead):
                     self._add_segment(piece)
-                if unbacked is not None and unbacked.related:
-                    self._hedge = UNSURE_LEAD
+                self._hedged = unbacked is not None and bool(unbacked.related)
                 self.messages.append(ChatMessage("assistant", instead))
                 break
             # A small model may ask again for what it was just given: a call it already made in this
@@ -251,21 +247,16 @@ class Reply:
             self.messages.extend(await self._call_tools(fresh))
         await self._segment_queue.put(None)
 
-    def _may_vet(self) -> bool:
-        deps, said = self.deps, self.user_message
-        return deps.grounding is not None and said is not None and bool(deps.settings.unknown_answer)
-
-    async def _vet(self, sentence: str) -> bool:
-        """True (and ``self._unbacked`` set) when ``sentence`` is a "yes" that no fact backs."""
-        assert self.deps.grounding is not None and self.user_message is not None
-        self._unbacked = await self.deps.grounding.unbacked_yes(self.user_message.content, sentence)
-        return self._unbacked is not None
-
-    async def _off_knowledge(self) -> bool:
+    def _grounding(self) -> tuple[GroundingCheck, str] | None:
+        """The check and the user's words, when this reply's words are checked at all."""
         check, said = self.deps.grounding, self.user_message
         if check is None or said is None or not self.deps.settings.unknown_answer:
-            return False
-        return await check.off_knowledge(said.content)
+            return None
+        return check, said.content
+
+    async def _off_knowledge(self) -> bool:
+        grounding = self._grounding()
+        return grounding is not None and await grounding[0].off_knowledge(grounding[1])
 
     async def _llm_round(
         self,
@@ -275,13 +266,15 @@ class Reply:
         hold_words: bool = False,
         *,
         vet: bool = False,
-    ) -> tuple[str, list[ToolCall]]:
+    ) -> tuple[str, list[ToolCall], UnbackedYes | None]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
         the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
         grounded agent asked a question) an opening "yes" is held until its sentence is checked against
-        the facts; an unbacked one ends the round unsaid, in ``self._unbacked``."""
+        the facts; an unbacked one ends the round unsaid, and is returned."""
         deps, settings = self.deps, self.deps.settings
-        vetting = vet and self._may_vet()
+        grounding = self._grounding() if vet else None
+        vetting = grounding is not None
+        unbacked: UnbackedYes | None = None
         unsaid = ""
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
@@ -315,8 +308,10 @@ class Reply:
                         if decided is None:
                             continue
                         vetting = False
-                        if decided and await self._vet(decided):
-                            break
+                        if decided and grounding is not None:
+                            unbacked = await grounding[0].unbacked_yes(grounding[1], decided)
+                            if unbacked is not None:
+                                break
                     for piece in chunker.push(unsaid):
                         self._add_segment(piece)
                     unsaid = ""
@@ -334,9 +329,9 @@ class Reply:
                 await close()
         if opens_with_markup(text):
             text = ""
-        if vetting and text and await self._vet(text.strip()):
-            unsaid = ""
-        if self._unbacked is None:
+        if vetting and text and grounding is not None:
+            unbacked = await grounding[0].unbacked_yes(grounding[1], text.strip())
+        if unbacked is None:
             for piece in [*chunker.push(unsaid), *chunker.flush()]:
                 self._add_segment(piece)
         deps.emit(
@@ -348,7 +343,7 @@ class Reply:
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,
         )
-        return text.strip(), calls
+        return text.strip(), calls, unbacked
 
     def _not_hanging_up_over(self, calls: list[ToolCall], executed: set[str]) -> list[ToolCall]:
         """A hang-up asked for together with another action, or right after one in the same reply, is
@@ -640,8 +635,8 @@ class Reply:
             if m.role == "tool"
             or any(r.role == "tool" and r.tool_call_id in {c.id for c in m.tool_calls} for r in exchanges)
         ]
-        if self._hedge is not None:
-            spoken = _without_lead(spoken, self._hedge)
+        if self._hedged:
+            spoken = _without_lead(spoken, UNSURE_LEAD)
         return [*complete, ChatMessage("assistant", spoken)] if spoken else complete
 
 
