@@ -56,6 +56,25 @@ _AFFIRMATIVE = re.compile(
     r"^\W*(?:yes|yeah|yep|sure|absolutely|certainly|definitely|of course)\b", re.IGNORECASE
 )
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+_LEAD = (
+    r"(?:(?:so|and|but|ok(?:ay)?|oh|um+|uh+|hm+|well|hi|hello|hey|also|sorry|actually|right|alright|then|"
+    r"yes|yeah|no)\W+)*"
+)
+"""Words a question may open with before it asks ("Okay, so is there parking")."""
+_SUBJECT = (
+    r"(?:i|you|we|they|he|she|it|there|this|that|these|those|any\w*|some\w*|every\w*|an?|the|my|your|our|"
+    r"his|her|their|its|dr|doctor|mr|mrs|ms|miss|(?-i:[A-Z]\w*))"
+)
+_ASKS = re.compile(
+    rf"^\W*(?P<lead>{_LEAD})"
+    rf"(?:(?:is|are|am|does|did|can|could|will|would|shall|should|may|might|has)\W+{_SUBJECT}\b"
+    rf"|do\W+(?!(?:it|that|this)\b){_SUBJECT}\b"  # "Do it." is an order, "Do you …" a question
+    r"|(?:what|when|where|who|whom|whose|which|why|how)\b(?!\W+an?\b))",  # not "What a day."
+    re.IGNORECASE,
+)
+"""An English question's opening: a verb before its subject ("is there", "can the mechanic"), or a
+question word. Without the subject it is a statement cut short ("Would be great", "Will do")."""
+_MIN_QUESTION_WORDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +91,20 @@ class UnbackedYes:
 
 
 def is_question(text: str) -> bool:
-    """Speech recognition punctuates questions; typed text usually has its own question mark."""
-    return text.rstrip().endswith("?")
+    """Ends with a question mark, or opens like an English question ("is there …", "what time …").
+
+    Speech recognition punctuates most questions, but not one it half misheard: "Is Dr. Brooks working
+    this week?" came back as "is doctor. Merk's working this week." Its first words still ask. The
+    message's opening and its last sentence are read ("My car is noisy. Can a mechanic call me")."""
+    if text.rstrip().endswith("?"):
+        return True
+    parts = _SENTENCE.findall(text)
+    return bool(parts) and (_opens_like_a_question(text) or _opens_like_a_question(parts[-1]))
+
+
+def _opens_like_a_question(text: str) -> bool:
+    asks = _ASKS.match(text)
+    return asks is not None and len(text[asks.end("lead") :].split()) >= _MIN_QUESTION_WORDS
 
 
 def opens_with_yes(text: str) -> bool:

@@ -54,6 +54,12 @@ async def test_a_question_about_nothing_it_knows_gets_the_unknown_answer_not_the
     assert misses and misses[0].startswith("Yes"), "the withheld guess is on the timeline"
 
 
+async def test_a_question_heard_without_its_question_mark_is_still_checked() -> None:
+    said, misses = await ask(inn(), "is there. A pool near the inn.")
+    assert said == UNKNOWN
+    assert misses and misses[0].startswith("Yes")
+
+
 async def test_what_it_knows_and_what_is_not_a_question_are_answered_by_the_model() -> None:
     assert await ask(inn(), "When is check-out?") == ("Check-out is at 11 am.", [])
     assert await ask(inn(), "I will leave my suitcase at the desk.") == (
@@ -75,7 +81,27 @@ async def test_off_when_not_grounded_or_no_unknown_answer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "question"), [("Is there a pool?", True), ("Book me in.", False), ("Hi?  ", True), ("", False)]
+    ("text", "question"),
+    [
+        ("Is there a pool?", True),
+        ("Book me in.", False),
+        ("Hi?  ", True),
+        ("", False),
+        # Speech recognition that misheard a question may drop its question mark; its opening still asks.
+        ("is doctor. Merk's working this week.", True),
+        ("Okay, so is there parking near you.", True),
+        ("What time do you open tomorrow.", True),
+        ("My car makes a noise. Can a mechanic call me", True),
+        # Statements, orders and clipped replies that start with the same words do not.
+        ("Would be great, thanks.", False),
+        ("Will do.", False),
+        ("Yes, do it.", False),
+        ("What a lovely place.", False),
+        ("Can't wait to see you.", False),
+        ("Have a nice day.", False),
+        ("Great, that's all I needed. Thanks. Goodbye.", False),
+        ("Please send someone to 42 Maple Street, my sink is leaking.", False),
+    ],
 )
 def test_only_questions_are_checked(text: str, question: bool) -> None:
     assert is_question(text) is question
