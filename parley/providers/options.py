@@ -45,7 +45,7 @@ class EnergyVadOptions(_Options):
 
 
 class WhisperOptions(_Options):
-    model: Literal["tiny.en", "base"] = "tiny.en"
+    model: Literal["tiny.en", "base"] = "base"
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = "en"
     """None (with the multilingual ``base``): detected per utterance, among ``languages``."""
     languages: list[Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]] = Field(
