@@ -267,6 +267,8 @@ class LlmRequest(Payload):
     reply_id: str
     round: int = 0
     messages: int | None = None
+    tool_choice: str | None = None
+    """The tool whose call was asked for (``engine/tool_requests.py``); None: the model chose."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +304,16 @@ class KnowledgeMiss(Payload):
     withheld: str = ""
     support: float | None = None
     """For a "yes" no fact backs: its similarity to the closest fact (None: a question off knowledge)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRequested(Payload):
+    EVENT = EventType.TOOL_REQUESTED
+    reply_id: str
+    tool: str
+    arguments: dict[str, Any] | None = None
+    """What the model filled in (None: it gave no call of that tool)."""
+    accepted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

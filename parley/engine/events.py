@@ -52,6 +52,9 @@ class EventType(StrEnum):
     TOOL_RESULT = "tool.result"
     KNOWLEDGE_MISS = "knowledge.miss"
     """A grounded agent was asked about what it does not know: its model's words were not said."""
+    TOOL_REQUESTED = "tool.requested"
+    """A caller's request near one of the tools was put to the model as that tool's call
+    (``engine/tool_requests.py``); ``accepted`` says whether its arguments were the caller's words."""
     ROOM_JOINED = "room.joined"
     """A participant (leg) joined a room: its id, role and mode."""
     ROOM_LEFT = "room.left"

@@ -8,6 +8,7 @@ listener actually heard.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -22,7 +23,8 @@ from parley.audio.resample import Resampler
 from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
-from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, opens_with_yes
+from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, is_question, opens_with_yes
+from parley.engine.tool_requests import CALLER_TURNS, ToolRequests, callers_arguments, required_arguments
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
@@ -60,6 +62,8 @@ class ReplyDeps:
     settings: ReplySettings
     on_audio_started: Callable[[Reply], None]
     grounding: GroundingCheck | None = None
+    requests: ToolRequests | None = None
+    """Tools a caller's request is matched to (``engine/tool_requests.py``); None: the model decides."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +209,7 @@ class Reply:
         held = await self._off_knowledge()
         for round_no in range(settings.max_tool_rounds + 1):
             try:
-                text, calls, unbacked = await self._llm_round(
-                    round_no, chunker, offer_tools, held and round_no == 0, vet=not held and round_no == 0
-                )
+                text, calls, unbacked = await self._round(round_no, chunker, offer_tools, held)
             except Exception as exc:  # a dead or broken model: say so instead of going silent
                 self.deps.emit(EventType.ERROR, where="llm", stage="llm", reply_id=self.id, error=repr(exc))
                 chunker.flush()
@@ -254,6 +256,54 @@ class Reply:
             return None
         return check, said.content
 
+    async def _round(
+        self, round_no: int, chunker: ClauseChunker, offer_tools: bool, held: bool
+    ) -> tuple[str, list[ToolCall], UnbackedYes | None]:
+        """One LLM round. On the first, a caller's request is matched to its tool (``_requested_call``):
+        a statement's before the model answers, a question's once the model's answer is not to be said
+        ("Yes, I can have a mechanic call you", and no call) and no fact would be said instead."""
+        first = round_no == 0
+        if first and self._stated() and (requested := await self._requested_call(chunker)):
+            return "", requested, None
+        text, calls, unbacked = await self._llm_round(
+            round_no, chunker, offer_tools, held and first, vet=not held and first
+        )
+        unsaid = (held and first and not calls) or (unbacked is not None and not unbacked.related)
+        if unsaid and (requested := await self._requested_call(chunker)):
+            return "", requested, None
+        return text, calls, unbacked
+
+    def _stated(self) -> bool:
+        """The caller's words are a statement (a request may be one), not a question."""
+        said = self.user_message
+        return said is not None and not is_question(said.content)
+
+    async def _requested_call(self, chunker: ClauseChunker) -> list[ToolCall]:
+        """For a message near what a tool does: that tool's call, asked of the model, when its required
+        arguments are all the caller's own words (and with only such arguments); else nothing
+        (``engine/tool_requests.py``)."""
+        requests, said = self.deps.requests, self.user_message
+        if requests is None or said is None or (spec := await requests.nearest(said.content)) is None:
+            return []
+        _, calls, _ = await self._llm_round(0, chunker, hold_words=True, tool_choice=spec.name)
+        call = next((c for c in calls if c.name == spec.name), None)
+        earlier = [m.content for m in self.deps.context.messages if m.role == "user"][-CALLER_TURNS:]
+        kept = (
+            None
+            if call is None
+            else callers_arguments(call.arguments, required_arguments(spec), [*earlier, said.content])
+        )
+        self.deps.emit(
+            EventType.TOOL_REQUESTED,
+            reply_id=self.id,
+            tool=spec.name,
+            arguments=None if call is None else call.arguments,
+            accepted=kept is not None,
+        )
+        if call is None or kept is None:
+            return []
+        return [dataclasses.replace(call, arguments=kept, raw_arguments=json.dumps(kept))]
+
     async def _off_knowledge(self) -> bool:
         grounding = self._grounding()
         return grounding is not None and await grounding[0].off_knowledge(grounding[1])
@@ -266,6 +316,7 @@ class Reply:
         hold_words: bool = False,
         *,
         vet: bool = False,
+        tool_choice: str | None = None,
     ) -> tuple[str, list[ToolCall], UnbackedYes | None]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
         the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
@@ -279,12 +330,23 @@ class Reply:
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
         offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
-        deps.emit(EventType.LLM_REQUEST, reply_id=self.id, round=round_no, messages=len(request))
+        deps.emit(
+            EventType.LLM_REQUEST,
+            reply_id=self.id,
+            round=round_no,
+            messages=len(request),
+            tool_choice=tool_choice,
+        )
         started = now()
         text = ""
         calls: list[ToolCall] = []
+        forced = {"tool_choice": tool_choice} if tool_choice else {}  # a plain call for plain models
         stream = deps.llm.stream(
-            request, offered or None, max_tokens=settings.max_tokens, temperature=settings.temperature
+            request,
+            offered or None,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            **forced,
         )
         try:
             async for chunk in stream:

@@ -30,6 +30,7 @@ from parley.engine.language import AUTO, language_note
 from parley.engine.options import EngineStack, SessionOptions
 from parley.engine.reply import Reply, ReplyDeps
 from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
+from parley.engine.tool_requests import ToolRequests
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import AudioOutput, ConfirmsPlayout
 from parley.engine.turn_text import real_words
@@ -125,6 +126,11 @@ class Session:
                 actions=[spec.description for spec in self.tools.specs()],
             )
             if stack.embedder is not None and self.context.grounded
+            else None
+        )
+        self._requests = (
+            ToolRequests(stack.embedder, self.tools.specs())
+            if stack.embedder is not None and self._grounding is not None
             else None
         )
         ep = agent.endpointing
@@ -654,6 +660,7 @@ class Session:
             self._reply_settings,
             self._on_audio_started,
             self._grounding,
+            self._requests,
         )
 
     def _commit_reply(self, reply: Reply, speech_end: float) -> None:

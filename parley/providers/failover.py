@@ -241,9 +241,13 @@ class FailoverLanguageModel(_Chain[LanguageModel]):
         *,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[LLMChunk]:
+        forced = {"tool_choice": tool_choice} if tool_choice else {}  # a plain call for plain providers
         return self._first_answer(
-            lambda link: link.engine.stream(messages, tools, max_tokens=max_tokens, temperature=temperature)
+            lambda link: link.engine.stream(
+                messages, tools, max_tokens=max_tokens, temperature=temperature, **forced
+            )
         )
 
     def count_tokens(self, text: str) -> int:

@@ -71,6 +71,26 @@ async def test_a_request_becomes_a_native_tool_call_with_its_arguments(model: Ll
     assert chunks[-1].finish_reason == "tool_calls" and spoken(chunks) == ""
 
 
+async def test_a_required_tool_is_called_with_the_callers_words_or_with_nothing(
+    model: LlamaCppModel,
+) -> None:
+    said = "My cat Luna needs her shots, we can come on Wednesday."
+    chunks = [
+        c async for c in model.stream([CLINIC, ChatMessage("user", said)], [BOOK], tool_choice="book_visit")
+    ]
+    calls = [c.tool_call for c in chunks if c.tool_call]
+    assert [c.name for c in calls] == ["book_visit"] and spoken(chunks) == ""
+    assert "luna" in str(calls[0].arguments).lower() or "cat" in str(calls[0].arguments).lower()
+    assert "wed" in str(calls[0].arguments.get("day", "")).lower()
+    # Nothing in the words to fill it with: the call comes back with its arguments missing, not invented.
+    asked = "How much is a vaccination visit?"
+    chunks = [
+        c async for c in model.stream([CLINIC, ChatMessage("user", asked)], [BOOK], tool_choice="book_visit")
+    ]
+    calls = [c.tool_call for c in chunks if c.tool_call]
+    assert [c.name for c in calls] == ["book_visit"] and "day" not in calls[0].arguments
+
+
 async def test_warm_up_caches_the_agent_prefix_for_its_first_turn(model: LlamaCppModel) -> None:
     system = ChatMessage("system", f"{CLINIC.content}\nSession {uuid.uuid4().hex}.")
     await model.warm_up([system], [BOOK])

@@ -62,8 +62,11 @@ class LanguageModel(Protocol):
         *,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        """Stream a reply. Cancelling the consumer stops generation promptly (within one token)."""
+        """Stream a reply. Cancelling the consumer stops generation promptly (within one token).
+
+        ``tool_choice`` names an offered tool the reply must call (OpenAI's ``tool_choice`` function)."""
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import itertools
+import json
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 import structlog
 
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec, Usage
-from parley.providers.llm.chat_template import ChatPrompt, ChatReplyParser, ChatTemplate
+from parley.providers.llm.chat_template import TOOL_OPEN, ChatPrompt, ChatReplyParser, ChatTemplate
 from parley.providers.llm.prompting import (
     CALL,
     STOP_STRINGS,
@@ -144,9 +145,16 @@ class LlamaCppModel:
         *,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[LLMChunk]:
         prompt = self._chat.prompt(messages, tools) if self._chat else build_prompt(messages, tools)
         offered = {tool.name for tool in tools or ()}
+        # A required call is the reply's opening, written for the model: it only fills in the arguments.
+        forced = ""
+        if tool_choice is not None and tool_choice in offered:
+            named = json.dumps(tool_choice)
+            chat_opening = f'{TOOL_OPEN}\n{{"name": {named}, "arguments": '
+            forced = chat_opening if self._chat else f"{CALL} {tool_choice} "
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
@@ -157,7 +165,9 @@ class LlamaCppModel:
             except RuntimeError:  # the loop is gone: nobody is listening any more
                 cancel.set()
 
-        request = _Request(prompt, offered, max_tokens, temperature, cancel, emit, time.perf_counter())
+        request = _Request(
+            prompt, offered, max_tokens, temperature, cancel, emit, time.perf_counter(), forced
+        )
         job = self._worker.submit(partial(self._run, request), URGENT)
         try:
             while (item := await queue.get()) is not _DONE:
@@ -202,10 +212,11 @@ class LlamaCppModel:
             llm.eval(tokens[start : start + self.n_batch])
         return cached
 
-    def _fit(self, prompt: Prompt | ChatPrompt, max_tokens: int) -> list[int]:
-        """Drop the oldest history lines until prompt and reply fit the context window."""
+    def _fit(self, prompt: Prompt | ChatPrompt, max_tokens: int, opening: str = "") -> list[int]:
+        """Drop the oldest history lines until prompt (with the reply's ``opening``) and reply fit the
+        context window."""
         for skip in range(len(prompt.lines) + 1):
-            tokens = self._tokenize(prompt.text(skip))
+            tokens = self._tokenize(prompt.text(skip) + opening)
             if len(tokens) + max_tokens <= self.n_ctx:
                 return tokens
         raise ValueError(
@@ -223,7 +234,7 @@ class LlamaCppModel:
 
     def _generate(self, request: _Request) -> None:
         begun = time.perf_counter()
-        tokens = self._fit(request.prompt, request.max_tokens)
+        tokens = self._fit(request.prompt, request.max_tokens, request.forced)
         cached = self._prefill(tokens, request.cancel)
         first_at = time.perf_counter()
         reply: _ReplyState | _ChatReplyState = (
@@ -285,8 +296,8 @@ class _ReplyState:
         self._llm = llm
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._cleaner = ReplyCleaner()
-        self._mode = "undecided" if request.offered else "text"
-        self._raw = ""
+        self._mode = "call" if request.forced else "undecided" if request.offered else "text"
+        self._raw = request.forced
 
     def add(self, token: int) -> bool:
         """Take one token; True when the reply is complete."""
@@ -331,6 +342,7 @@ class _ChatReplyState:
         self._parser = ChatReplyParser(
             request.offered, request.emit, lambda: f"call_{next(serials)}_{uuid.uuid4().hex[:8]}"
         )
+        self._parser.add(request.forced)
 
     def add(self, token: int) -> bool:
         return self._parser.add(self._decoder.decode(self._llm.detokenize([token])))
@@ -348,6 +360,8 @@ class _Request:
     cancel: threading.Event
     emit: Callable[[object], None]
     created: float
+    forced: str = ""
+    """The reply's opening, already written: a required tool call up to its arguments."""
 
 
 # ggml's log levels (ggml.h). llama-cpp-python's own callback still uses an older numbering, so it

@@ -153,6 +153,7 @@ class OpenAICompatibleModel:
         *,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[LLMChunk]:
         request: dict[str, Any] = {
             "model": self.model,
@@ -162,6 +163,8 @@ class OpenAICompatibleModel:
         }
         if tools:
             request["tools"] = [tool_to_wire(t) for t in tools]
+            if tool_choice is not None and any(t.name == tool_choice for t in tools):
+                request["tool_choice"] = {"type": "function", "function": {"name": tool_choice}}
         chunks: AsyncIterator[LLMChunk] | None = None
         usage: Usage | None = None
         text_out = ""

@@ -74,6 +74,8 @@ class ScriptedModel:
         self.token_delay = token_delay
         self.name = name
         self.calls: list[list[ChatMessage]] = []
+        self.tool_choices: list[str | None] = []
+        """Per request, the tool whose call it asked for (``tool_choice``)."""
         self.tokens_streamed = 0
         self._next_call_id = 0
 
@@ -84,11 +86,17 @@ class ScriptedModel:
         *,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[LLMChunk]:
         self.calls.append(list(messages))
+        self.tool_choices.append(tool_choice)
         usage_in = sum(count_words(m.content) for m in messages)
         offered = {t.name for t in tools or ()}
         rule, groups, text = self._pick(messages, offered)
+        if tool_choice is not None and tool_choice in offered:
+            # Asked for one tool's call: no words, the arguments of the first rule calling it (or none).
+            model = next((r for r in self.rules if r.tool == tool_choice and not r.on_tool_result), None)
+            rule = ScriptRule(".", tool=tool_choice, arguments=model.arguments if model else {})
         reply = ""
         if rule is None:
             reply = self.default_reply

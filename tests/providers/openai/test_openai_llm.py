@@ -64,6 +64,18 @@ async def test_openai_fragmented_tool_call_deltas_assemble_into_exact_tool_calls
     ]
 
 
+async def test_a_required_tool_goes_out_as_openais_named_tool_choice() -> None:
+    # OpenAI chat completions: tool_choice {"type": "function", "function": {"name": …}} forces that call.
+    async with StubServer([StubResponse(chunks=TOOL_CALL_STREAM)] * 2) as server:
+        model = OpenAICompatibleModel(server.url, "stub-model")
+        await collect(model, ASK, tools=[WEATHER], tool_choice="get_weather")
+        await collect(model, ASK, tools=[WEATHER])
+        await model.aclose()
+    forced, free = server.requests
+    assert forced["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert "tool_choice" not in free, "without one the model chooses (the API's default)"
+
+
 async def test_openai_tool_round_trip_messages_go_out_in_openai_format() -> None:
     call = ToolCall("call_w1", "get_weather", {"city": "Paris"}, '{"city":"Paris"}')
     history = [

@@ -1,0 +1,102 @@
+"""Did the caller ask for what one of the agent's tools does, in words that fill its arguments?
+
+A small model sometimes answers a plain request with words instead of the call. After an "I don't know"
+earlier in the call, "Please send someone to 42 Maple Street, my kitchen sink is leaking" got the same
+"I don't know" back; "Can a mechanic call me with a quote?" got "Yes, I can call a mechanic", and no
+call. When a caller's message is close to what a tool does, the model is asked for that tool's call
+(``tool_choice``), and the call goes ahead only when every required argument is something the caller
+said: a day, a name, an address from their own words, not one the model made up to fill the form. A
+call that fails that test is dropped and the model answers as it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from parley.engine.grounding import ACTION_SIMILARITY, sentences
+from parley.providers.embeddings.base import SentenceEmbedder, Vectors
+from parley.providers.llm.base import ToolSpec
+
+_TOKEN = re.compile(r"\d+|[^\W\d_]+")
+_NUMBERS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve".split()  # noqa: SIM905
+    )
+}
+_FILLER = frozenset(
+    """a an the of at on in for to by from with and or is are my me our your his her its their am
+    pm""".split()  # noqa: SIM905
+)
+"""Words that fill a value without saying anything of it ("at 3 pm" is grounded by its 3)."""
+_MIN_STEM = 3
+"""Shortest word that matches by its start ("wed" for "Wednesday", "leak" for "leaking")."""
+CALLER_TURNS = 2
+"""Earlier caller messages whose words may fill a call too ("My name is Dana." … "Tuesday at 3, please.")."""
+
+
+def _words(text: str) -> set[str]:
+    out: set[str] = set()
+    for token in _TOKEN.findall(text.lower()):
+        token = _NUMBERS.get(token, token)
+        out.add(str(int(token)) if token.isdigit() else token)
+    return out
+
+
+def _matches(token: str, heard: set[str]) -> bool:
+    if token in heard:
+        return True
+    if len(token) < _MIN_STEM or token.isdigit():
+        return False
+    return any(
+        len(word) >= _MIN_STEM and (word.startswith(token) or token.startswith(word)) for word in heard
+    )
+
+
+def said_by_caller(value: Any, heard: set[str]) -> bool:
+    """Whether at least half of an argument value's meaningful words are the caller's: "42 Maple Street"
+    for a caller who said it, not "123 Elm Street" (whose "street" alone they said)."""
+    tokens = _words(str(value)) - _FILLER
+    return bool(tokens) and 2 * sum(_matches(token, heard) for token in tokens) >= len(tokens)
+
+
+def callers_arguments(
+    arguments: Mapping[str, Any], required: Sequence[str], said: Iterable[str]
+) -> dict[str, Any] | None:
+    """The arguments that are the caller's words (``said``: their recent messages), or None unless every
+    required one is. An optional one the model made up (a phone number nobody said) is left out."""
+    heard = set().union(*(_words(text) for text in said))
+    kept = {name: value for name, value in arguments.items() if said_by_caller(value, heard)}
+    return kept if required and all(name in kept for name in required) else None
+
+
+def required_arguments(spec: ToolSpec) -> list[str]:
+    required = spec.parameters.get("required", [])
+    return [name for name in required if isinstance(name, str)] if isinstance(required, list) else []
+
+
+class ToolRequests:
+    """The agent's tools that take required arguments, embedded once (off the event loop)."""
+
+    def __init__(self, embedder: SentenceEmbedder, specs: Sequence[ToolSpec]) -> None:
+        self._embedder = embedder
+        self.specs = [spec for spec in specs if required_arguments(spec) and spec.description.strip()]
+        self._vectors: Vectors | None = None
+
+    async def nearest(self, text: str) -> ToolSpec | None:
+        """The tool whose description ``text`` is closest to, at or above ``ACTION_SIMILARITY``."""
+        if not self.specs or not text.strip():
+            return None
+        return await asyncio.to_thread(self._nearest, text)
+
+    def _nearest(self, text: str) -> ToolSpec | None:
+        if self._vectors is None:
+            self._vectors = self._embedder.embed([spec.description for spec in self.specs])
+        closeness = np.max(self._vectors @ self._embedder.embed(sentences(text)).T, axis=1)
+        best = int(np.argmax(closeness))
+        return self.specs[best] if float(closeness[best]) >= ACTION_SIMILARITY else None

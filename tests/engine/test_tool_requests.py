@@ -1,0 +1,123 @@
+"""A caller's request reaches its tool even when the small model answers it with words; a call whose
+arguments the model made up does not go ahead, and the model's own answer is said instead."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from parley.engine.agent import AgentConfig
+from parley.engine.event_payloads import ToolCalled, ToolRequested
+from parley.engine.events import EventType
+from parley.engine.tool_requests import callers_arguments
+from parley.providers.embeddings.hashing import HashingEmbedder
+from parley.providers.llm.scripted import ScriptedModel, ScriptRule
+from parley.simulate import UserTurn
+from tests.engine.harness import agent as harness_agent
+from tests.engine.harness import converse, speech, stack
+
+FACTS = ["QuickFix serves Springfield only.", "A service visit costs 95 dollars."]
+VISIT = {
+    "name": "schedule_visit",
+    "description": "Send a plumber to the caller's address to fix a leak.",
+    "kind": "static",
+    "result": {"ok": True},
+    "side_effect": True,
+    "parameters": {
+        "type": "object",
+        "properties": {"address": {"type": "string"}, "problem": {"type": "string"}},
+        "required": ["address", "problem"],
+    },
+}
+REQUEST = "Please send a plumber to 42 Maple Street, the kitchen sink has a leak."
+DONE = ScriptRule.after_tool("ok", "A plumber is on the way.")
+
+
+def plumber() -> AgentConfig:
+    settings = {**harness_agent().model_dump(), "knowledge": FACTS, "grounded": True, "tools": [VISIT]}
+    return AgentConfig.model_validate(settings)
+
+
+def template(address: str) -> ScriptRule:
+    """The arguments the model gives when asked for the call (its pattern never matches a message)."""
+    return ScriptRule.call(
+        "(never said)", "schedule_visit", {"address": address, "problem": "kitchen sink leak"}
+    )
+
+
+async def call(line: str, rules: list[ScriptRule]) -> tuple[str, list[ToolCalled], list[ToolRequested], Any]:
+    engines = dataclasses.replace(stack([line], rules), embedder=HashingEmbedder())
+    _, result = await converse(plumber(), engines, [UserTurn(speech(1.0))])
+    calls = [e.payload(ToolCalled) for e in result.events if e.type is EventType.TOOL_CALL]
+    asked = [e.payload(ToolRequested) for e in result.events if e.type is EventType.TOOL_REQUESTED]
+    assert isinstance(engines.llm, ScriptedModel)
+    return result.turns[0].agent_text, calls, asked, engines.llm
+
+
+async def test_a_request_the_model_answers_with_words_still_reaches_its_tool() -> None:
+    rules = [ScriptRule.say("maple", "I'm sorry, I don't know that."), template("42 Maple Street"), DONE]
+    said, calls, asked, llm = await call(REQUEST, rules)
+    assert said == "A plumber is on the way."
+    assert [(c.tool, c.arguments["address"]) for c in calls] == [("schedule_visit", "42 Maple Street")]
+    assert [(a.tool, a.accepted) for a in asked] == [("schedule_visit", True)]
+    assert llm.tool_choices[0] == "schedule_visit"
+
+
+async def test_a_call_with_made_up_arguments_is_dropped_and_the_models_answer_said() -> None:
+    rules = [ScriptRule.say("maple", "What is wrong with the sink?"), template("123 Elm Street"), DONE]
+    said, calls, asked, _ = await call(REQUEST, rules)
+    assert said == "What is wrong with the sink?"
+    assert calls == []
+    assert [(a.tool, a.accepted, a.arguments) for a in asked] == [
+        ("schedule_visit", False, {"address": "123 Elm Street", "problem": "kitchen sink leak"})
+    ]
+
+
+async def test_a_yes_without_the_call_to_a_request_asked_as_a_question_becomes_the_call() -> None:
+    question = "Can a plumber come to 42 Maple Street to fix the kitchen sink leak?"
+    rules = [ScriptRule.say("maple", "Yes, a plumber can come."), template("42 Maple Street"), DONE]
+    said, calls, asked, llm = await call(question, rules)
+    assert said == "A plumber is on the way."
+    assert [c.tool for c in calls] == ["schedule_visit"] and [a.accepted for a in asked] == [True]
+    assert llm.tool_choices[:2] == [None, "schedule_visit"], "the model answered first; its yes was not said"
+
+
+async def test_words_far_from_every_tool_are_left_to_the_model() -> None:
+    rules = [ScriptRule.say("springfield", "We only serve Springfield."), template("42 Maple Street")]
+    said, calls, asked, llm = await call("I live in Springfield, near the river.", rules)
+    assert (said, calls, asked) == ("We only serve Springfield.", [], [])
+    assert set(llm.tool_choices) == {None}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "grounded"),
+    [
+        ({"address": "42 Maple Street", "problem": "the sink leaks"}, True),
+        ({"address": "42 maple st.", "problem": "leaking"}, True),  # its words, shortened
+        ({"address": "123 Elm Street", "problem": "leak"}, False),  # only "street" is the caller's
+        ({"address": "42 Maple Street"}, False),  # a required argument missing
+        ({"address": "42 Maple Street", "problem": "the"}, False),  # nothing but a filler word
+    ],
+)
+def test_arguments_count_only_when_the_caller_said_them(arguments: dict[str, str], grounded: bool) -> None:
+    said = ["My name is Dana.", "Please send someone to 42 Maple Street, my sink is leaking."]
+    assert (callers_arguments(arguments, ["address", "problem"], said) == arguments) is grounded
+
+
+def test_days_numbers_and_earlier_turns_ground_a_booking() -> None:
+    said = ["My name is Dana Lee.", "A table for four on Wednesday at 7 pm, please."]
+    booking = {"name": "Dana", "party_size": 4, "day": "Wed", "time": "7:00 pm"}
+    assert callers_arguments(booking, list(booking), said) == booking
+    assert callers_arguments({**booking, "day": "Monday"}, list(booking), said) is None
+    assert callers_arguments({}, [], said) is None, "a tool with nothing required is never matched by words"
+
+
+def test_an_optional_argument_nobody_said_is_left_out() -> None:
+    said = ["My Honda Civic grinds when I brake. Can a mechanic call me with a quote?"]
+    call = {"vehicle": "Honda Civic", "issue": "grinding brakes", "phone": "123-456-7890"}
+    assert callers_arguments(call, ["vehicle", "issue"], said) == {
+        "vehicle": "Honda Civic",
+        "issue": "grinding brakes",
+    }
