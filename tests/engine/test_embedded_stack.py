@@ -71,4 +71,6 @@ async def test_talking_over_the_agent_stops_it_and_trims_the_context(
     assistant = [m.content for m in history if m.role == "assistant"]
     assert assistant[0] == cut.data["heard_text"]
     assert len(assistant[0]) < len(spoken), "the context keeps only what was heard"
-    assert "tokyo" in result.turns[1].user_text.lower()
+    # The interruption is the next turn. (Whisper base hears this take's "Tokyo" as "Tokido", in one
+    # batch pass too: that is the recogniser, not the barge-in.)
+    assert "tell me about" in result.turns[1].user_text.lower()
