@@ -69,11 +69,14 @@ _ASKS = re.compile(
     rf"^\W*(?P<lead>{_LEAD})"
     rf"(?:(?:is|are|am|does|did|can|could|will|would|shall|should|may|might|has)\W+{_SUBJECT}\b"
     rf"|do\W+(?!(?:it|that|this)\b){_SUBJECT}\b"  # "Do it." is an order, "Do you …" a question
-    r"|(?:what|when|where|who|whom|whose|which|why|how)\b(?!\W+an?\b))",  # not "What a day."
+    r"|(?:what|when|where|who|why|how)\W+(?:s|re|is|are|was|were|do|does|did|can|could|will|would|should"
+    r"|time|day|much|many|long|often|far|kind|about)\b"
+    r"|which\W+(?!(?:is|was)\b)[a-z]+\b)",
     re.IGNORECASE,
 )
 """An English question's opening: a verb before its subject ("is there", "can the mechanic"), or a
-question word. Without the subject it is a statement cut short ("Would be great", "Will do")."""
+question word before a verb or what it asks about ("what time", "how much"). A statement cut short
+("Would be great", "Will do") or a clause ("What I need is …", "Which is fine") does not ask."""
 _MIN_QUESTION_WORDS = 3
 
 
