@@ -6,7 +6,8 @@ earlier in the call, "Please send someone to 42 Maple Street, my kitchen sink is
 call. When a caller's message is close to what a tool does, the model is asked for that tool's call
 (``tool_choice``), and the call goes ahead only when every required argument is something the caller
 said: a day, a name, an address from their own words, not one the model made up to fill the form. A
-call that fails that test is dropped and the model answers as it would have.
+call that fails that test is dropped and the model answers as it would have. A message with a negation
+("Don't send anyone to 42 Maple Street") is left to the model: its words would fill the call.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _FILLER = frozenset(
     pm""".split()  # noqa: SIM905
 )
 """Words that fill a value without saying anything of it ("at 3 pm" is grounded by its 3)."""
+_NEGATION = re.compile(r"\b(?:no|not|never|nobody|nothing)\b|n't\b|\bdont\b", re.IGNORECASE)
 _MIN_STEM = 3
 """Shortest word that matches by its start ("wed" for "Wednesday", "leak" for "leaking")."""
 CALLER_TURNS = 2
@@ -90,7 +92,7 @@ class ToolRequests:
 
     async def nearest(self, text: str) -> ToolSpec | None:
         """The tool whose description ``text`` is closest to, at or above ``ACTION_SIMILARITY``."""
-        if not self.specs or not text.strip():
+        if not self.specs or not text.strip() or _NEGATION.search(text):
             return None
         return await asyncio.to_thread(self._nearest, text)
 

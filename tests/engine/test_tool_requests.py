@@ -84,6 +84,14 @@ async def test_a_yes_without_the_call_to_a_request_asked_as_a_question_becomes_t
     assert llm.tool_choices[:2] == [None, "schedule_visit"], "the model answered first; its yes was not said"
 
 
+async def test_a_request_not_to_do_it_is_left_to_the_model() -> None:
+    rules = [ScriptRule.say("maple", "All right, nobody will come."), template("42 Maple Street")]
+    refusal = "Please don't send a plumber to 42 Maple Street for the leak."
+    said, calls, asked, llm = await call(refusal, rules)
+    assert (said, calls, asked) == ("All right, nobody will come.", [], [])
+    assert set(llm.tool_choices) == {None}
+
+
 async def test_words_far_from_every_tool_are_left_to_the_model() -> None:
     rules = [ScriptRule.say("springfield", "We only serve Springfield."), template("42 Maple Street")]
     said, calls, asked, llm = await call("I live in Springfield, near the river.", rules)
