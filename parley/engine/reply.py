@@ -340,7 +340,7 @@ class Reply:
         started = now()
         text = ""
         calls: list[ToolCall] = []
-        forced = {"tool_choice": tool_choice} if tool_choice else {}  # a plain call for plain models
+        forced = {"tool_choice": tool_choice} if tool_choice else {}  # only when set: older models still work
         stream = deps.llm.stream(
             request,
             offered or None,

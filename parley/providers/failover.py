@@ -243,7 +243,7 @@ class FailoverLanguageModel(_Chain[LanguageModel]):
         temperature: float = 0.0,
         tool_choice: str | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        forced = {"tool_choice": tool_choice} if tool_choice else {}  # a plain call for plain providers
+        forced = {"tool_choice": tool_choice} if tool_choice else {}  # only when set: older models still work
         return self._first_answer(
             lambda link: link.engine.stream(
                 messages, tools, max_tokens=max_tokens, temperature=temperature, **forced
