@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     )
     llamacpp_n_ctx: int = Field(2048, ge=256, le=131072, description="context size of the embedded LLM")
     llamacpp_n_batch: int = Field(256, ge=1, le=4096)
-    whisper_model_dir: Path | None = Field(None, description="CTranslate2 whisper dir; default: packaged")
+    whisper_model_dir: Path | None = Field(
+        None, description="CTranslate2 whisper dir for agents that name no model; default: packaged base"
+    )
     whisper_compute_type: str = Field("int8", pattern=r"^[a-z0-9_]{1,20}$")
     piper_voice: Path | None = Field(None, description="Piper voice .onnx (its .json beside it)")
     piper_voices: dict[str, Path] = Field(

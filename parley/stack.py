@@ -120,7 +120,8 @@ def _whisper(request: BuildRequest) -> SpeechRecognizer:
     options: WhisperOptions = request.options
     host = request.host
     model_dir: Path | None = host.whisper_model_dir
-    if options.model == "base":
+    # The operator's model directory stands in for the default model; an agent that names one gets it.
+    if options.model == "base" and (model_dir is None or "model" in options.model_fields_set):
         from parley.providers.assets import whisper_base_dir
 
         model_dir = whisper_base_dir()

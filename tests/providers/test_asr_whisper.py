@@ -128,6 +128,28 @@ async def test_an_interim_already_running_is_not_queued_twice(
     assert "book" in words((await first).text)
 
 
+def test_the_operators_model_dir_stands_in_for_the_default_model(tmp_path: Path) -> None:
+    import parley.stack  # noqa: F401  (registers the built-in providers)
+    from parley.config import Settings
+    from parley.providers.assets import whisper_base_dir
+    from parley.providers.options import WhisperOptions
+    from parley.providers.registry import BuildRequest, provider
+
+    (tmp_path / "model.bin").write_bytes(b"")
+    entry = provider("asr", "whisper")
+    operator = Settings(whisper_model_dir=tmp_path)
+
+    def built(options: WhisperOptions, host: Settings) -> Path:
+        recognizer = entry.factory(BuildRequest(options, host, {}))
+        assert isinstance(recognizer, WhisperRecognizer)
+        return recognizer.model_dir
+
+    assert built(WhisperOptions(), operator) == tmp_path
+    assert built(WhisperOptions(), Settings()) == whisper_base_dir(), "without one: the packaged base"
+    assert built(WhisperOptions(model="base"), operator) == whisper_base_dir(), "an agent's own choice"
+    assert built(WhisperOptions(model="tiny.en"), operator) == tmp_path
+
+
 async def test_streams_share_the_recognizer(whisper: WhisperRecognizer, speech: dict[str, PCM16]) -> None:
     a, b = whisper.open_stream(), whisper.open_stream()
     await a.push(speech[BOOKING])
