@@ -37,6 +37,7 @@ from parley.engine.turn_text import real_words
 from parley.engine.turns import TurnPolicy
 from parley.engine.variables import render_agent
 from parley.providers.asr.base import RecognitionStream, SetsLanguage, Transcript
+from parley.providers.embeddings.recent import RecentEmbeddings
 from parley.providers.events import ProviderEvent, bind_reporter
 from parley.providers.llm.base import ChatMessage
 
@@ -118,19 +119,21 @@ class Session:
         """The caller's language: the agent's, or for ``auto`` the one heard on the first turn."""
         self._tts = stack.tts
         """The voice replies speak with: the stack's, until a detected language brings its own."""
+        # The checks embed the caller's message and the tool descriptions more than once: share them.
+        embedder = RecentEmbeddings(stack.embedder) if stack.embedder is not None else None
         self._grounding = (
             GroundingCheck(
-                stack.embedder,
+                embedder,
                 agent.knowledge,
                 passages=self._passages,
                 actions=[spec.description for spec in self.tools.specs()],
             )
-            if stack.embedder is not None and self.context.grounded
+            if embedder is not None and self.context.grounded
             else None
         )
         self._requests = (
-            ToolRequests(stack.embedder, self.tools.specs())
-            if stack.embedder is not None and self._grounding is not None
+            ToolRequests(embedder, self.tools.specs())
+            if embedder is not None and self._grounding is not None
             else None
         )
         ep = agent.endpointing

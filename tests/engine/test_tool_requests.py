@@ -4,6 +4,7 @@ arguments the model made up does not go ahead, and the model's own answer is sai
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import ToolCalled, ToolRequested
 from parley.engine.events import EventType
 from parley.engine.tool_requests import callers_arguments
+from parley.providers.embeddings.base import Vectors
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
@@ -47,8 +49,20 @@ def template(address: str) -> ScriptRule:
     )
 
 
-async def call(line: str, rules: list[ScriptRule]) -> tuple[str, list[ToolCalled], list[ToolRequested], Any]:
-    engines = dataclasses.replace(stack([line], rules), embedder=HashingEmbedder())
+class CountingEmbedder(HashingEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.seen.extend(texts)
+        return super().embed(texts)
+
+
+async def call(
+    line: str, rules: list[ScriptRule], embedder: HashingEmbedder | None = None
+) -> tuple[str, list[ToolCalled], list[ToolRequested], Any]:
+    engines = dataclasses.replace(stack([line], rules), embedder=embedder or HashingEmbedder())
     _, result = await converse(plumber(), engines, [UserTurn(speech(1.0))])
     calls = [e.payload(ToolCalled) for e in result.events if e.type is EventType.TOOL_CALL]
     asked = [e.payload(ToolRequested) for e in result.events if e.type is EventType.TOOL_REQUESTED]
@@ -82,6 +96,16 @@ async def test_a_yes_without_the_call_to_a_request_asked_as_a_question_becomes_t
     assert said == "A plumber is on the way."
     assert [c.tool for c in calls] == ["schedule_visit"] and [a.accepted for a in asked] == [True]
     assert llm.tool_choices[:2] == [None, "schedule_visit"], "the model answered first; its yes was not said"
+
+
+async def test_the_checks_embed_the_callers_words_and_the_tool_descriptions_once() -> None:
+    """The question is judged against the facts and against the tools: one embedding serves both."""
+    question = "Can a plumber come to 42 Maple Street to fix the kitchen sink leak?"
+    rules = [ScriptRule.say("maple", "Yes, a plumber can come."), template("42 Maple Street"), DONE]
+    embedder = CountingEmbedder()
+    await call(question, rules, embedder)
+    assert question in embedder.seen and VISIT["description"] in embedder.seen
+    assert sorted(embedder.seen) == sorted(set(embedder.seen))
 
 
 async def test_a_request_not_to_do_it_is_left_to_the_model() -> None:
