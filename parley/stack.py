@@ -669,7 +669,7 @@ async def prime_agent(stack: EngineStack, agent: AgentConfig) -> None:
         agent.context_token_budget,
         stack.llm.count_tokens,
         grounded=agent.grounded,
-        examples=grounding_examples(tools.closing_tool()),
+        examples=grounding_examples(tools.closing_tool(), tools.actions()),
         language_note=language_note(getattr(agent, "language", None)),
     )
     await stack.llm.warm_up([context.system_message(), *context.examples], tools.specs() or None)

@@ -366,6 +366,11 @@ class AgentConfig(BaseModel):
         "Sorry, I'm having trouble answering right now. Could you say that again?",
         description="spoken when the language model fails",
     )
+    goodbye_message: SpokenLine | None = Field(
+        "Goodbye, have a nice day!",
+        description="said when the agent hangs up with its closing tool (end_call) without having said "
+        "goodbye, in place of asking the model for words; null: the model's words",
+    )
 
     @model_validator(mode="after")
     def _s2s_engine(self) -> AgentConfig:

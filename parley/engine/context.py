@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from parley.engine.knowledge import KnowledgeIndex, Passage
@@ -32,10 +33,19 @@ EXAMPLE_FACTS = (
 )
 
 
-def grounding_examples(closing_tool: str | None = None) -> list[ChatMessage]:
+EXAMPLE_ACTION = "book_pickup"
+"""The example call's action. It is not offered to the model (a call of it is dropped); it shows what
+follows a tool's result: what was done, in words, and no hang-up."""
+
+
+def grounding_examples(closing_tool: str | None = None, actions: Collection[str] = ()) -> list[ChatMessage]:
     """A short example call with another business, before the real one: the moves a small model gets
-    wrong when only told them — the "no" its facts imply, admitting what they do not say, and (with
-    ``closing_tool``, the tool that ends a call) hanging up on goodbye."""
+    wrong when only told them — the "no" its facts imply, admitting what they do not say, (for an agent
+    with ``actions``, its tools that do something) telling the caller what a tool call did, and
+    (with ``closing_tool``, the tool that ends a call) hanging up on goodbye.
+
+    Without the action, the 0.5B default model copies the example's only tool result, the hang-up, and
+    follows a booking with "Thank you for your help! I'm glad I could help." or a second call of it."""
     said = [
         ChatMessage("system", "An example call of another business, which knows: " + " ".join(EXAMPLE_FACTS)),
         ChatMessage("user", "Are you open on Monday?"),
@@ -43,6 +53,18 @@ def grounding_examples(closing_tool: str | None = None) -> list[ChatMessage]:
         ChatMessage("user", "Do you deliver?"),
         ChatMessage("assistant", "I'm sorry, I don't know that. Can I take a message for the team?"),
     ]
+    if actions:
+        arguments = {"day": "Friday"}
+        name = EXAMPLE_ACTION if EXAMPLE_ACTION not in actions else f"example_{EXAMPLE_ACTION}"
+        booking = ToolCall("example_0", name, arguments, json.dumps(arguments))
+        said += [
+            ChatMessage("user", "Can you book me a pickup for Friday?"),
+            ChatMessage("assistant", "", tool_calls=(booking,)),
+            ChatMessage("tool", '{"ok": true}', tool_call_id=booking.id, name=name),
+            ChatMessage(
+                "assistant", "Done: you're booked for Friday. Is there anything else I can help with?"
+            ),
+        ]
     if closing_tool:
         call = ToolCall("example_1", closing_tool, {}, "{}")
         said += [

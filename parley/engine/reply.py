@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
 from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, is_question, opens_with_yes
 from parley.engine.tool_requests import CALLER_TURNS, ToolRequests, callers_arguments, required_arguments
-from parley.engine.tools import ToolRegistry, ToolScope
+from parley.engine.tools import Tool, ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
 from parley.providers.llm.chat_template import opens_with_markup
@@ -49,6 +49,9 @@ class ReplySettings:
     """Spoken when the language model fails, so the caller is not left in silence."""
     unknown_answer: str = ""
     """Spoken instead of the model's words when a grounded agent is asked about what it does not know."""
+    goodbye_message: str | None = None
+    """Spoken when the agent hangs up, instead of asking the model for words: after its closing tool a
+    small model copies its last answer ("Done: you're booked for Friday. Anything else?")."""
 
 
 @dataclass(slots=True)
@@ -232,8 +235,12 @@ class Reply:
                 self.messages.append(ChatMessage("assistant", instead))
                 break
             # A small model may ask again for what it was just given: a call it already made in this
-            # reply is not run twice; the model answers from the result it has, without tools.
-            fresh = self._not_hanging_up_over([c for c in calls if _call_key(c) not in executed], executed)
+            # reply is not run twice; the model answers from the result it has, without tools. Nor is an
+            # action it already took earlier in the call, copied from the history ("Goodbye" → the same
+            # booking again).
+            done = executed | self._actions_taken()
+            new = _distinct(c for c in calls if _call_key(c) not in done)
+            fresh = self._not_hanging_up_over(new, executed)
             if not fresh:
                 if text:
                     self.messages.append(ChatMessage("assistant", text))
@@ -247,6 +254,12 @@ class Reply:
             executed.update(_call_key(c) for c in fresh)
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
             self.messages.extend(await self._call_tools(fresh))
+            if self.end_after is not None and settings.goodbye_message is not None:
+                if not self.segments:  # a goodbye the model said with its call stands
+                    for piece in fixed_clauses(settings.goodbye_message):
+                        self._add_segment(piece)
+                    self.messages.append(ChatMessage("assistant", settings.goodbye_message))
+                break
         await self._segment_queue.put(None)
 
     def _grounding(self) -> tuple[GroundingCheck, str] | None:
@@ -330,6 +343,10 @@ class Reply:
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
         offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
+        if any(m.tool_calls for m in self.messages):
+            # After an action the caller must hear what it did: a hang-up now would be dropped anyway
+            # (``_not_hanging_up_over``), and offered, it is what a small model picks.
+            offered = [spec for spec in offered if not _closes_call(deps.tools.get(spec.name))]
         deps.emit(
             EventType.LLM_REQUEST,
             reply_id=self.id,
@@ -406,6 +423,16 @@ class Reply:
             output_tokens=self.usage.output_tokens,
         )
         return text.strip(), calls, unbacked
+
+    def _actions_taken(self) -> set[str]:
+        """Calls of side-effect tools made in earlier replies of this call."""
+        tools = self.deps.tools
+        return {
+            _call_key(call)
+            for message in self.deps.context.messages
+            for call in message.tool_calls
+            if (tool := tools.get(call.name)) is not None and tool.side_effect
+        }
 
     def _not_hanging_up_over(self, calls: list[ToolCall], executed: set[str]) -> list[ToolCall]:
         """A hang-up asked for together with another action, or right after one in the same reply, is
@@ -735,3 +762,15 @@ def _first_sentence(text: str) -> str | None:
 
 def _call_key(call: ToolCall) -> str:
     return call.name + json.dumps(call.arguments, sort_keys=True, default=str)
+
+
+def _closes_call(tool: Tool | None) -> bool:
+    return tool is not None and tool.closes_call
+
+
+def _distinct(calls: Iterable[ToolCall]) -> list[ToolCall]:
+    """The calls without repeats of one asked for twice in the same model turn."""
+    unique: dict[str, ToolCall] = {}
+    for call in calls:
+        unique.setdefault(_call_key(call), call)
+    return list(unique.values())

@@ -103,6 +103,7 @@ class Session:
             max_tool_rounds=agent.max_tool_rounds,
             error_message=agent.error_message,
             unknown_answer=agent.unknown_answer,
+            goodbye_message=agent.goodbye_message,
         )
         self.agent = agent = render_agent(agent, self.options.variables)  # {{caller.name}} … of this call
         self.context = ConversationContext(
@@ -112,7 +113,7 @@ class Session:
             stack.llm.count_tokens,
             documents=self.options.knowledge,
             grounded=agent.grounded,
-            examples=grounding_examples(self.tools.closing_tool()),
+            examples=grounding_examples(self.tools.closing_tool(), self.tools.actions()),
             language_note=language_note(agent.language),
         )
         self._language: str | None = None if agent.language == AUTO else agent.language

@@ -151,6 +151,10 @@ class ToolRegistry:
         """The name of the tool that hangs up, if the agent has one."""
         return next((t.name for t in self._tools.values() if t.closes_call), None)
 
+    def actions(self) -> list[str]:
+        """The names of the tools that do something other than hang up."""
+        return [t.name for t in self._tools.values() if not t.closes_call]
+
     def specs(self) -> list[ToolSpec]:
         return [t.spec() for t in self._tools.values()]
 

@@ -177,3 +177,20 @@ def test_a_grounded_agent_is_told_how_to_answer_and_shown_an_example_call_before
         context.add_user("Hi")
         request = context.for_request()
         assert len(request) == 2 and GROUNDING_RULES not in request[0].content
+
+
+def test_an_agent_whose_tools_act_is_shown_a_tool_result_told_to_the_caller() -> None:
+    """Shown only a hang-up after a tool result, a small model hangs up (or thanks itself) after every
+    action; with an action in the example, it says what was done."""
+    from parley.engine.context import EXAMPLE_ACTION, grounding_examples
+
+    def called(messages: list[ChatMessage]) -> list[str]:
+        return [c.name for m in messages for c in m.tool_calls]
+
+    example = grounding_examples("end_call", ["book_visit"])
+    assert called(example) == [EXAMPLE_ACTION, "end_call"]
+    result = next(i for i, m in enumerate(example) if m.role == "tool" and m.name == EXAMPLE_ACTION)
+    assert example[result + 1].role == "assistant" and example[result + 1].content.startswith("Done")
+    assert called(grounding_examples("end_call")) == ["end_call"], "no tool acts: no action shown"
+    # The example's action never shares a name with one of the agent's tools.
+    assert EXAMPLE_ACTION not in called(grounding_examples(None, [EXAMPLE_ACTION]))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 
+import pytest
+
 from parley import Agent
 from parley.engine.events import EventType
 from parley.engine.options import EngineStack
@@ -144,3 +146,83 @@ async def test_a_call_written_as_text_where_no_tool_was_offered_is_not_read_alou
     )
     assert result.turns[0].agent_text == ""
     assert not [e for e in result.events if e.type is EventType.TOOL_CALL]
+
+
+def bookings() -> tuple[Agent, list[str]]:
+    agent = Agent(
+        "salon",
+        endpointing=harness_agent().endpointing,
+        tools=[{"name": "end_call", "description": "Hang up."}],
+    )
+    booked: list[str] = []
+
+    @agent.tool(side_effect=True)
+    async def book(day: str) -> str:
+        """Book a haircut."""
+        booked.append(day)
+        return "booked"
+
+    return agent, booked
+
+
+async def test_an_action_taken_earlier_in_the_call_is_not_taken_again_when_the_model_copies_it() -> None:
+    """Told "Bye", a small model repeats the call's booking between two hang-ups: it books once."""
+
+    def copies(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if messages[-1].role == "tool":
+            return [LLMChunk(text="You're booked for Tuesday.")]
+        if "Bye" in messages[-1].content:
+            return [
+                LLMChunk(tool_call=ToolCall(f"e{len(messages)}", "end_call", {})),
+                LLMChunk(tool_call=ToolCall(f"b{len(messages)}", "book", {"day": "Tuesday"})),
+                LLMChunk(tool_call=ToolCall(f"f{len(messages)}", "end_call", {})),
+            ]
+        return [LLMChunk(tool_call=ToolCall("b1", "book", {"day": "Tuesday"}))]
+
+    agent, booked = bookings()
+    llm = Scripted(copies)
+    lines = ["Book me for Tuesday.", "Thanks. Bye."]
+    _, result = await converse(
+        agent.config,
+        dataclasses.replace(stack(lines, []), llm=llm),
+        [UserTurn(speech(1.0)), UserTurn(speech(0.8))],
+    )
+    assert booked == ["Tuesday"], "the copied booking was made again"
+    assert [e.data["tool"] for e in result.events if e.type is EventType.TOOL_CALL] == ["book", "end_call"]
+    assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
+        "agent_ended_call"
+    ]
+
+
+async def test_after_an_action_the_model_is_not_offered_the_hang_up() -> None:
+    """What follows a tool's result is telling the caller what it did: a hang-up then is not offered."""
+
+    def books(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if messages[-1].role == "tool":
+            return [LLMChunk(text="You're booked for Friday.")]
+        return [LLMChunk(tool_call=ToolCall("b1", "book", {"day": "Friday"}))]
+
+    agent, booked = bookings()
+    llm = Scripted(books)
+    _, result = await converse(agent.config, engines(llm, "Book me for Friday."), [UserTurn(speech(1.0))])
+    assert booked == ["Friday"] and result.turns[0].agent_text == "You're booked for Friday."
+    assert sorted(llm.offered[0]) == ["book", "end_call"] and llm.offered[1] == ["book"]
+
+
+@pytest.mark.parametrize("goodbye", ["Bye now, take care!", None])
+async def test_hanging_up_says_the_agents_goodbye_not_the_models_words(goodbye: str | None) -> None:
+    """After its closing tool a small model copies its last answer; the agent's goodbye is said instead
+    (or, set to null, the model's words)."""
+
+    def leaves(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if messages[-1].role == "tool":
+            return [LLMChunk(text="Done: you're booked. Anything else?")]
+        return [LLMChunk(tool_call=ToolCall("e1", "end_call", {}))]
+
+    agent, _ = shop()
+    agent.config.goodbye_message = goodbye
+    _, result = await converse(agent.config, engines(Scripted(leaves), "Bye then."), [UserTurn(speech(0.8))])
+    assert result.turns[0].agent_text == (goodbye or "Done: you're booked. Anything else?")
+    assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
+        "agent_ended_call"
+    ]
