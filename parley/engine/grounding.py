@@ -156,6 +156,18 @@ class GroundingCheck:
             return None
         return await asyncio.to_thread(self._unbacked, question, answer)
 
+    async def backs(self, question: str, answer: str) -> bool:
+        """Whether a fact backs ``answer`` (it restates one more than it echoes ``question``)."""
+        if not self._facts:
+            return False
+        support, echo = await asyncio.to_thread(self._support, question, answer)
+        return support >= MIN_SUPPORT and support >= echo
+
+    def _support(self, question: str, answer: str) -> tuple[float, float]:
+        """How close ``answer`` is to the closest fact, and to ``question``."""
+        said, asked = self._embedder.embed([answer, question])
+        return float(np.max(self._known().facts @ said)), float(said @ asked)
+
     def _known(self) -> _Vectors:
         if self._vectors is None:
             embed = self._embedder.embed
@@ -176,13 +188,10 @@ class GroundingCheck:
         )
 
     def _unbacked(self, question: str, answer: str) -> UnbackedYes | None:
-        facts = self._known().facts
-        said, asked = self._embedder.embed([answer, question])
-        support = float(np.max(facts @ said))
-        echo = float(said @ asked)
+        support, echo = self._support(question, answer)
         if support >= MIN_SUPPORT and support >= echo:
             return None
-        closeness = facts @ asked
+        closeness = self._known().facts @ self._embedder.embed([question])[0]
         related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= self._min]
         return UnbackedYes(round(support, 3), tuple(self._facts[i] for i in related))
 

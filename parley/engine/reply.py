@@ -278,13 +278,28 @@ class Reply:
         first = round_no == 0
         if first and self._stated() and (requested := await self._requested_call(chunker)):
             return "", requested, None
-        text, calls, unbacked = await self._llm_round(
-            round_no, chunker, offer_tools, held and first, vet=not held and first
+        vet = not held and first
+        near_tool = vet and not self._stated() and await self._near_a_tool()  # a statement's was asked
+        text, calls, unbacked, withheld = await self._llm_round(
+            round_no, chunker, offer_tools, held and first, vet=vet, near_tool=near_tool
         )
-        unsaid = (held and first and not calls) or (unbacked is not None and not unbacked.related)
+        unsaid = (
+            (held and first and not calls)
+            or (unbacked is not None and not unbacked.related)
+            or (withheld and not calls)
+        )
         if unsaid and (requested := await self._requested_call(chunker)):
             return "", requested, None
+        if withheld:  # no call came of it: the model's words are said after all
+            for piece in [*chunker.push(text), *chunker.flush()]:
+                self._add_segment(piece)
         return text, calls, unbacked
+
+    async def _near_a_tool(self) -> bool:
+        """The caller's question is close to what one of the agent's tools does ("Could someone come
+        out to give me an estimate?"): it may be a request."""
+        requests, said = self.deps.requests, self.user_message
+        return requests is not None and said is not None and await requests.nearest(said.content) is not None
 
     def _stated(self) -> bool:
         """The caller's words are a statement (a request may be one), not a question."""
@@ -298,9 +313,14 @@ class Reply:
         requests, said = self.deps.requests, self.user_message
         if requests is None or said is None or (spec := await requests.nearest(said.content)) is None:
             return []
-        _, calls, _ = await self._llm_round(0, chunker, hold_words=True, tool_choice=spec.name)
+        _, calls, _, _ = await self._llm_round(0, chunker, hold_words=True, tool_choice=spec.name)
         call = next((c for c in calls if c.name == spec.name), None)
+        # A statement's call may take words from the caller's messages before ("My name is Dana." …
+        # "Tuesday at 3, please."); a question's only from itself: "Do you sell dog food?" after "Can
+        # you groom my cat?" and "… on Saturday?" must not book the cat for Saturday.
         earlier = [m.content for m in self.deps.context.messages if m.role == "user"][-CALLER_TURNS:]
+        if not self._stated():
+            earlier = []
         kept = (
             None
             if call is None
@@ -329,16 +349,21 @@ class Reply:
         hold_words: bool = False,
         *,
         vet: bool = False,
+        near_tool: bool = False,
         tool_choice: str | None = None,
-    ) -> tuple[str, list[ToolCall], UnbackedYes | None]:
+    ) -> tuple[str, list[ToolCall], UnbackedYes | None, bool]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
         the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
         grounded agent asked a question) an opening "yes" is held until its sentence is checked against
-        the facts; an unbacked one ends the round unsaid, and is returned."""
+        the facts; an unbacked one ends the round unsaid, and is returned. With ``near_tool`` too, any
+        answer's first sentence is checked: when no fact backs it ("I don't know that.", to "Can a
+        mechanic call me?"), the whole answer is withheld (the last value returned is True) for the
+        caller to hear only if the request does not become its tool's call."""
         deps, settings = self.deps, self.deps.settings
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
         unbacked: UnbackedYes | None = None
+        withheld = False
         unsaid = ""
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
@@ -382,8 +407,10 @@ class Reply:
                     if opens_with_markup(text):
                         continue  # JSON or markup (a call written where none was offered): not speech
                     unsaid += chunk.text
+                    if withheld:
+                        continue
                     if vetting:
-                        decided = _first_sentence(text)
+                        decided = _first_sentence(text, whole=near_tool)
                         if decided is None:
                             continue
                         vetting = False
@@ -391,6 +418,9 @@ class Reply:
                             unbacked = await grounding[0].unbacked_yes(grounding[1], decided)
                             if unbacked is not None:
                                 break
+                            if near_tool and not await grounding[0].backs(grounding[1], decided):
+                                withheld = True
+                                continue
                     for piece in chunker.push(unsaid):
                         self._add_segment(piece)
                     unsaid = ""
@@ -410,7 +440,10 @@ class Reply:
             text = ""
         if vetting and text and grounding is not None:
             unbacked = await grounding[0].unbacked_yes(grounding[1], text.strip())
-        if unbacked is None:
+            withheld = (
+                unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())
+            )
+        if unbacked is None and not withheld:
             for piece in [*chunker.push(unsaid), *chunker.flush()]:
                 self._add_segment(piece)
         deps.emit(
@@ -422,7 +455,7 @@ class Reply:
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,
         )
-        return text.strip(), calls, unbacked
+        return text.strip(), calls, unbacked, withheld
 
     def _actions_taken(self) -> set[str]:
         """Calls of side-effect tools made in earlier replies of this call."""
@@ -748,13 +781,14 @@ def _without_lead(spoken: str, lead: str) -> str:
     return "" if lead.startswith(spoken) else spoken
 
 
-def _first_sentence(text: str) -> str | None:
+def _first_sentence(text: str, *, whole: bool = False) -> str | None:
     """Enough of a reply to tell whether it opens with "yes": None while it might still; else its
-    first sentence when it does (cut where the sentence ends), or "" when it does not."""
+    first sentence when it does (cut where the sentence ends), or "" when it does not. ``whole``:
+    the first sentence whatever it opens with."""
     words = text.split()
     if not words:
         return None
-    if not opens_with_yes(text):
+    if not whole and not opens_with_yes(text):
         return "" if len(words) >= 2 or text[-1:].isspace() else None
     end = sentence_end(text)
     return text[: end.end()].strip() if end else None

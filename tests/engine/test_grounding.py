@@ -201,3 +201,12 @@ async def test_a_question_asking_for_what_a_tool_does_is_not_held() -> None:
     rules = [ScriptRule.say("taxi", "I will book one for you now.")]
     said, misses = await ask(inn(tools=[taxi]), "Can you book me a taxi?", rules)
     assert (said, misses) == ("I will book one for you now.", [])
+
+
+async def test_an_answer_is_backed_when_it_restates_a_fact_not_when_it_echoes_or_says_nothing_known() -> None:
+    check = GroundingCheck(HashingEmbedder(), FACTS)
+    question = "Can I check out late at 2 pm tomorrow?"
+    assert await check.backs(question, "Check-out time is 11 am at the inn.")
+    assert not await check.backs(question, "I'm sorry, I don't know that.")
+    assert not await check.backs(question, "Sure, you can check out late at 2 pm tomorrow.")
+    assert not await GroundingCheck(HashingEmbedder(), []).backs(question, FACTS[0])

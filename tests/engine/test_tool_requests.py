@@ -98,6 +98,53 @@ async def test_a_yes_without_the_call_to_a_request_asked_as_a_question_becomes_t
     assert llm.tool_choices[:2] == [None, "schedule_visit"], "the model answered first; its yes was not said"
 
 
+async def test_a_request_asked_as_a_question_and_answered_with_no_fact_becomes_the_call() -> None:
+    """The model, having said "I don't know" before, says it again to a request: not said, the call."""
+    question = "Can a plumber come to 42 Maple Street to fix the kitchen sink leak?"
+    rules = [ScriptRule.say("maple", "I'm sorry, I don't know that."), template("42 Maple Street"), DONE]
+    said, calls, asked, llm = await call(question, rules)
+    assert said == "A plumber is on the way."
+    assert [c.tool for c in calls] == ["schedule_visit"] and [a.accepted for a in asked] == [True]
+    assert llm.tool_choices[:2] == [None, "schedule_visit"]
+
+
+async def test_an_answer_no_fact_backs_is_said_when_the_request_gives_no_call() -> None:
+    question = "Can a plumber come to my house to fix the kitchen sink leak?"
+    rules = [ScriptRule.say("house", "What is your address?"), template("123 Elm Street"), DONE]
+    said, calls, asked, _ = await call(question, rules)
+    assert said == "What is your address?"
+    assert calls == [] and [a.accepted for a in asked] == [False]
+
+
+async def test_an_answer_a_fact_backs_is_said_without_asking_for_the_call() -> None:
+    question = "Can a plumber come to 42 Maple Street in Shelbyville to fix the leak?"
+    rules = [
+        ScriptRule.say("maple", "Sorry, QuickFix serves Springfield only."),
+        template("42 Maple Street"),
+        DONE,
+    ]
+    said, calls, asked, llm = await call(question, rules)
+    assert (said, calls, asked) == ("Sorry, QuickFix serves Springfield only.", [], [])
+    assert set(llm.tool_choices) == {None}
+
+
+async def test_a_questions_call_takes_no_words_from_the_callers_earlier_messages() -> None:
+    """A question near a tool is no request for what the caller said before it."""
+    rules = [
+        ScriptRule.say("live", "Okay."),
+        ScriptRule.say("fix", "I'm sorry, I don't know that."),
+        template("42 Maple Street"),
+        DONE,
+    ]
+    lines = ["I live at 42 Maple Street.", "Do you fix a kitchen sink leak like mine?"]
+    engines = dataclasses.replace(stack(lines, rules), embedder=HashingEmbedder())
+    _, result = await converse(plumber(), engines, [UserTurn(speech(1.0)), UserTurn(speech(1.0))])
+    asked = [e.payload(ToolRequested) for e in result.events if e.type is EventType.TOOL_REQUESTED]
+    assert not [e for e in result.events if e.type is EventType.TOOL_CALL]
+    assert [a.accepted for a in asked] == [False]
+    assert result.turns[1].agent_text == "I'm sorry, I don't know that."
+
+
 async def test_the_checks_embed_the_callers_words_and_the_tool_descriptions_once() -> None:
     """The question is judged against the facts and against the tools: one embedding serves both."""
     question = "Can a plumber come to 42 Maple Street to fix the kitchen sink leak?"
