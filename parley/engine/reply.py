@@ -206,7 +206,7 @@ class Reply:
             self.messages.append(ChatMessage("assistant", self.canned_text))
             await self._segment_queue.put(None)
             return
-        settings = self.deps.settings
+        settings, tools = self.deps.settings, self.deps.tools
         executed: set[str] = set()
         offer_tools = True
         held = await self._off_knowledge()
@@ -254,8 +254,11 @@ class Reply:
             executed.update(_call_key(c) for c in fresh)
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
             self.messages.extend(await self._call_tools(fresh))
-            if self.end_after is not None and settings.goodbye_message is not None:
-                if not self.segments:  # a goodbye the model said with its call stands
+            hung_up = self.end_after is not None and all(_closes_call(tools.get(c.name)) for c in fresh)
+            if hung_up and settings.goodbye_message is not None:
+                # By the closing tool alone (a tool whose result ends the call, "order 7 cancelled",
+                # still has the model tell it). A goodbye the model said with the call stands.
+                if not self.segments:
                     for piece in fixed_clauses(settings.goodbye_message):
                         self._add_segment(piece)
                     self.messages.append(ChatMessage("assistant", settings.goodbye_message))
