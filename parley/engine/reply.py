@@ -25,7 +25,7 @@ from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
 from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, is_question, opens_with_yes
 from parley.engine.tool_requests import CALLER_TURNS, ToolRequests, callers_arguments, required_arguments
-from parley.engine.tools import Tool, ToolRegistry, ToolScope
+from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
 from parley.providers.llm.chat_template import opens_with_markup
@@ -254,7 +254,7 @@ class Reply:
             executed.update(_call_key(c) for c in fresh)
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
             self.messages.extend(await self._call_tools(fresh))
-            hung_up = self.end_after is not None and all(_closes_call(tools.get(c.name)) for c in fresh)
+            hung_up = self.end_after is not None and all(tools.closes_call(c.name) for c in fresh)
             if hung_up and settings.goodbye_message is not None:
                 # By the closing tool alone (a tool whose result ends the call, "order 7 cancelled",
                 # still has the model tell it). A goodbye the model said with the call stands.
@@ -374,7 +374,7 @@ class Reply:
         if any(m.tool_calls for m in self.messages):
             # After an action the caller must hear what it did: a hang-up now would be dropped anyway
             # (``_not_hanging_up_over``), and offered, it is what a small model picks.
-            offered = [spec for spec in offered if not _closes_call(deps.tools.get(spec.name))]
+            offered = [spec for spec in offered if not deps.tools.closes_call(spec.name)]
         deps.emit(
             EventType.LLM_REQUEST,
             reply_id=self.id,
@@ -473,7 +473,7 @@ class Reply:
     def _not_hanging_up_over(self, calls: list[ToolCall], executed: set[str]) -> list[ToolCall]:
         """A hang-up asked for together with another action, or right after one in the same reply, is
         dropped: the caller has not heard what that action did (a small model books and hangs up at once)."""
-        closing = {c.id for c in calls if (t := self.deps.tools.get(c.name)) is not None and t.closes_call}
+        closing = {c.id for c in calls if self.deps.tools.closes_call(c.name)}
         if closing and (executed or len(closing) < len(calls)):
             return [c for c in calls if c.id not in closing]
         return calls
@@ -799,10 +799,6 @@ def _first_sentence(text: str, *, whole: bool = False) -> str | None:
 
 def _call_key(call: ToolCall) -> str:
     return call.name + json.dumps(call.arguments, sort_keys=True, default=str)
-
-
-def _closes_call(tool: Tool | None) -> bool:
-    return tool is not None and tool.closes_call
 
 
 def _distinct(calls: Iterable[ToolCall]) -> list[ToolCall]:

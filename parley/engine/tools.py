@@ -151,6 +151,11 @@ class ToolRegistry:
         """The name of the tool that hangs up, if the agent has one."""
         return next((t.name for t in self._tools.values() if t.closes_call), None)
 
+    def closes_call(self, name: str) -> bool:
+        """Whether the tool called ``name`` hangs up."""
+        tool = self._tools.get(name)
+        return tool is not None and tool.closes_call
+
     def actions(self) -> list[str]:
         """The names of the tools that do something other than hang up."""
         return [t.name for t in self._tools.values() if not t.closes_call]
