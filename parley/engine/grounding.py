@@ -160,13 +160,13 @@ class GroundingCheck:
         """Whether a fact backs ``answer`` (it restates one more than it echoes ``question``)."""
         if not self._facts:
             return False
-        support, echo = await asyncio.to_thread(self._support, question, answer)
-        return support >= MIN_SUPPORT and support >= echo
+        return await asyncio.to_thread(lambda: self._backed(*self._embedder.embed([answer, question]))[0])
 
-    def _support(self, question: str, answer: str) -> tuple[float, float]:
-        """How close ``answer`` is to the closest fact, and to ``question``."""
-        said, asked = self._embedder.embed([answer, question])
-        return float(np.max(self._known().facts @ said)), float(said @ asked)
+    def _backed(self, said: Vectors, asked: Vectors) -> tuple[bool, float]:
+        """Whether a fact backs the answer ``said`` to the question ``asked`` (their vectors), and its
+        similarity to the closest fact."""
+        support = float(np.max(self._known().facts @ said))
+        return support >= MIN_SUPPORT and support >= float(said @ asked), support
 
     def _known(self) -> _Vectors:
         if self._vectors is None:
@@ -188,10 +188,11 @@ class GroundingCheck:
         )
 
     def _unbacked(self, question: str, answer: str) -> UnbackedYes | None:
-        support, echo = self._support(question, answer)
-        if support >= MIN_SUPPORT and support >= echo:
+        said, asked = self._embedder.embed([answer, question])
+        backed, support = self._backed(said, asked)
+        if backed:
             return None
-        closeness = self._known().facts @ self._embedder.embed([question])[0]
+        closeness = self._known().facts @ asked
         related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= self._min]
         return UnbackedYes(round(support, 3), tuple(self._facts[i] for i in related))
 
