@@ -27,7 +27,7 @@ from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, is
 from parley.engine.tool_requests import CALLER_TURNS, ToolRequests, callers_arguments, required_arguments
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
-from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, Usage
+from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, ToolSpec, Usage
 from parley.providers.llm.chat_template import opens_with_markup
 from parley.providers.tts.base import AlignedSynthesizer, CharTiming, SpeechSynthesizer, played_text
 
@@ -279,10 +279,12 @@ class Reply:
         a statement's before the model answers, a question's once the model's answer is not to be said
         ("Yes, I can have a mechanic call you", and no call) and no fact would be said instead."""
         first = round_no == 0
-        if first and self._stated() and (requested := await self._requested_call(chunker)):
+        stated = self._stated()
+        tool = await self._nearest_tool() if first else None
+        if stated and tool is not None and (requested := await self._requested_call(chunker, tool)):
             return "", requested, None
         vet = not held and first
-        near_tool = vet and not self._stated() and await self._near_a_tool()  # a statement's was asked
+        near_tool = vet and not stated and tool is not None  # a statement's call was asked for above
         text, calls, unbacked, withheld = await self._llm_round(
             round_no, chunker, offer_tools, held and first, vet=vet, near_tool=near_tool
         )
@@ -291,30 +293,30 @@ class Reply:
             or (unbacked is not None and not unbacked.related)
             or (withheld and not calls)
         )
-        if unsaid and (requested := await self._requested_call(chunker)):
+        if unsaid and tool is not None and (requested := await self._requested_call(chunker, tool)):
             return "", requested, None
         if withheld:  # no call came of it: the model's words are said after all
             for piece in [*chunker.push(text), *chunker.flush()]:
                 self._add_segment(piece)
         return text, calls, unbacked
 
-    async def _near_a_tool(self) -> bool:
-        """The caller's question is close to what one of the agent's tools does ("Could someone come
-        out to give me an estimate?"): it may be a request."""
+    async def _nearest_tool(self) -> ToolSpec | None:
+        """The tool whose description the caller's words are close to ("Could someone come out to
+        give me an estimate?"), if any: they may ask for it."""
         requests, said = self.deps.requests, self.user_message
-        return requests is not None and said is not None and await requests.nearest(said.content) is not None
+        return None if requests is None or said is None else await requests.nearest(said.content)
 
     def _stated(self) -> bool:
         """The caller's words are a statement (a request may be one), not a question."""
         said = self.user_message
         return said is not None and not is_question(said.content)
 
-    async def _requested_call(self, chunker: ClauseChunker) -> list[ToolCall]:
-        """For a message near what a tool does: that tool's call, asked of the model, when its required
+    async def _requested_call(self, chunker: ClauseChunker, spec: ToolSpec) -> list[ToolCall]:
+        """For a message near what ``spec`` does: its call, asked of the model, when its required
         arguments are all the caller's own words (and with only such arguments); else nothing
         (``engine/tool_requests.py``)."""
-        requests, said = self.deps.requests, self.user_message
-        if requests is None or said is None or (spec := await requests.nearest(said.content)) is None:
+        said = self.user_message
+        if said is None:
             return []
         _, calls, _, _ = await self._llm_round(0, chunker, hold_words=True, tool_choice=spec.name)
         call = next((c for c in calls if c.name == spec.name), None)
