@@ -201,9 +201,7 @@ class Reply:
     async def _think(self) -> None:
         chunker = ClauseChunker()
         if self.canned_text is not None:
-            for piece in fixed_clauses(self.canned_text):
-                self._add_segment(piece)
-            self.messages.append(ChatMessage("assistant", self.canned_text))
+            self._say_line(self.canned_text)
             await self._segment_queue.put(None)
             return
         settings, tools = self.deps.settings, self.deps.tools
@@ -229,10 +227,8 @@ class Reply:
                     support=None if unbacked is None else unbacked.support,
                 )
                 instead = unbacked.instead(settings.unknown_answer) if unbacked else settings.unknown_answer
-                for piece in fixed_clauses(instead):
-                    self._add_segment(piece)
+                self._say_line(instead)
                 self._hedged = unbacked is not None and bool(unbacked.related)
-                self.messages.append(ChatMessage("assistant", instead))
                 break
             # A small model may ask again for what it was just given: a call it already made in this
             # reply is not run twice; the model answers from the result it has, without tools. Nor is an
@@ -259,9 +255,7 @@ class Reply:
                 # By the closing tool alone (a tool whose result ends the call, "order 7 cancelled",
                 # still has the model tell it). A goodbye the model said with the call stands.
                 if not self.segments:
-                    for piece in fixed_clauses(settings.goodbye_message):
-                        self._add_segment(piece)
-                    self.messages.append(ChatMessage("assistant", settings.goodbye_message))
+                    self._say_line(settings.goodbye_message)
                 break
         await self._segment_queue.put(None)
 
@@ -503,7 +497,13 @@ class Reply:
         await asyncio.sleep(after_s)
         self._add_segment(text)
 
-    def _say_for_tool(self, text: str) -> None:
+    def _say_line(self, text: str) -> None:
+        """Say a line of the agent's own (not the model's words), kept in the history as said."""
+        self._say_fixed(text)
+        self.messages.append(ChatMessage("assistant", text))
+
+    def _say_fixed(self, text: str) -> None:
+        """Say ``text`` as written, clause by clause (a tool's ``say()``, a line of the agent's)."""
         for piece in fixed_clauses(text):
             self._add_segment(piece)
 
@@ -517,7 +517,7 @@ class Reply:
         if executing is not None:
             executing.set()
         started = now()
-        outcome = await self.deps.tools.execute(call, ToolScope(say=self._say_for_tool))
+        outcome = await self.deps.tools.execute(call, ToolScope(say=self._say_fixed))
         self.deps.emit(
             EventType.TOOL_RESULT,
             reply_id=self.id,
