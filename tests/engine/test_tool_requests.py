@@ -4,7 +4,6 @@ arguments the model made up does not go ahead, and the model's own answer is sai
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,12 +12,12 @@ from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import ToolCalled, ToolRequested
 from parley.engine.events import EventType
 from parley.engine.tool_requests import callers_arguments
-from parley.providers.embeddings.base import Vectors
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
 from tests.engine.harness import agent as harness_agent
 from tests.engine.harness import converse, speech, stack
+from tests.helpers.embedders import CountingEmbedder
 
 FACTS = ["QuickFix serves Springfield only.", "A service visit costs 95 dollars."]
 VISIT = {
@@ -47,16 +46,6 @@ def template(address: str) -> ScriptRule:
     return ScriptRule.call(
         "(never said)", "schedule_visit", {"address": address, "problem": "kitchen sink leak"}
     )
-
-
-class CountingEmbedder(HashingEmbedder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        self.seen.extend(texts)
-        return super().embed(texts)
 
 
 async def call(

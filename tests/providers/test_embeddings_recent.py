@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from parley.providers.embeddings.base import Vectors
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.embeddings.recent import RecentEmbeddings
-
-
-class Counting(HashingEmbedder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        self.seen.extend(texts)
-        return super().embed(texts)
+from tests.helpers.embedders import CountingEmbedder
 
 
 def test_gives_the_wrapped_embedders_vectors_in_the_order_asked() -> None:
-    inner = Counting()
+    inner = CountingEmbedder()
     recent = RecentEmbeddings(inner)
     texts = ["Is there parking?", "Book me for Tuesday.", "Is there parking?"]
     np.testing.assert_allclose(recent.embed(texts), HashingEmbedder().embed(texts))
@@ -30,7 +18,7 @@ def test_gives_the_wrapped_embedders_vectors_in_the_order_asked() -> None:
 
 
 def test_a_text_seen_lately_is_not_embedded_again() -> None:
-    inner = Counting()
+    inner = CountingEmbedder()
     recent = RecentEmbeddings(inner)
     recent.embed(["Send a plumber.", "Book a visit."])
     again = recent.embed(["Book a visit.", "What time do you open?"])
@@ -40,7 +28,7 @@ def test_a_text_seen_lately_is_not_embedded_again() -> None:
 
 
 def test_only_the_most_recently_used_texts_are_kept() -> None:
-    inner = Counting()
+    inner = CountingEmbedder()
     recent = RecentEmbeddings(inner, size=2)
     recent.embed(["one"])
     recent.embed(["two"])
