@@ -1,4 +1,4 @@
-"""Is a caller's question about anything a grounded agent knows, and is the model's "yes" backed by a fact?
+"""Is a caller's question about anything a grounded agent knows, and is the model's answer backed by a fact?
 
 A small model answers "yes" to almost any question about a business, known or not ("Is there a pool?"
 → "Yes, there is a pool."). Told to admit what its facts do not say, it still does not: it cannot tell
@@ -11,10 +11,18 @@ tools.
 A question near a fact can still get a wrong "yes" ("Can I come on Monday?" → "Yes, you can." when the
 facts say Mondays are closed): the model echoes the question back. An answer that restates a fact is
 closer to that fact than to the question; an echo of the question is closer to the question. So a reply
-that opens with "yes" is checked before it is said, and one that no fact backs is replaced by an honest
-"I can't confirm that" and the facts the question is about (or by the ``unknown_answer`` when it is about
-none). The model's wrong "yes" becomes the facts that answer it ("…closed on Mondays."), and a right one
-loses only its directness. The word list is English: in other languages the "yes" is not checked.
+that opens with "yes" is checked before it is said, and one that no fact backs is replaced by the facts
+that answer the question (a fact that close to it answers it), or by an honest "I can't confirm that" and
+the facts only loosely about it, or by the ``unknown_answer`` when it is about none. The model's wrong
+"yes" becomes the facts that answer it ("The bistro is closed on Mondays."), and a right one loses only
+its directness.
+
+The same small model also gets a "no" wrong ("Do you move to Chicago?" → "Sorry, we're closed on
+Chicago.", copied from the example call), and says "I don't know" to what a fact plainly answers ("Can
+you groom my cat?", when it knows "We groom dogs only, not cats."). So an answer that opens with "no" or
+"sorry" is checked like a "yes", and an admission of not knowing is replaced by the facts when one is as
+close to the question as a fact that answers it. The word lists are English: in other languages answers
+are not checked.
 """
 
 from __future__ import annotations
@@ -49,11 +57,26 @@ ACTION_SIMILARITY = 0.3
 MIN_SUPPORT = 0.5
 """A "yes" sentence less similar than this to every fact is not backed by one: restating a fact scores
 0.6–1.0 against it, an echo of the question ("Yes, we have live music.") 0.3–0.5."""
+ANSWERED_SIMILARITY = 0.5
+"""At or above this similarity to a fact, the facts answer a question: "I don't know" is wrong (a question
+and the fact answering it score 0.5–0.9; questions no fact answers stayed under 0.4 on the bench)."""
 RELATED_FACTS = 2
-"""At most this many facts the question is about are said in place of an unbacked yes."""
+"""At most this many facts the question is about are said in place of an unbacked answer."""
 UNSURE_LEAD = "I can't confirm that, but here is what I know:"
 _AFFIRMATIVE = re.compile(
     r"^\W*(?:yes|yeah|yep|sure|absolutely|certainly|definitely|of course)\b", re.IGNORECASE
+)
+_NEGATIVE = re.compile(
+    r"^\W*(?:no|nope|sorry|unfortunately|(?:i'?m|i am) (?:sorry|afraid|not)"
+    r"|i (?:don'?t|do not|can'?t|cannot))\b",
+    re.IGNORECASE,
+)
+"""How a "no" opens, and an admission of not knowing ("I'm sorry, I don't know that.")."""
+OPENING_WORDS = 3
+"""Words enough to tell whether an answer opens like a "yes" or a "no" ("I do not …")."""
+_ADMITS_NOT_KNOWING = re.compile(
+    r"\b(?:(?:don'?t|do not|not) (?:know|sure)|no information|(?:can'?t|cannot) (?:say|confirm|tell))\b",
+    re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _LEAD = (
@@ -81,16 +104,26 @@ _MIN_QUESTION_WORDS = 3
 
 
 @dataclass(frozen=True, slots=True)
-class UnbackedYes:
-    """A "yes" no fact backs, and the facts the question is about (closest first; maybe none)."""
+class UnbackedAnswer:
+    """A "yes" or "no" no fact backs, or an "I don't know" a fact answers, and the facts the question is
+    about (closest first; maybe none)."""
 
     support: float
     """Its similarity to the closest fact."""
     related: tuple[str, ...]
+    answered: bool = False
+    """The related facts answer the question (they are that close to it): said as the answer, with no
+    hedge before them. Facts only loosely about it are said after ``UNSURE_LEAD``."""
+
+    @property
+    def hedged(self) -> bool:
+        return bool(self.related) and not self.answered
 
     def instead(self, unknown_answer: str) -> str:
-        """What the agent says in place of the unbacked yes."""
-        return " ".join([UNSURE_LEAD, *self.related]) if self.related else unknown_answer
+        """What the agent says in place of the unbacked answer."""
+        if not self.related:
+            return unknown_answer
+        return " ".join(self.related if self.answered else [UNSURE_LEAD, *self.related])
 
 
 def is_question(text: str) -> bool:
@@ -112,6 +145,12 @@ def _opens_like_a_question(text: str) -> bool:
 
 def opens_with_yes(text: str) -> bool:
     return _AFFIRMATIVE.match(text) is not None
+
+
+def is_checked_answer(text: str) -> bool:
+    """An answer whose first sentence is checked against the facts: a "yes", a "no", an "I don't know".
+    A question back ("Sorry, could you say that again?") claims nothing."""
+    return (opens_with_yes(text) or _NEGATIVE.match(text) is not None) and not text.rstrip().endswith("?")
 
 
 def sentences(text: str) -> list[str]:
@@ -149,10 +188,10 @@ class GroundingCheck:
             return False  # its documents have passages for it
         return await asyncio.to_thread(self._far_from_facts, text)
 
-    async def unbacked_yes(self, question: str, answer: str) -> UnbackedYes | None:
-        """For a question's answer that opens with "yes": None when a fact backs it (or it is no such
-        answer), else what to say instead."""
-        if not self._facts or not is_question(question) or not opens_with_yes(answer):
+    async def unbacked_answer(self, question: str, answer: str) -> UnbackedAnswer | None:
+        """For a question's answer (its first sentence) that opens with "yes" or "no": None when the facts
+        back it (or it is no such answer), else what to say instead."""
+        if not self._facts or not is_question(question) or not is_checked_answer(answer):
             return None
         return await asyncio.to_thread(self._unbacked, question, answer)
 
@@ -187,14 +226,18 @@ class GroundingCheck:
             and near_action < ACTION_SIMILARITY
         )
 
-    def _unbacked(self, question: str, answer: str) -> UnbackedYes | None:
+    def _unbacked(self, question: str, answer: str) -> UnbackedAnswer | None:
         said, asked = self._embedder.embed([answer, question])
+        closeness = self._known().facts @ asked
         backed, support = self._backed(said, asked)
+        if _ADMITS_NOT_KNOWING.search(answer):
+            backed = float(np.max(closeness)) < ANSWERED_SIMILARITY  # right when no fact answers it
         if backed:
             return None
-        closeness = self._known().facts @ asked
-        related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= self._min]
-        return UnbackedYes(round(support, 3), tuple(self._facts[i] for i in related))
+        answered = float(np.max(closeness)) >= ANSWERED_SIMILARITY
+        floor = ANSWERED_SIMILARITY if answered else self._min
+        related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= floor]
+        return UnbackedAnswer(round(support, 3), tuple(self._facts[i] for i in related), answered)
 
 
 @dataclass(frozen=True, slots=True)

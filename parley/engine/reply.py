@@ -23,7 +23,14 @@ from parley.audio.resample import Resampler
 from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
-from parley.engine.grounding import UNSURE_LEAD, GroundingCheck, UnbackedYes, is_question, opens_with_yes
+from parley.engine.grounding import (
+    OPENING_WORDS,
+    UNSURE_LEAD,
+    GroundingCheck,
+    UnbackedAnswer,
+    is_checked_answer,
+    is_question,
+)
 from parley.engine.tool_requests import CALLER_TURNS, ToolRequests, callers_arguments, required_arguments
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
@@ -150,8 +157,8 @@ class Reply:
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
         self._hedged = False
-        """The facts that replaced an unbacked yes were said after ``UNSURE_LEAD``, which the history leaves
-        out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
+        """The facts that replaced an unbacked answer were said after ``UNSURE_LEAD``, which the history
+        leaves out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
 
     # --- control, called by the session -------------------------------------------------------------
 
@@ -218,8 +225,9 @@ class Reply:
                     self._add_segment(settings.error_message)
                 break
             if (held and round_no == 0 and not calls) or unbacked is not None:
-                # Asked about what it does not know, the model answered anyway, or said a "yes" no fact
-                # backs: not said (grounding.py). An unbacked yes gets the fact the question is about.
+                # Asked about what it does not know, the model answered anyway, or said a "yes" or "no"
+                # no fact backs, or "I don't know" to what a fact answers: not said (grounding.py). An
+                # unbacked answer gets the facts the question is about.
                 self.deps.emit(
                     EventType.KNOWLEDGE_MISS,
                     reply_id=self.id,
@@ -228,7 +236,7 @@ class Reply:
                 )
                 instead = unbacked.instead(settings.unknown_answer) if unbacked else settings.unknown_answer
                 self._say_line(instead)
-                self._hedged = unbacked is not None and bool(unbacked.related)
+                self._hedged = unbacked is not None and unbacked.hedged
                 break
             # A small model may ask again for what it was just given: a call it already made in this
             # reply is not run twice; the model answers from the result it has, without tools. Nor is an
@@ -268,7 +276,7 @@ class Reply:
 
     async def _round(
         self, round_no: int, chunker: ClauseChunker, offer_tools: bool, held: bool
-    ) -> tuple[str, list[ToolCall], UnbackedYes | None]:
+    ) -> tuple[str, list[ToolCall], UnbackedAnswer | None]:
         """One LLM round. On the first, a caller's request is matched to its tool (``_requested_call``):
         a statement's before the model answers, a question's once the model's answer is not to be said
         ("Yes, I can have a mechanic call you", and no call) and no fact would be said instead."""
@@ -350,18 +358,18 @@ class Reply:
         vet: bool = False,
         near_tool: bool = False,
         tool_choice: str | None = None,
-    ) -> tuple[str, list[ToolCall], UnbackedYes | None, bool]:
+    ) -> tuple[str, list[ToolCall], UnbackedAnswer | None, bool]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
         the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
-        grounded agent asked a question) an opening "yes" is held until its sentence is checked against
-        the facts; an unbacked one ends the round unsaid, and is returned. With ``near_tool`` too, any
+        grounded agent asked a question) an opening "yes" or "no" is held until its sentence is checked
+        against the facts; an unbacked one ends the round unsaid, and is returned. With ``near_tool`` too, any
         answer's first sentence is checked: when no fact backs it ("I don't know that.", to "Can a
         mechanic call me?"), the whole answer is withheld (the last value returned is True) for the
         caller to hear only if the request does not become its tool's call."""
         deps, settings = self.deps, self.deps.settings
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
-        unbacked: UnbackedYes | None = None
+        unbacked: UnbackedAnswer | None = None
         withheld = False
         unsaid = ""
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
@@ -414,7 +422,7 @@ class Reply:
                             continue
                         vetting = False
                         if decided and grounding is not None:
-                            unbacked = await grounding[0].unbacked_yes(grounding[1], decided)
+                            unbacked = await grounding[0].unbacked_answer(grounding[1], decided)
                             if unbacked is not None:
                                 break
                             if near_tool and not await grounding[0].backs(grounding[1], decided):
@@ -438,7 +446,7 @@ class Reply:
         if opens_with_markup(text):
             text = ""
         if vetting and text and grounding is not None:
-            unbacked = await grounding[0].unbacked_yes(grounding[1], text.strip())
+            unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip())
             withheld = (
                 unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())
             )
@@ -787,14 +795,14 @@ def _without_lead(spoken: str, lead: str) -> str:
 
 
 def _first_sentence(text: str, *, whole: bool = False) -> str | None:
-    """Enough of a reply to tell whether it opens with "yes": None while it might still; else its
-    first sentence when it does (cut where the sentence ends), or "" when it does not. ``whole``:
-    the first sentence whatever it opens with."""
+    """Enough of a reply to tell whether it opens with "yes", "no" or "I don't know": None while it
+    might still; else its first sentence when it does (cut where the sentence ends), or "" when it does
+    not. ``whole``: the first sentence whatever it opens with."""
     words = text.split()
     if not words:
         return None
-    if not whole and not opens_with_yes(text):
-        return "" if len(words) >= 2 or text[-1:].isspace() else None
+    if not whole and not is_checked_answer(text):
+        return "" if len(words) >= OPENING_WORDS or sentence_end(text) else None
     end = sentence_end(text)
     return text[: end.end()].strip() if end else None
 

@@ -14,6 +14,7 @@ from parley.engine.grounding import (
     MIN_SUPPORT,
     UNSURE_LEAD,
     GroundingCheck,
+    is_checked_answer,
     is_question,
     opens_with_yes,
     sentences,
@@ -180,8 +181,59 @@ async def test_the_history_keeps_the_facts_said_not_the_hedge_before_them() -> N
         ("We are open.", False),
     ],
 )
-def test_only_a_yes_is_checked(answer: str, checked: bool) -> None:
+def test_only_a_yes_is_a_yes(answer: str, checked: bool) -> None:
     assert opens_with_yes(answer) is checked
+
+
+@pytest.mark.parametrize(
+    ("answer", "checked"),
+    [
+        ("Yes, we do.", True),
+        ("No, sorry.", True),
+        ("Nope.", True),
+        ("Unfortunately we are full.", True),
+        ("I'm sorry, I don't know that.", True),
+        ("I do not know.", True),
+        ("I'm not sure about that.", True),
+        ("Sorry, could you say that again?", False),
+        ("Nobody has asked that before.", False),
+        ("I think so.", False),
+        ("We are open.", False),
+    ],
+)
+def test_a_yes_a_no_and_an_i_dont_know_are_checked_but_not_a_question_back(
+    answer: str, checked: bool
+) -> None:
+    assert is_checked_answer(answer) is checked
+
+
+# --- a "no" or an "I don't know" the facts contradict -----------------------------------------------------
+
+DOGS = "Dogs are not allowed at the inn."
+PARKING = "The inn has free parking for guests."
+MORE_FACTS = [MONDAYS, "Breakfast is included with every room.", DOGS, PARKING]
+
+
+@pytest.mark.parametrize(
+    ("question", "model_says", "said"),
+    [
+        # A fact answers the question: said as the answer, with no hedge.
+        ("Are dogs allowed at the inn?", "I'm sorry, I don't know that.", DOGS),
+        ("Is parking free for guests?", "No, parking is not free for guests.", PARKING),
+        # Facts only loosely about it: hedged.
+        ("Is there a gym at the inn?", "No, there is no gym at the inn.", f"{UNSURE_LEAD} {MONDAYS} {DOGS}"),
+        # Right as the model said it: a "no" a fact backs; "I don't know" when no fact answers.
+        ("Are dogs allowed at the inn?", "No, dogs are not allowed at the inn.", None),
+        ("Is there a gym at the inn?", "I'm sorry, I don't know that.", None),
+    ],
+)
+async def test_a_no_or_an_i_dont_know_the_facts_do_not_back_becomes_the_facts(
+    question: str, model_says: str, said: str | None
+) -> None:
+    rules = [ScriptRule.say("inn", model_says), ScriptRule.say("parking", model_says)]
+    reply, misses = await ask(inn(knowledge=MORE_FACTS), question, rules)
+    assert reply == (model_says if said is None else said)
+    assert misses == ([] if said is None else [model_says])
 
 
 def test_a_request_after_a_description_is_judged_by_its_own_sentence_too() -> None:
