@@ -45,22 +45,31 @@ class Endpointer:
         self._onset: float | None = None
         self._voiced = 0.0
         self._silence = 0.0
+        self._last_voiced = False
 
     @property
     def silence(self) -> float:
         """Seconds since the last voiced frame while not in speech (0 during speech)."""
         return self._silence
 
+    @property
+    def starting(self) -> bool:
+        """Voice has come back but is not yet ``min_speech`` long: the silence may be about to end.
+        (Frames between the thresholds after it do not count: a noisy line must not hold a turn open.)"""
+        return not self.in_speech and self._onset is not None and self._last_voiced
+
     def reset(self) -> None:
         self.in_speech = False
         self._onset = None
         self._voiced = 0.0
         self._silence = 0.0
+        self._last_voiced = False
 
     def update(self, probability: float, timestamp: float, duration: float) -> SpeechBoundary | None:
         """Feed one frame's probability; returns a boundary when the frame crosses one."""
         voiced = probability >= self.start_threshold
         unvoiced = probability < self.stop_threshold
+        self._last_voiced = voiced
         if not self.in_speech:
             if voiced:
                 if self._onset is None:

@@ -553,8 +553,8 @@ class Session:
         candidate = self._candidate
         if candidate is None or candidate.required_silence is None:
             return
-        if self._endpointer.silence < candidate.required_silence:
-            return
+        if self._endpointer.silence < candidate.required_silence or self._endpointer.starting:
+            return  # a caller whose voice is just coming back is not answered over (it was a pause)
         if candidate.reply is None and self._handed_over_to is None:  # the agent got the call back
             candidate.reply = Reply(self._reply_deps(), ChatMessage("user", candidate.text))
             self._start(candidate.reply)

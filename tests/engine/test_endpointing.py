@@ -33,6 +33,21 @@ def test_hysteresis_keeps_speech_through_middling_probabilities() -> None:
     assert [e[0] for e in events] == [Boundary.STARTED, Boundary.PAUSED]
 
 
+def test_voice_coming_back_is_starting_until_it_is_speech_or_gone() -> None:
+    ep = Endpointer(min_speech=0.064, pause=0.096)
+    states = []
+    for i, p in enumerate([0.9, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0, 0.9, 0.0, 0.9, 0.45, 0.9, 0.9]):
+        ep.update(p, i * FRAME, FRAME)
+        states.append(ep.starting)
+    assert states == [
+        True, False, False,  # the first voiced frame; then it is speech
+        False, False, False, False,  # the pause
+        True, False,  # a click, gone
+        True, False,  # back, then middling: a noisy line does not hold the turn open
+        False, False,  # voiced again: with the first frame, that is speech
+    ]  # fmt: skip
+
+
 @given(st.lists(st.floats(0, 1), max_size=200))
 def test_boundaries_alternate(probs: list[float]) -> None:
     kinds = [k for k, _ in run(probs)]

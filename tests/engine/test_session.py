@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
+import pytest
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import EndpointingSettings
@@ -447,3 +448,21 @@ async def test_speech_that_continues_a_typed_message_joins_its_text_not_older_au
 
 def types_of(conv: Conversation, since: int = 0) -> list[EventType]:
     return [e.type for e in conv.timeline.events[since:]]
+
+
+@pytest.mark.parametrize("pause_s", [0.51, 0.52])
+async def test_a_caller_whose_voice_is_coming_back_is_not_answered_over(pause_s: float) -> None:
+    """The silence a turn needs ran out in the very frame the caller's voice came back, before that
+    voice was long enough to count as speech: the agent waits the frame out instead of cutting in."""
+    lines = ["Tell me a fun fact.", "Tell me a fun fact about the ocean."]
+    rules = [ScriptRule.say("fun fact", "Whales are mammals.")]
+    endpointing = EndpointingSettings(
+        min_silence_ms=500, unsure_silence_ms=500, max_silence_ms=500, semantic=False, learn_pauses=False
+    )
+    _, result = await converse(
+        agent(endpointing=endpointing),
+        stack(lines, rules),
+        [UserTurn(speech(1.6, pause_at=0.8, pause=pause_s))],
+    )
+    assert EventType.BARGE_IN not in types(result)
+    assert not result.turns[0].premature
