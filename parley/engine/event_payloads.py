@@ -389,6 +389,8 @@ class ToolCalled(Payload):
     call_id: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
     reply_id: str | None = None
+    dropped: list[str] = field(default_factory=list)
+    """Optional arguments the model filled with a phone number or e-mail address nobody gave: left out."""
 
 
 @dataclass(frozen=True, slots=True)

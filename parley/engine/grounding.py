@@ -68,10 +68,13 @@ _AFFIRMATIVE = re.compile(
 )
 _NEGATIVE = re.compile(
     r"^\W*(?:no|nope|sorry|unfortunately|(?:i'?m|i am) (?:sorry|afraid|not)"
-    r"|i (?:don'?t|do not|can'?t|cannot))\b",
+    r"|i (?:don'?t|do not|can'?t|cannot)"
+    r"|(?:we|it|they|there|that|this|you)(?:'re|'s)?\s+(?:not|no|never|can'?t|cannot|won'?t"
+    r"|(?:do|does|is|are|can|will|have|has)(?:n'?t|\s+not|\s+no)))\b",
     re.IGNORECASE,
 )
-"""How a "no" opens, and an admission of not knowing ("I'm sorry, I don't know that.")."""
+"""How a "no" opens ("No, …", "We don't …", "There is no …"), and an admission of not knowing ("I'm
+sorry, I don't know that.")."""
 OPENING_WORDS = 3
 """Words enough to tell whether an answer opens like a "yes" or a "no" ("I do not …")."""
 _ADMITS_NOT_KNOWING = re.compile(

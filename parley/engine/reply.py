@@ -31,7 +31,13 @@ from parley.engine.grounding import (
     is_checked_answer,
     is_question,
 )
-from parley.engine.tool_requests import CALLER_TURNS, ToolRequests, callers_arguments, required_arguments
+from parley.engine.tool_requests import (
+    CALLER_TURNS,
+    ToolRequests,
+    callers_arguments,
+    made_up_contact,
+    required_arguments,
+)
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput
 from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, ToolSpec, Usage
@@ -156,6 +162,8 @@ class Reply:
         self._apology: int | None = None
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
+        self._dropped: dict[str, list[str]] = {}
+        """Per call id, the optional arguments left out as contact details nobody gave."""
         self._hedged = False
         """The facts that replaced an unbacked answer were said after ``UNSURE_LEAD``, which the history
         leaves out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
@@ -256,6 +264,7 @@ class Reply:
                     continue
                 break
             executed.update(_call_key(c) for c in fresh)
+            fresh = self._without_made_up_contacts(fresh)
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
             self.messages.extend(await self._call_tools(fresh))
             hung_up = self.end_after is not None and all(tools.closes_call(c.name) for c in fresh)
@@ -482,6 +491,31 @@ class Reply:
             return [c for c in calls if c.id not in closing]
         return calls
 
+    def _without_made_up_contacts(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """The calls without the optional arguments that are a phone number or an e-mail address that
+        neither the caller, the agent's prompt nor a tool result gave (``made_up_contact``): the 0.5B
+        model fills a form's optional phone with "123-456-7890". A required one is left to the tool."""
+        context = self.deps.context
+        known = [context.system_prompt, *context.knowledge]
+        known += [m.content for m in [*context.messages, *self.messages] if m.role in ("user", "tool")]
+        if self.user_message is not None:
+            known.append(self.user_message.content)
+        kept: list[ToolCall] = []
+        for call in calls:
+            tool = self.deps.tools.get(call.name)
+            required = required_arguments(tool.spec()) if tool is not None else list(call.arguments)
+            dropped = [
+                name
+                for name, value in call.arguments.items()
+                if name not in required and made_up_contact(value, known)
+            ]
+            if dropped:
+                self._dropped[call.id] = dropped
+                arguments = {k: v for k, v in call.arguments.items() if k not in dropped}
+                call = dataclasses.replace(call, arguments=arguments, raw_arguments=json.dumps(arguments))
+            kept.append(call)
+        return kept
+
     async def _call_tools(self, calls: list[ToolCall]) -> list[ChatMessage]:
         """Run all calls of one model turn at once; results go back in the order they were asked for.
         If a tool keeps the caller waiting, the agent's filler is said (once per reply)."""
@@ -520,7 +554,12 @@ class Reply:
         if tool is not None and tool.side_effect:
             await self._wait_until_heard()
         self.deps.emit(
-            EventType.TOOL_CALL, reply_id=self.id, tool=call.name, arguments=call.arguments, call_id=call.id
+            EventType.TOOL_CALL,
+            reply_id=self.id,
+            tool=call.name,
+            arguments=call.arguments,
+            call_id=call.id,
+            dropped=self._dropped.get(call.id, []),
         )
         if executing is not None:
             executing.set()

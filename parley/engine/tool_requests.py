@@ -77,6 +77,35 @@ def callers_arguments(
     return kept if required and all(name in kept for name in required) else None
 
 
+_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^\W_]+")
+_EMAIL_WORDS = frozenset({"at", "dot", "com", "org", "net"})
+"""How an address is spoken or ends, not what makes it the caller's."""
+MIN_PHONE_DIGITS = 7
+PHONE_TAIL = 10
+"""Digits that identify a number whatever country code is written before them."""
+
+
+def _digits(text: str) -> str:
+    """The digits said in ``text``, spelled out ones included ("five five five, 0134" → 5550134)."""
+    tokens = _TOKEN.findall(text.lower())
+    return "".join(_NUMBERS.get(t, t) for t in tokens if t.isdigit() or t in _NUMBERS)
+
+
+def made_up_contact(value: Any, known: Sequence[str]) -> bool:
+    """Whether ``value`` is a phone number or an e-mail address found in none of ``known`` (what the
+    caller said, the agent's prompt, tool results): the model made it up to fill the form ("123-456-
+    7890"), and a message sent to it would reach a stranger."""
+    text = str(value).strip()
+    if _EMAIL.fullmatch(text):
+        heard = set().union(*(_words(k) for k in known))
+        return not (_words(text) - _EMAIL_WORDS) <= heard
+    digits = re.sub(r"\D", "", text)
+    if _PHONE.fullmatch(text) and len(digits) >= MIN_PHONE_DIGITS:
+        return not any(digits[-PHONE_TAIL:] in _digits(k) for k in known)
+    return False
+
+
 def required_arguments(spec: ToolSpec) -> list[str]:
     required = spec.parameters.get("required", [])
     return [name for name in required if isinstance(name, str)] if isinstance(required, list) else []

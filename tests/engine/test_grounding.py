@@ -195,6 +195,15 @@ def test_only_a_yes_is_a_yes(answer: str, checked: bool) -> None:
         ("I'm sorry, I don't know that.", True),
         ("I do not know.", True),
         ("I'm not sure about that.", True),
+        ("We don't sell dog food.", True),
+        ("We do not move pianos.", True),
+        ("There is no pool.", True),
+        ("We're not open on Mondays.", True),
+        ("It isn't far.", True),
+        ("We can't do that.", True),
+        ("We do move pianos.", False),
+        ("There is a pool.", False),
+        ("It's noon.", False),
         ("Sorry, could you say that again?", False),
         ("Nobody has asked that before.", False),
         ("I think so.", False),
@@ -222,6 +231,7 @@ MORE_FACTS = [MONDAYS, "Breakfast is included with every room.", DOGS, PARKING]
         ("Is parking free for guests?", "No, parking is not free for guests.", PARKING),
         # Facts only loosely about it: hedged.
         ("Is there a gym at the inn?", "No, there is no gym at the inn.", f"{UNSURE_LEAD} {MONDAYS} {DOGS}"),
+        ("Is there a gym at the inn?", "There is no gym at the inn.", f"{UNSURE_LEAD} {MONDAYS} {DOGS}"),
         # Right as the model said it: a "no" a fact backs; "I don't know" when no fact answers.
         ("Are dogs allowed at the inn?", "No, dogs are not allowed at the inn.", None),
         ("Is there a gym at the inn?", "I'm sorry, I don't know that.", None),

@@ -11,7 +11,7 @@ import pytest
 from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import ToolCalled, ToolRequested
 from parley.engine.events import EventType
-from parley.engine.tool_requests import callers_arguments
+from parley.engine.tool_requests import callers_arguments, made_up_contact
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
@@ -189,3 +189,57 @@ def test_an_optional_argument_nobody_said_is_left_out() -> None:
         "vehicle": "Honda Civic",
         "issue": "grinding brakes",
     }
+
+
+# --- contact details the model made up, in its own calls -------------------------------------------------
+
+QUOTE = {
+    "name": "request_quote",
+    "description": "Have a mechanic call the caller back with a repair quote.",
+    "kind": "static",
+    "result": {"ok": True},
+    "parameters": {
+        "type": "object",
+        "properties": {"issue": {"type": "string"}, "phone": {"type": "string"}},
+        "required": ["issue"],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "phone", "kept"),
+    [
+        ("My brakes grind, a quote please.", "123-456-7890", False),
+        ("My brakes grind, a quote please. Call me at 555 0134.", "555-0134", True),
+        ("My brakes grind, a quote please. Call me at five five five zero one three four.", "5550134", True),
+    ],
+)
+async def test_a_phone_number_nobody_gave_is_left_out_of_the_models_own_call(
+    line: str, phone: str, kept: bool
+) -> None:
+    agent = AgentConfig.model_validate({**harness_agent().model_dump(), "tools": [QUOTE]})
+    rules = [ScriptRule.call("brakes", "request_quote", {"issue": "grinding brakes", "phone": phone}), DONE]
+    engines = dataclasses.replace(stack([line], rules), embedder=HashingEmbedder())
+    _, result = await converse(agent, engines, [UserTurn(speech(1.0))])
+    (called,) = [e.payload(ToolCalled) for e in result.events if e.type is EventType.TOOL_CALL]
+    assert called.arguments == (
+        {"issue": "grinding brakes", "phone": phone} if kept else {"issue": "grinding brakes"}
+    )
+    assert called.dropped == ([] if kept else ["phone"])
+
+
+@pytest.mark.parametrize(
+    ("value", "made_up"),
+    [
+        ("123-456-7890", True),
+        ("(555) 0134", False),
+        ("+1 555 013 4567", False),  # the caller's number, with its country code
+        ("priya@example.com", False),
+        ("john.doe@example.com", True),
+        ("42 Maple Street", False),  # not a contact detail: other checks judge it
+        (7, False),
+    ],
+)
+def test_a_contact_detail_counts_only_when_someone_gave_it(value: object, made_up: bool) -> None:
+    known = ["Call me at 555 013 4567, or 555 0134.", "It's priya at example dot com."]
+    assert made_up_contact(value, known) is made_up
