@@ -21,8 +21,9 @@ The same small model also gets a "no" wrong ("Do you move to Chicago?" → "Sorr
 Chicago.", copied from the example call), and says "I don't know" to what a fact plainly answers ("Can
 you groom my cat?", when it knows "We groom dogs only, not cats."). So an answer that opens with "no" or
 "sorry" is checked like a "yes", and an admission of not knowing is replaced by the facts when one is as
-close to the question as a fact that answers it. The word lists are English: in other languages answers
-are not checked.
+close to the question as a fact that answers it. When a fact is that close, any answer's first sentence
+is checked ("What time do you close on Saturday?" → "We close on Saturdays."). The word lists are
+English: in other languages only answers to questions a fact answers are checked.
 """
 
 from __future__ import annotations
@@ -191,10 +192,22 @@ class GroundingCheck:
             return False  # its documents have passages for it
         return await asyncio.to_thread(self._far_from_facts, text)
 
-    async def unbacked_answer(self, question: str, answer: str) -> UnbackedAnswer | None:
-        """For a question's answer (its first sentence) that opens with "yes" or "no": None when the facts
-        back it (or it is no such answer), else what to say instead."""
-        if not self._facts or not is_question(question) or not is_checked_answer(answer):
+    async def answers(self, question: str) -> bool:
+        """Whether a fact answers ``question``: is at least ``ANSWERED_SIMILARITY`` close to it."""
+        if not self._facts or not is_question(question):
+            return False
+        closest = await asyncio.to_thread(lambda: self._known().facts @ self._embedder.embed([question])[0])
+        return float(np.max(closest)) >= ANSWERED_SIMILARITY
+
+    async def unbacked_answer(
+        self, question: str, answer: str, *, any_answer: bool = False
+    ) -> UnbackedAnswer | None:
+        """For a question's answer (its first sentence) that opens with "yes" or "no" (with
+        ``any_answer``, whatever it opens with; never a question back): None when the facts back it (or
+        it is no such answer), else what to say instead."""
+        if not self._facts or not is_question(question) or answer.rstrip().endswith("?"):
+            return None
+        if not any_answer and not is_checked_answer(answer):
             return None
         return await asyncio.to_thread(self._unbacked, question, answer)
 

@@ -296,8 +296,15 @@ class Reply:
             return "", requested, None
         vet = not held and first
         near_tool = vet and not stated and tool is not None  # a statement's call was asked for above
+        answered = vet and not near_tool and await self._answered()
         text, calls, unbacked, withheld = await self._llm_round(
-            round_no, chunker, offer_tools, held and first, vet=vet, near_tool=near_tool
+            round_no,
+            chunker,
+            offer_tools,
+            held and first,
+            vet=vet,
+            near_tool=near_tool,
+            answered=answered,
         )
         unsaid = (
             (held and first and not calls)
@@ -353,6 +360,10 @@ class Reply:
             return []
         return [dataclasses.replace(call, arguments=kept, raw_arguments=json.dumps(kept))]
 
+    async def _answered(self) -> bool:
+        grounding = self._grounding()
+        return grounding is not None and await grounding[0].answers(grounding[1])
+
     async def _off_knowledge(self) -> bool:
         grounding = self._grounding()
         return grounding is not None and await grounding[0].off_knowledge(grounding[1])
@@ -366,6 +377,7 @@ class Reply:
         *,
         vet: bool = False,
         near_tool: bool = False,
+        answered: bool = False,
         tool_choice: str | None = None,
     ) -> tuple[str, list[ToolCall], UnbackedAnswer | None, bool]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
@@ -374,7 +386,9 @@ class Reply:
         against the facts; an unbacked one ends the round unsaid, and is returned. With ``near_tool`` too, any
         answer's first sentence is checked: when no fact backs it ("I don't know that.", to "Can a
         mechanic call me?"), the whole answer is withheld (the last value returned is True) for the
-        caller to hear only if the request does not become its tool's call."""
+        caller to hear only if the request does not become its tool's call. With ``answered`` (a fact
+        answers the question), any first sentence is checked like a "yes": one no fact backs ("We close
+        on Saturdays.", when the fact says 6 pm) is returned as unbacked, and the facts are said."""
         deps, settings = self.deps, self.deps.settings
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
@@ -426,12 +440,14 @@ class Reply:
                     if withheld:
                         continue
                     if vetting:
-                        decided = _first_sentence(text, whole=near_tool)
+                        decided = _first_sentence(text, whole=near_tool or answered)
                         if decided is None:
                             continue
                         vetting = False
                         if decided and grounding is not None:
-                            unbacked = await grounding[0].unbacked_answer(grounding[1], decided)
+                            unbacked = await grounding[0].unbacked_answer(
+                                grounding[1], decided, any_answer=answered
+                            )
                             if unbacked is not None:
                                 break
                             if near_tool and not await grounding[0].backs(grounding[1], decided):
@@ -455,7 +471,7 @@ class Reply:
         if opens_with_markup(text):
             text = ""
         if vetting and text and grounding is not None:
-            unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip())
+            unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip(), any_answer=answered)
             withheld = (
                 unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())
             )

@@ -272,3 +272,25 @@ async def test_an_answer_is_backed_when_it_restates_a_fact_not_when_it_echoes_or
     assert not await check.backs(question, "I'm sorry, I don't know that.")
     assert not await check.backs(question, "Sure, you can check out late at 2 pm tomorrow.")
     assert not await GroundingCheck(HashingEmbedder(), []).backs(question, FACTS[0])
+
+
+@pytest.mark.parametrize(
+    ("model_says", "said"),
+    [
+        ("Parking costs ten dollars a night.", PARKING),  # a claim no fact backs: the fact instead
+        ("The inn has free parking for guests.", None),
+        ("Which day would you like to come?", None),  # a question back claims nothing
+    ],
+)
+async def test_any_answer_to_a_question_a_fact_answers_is_checked(model_says: str, said: str | None) -> None:
+    rules = [ScriptRule.say("parking", model_says)]
+    reply, misses = await ask(inn(knowledge=MORE_FACTS), "Is parking free for guests?", rules)
+    assert reply == (model_says if said is None else said)
+    assert misses == ([] if said is None else [model_says])
+
+
+async def test_a_fact_answers_a_question_only_when_it_is_that_close() -> None:
+    check = GroundingCheck(HashingEmbedder(), MORE_FACTS)
+    assert await check.answers("Is parking free for guests?")
+    assert not await check.answers("Is there a gym at the inn?")
+    assert not await check.answers("Parking is free for guests."), "a statement asks nothing"
