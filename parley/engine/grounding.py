@@ -196,8 +196,10 @@ class GroundingCheck:
         """Whether a fact answers ``question``: is at least ``ANSWERED_SIMILARITY`` close to it."""
         if not self._facts or not is_question(question):
             return False
-        closest = await asyncio.to_thread(lambda: self._known().facts @ self._embedder.embed([question])[0])
-        return float(np.max(closest)) >= ANSWERED_SIMILARITY
+        closest = await asyncio.to_thread(
+            lambda: _closeness(self._known().facts, self._embedder.embed([question]))
+        )
+        return closest >= ANSWERED_SIMILARITY
 
     async def unbacked_answer(
         self, question: str, answer: str, *, any_answer: bool = False
@@ -245,12 +247,12 @@ class GroundingCheck:
     def _unbacked(self, question: str, answer: str) -> UnbackedAnswer | None:
         said, asked = self._embedder.embed([answer, question])
         closeness = self._known().facts @ asked
+        answered = float(np.max(closeness)) >= ANSWERED_SIMILARITY
         backed, support = self._backed(said, asked)
         if _ADMITS_NOT_KNOWING.search(answer):
-            backed = float(np.max(closeness)) < ANSWERED_SIMILARITY  # right when no fact answers it
+            backed = not answered  # right when no fact answers it
         if backed:
             return None
-        answered = float(np.max(closeness)) >= ANSWERED_SIMILARITY
         floor = ANSWERED_SIMILARITY if answered else self._min
         related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= floor]
         return UnbackedAnswer(round(support, 3), tuple(self._facts[i] for i in related), answered)
