@@ -1,4 +1,4 @@
-"""One agent reply — think, synthesize, play — inside a single cancellation scope.
+"""One agent reply — think (``engine/thinking.py``), synthesize, play — inside a single cancellation scope.
 
 Barge-in cancels the reply's task and with it the LLM stream, pending tool decisions, TTS and queued
 audio in one move. The play loop owns the playout clock, so the reply always knows which words the
@@ -8,10 +8,8 @@ listener actually heard.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,28 +18,14 @@ import structlog
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.audio.resample import Resampler
-from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.context import ConversationContext
 from parley.engine.events import EventType, now
-from parley.engine.grounding import (
-    OPENING_WORDS,
-    UNSURE_LEAD,
-    GroundingCheck,
-    UnbackedAnswer,
-    is_checked_answer,
-    is_question,
-)
-from parley.engine.tool_requests import (
-    CALLER_TURNS,
-    ToolRequests,
-    callers_arguments,
-    made_up_contact,
-    required_arguments,
-)
-from parley.engine.tools import ToolRegistry, ToolScope
+from parley.engine.grounding import GroundingCheck
+from parley.engine.thinking import Thinker
+from parley.engine.tool_requests import ToolRequests
+from parley.engine.tools import ToolRegistry
 from parley.engine.transport import AudioOutput
-from parley.providers.llm.base import ChatMessage, LanguageModel, ToolCall, ToolSpec, Usage
-from parley.providers.llm.chat_template import opens_with_markup
+from parley.providers.llm.base import ChatMessage, LanguageModel, Usage
 from parley.providers.tts.base import AlignedSynthesizer, CharTiming, SpeechSynthesizer, played_text
 
 log = structlog.get_logger("parley.engine.reply")
@@ -141,12 +125,10 @@ class Reply:
         self.first_audio_at: float | None = None
         self.audio_done_at: float | None = None
         self.paused_at: float | None = None
-        self.usage = Usage()
         self.segments: list[str] = []
         self.segment_samples: list[int] = []
         self._timings: dict[int, list[CharTiming]] = {}
         """Per clause, when each character sounds (from a voice that says so: ``AlignedSynthesizer``)."""
-        self.messages: list[ChatMessage] = []
         self._segment_queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
         self._audio: asyncio.Queue[Any] = asyncio.Queue(maxsize=int(30_000 / deps.settings.frame_ms))
         self._written: list[_Written] = []
@@ -162,11 +144,8 @@ class Reply:
         self._apology: int | None = None
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
-        self._dropped: dict[str, list[str]] = {}
-        """Per call id, the optional arguments left out as contact details nobody gave."""
-        self._hedged = False
-        """The facts that replaced an unbacked answer were said after ``UNSURE_LEAD``, which the history
-        leaves out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
+        self.thinker = Thinker(self.id, deps, user_message, self)
+        """What the reply says and does (``engine/thinking.py``); this class voices and plays it."""
 
     # --- control, called by the session -------------------------------------------------------------
 
@@ -193,6 +172,10 @@ class Reply:
         self.gate.set()
 
     @property
+    def usage(self) -> Usage:
+        return self.thinker.usage
+
+    @property
     def playing(self) -> bool:
         return self.first_audio_at is not None and self.audio_done_at is None
 
@@ -201,9 +184,9 @@ class Reply:
         cut = stopped_at if stopped_at is not None else self.paused_at
         if cut is None or self.audio_done_at is not None:
             text = " ".join(s for i, s in enumerate(self.segments) if self._said(i))
-            return ReplyOutcome(text, False, self._context_messages(text))
+            return ReplyOutcome(text, False, self.thinker.context_messages(text))
         heard = self._heard_text(cut)
-        return ReplyOutcome(heard, True, self._context_messages(heard))
+        return ReplyOutcome(heard, True, self.thinker.context_messages(heard))
 
     # --- the three loops ----------------------------------------------------------------------------
 
@@ -214,385 +197,11 @@ class Reply:
             group.create_task(self._play())
 
     async def _think(self) -> None:
-        chunker = ClauseChunker()
         if self.canned_text is not None:
-            self._say_line(self.canned_text)
-            await self._segment_queue.put(None)
-            return
-        settings, tools = self.deps.settings, self.deps.tools
-        executed: set[str] = set()
-        offer_tools = True
-        held = await self._off_knowledge()
-        for round_no in range(settings.max_tool_rounds + 1):
-            try:
-                text, calls, unbacked = await self._round(round_no, chunker, offer_tools, held)
-            except Exception as exc:  # a dead or broken model: say so instead of going silent
-                self.deps.emit(EventType.ERROR, where="llm", stage="llm", reply_id=self.id, error=repr(exc))
-                chunker.flush()
-                if settings.error_message:
-                    self._add_segment(settings.error_message)
-                break
-            if (held and round_no == 0 and not calls) or unbacked is not None:
-                # Asked about what it does not know, the model answered anyway, or said a "yes" or "no"
-                # no fact backs, or "I don't know" to what a fact answers: not said (grounding.py). An
-                # unbacked answer gets the facts the question is about.
-                self.deps.emit(
-                    EventType.KNOWLEDGE_MISS,
-                    reply_id=self.id,
-                    withheld=text,
-                    support=None if unbacked is None else unbacked.support,
-                )
-                instead = unbacked.instead(settings.unknown_answer) if unbacked else settings.unknown_answer
-                self._say_line(instead)
-                self._hedged = unbacked is not None and unbacked.hedged
-                break
-            # A small model may ask again for what it was just given: a call it already made in this
-            # reply is not run twice; the model answers from the result it has, without tools. Nor is an
-            # action it already took earlier in the call, copied from the history ("Goodbye" → the same
-            # booking again).
-            done = executed | self._actions_taken()
-            new = _distinct(c for c in calls if _call_key(c) not in done)
-            fresh = self._not_hanging_up_over(new, executed)
-            if not fresh:
-                if text:
-                    self.messages.append(ChatMessage("assistant", text))
-                    break
-                if offer_tools and len(self.deps.tools) > 0:
-                    # Only repeated calls, or nothing usable at all (a small model may write tool
-                    # definitions instead of a call): ask again, without tools, for words.
-                    offer_tools = False
-                    continue
-                break
-            executed.update(_call_key(c) for c in fresh)
-            fresh = self._without_made_up_contacts(fresh)
-            self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
-            self.messages.extend(await self._call_tools(fresh))
-            hung_up = self.end_after is not None and all(tools.closes_call(c.name) for c in fresh)
-            if hung_up and settings.goodbye_message is not None:
-                # By the closing tool alone (a tool whose result ends the call, "order 7 cancelled",
-                # still has the model tell it). A goodbye the model said with the call stands.
-                if not self.segments:
-                    self._say_line(settings.goodbye_message)
-                break
+            self.thinker.say_line(self.canned_text)
+        else:
+            await self.thinker.run()
         await self._segment_queue.put(None)
-
-    def _grounding(self) -> tuple[GroundingCheck, str] | None:
-        """The check and the user's words, when this reply's words are checked at all."""
-        check, said = self.deps.grounding, self.user_message
-        if check is None or said is None or not self.deps.settings.unknown_answer:
-            return None
-        return check, said.content
-
-    async def _round(
-        self, round_no: int, chunker: ClauseChunker, offer_tools: bool, held: bool
-    ) -> tuple[str, list[ToolCall], UnbackedAnswer | None]:
-        """One LLM round. On the first, a caller's request is matched to its tool (``_requested_call``):
-        a statement's before the model answers, a question's once the model's answer is not to be said
-        ("Yes, I can have a mechanic call you", and no call) and no fact would be said instead."""
-        first = round_no == 0
-        stated = self._stated()
-        tool = await self._nearest_tool() if first else None
-        if stated and tool is not None and (requested := await self._requested_call(chunker, tool)):
-            return "", requested, None
-        vet = not held and first
-        near_tool = vet and not stated and tool is not None  # a statement's call was asked for above
-        answered = vet and not near_tool and await self._answered()
-        text, calls, unbacked, withheld = await self._llm_round(
-            round_no,
-            chunker,
-            offer_tools,
-            held and first,
-            vet=vet,
-            near_tool=near_tool,
-            answered=answered,
-        )
-        unsaid = (
-            (held and first and not calls)
-            or (unbacked is not None and not unbacked.related)
-            or (withheld and not calls)
-        )
-        if unsaid and tool is not None and (requested := await self._requested_call(chunker, tool)):
-            return "", requested, None
-        if withheld:  # no call came of it: the model's words are said after all
-            for piece in [*chunker.push(text), *chunker.flush()]:
-                self._add_segment(piece)
-        return text, calls, unbacked
-
-    async def _nearest_tool(self) -> ToolSpec | None:
-        """The tool whose description the caller's words are close to ("Could someone come out to
-        give me an estimate?"), if any: they may ask for it."""
-        requests, said = self.deps.requests, self.user_message
-        return None if requests is None or said is None else await requests.nearest(said.content)
-
-    def _stated(self) -> bool:
-        """The caller's words are a statement (a request may be one), not a question."""
-        said = self.user_message
-        return said is not None and not is_question(said.content)
-
-    async def _requested_call(self, chunker: ClauseChunker, spec: ToolSpec) -> list[ToolCall]:
-        """For a message near what ``spec`` does: its call, asked of the model, when its required
-        arguments are all the caller's own words (and with only such arguments); else nothing
-        (``engine/tool_requests.py``)."""
-        said = self.user_message
-        if said is None:
-            return []
-        _, calls, _, _ = await self._llm_round(0, chunker, hold_words=True, tool_choice=spec.name)
-        call = next((c for c in calls if c.name == spec.name), None)
-        # A statement's call may take words from the caller's messages before ("My name is Dana." …
-        # "Tuesday at 3, please."); a question's only from itself: "Do you sell dog food?" after "Can
-        # you groom my cat?" and "… on Saturday?" must not book the cat for Saturday.
-        earlier = [m.content for m in self.deps.context.messages if m.role == "user"][-CALLER_TURNS:]
-        if not self._stated():
-            earlier = []
-        kept = (
-            None
-            if call is None
-            else callers_arguments(call.arguments, required_arguments(spec), [*earlier, said.content])
-        )
-        self.deps.emit(
-            EventType.TOOL_REQUESTED,
-            reply_id=self.id,
-            tool=spec.name,
-            arguments=None if call is None else call.arguments,
-            accepted=kept is not None,
-        )
-        if call is None or kept is None:
-            return []
-        return [dataclasses.replace(call, arguments=kept, raw_arguments=json.dumps(kept))]
-
-    async def _answered(self) -> bool:
-        grounding = self._grounding()
-        return grounding is not None and await grounding[0].answers(grounding[1])
-
-    async def _off_knowledge(self) -> bool:
-        grounding = self._grounding()
-        return grounding is not None and await grounding[0].off_knowledge(grounding[1])
-
-    async def _llm_round(
-        self,
-        round_no: int,
-        chunker: ClauseChunker,
-        offer_tools: bool = True,
-        hold_words: bool = False,
-        *,
-        vet: bool = False,
-        near_tool: bool = False,
-        answered: bool = False,
-        tool_choice: str | None = None,
-    ) -> tuple[str, list[ToolCall], UnbackedAnswer | None, bool]:
-        """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
-        the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
-        grounded agent asked a question) an opening "yes" or "no" is held until its sentence is checked
-        against the facts; an unbacked one ends the round unsaid, and is returned. With ``near_tool`` too, any
-        answer's first sentence is checked: when no fact backs it ("I don't know that.", to "Can a
-        mechanic call me?"), the whole answer is withheld (the last value returned is True) for the
-        caller to hear only if the request does not become its tool's call. With ``answered`` (a fact
-        answers the question), any first sentence is checked like a "yes": one no fact backs ("We close
-        on Saturdays.", when the fact says 6 pm) is returned as unbacked, and the facts are said."""
-        deps, settings = self.deps, self.deps.settings
-        grounding = self._grounding() if vet else None
-        vetting = grounding is not None
-        unbacked: UnbackedAnswer | None = None
-        withheld = False
-        unsaid = ""
-        pending: list[ChatMessage] = [self.user_message] if self.user_message else []
-        request = deps.context.for_request([*pending, *self.messages])
-        offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
-        if any(m.tool_calls for m in self.messages):
-            # After an action the caller must hear what it did: a hang-up now would be dropped anyway
-            # (``_not_hanging_up_over``), and offered, it is what a small model picks.
-            offered = [spec for spec in offered if not deps.tools.closes_call(spec.name)]
-        deps.emit(
-            EventType.LLM_REQUEST,
-            reply_id=self.id,
-            round=round_no,
-            messages=len(request),
-            tool_choice=tool_choice,
-        )
-        started = now()
-        text = ""
-        calls: list[ToolCall] = []
-        forced = {"tool_choice": tool_choice} if tool_choice else {}  # only when set: older models still work
-        stream = deps.llm.stream(
-            request,
-            offered or None,
-            max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-            **forced,
-        )
-        try:
-            async for chunk in stream:
-                if not text and not calls and (chunk.text or chunk.tool_call):
-                    deps.emit(
-                        EventType.LLM_FIRST_TOKEN,
-                        reply_id=self.id,
-                        round=round_no,
-                        latency_ms=round((now() - started) * 1000, 1),
-                    )
-                if chunk.text and hold_words:
-                    text += chunk.text
-                    break
-                if chunk.text:
-                    text += chunk.text
-                    if opens_with_markup(text):
-                        continue  # JSON or markup (a call written where none was offered): not speech
-                    unsaid += chunk.text
-                    if withheld:
-                        continue
-                    if vetting:
-                        decided = _first_sentence(text, whole=near_tool or answered)
-                        if decided is None:
-                            continue
-                        vetting = False
-                        if decided and grounding is not None:
-                            unbacked = await grounding[0].unbacked_answer(
-                                grounding[1], decided, any_answer=answered
-                            )
-                            if unbacked is not None:
-                                break
-                            if near_tool and not await grounding[0].backs(grounding[1], decided):
-                                withheld = True
-                                continue
-                    for piece in chunker.push(unsaid):
-                        self._add_segment(piece)
-                    unsaid = ""
-                if chunk.tool_call:
-                    calls.append(chunk.tool_call)
-                    vetting = False  # an action, not a claim
-                if chunk.usage:
-                    self.usage = Usage(
-                        self.usage.input_tokens + chunk.usage.input_tokens,
-                        self.usage.output_tokens + chunk.usage.output_tokens,
-                    )
-        finally:
-            close = getattr(stream, "aclose", None)  # an async generator: stop the model now, not at GC
-            if close is not None:
-                await close()
-        if opens_with_markup(text):
-            text = ""
-        if vetting and text and grounding is not None:
-            unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip(), any_answer=answered)
-            withheld = (
-                unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())
-            )
-        if unbacked is None and not withheld:
-            for piece in [*chunker.push(unsaid), *chunker.flush()]:
-                self._add_segment(piece)
-        deps.emit(
-            EventType.LLM_COMPLETED,
-            reply_id=self.id,
-            round=round_no,
-            text=text.strip(),
-            tool_calls=[c.name for c in calls],
-            input_tokens=self.usage.input_tokens,
-            output_tokens=self.usage.output_tokens,
-        )
-        return text.strip(), calls, unbacked, withheld
-
-    def _actions_taken(self) -> set[str]:
-        """Calls of side-effect tools made in earlier replies of this call."""
-        tools = self.deps.tools
-        return {
-            _call_key(call)
-            for message in self.deps.context.messages
-            for call in message.tool_calls
-            if (tool := tools.get(call.name)) is not None and tool.side_effect
-        }
-
-    def _not_hanging_up_over(self, calls: list[ToolCall], executed: set[str]) -> list[ToolCall]:
-        """A hang-up asked for together with another action, or right after one in the same reply, is
-        dropped: the caller has not heard what that action did (a small model books and hangs up at once)."""
-        closing = {c.id for c in calls if self.deps.tools.closes_call(c.name)}
-        if closing and (executed or len(closing) < len(calls)):
-            return [c for c in calls if c.id not in closing]
-        return calls
-
-    def _without_made_up_contacts(self, calls: list[ToolCall]) -> list[ToolCall]:
-        """The calls without the optional arguments that are a phone number or an e-mail address that
-        neither the caller, the agent's prompt nor a tool result gave (``made_up_contact``): the 0.5B
-        model fills a form's optional phone with "123-456-7890". A required one is left to the tool."""
-        context = self.deps.context
-        known = [context.system_prompt, *context.knowledge]
-        known += [m.content for m in [*context.messages, *self.messages] if m.role in ("user", "tool")]
-        if self.user_message is not None:
-            known.append(self.user_message.content)
-        kept: list[ToolCall] = []
-        for call in calls:
-            tool = self.deps.tools.get(call.name)
-            required = required_arguments(tool.spec()) if tool is not None else list(call.arguments)
-            dropped = [
-                name
-                for name, value in call.arguments.items()
-                if name not in required and made_up_contact(value, known)
-            ]
-            if dropped:
-                self._dropped[call.id] = dropped
-                arguments = {k: v for k, v in call.arguments.items() if k not in dropped}
-                call = dataclasses.replace(call, arguments=arguments, raw_arguments=json.dumps(arguments))
-            kept.append(call)
-        return kept
-
-    async def _call_tools(self, calls: list[ToolCall]) -> list[ChatMessage]:
-        """Run all calls of one model turn at once; results go back in the order they were asked for.
-        If a tool keeps the caller waiting, the agent's filler is said (once per reply)."""
-        tools = self.deps.tools
-        waiting = [c for c in calls if (t := tools.get(c.name)) is not None and t.filler]
-        executing = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._call_tool(c, executing if c in waiting else None)) for c in calls
-            ]
-            filler = None
-            if waiting and tools.filler and tools.filler not in self.segments:
-                filler = group.create_task(self._filler(tools.filler, tools.filler_after_s, executing))
-            await asyncio.wait(tasks)
-            if filler is not None:
-                filler.cancel()
-        return [task.result() for task in tasks]
-
-    async def _filler(self, text: str, after_s: float, executing: asyncio.Event) -> None:
-        await executing.wait()
-        await asyncio.sleep(after_s)
-        self._add_segment(text)
-
-    def _say_line(self, text: str) -> None:
-        """Say a line of the agent's own (not the model's words), kept in the history as said."""
-        self._say_fixed(text)
-        self.messages.append(ChatMessage("assistant", text))
-
-    def _say_fixed(self, text: str) -> None:
-        """Say ``text`` as written, clause by clause (a tool's ``say()``, a line of the agent's)."""
-        for piece in fixed_clauses(text):
-            self._add_segment(piece)
-
-    async def _call_tool(self, call: ToolCall, executing: asyncio.Event | None = None) -> ChatMessage:
-        tool = self.deps.tools.get(call.name)
-        if tool is not None and tool.side_effect:
-            await self._wait_until_heard()
-        self.deps.emit(
-            EventType.TOOL_CALL,
-            reply_id=self.id,
-            tool=call.name,
-            arguments=call.arguments,
-            call_id=call.id,
-            dropped=self._dropped.get(call.id, []),
-        )
-        if executing is not None:
-            executing.set()
-        started = now()
-        outcome = await self.deps.tools.execute(call, ToolScope(say=self._say_fixed))
-        self.deps.emit(
-            EventType.TOOL_RESULT,
-            reply_id=self.id,
-            tool=call.name,
-            call_id=call.id,
-            ok=outcome.ok,
-            result=outcome.content,
-            latency_ms=round((now() - started) * 1000, 1),
-        )
-        if outcome.end_call:
-            self.end_after = "agent_ended_call"
-        return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
 
     async def _synthesize(self) -> None:
         while (item := await self._segment_queue.get()) is not None:
@@ -668,7 +277,7 @@ class Reply:
         if not message or any(self.segment_samples[:index]):
             return
         self._apology = len(self.segments)
-        self._add_segment(message)
+        self.add_segment(message)
         try:
             await self._voice(self._apology, message)
         except Exception as again:  # the voice is down: the timeline says so, there is nothing to play
@@ -702,7 +311,7 @@ class Reply:
                 continue
             if isinstance(item, _SegmentEnd):
                 # Note when the clause will have been heard, and go straight on to the next one so its
-                # first frames keep their lead; side effects wait on the clock (``_wait_until_heard``).
+                # first frames keep their lead; side effects wait on the clock (``wait_until_heard``).
                 at = next_t if next_t is not None else now()
                 async with self._played:
                     self._marks.append(_Mark(item.segment, at, len(self._written)))
@@ -756,7 +365,7 @@ class Reply:
         await self.gate.wait()
         return now()
 
-    async def _wait_until_heard(self) -> None:
+    async def wait_until_heard(self) -> None:
         """Block a side-effect tool until everything said before it has been played out."""
         await self.committed.wait()
         target = len(self.segments) - 1
@@ -777,7 +386,7 @@ class Reply:
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
-    def _add_segment(self, text: str) -> None:
+    def add_segment(self, text: str) -> None:
         index = len(self.segments)
         self.segments.append(text)
         self.segment_samples.append(0)
@@ -812,23 +421,6 @@ class Reply:
             break
         return " ".join(words)
 
-    def _context_messages(self, spoken: str) -> list[ChatMessage]:
-        """Messages for the history: tool exchanges as they happened, then exactly what was said."""
-        exchanges = [
-            ChatMessage(m.role, "", m.tool_calls, m.tool_call_id, m.name) if m.role == "assistant" else m
-            for m in self.messages
-            if m.tool_calls or m.role == "tool"
-        ]
-        complete = [
-            m
-            for m in exchanges
-            if m.role == "tool"
-            or any(r.role == "tool" and r.tool_call_id in {c.id for c in m.tool_calls} for r in exchanges)
-        ]
-        if self._hedged:
-            spoken = _without_lead(spoken, UNSURE_LEAD)
-        return [*complete, ChatMessage("assistant", spoken)] if spoken else complete
-
 
 async def _sleep_until(deadline: float) -> None:
     delay = deadline - now()
@@ -840,35 +432,3 @@ async def _aclose(stream: AsyncIterator[Any]) -> None:
     close = getattr(stream, "aclose", None)  # an async generator: stop it now, not at GC
     if close is not None:
         await close()
-
-
-def _without_lead(spoken: str, lead: str) -> str:
-    """``spoken`` without the part of ``lead`` it starts with."""
-    if spoken.startswith(lead):
-        return spoken[len(lead) :].strip()
-    return "" if lead.startswith(spoken) else spoken
-
-
-def _first_sentence(text: str, *, whole: bool = False) -> str | None:
-    """Enough of a reply to tell whether it opens with "yes", "no" or "I don't know": None while it
-    might still; else its first sentence when it does (cut where the sentence ends), or "" when it does
-    not. ``whole``: the first sentence whatever it opens with."""
-    words = text.split()
-    if not words:
-        return None
-    if not whole and not is_checked_answer(text):
-        return "" if len(words) >= OPENING_WORDS or sentence_end(text) else None
-    end = sentence_end(text)
-    return text[: end.end()].strip() if end else None
-
-
-def _call_key(call: ToolCall) -> str:
-    return call.name + json.dumps(call.arguments, sort_keys=True, default=str)
-
-
-def _distinct(calls: Iterable[ToolCall]) -> list[ToolCall]:
-    """The calls without repeats of one asked for twice in the same model turn."""
-    unique: dict[str, ToolCall] = {}
-    for call in calls:
-        unique.setdefault(_call_key(call), call)
-    return list(unique.values())
