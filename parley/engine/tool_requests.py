@@ -50,6 +50,10 @@ def _words(text: str) -> set[str]:
     return out
 
 
+def _all_words(texts: Iterable[str]) -> set[str]:
+    return set().union(*(_words(text) for text in texts))
+
+
 def _matches(token: str, heard: set[str]) -> bool:
     if token in heard:
         return True
@@ -72,7 +76,7 @@ def callers_arguments(
 ) -> dict[str, Any] | None:
     """The arguments that are the caller's words (``said``: their recent messages), or None unless every
     required one is. An optional one the model made up (a phone number nobody said) is left out."""
-    heard = set().union(*(_words(text) for text in said))
+    heard = _all_words(said)
     kept = {name: value for name, value in arguments.items() if said_by_caller(value, heard)}
     return kept if required and all(name in kept for name in required) else None
 
@@ -98,7 +102,7 @@ def made_up_contact(value: Any, known: Sequence[str]) -> bool:
     7890"), and a message sent to it would reach a stranger."""
     text = str(value).strip()
     if _EMAIL.fullmatch(text):
-        heard = set().union(*(_words(k) for k in known))
+        heard = _all_words(known)
         return not (_words(text) - _EMAIL_WORDS) <= heard
     digits = re.sub(r"\D", "", text)
     if _PHONE.fullmatch(text) and len(digits) >= MIN_PHONE_DIGITS:
