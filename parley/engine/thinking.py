@@ -131,6 +131,18 @@ class Thinker:
                 if not self._voicing.segments:
                     self.say_line(settings.goodbye_message)
                 break
+        if not executed and not self._voicing.segments and settings.error_message:
+            # Neither words nor a call that ran: the model wrote only markup (a tool call cut off by the
+            # token limit, the example's tool asked for by name) or nothing at all. The caller hears the
+            # error message, which asks them to say it again, not silence.
+            self.deps.emit(
+                EventType.ERROR,
+                where="llm",
+                stage="llm",
+                reply_id=self.reply_id,
+                error="the model gave neither words nor a usable tool call",
+            )
+            self.say_line(settings.error_message)
 
     def _grounding(self) -> tuple[GroundingCheck, str] | None:
         """The check and the user's words, when this reply's words are checked at all."""

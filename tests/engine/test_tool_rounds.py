@@ -136,16 +136,40 @@ async def test_hanging_up_right_after_another_action_waits_for_the_caller_too() 
     assert result.turns[0].agent_text == "It has shipped."
 
 
-async def test_a_call_written_as_text_where_no_tool_was_offered_is_not_read_aloud() -> None:
+async def test_a_call_written_as_text_is_not_read_aloud_and_the_caller_is_asked_again() -> None:
+    """Markup in every round (a call cut off by the token limit, the example's tool named as text):
+    nothing usable came of the turn, so the caller hears the error message instead of silence."""
+
     def writes_json(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
-        return [] if tools else [LLMChunk(text='{"name": '), LLMChunk(text='"end_call", "arguments": {}}')]
+        return [] if tools else [LLMChunk(text='{"name": '), LLMChunk(text='"book_pickup", "arguments": {')]
 
     agent, _ = shop()
-    _, result = await converse(
-        agent.config, engines(Scripted(writes_json), "Bye then."), [UserTurn(speech(0.8))]
+    conversation, result = await converse(
+        agent.config, engines(Scripted(writes_json), "Book me for Thursday."), [UserTurn(speech(0.8))]
     )
-    assert result.turns[0].agent_text == ""
+    assert result.turns[0].agent_text == agent.config.error_message
     assert not [e for e in result.events if e.type is EventType.TOOL_CALL]
+    errors = [e.data for e in result.events if e.type is EventType.ERROR]
+    assert [e["stage"] for e in errors] == ["llm"]
+    history = [(m.role, m.content) for m in conversation.session.context.messages]
+    assert history[-1] == ("assistant", agent.config.error_message)
+
+
+async def test_an_action_with_nothing_said_after_it_is_not_followed_by_the_error_message() -> None:
+    """The action ran: asking the caller to say it again would have it done twice."""
+
+    def acts_silently(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if any(m.role == "tool" for m in messages):
+            return []
+        return [LLMChunk(tool_call=ToolCall("a", "find_order", {"order": "5"}))]
+
+    agent, runs = shop()
+    _, result = await converse(
+        agent.config, engines(Scripted(acts_silently), "Where is order 5?"), [UserTurn(speech(1.0))]
+    )
+    assert runs == ["5"]
+    assert result.turns[0].agent_text == ""
+    assert not [e for e in result.events if e.type is EventType.ERROR]
 
 
 def bookings() -> tuple[Agent, list[str]]:
