@@ -24,6 +24,7 @@ from parley.engine.grounding import (
 )
 from parley.engine.tool_requests import (
     CALLER_TURNS,
+    asked_in,
     callers_arguments,
     made_up_contact,
     required_arguments,
@@ -369,11 +370,19 @@ class Thinker:
 
     def _not_hanging_up_over(self, calls: list[ToolCall], executed: set[str]) -> list[ToolCall]:
         """A hang-up asked for together with another action, or right after one in the same reply, is
-        dropped: the caller has not heard what that action did (a small model books and hangs up at once)."""
+        dropped: the caller has not heard what that action did (a small model books and hangs up at once).
+
+        Unless none of those actions takes its arguments from the caller's words in this message: told
+        "Alright, goodbye.", a small model also books what an earlier turn asked for and never got. That
+        is a leftover from the history, not a request: it is dropped, and the hang-up goes ahead."""
         closing = {c.id for c in calls if self.deps.tools.closes_call(c.name)}
-        if closing and (executed or len(closing) < len(calls)):
-            return [c for c in calls if c.id not in closing]
-        return calls
+        if not closing or not (executed or len(closing) < len(calls)):
+            return calls
+        others = [c for c in calls if c.id not in closing]
+        said = self.user_message
+        if executed or said is None or any(asked_in(c.arguments, said.content) for c in others):
+            return others
+        return [c for c in calls if c.id in closing]
 
     def _without_made_up_contacts(self, calls: list[ToolCall]) -> list[ToolCall]:
         """The calls without the optional arguments that are a phone number or an e-mail address that

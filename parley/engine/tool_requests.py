@@ -81,6 +81,13 @@ def callers_arguments(
     return kept if required and all(name in kept for name in required) else None
 
 
+def asked_in(arguments: Mapping[str, Any], message: str) -> bool:
+    """Whether a call takes any of its arguments from the caller's words in ``message`` (a call without
+    arguments cannot tell, and counts as asked)."""
+    heard = _words(message)
+    return not arguments or any(said_by_caller(value, heard) for value in arguments.values())
+
+
 _PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^\W_]+")
 _EMAIL_WORDS = frozenset({"at", "dot", "com", "org", "net"})

@@ -11,7 +11,7 @@ import pytest
 from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import ToolCalled, ToolRequested
 from parley.engine.events import EventType
-from parley.engine.tool_requests import callers_arguments, made_up_contact
+from parley.engine.tool_requests import asked_in, callers_arguments, made_up_contact
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
@@ -243,3 +243,19 @@ async def test_a_phone_number_nobody_gave_is_left_out_of_the_models_own_call(
 def test_a_contact_detail_counts_only_when_someone_gave_it(value: object, made_up: bool) -> None:
     known = ["Call me at 555 013 4567, or 555 0134.", "It's priya at example dot com."]
     assert made_up_contact(value, known) is made_up
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message", "asked"),
+    [
+        ({"day": "Thursday"}, "Alright, goodbye.", False),
+        ({"dog": "beagle", "day": "Thursday"}, "Thanks, that's all.", False),
+        ({"day": "Thursday"}, "Book me for Thursday then, bye.", True),
+        ({"dog": "Biscuit", "day": "Friday"}, "Biscuit on Thursday please, bye", True),
+        ({}, "Bye.", True),
+    ],
+)
+def test_a_call_is_asked_in_a_message_that_gives_one_of_its_arguments(
+    arguments: dict[str, str], message: str, asked: bool
+) -> None:
+    assert asked_in(arguments, message) is asked

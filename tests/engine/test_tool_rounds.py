@@ -1,5 +1,6 @@
 """What a reply does with what a small model gets wrong about tools: asking again for a call it already
-made, writing something that is neither words nor a call, and hanging up in the same breath as acting."""
+made, writing something that is neither words nor a call, hanging up in the same breath as acting, and
+taking an action left over from an earlier turn when the caller says goodbye."""
 
 from __future__ import annotations
 
@@ -215,6 +216,49 @@ async def test_an_action_taken_earlier_in_the_call_is_not_taken_again_when_the_m
     assert [e.data["tool"] for e in result.events if e.type is EventType.TOOL_CALL] == ["book", "end_call"]
     assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
         "agent_ended_call"
+    ]
+
+
+def books_with_the_goodbye(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+    """Told "… bye", books Thursday between two hang-ups; the first request gets words only."""
+    if messages[-1].role == "tool":
+        return [LLMChunk(text="You're booked for Thursday.")]
+    if "bye" not in messages[-1].content.lower():
+        return [LLMChunk(text="Which day would you like?")]
+    return [
+        LLMChunk(tool_call=ToolCall(f"e{len(messages)}", "end_call", {})),
+        LLMChunk(tool_call=ToolCall(f"b{len(messages)}", "book", {"day": "Thursday"})),
+        LLMChunk(tool_call=ToolCall(f"f{len(messages)}", "end_call", {})),
+    ]
+
+
+async def test_an_action_left_over_from_an_earlier_turn_is_not_taken_when_the_caller_says_goodbye() -> None:
+    """The booking asked for two turns ago was never made; "Alright, goodbye." does not make it."""
+    agent, booked = bookings()
+    lines = ["Can you book me in for Thursday?", "Alright, goodbye."]
+    _, result = await converse(
+        agent.config,
+        dataclasses.replace(stack(lines, []), llm=Scripted(books_with_the_goodbye)),
+        [UserTurn(speech(1.0)), UserTurn(speech(0.8))],
+    )
+    assert booked == []
+    assert [e.data["tool"] for e in result.events if e.type is EventType.TOOL_CALL] == ["end_call"]
+    assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
+        "agent_ended_call"
+    ]
+
+
+async def test_an_action_asked_for_with_the_goodbye_is_taken_and_the_caller_hears_it() -> None:
+    agent, booked = bookings()
+    _, result = await converse(
+        agent.config,
+        engines(Scripted(books_with_the_goodbye), "Book me for Thursday then, bye."),
+        [UserTurn(speech(1.0))],
+    )
+    assert booked == ["Thursday"]
+    assert result.turns[0].agent_text == "You're booked for Thursday."
+    assert [e.data["reason"] for e in result.events if e.type is EventType.SESSION_ENDED] == [
+        "simulation_done"
     ]
 
 
