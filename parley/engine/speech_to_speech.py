@@ -936,6 +936,7 @@ class NotInPipeline:
         max_tokens: int = 128,
         temperature: float = 0.0,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> AsyncIterator[LLMChunk]:
         raise RuntimeError("a speech-to-speech agent has no pipeline language model")
 

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.events import EventType, now
@@ -205,7 +205,12 @@ class Thinker:
         said = self.user_message
         if said is None:
             return []
-        _, calls, _, _ = await self._llm_round(0, chunker, hold_words=True, tool_choice=spec.name)
+        # A statement near the tool is most likely the request itself ("Please book Biscuit in for
+        # Thursday."): its call must come back with arguments to check, not a bare "3" in their place.
+        # A question's may come back empty, which is quick, and is the common case.
+        _, calls, _, _ = await self._llm_round(
+            0, chunker, hold_words=True, tool_choice=spec.name, strict=self._stated()
+        )
         call = next((c for c in calls if c.name == spec.name), None)
         # A statement's call may take words from the caller's messages before ("My name is Dana." …
         # "Tuesday at 3, please."); a question's only from itself: "Do you sell dog food?" after "Can
@@ -248,6 +253,7 @@ class Thinker:
         near_tool: bool = False,
         answered: bool = False,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> tuple[str, list[ToolCall], UnbackedAnswer | None, bool]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
         the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
@@ -281,7 +287,8 @@ class Thinker:
         started = now()
         text = ""
         calls: list[ToolCall] = []
-        forced = {"tool_choice": tool_choice} if tool_choice else {}  # only when set: older models still work
+        # Only when set: older models still work.
+        forced: dict[str, Any] = {"tool_choice": tool_choice, "strict": strict} if tool_choice else {}
         stream = deps.llm.stream(
             request,
             offered or None,

@@ -242,8 +242,10 @@ class FailoverLanguageModel(_Chain[LanguageModel]):
         max_tokens: int = 128,
         temperature: float = 0.0,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> AsyncIterator[LLMChunk]:
-        forced = {"tool_choice": tool_choice} if tool_choice else {}  # only when set: older models still work
+        # Only when set: older models still work.
+        forced: dict[str, Any] = {"tool_choice": tool_choice, "strict": strict} if tool_choice else {}
         return self._first_answer(
             lambda link: link.engine.stream(
                 messages, tools, max_tokens=max_tokens, temperature=temperature, **forced

@@ -66,6 +66,7 @@ async def test_a_request_the_model_answers_with_words_still_reaches_its_tool() -
     assert [(c.tool, c.arguments["address"]) for c in calls] == [("schedule_visit", "42 Maple Street")]
     assert [(a.tool, a.accepted) for a in asked] == [("schedule_visit", True)]
     assert llm.tool_choices[0] == "schedule_visit"
+    assert llm.strict[0], "a statement's call must come back with its arguments"
 
 
 async def test_a_call_with_made_up_arguments_is_dropped_and_the_models_answer_said() -> None:
@@ -85,6 +86,7 @@ async def test_a_yes_without_the_call_to_a_request_asked_as_a_question_becomes_t
     assert said == "A plumber is on the way."
     assert [c.tool for c in calls] == ["schedule_visit"] and [a.accepted for a in asked] == [True]
     assert llm.tool_choices[:2] == [None, "schedule_visit"], "the model answered first; its yes was not said"
+    assert llm.strict[:2] == [False, False], "a question's call may come back empty, which is quick"
 
 
 async def test_a_request_asked_as_a_question_and_answered_with_no_fact_becomes_the_call() -> None:

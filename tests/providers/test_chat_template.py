@@ -31,10 +31,11 @@ def ids() -> itertools.count[int]:
     return itertools.count(1)
 
 
-def stream(pieces: list[str], offered: set[str] = TOOLS) -> list[LLMChunk]:
+def stream(pieces: list[str], offered: set[str] = TOOLS, *, single_call: bool = False) -> list[LLMChunk]:
+    """What the parser emits for ``pieces``, taken until it says the reply is complete."""
     out: list[LLMChunk] = []
     serial = ids()
-    parser = ChatReplyParser(offered, out.append, lambda: f"c{next(serial)}")
+    parser = ChatReplyParser(offered, out.append, lambda: f"c{next(serial)}", single_call=single_call)
     for piece in pieces:
         if parser.add(piece):
             break
@@ -91,6 +92,18 @@ def test_tagged_and_bare_tool_calls_several_in_one_reply() -> None:
     assert not any(c.text for c in tagged)
     bare = stream(['{"name": "book", "arguments": {"day": "Mon"}}\n{"name": "end_call", "arguments": {}}'])
     assert [c.tool_call.name for c in bare if c.tool_call] == ["book", "end_call"]
+
+
+def test_a_required_call_completes_the_reply_at_its_closing_brace() -> None:
+    """A small model strings more calls onto a required one until the token limit; one is the reply."""
+    pieces = ['<tool_call>\n{"name": "book", "arguments": ', '{"day": "Thu"}', "}", '\n{"name": "end_call"']
+    pieces.append(', "arguments": {}}')
+    forced = stream(pieces, single_call=True)
+    assert [(c.tool_call.name, c.tool_call.arguments) for c in forced if c.tool_call] == [
+        ("book", {"day": "Thu"})
+    ]
+    free = stream(pieces)
+    assert [c.tool_call.name for c in free if c.tool_call] == ["book", "end_call"]
 
 
 def test_words_before_a_call_are_spoken_and_the_call_is_not() -> None:

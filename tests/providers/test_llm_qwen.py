@@ -91,6 +91,22 @@ async def test_a_required_tool_is_called_with_the_callers_words_or_with_nothing(
     assert [c.name for c in calls] == ["book_visit"] and "day" not in calls[0].arguments
 
 
+async def test_a_strict_required_calls_arguments_follow_the_schema(
+    model: LlamaCppModel,
+) -> None:
+    asked = "How much is a vaccination visit?"
+    messages = [CLINIC, ChatMessage("user", asked)]
+    # Asked for a question's call, the model writes a bare value ("arguments": 65) where the object
+    # goes; strict, the arguments are written again under the schema: an object with what it requires.
+    strict = [
+        c async for c in model.stream(messages, [BOOK], max_tokens=60, tool_choice="book_visit", strict=True)
+    ]
+    calls = [c.tool_call for c in strict if c.tool_call]
+    assert [c.name for c in calls] == ["book_visit"] and spoken(strict) == ""
+    assert set(calls[0].arguments) >= {"pet", "day"}
+    assert all(isinstance(v, str) for v in calls[0].arguments.values())
+
+
 async def test_warm_up_caches_the_agent_prefix_for_its_first_turn(model: LlamaCppModel) -> None:
     system = ChatMessage("system", f"{CLINIC.content}\nSession {uuid.uuid4().hex}.")
     await model.warm_up([system], [BOOK])

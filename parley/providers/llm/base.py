@@ -63,10 +63,15 @@ class LanguageModel(Protocol):
         max_tokens: int = 128,
         temperature: float = 0.0,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> AsyncIterator[LLMChunk]:
         """Stream a reply. Cancelling the consumer stops generation promptly (within one token).
 
-        ``tool_choice`` names an offered tool the reply must call (OpenAI's ``tool_choice`` function)."""
+        ``tool_choice`` names an offered tool the reply must call (OpenAI's ``tool_choice`` function).
+        ``strict`` (with it): the call's arguments must be an object with the schema's required
+        properties, as a hosted model's are; a local model writes them again under the schema's
+        grammar when it first writes something else ("arguments": 3). Without it, a call the model
+        has no words for may come back with its arguments left out."""
         ...
 
     def count_tokens(self, text: str) -> int:

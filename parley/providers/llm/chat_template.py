@@ -147,20 +147,34 @@ class ChatReplyParser:
     """
 
     def __init__(
-        self, offered: set[str], emit: Callable[[LLMChunk], None], new_id: Callable[[], str]
+        self,
+        offered: set[str],
+        emit: Callable[[LLMChunk], None],
+        new_id: Callable[[], str],
+        *,
+        single_call: bool = False,
     ) -> None:
+        """``single_call``: the reply is complete with its first tool call (a required call)."""
         self._offered = offered
         self._emit = emit
         self._new_id = new_id
+        self._single_call = single_call
         self._cleaner = ReplyCleaner(stops=_CHAT_STOPS)
         self._raw = ""
         self._spoken_upto = 0
         self._calls_from: int | None = None
         self._stopped = False
 
+    @property
+    def text(self) -> str:
+        """Everything taken so far, as written."""
+        return self._raw
+
     def add(self, piece: str) -> bool:
         """Take the next decoded text; True when the reply is complete."""
         self._raw += piece
+        if self._calls_from is not None and self._single_call:
+            return isinstance(first_json_value(self._raw[self._calls_from :]), dict)
         if self._calls_from is None:
             self._calls_from = self._call_start()
             limit = self._calls_from if self._calls_from is not None else self._safe_end()
@@ -210,6 +224,20 @@ class ChatReplyParser:
 
 
 _DECODER = json.JSONDecoder()
+
+
+def first_json_value(text: str) -> object | None:
+    """The first complete JSON object in ``text``, or a bare value it opens with (``3``); None when
+    there is neither (yet)."""
+    stripped = text.lstrip()
+    start = 0 if stripped[:1] not in ("", "<") and not stripped.startswith("{") else stripped.find("{")
+    if start < 0:
+        return None
+    try:
+        value: object = _DECODER.raw_decode(stripped, start)[0]
+    except json.JSONDecodeError:
+        return None
+    return value
 
 
 def parse_tool_calls(text: str, offered: set[str], new_id: Callable[[], str]) -> list[ToolCall]:

@@ -24,7 +24,14 @@ from typing import Any
 import structlog
 
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec, Usage
-from parley.providers.llm.chat_template import TOOL_OPEN, ChatPrompt, ChatReplyParser, ChatTemplate
+from parley.providers.llm.chat_template import (
+    TOOL_CLOSE,
+    TOOL_OPEN,
+    ChatPrompt,
+    ChatReplyParser,
+    ChatTemplate,
+    first_json_value,
+)
 from parley.providers.llm.prompting import (
     CALL,
     STOP_STRINGS,
@@ -146,6 +153,7 @@ class LlamaCppModel:
         max_tokens: int = 128,
         temperature: float = 0.0,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> AsyncIterator[LLMChunk]:
         prompt = self._chat.prompt(messages, tools) if self._chat else build_prompt(messages, tools)
         offered = {tool.name for tool in tools or ()}
@@ -165,8 +173,9 @@ class LlamaCppModel:
             except RuntimeError:  # the loop is gone: nobody is listening any more
                 cancel.set()
 
+        schema = next((t.parameters for t in tools or () if t.name == tool_choice), None) if strict else None
         request = _Request(
-            prompt, offered, max_tokens, temperature, cancel, emit, time.perf_counter(), forced
+            prompt, offered, max_tokens, temperature, cancel, emit, time.perf_counter(), forced, schema
         )
         job = self._worker.submit(partial(self._run, request), URGENT)
         try:
@@ -236,38 +245,26 @@ class LlamaCppModel:
         begun = time.perf_counter()
         tokens = self._fit(request.prompt, request.max_tokens, request.forced)
         cached = self._prefill(tokens, request.cancel)
-        first_at = time.perf_counter()
         reply: _ReplyState | _ChatReplyState = (
             _ChatReplyState(request, self._llm, self._call_ids)
             if self._chat
             else _ReplyState(request, self._llm)
         )
-        produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
-        if finish != "cancelled":
-            generator = self._llm.generate(
-                tokens,
-                temp=request.temperature,
-                top_k=40,
-                top_p=0.95,
-                repeat_penalty=1.0,
-            )
-            try:
-                for token in generator:
-                    if produced == 0:
-                        first_at = time.perf_counter()
-                    if request.cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if self._is_end(token):
-                        break
-                    produced += 1
-                    if reply.add(token):
-                        break
-                    if produced >= request.max_tokens:
-                        finish = "length"
-                        break
-            finally:
-                generator.close()
+        produced, finish, first_at = self._sample(request, tokens, reply)
+        schema = request.forced_schema
+        if (
+            finish != "cancelled"
+            and isinstance(reply, _ChatReplyState)
+            and not reply.forced_call_fits(schema)
+        ):
+            # The 0.5B model sometimes writes a required call's arguments as a bare number ("arguments":
+            # 3); written again under its JSON schema, they come out as an object, with the caller's words.
+            grammar = _arguments_grammar(schema)
+            if grammar is not None:
+                log.info("required tool call malformed; sampling it again under its schema")
+                reply = _ChatReplyState(request, self._llm, self._call_ids, constrained=True)
+                more, finish, _ = self._sample(request, tokens, reply, grammar)
+                produced += more
         if finish != "cancelled" and reply.finish(next(self._call_ids)):  # the chat parser numbers its own
             finish = "tool_calls"
         done = time.perf_counter()
@@ -281,6 +278,45 @@ class LlamaCppModel:
             finish_reason=finish,
         )
         request.emit(LLMChunk(usage=Usage(len(tokens), produced), finish_reason=finish))
+
+    def _sample(
+        self,
+        request: _Request,
+        tokens: list[int],
+        reply: _ReplyState | _ChatReplyState,
+        grammar: Any = None,
+    ) -> tuple[int, str, float]:
+        """Sample the reply into ``reply``: (tokens produced, finish reason, when the first came)."""
+        first_at = time.perf_counter()
+        produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
+        if finish == "cancelled":
+            return produced, finish, first_at
+        generator = self._llm.generate(
+            tokens,
+            temp=request.temperature,
+            top_k=40,
+            top_p=0.95,
+            repeat_penalty=1.0,
+            grammar=grammar,
+        )
+        try:
+            for token in generator:
+                if produced == 0:
+                    first_at = time.perf_counter()
+                if request.cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if self._is_end(token):
+                    break
+                produced += 1
+                if reply.add(token):
+                    break
+                if produced >= request.max_tokens:
+                    finish = "length"
+                    break
+        finally:
+            generator.close()
+        return produced, finish, first_at
 
     def _is_end(self, token: int) -> bool:
         from llama_cpp import llama_vocab_is_eog
@@ -334,21 +370,55 @@ class _ReplyState:
 
 
 class _ChatReplyState:
-    """Tokens of a chat model's reply, through ``ChatReplyParser`` (text, or native tool calls)."""
+    """Tokens of a chat model's reply, through ``ChatReplyParser`` (text, or native tool calls).
 
-    def __init__(self, request: _Request, llm: Any, serials: itertools.count[int]) -> None:
+    A required call (``request.forced``) is one call: the reply ends as soon as it is complete, not at
+    the token limit after more calls a small model strings on. ``constrained``: its arguments are sampled
+    under their schema's grammar, which ends with the arguments object; the call is closed here."""
+
+    def __init__(
+        self, request: _Request, llm: Any, serials: itertools.count[int], *, constrained: bool = False
+    ) -> None:
         self._llm = llm
+        self._forced = request.forced
+        self._constrained = constrained
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._parser = ChatReplyParser(
-            request.offered, request.emit, lambda: f"call_{next(serials)}_{uuid.uuid4().hex[:8]}"
+            request.offered,
+            request.emit,
+            lambda: f"call_{next(serials)}_{uuid.uuid4().hex[:8]}",
+            single_call=bool(request.forced),
         )
         self._parser.add(request.forced)
 
     def add(self, token: int) -> bool:
         return self._parser.add(self._decoder.decode(self._llm.detokenize([token])))
 
+    def forced_call_fits(self, schema: dict[str, Any] | None) -> bool:
+        """Whether a required call's arguments are an object with ``schema``'s required properties
+        (not a number, cut off, or missing one). True without a schema: nothing to check against."""
+        if not self._forced or schema is None:
+            return True
+        arguments = first_json_value(self._parser.text[len(self._forced) :])
+        required = schema.get("required", [])
+        return isinstance(arguments, dict) and all(name in arguments for name in required)
+
     def finish(self, _serial: int) -> bool:
+        if self._constrained:
+            self._parser.add("}\n" + TOOL_CLOSE)
         return self._parser.finish()
+
+
+def _arguments_grammar(schema: dict[str, Any] | None) -> Any:
+    """llama.cpp's grammar for a required call's arguments, from its JSON schema (None when the schema
+    uses what llama-cpp-python's converter does not support: the call then stays as written)."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # the converter raises plain Exceptions for schema features it lacks
+        log.warning("no grammar for a tool's arguments", error=repr(exc))
+        return None
 
 
 @dataclass(slots=True)
@@ -362,6 +432,8 @@ class _Request:
     created: float
     forced: str = ""
     """The reply's opening, already written: a required tool call up to its arguments."""
+    forced_schema: dict[str, Any] | None = None
+    """The required tool's parameters (JSON schema), when its arguments must follow it (``strict``)."""
 
 
 # ggml's log levels (ggml.h). llama-cpp-python's own callback still uses an older numbering, so it

@@ -154,6 +154,7 @@ class OpenAICompatibleModel:
         max_tokens: int = 128,
         temperature: float = 0.0,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> AsyncIterator[LLMChunk]:
         request: dict[str, Any] = {
             "model": self.model,
@@ -164,6 +165,8 @@ class OpenAICompatibleModel:
         if tools:
             request["tools"] = [tool_to_wire(t) for t in tools]
             if tool_choice is not None and any(t.name == tool_choice for t in tools):
+                # A forced call's arguments come back as a JSON object already; ``strict`` is not sent
+                # (OpenAI's strict schemas need every property required and no others allowed).
                 request["tool_choice"] = {"type": "function", "function": {"name": tool_choice}}
         chunks: AsyncIterator[LLMChunk] | None = None
         usage: Usage | None = None

@@ -76,6 +76,8 @@ class ScriptedModel:
         self.calls: list[list[ChatMessage]] = []
         self.tool_choices: list[str | None] = []
         """Per request, the tool whose call it asked for (``tool_choice``)."""
+        self.strict: list[bool] = []
+        """Per request, whether that call's arguments had to follow the schema (``strict``)."""
         self.tokens_streamed = 0
         self._next_call_id = 0
 
@@ -87,9 +89,11 @@ class ScriptedModel:
         max_tokens: int = 128,
         temperature: float = 0.0,
         tool_choice: str | None = None,
+        strict: bool = False,
     ) -> AsyncIterator[LLMChunk]:
         self.calls.append(list(messages))
         self.tool_choices.append(tool_choice)
+        self.strict.append(strict)
         usage_in = sum(count_words(m.content) for m in messages)
         offered = {t.name for t in tools or ()}
         rule, groups, text = self._pick(messages, offered)
