@@ -304,6 +304,8 @@ class KnowledgeMiss(Payload):
     withheld: str = ""
     support: float | None = None
     """For a "yes" no fact backs: its similarity to the closest fact (None: a question off knowledge)."""
+    invented: list[str] | None = None
+    """For a confirmation of an action: the days, months or numbers in it that nobody gave."""
 
 
 @dataclass(frozen=True, slots=True)

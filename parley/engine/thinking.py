@@ -28,6 +28,7 @@ from parley.engine.tool_requests import (
     callers_arguments,
     made_up_contact,
     required_arguments,
+    unheard_values,
 )
 from parley.engine.tools import ToolScope
 from parley.providers.llm.base import ChatMessage, ToolCall, ToolSpec, Usage
@@ -35,6 +36,9 @@ from parley.providers.llm.chat_template import opens_with_markup
 
 if TYPE_CHECKING:
     from parley.engine.reply import ReplyDeps
+
+DONE = "Done."
+"""Said in place of a confirmation that names a value nobody gave."""
 
 
 class Voicing(Protocol):
@@ -267,6 +271,9 @@ class Thinker:
         deps, settings = self.deps, self.deps.settings
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
+        # What follows an action's result is what it did: its first sentence is checked for values
+        # nobody gave before it is said (``_confirmed``).
+        confirming = not hold_words and any(m.role == "tool" for m in self.messages)
         unbacked: UnbackedAnswer | None = None
         withheld = False
         unsaid = ""
@@ -315,6 +322,14 @@ class Thinker:
                     unsaid += chunk.text
                     if withheld:
                         continue
+                    if confirming:
+                        sentence = _first_sentence(text, whole=True)
+                        if sentence is None:
+                            continue
+                        confirming = False
+                        at = unsaid.find(sentence)
+                        if sentence and at >= 0:
+                            unsaid = self._confirmed(sentence) + unsaid[at + len(sentence) :]
                     if vetting:
                         decided = _first_sentence(text, whole=near_tool or answered)
                         if decided is None:
@@ -346,6 +361,8 @@ class Thinker:
                 await close()
         if opens_with_markup(text):
             text = ""
+        if confirming and unsaid.strip():
+            unsaid = self._confirmed(unsaid.strip())
         if vetting and text and grounding is not None:
             unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip(), any_answer=answered)
             withheld = (
@@ -391,15 +408,32 @@ class Thinker:
             return others
         return [c for c in calls if c.id in closing]
 
+    def _given(self) -> list[str]:
+        """What the agent was told: its prompt and facts, the caller's words, tool calls and results."""
+        context = self.deps.context
+        given = [context.system_prompt, *context.knowledge]
+        for message in [*context.messages, *self.messages]:
+            if message.role in ("user", "tool"):
+                given.append(message.content)
+            given.extend(json.dumps(call.arguments) for call in message.tool_calls)
+        if self.user_message is not None:
+            given.append(self.user_message.content)
+        return given
+
+    def _confirmed(self, sentence: str) -> str:
+        """``sentence`` (what the model says an action did), or the plain ``DONE`` when it names a day,
+        month or number nobody gave (``unheard_values``): a caller told the wrong day turns up on it."""
+        invented = unheard_values(sentence, self._given())
+        if not invented:
+            return sentence
+        self.deps.emit(EventType.KNOWLEDGE_MISS, reply_id=self.reply_id, withheld=sentence, invented=invented)
+        return DONE
+
     def _without_made_up_contacts(self, calls: list[ToolCall]) -> list[ToolCall]:
         """The calls without the optional arguments that are a phone number or an e-mail address that
         neither the caller, the agent's prompt nor a tool result gave (``made_up_contact``): the 0.5B
         model fills a form's optional phone with "123-456-7890". A required one is left to the tool."""
-        context = self.deps.context
-        known = [context.system_prompt, *context.knowledge]
-        known += [m.content for m in [*context.messages, *self.messages] if m.role in ("user", "tool")]
-        if self.user_message is not None:
-            known.append(self.user_message.content)
+        known = self._given()
         kept: list[ToolCall] = []
         for call in calls:
             tool = self.deps.tools.get(call.name)

@@ -117,6 +117,36 @@ def made_up_contact(value: Any, known: Sequence[str]) -> bool:
     return False
 
 
+_CALENDAR = frozenset(
+    """monday tuesday wednesday thursday friday saturday sunday january february march april june july
+    august september october november december""".split()  # noqa: SIM905
+)
+"""Days and months ("may" is also a verb, and is left out)."""
+
+
+def unheard_values(text: str, known: Iterable[str]) -> list[str]:
+    """The days, months and numbers ``text`` names that none of ``known`` does (a day by its first three
+    letters, so "Fri" and "Fridays" count for "Friday"; a number spelled out or in digits). After a
+    booking with an address only, the 0.5B model confirmed "Done: you're booked for Friday", the example
+    call's day."""
+    heard = _all_words(known)
+    stems = {word[:_MIN_STEM] for word in heard if _names_a_date(word)}
+    unheard: list[str] = []
+    for token in _TOKEN.findall(text.lower()):
+        token = _NUMBERS.get(token, token)
+        if token.isdigit():
+            if str(int(token)) not in heard:
+                unheard.append(token)
+        elif token.rstrip("s") in _CALENDAR and token[:_MIN_STEM] not in stems:
+            unheard.append(token)
+    return unheard
+
+
+def _names_a_date(word: str) -> bool:
+    """A day or month, in full, plural ("Fridays") or cut short ("Fri", "Thurs", "Sept")."""
+    return len(word) >= _MIN_STEM and any(name.startswith(word.rstrip("s")) for name in _CALENDAR)
+
+
 def required_arguments(spec: ToolSpec) -> list[str]:
     required = spec.parameters.get("required", [])
     return [name for name in required if isinstance(name, str)] if isinstance(required, list) else []

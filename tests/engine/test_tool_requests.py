@@ -11,7 +11,7 @@ import pytest
 from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import ToolCalled, ToolRequested
 from parley.engine.events import EventType
-from parley.engine.tool_requests import asked_in, callers_arguments, made_up_contact
+from parley.engine.tool_requests import asked_in, callers_arguments, made_up_contact, unheard_values
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
@@ -261,3 +261,25 @@ def test_a_call_is_asked_in_a_message_that_gives_one_of_its_arguments(
     arguments: dict[str, str], message: str, asked: bool
 ) -> None:
     assert asked_in(arguments, message) is asked
+
+
+@pytest.mark.parametrize(
+    ("said", "known", "unheard"),
+    [
+        (
+            "Done: you're booked for Friday.",
+            ["Come to 18 Birch Lane.", '{"address": "18 Birch Lane"}'],
+            ["friday"],
+        ),
+        ("You're booked for Thursday at 3.", ["Thursday at three, please."], []),
+        ("We'll see you on Fridays at 9.", ["Fri 9 am works."], []),
+        ("Order 7 has shipped.", ['{"order": "7"}', '{"status": "shipped"}'], []),
+        ("A technician is on the way to 7 Aspen Court.", ["Please send a tech to 12 Aspen Court."], ["7"]),
+        ("You may hear from us in March.", ["Call me back."], ["march"]),
+        ("See you Friday.", ["You are a friendly receptionist.", "Book me in, please."], ["friday"]),
+    ],
+)
+def test_a_confirmation_names_only_days_months_and_numbers_someone_gave(
+    said: str, known: list[str], unheard: list[str]
+) -> None:
+    assert unheard_values(said, known) == unheard

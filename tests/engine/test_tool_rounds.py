@@ -262,6 +262,24 @@ async def test_an_action_asked_for_with_the_goodbye_is_taken_and_the_caller_hear
     ]
 
 
+async def test_a_confirmation_naming_a_day_nobody_gave_is_said_plainly() -> None:
+    """The model copies the example call's "booked for Friday" after a booking for Tuesday."""
+
+    def copies_the_example(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if messages[-1].role == "tool":
+            return [LLMChunk(text="Done: you're booked "), LLMChunk(text="for Friday. Anything else?")]
+        return [LLMChunk(tool_call=ToolCall("b1", "book", {"day": "Tuesday"}))]
+
+    agent, booked = bookings()
+    _, result = await converse(
+        agent.config, engines(Scripted(copies_the_example), "Book me for Tuesday."), [UserTurn(speech(1.0))]
+    )
+    assert booked == ["Tuesday"]
+    assert result.turns[0].agent_text == "Done. Anything else?"
+    (miss,) = [e.data for e in result.events if e.type is EventType.KNOWLEDGE_MISS]
+    assert miss["invented"] == ["friday"] and "Friday" in miss["withheld"]
+
+
 async def test_after_an_action_the_model_is_not_offered_the_hang_up() -> None:
     """What follows a tool's result is telling the caller what it did: a hang-up then is not offered."""
 
