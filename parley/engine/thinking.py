@@ -72,6 +72,8 @@ class Thinker:
         """The model's turns and tool results of this reply, and the agent's own lines."""
         self._dropped: dict[str, list[str]] = {}
         """Per call id, the optional arguments left out as contact details nobody gave."""
+        self._all_done = True
+        """Every tool this reply called succeeded: only then may a confirmation become "Done."."""
         self.hedged = False
         """The facts that replaced an unbacked answer were said after ``UNSURE_LEAD``, which the history
         leaves out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
@@ -272,8 +274,8 @@ class Thinker:
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
         # What follows an action's result is what it did: its first sentence is checked for values
-        # nobody gave before it is said (``_confirmed``).
-        confirming = not hold_words and any(m.role == "tool" for m in self.messages)
+        # nobody gave before it is said (``_confirmed``). After a failure the model tells that instead.
+        confirming = self._all_done and not hold_words and any(m.role == "tool" for m in self.messages)
         unbacked: UnbackedAnswer | None = None
         withheld = False
         unsaid = ""
@@ -510,6 +512,7 @@ class Thinker:
         )
         if outcome.end_call:
             self._voicing.end_after = "agent_ended_call"
+        self._all_done = self._all_done and outcome.ok
         return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
 
     def context_messages(self, spoken: str) -> list[ChatMessage]:

@@ -280,6 +280,27 @@ async def test_a_confirmation_naming_a_day_nobody_gave_is_said_plainly() -> None
     assert miss["invented"] == ["friday"] and "Friday" in miss["withheld"]
 
 
+async def test_after_a_failed_action_the_models_words_are_said_as_they_are() -> None:
+    """A failure is not "Done.", whatever the model names in telling it."""
+    agent = Agent("salon", endpointing=harness_agent().endpointing)
+
+    @agent.tool(side_effect=True)
+    async def book(day: str) -> str:
+        """Book a haircut."""
+        raise RuntimeError("calendar unreachable")
+
+    def tells(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if messages[-1].role == "tool":
+            return [LLMChunk(text="Sorry, that did not work. Could we try Friday?")]
+        return [LLMChunk(tool_call=ToolCall("b1", "book", {"day": "Tuesday"}))]
+
+    _, result = await converse(
+        agent.config, engines(Scripted(tells), "Book me for Tuesday."), [UserTurn(speech(1.0))]
+    )
+    assert [e.data["ok"] for e in result.events if e.type is EventType.TOOL_RESULT] == [False]
+    assert result.turns[0].agent_text == "Sorry, that did not work. Could we try Friday?"
+
+
 async def test_after_an_action_the_model_is_not_offered_the_hang_up() -> None:
     """What follows a tool's result is telling the caller what it did: a hang-up then is not offered."""
 
