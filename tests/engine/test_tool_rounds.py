@@ -291,14 +291,14 @@ async def test_after_a_failed_action_the_models_words_are_said_as_they_are() -> 
 
     def tells(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
         if messages[-1].role == "tool":
-            return [LLMChunk(text="Sorry, that did not work. Could we try Friday?")]
+            return [LLMChunk(text="Sorry, we are full on Friday. Could we try Monday?")]
         return [LLMChunk(tool_call=ToolCall("b1", "book", {"day": "Tuesday"}))]
 
     _, result = await converse(
         agent.config, engines(Scripted(tells), "Book me for Tuesday."), [UserTurn(speech(1.0))]
     )
     assert [e.data["ok"] for e in result.events if e.type is EventType.TOOL_RESULT] == [False]
-    assert result.turns[0].agent_text == "Sorry, that did not work. Could we try Friday?"
+    assert result.turns[0].agent_text == "Sorry, we are full on Friday. Could we try Monday?"
 
 
 async def test_after_an_action_the_model_is_not_offered_the_hang_up() -> None:
