@@ -72,8 +72,10 @@ class Thinker:
         """The model's turns and tool results of this reply, and the agent's own lines."""
         self._dropped: dict[str, list[str]] = {}
         """Per call id, the optional arguments left out as contact details nobody gave."""
-        self._all_done = True
-        """Every tool this reply called succeeded: only then may a confirmation become "Done."."""
+        self._acted = False
+        """An action (a side-effect tool) ran and succeeded: what the model says next confirms it …"""
+        self._tool_failed = False
+        """… unless a tool of this reply failed: then it tells the failure."""
         self.hedged = False
         """The facts that replaced an unbacked answer were said after ``UNSURE_LEAD``, which the history
         leaves out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
@@ -274,8 +276,9 @@ class Thinker:
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
         # What follows an action's result is what it did: its first sentence is checked for values
-        # nobody gave before it is said (``_confirmed``). After a failure the model tells that instead.
-        confirming = self._all_done and not hold_words and any(m.role == "tool" for m in self.messages)
+        # nobody gave before it is said (``_confirmed``). After a failure the model tells that instead,
+        # and after a lookup its answer ("It shipped on March 3") is not a confirmation.
+        confirming = self._acted and not self._tool_failed and not hold_words
         unbacked: UnbackedAnswer | None = None
         withheld = False
         unsaid = ""
@@ -410,14 +413,16 @@ class Thinker:
             return others
         return [c for c in calls if c.id in closing]
 
-    def _given(self) -> list[str]:
-        """What the agent was told: its prompt and facts, the caller's words, tool calls and results."""
+    def _given(self, *, calls: bool = True) -> list[str]:
+        """What the agent was told: its prompt and facts, the caller's words, tool results and (with
+        ``calls``) the arguments of the calls made, which the model wrote itself."""
         context = self.deps.context
         given = [context.system_prompt, *context.knowledge]
         for message in [*context.messages, *self.messages]:
             if message.role in ("user", "tool"):
                 given.append(message.content)
-            given.extend(json.dumps(call.arguments) for call in message.tool_calls)
+            if calls:
+                given.extend(json.dumps(call.arguments) for call in message.tool_calls)
         if self.user_message is not None:
             given.append(self.user_message.content)
         return given
@@ -435,7 +440,7 @@ class Thinker:
         """The calls without the optional arguments that are a phone number or an e-mail address that
         neither the caller, the agent's prompt nor a tool result gave (``made_up_contact``): the 0.5B
         model fills a form's optional phone with "123-456-7890". A required one is left to the tool."""
-        known = self._given()
+        known = self._given(calls=False)
         kept: list[ToolCall] = []
         for call in calls:
             tool = self.deps.tools.get(call.name)
@@ -512,7 +517,8 @@ class Thinker:
         )
         if outcome.end_call:
             self._voicing.end_after = "agent_ended_call"
-        self._all_done = self._all_done and outcome.ok
+        self._tool_failed = self._tool_failed or not outcome.ok
+        self._acted = self._acted or (outcome.ok and tool is not None and tool.side_effect)
         return ChatMessage("tool", outcome.content, tool_call_id=call.id, name=call.name)
 
     def context_messages(self, spoken: str) -> list[ChatMessage]:

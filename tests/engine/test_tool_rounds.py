@@ -280,6 +280,20 @@ async def test_a_confirmation_naming_a_day_nobody_gave_is_said_plainly() -> None
     assert miss["invented"] == ["friday"] and "Friday" in miss["withheld"]
 
 
+async def test_the_answer_after_a_lookup_is_not_a_confirmation() -> None:
+    def looks_up(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> list[LLMChunk]:
+        if messages[-1].role == "tool":
+            return [LLMChunk(text="It shipped on March 3. Anything else?")]
+        return [LLMChunk(tool_call=ToolCall("a", "find_order", {"order": "12"}))]
+
+    agent, runs = shop()
+    _, result = await converse(
+        agent.config, engines(Scripted(looks_up), "Where is order 12?"), [UserTurn(speech(1.0))]
+    )
+    assert runs == ["12"]
+    assert result.turns[0].agent_text == "It shipped on March 3. Anything else?"
+
+
 async def test_after_a_failed_action_the_models_words_are_said_as_they_are() -> None:
     """A failure is not "Done.", whatever the model names in telling it."""
     agent = Agent("salon", endpointing=harness_agent().endpointing)

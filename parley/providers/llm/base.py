@@ -69,9 +69,9 @@ class LanguageModel(Protocol):
 
         ``tool_choice`` names an offered tool the reply must call (OpenAI's ``tool_choice`` function).
         ``strict`` (with it): the call's arguments must be an object with the schema's required
-        properties, as a hosted model's are; a local model writes them again under the schema's
-        grammar when it first writes something else ("arguments": 3). Without it, a call the model
-        has no words for may come back with its arguments left out."""
+        properties, as a hosted model's are; the llama.cpp chat adapter writes them again under the
+        schema's grammar when the model first writes something else ("arguments": 3). Without it, a
+        call the model has no words for may come back with its arguments left out."""
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -230,7 +230,7 @@ def first_json_value(text: str) -> object | None:
     """The first complete JSON object in ``text``, or a bare value it opens with (``3``); None when
     there is neither (yet)."""
     stripped = text.lstrip()
-    start = 0 if stripped[:1] not in ("", "<") and not stripped.startswith("{") else stripped.find("{")
+    start = stripped.find("{") if stripped.startswith("<") else 0
     if start < 0:
         return None
     try:
