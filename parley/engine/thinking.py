@@ -220,16 +220,12 @@ class Thinker:
             0, chunker, hold_words=True, tool_choice=spec.name, strict=self._stated()
         )
         call = next((c for c in calls if c.name == spec.name), None)
-        # A statement's call may take words from the caller's messages before ("My name is Dana." …
-        # "Tuesday at 3, please."); a question's only from itself: "Do you sell dog food?" after "Can
-        # you groom my cat?" and "… on Saturday?" must not book the cat for Saturday.
-        earlier = [m.content for m in self.deps.context.messages if m.role == "user"][-CALLER_TURNS:]
-        if not self._stated():
-            earlier = []
         kept = (
             None
             if call is None
-            else callers_arguments(call.arguments, required_arguments(spec), [*earlier, said.content])
+            else callers_arguments(
+                call.arguments, required_arguments(spec), [*await self._earlier_request(spec), said.content]
+            )
         )
         self.deps.emit(
             EventType.TOOL_REQUESTED,
@@ -241,6 +237,25 @@ class Thinker:
         if call is None or kept is None:
             return []
         return [dataclasses.replace(call, arguments=kept, raw_arguments=json.dumps(kept))]
+
+    async def _earlier_request(self, spec: ToolSpec) -> list[str]:
+        """The caller's messages before this one whose words may fill ``spec``'s call.
+
+        A statement's call may take words from the caller's messages before ("My name is Dana." …
+        "Tuesday at 3, please."), but not from a question about something else: after "Do you cover
+        Denver?", "Please send a tech to 7 Aspen Court" got the address "Denver". A question asking for
+        the same tool ("Can you book me for Tuesday?") is part of the request. A question's call takes
+        words only from itself: "Do you sell dog food?" after "Can you groom my cat?" and "… on
+        Saturday?" must not book the cat for Saturday."""
+        requests = self.deps.requests
+        if not self._stated() or requests is None:
+            return []
+        earlier = [m.content for m in self.deps.context.messages if m.role == "user"][-CALLER_TURNS:]
+        kept: list[str] = []
+        for text in earlier:
+            if not is_question(text) or ((asked := await requests.nearest(text)) and asked.name == spec.name):
+                kept.append(text)
+        return kept
 
     async def _answered(self) -> bool:
         grounding = self._grounding()

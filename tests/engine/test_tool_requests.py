@@ -136,6 +136,44 @@ async def test_a_questions_call_takes_no_words_from_the_callers_earlier_messages
     assert result.turns[1].agent_text == "I'm sorry, I don't know that."
 
 
+async def two_turns(
+    lines: list[str], rules: list[ScriptRule]
+) -> tuple[list[ToolCalled], list[ToolRequested]]:
+    engines = dataclasses.replace(stack(lines, rules), embedder=HashingEmbedder())
+    _, result = await converse(plumber(), engines, [UserTurn(speech(1.0)), UserTurn(speech(1.0))])
+    calls = [e.payload(ToolCalled) for e in result.events if e.type is EventType.TOOL_CALL]
+    asked = [e.payload(ToolRequested) for e in result.events if e.type is EventType.TOOL_REQUESTED]
+    return calls, asked
+
+
+async def test_a_statements_call_takes_no_words_from_an_earlier_question_about_something_else() -> None:
+    """After "Do you serve Shelbyville?", a request to send a plumber is no request to send one there."""
+    rules = [
+        ScriptRule.say("shelbyville", "Sorry, QuickFix serves Springfield only."),
+        ScriptRule.say("send", "What is your address?"),
+        template("Shelbyville"),
+        DONE,
+    ]
+    lines = ["Do you serve Shelbyville?", "Please send a plumber to fix my kitchen sink leak."]
+    calls, asked = await two_turns(lines, rules)
+    assert calls == []
+    assert [(a.arguments or {}).get("address") for a in asked][-1:] == ["Shelbyville"]
+    assert not any(a.accepted for a in asked)
+
+
+async def test_a_statements_call_takes_words_from_an_earlier_question_asking_for_it() -> None:
+    rules = [
+        ScriptRule.say("maple", "What is the problem?"),
+        ScriptRule.say("send", "What is your address?"),
+        template("42 Maple Street"),
+        DONE,
+    ]
+    lines = ["Can a plumber come to 42 Maple Street to fix a leak?", "Please send him, my kitchen sink leaks."]
+    calls, asked = await two_turns(lines, rules)
+    assert [(c.tool, c.arguments["address"]) for c in calls] == [("schedule_visit", "42 Maple Street")]
+    assert asked[-1].accepted
+
+
 async def test_the_checks_embed_the_callers_words_and_the_tool_descriptions_once() -> None:
     """The question is judged against the facts and against the tools: one embedding serves both."""
     question = "Can a plumber come to 42 Maple Street to fix the kitchen sink leak?"
