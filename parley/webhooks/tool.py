@@ -16,7 +16,7 @@ text) becomes the tool's result; anything else becomes an error the model can pu
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -79,6 +79,14 @@ def webhook_tool(settings: ToolSettings, context: WebhookContext) -> Tool:
     url, method, timeout_s = settings.url, settings.method, settings.timeout_s
 
     async def call_webhook(arguments: dict[str, Any]) -> Any:
+        try:
+            return await _call(arguments)
+        except WebhookToolError as exc:
+            # The error is told to the model, the timeline and webhooks: a service that echoes its
+            # Authorization header, or a client error quoting a header's value, must not carry a secret.
+            raise WebhookToolError(without_secrets(str(exc), context.secrets.values())) from exc.__cause__
+
+    async def _call(arguments: dict[str, Any]) -> Any:
         _check(context.policy, url)  # every call: the operator's policy may have changed since
         headers = _headers(settings, context)
         call_id = context.call.call_id if context.call is not None else ""
@@ -117,6 +125,19 @@ def webhook_tool(settings: ToolSettings, context: WebhookContext) -> Tool:
         timeout_s,
         settings.side_effect,
     )
+
+
+REDACTED = "[secret]"
+MIN_REDACTED = 6
+"""Shorter values are no secret worth the name, and hiding them would garble every word they are in."""
+
+
+def without_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value in it (as stored, or trimmed) replaced by ``REDACTED``."""
+    values = {v for s in secrets for v in (s, s.strip()) if len(v) >= MIN_REDACTED}
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
 
 
 def _check(policy: UrlPolicy, url: str) -> None:

@@ -62,6 +62,19 @@ async def test_secrets_are_write_only_and_encrypted_at_rest(
     assert (await client.get("/v1/secrets")).json() == []
 
 
+async def test_a_secret_is_stored_without_the_line_break_a_paste_leaves(
+    client: httpx.AsyncClient,  # noqa: F811
+    platform: Platform,  # noqa: F811
+) -> None:
+    """A value with a newline would be refused by the HTTP client of a webhook tool, which quotes it."""
+    assert (await client.put("/v1/secrets/token", json={"value": f"  {KEY}\n"})).status_code == 200
+    assert await platform.secrets.resolve(platform.default_org_id, ["token"]) == {"token": KEY}
+    for bad in (f"{KEY[:5]}\n{KEY[5:]}", f"{KEY}\x1b", " \n "):
+        refused = await client.put("/v1/secrets/token", json={"value": bad})
+        assert refused.status_code == 422 and KEY[5:] not in refused.text
+    assert await platform.secrets.resolve(platform.default_org_id, ["token"]) == {"token": KEY}
+
+
 @pytest.fixture
 def openai_endpoint() -> Iterator[None]:
     """Settings read from the environment this test changes, and forgotten after it."""

@@ -111,6 +111,20 @@ async def test_a_slow_service_times_out_into_an_error() -> None:
     assert not ok and "timed out" in content
 
 
+async def test_no_secret_reaches_the_model_in_an_error() -> None:
+    """A service that echoes the Authorization header, or a value the HTTP client refuses and quotes (a
+    secret stored with a line break, before the API refused one): the model hears ``[secret]``."""
+    echo = Receiver(statuses=[401], reply=b"bad token Bearer s3cret-token")
+    async with receiving(echo):
+        ok, content = await call(registry(tool_settings(echo.url)), day="monday")
+    assert not ok and "HTTP 401: bad token [secret]" in content and "s3cret" not in content
+    broken = {**SECRETS, "booking_token": "Bearer s3cret-token\r\n"}
+    async with receiving(Receiver()) as receiver:
+        ok, content = await call(registry(tool_settings(receiver.url), secrets=broken), day="monday")
+    assert not ok and "could not be reached" in content and "s3cret" not in content
+    assert receiver.received == []
+
+
 async def test_missing_secrets_and_refused_urls_fail_without_a_request() -> None:
     async with receiving(Receiver()) as receiver:
         no_signing = registry(tool_settings(receiver.url), secrets={"booking_token": "t"})

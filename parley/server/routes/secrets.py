@@ -5,10 +5,12 @@ A value goes in once and is never shown again: agents refer to it by name (``api
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from parley.inputs import SafeStr
 from parley.platform.secrets import SecretOut
@@ -19,10 +21,27 @@ router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 SecretNameP = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the secret's name")]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _header_safe(value: str) -> str:
+    """A secret goes into HTTP headers (webhook tools) and provider clients, where a line break is
+    refused with the value quoted in the error. The newline an ``echo`` or a file leaves at the end is
+    dropped; one inside the value, or any other control character, is refused here, by name only."""
+    value = value.strip()
+    if not value:
+        raise PydanticCustomError("blank_secret", "a secret cannot be blank")
+    if _CONTROL.search(value):
+        raise PydanticCustomError(
+            "control_character", "control characters (such as a line break) are not allowed in a secret"
+        )
+    return value
+
+
 class SecretIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    value: SafeStr = Field(min_length=1, max_length=4096)
+    value: Annotated[SafeStr, AfterValidator(_header_safe)] = Field(min_length=1, max_length=4096)
 
 
 @router.get("", response_model=list[SecretOut])
