@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from parley.engine.agent import AgentConfig
-from parley.platform.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut, Page
+from parley.platform.schemas import AgentCreate, AgentOut, AgentPatch, AgentUpdate, AgentVersionOut, Page
 from parley.stack import ProviderError, check_operator_policy
-from parley.store.agents import AgentRepository
+from parley.store.agents import FILE, AgentRepository
 from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
 
-__all__ = ["AgentService", "Conflict", "NotFound", "ProviderError"]
+__all__ = ["AgentService", "Conflict", "InvalidConfig", "NotFound", "ProviderError"]
 
 
 class NotFound(LookupError):
@@ -21,6 +23,27 @@ class NotFound(LookupError):
 
 class Conflict(ValueError):
     pass
+
+
+class InvalidConfig(ValueError):
+    """A patched configuration that is no valid agent: ``errors`` as pydantic gives them, inputs left out."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(f"invalid agent configuration: {error.error_count()} error(s)")
+        self.errors = error.errors(include_input=False, include_url=False)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: an object merges key by key (null removes the key), anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def _stored(config: AgentConfig) -> dict[str, Any]:
@@ -34,6 +57,7 @@ def agent_out(agent: Agent, version: AgentVersion) -> AgentOut:
         description=agent.description,
         version=version.version,
         config=AgentConfig.model_validate(version.config),
+        source="file" if agent.source == FILE else "api",
         created_at=agent.created_at,
         updated_at=agent.updated_at,
     )
@@ -58,8 +82,9 @@ class AgentService:
         config = request.config.model_copy(update={"name": name})
         async with self.db.session() as session:
             repo = AgentRepository(session)
-            if await repo.by_name(org_id, name) is not None:
-                raise Conflict(f"an agent named {name!r} already exists")
+            if (taken := await repo.by_name(org_id, name)) is not None:
+                whose = " (the record of the operator's YAML or Python agent)" if taken.source == FILE else ""
+                raise Conflict(f"an agent named {name!r} already exists{whose}")
             agent = await repo.create(org_id, name, _stored(config), request.description)
             version = await repo.version(agent.id)
             assert version is not None
@@ -98,12 +123,18 @@ class AgentService:
                 out.append(agent_out(agent, version))
             return Page[AgentOut](data=out, next_cursor=next_cursor)
 
-    async def update(self, org_id: str, ref: str, request: AgentUpdate) -> AgentOut:
-        if request.config is not None:
+    async def update(self, org_id: str, ref: str, request: AgentUpdate | AgentPatch) -> AgentOut:
+        """``AgentUpdate`` replaces the configuration; ``AgentPatch`` changes only what it sends."""
+        if isinstance(request, AgentUpdate) and request.config is not None:
             check_operator_policy(request.config)
         async with self.db.session() as session:
             repo = AgentRepository(session)
             agent = await self._find(repo, org_id, ref)
+            if agent.source == FILE:
+                raise Conflict(
+                    f"agent {agent.name!r} is the record of the operator's YAML or Python agent: its calls "
+                    "are filed here, and it changes with its file"
+                )
             if request.name is not None and request.name != agent.name:
                 if await repo.by_name(org_id, request.name) is not None:
                     raise Conflict(f"an agent named {request.name!r} already exists")
@@ -114,10 +145,27 @@ class AgentService:
             assert version is not None
             if request.config is not None or request.name is not None:
                 current = AgentConfig.model_validate(version.config)
-                config = (request.config or current).model_copy(update={"name": agent.name})
+                config = self._changed(current, version.config, request).model_copy(
+                    update={"name": agent.name}
+                )
                 if config != current:
                     version = await repo.add_version(agent, _stored(config))
             return agent_out(agent, version)
+
+    @staticmethod
+    def _changed(
+        current: AgentConfig, stored: dict[str, Any], request: AgentUpdate | AgentPatch
+    ) -> AgentConfig:
+        if request.config is None:
+            return current
+        if isinstance(request, AgentUpdate):
+            return request.config
+        try:
+            config = AgentConfig.model_validate(merge_patch(stored, request.config))
+        except ValidationError as exc:
+            raise InvalidConfig(exc) from exc
+        check_operator_policy(config)
+        return config
 
     async def delete(self, org_id: str, ref: str) -> None:
         async with self.db.session() as session:
@@ -125,13 +173,14 @@ class AgentService:
             await repo.delete(await self._find(repo, org_id, ref))
 
     async def ensure(self, org_id: str, config: AgentConfig) -> tuple[Agent, AgentVersion]:
-        """The agent named like ``config``, at a version equal to ``config`` (created as needed):
-        how a call run from a YAML file (``parley simulate``) is filed under a stored agent."""
+        """The record of a file agent named like ``config``, at a version equal to ``config`` (created as
+        needed): how a call run from a YAML file or a Python agent is filed under a stored agent. An
+        agent made through the API with that name is never touched: the record is another agent."""
         async with self.db.session() as session:
             repo = AgentRepository(session)
-            agent = await repo.by_name(org_id, config.name)
+            agent = await repo.by_name(org_id, config.name, source=FILE)
             if agent is None:
-                agent = await repo.create(org_id, config.name, _stored(config))
+                agent = await repo.create(org_id, config.name, _stored(config), source=FILE)
                 version = await repo.version(agent.id)
                 assert version is not None
                 return agent, version

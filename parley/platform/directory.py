@@ -2,8 +2,10 @@
 
 Agents made through the API or the CLI live in the store, per organization. A live client names one
 by its name (looked up in one organization) or by its id (unguessable, so it also names the
-organization). Whether the client may then talk to it is the caller's decision (``public``, or a
-session token); this module only finds agents and reads their latest configuration.
+organization). The records that file agents' calls are filed under are not offered: those agents are
+served from their files (a Python agent's tools are code, which no record holds). Whether the client
+may then talk to an agent is the caller's decision (``public``, or a session token); this module only
+finds agents and reads their latest configuration.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.engine.agent import AgentConfig
+from parley.store.agents import API
 from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
 
@@ -49,10 +52,15 @@ class AgentDirectory:
         """The organization's agent with this id or, failing that, this name (not deleted)."""
         async with self.db.session() as session:
             agent = await session.get(Agent, ref)
-            if agent is None or agent.org_id != org_id or agent.deleted_at is not None:
+            if agent is None or agent.org_id != org_id or not _offered(agent):
                 agent = await session.scalar(
                     select(Agent)
-                    .where(Agent.org_id == org_id, Agent.name == ref, Agent.deleted_at.is_(None))
+                    .where(
+                        Agent.org_id == org_id,
+                        Agent.name == ref,
+                        Agent.deleted_at.is_(None),
+                        Agent.source == API,
+                    )
                     .order_by(Agent.created_at.desc())
                     .limit(1)
                 )
@@ -63,7 +71,7 @@ class AgentDirectory:
         tenant shares for its public agent."""
         async with self.db.session() as session:
             agent = await session.get(Agent, agent_id)
-            if agent is None or agent.deleted_at is not None:
+            if agent is None or not _offered(agent):
                 return None
             return await _latest(session, agent)
 
@@ -76,7 +84,7 @@ class AgentDirectory:
                     AgentVersion,
                     (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == Agent.latest_version),
                 )
-                .where(Agent.org_id == org_id, Agent.deleted_at.is_(None))
+                .where(Agent.org_id == org_id, Agent.deleted_at.is_(None), Agent.source == API)
                 .order_by(Agent.name)
             )
             found = []
@@ -87,6 +95,10 @@ class AgentDirectory:
                     if len(found) >= MAX_LISTED:
                         break
             return found
+
+
+def _offered(agent: Agent) -> bool:
+    return agent.deleted_at is None and agent.source == API
 
 
 async def _latest(session: AsyncSession, agent: Agent) -> StoredAgent | None:

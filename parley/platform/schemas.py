@@ -31,6 +31,11 @@ class AgentOut(BaseModel):
     description: str
     version: int = Field(description="the latest version")
     config: AgentConfig
+    source: Literal["api", "file"] = Field(
+        "api",
+        description="`file`: the record an operator's YAML or Python agent's calls are filed under "
+        "(read-only here)",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -51,13 +56,30 @@ class AgentCreate(BaseModel):
 
 
 class AgentUpdate(BaseModel):
-    """Changes to the configuration make a new version; name and description change in place."""
+    """Changes to the configuration make a new version; name and description change in place.
+    ``config`` is the whole new configuration (the CLI reads it from a file)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: AgentName | None = None
     description: SafeStr | None = Field(None, max_length=2000)
     config: AgentConfig | None = None
+
+
+class AgentPatch(BaseModel):
+    """``PATCH /v1/agents/{id}``: only what is sent changes. A configuration that changes is a new
+    version; name and description change in place."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: AgentName | None = None
+    description: SafeStr | None = Field(None, max_length=2000)
+    config: JsonObject | None = Field(
+        None,
+        description="changes to the latest configuration, as a JSON merge patch (RFC 7396): objects "
+        'merge key by key, a value replaces (a list whole), and null resets a field to its default: {"'
+        'first_message": "Hello!"} changes the greeting and keeps the rest',
+    )
 
 
 class CallSummary(BaseModel):

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Agent, AgentVersion
 from parley.store.queries import page_newest_first
 from parley.store.types import new_id, utcnow
 
+API = "api"
+FILE = "file"
+"""``Agent.source``: made through the API or the CLI, or the record of an operator's YAML/Python agent."""
+
 
 class AgentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def create(self, org_id: str, name: str, config: dict[str, Any], description: str = "") -> Agent:
+    async def create(
+        self, org_id: str, name: str, config: dict[str, Any], description: str = "", *, source: str = API
+    ) -> Agent:
         now = utcnow()
         agent = Agent(
             id=new_id("agent"),
@@ -24,6 +30,7 @@ class AgentRepository:
             name=name,
             description=description,
             latest_version=1,
+            source=source,
             created_at=now,
             updated_at=now,
         )
@@ -58,12 +65,16 @@ class AgentRepository:
             return None
         return agent
 
-    async def by_name(self, org_id: str, name: str) -> Agent | None:
+    async def by_name(self, org_id: str, name: str, *, source: str | None = None) -> Agent | None:
+        """The agent of that name (of that ``source``, if given). An API agent and the record of a file
+        agent may share a name (the file came later): the API's one is meant."""
+        statement = select(Agent).where(
+            Agent.org_id == org_id, Agent.name == name, Agent.deleted_at.is_(None)
+        )
+        if source is not None:
+            statement = statement.where(Agent.source == source)
         return await self.session.scalar(
-            select(Agent)
-            .where(Agent.org_id == org_id, Agent.name == name, Agent.deleted_at.is_(None))
-            .order_by(Agent.created_at.desc())
-            .limit(1)
+            statement.order_by(case((Agent.source == API, 0), else_=1), Agent.created_at.desc()).limit(1)
         )
 
     async def version(self, agent_id: str, number: int | None = None) -> AgentVersion | None:

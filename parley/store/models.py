@@ -74,6 +74,9 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
+    """``api`` (made through the API or the CLI), or ``file``: the record an operator's YAML or Python
+    agent's calls are filed under (revision 0010), never served in its place nor changed through the API."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]

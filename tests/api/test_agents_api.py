@@ -29,6 +29,8 @@ async def test_agents_crud_with_versions(client: httpx.AsyncClient) -> None:
     assert updated.status_code == 200 and updated.json()["version"] == 2
     by_name = (await client.get("/v1/agents/support")).json()
     assert by_name["config"]["system_prompt"] == "Be brief." and by_name["id"] == agent["id"]
+    assert by_name["config"]["knowledge"] == ["Open 9-5."], "a patch keeps what it does not name"
+    assert by_name["config"]["llm"]["provider"] == "openai" and by_name["source"] == "api"
     old = (await client.get(f"/v1/agents/{agent['id']}", params={"version": 1})).json()
     assert old["config"]["system_prompt"] == "Be kind."
     versions = (await client.get(f"/v1/agents/{agent['id']}/versions")).json()
@@ -63,3 +65,42 @@ async def test_agent_pages(client: httpx.AsyncClient) -> None:
     assert names == [f"agent-{i}" for i in reversed(range(5))]
     assert (await client.get("/v1/agents", params={"cursor": "garbage"})).status_code == 400
     assert (await client.get("/v1/agents", params={"limit": 0})).status_code == 422
+
+
+async def test_a_patch_changes_only_what_it_sends(client: httpx.AsyncClient) -> None:
+    """``{"config": {"first_message": "Hello!"}}`` used to replace the whole configuration with
+    defaults: the agent lost its prompt, tools and knowledge, and stopped being public."""
+    tool = {"name": "book", "description": "Book a visit.", "kind": "static", "result": {"ok": True}}
+    config = {
+        "system_prompt": "Be kind.",
+        "public": True,
+        "knowledge": ["Open 9-5."],
+        "tools": [tool],
+        "llm": {"provider": "openai", "options": {"model": "gpt-4o-mini", "first_token_timeout_ms": 900}},
+    }
+    made = await client.post("/v1/agents", json={"name": "desk", "config": config})
+    assert made.status_code == 201, made.text
+    url = f"/v1/agents/{made.json()['id']}"
+
+    greeted = (await client.patch(url, json={"config": {"first_message": "Hello!"}})).json()
+    kept = greeted["config"]
+    assert greeted["version"] == 2 and kept["first_message"] == "Hello!"
+    assert (kept["system_prompt"], kept["public"], kept["knowledge"]) == ("Be kind.", True, ["Open 9-5."])
+    assert [t["name"] for t in kept["tools"]] == ["book"]
+
+    patch = {"config": {"llm": {"options": {"first_token_timeout_ms": 1200}}}}
+    nested = (await client.patch(url, json=patch)).json()["config"]["llm"]
+    assert nested["provider"] == "openai" and nested["options"]["model"] == "gpt-4o-mini"
+    assert nested["options"]["first_token_timeout_ms"] == 1200
+
+    reset = (await client.patch(url, json={"config": {"first_message": None, "tools": []}})).json()
+    assert (
+        reset["version"] == 4 and reset["config"]["first_message"] is None and reset["config"]["tools"] == []
+    )
+
+    bad = await client.patch(url, json={"config": {"temperature": "hot"}})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "config", "temperature"]
+    assert "hot" not in bad.text, "the refusal names the field, never the value"
+    key = await client.patch(url, json={"config": {"llm": {"options": {"api_key": "sk-secret-123456"}}}})
+    assert key.status_code == 422 and "sk-secret-123456" not in key.text
+    assert (await client.get(url)).json()["version"] == 4, "a refused patch makes no version"

@@ -8,6 +8,7 @@ from parley.artifacts.local import LocalArtifactStore
 from parley.engine.agent import AgentConfig
 from parley.platform.agents import AgentService, Conflict, NotFound
 from parley.platform.calls import CallService
+from parley.platform.directory import AgentDirectory
 from parley.platform.pricing import Pricing
 from parley.platform.recordings import Recordings
 from parley.platform.schemas import AgentCreate, AgentUpdate
@@ -61,3 +62,41 @@ async def test_ensure_files_a_yaml_agent_under_its_name(db: Database) -> None:
     _, v2 = await agents.ensure(org, config.model_copy(update={"first_message": "Hello!"}))
     assert (v1.version, again.version, v2.version) == (1, 1, 2)
     assert (await agents.get(org, agent.id)).version == 2
+
+
+async def test_a_file_agent_never_changes_an_api_agent_of_the_same_name(db: Database) -> None:
+    """Calling the operator's YAML agent ``assistant`` used to add its public configuration as a new
+    version of a tenant's private API agent ``assistant``; anyone could do it, without a key."""
+    async with db.session() as session:
+        org = (await TenantRepository(session).ensure_org("acme")).id
+    agents = AgentService(db)
+    mine = AgentConfig(system_prompt="Always say PINEAPPLE.", public=False)
+    made = await agents.create(org, AgentCreate(name="assistant", config=mine))
+    record, _ = await agents.ensure(org, AgentConfig(name="assistant", public=True))
+    again, _ = await agents.ensure(org, AgentConfig(name="assistant", public=True))
+    assert record.id != made.id and again.id == record.id
+    assert [v.version for v in await agents.versions(org, made.id)] == [1]
+    kept = await agents.get(org, "assistant")
+    assert (kept.id, kept.source, kept.config.public) == (made.id, "api", False)
+    assert kept.config.system_prompt == "Always say PINEAPPLE."
+
+    directory = AgentDirectory(db)
+    assert [a.id for a in await directory.public(org)] == []
+    found = await directory.find(org, "assistant")
+    assert found is not None and found.id == made.id
+    assert await directory.find(org, record.id) is None and await directory.find_by_id(record.id) is None
+
+    filed = await agents.get(org, record.id)
+    assert filed.source == "file"
+    with pytest.raises(Conflict, match="YAML or Python agent"):
+        await agents.update(org, record.id, AgentUpdate(description="mine now"))
+
+
+async def test_a_file_agents_record_takes_its_name_from_the_api(db: Database) -> None:
+    async with db.session() as session:
+        org = (await TenantRepository(session).ensure_org("acme")).id
+    agents = AgentService(db)
+    await agents.ensure(org, AgentConfig(name="front-desk", public=True))
+    with pytest.raises(Conflict, match="YAML or Python agent"):
+        await agents.create(org, AgentCreate(name="front-desk"))
+    assert await AgentDirectory(db).public(org) == [], "served from its file, never from the record"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
+from fastapi.exceptions import RequestValidationError
 
-from parley.platform.agents import Conflict, NotFound, ProviderError
+from parley.platform.agents import Conflict, InvalidConfig, NotFound, ProviderError
 from parley.platform.schemas import (
     AgentCreate,
     AgentOut,
-    AgentUpdate,
+    AgentPatch,
     AgentVersionOut,
     Page,
     SessionStart,
@@ -67,10 +68,15 @@ async def get_agent(
     response_model=AgentOut,
     responses={404: {"description": "no such agent"}, 409: {"description": "name taken"}},
 )
-async def update_agent(agent_id: Ref, body: AgentUpdate, principal: Auth, platform: PlatformDep) -> AgentOut:
-    """Change an agent. A different configuration becomes a new version; calls keep theirs."""
+async def update_agent(agent_id: Ref, body: AgentPatch, principal: Auth, platform: PlatformDep) -> AgentOut:
+    """Change an agent: only what is sent changes (``config`` is merged into the latest configuration).
+    A different configuration becomes a new version; calls keep theirs."""
     try:
         return await platform.agents.update(principal.org_id, agent_id, body)
+    except InvalidConfig as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", "config", *error["loc"])} for error in exc.errors]
+        ) from exc
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except Conflict as exc:
