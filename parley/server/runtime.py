@@ -78,12 +78,13 @@ def _stored_choice(stored: StoredAgent, ref: str) -> AgentChoice:
 def _refuse_unless_public(found: AgentConfig | StoredAgent) -> None:
     """Without a token only public agents answer (the operator's or an organization's)."""
     config = found.config if isinstance(found, StoredAgent) else found
-    if not config.public:
-        raise AdmissionError(
-            ErrorCode.UNAUTHORIZED,
-            f"agent '{config.name}' is not public: start with a session token from "
-            "POST /v1/agents/{id}/sessions",
-        )
+    if config.public:
+        return
+    if isinstance(found, StoredAgent):
+        how = "start with a session token from POST /v1/agents/{id}/sessions"
+    else:  # the operator's own agent: its file decides
+        how = "the operator can set `public: true` in its file (YAML, or Agent(public=True) in Python)"
+    raise AdmissionError(ErrorCode.UNAUTHORIZED, f"agent '{config.name}' is not public: {how}")
 
 
 def _check_pinned(call: LiveCall, named: str | None, stored: StoredAgent | None) -> None:
