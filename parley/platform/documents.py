@@ -86,11 +86,30 @@ def document_out(document: AgentDocument) -> DocumentOut:
     )
 
 
+FORM_UPLOAD_REFUSED = (
+    "a multipart form upload (curl -F) is not accepted: send the file itself as the request body with "
+    "its Content-Type and ?name=, e.g. curl --data-binary @faq.txt -H 'Content-Type: text/plain' "
+    "'.../v1/agents/{id}/documents?name=faq.txt' (text/markdown and application/pdf work the same way)"
+)
+
+
+def _media(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def check_upload_media(content_type: str | None) -> None:
+    """Refuse a multipart body before anything else: its boundary lines and part headers would
+    otherwise be kept as the document's text (a ``.txt`` name made it look like plain text)."""
+    if _media(content_type).startswith("multipart/"):
+        raise DocumentError(FORM_UPLOAD_REFUSED, 415)
+
+
 def kind_of(name: str, content_type: str | None, data: bytes) -> Kind:
     """What an upload is: by its bytes for PDF, else by content type, else by file name."""
+    check_upload_media(content_type)
     if data.startswith(b"%PDF-"):
         return "pdf"
-    media = (content_type or "").split(";")[0].strip().lower()
+    media = _media(content_type)
     suffix = PurePosixPath(name).suffix.lower()
     if media == "application/pdf" or suffix == ".pdf":
         raise DocumentError("the upload says it is a PDF but is not one", 415)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from parley.platform.agents import NotFound
-from parley.platform.documents import MAX_PDF_PAGES, MAX_UPLOAD_BYTES
+from parley.platform.documents import MAX_PDF_PAGES, MAX_UPLOAD_BYTES, DocumentError
 from parley.platform.runtime import Platform
 from tests.knowledge.pdfs import pdf_with_pages
 
@@ -97,6 +97,31 @@ async def test_bad_uploads_are_refused_with_a_reason(
     assert refused.status_code == status, refused.text
     assert complaint in refused.text
     assert (await client.get("/v1/agents/dentist/documents")).json() == []
+
+
+@pytest.mark.parametrize("params", [{"name": "multi.txt"}, {}])
+async def test_a_multipart_form_upload_is_refused_with_how_to_send_the_file(
+    client: httpx.AsyncClient, platform: Platform, params: dict[str, str]
+) -> None:
+    """``curl -F file=@faq.txt`` once stored the form's boundary lines and part headers as the text."""
+    agent = await _agent(client)
+    form = await client.post(
+        f"/v1/agents/{agent['id']}/documents",
+        params=params,
+        files={"file": ("faq.txt", MARKDOWN.encode(), "text/plain")},
+    )
+    assert form.status_code == 415, form.text
+    assert "multipart" in form.text and "--data-binary" in form.text, "it says how to send the file"
+    assert (await client.get(f"/v1/agents/{agent['id']}/documents")).json() == []
+    with pytest.raises(DocumentError, match="multipart") as refused:
+        await platform.documents.add(
+            platform.default_org_id,
+            agent["id"],
+            "faq.txt",
+            b"--x\r\n\r\nhi\r\n--x--",
+            "multipart/form-data; boundary=x",
+        )
+    assert refused.value.status == 415
 
 
 async def test_documents_of_an_unknown_agent_or_another_org_are_not_found(

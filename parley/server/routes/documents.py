@@ -1,7 +1,8 @@
 """``/v1/agents/{id}/documents``: the documents an agent answers from (text, markdown, PDF).
 
 Upload a file as the raw body (``Content-Type: application/pdf``, ``text/markdown`` or ``text/plain``,
-``?name=`` the file name), or text as JSON ``{"name": …, "text": …, "kind": "markdown"}``.
+``?name=`` the file name), or text as JSON ``{"name": …, "text": …, "kind": "markdown"}``. A multipart
+form (``curl -F``) is refused with 415 and a hint, not stored with its boundary lines as the text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from parley.platform.documents import (
     DocumentName,
     DocumentOut,
     DocumentText,
+    check_upload_media,
 )
 from parley.server.auth import Auth, PlatformDep
 from parley.server.routes.params import Ref
@@ -54,7 +56,7 @@ def _is_json(content_type: str | None) -> bool:
         404: {"description": "no such agent"},
         409: {"description": "the agent has as many documents as it may hold"},
         413: {"description": f"over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB, too many pages or too much text"},
-        415: {"description": "not text, markdown or PDF"},
+        415: {"description": "not text, markdown or PDF, or a multipart form instead of the raw file"},
         422: {"description": "no text in it, a broken or password-protected PDF, or a bad name"},
     },
 )
@@ -81,6 +83,7 @@ async def add_document(
                     exc.errors(include_url=False, include_context=False),
                 ) from exc
             return await platform.documents.add_text(principal.org_id, agent_id, body)
+        check_upload_media(content_type)  # a form gets the hint on how to send it, not a `name` complaint
         try:
             file_name = _name(name)
         except ValidationError as exc:
