@@ -4,8 +4,8 @@ An agent's ``system_prompt`` and ``first_message`` are tenant text, so they are 
 small language: variables from a fixed set of roots, a few text filters, ``if`` blocks. No loops, calls,
 arithmetic or assignments (nothing that can burn CPU or reach an object's internals), checked on the
 parsed template when the agent is validated, and rendered by jinja2's sandbox on plain dicts only.
-An unknown root (``{{colour}}``) is an error at validation; a missing value (no caller name, an absent
-metadata key) renders as nothing.
+An unknown variable (``{{colour}}``, ``{{caller.nmae}}``) is an error at validation; ``metadata`` is the
+only free-form root. A missing value (no caller name, an absent metadata key) renders as nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,9 +28,18 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("parley.engine.variables")
 
-ROOTS = frozenset({"caller", "call", "metadata", "now"})
+FIELDS: dict[str, frozenset[str]] = {
+    "caller": frozenset({"number", "name"}),
+    "call": frozenset({"id", "direction", "number"}),
+    "now": frozenset(),
+}
+"""The roots whose fields are fixed (``CallVariables.namespace``): a misspelt field is refused on save."""
+FREE_FORM = frozenset({"metadata"})
+"""Roots whose keys are the caller's own (``metadata.order.id``): any key may be mentioned."""
+ROOTS = frozenset(FIELDS) | FREE_FORM
 KNOWN = "caller.number, caller.name, call.id, call.direction, call.number, metadata.<key>, now"
 """What a template may mention (``call.number`` is the number dialled; ``now`` the call's start time)."""
+_VARIABLES = (*sorted(ROOTS), *(f"{root}.{name}" for root, names in FIELDS.items() for name in sorted(names)))
 FILTERS = frozenset({"upper", "lower", "title", "capitalize", "trim", "default", "d"})
 TESTS = frozenset({"defined", "undefined", "none", "string", "number"})
 _ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
@@ -102,7 +112,9 @@ def _compiled(text: str) -> Template:
                 f"{', '.join(sorted(FILTERS))}, and {{% if %}} blocks"
             )
         if isinstance(node, nodes.Name) and node.name not in ROOTS:
-            raise PromptTemplateError(f"unknown prompt variable '{node.name}' (known: {KNOWN})")
+            raise PromptTemplateError(_unknown(node.name))
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            _check_field(node)
         if isinstance(node, nodes.Filter) and node.name not in FILTERS:
             raise PromptTemplateError(
                 f"filter '{node.name}' is not allowed (allowed: {', '.join(sorted(FILTERS))})"
@@ -112,6 +124,36 @@ def _compiled(text: str) -> Template:
                 f"test '{node.name}' is not allowed (allowed: {', '.join(sorted(TESTS))})"
             )
     return _ENV.from_string(tree)
+
+
+def _check_field(node: nodes.Getattr | nodes.Getitem) -> None:
+    """Refuse ``caller.nmae``, ``call['directoin']`` or ``caller.name.x``: they would render as nothing.
+
+    A lookup is followed down to its root variable; below a fixed root only one known field may follow.
+    A lookup on anything else (a filter's result) is left to render, empty when there is nothing."""
+    path: list[str | None] = []
+    target: nodes.Node = node
+    while isinstance(target, nodes.Getattr | nodes.Getitem):
+        if isinstance(target, nodes.Getattr):
+            path.append(target.attr)
+        elif isinstance(target.arg, nodes.Const) and isinstance(target.arg.value, str):
+            path.append(target.arg.value)
+        else:
+            path.append(None)  # a key computed at render time
+        target = target.node
+    if not isinstance(target, nodes.Name) or target.name not in FIELDS:
+        return
+    path.reverse()
+    shown = target.name + "".join(f".{step}" if step is not None else "[…]" for step in path)
+    if len(path) != 1 or path[0] not in FIELDS[target.name]:
+        raise PromptTemplateError(_unknown(shown))
+
+
+def _unknown(variable: str) -> str:
+    """The error for a variable a call never has, with the nearest known one when it looks misspelt."""
+    near = get_close_matches(variable, _VARIABLES, n=1, cutoff=0.75)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return f"unknown prompt variable '{variable}'{hint} (known: {KNOWN})"
 
 
 @dataclass(frozen=True, slots=True)

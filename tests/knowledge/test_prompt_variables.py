@@ -8,7 +8,15 @@ import pytest
 from pydantic import ValidationError
 
 from parley.engine.agent import AgentConfig
-from parley.engine.variables import CallVariables, PromptTemplateError, check_template, render, render_agent
+from parley.engine.variables import (
+    FIELDS,
+    FREE_FORM,
+    CallVariables,
+    PromptTemplateError,
+    check_template,
+    render,
+    render_agent,
+)
 
 CALL = CallVariables(
     call_id="call_1",
@@ -46,6 +54,14 @@ def test_missing_values_render_empty_and_if_blocks_work() -> None:
     ("template", "complaint"),
     [
         ("Hi {{ colour }}", "unknown prompt variable 'colour'"),
+        ("Hi {{caller.nmae}}!", "unknown prompt variable 'caller.nmae'; did you mean 'caller.name'"),
+        ("{{call.directoin}}", "unknown prompt variable 'call.directoin'; did you mean 'call.direction'"),
+        ("{% if caller.nmae %}Hi{% endif %}", "unknown prompt variable 'caller.nmae'"),
+        ("{{ call['numbr'] }}", "unknown prompt variable 'call.numbr'"),
+        ("{{ caller[metadata.field] }}", r"unknown prompt variable 'caller\[…\]'"),
+        ("{{ caller.name.first }}", "unknown prompt variable 'caller.name.first'"),
+        ("{{ now.year }}", "unknown prompt variable 'now.year'"),
+        ("{{ caller.__class__ }}", "unknown prompt variable 'caller.__class__'"),
         ("{% for x in metadata %}{{ x }}{% endfor %}", "'For' is not allowed"),
         ("{{ caller.name.upper() }}", "'Call' is not allowed"),
         ("{{ 'ab' * 100000000 }}", "'Mul' is not allowed"),
@@ -62,8 +78,36 @@ def test_what_is_not_plain_data_is_refused_at_validation(template: str, complain
         AgentConfig(system_prompt=template)
 
 
+def test_a_misspelt_field_is_refused_with_the_fields_a_call_has() -> None:
+    """``{{caller.nmae}}`` used to pass the save and greet every caller with "Hi !"."""
+    with pytest.raises(ValidationError) as refused:
+        AgentConfig(system_prompt="Be brief.", first_message="Hi {{caller.nmae}}!")
+    message = str(refused.value)
+    assert "first_message" in message and "'caller.nmae'" in message
+    for known in (
+        "caller.name",
+        "caller.number",
+        "call.id",
+        "call.direction",
+        "call.number",
+        "metadata.<key>",
+    ):
+        assert known in message, "the error lists what may be used instead"
+
+
+def test_every_known_field_and_any_metadata_key_is_accepted() -> None:
+    every = "{{caller.name}}{{caller.number}}{{call.id}}{{call.direction}}{{call.number}}{{now}}"
+    assert render(every, CallVariables(caller_name="Ana", direction="web")).startswith("Anaweb")
+    free = "{{ metadata.anything.nested }}|{{ metadata['order'].id }}|{% if metadata.vip %}VIP{% endif %}"
+    check_template(free)
+    assert render(free, CALL) == "|42|"
+    namespace = CallVariables().namespace()
+    fixed = {root: frozenset(v) if isinstance(v, dict) else frozenset() for root, v in namespace.items()}
+    assert {root: fixed[root] for root in namespace if root not in FREE_FORM} == FIELDS, "checks match calls"
+
+
 def test_tenant_text_reaches_no_object_internals() -> None:
-    assert render("{{ caller.__class__ }}{{ metadata.keys }}{{ caller['__init__'] }}", CALL) == ""
+    assert render("{{ metadata.__class__ }}{{ metadata.keys }}{{ metadata['__init__'] }}", CALL) == ""
     tricky = CallVariables(metadata={"keys": "k", "items": "i"})
     assert render("{{ metadata.keys }} {{ metadata.items }}", tricky) == "k i"
 
