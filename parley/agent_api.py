@@ -8,7 +8,8 @@
 
 A tool's JSON schema comes from its type hints (argument descriptions from ``Annotated[str, "…"]``, a
 pydantic ``Field`` or the docstring's ``Args:`` section), its description from the docstring. A
-parameter annotated ``CallContext`` receives the call's context and is not shown to the model.
+parameter annotated ``CallContext`` (or ``CallContext | None``) receives the call's context and is not
+shown to the model.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import importlib.util
 import inspect
 import re
 import sys
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints, overload
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
 from pydantic.fields import FieldInfo
@@ -191,7 +193,13 @@ def python_tool(
     if not callable(function):
         raise AgentConfigError(f"tool {tool_name!r} is not a function")
     summary, documented = _docstring(inspect.getdoc(function) or "")
-    hints = get_type_hints(function, include_extras=True)
+    try:
+        hints = get_type_hints(function, include_extras=True)
+    except (NameError, TypeError, SyntaxError) as exc:  # a hint naming what is not importable at run time
+        raise AgentConfigError(
+            f"tool {tool_name!r}: cannot resolve its type hints ({exc}); import the types they name at "
+            "module level (not under TYPE_CHECKING) or spell them correctly"
+        ) from exc
     fields: dict[str, Any] = {}
     context_params: list[str] = []
     for param in inspect.signature(function).parameters.values():
@@ -201,6 +209,11 @@ def python_tool(
         if _is_context(annotation):
             context_params.append(param.name)
             continue
+        if _mentions_context(annotation):
+            raise AgentConfigError(
+                f"tool {tool_name!r}: parameter {param.name!r} mixes CallContext with other types; "
+                "annotate it CallContext or CallContext | None"
+            )
         if param.name not in hints:
             raise AgentConfigError(f"tool {tool_name!r}: parameter {param.name!r} needs a type hint")
         fields[param.name] = _field(annotation, param.default, documented.get(param.name))
@@ -218,9 +231,29 @@ def python_tool(
 
 
 def _is_context(annotation: Any) -> bool:
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
+    """``CallContext``, also in ``Annotated`` or ``Optional``: the call passes it, the model never sees it."""
+    annotation = _unannotated(annotation)
+    if _is_union(annotation):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_is_context(a) for a in members)
     return isinstance(annotation, type) and issubclass(annotation, CallContext)
+
+
+def _mentions_context(annotation: Any) -> bool:
+    """Whether a union names ``CallContext`` next to a real argument type (``CallContext | str``)."""
+    annotation = _unannotated(annotation)
+    if _is_union(annotation):
+        return any(_mentions_context(a) for a in get_args(annotation))
+    return _is_context(annotation)
+
+
+def _unannotated(annotation: Any) -> Any:
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+def _is_union(annotation: Any) -> bool:
+    """``X | Y`` and ``Optional[X]``/``Union[X, Y]`` are different objects before Python 3.14."""
+    return get_origin(annotation) in (Union, types.UnionType)
 
 
 def _field(annotation: Any, default: Any, documented: str | None) -> tuple[Any, FieldInfo]:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from pydantic import BaseModel, Field
@@ -132,6 +132,51 @@ def test_mistakes_are_reported_when_the_agent_is_written() -> None:
         @agent.tool
         async def weather(city) -> str:  # type: ignore[no-untyped-def]
             return "sunny"
+
+
+async def test_an_optional_context_is_passed_and_kept_out_of_the_schema() -> None:
+    """``ctx: CallContext | None = None`` (a tool also callable outside a call) used to crash at
+    ``@agent.tool`` with a pydantic schema error about ``CallControls``."""
+    agent = Agent("front-desk")
+    seen: list[str | None] = []
+
+    @agent.tool
+    async def book(day: str, ctx: CallContext | None = None) -> str:
+        """Book a visit."""
+        seen.append(ctx.call_id if ctx is not None else None)
+        return day
+
+    @agent.tool
+    def cancel(day: str, ctx: Optional[Annotated[CallContext, "the call"]] = None) -> str:  # noqa: UP045
+        """Cancel a visit."""
+        seen.append(ctx.call_id if ctx is not None else None)
+        return day
+
+    tools = build_tools(agent.config, context=CallContext(call_id="call_7", caller_number="+15550100"))
+    for spec in tools.specs():
+        assert set(spec.parameters["properties"]) == {"day"}, "the context is not shown to the model"
+        assert spec.parameters["required"] == ["day"]
+    booked = await tools.execute(ToolCall("1", "book", {"day": "Monday"}))
+    cancelled = await tools.execute(ToolCall("2", "cancel", {"day": "Tuesday"}))
+    assert booked.ok and cancelled.ok
+    assert seen == ["call_7", "call_7"]
+
+
+def test_a_hint_that_cannot_be_resolved_or_a_mixed_context_is_a_config_error() -> None:
+    agent = Agent("front-desk")
+    with pytest.raises(AgentConfigError, match=r"tool 'ship': cannot resolve its type hints.*'Adress'"):
+
+        @agent.tool
+        async def ship(address: Adress) -> str:  # type: ignore[name-defined]  # noqa: F821
+            """Ship to an address (the type's name is misspelt)."""
+            return "ok"
+
+    with pytest.raises(AgentConfigError, match="parameter 'ctx' mixes CallContext with other types"):
+
+        @agent.tool
+        async def book(day: str, ctx: CallContext | str) -> str:
+            """Book a visit."""
+            return day
 
 
 def test_the_config_is_the_yaml_form_and_keeps_the_tools_in_this_process() -> None:
