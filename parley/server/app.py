@@ -196,6 +196,7 @@ def with_platform(settings: Settings) -> Lifespan:
         app.state.platform = platform
         runtime: LiveRuntime = app.state.runtime
         runtime.platform = platform
+        await runtime.record_file_agents()
         try:
             yield
         finally:

@@ -212,6 +212,22 @@ class LiveRuntime:
         live.start()
         return live
 
+    async def record_file_agents(self) -> None:
+        """File each of the operator's agents under its record now, as it is: a phone number or a
+        session token can then name it before anyone has called it, and gets today's file."""
+        if self.platform is None:
+            return
+        for agent in self.engines.catalog.agents():
+            await self.platform.agents.ensure(self.platform.default_org_id, agent)
+
+    def _served_as_filed(self, agent: AgentConfig) -> AgentConfig:
+        """The operator's own agent in place of its record, when the record is what the file says: a
+        Python agent's tools are code, which no record holds. Anything else runs as it was stored."""
+        served = self.engines.catalog.get(agent.name)
+        if served is None or served is agent or served.name != agent.name:
+            return agent
+        return served if AgentConfig.model_validate(served.model_dump(mode="json")) == agent else agent
+
     async def find_agent(self, ref: str | None) -> AgentConfig | StoredAgent:
         """The agent ``start {agent: ref}`` names without a token, or ``AdmissionError(unknown_agent)``
         listing what this caller could pick instead. Whether it may talk to it is checked apart.
@@ -343,7 +359,7 @@ class LiveRuntime:
         elif stored is not None:
             call = await self._public_call(stored, client)
         if call is not None:
-            agent = call.agent
+            agent = self._served_as_filed(call.agent)
             secrets = await self._secrets_for(agent, call.call.org_id)
         assert agent is not None
         try:

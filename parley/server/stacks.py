@@ -59,6 +59,9 @@ class AgentCatalog:
     def get(self, name: str | None) -> AgentConfig | None:
         return self._agents.get(name or self.default)
 
+    def agents(self) -> list[AgentConfig]:
+        return list(self._agents.values())
+
     def summaries(self) -> list[AgentSummary]:
         return [AgentSummary(a.name, a.system_prompt.split(".")[0][:120]) for a in self._agents.values()]
 
