@@ -56,6 +56,11 @@ def with_telephony(settings: Settings) -> Lifespan:
 
 
 async def _dispatch(queue: OutboundQueue, runtime: LiveRuntime) -> None:
+    """Place queued calls once the models are warm: a call dialled while they load is answered by
+    silence (the callee hangs up, or a machine goes unheard), and the job would count as done."""
+    if not runtime.engines.ready.is_set():
+        log.info("the outbound queue waits for the models before it places calls")
+        await runtime.engines.ready.wait()
     runner = asyncio.create_task(queue.run(), name="outbound-dispatcher")
     try:
         while not runtime.draining and not runner.done():
