@@ -309,6 +309,12 @@ class OutboundQueue:
             jobs = OutboundJobRepository(session)
             if caller is None:
                 caller = await self._default_caller_id(jobs, org_id)
+            elif not await self._may_call_from(jobs, org_id, caller):
+                # One Twilio account may carry several organizations: none may show another's number.
+                raise InvalidOutboundJob(
+                    f"from {caller} is not one of the organization's phone numbers (parley numbers list) "
+                    "nor PARLEY_TWILIO_CALLER_ID"
+                )
             start, end = hours.bounds
             job, created = await jobs.create(
                 org_id,
@@ -329,6 +335,13 @@ class OutboundQueue:
             log.info("outbound call queued", job_id=view.id, org_id=org_id, to=view.to_number, time_zone=zone)
             self._wake.set()
         return view
+
+    async def _may_call_from(self, jobs: OutboundJobRepository, org_id: str, caller: str) -> bool:
+        configured = self.settings.twilio_caller_id
+        with contextlib.suppress(InvalidOutboundJob):
+            if configured and formatted(e164(configured, "PARLEY_TWILIO_CALLER_ID")) == caller:
+                return True
+        return await jobs.owns_number(org_id, caller)
 
     async def _default_caller_id(self, jobs: OutboundJobRepository, org_id: str) -> str:
         configured = self.settings.twilio_caller_id

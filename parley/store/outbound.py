@@ -160,6 +160,13 @@ class OutboundJobRepository:
             .limit(1)
         )
 
+    async def owns_number(self, org_id: str, number: str) -> bool:
+        """Whether ``number`` (E.164) is one of the organization's phone numbers."""
+        found = await self.session.scalar(
+            select(PhoneNumber.id).where(PhoneNumber.org_id == org_id, PhoneNumber.number == number).limit(1)
+        )
+        return found is not None
+
     # --- claiming -------------------------------------------------------------------------------------
 
     async def dialing_by_org(self) -> dict[str, int]:

@@ -79,6 +79,7 @@ async def test_a_call_that_cannot_be_queued_says_why(phone: Phone) -> None:
         ({"agent": "support", "to": CALLER, "time_zone": "Mars/Olympus_Mons", "from": NUMBER}, 422),
         ({"agent": "support", "to": CALLER, "surprise": True}, 422),
         ({"agent": "nobody", "to": CALLER, "from": NUMBER}, 404),
+        ({"agent": "support", "to": CALLER, "from": "+1 202 555 0188"}, 422),  # another's caller id
     ]:
         response = await phone.http.post("/v1/calls", json=body)
         assert response.status_code == code, (body, response.text)
