@@ -31,6 +31,7 @@ from parley.platform.leads import (
     NotFound,
 )
 from parley.platform.runtime import Platform
+from parley.store.leads import LEAD_STATUSES
 
 businesses_app = typer.Typer(help="Businesses that take leads.", no_args_is_help=True)
 leads_app = typer.Typer(
@@ -249,12 +250,14 @@ def leads_submit(
 
 @leads_app.command("list")
 def leads_list(
-    status: Annotated[str | None, typer.Option(help="matched, unmatched, callback_queued, called …")] = None,
+    status: Annotated[str | None, typer.Option(help=", ".join(LEAD_STATUSES))] = None,
     business: Annotated[str | None, typer.Option(help="only leads matched to this business id")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Leads, newest first."""
+    if status is not None and status not in LEAD_STATUSES:
+        raise typer.BadParameter(f"{status!r} is none of {', '.join(LEAD_STATUSES)}", param_hint="--status")
     page = _run(lambda p, org: p.leads.leads(org, status=status, business_id=business, limit=limit))
     if as_json:
         _print_json(page)

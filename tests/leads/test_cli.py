@@ -99,6 +99,8 @@ def test_businesses_and_leads_from_the_command_line(parley: typer.Typer) -> None
 
     listed = run(parley, "leads", "list")
     assert listed.exit_code == 0 and "Ada" in listed.stdout
+    misspelt = run(parley, "leads", "list", "--status", "machted")
+    assert misspelt.exit_code == 2 and "unmatched" in misspelt.output, "not an empty table"
     assert run(parley, "businesses", "deactivate", business["id"]).exit_code == 0
     active = json.loads(run(parley, "businesses", "list", "--json").stdout)["data"]
     every = json.loads(run(parley, "businesses", "list", "--all", "--json").stdout)["data"]
