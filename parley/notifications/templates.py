@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from jinja2 import StrictUndefined, TemplateError, nodes
@@ -267,8 +268,15 @@ def _finish(part: str, text: str) -> str:
 # --- what a template sees ------------------------------------------------------------------------------
 
 
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: datetime, zone: str | None = None) -> str:
+    """In the lead's own time (the business reading it is mostly there), else UTC; named either way."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        local = moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone(UTC)
+    except (ZoneInfoNotFoundError, ValueError):
+        local = moment.astimezone(UTC)
+    return local.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def lead_context(lead: Any) -> dict[str, Any]:
@@ -285,7 +293,7 @@ def lead_context(lead: Any) -> dict[str, Any]:
         "source": lead.source,
         "status": lead.status,
         "time_zone": lead.time_zone,
-        "received": _when(lead.created_at),
+        "received": _when(lead.created_at, lead.time_zone),
     }
 
 
@@ -313,7 +321,7 @@ def sample_context(kind: str) -> dict[str, Any]:
         "source": "form",
         "status": "matched",
         "time_zone": "America/Los_Angeles",
-        "received": "2026-12-09 14:05 UTC",
+        "received": "2026-12-09 06:05 PST",
     }
     business = {
         "id": "biz_0123456789abcdef0123",

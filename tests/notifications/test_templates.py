@@ -4,6 +4,8 @@ and the sandbox that keeps a tenant's template from being anything but words."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from parley.notifications.templates import (
     SMS_MAX_CHARS,
     TemplateInvalid,
     default_body,
+    lead_context,
     render,
     sample_context,
     validate,
@@ -149,3 +152,18 @@ async def test_only_known_templates_and_only_with_a_key(client: httpx.AsyncClien
         assert response.status_code == 404, (method, response.text)
     anonymous = await client.get("/v1/notification-templates/new_lead.html", headers={"Authorization": ""})
     assert anonymous.status_code == 401
+
+
+def test_a_lead_is_received_in_its_own_time_zone() -> None:
+    """The business reads "06:05 PST" for a lead from Los Angeles, not "14:05 UTC"."""
+    created = datetime(2026, 12, 9, 14, 5, tzinfo=UTC)
+    lead = SimpleNamespace(
+        id="lead_1", name="Ada", phone="+14155550100", email=None, category="plumbing", postal_code="94107",
+        description=None, consent_to_call=True, source="form", status="matched", created_at=created,
+        time_zone="America/Los_Angeles",
+    )  # fmt: skip
+    assert lead_context(lead)["received"] == "2026-12-09 06:05 PST"
+    assert (
+        lead_context(SimpleNamespace(**{**vars(lead), "time_zone": None}))["received"]
+        == "2026-12-09 14:05 UTC"
+    )
