@@ -168,7 +168,7 @@ async def test_a_statements_call_takes_words_from_an_earlier_question_asking_for
         template("42 Maple Street"),
         DONE,
     ]
-    lines = ["Can a plumber come to 42 Maple Street to fix a leak?", "Please send him, my kitchen sink leaks."]
+    lines = ["Can a plumber come to 42 Maple Street to fix a leak?", "Please send him, my sink leaks."]
     calls, asked = await two_turns(lines, rules)
     assert [(c.tool, c.arguments["address"]) for c in calls] == [("schedule_visit", "42 Maple Street")]
     assert asked[-1].accepted
