@@ -119,7 +119,7 @@ def businesses_add(
     hours: Annotated[
         list[str] | None, typer.Option("--hours", help="mon-fri=09:00-17:00; repeat; none: always open")
     ] = None,
-    agent: Annotated[str | None, typer.Option(help="id of the agent that calls leads back")] = None,
+    agent: Annotated[str | None, typer.Option(help="the agent that calls leads back (id or name)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a business (its service area: --lat/--lon/--radius-km, or --postal-code)."""

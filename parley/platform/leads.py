@@ -25,15 +25,15 @@ import structlog
 from phonenumbers import timezone as number_time_zones
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import select
 
 from parley.config import Settings
 from parley.inputs import SafeStr, refuse_nul
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.schemas import Page
+from parley.store.agents import AgentRepository
 from parley.store.db import Database
 from parley.store.leads import LeadRepository
-from parley.store.models import Agent, Business, Lead, LeadMatch, LeadNotification
+from parley.store.models import Business, Lead, LeadMatch, LeadNotification
 from parley.store.tenants import TenantRepository
 from parley.store.types import utcnow
 
@@ -178,7 +178,9 @@ class BusinessIn(_In):
     time_zone: TimeZone
     notify_email: Email
     notify_phone: Phone
-    agent_id: SafeStr | None = Field(None, max_length=40, description="the agent that calls leads back")
+    agent_id: SafeStr | None = Field(
+        None, max_length=200, description="the agent that calls leads back: its id or name (stored as its id)"
+    )
     active: bool = True
 
     @model_validator(mode="after")
@@ -207,7 +209,7 @@ class BusinessUpdate(_In):
     time_zone: TimeZone | None = None
     notify_email: Email | None = None
     notify_phone: Phone | None = None
-    agent_id: SafeStr | None = Field(None, max_length=40)
+    agent_id: SafeStr | None = Field(None, max_length=200)
     active: bool | None = None
 
 
@@ -425,7 +427,7 @@ class LeadService:
         fields = business.model_dump()
         fields["notify_phone"] = phone_e164(business.notify_phone, self.region, "notify_phone")
         async with self.db.session() as session:
-            await self._check_agent(session, org_id, business.agent_id)
+            fields["agent_id"] = await self._agent_id(session, org_id, business.agent_id)
             stored = await LeadRepository(session).add_business(org_id, fields)
             return business_out(stored)
 
@@ -461,7 +463,7 @@ class LeadService:
             fields = business.model_dump()
             fields["notify_phone"] = phone_e164(business.notify_phone, self.region, "notify_phone")
             if "agent_id" in changes.model_fields_set:  # an agent deleted since must not block a rename
-                await self._check_agent(session, org_id, business.agent_id)
+                fields["agent_id"] = await self._agent_id(session, org_id, business.agent_id)
             for name, value in fields.items():
                 setattr(stored, name, value)
             stored.updated_at = utcnow()
@@ -478,14 +480,16 @@ class LeadService:
             raise NotFound(f"no business {business_id}")
         return found
 
-    async def _check_agent(self, session: Any, org_id: str, agent_id: str | None) -> None:
-        if agent_id is None:
-            return
-        found = await session.scalar(
-            select(Agent.id).where(Agent.id == agent_id, Agent.org_id == org_id, Agent.deleted_at.is_(None))
-        )
+    async def _agent_id(self, session: Any, org_id: str, ref: str | None) -> str | None:
+        """The id of the organization's agent ``ref`` names (an id or a name, as ``numbers add`` and
+        ``calls dial`` take), or ``NotFound``."""
+        if ref is None:
+            return None
+        repo = AgentRepository(session)
+        found = await repo.get(org_id, ref) or await repo.by_name(org_id, ref)
         if found is None:
-            raise NotFound(f"no agent {agent_id}")
+            raise NotFound(f"no agent {ref!r}")
+        return found.id
 
     # --- leads ------------------------------------------------------------------------------------------
 

@@ -233,6 +233,8 @@ async def test_the_agent_that_calls_back_is_one_of_the_organization(
     agent = (await client.post("/v1/agents", json={"name": "callback"})).json()
     plumber = await _add_business(client, agent_id=agent["id"])
     assert plumber["agent_id"] == agent["id"]
+    by_name = await _add_business(client, agent_id="callback", name="Named Plumbing")
+    assert by_name["agent_id"] == agent["id"], "a name is taken, as numbers add and calls dial take one"
     async with platform.db.session() as session:
         tenants = TenantRepository(session)
         other = await tenants.create_key((await tenants.ensure_org("other")).id)
