@@ -126,7 +126,9 @@ def serve_bench_server() -> None:
     async def fast(_: AgentConfig) -> EngineStack:
         return engines
 
-    app = create_platform_app(settings, catalog=AgentCatalog([AgentConfig(name=AGENT)]), stack_factory=fast)
+    # The call-backs run the API agent ``AGENT``; the catalog's own (on record as a file agent) is another.
+    catalog = AgentCatalog([AgentConfig(name="assistant")])
+    app = create_platform_app(settings, catalog=catalog, stack_factory=fast)
 
     async def announce(server: DrainingServer) -> None:
         await app.state.runtime.engines.ready.wait()
