@@ -303,7 +303,7 @@ class OutboundQueue:
         caller = formatted(e164(from_, "from")) if from_ is not None else None
         async with self.db.session() as session:
             agents = AgentRepository(session)
-            agent = await agents.get(org_id, agent_ref) or await agents.by_name(org_id, agent_ref)
+            agent = await agents.by_ref(org_id, agent_ref)
             if agent is None:
                 raise NotFound(f"no agent {agent_ref!r}")
             jobs = OutboundJobRepository(session)

@@ -92,7 +92,7 @@ class AgentService:
 
     async def _find(self, repo: AgentRepository, org_id: str, ref: str) -> Agent:
         """An agent by id, or by name (what people type on the command line)."""
-        agent = await repo.get(org_id, ref) or await repo.by_name(org_id, ref)
+        agent = await repo.by_ref(org_id, ref)
         if agent is None:
             raise NotFound(f"no agent {ref!r}")
         return agent

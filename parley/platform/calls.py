@@ -121,7 +121,7 @@ class CallService:
             versions: dict[str, int] = {}
             if agent_ref is not None:
                 repo = AgentRepository(session)
-                agent = await repo.get(org_id, agent_ref) or await repo.by_name(org_id, agent_ref)
+                agent = await repo.by_ref(org_id, agent_ref)
                 if agent is None:
                     raise NotFound(f"no agent {agent_ref!r}")
                 version = await repo.version(agent.id, agent.latest_version)

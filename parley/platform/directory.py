@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.engine.agent import AgentConfig
-from parley.store.agents import API
+from parley.store.agents import API, AgentRepository
 from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
 
@@ -53,17 +53,7 @@ class AgentDirectory:
         async with self.db.session() as session:
             agent = await session.get(Agent, ref)
             if agent is None or agent.org_id != org_id or not _offered(agent):
-                agent = await session.scalar(
-                    select(Agent)
-                    .where(
-                        Agent.org_id == org_id,
-                        Agent.name == ref,
-                        Agent.deleted_at.is_(None),
-                        Agent.source == API,
-                    )
-                    .order_by(Agent.created_at.desc())
-                    .limit(1)
-                )
+                agent = await AgentRepository(session).by_name(org_id, ref, source=API)
             return None if agent is None else await _latest(session, agent)
 
     async def find_by_id(self, agent_id: str) -> StoredAgent | None:

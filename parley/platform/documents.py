@@ -180,7 +180,7 @@ class DocumentService:
         )
 
     async def _agent_id(self, repo: AgentRepository, org_id: str, ref: str) -> str:
-        agent = await repo.get(org_id, ref) or await repo.by_name(org_id, ref)
+        agent = await repo.by_ref(org_id, ref)
         if agent is None:
             raise NotFound(f"no agent {ref!r}")
         return agent.id

@@ -486,7 +486,7 @@ class LeadService:
         if ref is None:
             return None
         repo = AgentRepository(session)
-        found = await repo.get(org_id, ref) or await repo.by_name(org_id, ref)
+        found = await repo.by_ref(org_id, ref)
         if found is None:
             raise NotFound(f"no agent {ref!r}")
         return found.id

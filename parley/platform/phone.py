@@ -103,7 +103,7 @@ class PhoneService:
         """Route ``number`` (already E.164) to an agent of the organization; ``Conflict`` if it is taken."""
         async with self.db.session() as session:
             agents = AgentRepository(session)
-            agent = await agents.get(org_id, agent_ref) or await agents.by_name(org_id, agent_ref)
+            agent = await agents.by_ref(org_id, agent_ref)
             if agent is None:
                 raise NotFound(f"no agent {agent_ref!r}")
             try:

@@ -77,6 +77,10 @@ class AgentRepository:
             statement.order_by(case((Agent.source == API, 0), else_=1), Agent.created_at.desc()).limit(1)
         )
 
+    async def by_ref(self, org_id: str, ref: str) -> Agent | None:
+        """An agent by id or, failing that, by name (what people type on the command line)."""
+        return await self.get(org_id, ref) or await self.by_name(org_id, ref)
+
     async def version(self, agent_id: str, number: int | None = None) -> AgentVersion | None:
         statement = select(AgentVersion).where(AgentVersion.agent_id == agent_id)
         if number is None:
