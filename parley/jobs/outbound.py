@@ -336,20 +336,24 @@ class OutboundQueue:
             self._wake.set()
         return view
 
-    async def _may_call_from(self, jobs: OutboundJobRepository, org_id: str, caller: str) -> bool:
+    def _configured_caller_id(self) -> str | None:
+        """``PARLEY_TWILIO_CALLER_ID`` in E.164, if set (``InvalidOutboundJob`` if it is no number)."""
         configured = self.settings.twilio_caller_id
+        return formatted(e164(configured, "PARLEY_TWILIO_CALLER_ID")) if configured else None
+
+    async def _may_call_from(self, jobs: OutboundJobRepository, org_id: str, caller: str) -> bool:
         with contextlib.suppress(InvalidOutboundJob):
-            if configured and formatted(e164(configured, "PARLEY_TWILIO_CALLER_ID")) == caller:
+            if self._configured_caller_id() == caller:
                 return True
         return await jobs.owns_number(org_id, caller)
 
     async def _default_caller_id(self, jobs: OutboundJobRepository, org_id: str) -> str:
-        configured = self.settings.twilio_caller_id
-        if configured:
-            try:
-                return formatted(e164(configured, "PARLEY_TWILIO_CALLER_ID"))
-            except InvalidOutboundJob as exc:
-                raise InvalidOutboundJob(f"{exc}: fix the setting or pass from") from None
+        try:
+            configured = self._configured_caller_id()
+        except InvalidOutboundJob as exc:
+            raise InvalidOutboundJob(f"{exc}: fix the setting or pass from") from None
+        if configured is not None:
+            return configured
         number = await jobs.first_number(org_id)
         if number is None:
             raise InvalidOutboundJob(
