@@ -82,6 +82,20 @@ _ADMITS_NOT_KNOWING = re.compile(
     r"\b(?:(?:don'?t|do not|not) (?:know|sure)|no information|(?:can'?t|cannot) (?:say|confirm|tell))\b",
     re.IGNORECASE,
 )
+_NEGATED = re.compile(
+    r"\b(?:no|not|never|none|nobody|nothing|neither|nor|cannot|without)\b|n'?t\b", re.IGNORECASE
+)
+"""A "not" in English words (a "no", "never", "don't", "can't" …)."""
+_CLAUSE_BREAK = re.compile(r";|[.!?](?:\s|$)|,?\s+but\s+|,\s*(?=(?:not|no|never)\b)", re.IGNORECASE)
+"""Where a fact's clauses part: "We treat dogs and cats; we do not treat birds." has two, and "We groom
+dogs only, not cats." has "not cats" as a clause of its own."""
+_FUNCTION_WORDS = frozenset(
+    """a an the of at on in for to by from with and or is are was were be am do does did can could will
+    would we you i it they he she there this that these those our your my its their me us them yes
+    yeah sure absolutely certainly definitely course have has had not no never""".split()  # noqa: SIM905
+)
+"""Words that say nothing of what a clause is about (negations are weighed on their own)."""
+_MIN_STEM = 4
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _LEAD = (
     r"(?:(?:so|and|but|ok(?:ay)?|oh|um+|uh+|hm+|well|hi|hello|hey|also|sorry|actually|right|alright|then|"
@@ -251,11 +265,47 @@ class GroundingCheck:
         backed, support = self._backed(said, asked)
         if _ADMITS_NOT_KNOWING.search(answer):
             backed = not answered  # right when no fact answers it
+        elif backed:
+            backing = self._facts[int(np.argmax(self._known().facts @ said))]
+            backed = not contradicts(question, answer, backing)
         if backed:
             return None
         floor = ANSWERED_SIMILARITY if answered else self._min
         related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= floor]
         return UnbackedAnswer(round(support, 3), tuple(self._facts[i] for i in related), answered)
+
+
+def contradicts(question: str, answer: str, fact: str) -> bool:
+    """Whether an answer's "yes" or its claim says the opposite of the fact closest to it.
+
+    A sentence embedding hardly weighs a "not": "Yes, we have showers at the studio." restates "We have
+    no showers at the studio." as closely as a right answer would, and "Yes, we do not install sprinkler
+    systems." restates its fact word for word after a "yes" that says the opposite. So an affirmative
+    claim is compared with the part of the fact it is about (its clause sharing most words), and a
+    "yes" followed by a "not" answers a question that had none wrongly. A "no" is not judged here:
+    "No, we're closed on Sundays." is right with no "not" in its fact."""
+    if not opens_with_yes(answer) and _NEGATIVE.match(answer) is not None:
+        return False
+    claim = _AFFIRMATIVE.sub("", answer, count=1)
+    if _NEGATED.search(claim):
+        return opens_with_yes(answer) and not _NEGATED.search(question)
+    about = _content_words(claim)
+    clauses = [c for c in _CLAUSE_BREAK.split(fact) if c.strip()]
+    shared = [sum(_shares(word, about) for word in _content_words(clause)) for clause in clauses]
+    best = max(shared, default=0)
+    return best > 0 and any(_NEGATED.search(c) for c, n in zip(clauses, shared, strict=True) if n == best)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _FUNCTION_WORDS}
+
+
+def _shares(word: str, words: set[str]) -> bool:
+    """``word`` is in ``words``, or shares a stem with one ("shower" and "showers")."""
+    return word in words or any(
+        len(w) >= _MIN_STEM and len(word) >= _MIN_STEM and (w.startswith(word) or word.startswith(w))
+        for w in words
+    )
 
 
 @dataclass(frozen=True, slots=True)

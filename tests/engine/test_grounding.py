@@ -14,6 +14,7 @@ from parley.engine.grounding import (
     MIN_SUPPORT,
     UNSURE_LEAD,
     GroundingCheck,
+    contradicts,
     is_checked_answer,
     is_question,
     opens_with_yes,
@@ -294,3 +295,45 @@ async def test_a_fact_answers_a_question_only_when_it_is_that_close() -> None:
     assert await check.answers("Is parking free for guests?")
     assert not await check.answers("Is there a gym at the inn?")
     assert not await check.answers("Parking is free for guests."), "a statement asks nothing"
+
+
+# --- a "yes" that says the opposite of its fact ---------------------------------------------------------
+
+STUDIO_FACTS = [
+    "We have no showers at the studio.",
+    "We treat dogs, cats and rabbits; we do not treat birds or reptiles.",
+    "We do not install sprinkler systems.",
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "wrong"),
+    [
+        ("Can I shower after class?", "Yes, we have showers at the studio.", True),
+        ("Could you put in a sprinkler system?", "Yes, we do not install sprinkler systems.", True),
+        ("Can you look at my parrot, a bird?", "Yes, we treat birds.", True),
+        ("Do you treat rabbits?", "Yes, we treat dogs, cats and rabbits.", False),
+        ("Do you install sprinkler systems?", "No, we do not install sprinkler systems.", False),
+    ],
+)
+async def test_a_yes_that_contradicts_the_fact_it_restates_is_not_backed(
+    question: str, answer: str, wrong: bool
+) -> None:
+    """An embedding barely weighs a "not": these restate their fact as closely as a right answer."""
+    unbacked = await GroundingCheck(HashingEmbedder(), STUDIO_FACTS).unbacked_answer(question, answer)
+    assert (unbacked is not None) is wrong
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "fact", "contradiction"),
+    [
+        ("Can you groom my cat?", "Yes, we groom cats.", "We groom dogs only, not cats.", True),
+        ("Can you groom my dog?", "Yes, we groom dogs.", "We groom dogs only, not cats.", False),
+        ("Are you closed on Sundays?", "No, we're closed on Sundays.", "We are closed on Sundays.", False),
+        ("Don't you have showers?", "Yes, we don't have showers.", "We have no showers.", False),
+    ],
+)
+def test_contradiction_is_judged_against_the_clause_the_answer_is_about(
+    question: str, answer: str, fact: str, contradiction: bool
+) -> None:
+    assert contradicts(question, answer, fact) is contradiction
