@@ -13,6 +13,7 @@ from parley.providers.llm.chat_template import (
     ChatReplyParser,
     ChatTemplate,
     ChatTemplateError,
+    opens_with_markup,
     parse_tool_calls,
 )
 
@@ -124,3 +125,16 @@ def test_without_tools_offered_json_is_text_and_arguments_may_be_a_json_string()
 
     calls = parse_tool_calls('{"name": "book", "arguments": "{\\"day\\": \\"Sun\\"}"}', TOOLS, lambda: "x")
     assert calls[0].arguments == {"day": "Sun"} and calls[0].id == "x"
+
+
+def test_a_call_in_a_markdown_code_fence_is_a_call_never_words() -> None:
+    """Qwen 2.5 Coder sometimes fences its call as a json block; the caller heard "json { name: …"."""
+    fenced = stream(["``", '`json\n{"name": "book", ', '"arguments": {"day": "Tue"}}\n```'])
+    assert not any(c.text for c in fenced)
+    assert [(c.tool_call.name, c.tool_call.arguments) for c in fenced if c.tool_call] == [
+        ("book", {"day": "Tue"})
+    ]
+    after_words = stream(["Let me check. ", "`", '``json {"name": "book", "arguments": {}}```'])
+    assert "".join(c.text for c in after_words) == "Let me check. "
+    assert [c.tool_call.name for c in after_words if c.tool_call] == ["book"]
+    assert opens_with_markup("```json\n{}")

@@ -40,9 +40,14 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
+FENCE = "```"
+"""A Markdown code fence: Qwen 2.5 Coder sometimes writes its call as a fenced ``json`` block."""
+
+
 def opens_with_markup(text: str) -> bool:
-    """JSON or a tag where words should start: a tool call, or a small model writing one as text."""
-    return text.lstrip().startswith(("{", "<"))
+    """JSON, a tag or a code fence where words should start: a tool call, or a small model writing one
+    as text (a backtick is never speech)."""
+    return text.lstrip().startswith(("{", "<", "`"))
 
 
 def clean_content(text: str) -> str:
@@ -202,9 +207,10 @@ class ChatReplyParser:
         return bool(calls)
 
     def _call_start(self) -> int | None:
-        at = self._raw.find(TOOL_OPEN)
-        if at >= 0:
-            return at
+        marks = [TOOL_OPEN, FENCE] if self._offered else [TOOL_OPEN]
+        found = [at for mark in marks if (at := self._raw.find(mark)) >= 0]
+        if found:
+            return min(found)
         head = self._raw.lstrip()
         # A reply that opens with JSON or markup is a tool call, or a small model inventing tool
         # definitions (``<tools>{"type": "function"…``): either way nothing in it is speakable.
@@ -213,12 +219,13 @@ class ChatReplyParser:
         return None
 
     def _safe_end(self) -> int:
-        """How far text may be spoken: not into what could still become ``<tool_call>`` or a ``{``."""
+        """How far text may be spoken: not into what could still become ``<tool_call>``, a code fence
+        or a ``{``."""
         raw = self._raw
         if self._offered and not raw.strip():
             return 0
         for n in range(min(len(TOOL_OPEN), len(raw)), 0, -1):
-            if TOOL_OPEN.startswith(raw[-n:]):
+            if TOOL_OPEN.startswith(raw[-n:]) or (self._offered and FENCE.startswith(raw[-n:])):
                 return len(raw) - n
         return len(raw)
 
