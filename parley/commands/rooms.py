@@ -26,7 +26,15 @@ rooms_app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-UrlOpt = Annotated[str, typer.Option("--url", envvar="PARLEY_URL", help="the server's base URL")]
+UrlOpt = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="PARLEY_URL",
+        help="the server's base URL (default: the server this machine's PARLEY_HOST and PARLEY_PORT run)",
+        show_default=False,
+    ),
+]
 KeyOpt = Annotated[
     str | None,
     typer.Option(
@@ -36,7 +44,8 @@ KeyOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 RoomArg = Annotated[str, typer.Argument(help="the room's id (room_…)")]
 ParticipantArg = Annotated[str, typer.Argument(help="the participant's id (p_…, or ai-coach)")]
-DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_URL = ""
+"""No ``--url``: the local server, where ``parley serve`` with the same settings listens."""
 MODES = ("speak", "listen", "whisper", "barge")
 
 
@@ -49,6 +58,7 @@ def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any
     """One API request; an error answer is printed (the server's own words) and exits non-zero."""
     if not key:
         _fail("an API key is needed: pass --key or set PARLEY_API_KEY", 2)
+    url = url or local_server_url()
     try:
         with httpx.Client(
             base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -59,6 +69,24 @@ def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any
     if answer.status_code >= 400:
         _fail(_detail(answer), 1 if answer.status_code in (401, 403, 404, 409, 429) else 2)
     return answer.json() if answer.content else None
+
+
+def local_server_url() -> str:
+    """The base URL of ``parley serve`` on this machine under the same settings (a wildcard bind
+    address is reached on the loopback)."""
+    from parley.config import get_settings
+
+    settings = get_settings()
+    host = (
+        "127.0.0.1"
+        if settings.host in ("", "0.0.0.0")
+        else "[::1]"
+        if settings.host == "::"
+        else settings.host
+    )
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _detail(answer: httpx.Response) -> str:

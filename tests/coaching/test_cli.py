@@ -66,3 +66,19 @@ async def test_a_supervisor_runs_a_room_from_the_command_line(tmp_path: Path) ->
 
 async def _shown(base: str, room_id: str) -> list[dict[str, Any]]:
     return list((await _json(base, "show", room_id))["participants"])
+
+
+def test_without_a_url_the_commands_reach_the_local_server_on_its_configured_port(monkeypatch: Any) -> None:
+    """An operator who runs ``parley serve`` with PARLEY_PORT=8611 is not sent to port 8000."""
+    from parley.config import get_settings
+
+    monkeypatch.delenv("PARLEY_URL", raising=False)
+    monkeypatch.setenv("PARLEY_PORT", "1")  # nothing listens there
+    monkeypatch.setenv("PARLEY_HOST", "0.0.0.0")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["rooms", "list", "--key", KEY])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "cannot reach the server at http://127.0.0.1:1:" in result.stderr
