@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import unicodedata
 from collections import OrderedDict
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from parley.engine.knowledge import KnowledgeIndex
 from parley.inputs import SafeStr
@@ -39,7 +41,23 @@ INDEX_CACHE_AGENTS = 64
 Kind = Literal["text", "markdown", "pdf"]
 CONTENT_TYPES: dict[Kind, str] = {"text": "text/plain", "markdown": "text/markdown", "pdf": "application/pdf"}
 _SUFFIXES: dict[str, Kind] = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown"}
-DocumentName = Annotated[SafeStr, Field(min_length=1, max_length=200, pattern=r"^[^/\\]+$")]
+
+
+def _plain_name(value: str) -> str:
+    """Refuse names that are paths or break a line: the name is shown in listings, logs and the CLI, and
+    one of ``.``/``..`` or with a CR/LF (or any control character) would pass for something it is not."""
+    if value in (".", ".."):
+        raise PydanticCustomError("document_name", "a document name cannot be . or ..")
+    if any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in value):
+        raise PydanticCustomError(
+            "document_name", "a document name cannot hold control characters or line breaks"
+        )
+    return value
+
+
+DocumentName = Annotated[
+    SafeStr, Field(min_length=1, max_length=200, pattern=r"^[^/\\]+$"), AfterValidator(_plain_name)
+]
 
 
 class DocumentError(ValueError):
@@ -68,7 +86,7 @@ class DocumentText(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: DocumentName
-    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
+    text: SafeStr = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)  # NUL is refused, not dropped
     kind: Literal["text", "markdown"] = "text"
 
 

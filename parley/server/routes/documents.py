@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from parley.platform.agents import NotFound
@@ -77,11 +78,8 @@ async def add_document(
         if _is_json(content_type):
             try:
                 body = DocumentText.model_validate_json(data)
-            except ValidationError as exc:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    exc.errors(include_url=False, include_context=False),
-                ) from exc
+            except ValidationError as exc:  # the app's 422: fields named, inputs never echoed
+                raise _invalid(exc, "body") from exc
             return await platform.documents.add_text(principal.org_id, agent_id, body)
         check_upload_media(content_type)  # a form gets the hint on how to send it, not a `name` complaint
         try:
@@ -89,7 +87,8 @@ async def add_document(
         except ValidationError as exc:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "`name` (the file name, without folders) is required for a raw upload",
+                "`name` (the file name, without folders, line breaks or control characters; not . or ..) "
+                "is required for a raw upload",
             ) from exc
         return await platform.documents.add(principal.org_id, agent_id, file_name, data, content_type)
     except NotFound as exc:
@@ -100,6 +99,14 @@ async def add_document(
 
 def _name(value: str | None) -> str:
     return _NAMES.validate_python(value)
+
+
+def _invalid(exc: ValidationError, *where: str) -> RequestValidationError:
+    """A validation error of a body or parameter parsed here, for the app's 422 handler, which names the
+    field and drops the input (it may be bytes that are no JSON, or a key sent in the wrong field)."""
+    return RequestValidationError(
+        [{**error, "loc": (*where, *error["loc"])} for error in exc.errors(include_url=False)]
+    )
 
 
 @router.get(
