@@ -107,7 +107,10 @@ class WebhookDispatcher:
 
             async def one(delivery_id: str) -> None:
                 async with gate:
-                    await self._deliver(delivery_id)
+                    try:
+                        await self._deliver(delivery_id)
+                    except Exception:  # the others go on; its lease runs out and it is sent again
+                        log.exception("webhook delivery could not be settled", delivery_id=delivery_id)
 
             await asyncio.gather(*(one(d) for d in claimed))
         return len(claimed)
@@ -120,7 +123,17 @@ class WebhookDispatcher:
         delivery, event, endpoint = job
         attempt = delivery.attempts
         started, at = time.monotonic(), self.clock()
-        status_code, error = await self._send(endpoint, event, attempt)
+        try:
+            status_code, error = await self._send(endpoint, event, attempt)
+        except Exception as exc:  # a failed attempt, never a delivery left `sending` to be reclaimed forever
+            log.exception(
+                "webhook delivery failed unexpectedly",
+                delivery_id=delivery_id,
+                endpoint_id=endpoint.id,
+                event_type=event.type,
+                attempt=attempt,
+            )
+            status_code, error = None, f"{type(exc).__name__}: {exc}"
         duration_ms = (time.monotonic() - started) * 1000
         ok = status_code is not None and 200 <= status_code < 300
         next_at: datetime | None = None

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import ssl
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,16 @@ from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 from parley.config import Settings
 
 MAX_URL_LENGTH = 2000
+
+_EMBEDDING_V4 = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated)
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix: a gateway dials the IPv4 inside
+)
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+"""Local-use NAT64 (RFC 8215): the operator's own translator, where the IPv4 inside may sit anywhere."""
+_INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 
 
 class UrlRefused(ValueError):
@@ -59,6 +71,11 @@ class UrlPolicy:
             parts.port  # noqa: B018  (raises for a port that is not a number)
         except ValueError as exc:
             raise UrlRefused(f"not a valid URL: {exc}") from exc
+        _check_characters(url)
+        try:  # the client must be able to send it: httpx parses it, IDNA-encodes and decodes its host
+            client_host = httpx.URL(url).host
+        except (httpx.InvalidURL, ValueError) as exc:  # idna.IDNAError is a ValueError
+            raise UrlRefused(f"not a valid URL: {exc}") from exc
         schemes = ("https", "http") if self.allow_http else ("https",)
         if parts.scheme not in schemes:
             allowed = " or ".join(f"{s}://" for s in schemes)
@@ -67,12 +84,10 @@ class UrlPolicy:
             raise UrlRefused("the URL has no host")
         if parts.username is not None or parts.password is not None:
             raise UrlRefused("the URL may not carry credentials (use headers from secrets)")
-        host = parts.hostname.lower()
-        if host not in self.allow_private_hosts:
-            try:
-                literal = ipaddress.ip_address(host)
-            except ValueError:
-                literal = None
+        for host in dict.fromkeys((parts.hostname.lower(), client_host.lower())):  # both parsers' view
+            if host in self.allow_private_hosts:
+                continue
+            literal = address_literal(host)
             if literal is not None and not public(literal):
                 raise UrlRefused(f"{host} is not a public address")
         return url
@@ -90,10 +105,52 @@ class UrlPolicy:
         return found
 
 
+def _check_characters(url: str) -> None:
+    """No control character or white space anywhere: ``urlsplit`` silently drops CR, LF and tab, so a
+    URL it passed would fail in the HTTP client at every delivery instead of here."""
+    for position, char in enumerate(url):
+        if char.isspace() or unicodedata.category(char) == "Cc":
+            raise UrlRefused(f"the URL holds a space or control character ({char!r} at position {position})")
+
+
+def address_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names by itself, or None for a name: standard forms, and the IPv4 shorthands
+    the resolver reads as addresses (``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return _inet_aton(host)
+
+
+def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
+    """``inet_aton``'s reading (what ``getaddrinfo`` dials): one to four dot-separated numbers, each
+    decimal, octal (leading 0) or hex (0x); the last one fills the bytes that are left."""
+    parts = host.removesuffix(".").split(".")
+    if not 1 <= len(parts) <= 4 or not all(_INET_ATON_PART.fullmatch(part) for part in parts):
+        return None
+    numbers = [
+        int(p, 16) if p[:2] in ("0x", "0X") else int(p, 8) if p.startswith("0") else int(p) for p in parts
+    ]
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = 0
+    for number in head:
+        value = value << 8 | number
+    return ipaddress.IPv4Address(value << 8 * (4 - len(head)) | last)
+
+
 def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Globally routable unicast: not private, loopback, link-local, shared, reserved or multicast."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Globally routable unicast: not private, loopback, link-local, shared, reserved or multicast. An
+    IPv6 address carrying an IPv4 one (mapped, NAT64, 6to4) is judged by the IPv4 one, which a
+    translator or relay would dial."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return False
+        if address.sixtofour is not None:
+            address = address.sixtofour
+        elif any(address in network for network in _EMBEDDING_V4):
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.is_global and not address.is_multicast
 
 

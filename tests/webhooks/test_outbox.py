@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from parley.config import Settings
 from parley.platform.runtime import Platform
 from parley.platform.schemas import AgentCreate
 from parley.providers.llm.scripted import ScriptRule
-from parley.store.models import WebhookEvent
+from parley.store.models import WebhookEndpoint, WebhookEvent
 from parley.store.types import utcnow
 from parley.store.webhooks import enqueue_event
 from parley.timeline.envelope import Envelope
@@ -226,3 +227,53 @@ async def test_a_paused_endpoint_gets_nothing_new(platform: Platform) -> None:
     await platform.calls.set_status(call.id, "in_progress")
     await platform.calls.set_status(call.id, "completed", reason="hangup")
     assert (await service(platform).deliveries(org, endpoint.id, None, 10, None)).data == []
+
+
+async def test_a_url_the_client_cannot_send_is_a_failed_attempt_until_it_gives_up(platform: Platform) -> None:
+    """An endpoint stored before its URL form was refused (here an A-label httpx cannot decode) fails each
+    attempt with a logged error and stops at the attempt limit, instead of staying `sending` forever."""
+    org = platform.default_org_id
+    clock = Clock()
+    endpoint = await service(platform).create(
+        org, EndpointIn(url="http://127.0.0.1:9/", events=["call.ended"])
+    )
+    async with platform.db.session() as session:
+        await session.execute(update(WebhookEndpoint).values(url="https://xn--/"))
+        await enqueue_event(session, org, "call.ended", {}, "call_3:ended")
+    dispatcher = WebhookDispatcher(platform.db, platform.secrets, platform.settings, clock=clock)
+    try:
+        for _ in range(3):
+            assert await dispatcher.step() == 1
+            clock.advance(3600)  # past any backoff and any lease
+        assert await dispatcher.step() == 0, "given up after webhook_max_attempts"
+    finally:
+        await dispatcher.close()
+    (failed,) = (await service(platform).deliveries(org, endpoint.id, None, 10, None)).data
+    assert (failed.status, failed.attempts) == ("failed", 3)
+    assert failed.last_error is not None and "not a valid URL" in failed.last_error
+    assert [(a.attempt, a.status_code) for a in failed.log] == [(1, None), (2, None), (3, None)]
+
+
+async def test_an_unexpected_error_while_sending_is_logged_as_a_failed_attempt(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = platform.default_org_id
+    endpoint = await service(platform).create(
+        org, EndpointIn(url="http://127.0.0.1:9/", events=["call.ended"])
+    )
+    async with platform.db.session() as session:
+        await enqueue_event(session, org, "call.ended", {}, "call_4:ended")
+    dispatcher = WebhookDispatcher(platform.db, platform.secrets, platform.settings, clock=Clock())
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise httpx.InvalidURL("Invalid non-printable ASCII character in URL")  # not an httpx.HTTPError
+
+    monkeypatch.setattr(dispatcher._client, "stream", refuse)
+    try:
+        assert await dispatcher.step() == 1
+    finally:
+        await dispatcher.close()
+    (pending,) = (await service(platform).deliveries(org, endpoint.id, None, 10, None)).data
+    assert (pending.status, pending.attempts) == ("pending", 1), "retried after its backoff, not stuck"
+    assert pending.last_error is not None and pending.last_error.startswith("InvalidURL: ")
+    assert [(a.attempt, a.status_code) for a in pending.log] == [(1, None)]

@@ -48,6 +48,55 @@ def test_tenant_urls_are_https_to_public_hosts(url: str, why: str) -> None:
         UrlPolicy().check_url(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://example.com/x\r\nHost: evil", "control character"),  # urlsplit drops CR LF; httpx refuses
+        ("https://example.com/\tx", "control character"),
+        ("https://example.com/x\x7f", "control character"),
+        ("https://exa mple.com/", "space"),
+        ("https://example.com/\u00a0", "space"),
+        ("https://xn--/", "not a valid URL"),  # an A-label httpx cannot decode
+        ("https://xn--a.com/", "not a valid URL"),
+        ("https://127.1/", "not a public address"),  # what inet_aton (so getaddrinfo) reads as 127.0.0.1
+        ("https://2130706433/", "not a public address"),
+        ("https://0x7f000001/", "not a public address"),
+        ("https://0x7f.1/", "not a public address"),
+        ("https://10.1/", "not a public address"),
+        ("https://127.0.0.1./", "not a public address"),
+        ("https://[64:ff9b::7f00:1]/", "not a public address"),  # NAT64 of 127.0.0.1
+        ("https://[64:ff9b::a9fe:a9fe]/", "not a public address"),  # NAT64 of the metadata address
+        ("https://[2002:7f00:1::]/", "not a public address"),  # 6to4 of 127.0.0.1
+        ("https://[2002:c0a8:101::1]/", "not a public address"),  # 6to4 of 192.168.1.1
+    ],
+)
+def test_urls_httpx_cannot_send_and_disguised_private_addresses_are_refused(url: str, why: str) -> None:
+    with pytest.raises(UrlRefused, match=why):
+        UrlPolicy().check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/parley?x=1#f",
+        "https://exämple.com/hook",  # IDNA-encoded by the client
+        "https://134744072/",  # 8.8.8.8 as one number: public
+        "https://[64:ff9b::808:808]/",  # NAT64 of a public address
+        "https://[2002:808:808::1]/",  # 6to4 of a public address
+        "https://[2001:4860:4860::8888]/",
+    ],
+)
+def test_urls_of_unusual_but_public_form_pass(url: str) -> None:
+    assert UrlPolicy().check_url(url) == url
+
+
+def test_nat64_and_6to4_addresses_of_private_ones_are_refused_when_dialed() -> None:
+    for address in ("64:ff9b::a00:1", "2002:a9fe:a9fe::1", "64:ff9b:1::a00:1"):
+        with pytest.raises(UrlRefused, match="not a public address"):
+            UrlPolicy().check_addresses("nat64.example", [address])
+    assert UrlPolicy().check_addresses("nat64.example", ["64:ff9b::808:808"]) == ["64:ff9b::808:808"]
+
+
 def test_the_operator_may_allow_http_and_named_private_hosts() -> None:
     policy = UrlPolicy.from_settings(
         Settings(webhook_allow_http=True, webhook_allow_private_hosts=["127.0.0.1", "Billing.internal"])

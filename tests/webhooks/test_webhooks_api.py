@@ -74,6 +74,11 @@ async def test_endpoints_are_managed_and_their_secret_is_shown_once(api: httpx.A
         ({"url": "http://hooks.example.com/", "events": ["call.ended"]}, 422),  # http: not allowed here
         ({"url": "https://10.0.0.5/", "events": ["call.ended"]}, 422),
         ({"url": "https://169.254.169.254/latest", "events": ["call.ended"]}, 422),
+        ({"url": "https://example.com/x\r\nHost: evil", "events": ["call.ended"]}, 422),  # httpx refuses it
+        ({"url": "https://xn--/", "events": ["call.ended"]}, 422),  # so does IDNA
+        ({"url": "https://127.1/", "events": ["call.ended"]}, 422),  # loopback, in shorthand
+        ({"url": "https://0x7f000001/", "events": ["call.ended"]}, 422),
+        ({"url": "https://[64:ff9b::a9fe:a9fe]/", "events": ["call.ended"]}, 422),  # NAT64 of metadata
         ({"url": "https://hooks.example.com/", "events": ["call.exploded"]}, 422),
         ({"url": "https://hooks.example.com/", "events": []}, 422),
         ({"url": "https://hooks.example.com/", "events": ["call.ended"], "secret": "mine"}, 422),
@@ -84,6 +89,16 @@ async def test_urls_and_events_the_server_refuses(
 ) -> None:
     response = await api.post("/v1/webhooks", json=body)
     assert response.status_code == status, response.text
+
+
+async def test_a_changed_url_is_checked_like_a_new_one(api: httpx.AsyncClient) -> None:
+    made = (
+        await api.post("/v1/webhooks", json={"url": "https://hooks.example.com/", "events": ["call.ended"]})
+    ).json()
+    for url in ("https://hooks.example.com/\r\nX: y", "https://2130706433/", "https://[2002:a00:1::]/"):
+        changed = await api.patch(f"/v1/webhooks/{made['id']}", json={"url": url})
+        assert changed.status_code == 422, changed.text
+    assert (await api.get(f"/v1/webhooks/{made['id']}")).json()["url"] == "https://hooks.example.com/"
 
 
 async def test_the_delivery_log_shows_every_attempt_and_a_delivery_can_be_retried(
