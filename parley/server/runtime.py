@@ -155,8 +155,7 @@ class LiveRuntime:
         agent: AgentConfig | None = None
         stored: StoredAgent | None = None
         if token is None:
-            found = await self.find_agent(agent_name)
-            _refuse_unless_public(found)
+            found = await self.find_public_agent(agent_name)
             agent, stored = (None, found) if isinstance(found, StoredAgent) else (found, None)
         self.caps.take_session(client.address)
         admitted = False
@@ -240,9 +239,22 @@ class LiveRuntime:
             directory = AgentDirectory(self.platform.db)
             found = await directory.find(self.platform.default_org_id, ref) or await directory.find_by_id(ref)
         if found is None:
-            names = ", ".join(choice.ref for choice in await self.agent_choices()) or "none"
-            raise AdmissionError(ErrorCode.UNKNOWN_AGENT, f"no agent named {ref!r} (available: {names})")
+            raise await self._unknown_agent(ref)
         return found
+
+    async def find_public_agent(self, ref: str | None) -> AgentConfig | StoredAgent:
+        """``find_agent``, for a client without a token: only a public agent is admitted. A stored agent
+        that is not public, looked up by name, is ``unknown_agent`` word for word like a name nobody has:
+        a stranger may not learn by asking which names an organization uses (docs/security.md)."""
+        found = await self.find_agent(ref)
+        if isinstance(found, StoredAgent) and not found.config.public and ref != found.id:
+            raise await self._unknown_agent(ref)
+        _refuse_unless_public(found)
+        return found
+
+    async def _unknown_agent(self, ref: str | None) -> AdmissionError:
+        names = ", ".join(choice.ref for choice in await self.agent_choices()) or "none"
+        return AdmissionError(ErrorCode.UNKNOWN_AGENT, f"no agent named {ref!r} (available: {names})")
 
     async def agent_choices(self) -> list[AgentChoice]:
         """What an anonymous client may pick by name: the operator's agents, then the operator's
@@ -263,8 +275,7 @@ class LiveRuntime:
         offer: dict[str, Any] = {"default_agent": self.engines.catalog.default, "selected": None}
         if ref:
             try:
-                found = await self.find_agent(ref)
-                _refuse_unless_public(found)
+                found = await self.find_public_agent(ref)
             except AdmissionError as exc:
                 offer["agent_error"] = {"code": str(exc.code), "message": exc.message}
             else:

@@ -2,7 +2,8 @@
 
 ``start {agent: "name"}`` (WebSocket) and a WebRTC offer's ``agent`` find them, per organization; the
 call runs the version that was the agent's latest when it started, whatever changes later; an agent that
-is not public still needs a session token; a name nobody has is an error that lists what does exist.
+is not public still needs a session token (asked for by name, it is as unknown as a name nobody has); a
+name nobody has is an error that lists what does exist.
 """
 
 from __future__ import annotations
@@ -125,13 +126,34 @@ async def test_an_api_agent_that_is_not_public_needs_its_token(tmp_path: Path) -
     async with served_with_store(tmp_path) as served:
         made = await create(served, "billing")
         refused = await (await served.client()).start("billing")
-        assert refused["type"] == "error" and refused["code"] == "unauthorized"
-        assert "not public" in refused["message"] and "POST /v1/agents/{id}/sessions" in refused["message"]
+        unknown = await (await served.client()).start("payroll")
+        assert refused["type"] == "error" and refused["code"] == "unknown_agent", "by name: as if none"
+        assert refused["message"].replace("'billing'", "X") == unknown["message"].replace("'payroll'", "X")
+        by_id = await (await served.client()).start(made["id"])
+        assert by_id["type"] == "error" and by_id["code"] == "unauthorized"
+        assert "not public" in by_id["message"] and "POST /v1/agents/{id}/sessions" in by_id["message"]
 
         async with httpx.AsyncClient(base_url=served.base, headers=HEADERS) as http:
             web = (await http.post(f"/v1/agents/{made['id']}/sessions")).json()
         started = await (await served.client()).start("billing", token=web["token"])
         assert started["type"] == "session.started" and started["agent"] == "billing"
+
+
+async def test_the_voice_page_config_does_not_tell_a_private_name_from_an_unknown_one(tmp_path: Path) -> None:
+    """docs/security.md: stored agents are named to strangers only when public, so asking for a private
+    agent by name answers exactly what a name nobody has answers."""
+    async with served_with_store(tmp_path) as served:
+        await create(served, "back-office")
+        await create(served, "desk", public=True)
+        private = (await served.get("/v1/realtime/config?agent=back-office")).json()
+        unknown = (await served.get("/v1/realtime/config?agent=front-office")).json()
+        assert private["agent_error"]["code"] == unknown["agent_error"]["code"] == "unknown_agent"
+        assert private["agent_error"]["message"].replace("'back-office'", "X") == unknown["agent_error"][
+            "message"
+        ].replace("'front-office'", "X")
+        assert "not public" not in private["agent_error"]["message"]
+        assert private["agents"] == unknown["agents"] and "back-office" not in str(private["agents"])
+        assert (await served.get("/v1/realtime/config?agent=desk")).json()["selected"] == "desk"
 
 
 async def test_a_token_for_another_agent_than_the_one_named_is_refused(tmp_path: Path) -> None:
@@ -232,7 +254,7 @@ async def test_the_voice_page_config_offers_api_agents_and_explains_a_bad_one(tm
         assert unknown["agent_error"]["code"] == "unknown_agent"
         assert "desk" in unknown["agent_error"]["message"]
         private = (await served.get("/v1/realtime/config?agent=back-office")).json()
-        assert private["agent_error"]["code"] == "unauthorized"
+        assert private["agent_error"]["code"] == "unknown_agent", "a private name is not confirmed"
 
 
 async def test_without_the_store_unknown_names_list_the_operators_agents() -> None:

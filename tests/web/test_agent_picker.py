@@ -106,7 +106,9 @@ async def test_the_page_lists_api_agents_and_never_silently_picks_another(tmp_pa
 
         await _open(page, f"{voice}?agent=back-office")
         state = await _until(page, "p.agent !== undefined", 10, "loading the agent list")
-        assert state["error"] is not None and "not public" in state["error"]
+        assert state["error"] is not None and "no agent named 'back-office'" in state["error"], (
+            "a private agent's name is as unknown to strangers as one nobody has"
+        )
 
         await _open(page, f"{voice}?agent=desk&transport=ws")
         await _until(page, "p.agent === 'desk'", 10, "loading the agent list")
@@ -117,5 +119,5 @@ async def test_the_page_lists_api_agents_and_never_silently_picks_another(tmp_pa
             assert made_private.status_code == 200, made_private.text
         await page.evaluate("document.getElementById('connect').click()")
         state = await _until(page, "!$('error').hidden", 10, "the refused start shown on the page")
-        assert "not public" in state["error"] and state["sessionId"] is None
+        assert "no agent named 'desk'" in state["error"] and state["sessionId"] is None
         assert not [line for line in page.console if line.startswith("EXCEPTION")], page.console
