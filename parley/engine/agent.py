@@ -366,6 +366,12 @@ class AgentConfig(BaseModel):
         "Sorry, I'm having trouble answering right now. Could you say that again?",
         description="spoken when the language model fails",
     )
+    detail_question: SpokenLine | None = Field(
+        "Could I have {detail}, please?",
+        description="asked when the model calls a tool with a required name or day the caller never "
+        "gave (the call is not run); {detail} is what is missing, e.g. 'your name', 'the day'; "
+        "null: the model is told and answers",
+    )
     goodbye_message: SpokenLine | None = Field(
         "Goodbye, have a nice day!",
         description="said when the agent hangs up with its closing tool (end_call) without having said "

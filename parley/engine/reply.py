@@ -46,6 +46,9 @@ class ReplySettings:
     """Spoken when the language model fails, so the caller is not left in silence."""
     unknown_answer: str = ""
     """Spoken instead of the model's words when a grounded agent is asked about what it does not know."""
+    detail_question: str | None = None
+    """Asked when the model called a tool with a required detail (a name, a day) the caller never gave;
+    ``{detail}`` is what is asked for ("your name", "the day")."""
     goodbye_message: str | None = None
     """Spoken when the agent hangs up, instead of asking the model for words: after its closing tool a
     small model copies its last answer ("Done: you're booked for Friday. Anything else?")."""

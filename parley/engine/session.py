@@ -104,6 +104,7 @@ class Session:
             error_message=agent.error_message,
             unknown_answer=agent.unknown_answer,
             goodbye_message=agent.goodbye_message,
+            detail_question=agent.detail_question,
         )
         self.agent = agent = render_agent(agent, self.options.variables)  # {{caller.name}} … of this call
         self.context = ConversationContext(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,10 +28,11 @@ from parley.engine.tool_requests import (
     asked_in,
     callers_arguments,
     made_up_contact,
+    made_up_detail,
     required_arguments,
     unheard_values,
 )
-from parley.engine.tools import ToolScope
+from parley.engine.tools import ToolOutcome, ToolScope
 from parley.providers.llm.base import ChatMessage, ToolCall, ToolSpec, Usage
 from parley.providers.llm.chat_template import opens_with_markup
 
@@ -71,7 +73,9 @@ class Thinker:
         self.messages: list[ChatMessage] = []
         """The model's turns and tool results of this reply, and the agent's own lines."""
         self._dropped: dict[str, list[str]] = {}
-        """Per call id, the optional arguments left out as contact details nobody gave."""
+        """Per call id, the arguments left out as details of the caller's nobody gave."""
+        self._unasked: dict[str, list[str]] = {}
+        """Per call id, the required arguments among those: the call is not run, the caller is asked."""
         self._acted = False
         """An action (a side-effect tool) ran and succeeded: what the model says next confirms it …"""
         self._tool_failed = False
@@ -130,9 +134,17 @@ class Thinker:
                     continue
                 break
             executed.update(_call_key(c) for c in fresh)
-            fresh = self._without_made_up_contacts(fresh)
+            fresh = self._without_made_up_details(fresh)
             self.messages.append(ChatMessage("assistant", text, tool_calls=tuple(fresh)))
             self.messages.extend(await self._call_tools(fresh))
+            if self._unasked and not self._voicing.segments:
+                # A detail the call needs was made up: the caller is asked for it (the 0.5B model, told
+                # so by the call's result, writes the call again instead of the question).
+                if settings.detail_question:
+                    asked = next(iter(self._unasked.values()))
+                    self.say_line(settings.detail_question.replace("{detail}", _details(asked)))
+                    break
+                offer_tools = False
             hung_up = self._voicing.end_after is not None and all(tools.closes_call(c.name) for c in fresh)
             if hung_up and settings.goodbye_message is not None:
                 # By the closing tool alone (a tool whose result ends the call, "order 7 cancelled",
@@ -451,10 +463,11 @@ class Thinker:
         self.deps.emit(EventType.KNOWLEDGE_MISS, reply_id=self.reply_id, withheld=sentence, invented=invented)
         return DONE
 
-    def _without_made_up_contacts(self, calls: list[ToolCall]) -> list[ToolCall]:
-        """The calls without the optional arguments that are a phone number or an e-mail address that
-        neither the caller, the agent's prompt nor a tool result gave (``made_up_contact``): the 0.5B
-        model fills a form's optional phone with "123-456-7890". A required one is left to the tool."""
+    def _without_made_up_details(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """The calls without the arguments that are a detail of the caller's nobody gave
+        (``made_up_detail``): the 0.5B model fills a form's phone with "123-456-7890", its name with
+        "John Doe" and its day with the example call's "Friday". A required name or day left out makes
+        the call fail, and the model asks the caller for it; a required contact is left to the tool."""
         known = self._given(calls=False)
         kept: list[ToolCall] = []
         for call in calls:
@@ -463,10 +476,13 @@ class Thinker:
             dropped = [
                 name
                 for name, value in call.arguments.items()
-                if name not in required and made_up_contact(value, known)
+                if made_up_detail(name, value, known)
+                and not (name in required and made_up_contact(value, known))
             ]
             if dropped:
                 self._dropped[call.id] = dropped
+                if missing := [name for name in dropped if name in required]:
+                    self._unasked[call.id] = missing
                 arguments = {k: v for k, v in call.arguments.items() if k not in dropped}
                 call = dataclasses.replace(call, arguments=arguments, raw_arguments=json.dumps(arguments))
             kept.append(call)
@@ -520,7 +536,12 @@ class Thinker:
         if executing is not None:
             executing.set()
         started = now()
-        outcome = await self.deps.tools.execute(call, ToolScope(say=self._say_fixed))
+        if unasked := self._unasked.get(call.id):
+            outcome = ToolOutcome(
+                call, False, f"not done: the caller has not told you {_details(unasked)}. Ask them for it."
+            )
+        else:
+            outcome = await self.deps.tools.execute(call, ToolScope(say=self._say_fixed))
         self.deps.emit(
             EventType.TOOL_RESULT,
             reply_id=self.reply_id,
@@ -552,6 +573,25 @@ class Thinker:
         if self.hedged:
             spoken = _without_lead(spoken, UNSURE_LEAD)
         return [*complete, ChatMessage("assistant", spoken)] if spoken else complete
+
+
+_CALLERS_OWN = re.compile(
+    r"^(?:(?:customer|caller|client|your|full|first|last)_?)?name$|^(?:customer|caller|client)$"
+)
+
+
+def _details(arguments: list[str]) -> str:
+    """Arguments' names as words for asking the caller ("day" → "the day", "customer_name" → "your
+    name", "first_name" → "your first name")."""
+    said = []
+    for argument in arguments:
+        words = re.sub(r"(?<=[a-z])(?=[A-Z])|[_-]+", " ", argument).strip().lower().split()
+        if _CALLERS_OWN.match(argument.lower()):
+            own = [w for w in words if w not in ("customer", "caller", "client", "your", "name")]
+            said.append(" ".join(["your", *own, "name"]))
+        else:
+            said.append(" ".join(["the", *words]))
+    return " and ".join(said)
 
 
 def _without_lead(spoken: str, lead: str) -> str:

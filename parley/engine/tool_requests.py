@@ -117,6 +117,30 @@ def made_up_contact(value: Any, known: Sequence[str]) -> bool:
     return False
 
 
+_PERSON_ARGUMENT = re.compile(
+    r"(?:^|_)(?:name|owner|customer|caller|patient|client|guest|student|attendee)(?:$|_)", re.IGNORECASE
+)
+"""Argument names that hold who someone is ("name", "customer_name", "owner")."""
+_RELATIVE_DAYS = frozenset("today tonight tomorrow weekend next week".split())  # noqa: SIM905
+"""Words from which a model with the date may rightly work out a day nobody named."""
+
+
+def made_up_detail(argument: str, value: Any, known: Sequence[str]) -> bool:
+    """Whether an argument's value is a detail of the caller's that nobody gave (``known``: what the
+    caller said, the agent's prompt, tool results): a made-up contact (``made_up_contact``), a person's
+    name (the 0.5B model books "John Doe"), or a day or month (it books the example call's "Friday")."""
+    if made_up_contact(value, known):
+        return True
+    if not isinstance(value, str) or not value.strip():
+        return False
+    heard = _all_words(known)
+    if _PERSON_ARGUMENT.search(argument) and not said_by_caller(value, heard):
+        return True
+    return not heard & _RELATIVE_DAYS and any(
+        token.rstrip("s") in _CALENDAR for token in unheard_values(value, known)
+    )
+
+
 _CALENDAR = frozenset(
     """monday tuesday wednesday thursday friday saturday sunday january february march april june july
     august september october november december""".split()  # noqa: SIM905

@@ -11,7 +11,13 @@ import pytest
 from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import ToolCalled, ToolRequested
 from parley.engine.events import EventType
-from parley.engine.tool_requests import asked_in, callers_arguments, made_up_contact, unheard_values
+from parley.engine.tool_requests import (
+    asked_in,
+    callers_arguments,
+    made_up_contact,
+    made_up_detail,
+    unheard_values,
+)
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.simulate import UserTurn
@@ -321,3 +327,67 @@ def test_a_confirmation_names_only_days_months_and_numbers_someone_gave(
     said: str, known: list[str], unheard: list[str]
 ) -> None:
     assert unheard_values(said, known) == unheard
+
+
+# --- names and days the model made up --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "made_up"),
+    [
+        ("name", "John Doe", True),
+        ("customer_name", "Priya Shah", False),  # the caller said it
+        ("owner", "Harbor Vet", False),  # the agent's prompt gives it
+        ("day", "Friday", True),  # the example call's day
+        ("day", "Tuesday", False),
+        ("day", "Wednesday", True),
+        ("address", "42 Maple Street", False),  # neither a name nor a date: other checks judge it
+        ("phone", "123-456-7890", True),
+        ("party_size", 2, False),
+    ],
+)
+def test_a_name_or_day_counts_only_when_someone_gave_it(argument: str, value: object, made_up: bool) -> None:
+    known = ["You answer calls for Harbor Vet.", "Book me for Tuesday. My name is Priya Shah."]
+    assert made_up_detail(argument, value, known) is made_up
+
+
+def test_a_day_worked_out_from_tomorrow_is_not_made_up() -> None:
+    assert not made_up_detail("day", "Wednesday", ["Today is Tuesday.", "Can I come tomorrow?"])
+
+
+BOOKING = {
+    "name": "book_cleaning",
+    "description": "Book a teeth cleaning.",
+    "kind": "static",
+    "result": {"ok": True},
+    "side_effect": True,
+    "parameters": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "day": {"type": "string"}},
+        "required": ["name", "day"],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "asked"),
+    [
+        ("Book me a cleaning for Tuesday.", True),
+        ("Book me a cleaning for Tuesday, my name is John Doe.", False),
+    ],
+)
+async def test_a_call_with_a_made_up_name_is_not_run_and_the_caller_is_asked(line: str, asked: bool) -> None:
+    agent = AgentConfig.model_validate({**harness_agent().model_dump(), "tools": [BOOKING]})
+    rules = [
+        ScriptRule.call("cleaning", "book_cleaning", {"name": "John Doe", "day": "Tuesday"}),
+        ScriptRule.after_tool("ok", "You're booked for Tuesday."),
+    ]
+    engines = dataclasses.replace(stack([line], rules), embedder=HashingEmbedder())
+    _, result = await converse(agent, engines, [UserTurn(speech(1.0))])
+    (outcome,) = [e.data for e in result.events if e.type is EventType.TOOL_RESULT]
+    if asked:
+        assert result.turns[0].agent_text == "Could I have your name, please?"
+        assert outcome["ok"] is False and "your name" in outcome["result"], "the booking was not made"
+    else:
+        assert result.turns[0].agent_text == "You're booked for Tuesday."
+        assert outcome["ok"] is True
