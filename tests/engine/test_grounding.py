@@ -337,3 +337,14 @@ def test_contradiction_is_judged_against_the_clause_the_answer_is_about(
     question: str, answer: str, fact: str, contradiction: bool
 ) -> None:
     assert contradicts(question, answer, fact) is contradiction
+
+
+async def test_a_passage_counts_only_when_it_is_about_the_question() -> None:
+    """Keyword retrieval finds a passage for any shared word; with the price gone from the documents,
+    "Oslo" must not let the model make up a delivery price."""
+    question = "How much does Zorblax delivery to Mars cost?"
+    about = ["Zorblax Express ships parcels. Zorblax delivery to Mars costs 1234 credits."]
+    unrelated = ["Replaced note: our office is in Oslo.\nRefunds take 14 days."]
+    for passages, held in ((about, False), (unrelated, True)):
+        check = GroundingCheck(HashingEmbedder(), [], passages=lambda _q, p=passages: p)
+        assert await check.off_knowledge(question) is held
