@@ -88,6 +88,10 @@ async def test_voice_page_config_and_extra_routers() -> None:
         assert page.status_code == 200 and "app.js" in page.text
         for asset in ("app.js", "ws-transport.js", "webrtc-transport.js", "worklets.js", "style.css"):
             assert (await http.get(f"/voice/{asset}")).status_code == 200, asset
+        # The page names its icon, so a browser does not log a 404 for /favicon.ico on every visit.
+        assert 'rel="icon" href="favicon.svg"' in page.text
+        icon = await http.get("/voice/favicon.svg")
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
         config = (await http.get("/v1/realtime/config")).json()
         assert config["transports"] == {"ws": "/v1/sessions/ws", "webrtc": "/v1/sessions/webrtc"}
         assert [a["name"] for a in config["agents"]] == ["assistant", "concierge"]
