@@ -302,8 +302,16 @@ def leads_show(lead_id: Annotated[str, typer.Argument()], as_json: JsonOpt = Fal
         distance = f"{m.distance_km:g} km" if m.distance_km is not None else "by postal code"
         out.print(f"  → {m.business_id} ({distance}{'' if m.open_at_submit else ', was closed'})")
     table = Table(title="Notifications")
-    for column in ("kind", "channel", "to", "status", "attempts", "sent"):
+    for column in ("kind", "channel", "to", "status", "attempts", "sent", "last error"):
         table.add_column(column)
-    for n in notifications:
-        table.add_row(n.kind, n.channel, escape(n.recipient), n.status, str(n.attempts), _when(n.sent_at))
+    for n in notifications:  # the last error says why a notice is still pending (the SMTP server is down)
+        table.add_row(
+            n.kind,
+            n.channel,
+            escape(n.recipient),
+            n.status,
+            str(n.attempts),
+            _when(n.sent_at),
+            escape(n.last_error or "") if n.status != "sent" else "",
+        )
     out.print(table)

@@ -106,3 +106,31 @@ def test_businesses_and_leads_from_the_command_line(parley: typer.Typer) -> None
     every = json.loads(run(parley, "businesses", "list", "--all", "--json").stdout)["data"]
     assert active == [] and [b["id"] for b in every] == [business["id"]]
     assert run(parley, "leads", "show", "lead_missing").exit_code == 1
+
+
+def test_leads_show_says_why_a_notice_is_still_pending(parley: typer.Typer) -> None:
+    """An operator whose SMTP server is down sees the reason in the table, not only in --json."""
+    from datetime import UTC, datetime, timedelta
+
+    from parley.commands.leads import _run
+    from parley.platform.runtime import Platform
+    from parley.store.notifications import NotificationRepository
+
+    added = ["businesses", "add", "Hudson", "--category", "plumbing", "--email", "desk@hudson.example.com",
+             "--phone", "+12125550100", "--time-zone", "UTC", "--postal-code", "11216"]  # fmt: skip
+    assert run(parley, *added).exit_code == 0
+    submitted = ["leads", "submit", "--name", "Ada", "--phone", "+12015550123", "--category", "plumbing",
+                 "--postal-code", "11216", "--json"]  # fmt: skip
+    lead_id = json.loads(run(parley, *submitted).stdout)["id"]
+
+    async def smtp_down(platform: Platform, org: str) -> None:
+        email = next(n for n in await platform.leads.notifications(org, lead_id) if n.channel == "email")
+        now = datetime.now(UTC)
+        async with platform.db.session() as session:
+            notices = NotificationRepository(session)
+            assert await notices.claim(email.id, now, now + timedelta(minutes=1))
+            assert await notices.not_sent(email.id, 1, "SMTP connection refused", now + timedelta(minutes=5))
+
+    _run(smtp_down)
+    shown = CliRunner().invoke(parley, ["leads", "show", lead_id], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "SMTP connection refused" in shown.stdout
