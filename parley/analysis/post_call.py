@@ -9,8 +9,9 @@ Three independent parts, each asked for only when the agent's ``analysis:`` sett
 - a success evaluation by the agent's rubric: pass or fail and the reason. A pass must quote the call:
   evidence the transcript does not hold makes it a fail (see ``judge``).
 
-A part the model gets wrong is recorded in ``errors`` and the other parts still run. A model that cannot
-be reached at all raises ``AnalysisModelError``: that is worth trying again later, a bad answer is not.
+A part the model gets wrong, or whose schema cannot be used, is recorded in ``errors`` and the other
+parts still run. A model that cannot be reached at all raises ``AnalysisModelError``: that is worth
+trying again later, a bad answer is not.
 
 Everything here is pure (no store, no clock): the platform decides when it runs and keeps the result.
 """
@@ -28,6 +29,7 @@ import structlog
 from pydantic import BaseModel, Field
 
 from parley.engine.analysis_settings import AnalysisSettings
+from parley.engine.schema_checks import BROKEN_SCHEMA_ERRORS, UnsupportedSchema, check_schema, validator
 from parley.providers.llm.base import ChatMessage, LanguageModel
 
 log = structlog.get_logger("parley.analysis")
@@ -209,9 +211,13 @@ def judge(verdict: dict[str, Any], lines: Sequence[Line]) -> tuple[bool, str]:
 
 
 def validation_error(value: dict[str, Any], schema: dict[str, Any]) -> str | None:
-    """What is wrong with ``value`` by ``schema``, in one line naming where; None when it is valid."""
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    """What is wrong with ``value`` by ``schema``, in one line naming where; None when it is valid.
+
+    ``UnsupportedSchema`` when the schema itself cannot be used (an agent stored before it was checked)."""
+    try:
+        error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
+    except BROKEN_SCHEMA_ERRORS as exc:
+        raise UnsupportedSchema(_clip(f"validating with it failed: {exc!r}", 500)) from exc
     if error is None:
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
@@ -278,18 +284,22 @@ async def analyze(
 
     schema = settings.structured_data_schema
     if schema is not None:
-        data, problem = await _json_answer(
-            llm,
-            _request(
-                transcript,
-                "Extract information from this call as one JSON object that is valid by this JSON schema:\n"
-                f"{json.dumps(schema, ensure_ascii=False)}\n"
-                "Leave out properties the call does not tell, unless the schema requires them. "
-                "Reply with the JSON object only.",
-            ),
-            schema,
-            DATA_TOKENS,
-        )
+        try:
+            check_schema(schema)  # the settings may never have been validated (an agent stored earlier)
+            data, problem = await _json_answer(
+                llm,
+                _request(
+                    transcript,
+                    "Extract information from this call as one JSON object that is valid by this JSON "
+                    f"schema:\n{json.dumps(schema, ensure_ascii=False)}\n"
+                    "Leave out properties the call does not tell, unless the schema requires them. "
+                    "Reply with the JSON object only.",
+                ),
+                schema,
+                DATA_TOKENS,
+            )
+        except UnsupportedSchema as exc:
+            data, problem = None, f"the structured_data_schema cannot be used: {exc}"
         if data is not None:
             result.structured_data = data
         else:

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from parley.engine.analysis_settings import AnalysisSettings
@@ -19,6 +27,7 @@ from parley.engine.messages import (
     Recipient,
     recipients_problem,
 )
+from parley.engine.schema_checks import UnsupportedSchema, check_schema, without_patterns
 from parley.engine.variables import PromptTemplateError, check_template
 from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
 from parley.providers.languages import LANGUAGES
@@ -236,6 +245,18 @@ class ToolSettings(BaseModel):
         le=MAX_PER_CALL,
         description="for `send_sms`/`send_email`: messages a call sends at most",
     )
+
+    @field_validator("parameters")
+    @classmethod
+    def _safe_parameters(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Arguments are checked against this schema on the event loop, during the call, and a caller
+        steers them: a ``$ref`` to nothing or to itself is refused now, when saved. A ``pattern`` is kept
+        for the model and not enforced (``schema_checks.without_patterns``)."""
+        try:
+            check_schema(without_patterns(parameters))
+        except UnsupportedSchema as exc:
+            raise PydanticCustomError("tool_schema", "{detail}", {"detail": str(exc)}) from None
+        return parameters
 
     @model_validator(mode="after")
     def _recipients_for_messages(self) -> ToolSettings:

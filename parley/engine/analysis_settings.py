@@ -9,59 +9,31 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from parley.engine.schema_checks import UnsupportedSchema, check_schema
 from parley.inputs import JsonObject, SafeStr
 
 MAX_SCHEMA_BYTES = 16_000
 """A schema for a few dozen fields fits well within this; it goes whole into a prompt."""
 
-UNSAFE_KEYWORDS = frozenset({"pattern", "patternProperties", "$dynamicRef", "$recursiveRef"})
-"""``pattern`` regexes run with Python's backtracking ``re`` over model output: a tenant's regex could
-take exponential time. References other than local ones (``#/...``) are refused separately."""
-
 Rubric = Annotated[SafeStr, Field(min_length=1, max_length=4000)]
 
 
-def _walk(value: Any, where: str = "") -> None:
-    if isinstance(value, dict):
-        for key, child in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key in UNSAFE_KEYWORDS:
-                raise PydanticCustomError(
-                    "analysis_schema",
-                    "{keyword} is not supported (at {where})",
-                    {"keyword": key, "where": path},
-                )
-            if key == "$ref" and not (isinstance(child, str) and child.startswith("#")):
-                raise PydanticCustomError(
-                    "analysis_schema",
-                    "only local $ref values (#/...) are allowed (at {where})",
-                    {"where": path},
-                )
-            _walk(child, path)
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            _walk(child, f"{where}[{i}]")
-
-
 def check_data_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON schema (draft 2020-12) describing one JSON object, within size, without unsafe keywords."""
+    """A JSON schema (draft 2020-12) describing one JSON object, within size, safe to validate with
+    (``schema_checks``: no ``pattern``, only local ``$ref`` values that resolve)."""
     if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
         raise PydanticCustomError(
             "analysis_schema", "the schema is larger than {limit} bytes", {"limit": MAX_SCHEMA_BYTES}
         )
     if schema.get("type") != "object":
         raise PydanticCustomError("analysis_schema", 'the schema must describe an object ("type": "object")')
-    _walk(schema)
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise PydanticCustomError(
-            "analysis_schema", "not a valid JSON schema: {detail}", {"detail": exc.message}
-        ) from None
+        check_schema(schema)
+    except UnsupportedSchema as exc:
+        raise PydanticCustomError("analysis_schema", "{detail}", {"detail": str(exc)}) from None
     return schema
 
 

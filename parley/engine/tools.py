@@ -14,16 +14,30 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import jsonschema
+import structlog
 
 from parley.engine.agent import ToolSettings
 from parley.engine.messages import CallMessages, NoMessages
+from parley.engine.schema_checks import (
+    BROKEN_SCHEMA_ERRORS,
+    UnsupportedSchema,
+    check_schema,
+    validator,
+    without_patterns,
+)
 from parley.engine.transport import CallControls
 from parley.providers.llm.base import ToolCall, ToolSpec
+
+log = structlog.get_logger("parley.engine.tools")
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 DTMF_PATTERN = r"^[0-9*#]{1,32}$"
 """Keypad digits a tool may send (``send_dtmf``): the twelve keys, at most 32 at once."""
+BUILTIN_PATTERNS = frozenset({DTMF_PATTERN})
+"""The only ``pattern`` values enforced on arguments: Parley's own, which cannot backtrack (one character
+class, bounded). Any other regex could take exponential time over an argument: it is shown to the model
+and left unchecked (``schema_checks.without_patterns``)."""
 DEFAULT_FILLER = "One moment, let me check."
 FILLER_AFTER_S = 1.0
 """A tool still running this long after it started gets the filler said, so the caller is not left in
@@ -85,6 +99,10 @@ class ToolOutsideCall(RuntimeError):
     """``CallContext.say``/``end_call`` used outside a running tool call."""
 
 
+class ToolSchemaError(ValueError):
+    """A tool whose ``parameters`` schema is refused at registration (``schema_checks``)."""
+
+
 @dataclass(slots=True)
 class CallContext:
     """What a tool handler knows of the call it runs in, and what it may ask of it.
@@ -136,13 +154,23 @@ class ToolRegistry:
 
     def __init__(self, filler: str | None = DEFAULT_FILLER, filler_after_s: float = FILLER_AFTER_S) -> None:
         self._tools: dict[str, Tool] = {}
+        self._checked: dict[str, dict[str, Any]] = {}
+        """Per tool, the schema its arguments are validated against (``without_patterns``)."""
         self.filler = filler
         """Said once per reply when a tool with ``filler`` set runs longer than ``filler_after_s``."""
         self.filler_after_s = filler_after_s
 
     def register(self, tool: Tool) -> None:
-        jsonschema.Draft202012Validator.check_schema(tool.parameters)
+        """Add ``tool``; ``ToolSchemaError`` if its arguments could not be validated during a call (a
+        ``$ref`` to nothing or to itself, not a JSON schema). Its patterns are not enforced, but Parley's
+        own (``BUILTIN_PATTERNS``)."""
+        checked = without_patterns(tool.parameters, BUILTIN_PATTERNS)
+        try:
+            check_schema(checked, allowed_patterns=BUILTIN_PATTERNS)
+        except UnsupportedSchema as exc:
+            raise ToolSchemaError(f"tool '{tool.name}': parameters: {exc}") from None
         self._tools[tool.name] = tool
+        self._checked[tool.name] = checked
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -173,9 +201,15 @@ class ToolRegistry:
             known = ", ".join(sorted(self._tools)) or "none"
             return ToolOutcome(call, False, f"error: unknown tool '{call.name}'. Available tools: {known}.")
         try:
-            jsonschema.validate(call.arguments, tool.parameters)
-        except jsonschema.ValidationError as exc:
-            return ToolOutcome(call, False, f"error: invalid arguments for {call.name}: {exc.message}")
+            checked = self._checked.get(call.name, tool.parameters)
+            error = jsonschema.exceptions.best_match(validator(checked).iter_errors(call.arguments))
+        except BROKEN_SCHEMA_ERRORS as exc:  # a schema the checks missed, or changed since: still an outcome
+            log.error("tool schema unusable", tool=call.name, call_id=call.id, error=repr(exc)[:500])
+            return ToolOutcome(
+                call, False, f"error: {call.name} is unavailable: its parameter schema is broken"
+            )
+        if error is not None:
+            return ToolOutcome(call, False, f"error: invalid arguments for {call.name}: {error.message}")
         scope = scope or ToolScope()
         token = _scope.set(scope)
         try:

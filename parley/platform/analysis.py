@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +30,7 @@ from parley.platform.agents import NotFound
 from parley.platform.schemas import AnalysisOut
 from parley.platform.usage import agent_config_of
 from parley.providers.llm.base import LanguageModel
+from parley.store.agents import AgentRepository
 from parley.store.analyses import AnalysisRepository, AnalysisStatus
 from parley.store.calls import CallRepository
 from parley.store.db import Database
@@ -92,6 +94,29 @@ async def stack_model(agent: AgentConfig, secrets: Mapping[str, str]) -> Languag
     return stack.llm
 
 
+class UnusableAgentVersion(ValueError):
+    """The call's agent version was stored before a check it now fails (a tool or analysis schema)."""
+
+
+async def _config_of(session: AsyncSession, call: Call) -> AgentConfig | None:
+    """The call's agent version, None without one. Unlike ``agent_config_of``, one that no longer
+    validates is an ``UnusableAgentVersion`` saying why, not "asks for no analysis"."""
+    if call.agent_version_id is None:
+        return None
+    version = await AgentRepository(session).version_by_id(call.agent_version_id)
+    if version is None:
+        return None
+    try:
+        return AgentConfig.model_validate(version.config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top"
+        raise UnusableAgentVersion(
+            f"the agent version of call {call.id} is no longer valid, so it cannot be analysed; "
+            f"{where}: {first['msg']}"
+        ) from None
+
+
 class AnalysisService:
     def __init__(
         self,
@@ -153,7 +178,7 @@ class AnalysisService:
                 raise NotFound(f"no call {call_id!r}")
             if call.ended_at is None:
                 raise ValueError(f"call {call_id} has not ended yet")
-            config = await agent_config_of(session, call)
+            config = await _config_of(session, call)
             if config is None or not config.analysis.enabled:
                 raise ValueError(f"the agent version of call {call_id} asks for no analysis (analysis: …)")
             repo = AnalysisRepository(session)
@@ -201,7 +226,11 @@ class AnalysisService:
             call_id, attempt, last_error = row.call_id, row.attempts, row.error
             call = await CallRepository(session).get(call_id)
             assert call is not None  # the row cascades with its call
-            config = await agent_config_of(session, call)
+            unusable: str | None = None
+            try:
+                config = await _config_of(session, call)
+            except UnusableAgentVersion as exc:  # in here it would undo the claim: recorded below
+                config, unusable = None, str(exc)
             turns = await CallRepository(session).turns(call_id)
         if attempt > self.max_attempts:  # earlier tries died without a word (a worker killed mid-way)
             reason = last_error or "the analysis did not finish"
@@ -210,7 +239,9 @@ class AnalysisService:
             )
             return True
         lines = [Line("agent" if t.speaker == "agent" else "user", t.text) for t in turns if t.text.strip()]
-        if config is None or not config.analysis.enabled:
+        if unusable is not None:
+            await self._finish(call_id, AnalysisStatus.FAILED, error=unusable)
+        elif config is None or not config.analysis.enabled:
             await self._finish(
                 call_id, AnalysisStatus.SKIPPED, error="the call's agent version asks for no analysis"
             )
@@ -232,6 +263,10 @@ class AnalysisService:
             result = await analyze(llm, config.analysis, lines)
         except AnalysisModelError as exc:
             await self._failed_try(call_id, attempt, str(exc))
+            return
+        except Exception as exc:  # a bug, not the model: another try fails the same way, so none is made
+            log.exception("post-call analysis crashed", call_id=call_id, attempt=attempt)
+            await self._finish(call_id, AnalysisStatus.FAILED, error=f"the analysis crashed: {exc!r}"[:2000])
             return
         await self._finish(call_id, AnalysisStatus.COMPLETED, result=result)
 

@@ -22,6 +22,8 @@ from parley.platform.schemas import AgentCreate
 from parley.platform.simulation import record_simulation
 from parley.providers.llm.base import ChatMessage, LanguageModel, LLMChunk, ToolSpec
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
+from parley.store.agents import AgentRepository
+from parley.store.calls import CallRepository
 from parley.store.models import WebhookEvent
 from parley.store.webhooks import WebhookRepository
 from tests.api.conftest import BOOT_KEY, make_app
@@ -300,3 +302,97 @@ async def test_the_command_line_shows_and_reruns_the_analysis(
     assert "summary: A short hello." in shown.stdout
     assert "success: fail: The call does not show that the criterion was met." in shown.stdout
     assert 'data: {"greeting": "Hello there"}' in shown.stdout
+
+
+CYCLIC_SCHEMA: dict[str, Any] = {"type": "object", "$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}
+
+
+async def store_unchecked_schema(db_url: str, tmp_path: Path, call_id: str) -> None:
+    """Give the call's agent version a schema saved before schemas were checked (the row as stored)."""
+    platform = await Platform.open(settings(db_url, tmp_path), consume=False, recover=False)
+    try:
+        async with platform.db.session() as session:
+            call = await CallRepository(session).get(call_id)
+            assert call is not None and call.agent_version_id is not None
+            version = await AgentRepository(session).version_by_id(call.agent_version_id)
+            assert version is not None
+            analysis = {**version.config["analysis"], "structured_data_schema": CYCLIC_SCHEMA}
+            version.config = {**version.config, "analysis": analysis}
+    finally:
+        await platform.close()
+
+
+async def test_an_agent_version_stored_with_a_schema_now_refused_fails_at_once_with_why(
+    db_url: str, tmp_path: Path
+) -> None:
+    call_id = await record_simulation(
+        agent=AgentConfig(name="sim", analysis=ANALYSIS),
+        events=events("sim-7"),
+        settings=settings(db_url, tmp_path),
+    )
+    await store_unchecked_schema(db_url, tmp_path, call_id)
+    model = ScriptedModel(RULES)
+    platform = await open_platform(db_url, tmp_path, scripted(model))
+    try:
+        await platform.analysis.settle()
+        detail = await platform.calls.detail(platform.default_org_id, call_id)
+    finally:
+        await platform.close()
+    analysis = detail.analysis
+    assert analysis is not None and analysis.status == "failed" and analysis.attempts == 1
+    assert analysis.error is not None and "is no longer valid" in analysis.error
+    assert "cannot be analysed; analysis: $ref '#/$defs/n' leads back to itself" in analysis.error
+    assert model.calls == []
+
+
+class Crashing(ScriptedModel):
+    """A model that loads, then fails in a way no retry mends (a bug, not an outage)."""
+
+    def count_tokens(self, text: str) -> int:
+        raise TypeError("count_tokens() got an unexpected keyword")
+
+
+async def test_an_analysis_that_crashes_is_failed_at_once_with_why(db_url: str, tmp_path: Path) -> None:
+    call_id = await record_simulation(
+        agent=AgentConfig(name="sim", analysis=ANALYSIS),
+        events=events("sim-8"),
+        settings=settings(db_url, tmp_path),
+    )
+    platform = await open_platform(db_url, tmp_path, scripted(Crashing(RULES)))
+    try:
+        await platform.analysis.settle()
+        detail = await platform.calls.detail(platform.default_org_id, call_id)
+    finally:
+        await platform.close()
+    analysis = detail.analysis
+    assert analysis is not None and analysis.status == "failed" and analysis.attempts == 1
+    assert analysis.error == "the analysis crashed: TypeError('count_tokens() got an unexpected keyword')"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_command_line_says_in_one_line_why_a_call_cannot_be_analysed(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from parley.commands.records import calls_app
+    from parley.config import get_settings
+
+    monkeypatch.setenv("PARLEY_DATABASE_URL", db_url)
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        call_id = await record_simulation(
+            agent=AgentConfig(name="sim", analysis=ANALYSIS), events=events("sim-9")
+        )
+        await store_unchecked_schema(db_url, tmp_path, call_id)
+        app = typer.Typer()
+        app.add_typer(calls_app, name="calls")
+        ran = await asyncio.to_thread(CliRunner().invoke, app, ["calls", "analyze", call_id])
+    finally:
+        get_settings.cache_clear()
+    assert ran.exit_code == 2 and isinstance(ran.exception, SystemExit), ran.output
+    [line] = ran.stderr.strip().splitlines()
+    assert line.startswith(f"error: the agent version of call {call_id} is no longer valid")
+    assert "leads back to itself" in line and ran.stdout == ""

@@ -10,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from parley.analysis import AnalysisModelError, Line, analyze
-from parley.analysis.post_call import extract_json, transcript_text
+from parley.analysis.post_call import extract_json, transcript_text, validation_error
 from parley.engine.agent import AgentConfig
 from parley.engine.analysis_settings import AnalysisSettings
+from parley.engine.schema_checks import UnsupportedSchema
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 
@@ -191,8 +192,55 @@ def test_analysis_is_off_unless_asked_for() -> None:
         ({"type": "object", "properties": {"x": {"$ref": "https://example.com/s.json"}}}, "local \\$ref"),
         ({"type": "object", "properties": {"x": {"type": "nonsense"}}}, "not a valid JSON schema"),
         ({"type": "object", "description": "x" * 20_000}, "larger than"),
+        ({"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}, "points to nothing"),
+        (
+            {"type": "object", "$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"},
+            "leads back to itself",
+        ),
     ],
 )
 def test_a_bad_schema_is_refused_when_the_agent_is_saved(schema: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         AgentConfig.model_validate({"analysis": {"structured_data_schema": schema}})
+
+
+async def test_a_property_may_be_named_like_a_keyword() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"pattern": {"type": "string"}, "$ref": {"type": "string"}},
+        "required": ["pattern"],
+    }
+    config = AgentConfig.model_validate({"analysis": {"structured_data_schema": schema}})
+    llm = ScriptedModel([ScriptRule.say("JSON schema", '{"pattern": "weekly", "$ref": "A17"}')])
+    result = await analyze(llm, config.analysis, CALL)
+    assert result.structured_data == {"pattern": "weekly", "$ref": "A17"} and result.errors == {}
+
+
+CYCLIC: dict[str, Any] = {"type": "object", "$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "reason"),
+    [
+        (CYCLIC, "leads back to itself"),
+        ({"type": "object", "properties": {"x": {"$ref": "#/$defs/gone"}}}, "points to nothing"),
+    ],
+)
+async def test_a_stored_schema_that_cannot_be_used_fails_its_part_only(
+    schema: dict[str, Any], reason: str
+) -> None:
+    """An agent saved before its schema was checked: the part fails with why, the others still run."""
+    stored = AnalysisSettings.model_construct(summary=True, structured_data_schema=schema)
+    llm = ScriptedModel(
+        [ScriptRule.say("Summarize", "Maria booked a cleaning."), ScriptRule.say("JSON schema", "{}")]
+    )
+    result = await analyze(llm, stored, CALL)
+    assert result.structured_data is None and result.summary == "Maria booked a cleaning."
+    assert result.errors["structured_data"].startswith("the structured_data_schema cannot be used: ")
+    assert reason in result.errors["structured_data"]
+    assert len(llm.calls) == 1, "the model is not asked for data no schema can check"
+
+
+def test_validating_with_a_broken_schema_is_a_typed_error() -> None:
+    with pytest.raises(UnsupportedSchema, match="RecursionError"):
+        validation_error({}, CYCLIC)

@@ -104,3 +104,22 @@ async def test_a_patch_changes_only_what_it_sends(client: httpx.AsyncClient) -> 
     key = await client.patch(url, json={"config": {"llm": {"options": {"api_key": "sk-secret-123456"}}}})
     assert key.status_code == 422 and "sk-secret-123456" not in key.text
     assert (await client.get(url)).json()["version"] == 4, "a refused patch makes no version"
+
+
+async def test_a_tool_schema_that_cannot_be_validated_is_a_422_naming_the_field(
+    client: httpx.AsyncClient,
+) -> None:
+    """A $ref that leads back to itself would crash validation at the tool's first call."""
+    parameters = {"type": "object", "$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}
+    tool = {"name": "lookup", "kind": "static", "result": "ok", "parameters": parameters}
+    answer = await client.post("/v1/agents", json={"name": "cyclic", "config": {"tools": [tool]}})
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "config", "tools", 0, "parameters"]
+    assert "leads back to itself" in error["msg"]
+    assert (await client.get("/v1/agents/cyclic")).status_code == 404
+    # A pattern is kept (the model sees it) and saved: it is only never enforced by a backtracking regex.
+    tool["parameters"] = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}
+    saved = await client.post("/v1/agents", json={"name": "patterned", "config": {"tools": [tool]}})
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["config"]["tools"][0]["parameters"] == tool["parameters"]
