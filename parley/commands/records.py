@@ -64,7 +64,7 @@ def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (NotFound, Conflict, AgentConfigError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line, read as text
         raise typer.Exit(1 if isinstance(exc, NotFound | Conflict) else 2) from exc
 
 
@@ -183,8 +183,17 @@ def agents_update(
 def agents_delete(
     ref: Annotated[str, typer.Argument(help="agent id or name")], as_json: JsonOpt = False
 ) -> None:
-    """Remove an agent (its versions stay with the calls that used them)."""
-    _run(lambda p, org: p.agents.delete(org, ref))
+    """Remove an agent (its versions stay with the calls that used them); refused, exit 1, while phone
+    numbers or businesses still route to it."""
+    from parley.store.agent_use import AgentInUse
+
+    async def delete(p: Platform, org: str) -> None:
+        try:
+            await p.agents.delete(org, ref)
+        except AgentInUse as exc:  # a conflict to resolve (re-route), not a malformed command: exit 1
+            raise Conflict(str(exc)) from exc
+
+    _run(delete)
     if as_json:
         sys.stdout.write(json.dumps({"deleted": ref}) + "\n")
     else:
@@ -391,7 +400,12 @@ def calls_dial(
         str | None, typer.Option("--from", help="caller id (default: PARLEY_TWILIO_CALLER_ID, first number)")
     ] = None,
     priority: Annotated[int, typer.Option(min=-1000, max=1000, help="higher is dialed first")] = 0,
-    key: Annotated[str | None, typer.Option("--idempotency-key", help="queue at most once per key")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key", help="queue at most once per key (a different call under it: exit 1)"
+        ),
+    ] = None,
     not_before: Annotated[str | None, typer.Option(help="not before this ISO date/time")] = None,
     window: Annotated[str | None, typer.Option(help="calling hours, callee's time (09:00-20:00)")] = None,
     time_zone: Annotated[
@@ -405,7 +419,7 @@ def calls_dial(
 
     async def enqueue(p: Platform, org: str) -> Any:
         queue = OutboundQueue(p, p.settings, NoCarrier())
-        return await queue.enqueue(
+        return await queue.submit(
             org,
             agent_ref=agent,
             to=to,
@@ -417,12 +431,14 @@ def calls_dial(
             time_zone=time_zone,
         )
 
-    job = _run(enqueue)
+    queued = _run(enqueue)
+    job = queued.job
     if as_json:
         _print_json(job)
     else:
+        verb = "queued" if queued.created else f"already queued with key {escape(repr(key))}:"
         out.print(
-            f"queued outbound job [bold]{job.id}[/bold]: {job.from_number} → {job.to_number}, "
+            f"{verb} outbound job [bold]{job.id}[/bold]: {job.from_number} → {job.to_number}, "
             f"{job.window} ({job.time_zone}), due {_when(job.next_attempt_at)}"
         )
 

@@ -42,6 +42,7 @@ from parley.store.lifecycle import CallStatus, InvalidStatusTransition
 from parley.store.models import Call, OutboundJob
 from parley.store.outbound import CANCEL_REQUESTED, Caps, JobStatus, OutboundJobRepository
 from parley.store.types import utcnow
+from parley.telephony.number_rules import check_callee, is_premium_rate
 
 if TYPE_CHECKING:
     from parley.platform.runtime import Platform
@@ -97,6 +98,11 @@ class InvalidOutboundJob(ValueError):
     """A call that cannot be queued as asked (a number that is not E.164, an unknown time zone …)."""
 
 
+class IdempotencyConflict(Conflict):
+    """The idempotency key already queued a different call: answering with that job would tell the
+    caller their call was queued when it was not (409; use a new key, or send the first request again)."""
+
+
 class OutboundJobView(BaseModel):
     id: str
     org_id: str
@@ -143,6 +149,13 @@ def job_view(job: OutboundJob) -> OutboundJobView:
         created_at=job.created_at,
         updated_at=job.updated_at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    job: OutboundJobView
+    created: bool
+    """False: the idempotency key had queued this job already (the same request, sent again)."""
 
 
 # --- numbers, zones and calling hours ---------------------------------------------------------------
@@ -274,10 +287,47 @@ class OutboundQueue:
         max_attempts: int | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> OutboundJobView:
-        """Queue a call to ``to`` by the agent ``agent_ref`` (id or name); with an ``idempotency_key``
-        already used by the organization, the job queued then, unchanged.
+        """``submit``, except that an ``idempotency_key`` already used by the organization gives back the
+        job queued then, unchanged, whatever was asked this time: for callers that tell their own request
+        from an earlier one (a lead's call-back puts a nonce in ``metadata``)."""
+        queued = await self.submit(
+            org_id,
+            agent_ref=agent_ref,
+            to=to,
+            from_=from_,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            not_before=not_before,
+            window=window,
+            time_zone=time_zone,
+            max_attempts=max_attempts,
+            metadata=metadata,
+            same_request=False,
+        )
+        return queued.job
 
-        The calling window (default ``PARLEY_OUTBOUND_CALLING_WINDOW``) is read in ``time_zone``, by
+    async def submit(
+        self,
+        org_id: str,
+        *,
+        agent_ref: str,
+        to: str,
+        from_: str | None = None,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        not_before: datetime | None = None,
+        window: str | None = None,
+        time_zone: str | None = None,
+        max_attempts: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        same_request: bool = True,
+    ) -> Queued:
+        """Queue a call to ``to`` by the agent ``agent_ref`` (id or name). With an ``idempotency_key``
+        already used by the organization, the job queued then (``created`` False) if this is the same
+        request again, else ``IdempotencyConflict`` (``same_request=False``: that job regardless).
+
+        ``to`` may not be premium-rate nor one of the organization's own numbers (``RefusedNumber``). The
+        calling window (default ``PARLEY_OUTBOUND_CALLING_WINDOW``) is read in ``time_zone``, by
         default the callee's, from their number. A number whose range spans several zones (North
         American toll-free, Russian mobiles) or none has no single local time: its window is read in the
         organization's default zone, UTC; pass ``time_zone`` to say where the callee is. The caller id
@@ -315,11 +365,14 @@ class OutboundQueue:
                     f"from {caller} is not one of the organization's phone numbers (parley numbers list) "
                     "nor PARLEY_TWILIO_CALLER_ID"
                 )
+            to_number = formatted(callee)
+            # A number we may call from is ours: dialing it rings our own webhook (agent to agent).
+            check_callee(callee, own=await self._may_call_from(jobs, org_id, to_number))
             start, end = hours.bounds
             job, created = await jobs.create(
                 org_id,
                 agent_id=agent.id,
-                to_number=formatted(callee),
+                to_number=to_number,
                 from_number=caller,
                 priority=priority,
                 idempotency_key=idempotency_key,
@@ -330,11 +383,24 @@ class OutboundQueue:
                 time_zone=zone,
                 metadata=data,
             )
+            if not created and same_request:
+                asked = {"agent": agent.id, "to": to_number, "from": caller, "priority": priority,
+                         "max_attempts": attempts, "window": f"{start}-{end}", "time_zone": zone,
+                         "metadata": data}  # fmt: skip
+                queued_with = _queued_with(job)
+                differ = [name for name, value in asked.items() if queued_with[name] != value]
+                if not _same_start(job, None if not_before is None else due):
+                    differ.append("not_before")
+                if differ:
+                    raise IdempotencyConflict(
+                        f"idempotency_key {idempotency_key!r} was used for a different call (job {job.id}; "
+                        f"{', '.join(differ)} differ): use a new key, or send that request again"
+                    )
             view = job_view(job)
         if created:
             log.info("outbound call queued", job_id=view.id, org_id=org_id, to=view.to_number, time_zone=zone)
             self._wake.set()
-        return view
+        return Queued(view, created)
 
     def _configured_caller_id(self) -> str | None:
         """``PARLEY_TWILIO_CALLER_ID`` in E.164, if set (``InvalidOutboundJob`` if it is no number)."""
@@ -507,6 +573,9 @@ class OutboundQueue:
         if job.agent_id is None or job.from_number is None:
             await self._unplaceable(job, "agent_deleted" if job.agent_id is None else "no_caller_id")
             return
+        if is_premium_rate(job.to_number):  # queued before such numbers were refused: never dialed now
+            await self._unplaceable(job, "premium_rate")
+            return
         try:
             call, _ = await self.platform.calls.create(
                 job.org_id,
@@ -566,7 +635,8 @@ class OutboundQueue:
         bound.info("outbound call placed", call_id=call.id, provider_call_id=sid, to=job.to_number)
 
     async def _unplaceable(self, job: OutboundJob, why: str) -> None:
-        """A job no attempt can ever succeed for (its agent was deleted): failed, not retried."""
+        """A job no attempt can ever succeed for (its agent was deleted, its number is premium-rate):
+        failed, not retried."""
         async with self.db.session() as session:
             jobs = OutboundJobRepository(session)
             if await jobs.transition(
@@ -667,6 +737,25 @@ class OutboundQueue:
             await action()
         except Exception:  # a database hiccup must not stop the queue; the next pass tries again
             log.exception("outbound queue step failed", step=name)
+
+
+def _queued_with(job: OutboundJob) -> dict[str, Any]:
+    """What ``job`` was queued with, named as a request names it (to compare a repeat of its key)."""
+    return {"agent": job.agent_id, "to": job.to_number, "from": job.from_number, "priority": job.priority,
+            "max_attempts": job.max_attempts, "window": f"{job.window_start}-{job.window_end}",
+            "time_zone": job.time_zone, "metadata": job.metadata_}  # fmt: skip
+
+
+def _same_start(job: OutboundJob, not_before: datetime | None) -> bool:
+    """Whether ``not_before`` (UTC; None: at once) is what ``job`` was queued with. The row keeps only when
+    the next attempt is due, which the dispatcher moves (calling hours, retries); once it has, the time
+    first asked for is no longer known and any ``not_before`` is taken as the same."""
+    if job.attempts or job.updated_at != job.created_at:
+        return True
+    queued_for_now = job.next_attempt_at <= job.created_at
+    if not_before is None or not_before <= job.created_at:
+        return queued_for_now  # a time already past when the job was queued means at once, too
+    return job.next_attempt_at == not_before
 
 
 def _checked_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

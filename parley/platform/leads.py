@@ -36,6 +36,7 @@ from parley.store.leads import LeadRepository
 from parley.store.models import Business, Lead, LeadMatch, LeadNotification
 from parley.store.tenants import TenantRepository
 from parley.store.types import utcnow
+from parley.telephony.number_rules import RefusedNumber, refuse_premium_rate
 
 log = structlog.get_logger("parley.platform.leads")
 
@@ -129,7 +130,8 @@ def opening_range(value: list[str]) -> list[str]:
 
 
 def phone_e164(value: str, region: str, field: str) -> str:
-    """A phone number as E.164, read in ``region`` when written without ``+`` and a country code."""
+    """A phone number as E.164, read in ``region`` when written without ``+`` and a country code; never a
+    premium-rate one, since a lead's is called back and a business's is texted (toll fraud)."""
     try:
         parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -138,6 +140,10 @@ def phone_e164(value: str, region: str, field: str) -> str:
         raise InvalidInput(
             field, f"not a valid phone number (one without a +country code is read as {region})", "phone"
         )
+    try:
+        refuse_premium_rate(parsed, field)
+    except RefusedNumber as exc:
+        raise InvalidInput(field, exc.detail, exc.reason) from None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -331,7 +331,10 @@ class OutboundCallCreate(BaseModel):
     )
     priority: int = Field(0, ge=-1000, le=1000, description="higher is dialed first")
     idempotency_key: SafeStr | None = Field(
-        None, min_length=1, max_length=200, description="a repeat with the same key returns the same job"
+        None,
+        min_length=1,
+        max_length=200,
+        description="the same request again returns its job (200); another request under the key is a 409",
     )
     not_before: UtcDatetime | None = Field(None, description="not dialed before this time")
     window: str | None = Field(

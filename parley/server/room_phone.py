@@ -41,6 +41,7 @@ from parley.server.runtime import LiveRuntime
 from parley.server.twilio_stream import admit, await_start, mulaw_mono, relay_stream
 from parley.server.ws_input import accepted
 from parley.server.ws_outbound import WsConnection
+from parley.telephony.number_rules import RefusedNumber, check_callee
 from parley.telephony.rest import TwilioRestError
 from parley.telephony.signatures import TwilioWebhook, public_base_url, twilio_webhook
 from parley.telephony.twiml import stream_twiml, stream_url
@@ -103,7 +104,10 @@ def _refusal(exc: TwilioRestError) -> HTTPException:
     responses={
         404: {"description": "no such live room"},
         409: {"description": "the room has ended or is full"},
-        422: {"description": "a number that cannot be called or used as caller id"},
+        422: {
+            "description": "a number that cannot be called (premium-rate, the organization's own) or used "
+            "as caller id"
+        },
         502: {"description": "Twilio refused the call (its error code is in `twilio_code`)"},
         503: {"description": "Twilio is not configured"},
     },
@@ -126,10 +130,10 @@ async def dial_into_room(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     settings = platform.settings
     own = [n.number for n in await platform.phone.numbers(principal.org_id)]
-    if body.to in own:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "to is one of the organization's own numbers"
-        )
+    try:
+        check_callee(body.to, own=body.to in own)  # the outbound queue's rule: no loop-back, no premium rate
+    except RefusedNumber as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     caller = _caller_id(body.from_, own, settings)
     participant, token = invite(room, body.role, body.mode, body.name)
     base = public_base_url(request, settings)

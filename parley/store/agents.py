@@ -109,6 +109,10 @@ class AgentRepository:
         return int(total or 0)
 
     async def delete(self, agent: Agent) -> None:
-        """Soft delete: calls keep pointing at the versions they ran with."""
+        """Soft delete: calls keep pointing at the versions they ran with. Refused (``AgentInUse``) while
+        a phone number or a business still routes to the agent: its calls would be rejected unrecorded."""
+        from parley.store.agent_use import refuse_if_in_use
+
+        await refuse_if_in_use(self.session, agent)
         agent.deleted_at = utcnow()
         agent.updated_at = agent.deleted_at

@@ -486,6 +486,7 @@ async def test_dialing_into_a_room_is_checked_and_an_unanswered_call_withdraws_i
         calls = f"/v1/rooms/{room_id}/calls"
         for body in (
             {"to": PARLEY_NUMBER, "role": "customer"},  # the organization's own number
+            {"to": "+19005550177", "role": "customer"},  # premium-rate: toll fraud
             {"to": PERSON, "role": "customer", "from": "+12025550188"},  # not the organization's number
             {"to": "12345", "role": "customer"},
             {"to": PERSON, "role": "agent"},

@@ -33,6 +33,7 @@ from parley.store.models import Call
 from parley.store.outbound import Caps, OutboundJobRepository
 from parley.store.tenants import TenantRepository
 from parley.store.types import utcnow
+from parley.telephony.number_rules import RefusedNumber
 
 NOON = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
 LONDON = ["+442079460001", "+442079460002", "+442079460003", "+442079460004", "+442079460005"]
@@ -372,6 +373,47 @@ async def test_an_invalid_number_is_not_dialed_again(platform: Platform) -> None
     view = await queue.get(platform.default_org_id, job.id)
     assert (view.status, view.attempts, view.last_outcome) == ("failed", 1, "failed:twilio:21211")
     assert await queue.dispatch_once(at=NOON + timedelta(hours=1)) == 0
+
+
+async def test_premium_rate_and_own_numbers_are_never_queued(platform: Platform) -> None:
+    """A 900 number bills the caller and pays whoever holds it (toll fraud); our own number rings back
+    into our webhook."""
+    queue = queue_of(platform, FakeDialer())
+    org = platform.default_org_id
+    with pytest.raises(RefusedNumber, match=r"^to is a premium-rate number") as premium:
+        await queue.enqueue(org, agent_ref="sales", to="+19005550178")
+    assert (premium.value.field, premium.value.reason) == ("to", "premium_rate")
+    with pytest.raises(RefusedNumber, match=r"^to is one of the organization's own numbers$"):
+        await queue.enqueue(org, agent_ref="sales", to="+442079460999")  # PARLEY_TWILIO_CALLER_ID
+    assert (await queue.page(org)).data == []
+
+
+async def test_a_job_queued_to_a_premium_rate_number_earlier_fails_undialed(platform: Platform) -> None:
+    """Queued before such numbers were refused (a lead's call-back): it fails at its turn, not retried."""
+    dialer = FakeDialer()
+    queue = queue_of(platform, dialer)
+    org = platform.default_org_id
+    sales = await platform.agents.get(org, "sales")
+    async with platform.db.session() as session:
+        old, _ = await OutboundJobRepository(session).create(
+            org,
+            agent_id=sales.id,
+            to_number="+19005550177",
+            from_number="+442079460999",
+            priority=0,
+            idempotency_key=None,
+            max_attempts=3,
+            next_attempt_at=NOON,
+            window_start="00:00",
+            window_end="24:00",
+            time_zone="America/New_York",
+            metadata={},
+        )
+        old_id = old.id
+    assert await queue.dispatch_once(at=NOON) == 1
+    assert dialer.placed == [] and await calls_of(platform, old_id) == []
+    view = await queue.get(org, old_id)
+    assert (view.status, view.last_outcome) == ("failed", "premium_rate")
 
 
 async def test_an_answered_call_that_fails_midway_is_not_dialed_again(platform: Platform) -> None:

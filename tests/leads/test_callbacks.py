@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from parley.config import Settings
 from parley.engine.agent import AgentConfig
@@ -39,7 +39,7 @@ from parley.server.errors import install_error_handlers
 from parley.server.routes import platform_routers
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus
-from parley.store.models import Call, LeadNotification, OutboundJob
+from parley.store.models import Call, Lead, LeadNotification, OutboundJob
 from tests.engine.harness import agent
 from tests.jobs.test_outbound import FakeDialer
 from tests.leads.conftest import BOOT_KEY, OPERATOR, TUESDAY_NOON_NEW_YORK, business_body, lead_body
@@ -229,6 +229,20 @@ async def test_a_business_without_an_agent_or_a_lead_not_sent_to_it_is_refused(
     assert not_sent.status_code == 404
     assert (await client.post("/v1/leads/lead_nope/callback", json={})).status_code == 404
     assert await jobs(platform) == []
+
+
+async def test_an_older_lead_with_a_premium_rate_number_is_not_called_back(
+    platform: Platform, client: httpx.AsyncClient
+) -> None:
+    await plumber(platform)
+    lead_id = await submit(platform)
+    async with platform.db.session() as session:  # stored before such numbers were refused
+        await session.execute(update(Lead).where(Lead.id == lead_id).values(phone="+19005550177"))
+    refused = await client.post(f"/v1/leads/{lead_id}/callback", json={})
+    assert refused.status_code == 409, refused.text
+    assert "to is a premium-rate number" in refused.json()["detail"]
+    assert await jobs(platform) == []
+    assert (await platform.leads.lead(platform.default_org_id, lead_id)).status == "matched"
 
 
 # --- the outcome ----------------------------------------------------------------------------------------

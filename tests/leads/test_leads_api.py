@@ -286,3 +286,24 @@ async def test_an_idempotency_key_is_bounded(client: httpx.AsyncClient) -> None:
     refused = await client.post("/v1/leads", json=lead_body(), headers={"Idempotency-Key": "k" * 129})
     assert refused.status_code == 422
     assert refused.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+async def test_premium_rate_numbers_are_refused_for_leads_and_businesses(
+    client: httpx.AsyncClient, anon: httpx.AsyncClient, platform: Platform
+) -> None:
+    premium = "+19005550177"
+    for http, url in ((anon, "/v1/public/leads/default"), (client, "/v1/leads")):
+        for spelling in (premium, "(900) 555-0177"):  # national numbers are read in the default region
+            refused = await http.post(url, json=lead_body(phone=spelling))
+            assert refused.status_code == 422, refused.text
+            [error] = refused.json()["detail"]
+            assert (error["loc"], error["type"]) == (["body", "phone"], "premium_rate")
+            assert "premium-rate" in error["msg"] and "555" not in refused.text, "the value is not echoed"
+    assert await _count(platform, Lead) == 0
+
+    refused = await client.post("/v1/businesses", json=business_body(notify_phone=premium))
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "notify_phone"]
+    plumber = await _add_business(client)
+    changed = await client.patch(f"/v1/businesses/{plumber['id']}", json={"notify_phone": premium})
+    assert changed.status_code == 422 and changed.json()["detail"][0]["type"] == "premium_rate"
+    assert (await client.get(f"/v1/businesses/{plumber['id']}")).json()["notify_phone"] == "+12125550100"

@@ -6,9 +6,11 @@ from typing import Any
 
 import httpx
 
+from parley.platform.leads import BusinessIn
 from parley.platform.runtime import Platform
 from parley.store.lifecycle import CallStatus
 from parley.store.tenants import TenantRepository
+from tests.leads.conftest import business_body
 from tests.telephony.conftest import BASE, CALLER, NUMBER, FakeLive, Phone, call_sid, make_app
 
 
@@ -122,3 +124,76 @@ async def test_a_live_phone_call_is_hung_up_through_twilio(phone: Phone) -> None
     )
     assert (await phone.http.post(f"/v1/calls/{web.id}/hangup")).status_code == 404
     assert phone.rest.hangups == [call_sid(1)]
+
+
+async def test_a_premium_rate_number_is_never_dialed(phone: Phone) -> None:
+    await phone.agent("front-desk")
+    await phone.http.post("/v1/phone-numbers", json={"number": NUMBER, "agent": "front-desk"})
+    premium = await phone.http.post("/v1/calls", json={"agent": "front-desk", "to": "+19005550178"})
+    assert premium.status_code == 422, premium.text
+    assert premium.json()["detail"].startswith("to is a premium-rate number")
+    assert (await phone.http.get("/v1/outbound-jobs")).json()["data"] == []
+    assert phone.rest.placed == [], "nothing was dialed"
+
+
+async def test_the_organizations_own_number_is_never_dialed(phone: Phone) -> None:
+    await phone.agent("front-desk")
+    for own in (NUMBER, "+14155550103"):
+        added = await phone.http.post("/v1/phone-numbers", json={"number": own, "agent": "front-desk"})
+        assert added.status_code == 201, added.text
+    loop = await phone.http.post(
+        "/v1/calls", json={"agent": "front-desk", "to": "+1 415 555 0103", "from": NUMBER}
+    )
+    assert loop.status_code == 422, loop.text
+    assert loop.json()["detail"] == "to is one of the organization's own numbers"
+    assert (await phone.http.get("/v1/outbound-jobs")).json()["data"] == []
+    assert phone.rest.placed == [], "nothing was dialed"
+
+
+async def test_an_idempotency_key_queues_one_call_and_refuses_another(phone: Phone) -> None:
+    await phone.agent()
+    await phone.agent("sales")
+    await phone.http.post("/v1/phone-numbers", json={"number": NUMBER, "agent": "support"})
+    body: dict[str, Any] = {"agent": "support", "to": CALLER, "idempotency_key": "lead-7", "priority": 2}
+    first = await phone.http.post("/v1/calls", json=body)
+    assert first.status_code == 202, first.text
+    again = await phone.http.post("/v1/calls", json=body)
+    assert again.status_code == 200 and again.json() == first.json(), "the same request: the same job"
+    for changed in (
+        {"to": "+12025550124"},
+        {"agent": "sales"},
+        {"priority": 3},
+        {"not_before": "2031-01-01T12:00:00Z"},
+        {"window": "10:00-12:00"},
+        {"metadata": {"lead": 8}},
+    ):
+        refused = await phone.http.post("/v1/calls", json=body | changed)
+        assert refused.status_code == 409, (changed, refused.text)
+        detail = refused.json()["detail"]
+        assert "'lead-7' was used for a different call" in detail and first.json()["id"] in detail
+    later = body | {"idempotency_key": "lead-8", "not_before": "2031-01-01T12:00:00Z"}
+    assert (await phone.http.post("/v1/calls", json=later)).status_code == 202
+    assert (await phone.http.post("/v1/calls", json=later)).status_code == 200
+    soon = later | {"not_before": "2031-01-01T12:00:01Z"}
+    assert (await phone.http.post("/v1/calls", json=soon)).status_code == 409
+    jobs = (await phone.http.get("/v1/outbound-jobs")).json()["data"]
+    assert len(jobs) == 2 and {j["to_number"] for j in jobs} == {CALLER}
+
+
+async def test_an_agent_that_numbers_or_businesses_use_is_not_deleted(phone: Phone) -> None:
+    agent_id = await phone.agent("tmp-agent")
+    await phone.http.post("/v1/phone-numbers", json={"number": "+14155550103", "agent": "tmp-agent"})
+    business = await phone.platform.leads.create_business(
+        phone.platform.default_org_id, BusinessIn.model_validate(business_body(agent_id=agent_id))
+    )
+    refused = await phone.http.delete("/v1/agents/tmp-agent")
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert "+14155550103" in detail and business.id in detail and "Route them to another agent" in detail
+    assert (await phone.http.get(f"/v1/agents/{agent_id}")).status_code == 200, "still there"
+
+    assert (await phone.http.delete("/v1/phone-numbers/+14155550103")).status_code == 204
+    unrouted = await phone.http.patch(f"/v1/businesses/{business.id}", json={"agent_id": None})
+    assert unrouted.status_code == 200 and unrouted.json()["agent_id"] is None
+    assert (await phone.http.delete("/v1/agents/tmp-agent")).status_code == 204
+    assert (await phone.http.get(f"/v1/agents/{agent_id}")).status_code == 404

@@ -117,11 +117,17 @@ async def test_a_call_to_a_number_nobody_answers_is_rejected_and_not_recorded(ph
     assert (await phone.http.get("/v1/calls")).json()["data"] == []
 
 
-async def test_a_number_whose_agent_was_deleted_is_rejected(phone: Phone) -> None:
+async def test_the_agent_a_number_routes_to_cannot_be_deleted_so_its_calls_are_answered(phone: Phone) -> None:
     await phone.agent()
     await phone.http.post("/v1/phone-numbers", json={"number": NUMBER, "agent": "support"})
-    assert (await phone.http.delete("/v1/agents/support")).status_code == 204
-    assert verbs(await phone.webhook("/twilio/voice", incoming(call_sid(1)))) == ["Reject"]
+    refused = await phone.http.delete("/v1/agents/support")
+    assert refused.status_code == 409 and NUMBER in refused.json()["detail"]
+    _url, parameters = stream_of(await phone.webhook("/twilio/voice", incoming(call_sid(1))))
+    assert (await phone.http.get(f"/v1/calls/{parameters['call_id']}")).status_code == 200, "on the books"
+
+    assert (await phone.http.delete(f"/v1/phone-numbers/{NUMBER}")).status_code == 204
+    assert (await phone.http.delete("/v1/agents/support")).status_code == 204, "re-routed first: deleted"
+    assert verbs(await phone.webhook("/twilio/voice", incoming(call_sid(2)))) == ["Reject"]
 
 
 async def test_behind_a_proxy_the_public_url_is_signed_and_streamed_to(

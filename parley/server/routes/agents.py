@@ -17,6 +17,7 @@ from parley.platform.schemas import (
 )
 from parley.server.auth import Auth, PlatformDep
 from parley.server.routes.params import CursorQ, Limit, Ref, Version
+from parley.store.agent_use import AgentInUse
 from parley.store.queries import InvalidCursor
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -89,14 +90,20 @@ async def update_agent(agent_id: Ref, body: AgentPatch, principal: Auth, platfor
     "/{agent_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={404: {"description": "no such agent"}},
+    responses={
+        404: {"description": "no such agent"},
+        409: {"description": "phone numbers or businesses still route to the agent (named): re-route them"},
+    },
 )
 async def delete_agent(agent_id: Ref, principal: Auth, platform: PlatformDep) -> Response:
-    """Remove an agent from lists; its versions stay for the calls that used them."""
+    """Remove an agent from lists; its versions stay for the calls that used them. Refused while a
+    phone number or a business still uses it."""
     try:
         await platform.agents.delete(principal.org_id, agent_id)
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except AgentInUse as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from parley.jobs.outbound import InvalidOutboundJob, OutboundJobView, OutboundQueue
+from parley.jobs.outbound import IdempotencyConflict, InvalidOutboundJob, OutboundJobView, OutboundQueue
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.schemas import CallSummary, OutboundCallCreate, Page
 from parley.server.auth import Auth, PlatformDep
@@ -16,6 +16,7 @@ from parley.server.routes.params import CursorQ, Limit, Ref
 from parley.server.routes.twilio import live_session, twilio_rest
 from parley.store.lifecycle import CallStatus
 from parley.store.queries import InvalidCursor
+from parley.telephony.number_rules import RefusedNumber
 from parley.telephony.rest import NOT_FOUND, TwilioRest, TwilioRestError
 
 log = structlog.get_logger("parley.server.outbound")
@@ -45,18 +46,25 @@ def _rest(request: Request) -> TwilioRest:
     "/v1/calls",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
+        200: {"description": "the idempotency key had queued this same call already: that job"},
         404: {"description": "no such agent"},
-        422: {"description": "a number, window or time zone that cannot be used"},
+        409: {"description": "the idempotency key was used for a different call"},
+        422: {
+            "description": "a number, window or time zone that cannot be used; `to` premium-rate or one "
+            "of the organization's own numbers"
+        },
         503: {"description": "Twilio is not configured"},
     },
 )
-async def place_call(body: OutboundCallCreate, request: Request, principal: Auth) -> OutboundJobView:
+async def place_call(
+    body: OutboundCallCreate, request: Request, response: Response, principal: Auth
+) -> OutboundJobView:
     """Queue a phone call by an agent. The job is dialed when due, within the callee's calling hours
     and the organization's concurrency, and retried when busy, unanswered or failed; follow it at
     ``/v1/outbound-jobs/{id}`` (each attempt is a call: ``last_call_id``)."""
     _rest(request)  # refuse now rather than queue a call nobody here can place
     try:
-        return await _queue(request).enqueue(
+        queued = await _queue(request).submit(
             principal.org_id,
             agent_ref=body.agent,
             to=body.to,
@@ -71,8 +79,13 @@ async def place_call(body: OutboundCallCreate, request: Request, principal: Auth
         )
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except InvalidOutboundJob as exc:
+    except IdempotencyConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except (InvalidOutboundJob, RefusedNumber) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    if not queued.created:
+        response.status_code = status.HTTP_200_OK
+    return queued.job
 
 
 @router.post(
