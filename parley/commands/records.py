@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 import yaml
@@ -31,6 +31,7 @@ from parley.platform.schemas import (
     AgentUpdate,
     AnalysisOut,
     CallMessageOut,
+    Direction,
     PhoneNumberCreate,
 )
 from parley.store.calls import CallFilters
@@ -214,11 +215,21 @@ def _day(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
+def _direction(value: str | None) -> str | None:
+    """A misspelt direction is an error, not an empty table."""
+    allowed = get_args(Direction)
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"must be one of {', '.join(allowed)}")
+    return value
+
+
 @calls_app.command("list")
 def calls_list(
     agent: Annotated[str | None, typer.Option(help="agent id or name")] = None,
     status: Annotated[list[CallStatus] | None, typer.Option(help="repeatable")] = None,
-    direction: Annotated[str | None, typer.Option(help="inbound, outbound or web")] = None,
+    direction: Annotated[
+        str | None, typer.Option(help="inbound, outbound or web", callback=_direction)
+    ] = None,
     since: Annotated[str | None, typer.Option(help="created at or after (ISO date/time)")] = None,
     until: Annotated[str | None, typer.Option(help="created before (ISO date/time)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 50,

@@ -81,6 +81,9 @@ def test_calls_from_the_command_line(parley: tuple[typer.Typer, Path]) -> None:
     assert [c["id"] for c in listed["data"]] == [call_id]
     assert json.loads(run(app, "calls", "list", "--json", "--status", "failed").stdout)["data"] == []
     assert json.loads(run(app, "calls", "list", "--json", "--since", "2999-01-01").stdout)["data"] == []
+    assert json.loads(run(app, "calls", "list", "--json", "--direction", "web").stdout)["data"]
+    misspelt = run(app, "calls", "list", "--direction", "sideways")
+    assert misspelt.exit_code == 2 and "inbound, outbound, web" in misspelt.output, "not an empty table"
     detail = json.loads(run(app, "calls", "show", call_id, "--json").stdout)
     assert [t["text"] for t in detail["transcript"]] == ["Hello there", "Hi! How can I help?"]
     human = run(app, "calls", "show", call_id, "--events")
