@@ -109,6 +109,18 @@ def e164(value: str) -> str:
 E164 = Annotated[str, AfterValidator(refuse_nul), AfterValidator(e164)]
 """A phone number, normalized to E.164."""
 
+
+def dialable(value: str) -> str:
+    """``e164``, and not premium-rate: a number an agent's configuration makes Parley call or text (a
+    transfer destination, a message recipient). Such a number bills per minute and pays its holder."""
+    from parley.telephony.number_rules import PREMIUM_RATE, is_premium_rate
+
+    number = e164(value)
+    if is_premium_rate(number):
+        raise PydanticCustomError("premium_rate", PREMIUM_RATE)
+    return number
+
+
 _SIP_URI = re.compile(r"^sips?:[A-Za-z0-9._~+%!$&'()*,;=-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9=._-]+)*$")
 
 
@@ -118,7 +130,7 @@ def call_target(value: str) -> str:
         if len(value) > 255 or not _SIP_URI.match(value):
             raise PydanticCustomError("sip_uri", "not a SIP URI of the form sip:user@host")
         return value
-    return e164(value)
+    return dialable(value)
 
 
 CallTarget = Annotated[str, AfterValidator(refuse_nul), AfterValidator(call_target)]

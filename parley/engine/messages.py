@@ -16,7 +16,7 @@ from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from parley.engine.transport import ControlUnavailable
-from parley.inputs import e164, refuse_nul
+from parley.inputs import dialable, refuse_nul
 
 SMS_MAX_CHARS = 480
 """What one ``send_sms`` may say: three or four SMS segments, about what a caller reads at a glance."""
@@ -67,7 +67,7 @@ def email_address(value: str) -> str:
 
 def recipient(value: str) -> str:
     """A configured recipient: a phone number (E.164, for texts) or an email address."""
-    return email_address(value) if "@" in value else e164(value)
+    return email_address(value) if "@" in value else dialable(value)
 
 
 Recipient = Annotated[str, AfterValidator(refuse_nul), AfterValidator(recipient)]
