@@ -348,3 +348,16 @@ async def test_a_passage_counts_only_when_it_is_about_the_question() -> None:
     for passages, held in ((about, False), (unrelated, True)):
         check = GroundingCheck(HashingEmbedder(), [], passages=lambda _q, p=passages: p)
         assert await check.off_knowledge(question) is held
+
+
+def test_a_long_first_sentence_is_checked_on_its_first_words_not_held_to_its_end() -> None:
+    """The caller waits while the answer is held: a claim is clear well before a long sentence ends."""
+    from parley.engine.thinking import MAX_VETTED_WORDS, _first_sentence
+
+    long = "Parley is an open-source platform for real-time voice AI agents that runs fully offline"
+    words = long.split()
+    assert _first_sentence(" ".join(words[:MAX_VETTED_WORDS]), whole=True) is None, "still short: held"
+    assert _first_sentence(" ".join(words[: MAX_VETTED_WORDS + 1]), whole=True) == " ".join(
+        words[:MAX_VETTED_WORDS]
+    ), "the growing last word is not judged"
+    assert _first_sentence("Yes, we do. And more", whole=False) == "Yes, we do."
