@@ -77,12 +77,18 @@ def _print_json(value: BaseModel | list[Any]) -> None:
 
 
 def _config(
-    file: Path | None, overrides: list[str] | None, base: AgentConfig | None = None
+    file: Path | None, overrides: list[str] | None, base: AgentConfig | dict[str, Any] | None = None
 ) -> AgentConfig | None:
+    """``base`` may be a stored configuration that no longer loads (``AgentOut.problem``): the
+    overrides can fix it."""
     if file is None and not overrides:
         return None
-    config = load_agent(file) if file is not None else (base or AgentConfig())
-    raw = config.model_dump()
+    if file is not None:
+        raw = load_agent(file).model_dump()
+    elif isinstance(base, dict):
+        raw = dict(base)
+    else:
+        raw = (base or AgentConfig()).model_dump()
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -132,9 +138,8 @@ def agents_list(limit: Annotated[int, typer.Option(min=1, max=200)] = 50, as_jso
     for column in ("id", "name", "version", "LLM", "updated"):
         table.add_column(column)
     for agent in page.data:
-        table.add_row(
-            agent.id, agent.name, str(agent.version), agent.config.llm.provider, _when(agent.updated_at)
-        )
+        llm = agent.config.llm.provider if isinstance(agent.config, AgentConfig) else "(invalid: see show)"
+        table.add_row(agent.id, agent.name, str(agent.version), llm, _when(agent.updated_at))
     out.print(table)
 
 
@@ -154,7 +159,10 @@ def agents_show(
     )
     if agent.description:
         out.print(agent.description)
-    out.print(yaml.safe_dump(agent.config.model_dump(mode="json"), sort_keys=False).rstrip(), markup=False)
+    if agent.problem:
+        err.print(f"[yellow]this version no longer loads:[/yellow] {escape(agent.problem)}", soft_wrap=True)
+    config = agent.config.model_dump(mode="json") if isinstance(agent.config, AgentConfig) else agent.config
+    out.print(yaml.safe_dump(config, sort_keys=False).rstrip(), markup=False)
 
 
 @agents_app.command("update")

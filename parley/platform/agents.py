@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from parley.engine.agent import AgentConfig
@@ -15,6 +16,8 @@ from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
 
 __all__ = ["AgentService", "Conflict", "InvalidConfig", "NotFound", "ProviderError"]
+
+log = structlog.get_logger("parley.platform.agents")
 
 
 class NotFound(LookupError):
@@ -50,13 +53,37 @@ def _stored(config: AgentConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
+def readable_config(version: AgentVersion) -> tuple[AgentConfig | dict[str, Any], str | None]:
+    """A stored version's configuration, and why it no longer loads (None when it does).
+
+    Checks grow stricter between releases (a ``$ref`` leading back to itself, a premium-rate transfer
+    number): a version saved before one of them is still shown, as stored and with the reason, so an
+    organization's agent list never fails over one old agent, and the agent can be fixed with a PATCH."""
+    try:
+        return AgentConfig.model_validate(version.config), None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        log.warning(
+            "a stored agent version no longer validates",
+            agent_id=version.agent_id,
+            version=version.version,
+            problems=problems,
+        )
+        return dict(version.config), problems
+
+
 def agent_out(agent: Agent, version: AgentVersion) -> AgentOut:
+    config, problem = readable_config(version)
     return AgentOut(
         id=agent.id,
         name=agent.name,
         description=agent.description,
         version=version.version,
-        config=AgentConfig.model_validate(version.config),
+        config=config,
+        problem=problem,
         source="file" if agent.source == FILE else "api",
         created_at=agent.created_at,
         updated_at=agent.updated_at,
@@ -64,10 +91,12 @@ def agent_out(agent: Agent, version: AgentVersion) -> AgentOut:
 
 
 def version_out(version: AgentVersion) -> AgentVersionOut:
+    config, problem = readable_config(version)
     return AgentVersionOut(
         agent_id=version.agent_id,
         version=version.version,
-        config=AgentConfig.model_validate(version.config),
+        config=config,
+        problem=problem,
         created_at=version.created_at,
     )
 
@@ -144,7 +173,9 @@ class AgentService:
             version = await repo.version(agent.id, agent.latest_version)
             assert version is not None
             if request.config is not None or request.name is not None:
-                current = AgentConfig.model_validate(version.config)
+                current, problem = readable_config(version)
+                if problem is not None and request.config is None:
+                    raise Conflict(f"the stored configuration no longer loads ({problem}): send a fixed one")
                 config = self._changed(current, version.config, request).model_copy(
                     update={"name": agent.name}
                 )
@@ -154,9 +185,10 @@ class AgentService:
 
     @staticmethod
     def _changed(
-        current: AgentConfig, stored: dict[str, Any], request: AgentUpdate | AgentPatch
+        current: AgentConfig | dict[str, Any], stored: dict[str, Any], request: AgentUpdate | AgentPatch
     ) -> AgentConfig:
         if request.config is None:
+            assert isinstance(current, AgentConfig)  # update() refuses a rename of a broken version
             return current
         if isinstance(request, AgentUpdate):
             return request.config
@@ -186,6 +218,6 @@ class AgentService:
                 return agent, version
             latest = await repo.version(agent.id, agent.latest_version)
             assert latest is not None
-            if AgentConfig.model_validate(latest.config) == config:
+            if readable_config(latest)[0] == config:
                 return agent, latest
             return agent, await repo.add_version(agent, _stored(config))

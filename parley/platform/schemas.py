@@ -30,7 +30,14 @@ class AgentOut(BaseModel):
     name: str
     description: str
     version: int = Field(description="the latest version")
-    config: AgentConfig
+    config: AgentConfig | dict[str, Any] = Field(
+        description="the configuration; as stored (not normalized) when it has a `problem`"
+    )
+    problem: str | None = Field(
+        None,
+        description="why this version no longer loads under this release's checks (calls cannot use it); "
+        "PATCH a fixed configuration",
+    )
     source: Literal["api", "file"] = Field(
         "api",
         description="`file`: the record an operator's YAML or Python agent's calls are filed under "
@@ -43,7 +50,8 @@ class AgentOut(BaseModel):
 class AgentVersionOut(BaseModel):
     agent_id: str
     version: int
-    config: AgentConfig
+    config: AgentConfig | dict[str, Any]
+    problem: str | None = Field(None, description="why this version no longer loads (see AgentOut)")
     created_at: datetime
 
 

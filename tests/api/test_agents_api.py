@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import httpx
+from sqlalchemy import select
+
+from parley.platform.runtime import Platform
+from parley.store.models import AgentVersion
 
 
 async def test_agents_crud_with_versions(client: httpx.AsyncClient) -> None:
@@ -123,3 +127,26 @@ async def test_a_tool_schema_that_cannot_be_validated_is_a_422_naming_the_field(
     saved = await client.post("/v1/agents", json={"name": "patterned", "config": {"tools": [tool]}})
     assert saved.status_code == 201, saved.text
     assert saved.json()["config"]["tools"][0]["parameters"] == tool["parameters"]
+
+
+async def test_an_agent_stored_before_a_stricter_check_is_shown_with_its_problem_and_can_be_fixed(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    """One old agent never makes the organization's whole agent list a 500."""
+    made = (await client.post("/v1/agents", json={"name": "old", "config": {"system_prompt": "Hi."}})).json()
+    cyclic = {"type": "object", "$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}
+    async with platform.db.session() as session:  # as a release without the $ref check stored it
+        version = await session.scalar(select(AgentVersion).where(AgentVersion.agent_id == made["id"]))
+        assert version is not None
+        tool = {"name": "lookup", "kind": "static", "result": "ok", "parameters": cyclic}
+        version.config = {**version.config, "tools": [tool]}
+
+    listed = await client.get("/v1/agents")
+    assert listed.status_code == 200, listed.text
+    [shown] = listed.json()["data"]
+    assert "leads back to itself" in shown["problem"] and shown["config"]["tools"][0]["parameters"] == cyclic
+    assert (await client.get(f"/v1/agents/{made['id']}")).json()["problem"] == shown["problem"]
+
+    fixed = await client.patch(f"/v1/agents/{made['id']}", json={"config": {"tools": []}})
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["problem"] is None and fixed.json()["version"] == 2
