@@ -6,12 +6,15 @@ These are runtime failures; an agent naming a provider Parley does not have is a
 
 from __future__ import annotations
 
+from parley.redaction import without_secrets
+
 
 class ProviderCallError(RuntimeError):
     """A provider failed to serve one request."""
 
     def __init__(self, message: str, *, provider: str = "", status: int | None = None) -> None:
-        super().__init__(message)
+        # A provider's answer may quote the credentials it was sent: never carried further.
+        super().__init__(without_secrets(message))
         self.provider = provider
         self.status = status
 

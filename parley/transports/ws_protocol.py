@@ -286,6 +286,15 @@ def server_message(type_: str, **fields: Any) -> dict[str, Any]:
     return {"type": type_, **fields}
 
 
+_FAILED = {
+    "asr": "speech recognition failed",
+    "llm": "the language model failed",
+    "tts": "speech synthesis failed",
+    "s2s": "the speech-to-speech model failed",
+}
+"""What a client is told of an engine error, by the stage that failed."""
+
+
 def error_message(code: ErrorCode, message: str, *, fatal: bool = False, **detail: Any) -> dict[str, Any]:
     return server_message("error", code=str(code), message=message, fatal=fatal, **detail)
 
@@ -372,7 +381,9 @@ def _message_for(event: Event) -> dict[str, Any] | None:
         underrun = event.payload(ev.AudioUnderrun)
         return server_message("metrics", reply_id=underrun.reply_id, underrun_ms=underrun.gap_ms)
     if kind is EventType.ERROR:
+        # The client may be anyone: it learns which part failed, never the provider's own words (its
+        # URL, what its server answered), which stay on the call's timeline for the organization.
         error = event.payload(ev.Error)
-        message = "engine error" if error.error is None else error.error
+        message = _FAILED.get(error.stage or "", "an engine component failed")
         return error_message(ErrorCode.ENGINE, message, where=error.where)
     return None

@@ -16,7 +16,7 @@ text) becomes the tool's result; anything else becomes an error the model can pu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -25,6 +25,7 @@ import httpx
 
 from parley.engine.agent import AgentConfig, ToolSettings
 from parley.engine.tools import CallContext, Tool
+from parley.redaction import without_secrets
 from parley.webhooks.guard import UrlPolicy, UrlRefused, guarded_client, refusal
 from parley.webhooks.signing import SIGNATURE_HEADER, sign
 
@@ -125,19 +126,6 @@ def webhook_tool(settings: ToolSettings, context: WebhookContext) -> Tool:
         timeout_s,
         settings.side_effect,
     )
-
-
-REDACTED = "[secret]"
-MIN_REDACTED = 6
-"""Shorter values are no secret worth the name, and hiding them would garble every word they are in."""
-
-
-def without_secrets(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value in it (as stored, or trimmed) replaced by ``REDACTED``."""
-    values = {v for s in secrets for v in (s, s.strip()) if len(v) >= MIN_REDACTED}
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    return text
 
 
 def _check(policy: UrlPolicy, url: str) -> None:

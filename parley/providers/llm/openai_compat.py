@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from parley.providers.errors import ProviderCallError, ProviderRejected, ProviderUnavailable
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec, Usage
+from parley.redaction import without_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -329,20 +330,21 @@ class OpenAICompatibleModel:
             return _Retryable(f"cannot reach {self.base_url}: {error}", provider=self.provider)
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            message = f"chat request failed (HTTP {status}): {_excerpt(error)}"
+            message = f"chat request failed (HTTP {status}): {_excerpt(error, self._api_key)}"
             if status in REJECT_STATUSES:
                 return ProviderRejected(message, provider=self.provider, status=status)
             kind = _Retryable if status in RETRY_STATUSES or status >= 500 else ProviderUnavailable
             return kind(message, provider=self.provider, status=status)
         return ProviderUnavailable(
-            f"server reported an error mid-stream: {_excerpt(error)}", provider=self.provider
+            f"server reported an error mid-stream: {_excerpt(error, self._api_key)}", provider=self.provider
         )
 
 
-def _excerpt(error: openai.APIError) -> str:
+def _excerpt(error: openai.APIError, api_key: str | None) -> str:
+    """The start of the server's error body, without the key if the server quoted it."""
     body = error.body
     text = body if isinstance(body, str) else json.dumps(body) if body is not None else error.message
-    return text[:BODY_EXCERPT]
+    return without_secrets(text, [api_key] if api_key else [])[:BODY_EXCERPT]
 
 
 def _merge(calls: dict[int, _PartialCall], index: int | None, call_id: str | None, function: Any) -> None:
