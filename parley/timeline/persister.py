@@ -34,6 +34,8 @@ CallEndedHook = Callable[[AsyncSession, Call], Awaitable[None]]
 """Runs in the transaction that ended a call (usage, costs, latency figures)."""
 
 FAILED_REASONS = frozenset({"error", "transport_error", "failed"})
+RETRY_MAX_S = 5.0
+"""Longest wait between two tries to read a timeline that failed."""
 
 
 def wall(seconds: float) -> datetime:
@@ -60,9 +62,27 @@ class Persister:
         """Set whenever a read found nothing new: everything delivered before it is stored."""
 
     async def run(self, consumer: TimelineConsumer) -> None:
-        """Consume until cancelled."""
+        """Consume until cancelled. A failed read (the event bus restarting, a dropped connection) is
+        logged and tried again with backoff: ending here would leave every later call of this worker
+        without its events, transcript and costs until a restart."""
+        failures = 0
         while True:
-            if not await self.step(consumer, self.block_s):
+            try:
+                stored = await self.step(consumer, self.block_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any one failed read
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.error(
+                        "persister cannot read the timeline; retrying", failures=failures, error=repr(exc)
+                    )
+                await asyncio.sleep(min(RETRY_MAX_S, 0.1 * 2 ** min(failures, 6)))
+                continue
+            if failures:
+                log.info("persister reads the timeline again", after_failures=failures)
+                failures = 0
+            if not stored:
                 self.caught_up.set()
 
     async def step(self, consumer: TimelineConsumer, block_s: float = 0.0) -> int:

@@ -161,6 +161,18 @@ class RedisConsumer:
         self._created = True
 
     async def read(self, count: int = 100, block_s: float = 1.0) -> list[Envelope]:
+        try:
+            return await self._read(count, block_s)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis restarted without its data (or the stream was deleted): the group is made again,
+            # from the first entry still there, and this consumer starts over.
+            log.warning("timeline consumer group was gone; creating it again", group=self._group)
+            self._created, self._backlog = False, True
+            return await self._read(count, block_s)
+
+    async def _read(self, count: int, block_s: float) -> list[Envelope]:
         await self._ensure_group()
         client, stream = self._bus.client, self._bus.stream
         if self._backlog:  # what this consumer took before a crash and never acknowledged

@@ -14,6 +14,7 @@ from parley.store.calls import CallRepository
 from parley.store.db import Database
 from parley.store.models import CallEvent
 from parley.store.tenants import TenantRepository
+from parley.timeline.envelope import Envelope
 from parley.timeline.persister import Persister
 from parley.timeline.redis_stream import RedisTimeline
 
@@ -130,3 +131,44 @@ async def test_a_resent_batch_is_stored_once(bus: RedisTimeline, db: Database) -
         count = await session.scalar(select(func.count()).select_from(CallEvent))
         turns = await CallRepository(session).turns(call.id)
     assert count == 2 and [t.text for t in turns] == ["hi"]
+
+
+async def test_a_consumer_group_lost_with_redis_data_is_made_again(bus: RedisTimeline) -> None:
+    """Redis restarted without persistence: the stream and its groups are gone. Events sent after it
+    must still be read, not fail every read with NOGROUP until the worker restarts."""
+    consumer = bus.consumer("persister", "a")
+    bus.emit(ev(EventType.AGENT_TEXT, i=1))
+    await bus.flush()
+    await consumer.ack(await consumer.read(100, 0.1))
+    await bus.client.delete(bus.stream)  # what a restart without its data leaves
+    bus.emit(ev(EventType.AGENT_TEXT, i=2))
+    await bus.flush()
+    assert [e.data["i"] for e in await consumer.read(100, 0.1)] == [2]
+
+
+async def test_the_persister_outlives_a_failed_read(db: Database) -> None:
+    """A dropped connection to the bus is retried, not the end of event saving for this worker."""
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.failures = 2
+
+        async def read(self, count: int = 100, block_s: float = 1.0) -> list[Envelope]:
+            await asyncio.sleep(0.01)  # a real read waits for the bus
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("Connection closed by server.")
+            return []
+
+        async def ack(self, envelopes: object) -> None:
+            return None
+
+    persister = Persister(db, block_s=0.0)
+    flaky = Flaky()
+    task = asyncio.create_task(persister.run(flaky))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(persister.caught_up.wait(), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert flaky.failures == 0
