@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from parley.config import Settings
 
 _HERE = Path(__file__).resolve().parent
+MIGRATION_LOCK = 0x7061726C6579  # "parley": the advisory lock key migrations take on PostgreSQL
 
 
 def database_url(settings: Settings) -> str:
@@ -96,7 +97,11 @@ class Database:
             yield session
 
     async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema. On PostgreSQL one process at a time: workers started together on a new
+        database would otherwise both create ``alembic_version``, and one would fail to start."""
         async with self.engine.begin() as connection:
+            if self.dialect == "postgresql":  # released when this transaction ends
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             await connection.run_sync(_alembic, command.upgrade, self.url, revision)
 
     async def downgrade(self, revision: str) -> None:

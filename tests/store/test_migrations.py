@@ -68,3 +68,17 @@ async def test_a_database_at_the_previous_revision_keeps_its_rows(empty_db_url: 
             await c.execute(text("SELECT count(*) FROM usage_lines"))
     finally:
         await db.dispose()
+
+
+async def test_workers_started_together_on_a_new_database_both_come_up(empty_db_url: str) -> None:
+    """Two ``parley serve`` processes on one empty PostgreSQL: one used to die creating alembic_version."""
+    import asyncio
+
+    if not empty_db_url.startswith("postgresql"):
+        return  # one SQLite file is one process's
+    workers = [Database(empty_db_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(db.migrate() for db in workers))
+        assert {await db.current_revision() for db in workers} == {head_revision()}
+    finally:
+        await asyncio.gather(*(db.dispose() for db in workers))
