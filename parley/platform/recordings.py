@@ -12,6 +12,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+import structlog
 from sqlalchemy import delete
 
 from parley.artifacts.base import ArtifactStore
@@ -23,6 +24,8 @@ from parley.store.db import Database
 from parley.store.models import Recording
 from parley.store.types import utcnow
 from parley.timeline.recorder import RecordingInfo, StereoRecorder, is_being_written
+
+log = structlog.get_logger("parley.platform.recordings")
 
 
 def recording_key(call_id: str) -> str:
@@ -80,8 +83,10 @@ class Recordings:
             await CallRepository(session).start_recording(call_id, recording_key(call_id), sample_rate)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.workdir, suffix=".wav", delete=False) as tmp:
-            path = Path(tmp.name)
-        await asyncio.to_thread(write_wav, path, list(channels), sample_rate)
+            written = Path(tmp.name)
+        await asyncio.to_thread(write_wav, written, list(channels), sample_rate)
+        # Whole, under the name recovery looks for: should the upload fail, the next start publishes it.
+        path = await asyncio.to_thread(written.replace, self.partial_path(call_id))
         await self._publish(call_id, path)
 
     async def recover(self) -> int:
@@ -91,9 +96,16 @@ class Recordings:
         recovered = 0
         for row in rows:
             path = self.partial_path(row.call_id)
-            if path.is_file() and not is_being_written(path):
+            if not path.is_file() or is_being_written(path):
+                continue
+            try:
                 await self._publish(row.call_id, path)
-                recovered += 1
+            except Exception as exc:  # one upload the store refuses never holds up the others, nor a start
+                log.error(
+                    "recording not published; kept for the next try", call_id=row.call_id, error=repr(exc)
+                )
+                continue
+            recovered += 1
         return recovered
 
     async def view(self, row: Recording) -> RecordingOut:
