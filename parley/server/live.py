@@ -21,6 +21,7 @@ import structlog
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import AgentConfig
 from parley.engine.conversation import open_session
+from parley.engine.event_payloads import SessionEnded
 from parley.engine.events import Event, EventType, Timeline, now
 from parley.engine.session import EngineStack, SessionOptions
 from parley.engine.tools import ToolRegistry
@@ -312,6 +313,10 @@ class LiveSession:
         ]
 
     def _on_event(self, event: Event) -> None:
+        if event.type is EventType.SESSION_ENDED and self.end_reason is None:
+            # Ended by the engine itself (the agent hung up, its provider is gone): the client is told
+            # that reason, as the call's record is, not a bare "ended".
+            self.end_reason = event.payload(SessionEnded).reason
         if event.type not in _NOT_ACTIVITY:
             self.last_activity = event.t
             self._changed.set()

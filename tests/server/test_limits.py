@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from parley.providers.llm.scripted import ScriptRule
-from tests.engine.harness import speech
+from tests.engine.harness import agent, speech
 from tests.server.conftest import fast_engines, serving, talking
 
 LONG_ANSWER = "Paris is the capital of France, and it has many museums, parks, bridges and bakeries."
@@ -99,3 +99,15 @@ async def test_a_call_that_finishes_within_the_grace_period_is_not_cut() -> None
         ended = await client.wait_for("session.ended", 5)
         assert ended["reason"] == "client_ended"
         await asyncio.wait_for(draining, 2)
+
+
+async def test_a_call_the_agent_hangs_up_tells_the_client_why() -> None:
+    """The call's record said agent_ended_call while the client was told a bare "ended"."""
+    engines = fast_engines([], [ScriptRule.call("bye", "end_call", {}), ScriptRule.say("", "Goodbye!")])
+    hangs_up = agent(name="assistant", tools=[{"name": "end_call"}])
+    async with serving(engines, agents=[hangs_up]) as served:
+        client = await served.client()
+        await client.start()
+        await client.send({"type": "text", "text": "Thanks, bye"})
+        ended = await client.wait_for("session.ended", 10)
+        assert ended["reason"] == "agent_ended_call"
