@@ -378,9 +378,11 @@ class LiveRuntime:
                 _check_pinned(call, named, stored)
             try:
                 stack = await self.engines.stack_for(agent, secrets)
-            except Exception as exc:
+            except Exception as exc:  # the operator reads why in the log; the client, that it failed
+                log.exception("the models for an agent failed to load", agent=agent.name)
                 raise AdmissionError(
-                    ErrorCode.NOT_READY, f"the models for agent '{agent.name}' failed to load: {exc}"
+                    ErrorCode.NOT_READY,
+                    f"the models for agent '{agent.name}' failed to load; the server's log says why",
                 ) from exc
             if call is None and self.platform is not None:
                 filed, _version = await self.platform.agents.ensure(self.platform.default_org_id, agent)

@@ -137,9 +137,12 @@ class OpenAICompatibleModel:
         """
         try:
             await self._sdk().models.list(extra_headers=self._auth())
-        except openai.APIError as error:
+        except Exception as error:  # any answer at all (an HTML page, a stream the SDK cannot parse)
             log.warning(
-                "llm warm-up failed", provider=self.provider, base_url=self.base_url, error=str(error)
+                "llm warm-up failed",
+                provider=self.provider,
+                base_url=self.base_url,
+                error=without_secrets(repr(error), [self._api_key] if self._api_key else []),
             )
 
     async def aclose(self) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from parley.providers.errors import ProviderRejected, ProviderUnavailable
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
@@ -241,6 +242,18 @@ async def test_openai_cancelling_the_consumer_closes_the_http_stream() -> None:
         await cancel_after(model.stream(ASK), 2)
         await asyncio.wait_for(server.disconnected.wait(), timeout=1.0)
         assert server.chunks_sent < 10
+
+
+async def test_a_warm_up_answered_with_a_page_the_sdk_cannot_read_is_only_logged() -> None:
+    """A proxy's HTML page on /v1/models made every session of the agent fail with "not ready"."""
+    page = StubResponse(chunks=[b"<html>maintenance</html>"], content_type="text/html")
+    async with StubServer([page, StubResponse(chunks=text_stream(["Hi."]))]) as server:
+        model = OpenAICompatibleModel(server.url, "m")
+        with capture_logs() as logs:
+            await model.warm_up()
+        assert [entry["event"] for entry in logs] == ["llm warm-up failed"]
+        assert "".join(c.text for c in await collect(model, ASK)) == "Hi.", "the model still answers"
+        await model.aclose()
 
 
 # --- a real llama.cpp server on loopback -----------------------------------------------------------
