@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import DBAPIError
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # no stubs
 
 from parley.config import Settings, get_settings
@@ -34,6 +35,8 @@ from parley.transports.ws_protocol import SUPPORTED_SAMPLE_RATES
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 DOCS_ASSETS = "/docs-assets"
+READY_DB_TIMEOUT_S = 2.0
+"""How long /readyz waits for the database before calling the worker not ready."""
 log = structlog.get_logger("parley.server")
 
 
@@ -152,6 +155,12 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
             return JSONResponse({"status": "failed", "error": repr(engines.error)}, status_code=503)
         if not engines.ready.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
+        if runtime.platform is not None:  # calls go on the books: a worker without its database is not ready
+            try:
+                await asyncio.wait_for(runtime.platform.db.ping(), READY_DB_TIMEOUT_S)
+            except (TimeoutError, OSError, DBAPIError) as exc:
+                error = type(exc.__cause__ or exc).__name__
+                return JSONResponse({"status": "degraded", "error": f"database: {error}"}, status_code=503)
         return JSONResponse(
             {
                 "status": "ready",

@@ -1,17 +1,23 @@
-"""How the API reports invalid input: which field and why, never the value that was sent.
+"""How the API reports invalid input (which field and why, never the value that was sent) and a store
+it cannot reach.
 
 FastAPI's default 422 echoes each bad ``input`` back, which would repeat a key pasted into the wrong
-field (or megabytes of text) to whoever sent it and to every log on the way.
+field (or megabytes of text) to whoever sent it and to every log on the way. A database that is down is
+a 503 the client may retry, not a bare 500.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+log = structlog.get_logger("parley.server.errors")
 
 
 def _without_input(error: dict[str, Any]) -> dict[str, Any]:
@@ -30,5 +36,21 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _store_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        raise exc  # a query the database refused: a bug, reported as one
+    log.warning(
+        "the database is unreachable", path=request.url.path, error=type(exc.__cause__ or exc).__name__
+    )
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(DBAPIError, _store_unreachable)
+    # asyncpg does not wrap a refused connection: the database is down (or restarting)
+    app.add_exception_handler(ConnectionRefusedError, _store_unreachable)

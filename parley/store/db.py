@@ -96,6 +96,11 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    async def ping(self) -> None:
+        """One round trip to the database (raises when it cannot be reached)."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema. On PostgreSQL one process at a time: workers started together on a new
         database would otherwise both create ``alembic_version``, and one would fail to start."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from parley.platform.runtime import Platform
@@ -150,3 +151,15 @@ async def test_an_agent_stored_before_a_stricter_check_is_shown_with_its_problem
     fixed = await client.patch(f"/v1/agents/{made['id']}", json={"config": {"tools": []}})
     assert fixed.status_code == 200, fixed.text
     assert fixed.json()["problem"] is None and fixed.json()["version"] == 2
+
+
+async def test_a_database_that_is_down_is_a_503_to_retry_not_a_500(
+    client: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(*_: object, **__: object) -> None:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    monkeypatch.setattr(platform.agents, "page", refused)
+    answer = await client.get("/v1/agents")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert "database is unavailable" in answer.json()["detail"] and "5432" not in answer.text

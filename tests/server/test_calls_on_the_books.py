@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import httpx
+import pytest
 import soundfile as sf
 
 from parley.providers.llm.scripted import ScriptRule
@@ -84,3 +85,21 @@ async def test_a_call_created_through_the_api_is_run_by_the_websocket(tmp_path: 
             detail = (await http.get(f"/v1/calls/{web['call_id']}")).json()
         assert detail["agent_id"] == made.json()["id"]
         assert [t["text"] for t in detail["transcript"]] == ["What are your hours?", "We open at nine."]
+
+
+async def test_a_worker_that_cannot_reach_its_database_is_not_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load balancer must stop sending calls to it: they could not be put on the books."""
+    async with serving(fast_engines([], []), platform=True, data_dir=tmp_path, api_key=KEY) as served:
+        assert (await served.get("/readyz")).json()["status"] == "ready"
+        platform = served.runtime.platform
+        assert platform is not None
+
+        async def refused() -> None:
+            raise ConnectionRefusedError(111, "Connect call failed")
+
+        monkeypatch.setattr(platform.db, "ping", refused)
+        down = await served.get("/readyz")
+        assert down.status_code == 503
+        assert down.json() == {"status": "degraded", "error": "database: ConnectionRefusedError"}
