@@ -94,6 +94,10 @@ async def relay(
                 on_bytes(data)
             else:
                 await on_text(message.get("text") or "")
+            # Messages already buffered are received without a pause: a burst of pings would queue
+            # all its pongs before the writer ran once, and a client reading every one was closed as
+            # "not reading". Let the writer go between two messages.
+            await asyncio.sleep(0)
     except GONE:
         return None
 

@@ -127,3 +127,21 @@ async def test_repeated_frames_after_a_reconnect_are_not_heard_twice() -> None:
             await asyncio.sleep(0.02)
         assert await again.wait_for("speech", 5, since=mark, status="started")
         await again.close()
+
+
+async def test_a_burst_of_pings_within_the_limit_is_answered_and_the_client_kept() -> None:
+    """All buffered messages used to be taken before the writer ran once: their answers overflowed the
+    outbound queue and a client reading every one was closed as "not reading"."""
+    async with serving(fast_engines([], []), outbound_max_messages=32, outbound_stall_s=1.0) as served:
+        client = await served.client()
+        await client.start()
+        for n in range(100):  # within the 200/s limit's burst, far more than the queue holds
+            await client.ws.send(f'{{"type": "ping", "id": {n}}}')
+        for _ in range(100):
+            if len(client.of_type("pong")) == 100:
+                break
+            await asyncio.sleep(0.05)
+        assert len(client.of_type("pong")) == 100
+        await asyncio.sleep(1.5)
+        assert not client.closed
+        await client.close()
