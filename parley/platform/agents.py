@@ -53,12 +53,10 @@ def _stored(config: AgentConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def readable_config(version: AgentVersion) -> tuple[AgentConfig | dict[str, Any], str | None]:
-    """A stored version's configuration, and why it no longer loads (None when it does).
-
-    Checks grow stricter between releases (a ``$ref`` leading back to itself, a premium-rate transfer
-    number): a version saved before one of them is still shown, as stored and with the reason, so an
-    organization's agent list never fails over one old agent, and the agent can be fixed with a PATCH."""
+def checked_config(version: AgentVersion) -> tuple[AgentConfig | dict[str, Any], str | None]:
+    """A stored version's configuration, and why it no longer loads (None when it does; then the
+    configuration as stored). Checks grow stricter between releases (a ``$ref`` leading back to itself,
+    a premium-rate transfer number), so a version saved earlier may fail one."""
     try:
         return AgentConfig.model_validate(version.config), None
     except ValidationError as exc:
@@ -66,13 +64,22 @@ def readable_config(version: AgentVersion) -> tuple[AgentConfig | dict[str, Any]
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
             for error in exc.errors(include_input=False, include_url=False)
         )
+        return dict(version.config), problems
+
+
+def readable_config(version: AgentVersion) -> tuple[AgentConfig | dict[str, Any], str | None]:
+    """``checked_config``, logged when it fails: a version that no longer loads is still shown, as
+    stored and with the reason, so an organization's agent list never fails over one old agent, and the
+    agent can be fixed with a PATCH."""
+    config, problems = checked_config(version)
+    if problems is not None:
         log.warning(
             "a stored agent version no longer validates",
             agent_id=version.agent_id,
             version=version.version,
             problems=problems,
         )
-        return dict(version.config), problems
+    return config, problems
 
 
 def agent_out(agent: Agent, version: AgentVersion) -> AgentOut:

@@ -20,17 +20,15 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.analysis.post_call import AnalysisModelError, CallAnalysis, Line, analyze
 from parley.engine.agent import AgentConfig
-from parley.platform.agents import NotFound
+from parley.platform.agents import NotFound, checked_config
 from parley.platform.schemas import AnalysisOut
-from parley.platform.usage import agent_config_of
+from parley.platform.usage import agent_config_of, agent_version_of
 from parley.providers.llm.base import LanguageModel
-from parley.store.agents import AgentRepository
 from parley.store.analyses import AnalysisRepository, AnalysisStatus
 from parley.store.calls import CallRepository
 from parley.store.db import Database
@@ -101,20 +99,16 @@ class UnusableAgentVersion(ValueError):
 async def _config_of(session: AsyncSession, call: Call) -> AgentConfig | None:
     """The call's agent version, None without one. Unlike ``agent_config_of``, one that no longer
     validates is an ``UnusableAgentVersion`` saying why, not "asks for no analysis"."""
-    if call.agent_version_id is None:
-        return None
-    version = await AgentRepository(session).version_by_id(call.agent_version_id)
+    version = await agent_version_of(session, call)
     if version is None:
         return None
-    try:
-        return AgentConfig.model_validate(version.config)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the top"
+    config, problem = checked_config(version)
+    if problem is not None:
         raise UnusableAgentVersion(
-            f"the agent version of call {call.id} is no longer valid, so it cannot be analysed; "
-            f"{where}: {first['msg']}"
-        ) from None
+            f"the agent version of call {call.id} is no longer valid, so it cannot be analysed; {problem}"
+        )
+    assert isinstance(config, AgentConfig)
+    return config
 
 
 class AnalysisService:

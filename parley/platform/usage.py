@@ -34,7 +34,7 @@ from parley.platform.schemas import CostBreakdown, CostLine
 from parley.store.agents import AgentRepository
 from parley.store.billing import BillingRepository
 from parley.store.calls import CallRepository
-from parley.store.models import Call, UsageLine
+from parley.store.models import AgentVersion, Call, UsageLine
 from parley.store.types import utcnow
 from parley.timeline.digest import Record, latency_summary
 
@@ -152,10 +152,15 @@ def price_usage(
     return [pricing.price(kind, *who[kind], quantity) for kind, quantity in quantities.items()]
 
 
-async def agent_config_of(session: AsyncSession, call: Call) -> AgentConfig | None:
+async def agent_version_of(session: AsyncSession, call: Call) -> AgentVersion | None:
+    """The agent version the call ran with (None for a call without an agent)."""
     if call.agent_version_id is None:
         return None
-    version = await AgentRepository(session).version_by_id(call.agent_version_id)
+    return await AgentRepository(session).version_by_id(call.agent_version_id)
+
+
+async def agent_config_of(session: AsyncSession, call: Call) -> AgentConfig | None:
+    version = await agent_version_of(session, call)
     if version is None:
         return None
     try:
