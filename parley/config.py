@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         description="the openai LLM counts as unavailable when no first token came by then (retries "
         "included), so an agent's llm fallbacks answer; an agent may ask for less (first_token_timeout_ms)",
     )
+    openai_stall_ms: int = Field(
+        5000,
+        ge=100,
+        le=120_000,
+        description="the openai LLM counts as failed when a reply it started goes this long without a "
+        "chunk (the caller would sit in dead air for the whole openai_timeout_s otherwise)",
+    )
     openai_max_attempts: int = Field(
         2, ge=1, le=5, description="tries of one openai LLM request, only ever before its first byte"
     )

@@ -219,6 +219,7 @@ def _openai(request: BuildRequest) -> LanguageModel:
         connect_timeout=host.openai_connect_timeout_s,
         max_attempts=host.openai_max_attempts,
         first_token_timeout=first_token_ms / 1000,
+        stall_timeout=host.openai_stall_ms / 1000,
     )
 
 

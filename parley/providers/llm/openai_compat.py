@@ -96,7 +96,9 @@ class OpenAICompatibleModel:
 
     Retries happen only before the first byte of a reply (connection failures, timeouts and retryable
     statuses). With ``first_token_timeout`` (seconds), a reply whose first token (or tool-call fragment)
-    has not arrived by then, retries included, fails with ``ProviderUnavailable``.
+    has not arrived by then, retries included, fails with ``ProviderUnavailable``. With
+    ``stall_timeout`` (seconds), so does a reply that goes quiet that long between two chunks: the caller
+    has heard the start of the answer and would otherwise sit in dead air for the whole read timeout.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class OpenAICompatibleModel:
         connect_timeout: float = 5.0,
         max_attempts: int = 3,
         first_token_timeout: float | None = None,
+        stall_timeout: float | None = None,
         extra_body: dict[str, Any] | None = None,
         provider: str = "openai",
     ) -> None:
@@ -118,6 +121,7 @@ class OpenAICompatibleModel:
         self.provider = provider
         self.max_attempts = max(1, max_attempts)
         self.first_token_timeout = first_token_timeout
+        self.stall_timeout = stall_timeout
         self.extra_body = dict(extra_body or {})
         self._timeout = openai.Timeout(timeout, connect=connect_timeout)
         self._api_key = api_key
@@ -193,9 +197,17 @@ class OpenAICompatibleModel:
                     text_out += chunk.text
                     yield chunk
                 try:
-                    pending = (await anext(chunks),)
+                    async with asyncio.timeout(self.stall_timeout):
+                        pending = (await anext(chunks),)
                 except StopAsyncIteration:
                     break
+                except TimeoutError as error:
+                    assert self.stall_timeout is not None
+                    raise ProviderUnavailable(
+                        f"{self.base_url} stopped mid-reply: nothing for "
+                        f"{round(self.stall_timeout * 1000)} ms after {len(text_out)} characters",
+                        provider=self.provider,
+                    ) from error
         finally:
             if chunks is not None:
                 await cast(Any, chunks).aclose()  # also what cancelling the consumer does: the stream closes

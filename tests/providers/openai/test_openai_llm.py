@@ -235,6 +235,28 @@ async def test_openai_a_stalled_stream_times_out() -> None:
             await collect(model, ASK)
 
 
+async def test_openai_a_reply_that_goes_quiet_mid_way_fails_at_the_stall_deadline() -> None:
+    """The caller has heard the first words; the read timeout (30 s by default) is far too long a wait."""
+    stalling = StubResponse(chunks=text_stream(["Let me ", "see ", "now."]), delay=1.0)
+    async with StubServer([stalling]) as server:
+        model = OpenAICompatibleModel(server.url, "m", timeout=30.0, stall_timeout=0.4)
+        seen: list[str] = []
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match=r"stopped mid-reply: nothing for 400 ms"):
+            async for chunk in model.stream(ASK):
+                seen.append(chunk.text)
+        waited = time.monotonic() - started
+    assert seen == ["Let me "], "what came before the stall was handed on"
+    assert waited < 3.0, "fails at the stall deadline, not the read timeout"
+
+
+async def test_openai_a_steady_slow_reply_is_not_a_stall() -> None:
+    steady = StubResponse(chunks=text_stream(["One ", "two ", "three."]), delay=0.1)
+    async with StubServer([steady]) as server:
+        model = OpenAICompatibleModel(server.url, "m", stall_timeout=2.0)
+        assert "".join(c.text for c in await collect(model, ASK)) == "One two three."
+
+
 async def test_openai_cancelling_the_consumer_closes_the_http_stream() -> None:
     slow = StubResponse(chunks=text_stream([f"w{i} " for i in range(40)]), delay=0.05)
     async with StubServer([slow]) as server:
