@@ -143,7 +143,9 @@ async def test_metrics_follow_the_timeline_and_parse_as_prometheus_text() -> Non
     assert ended[("parley_barge_ins_total", ())] == 1.0
     assert ended[("parley_tool_calls_total", (("outcome", "ok"), ("tool", "clock")))] == 1.0
     assert ended[("parley_errors_total", (("type", "protocol.unknown_message"),))] == 1.0
-    assert ended[("parley_audio_underruns_total", ())] == 0.0
+    # Underruns depend on how loaded the machine is; the counter must agree with what the client was told.
+    told = [m for m in client.messages if m.get("type") == "metrics" and "underrun_ms" in m]
+    assert ended[("parley_audio_underruns_total", ())] == float(len(told))
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
