@@ -4,6 +4,9 @@ A body over ``max_request_body_bytes`` gets 413, whether its ``Content-Length`` 
 streams (chunked) past the cap: it is never buffered whole nor parsed. A JSON body that holds NaN,
 Infinity or a number too large for a float (``1e400``) gets 422: JSON has no such values, yet Python's
 parser accepts them, and one that reached a route would be stored or fail to serialize (a 500).
+
+The WebRTC offer endpoint speaks the live protocol, not the REST API: its refusals here are that
+protocol's ``error`` message (and bad JSON a 400), as are those of the route itself.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.config import Settings
 from parley.platform.documents import MAX_UPLOAD_BYTES
+from parley.server.webrtc import OFFER_PATH
+from parley.transports.ws_protocol import ErrorCode, error_message
 
 _UPLOADS = re.compile(r"^/v1/agents/[^/]+/documents/?$")
 UPLOAD_MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
@@ -79,7 +84,13 @@ class RequestLimits:
             declared = declared.strip()
             if not (declared.isascii() and declared.isdigit()):
                 await _refuse(
-                    scope, receive, send, status.HTTP_400_BAD_REQUEST, "invalid Content-Length", close=True
+                    scope,
+                    receive,
+                    send,
+                    status.HTTP_400_BAD_REQUEST,
+                    "invalid Content-Length",
+                    code=ErrorCode.INVALID_MESSAGE,
+                    close=True,
                 )
                 return
             if len(declared) > 18 or int(declared) > cap:
@@ -101,15 +112,16 @@ class RequestLimits:
                 break
         body = b"".join(chunks)
         if body and _is_json(headers.get("content-type")) and _has_non_finite_number(body):
-            detail = [
-                {
-                    "type": "finite_number",
-                    "loc": ["body"],
-                    "msg": "JSON numbers must be finite: NaN, Infinity and numbers as large as 1e400 "
-                    "are not JSON",
-                }
-            ]
-            await _refuse(scope, receive, send, status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+            detail = [{"type": "finite_number", "loc": ["body"], "msg": _NOT_FINITE}]
+            await _refuse(
+                scope,
+                receive,
+                send,
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail,
+                code=ErrorCode.BAD_JSON,
+                message=_NOT_FINITE,
+            )
             return
         delivered = False
 
@@ -124,15 +136,40 @@ class RequestLimits:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
         detail = f"the request body is larger than {cap} bytes"
-        await _refuse(scope, receive, send, status.HTTP_413_CONTENT_TOO_LARGE, detail, close=True)
+        await _refuse(
+            scope,
+            receive,
+            send,
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail,
+            code=ErrorCode.MESSAGE_TOO_LARGE,
+            close=True,
+        )
+
+
+_NOT_FINITE = "JSON numbers must be finite: NaN, Infinity and numbers as large as 1e400 are not JSON"
 
 
 async def _refuse(
-    scope: Scope, receive: Receive, send: Send, code: int, detail: object, *, close: bool = False
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status_code: int,
+    detail: object,
+    *,
+    code: ErrorCode,
+    message: str | None = None,
+    close: bool = False,
 ) -> None:
-    """Answer without calling the app; ``close`` when the body is left unread on the connection."""
+    """Answer without calling the app; ``close`` when the body is left unread on the connection. The
+    WebRTC offer endpoint gets ``code`` and ``message`` (default: ``detail``) instead of ``detail``."""
     headers = {"Connection": "close"} if close else None
-    await JSONResponse({"detail": detail}, status_code=code, headers=headers)(scope, receive, send)
+    content: dict[str, object] = {"detail": detail}
+    if scope.get("path") == OFFER_PATH:
+        content = error_message(code, message or str(detail), fatal=True)
+        if status_code == status.HTTP_422_UNPROCESSABLE_CONTENT:
+            status_code = status.HTTP_400_BAD_REQUEST  # as the route answers other JSON it cannot read
+    await JSONResponse(content, status_code=status_code, headers=headers)(scope, receive, send)
 
 
 def install_request_limits(app: FastAPI, settings: Settings) -> None:

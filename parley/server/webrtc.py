@@ -1,22 +1,27 @@
 """``POST /v1/sessions/webrtc``: a live session over WebRTC (protocol in docs/protocol.md).
 
-The offer opens the session (admission errors are HTTP errors, before any media flows); the answer
-carries all of the server's candidates (no trickle). Microphone audio arrives on the client's Opus
-track and agent audio leaves on ours; control messages are the WebSocket protocol's JSON on the data
-channel the client opened. There is no resume: a new offer starts a new session, and a peer connection
-that fails or closes ends its session.
+The offer opens the session (admission errors are HTTP errors, before any media flows), once it has been
+checked and answered: an offer refused for its SDP starts no session, so it spends no token and puts no
+call on the books. The answer carries all of the server's candidates (no trickle). Microphone audio
+arrives on the client's Opus track and agent audio leaves on ours; control messages are the WebSocket
+protocol's JSON on the data channel the client opened. There is no resume: a new offer starts a new
+session, and a peer connection that fails or closes ends its session.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 import structlog
-from aiortc import RTCDataChannel, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from fastapi import APIRouter, Request
+from aiortc.sdp import SessionDescription
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from parley.engine.events import now
@@ -27,8 +32,10 @@ from parley.server.runtime import Client, LiveRuntime
 from parley.transports.uplink import TokenBucket
 from parley.transports.webrtc import (
     OPUS_RATE,
+    MalformedOffer,
     PacedAudioTrack,
     RtcPeer,
+    offer_problem,
     peer_connection,
     pump_inbound,
     restrict_ice_to,
@@ -48,6 +55,7 @@ from parley.transports.ws_protocol import (
     server_message,
 )
 
+OFFER_PATH = "/v1/sessions/webrtc"
 INPUT_RATE = 16000
 """The session's input rate: what the recogniser wants; the Opus track is resampled to it."""
 ICE_ADDRESSES = ("127.0.0.1",)
@@ -68,7 +76,7 @@ _STATUS = {
 
 class Offer(BaseModel):
     sdp: str = Field(max_length=20_000)
-    type: str = Field(pattern="^offer$")
+    type: Literal["offer"]
     agent: str | None = Field(None, max_length=200)
     token: str | None = Field(None, max_length=200, description="session token (agents that are not public)")
 
@@ -162,101 +170,186 @@ class RtcControl:
         self.live.detach(self.peer)
 
 
+def refusal(status: int, code: ErrorCode, message: str) -> JSONResponse:
+    """Every refusal of the offer endpoint: the protocol's ``error`` message."""
+    return JSONResponse(error_message(code, message, fatal=True), status_code=status)
+
+
+def _unreadable(exc: RequestValidationError) -> JSONResponse:
+    """A body that is not an ``Offer``: which field and why (never what was sent, as in ``errors.py``),
+    in the endpoint's own shape."""
+    problems: list[str] = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return refusal(
+                400, ErrorCode.BAD_JSON, 'the body is not valid JSON; send {"sdp": "...", "type": "offer"}'
+            )
+        where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "body"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return refusal(400, ErrorCode.INVALID_MESSAGE, f"invalid offer: {'; '.join(problems)}")
+
+
+class _OfferRoute(APIRoute):
+    """FastAPI answers a body it cannot read with the REST API's 422 ``detail`` list; this endpoint
+    answers it like its other refusals, so its clients read one shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except RequestValidationError as exc:
+                return _unreadable(exc)
+
+        return handler
+
+
+async def _discard(pc: RTCPeerConnection, track: PacedAudioTrack) -> None:
+    track.stop()
+    try:
+        await pc.close()
+    except Exception:  # aiortc tearing down a half-made connection; it is dropped either way
+        log.exception("webrtc.close_failed")
+
+
+async def _answer(pc: RTCPeerConnection, track: PacedAudioTrack, offer_sdp: str) -> RTCSessionDescription:
+    """The answer to ``offer_sdp`` (candidates are gathered later, by ``setLocalDescription``). Every
+    step that reads the client's SDP is here, so an offer aiortc refuses is refused before a session
+    (and a call record, and a token) is spent on it."""
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            pc.addTrack(track)
+            break
+    else:
+        raise ValueError("the offer has no audio section")
+    without_receive_buffering(pc)
+    answer = await pc.createAnswer()
+    SessionDescription.parse(answer.sdp)  # setLocalDescription parses it again: fail here, not there
+    return answer
+
+
 def webrtc_router(runtime: LiveRuntime) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=_OfferRoute)
     restrict_ice_to(ICE_ADDRESSES)
 
-    @router.post("/v1/sessions/webrtc")
+    def refuse_offer(address: str, problem: str, detail: str | None = None) -> JSONResponse:
+        """Logged and counted, never a call record: an offer refused before its session has none, and
+        so does not let one client write rows without limit."""
+        log.info("webrtc.offer_refused", client=address, problem=problem, detail=detail)
+        runtime.metrics.protocol_error("bad_offer")
+        return refusal(400, ErrorCode.INVALID_MESSAGE, problem)
+
+    @router.post(OFFER_PATH)
     async def sessions_webrtc(offer: Offer, request: Request) -> JSONResponse:
         if not origin_allowed(request.headers, runtime.settings.allowed_origins):
             runtime.metrics.protocol_error(str(ErrorCode.FORBIDDEN_ORIGIN))
-            return JSONResponse(
-                error_message(
-                    ErrorCode.FORBIDDEN_ORIGIN, "this page's origin may not open sessions", fatal=True
-                ),
-                status_code=403,
-            )
+            return refusal(403, ErrorCode.FORBIDDEN_ORIGIN, "this page's origin may not open sessions")
         address = request.client.host if request.client is not None else "unknown"
+        offer_sdp = without_mdns_candidates(offer.sdp)
+        try:
+            problem = offer_problem(offer_sdp)
+        except MalformedOffer as exc:
+            return refuse_offer(address, "malformed SDP offer", str(exc))
+        if problem is not None:
+            return refuse_offer(address, problem)
         try:
             runtime.caps.take_connection(address)
         except AdmissionError as exc:
-            return JSONResponse(error_message(exc.code, exc.message, fatal=True), status_code=429)
-        try:
-            live = await runtime.open_session(
-                offer.agent, INPUT_RATE, OPUS_RATE, client=Client(address, "webrtc"), token=offer.token
-            )
-        except AdmissionError as exc:
-            runtime.caps.give_connection(address)
-            return JSONResponse(
-                error_message(exc.code, exc.message, fatal=True), status_code=_STATUS.get(exc.code, 400)
-            )
-        # The peer's connection slot is given back once its session is over, however it ends.
-        closed = asyncio.ensure_future(live.wait_closed())
-        closed.add_done_callback(lambda _: runtime.caps.give_connection(address))
+            return refusal(429, exc.code, exc.message)
         pc = peer_connection()
         track = PacedAudioTrack(OPUS_RATE, runtime.settings.audio_frame_ms)
-        settings = runtime.settings
-        peer = RtcPeer(
-            pc,
-            track,
-            max_pending=settings.outbound_max_messages,
-            stall_s=settings.outbound_stall_s,
-            on_dropped=runtime.metrics.outbound_dropped.inc,
-            on_stalled=runtime.metrics.slow_client_closes.labels(transport="webrtc").inc,
-        )
-        peer.session_id = live.id
-        control = RtcControl(runtime, live, peer)
-        runtime.connections.add(peer)
-        tasks: set[asyncio.Task[None]] = set()
-
-        @pc.on("datachannel")
-        def on_datachannel(channel: RTCDataChannel) -> None:
-            peer.bind(channel)
-            channel.on("message", control.on_message)
-            channel.on("close", control.gone)
-            if channel.readyState == "open":
-                control.started()
-            else:
-                channel.on("open", control.started)
+        microphones: list[MediaStreamTrack] = []
 
         @pc.on("track")
         def on_track(remote: MediaStreamTrack) -> None:
             if remote.kind == "audio":
-                task = asyncio.create_task(pump_inbound(remote, INPUT_RATE, live.feed))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                microphones.append(remote)  # pumped once there is a session to feed
 
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                control.gone()
-                for task in list(tasks):
-                    task.cancel()
-                peer.close(1000, "gone")
-                await peer.wait_closed()
-                runtime.connections.discard(peer)
-
+        live: LiveSession | None = None
         try:
-            await pc.setRemoteDescription(
-                RTCSessionDescription(sdp=without_mdns_candidates(offer.sdp), type="offer")
-            )
-            for transceiver in pc.getTransceivers():
-                if transceiver.kind == "audio":
-                    pc.addTrack(track)
-                    break
-            else:
-                raise ValueError("the offer has no audio section")
-            without_receive_buffering(pc)
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as exc:
-            live.end("bad_offer")
-            await peer.abandon()
-            runtime.connections.discard(peer)
-            return JSONResponse(
-                error_message(ErrorCode.INVALID_MESSAGE, f"cannot answer this offer: {exc}", fatal=True),
-                status_code=400,
-            )
-        answer = pc.localDescription
-        return JSONResponse({"sdp": answer.sdp, "type": answer.type, "session_id": live.id})
+            try:
+                answer = await _answer(pc, track, offer_sdp)
+            except Exception as exc:  # what aiortc refuses (codecs, ICE, DTLS): its words are logged only
+                return refuse_offer(
+                    address, "the server cannot answer this SDP offer", f"{type(exc).__name__}: {exc}"
+                )
+            try:
+                live = await runtime.open_session(
+                    offer.agent, INPUT_RATE, OPUS_RATE, client=Client(address, "webrtc"), token=offer.token
+                )
+            except AdmissionError as exc:
+                return refusal(_STATUS.get(exc.code, 400), exc.code, exc.message)
+        finally:
+            if live is None:
+                runtime.caps.give_connection(address)
+                await _discard(pc, track)
+        return await _connect(runtime, live, address, pc, track, microphones, answer)
 
     return router
+
+
+async def _connect(
+    runtime: LiveRuntime,
+    live: LiveSession,
+    address: str,
+    pc: RTCPeerConnection,
+    track: PacedAudioTrack,
+    microphones: list[MediaStreamTrack],
+    answer: RTCSessionDescription,
+) -> JSONResponse:
+    """Join the answered peer connection to its new session, and gather the answer's candidates."""
+    # The peer's connection slot is given back once its session is over, however it ends.
+    closed = asyncio.ensure_future(live.wait_closed())
+    closed.add_done_callback(lambda _: runtime.caps.give_connection(address))
+    settings = runtime.settings
+    peer = RtcPeer(
+        pc,
+        track,
+        max_pending=settings.outbound_max_messages,
+        stall_s=settings.outbound_stall_s,
+        on_dropped=runtime.metrics.outbound_dropped.inc,
+        on_stalled=runtime.metrics.slow_client_closes.labels(transport="webrtc").inc,
+    )
+    peer.session_id = live.id
+    control = RtcControl(runtime, live, peer)
+    runtime.connections.add(peer)
+    tasks: set[asyncio.Task[None]] = set()
+
+    @pc.on("datachannel")
+    def on_datachannel(channel: RTCDataChannel) -> None:
+        peer.bind(channel)
+        channel.on("message", control.on_message)
+        channel.on("close", control.gone)
+        if channel.readyState == "open":
+            control.started()
+        else:
+            channel.on("open", control.started)
+
+    # The client's track arrived with its offer (aiortc announces it in setRemoteDescription).
+    for microphone in microphones:
+        task = asyncio.create_task(pump_inbound(microphone, INPUT_RATE, live.feed))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            control.gone()
+            for task in list(tasks):
+                task.cancel()
+            peer.close(1000, "gone")
+            await peer.wait_closed()
+            runtime.connections.discard(peer)
+
+    try:
+        await pc.setLocalDescription(answer)
+    except Exception:  # gathering our own candidates failed: a server fault, not the client's offer
+        log.exception("webrtc.answer_failed", session_id=live.id)
+        live.end("internal_error")
+        await peer.abandon()
+        runtime.connections.discard(peer)
+        return refusal(500, ErrorCode.INTERNAL, "internal server error; the offer was not answered")
+    local = pc.localDescription
+    return JSONResponse({"sdp": local.sdp, "type": local.type, "session_id": live.id})

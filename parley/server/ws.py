@@ -19,7 +19,14 @@ from parley.engine.events import now
 from parley.server.live import LiveSession
 from parley.server.registry import AdmissionError
 from parley.server.runtime import LOCAL_CLIENT, Client, LiveRuntime
-from parley.server.ws_input import WsInput, accepted, admit_client, check_sample_rate, relay
+from parley.server.ws_input import (
+    WsInput,
+    accepted,
+    admit_client,
+    check_sample_rate,
+    quiet_bad_utf8_tracebacks,
+    relay,
+)
 from parley.server.ws_outbound import WsConnection
 from parley.transports.ws_protocol import (
     PROTOCOL_VERSION,
@@ -238,10 +245,12 @@ class ConnectionHandler:
 
 def ws_router(runtime: LiveRuntime) -> APIRouter:
     router = APIRouter()
+    quiet_bad_utf8_tracebacks()
 
     @router.websocket("/v1/sessions/ws")
     async def sessions_ws(websocket: WebSocket) -> None:
-        # Refused before the upgrade completes: the client sees HTTP 403, and nothing is held.
+        # Refused, nothing held: another site's page at the upgrade (HTTP 403), an address over its
+        # connection cap just after it (close 1013, "try again later").
         address = await admit_client(websocket, runtime)
         if address is None:
             return

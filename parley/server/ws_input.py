@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import WebSocket
@@ -34,10 +35,40 @@ COMPLAINT_INTERVAL_S = 1.0
 """An error that repeats per frame or per message is counted every time but said at most this often."""
 
 
+UVICORN_BAD_UTF8 = "Invalid UTF-8 sequence received from client."
+"""What uvicorn logs, with a traceback, for a text frame that is not UTF-8 (guarded by a test)."""
+
+
+class _BadUtf8IsNoFault(logging.Filter):
+    """uvicorn decodes text frames itself and closes one that is not UTF-8 with 1007 (RFC 6455), before
+    the app sees it; but it logs that as a server fault, with a traceback. A client sending bad bytes
+    is worth one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == UVICORN_BAD_UTF8 and record.exc_info:
+            error = record.exc_info[1]
+            record.msg = "a client sent a text frame that is not UTF-8 (%s); closed with 1007"
+            record.args = (getattr(error, "reason", type(error).__name__),)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_bad_utf8_tracebacks() -> None:
+    """Install ``_BadUtf8IsNoFault`` on uvicorn's error logger, once per process. uvicorn's own logging
+    setup keeps a logger's filters, so this may run before or after it."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _BadUtf8IsNoFault) for f in logger.filters):
+        logger.addFilter(_BadUtf8IsNoFault())
+
+
 async def admit_client(websocket: WebSocket, runtime: LiveRuntime) -> str | None:
-    """The client's address, counted against its cap, if it may connect; else None, the upgrade refused
-    before it completes (another site's page: 1008, HTTP 403; too many connections from it: 1013).
-    The caller gives the connection back (``runtime.caps.give_connection``) when the socket is done."""
+    """The client's address, counted against its cap, if it may connect; else None. Another site's
+    page is refused before the upgrade completes (HTTP 403). Too many connections from one address
+    is accepted and closed at once with 1013 and the limit as its reason: a bare 403 would read as
+    an auth failure, not "try again later". The caller gives the connection back
+    (``runtime.caps.give_connection``) when the socket is done."""
     if not origin_allowed(websocket.headers, runtime.settings.allowed_origins):
         runtime.metrics.protocol_error(str(ErrorCode.FORBIDDEN_ORIGIN))
         await websocket.close(code=1008, reason="origin not allowed")
@@ -47,6 +78,7 @@ async def admit_client(websocket: WebSocket, runtime: LiveRuntime) -> str | None
         runtime.caps.take_connection(address)
     except AdmissionError as exc:
         runtime.metrics.protocol_error(str(exc.code))
+        await websocket.accept()
         await websocket.close(code=1013, reason=exc.message[:120])
         return None
     return address

@@ -20,6 +20,7 @@ import structlog
 from aiortc import InvalidStateError, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.events import now
@@ -55,6 +56,45 @@ def without_mdns_candidates(sdp: str) -> str:
     lines = sdp.splitlines()
     kept = [line for line in lines if not (line.startswith("a=candidate:") and ".local " in line)]
     return "\r\n".join(kept) + "\r\n"
+
+
+class MalformedOffer(ValueError):
+    """SDP that does not parse. The parser's own words are for the log: they say nothing a client can
+    act on, and describe the library rather than the offer."""
+
+
+_MICROPHONE = ("sendrecv", "sendonly")
+
+
+def offer_problem(offer_sdp: str) -> str | None:
+    """What an offer lacks for a live session, said so its author can fix it (None: nothing), or
+    ``MalformedOffer``. A session needs one audio section the client sends on (the microphone) and a
+    data channel (the control messages); aiortc would answer an offer without them, and the session
+    would then hear nothing or say nothing."""
+    if not offer_sdp.startswith("v=0"):
+        raise MalformedOffer("the description does not begin with v=0")
+    try:
+        description = SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # the parser raises whatever its code meets: ValueError, AssertionError, …
+        raise MalformedOffer(f"{type(exc).__name__}: {exc}") from exc
+    audio = [media for media in description.media if media.kind == "audio"]
+    if not audio:
+        return "the offer has no audio section: add the microphone's track before creating the offer"
+    sending = [media for media in audio if media.direction in _MICROPHONE]
+    if not sending:
+        directions = " and ".join(sorted({media.direction or "without a direction" for media in audio}))
+        return (
+            f"the offer's audio section is {directions}: the client must send its microphone "
+            "(a=sendrecv or a=sendonly)"
+        )
+    if len(sending) > 1:
+        return f"the offer sends {len(sending)} audio tracks; send one, the microphone"
+    if not any(media.kind == "application" and "SCTP" in media.profile for media in description.media):
+        return (
+            "the offer has no data channel: create one before the offer (control messages and "
+            "the session's events travel on it)"
+        )
+    return None
 
 
 def without_receive_buffering(pc: RTCPeerConnection) -> None:

@@ -79,12 +79,13 @@ class _ClientMessage(BaseModel):
 
 class AudioFormat(_ClientMessage):
     encoding: Literal["pcm16"] = "pcm16"
-    sample_rate: int = 16000
+    sample_rate: int = Field(16000, strict=True)
+    """Strict: ``"16000"`` or ``true`` (which Python takes for 1) is a client bug to report, not guess."""
     channels: Literal[1] = 1
 
 
 class OutputFormat(_ClientMessage):
-    sample_rate: int | None = None
+    sample_rate: int | None = Field(None, strict=True)
     """Rate of the agent audio the client wants (default: the server's configured rate)."""
 
 
@@ -273,9 +274,29 @@ def parse_client_message(text: str) -> ClientMessage:
         return _client_adapter.validate_python(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or kind}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or kind}: {e['msg']}{_sent_as(e)}" for e in exc.errors()
         )
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid '{kind}' message: {problems}") from None
+
+
+_JSON_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "true/false"),  # before int: a bool is an int to Python
+    (str, "a string"),
+    (float, "a number with a decimal point or exponent"),
+    (int, "a number"),
+    (list, "an array"),
+    (dict, "an object"),
+    (type(None), "null"),
+)
+
+
+def _sent_as(error: Any) -> str:
+    """For a wrong type, which JSON type was sent (never the value: it is the client's own)."""
+    if not str(error.get("type", "")).endswith("_type"):
+        return ""
+    sent = error.get("input")
+    kind = next((name for cls, name in _JSON_KINDS if isinstance(sent, cls)), None)
+    return "" if kind is None else f", not {kind}"
 
 
 # --- server -> client ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from parley.providers.llm.scripted import ScriptRule
 from parley.transports.webrtc_client import RtcClient
 from tests.engine.harness import speech
 from tests.server.conftest import fast_engines, serving
+from tests.server.test_live_entry_points import make_offer
 from tests.server.test_ws_session import LONG_ANSWER
 
 
@@ -98,7 +99,7 @@ async def test_a_hang_up_ends_the_session_and_bad_offers_are_refused() -> None:
         assert len(served.runtime.registry) == 0, "closing the peer connection ends the session"
         async with httpx.AsyncClient(base_url=served.base) as http:
             unknown = await http.post(
-                "/v1/sessions/webrtc", json={"sdp": "v=0", "type": "offer", "agent": "nobody"}
+                "/v1/sessions/webrtc", json={"sdp": await make_offer(), "type": "offer", "agent": "nobody"}
             )
             assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_agent"
             garbage = await http.post("/v1/sessions/webrtc", json={"sdp": "not sdp", "type": "offer"})
