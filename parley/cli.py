@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -26,10 +27,29 @@ from parley.commands.supervise import supervise_app
 from parley.commands.twilio_sim import twilio_sim
 from parley.engine.agent import AgentConfig, AgentConfigError, default_agent, load_agent
 from parley.logs import configure_logging
+from parley.store.db import DatabaseUnavailable
 
 configure_logging()
 
+err = Console(stderr=True)
+out = Console()
+
+
+class ParleyCommands(typer.core.TyperGroup):
+    """The ``parley`` command group. A database that cannot be used (``PARLEY_DATABASE_URL`` that does not
+    parse, a database that cannot be reached) is one error line naming the setting and exit 1, from
+    whichever sub-command opened the store, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: the Context of the click that typer vendors
+        try:
+            return super().invoke(ctx)
+        except DatabaseUnavailable as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from exc
+
+
 app = typer.Typer(
+    cls=ParleyCommands,
     help="Parley: real-time voice AI agents, fully offline.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -53,9 +73,6 @@ app.add_typer(businesses_app, name="businesses")
 app.add_typer(leads_app, name="leads")
 leads_app.command("callback")(leads_callback)
 businesses_app.command("page-link")(businesses_page_link)
-
-err = Console(stderr=True)
-out = Console()
 
 
 class Transport(StrEnum):

@@ -107,7 +107,9 @@ def e164(value: str) -> str:
 
 
 E164 = Annotated[str, AfterValidator(refuse_nul), AfterValidator(e164)]
-"""A phone number, normalized to E.164."""
+"""A phone number, normalized to E.164: well-formed, not a permission to call it. A number Parley dials
+or texts must also pass ``dialable`` (or ``telephony.number_rules.check_callee``); a number it only
+answers or shows as caller id (the organization's own) may be any number, premium-rate included."""
 
 
 def dialable(value: str) -> str:

@@ -2,7 +2,8 @@
 command line.
 
 They read and write the same store as the server (``PARLEY_DATABASE_URL``, or the SQLite file in
-``PARLEY_DATA_DIR``), in the default organization (``PARLEY_DEFAULT_ORG``).
+``PARLEY_DATA_DIR``), in the default organization (``PARLEY_DEFAULT_ORG``). A database URL that cannot
+be used, or a database that cannot be reached, is one error line naming the setting (exit 1).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from parley.platform.schemas import (
     PhoneNumberCreate,
 )
 from parley.store.calls import CallFilters
+from parley.store.db import DatabaseUnavailable
 from parley.store.lifecycle import CallStatus
 from parley.store.tenants import TenantRepository
 
@@ -64,9 +66,9 @@ def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (NotFound, Conflict, AgentConfigError, ValueError) as exc:
+    except (NotFound, Conflict, DatabaseUnavailable, AgentConfigError, ValueError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line, read as text
-        raise typer.Exit(1 if isinstance(exc, NotFound | Conflict) else 2) from exc
+        raise typer.Exit(1 if isinstance(exc, NotFound | Conflict | DatabaseUnavailable) else 2) from exc
 
 
 def _print_json(value: BaseModel | list[Any]) -> None:
@@ -369,14 +371,34 @@ def _print_messages(messages: list[CallMessageOut]) -> None:
         out.print(f"    {message.subject}: {words}" if message.subject else f"    {words}", markup=False)
 
 
+def _analysis_failure(analysis: AnalysisOut) -> str | None:
+    """Why ``calls analyze`` did not get a whole analysis (None when it did)."""
+    if analysis.status == "completed":
+        if not analysis.errors:
+            return None
+        parts = "; ".join(f"{part}: {problem}" for part, problem in analysis.errors.items())
+        return f"part of the analysis failed ({parts})"
+    if analysis.status in ("running", "pending"):
+        if analysis.error:  # this try failed: the row stays leased, then a server's worker tries again
+            return f"the analysis failed and will be tried again by a server: {analysis.error}"
+        return "another worker is analysing this call right now; `parley calls show` will have the outcome"
+    why = analysis.error or "no reason was recorded"
+    return f"the analysis {'was skipped' if analysis.status == 'skipped' else 'failed'}: {why}"
+
+
 @calls_app.command("analyze")
 def calls_analyze(call_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
-    """Run the post-call analysis of an ended call again, here and now, with its agent's current model."""
+    """Run the post-call analysis of an ended call again, here and now, with its agent's current model.
+    Exits 1, saying why, unless every part of the analysis completed."""
     result = _run(lambda p, org: p.analysis.analyze_now(org, call_id))
     if as_json:
         _print_json(result)
     else:
         _print_analysis(result)
+    failure = _analysis_failure(result)
+    if failure is not None:
+        err.print(f"[red]error:[/red] {escape(failure)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @keys_app.command("create")
@@ -437,6 +459,7 @@ def calls_dial(
     from parley.telephony.rest import NoCarrier
 
     async def enqueue(p: Platform, org: str) -> Any:
+        await p.agents.check_runnable(org, agent)  # BrokenAgent (a Conflict, exit 1): nothing queued
         queue = OutboundQueue(p, p.settings, NoCarrier())
         return await queue.submit(
             org,

@@ -15,7 +15,7 @@ from parley.store.agents import FILE, AgentRepository
 from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
 
-__all__ = ["AgentService", "Conflict", "InvalidConfig", "NotFound", "ProviderError"]
+__all__ = ["AgentService", "BrokenAgent", "Conflict", "InvalidConfig", "NotFound", "ProviderError"]
 
 log = structlog.get_logger("parley.platform.agents")
 
@@ -26,6 +26,26 @@ class NotFound(LookupError):
 
 class Conflict(ValueError):
     pass
+
+
+class BrokenAgent(Conflict):
+    """An agent whose latest stored version no longer passes the configuration check (``checked_config``):
+    no call can run it until its configuration is fixed. Raised before anything is written."""
+
+    def __init__(self, agent: Agent, version: AgentVersion, problem: str) -> None:
+        fix = (
+            "fix the agent's YAML or Python file"
+            if agent.source == FILE
+            else f"fix it with PATCH /v1/agents/{agent.id} (or `parley agents update {agent.id}`)"
+        )
+        super().__init__(
+            f"agent {agent.name!r} ({agent.id}) cannot start a call: its stored configuration "
+            f"(version {version.version}) no longer loads ({problem}); {fix}"
+        )
+        self.agent_id = agent.id
+        self.agent_name = agent.name
+        self.version = version.version
+        self.problem = problem
 
 
 class InvalidConfig(ValueError):
@@ -80,6 +100,15 @@ def readable_config(version: AgentVersion) -> tuple[AgentConfig | dict[str, Any]
             problems=problems,
         )
     return config, problems
+
+
+def runnable_config(agent: Agent, version: AgentVersion) -> AgentConfig:
+    """The configuration a call runs with; ``BrokenAgent`` when the stored version no longer loads."""
+    config, problem = readable_config(version)
+    if problem is not None:
+        raise BrokenAgent(agent, version, problem)
+    assert isinstance(config, AgentConfig)
+    return config
 
 
 def agent_out(agent: Agent, version: AgentVersion) -> AgentOut:
@@ -141,6 +170,17 @@ class AgentService:
             if found is None:
                 raise NotFound(f"agent {ref!r} has no version {version}")
             return agent_out(agent, found)
+
+    async def check_runnable(self, org_id: str, ref: str) -> None:
+        """What starting a call with the agent now would meet: ``NotFound`` for an unknown agent,
+        ``BrokenAgent`` when its latest stored version no longer loads. For requests that queue a call
+        to start later (an outbound call), so that they are refused now rather than fail when dialed."""
+        async with self.db.session() as session:
+            repo = AgentRepository(session)
+            agent = await self._find(repo, org_id, ref)
+            version = await repo.version(agent.id, agent.latest_version)
+            assert version is not None
+            runnable_config(agent, version)
 
     async def versions(self, org_id: str, ref: str) -> list[AgentVersionOut]:
         async with self.db.session() as session:

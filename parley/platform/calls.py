@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.engine.agent import AgentConfig
-from parley.platform.agents import NotFound
+from parley.platform.agents import NotFound, runnable_config
 from parley.platform.analysis import view as analysis_view
 from parley.platform.messages import message_view
 from parley.platform.pricing import Pricing
@@ -114,7 +114,10 @@ class CallService:
         job_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[CallSummary, AgentConfig | None]:
-        """A queued call, pinned to the agent's latest version (returned too, to run the call with)."""
+        """A queued call, pinned to the agent's latest version (returned too, to run the call with).
+
+        Raises ``NotFound`` for an unknown agent and ``BrokenAgent`` (a ``Conflict``) when the agent's
+        stored configuration no longer passes the configuration check; no call is created then."""
         async with self.db.session() as session:
             agent_id = version_id = None
             config: AgentConfig | None = None
@@ -126,9 +129,9 @@ class CallService:
                     raise NotFound(f"no agent {agent_ref!r}")
                 version = await repo.version(agent.id, agent.latest_version)
                 assert version is not None
+                config = runnable_config(agent, version)  # BrokenAgent before anything is written
                 agent_id, version_id = agent.id, version.id
                 versions[version.id] = version.version
-                config = AgentConfig.model_validate(version.config)
             call = await CallRepository(session).create(
                 org_id,
                 direction=direction,

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from parley.engine.agent import AgentConfig
-from parley.platform.agents import Conflict, NotFound
+from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.calls import CallService, summarize
 from parley.platform.schemas import CallSummary, PhoneNumberOut
 from parley.platform.usage import agent_config_of
@@ -49,7 +49,8 @@ TWILIO_STATUS: dict[str, CallStatus] = {
 
 
 class UnknownNumber(LookupError):
-    """An inbound call to a number no agent of any organization answers."""
+    """An inbound call to a number no agent of any organization answers (or whose agent cannot run: its
+    stored configuration no longer loads)."""
 
 
 class CallMismatch(LookupError):
@@ -135,7 +136,8 @@ class PhoneService:
     async def inbound(self, to: str, from_: str | None, call_sid: str) -> CallSummary:
         """The call ringing at ``to``: put on the books (inbound, ringing) for the organization owning the
         number, pinned to its agent's latest version. A repeated webhook for the same CallSid gets the
-        same call. Raises ``UnknownNumber`` when nobody answers ``to``."""
+        same call. Raises ``UnknownNumber`` when nobody answers ``to``, or its agent's stored configuration
+        no longer loads (no call is put on the books then)."""
         async with self.db.session() as session:
             existing = await CallRepository(session).by_provider_id(call_sid)
             if existing is not None:
@@ -158,6 +160,8 @@ class PhoneService:
             )
         except NotFound as exc:  # the number's agent was deleted
             raise UnknownNumber(f"the agent answering {to} no longer exists") from exc
+        except BrokenAgent as exc:  # refused like an unknown number: the caller is not left on a 500
+            raise UnknownNumber(f"the agent answering {to} cannot run: {exc}") from exc
         except IntegrityError:  # the same webhook, retried while the first was being answered
             async with self.db.session() as session:
                 again = await CallRepository(session).by_provider_id(call_sid)

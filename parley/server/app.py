@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # no stubs
 
@@ -37,6 +38,8 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 DOCS_ASSETS = "/docs-assets"
 READY_DB_TIMEOUT_S = 2.0
 """How long /readyz waits for the database before calling the worker not ready."""
+READY_REDIS_TIMEOUT_S = 2.0
+"""How long /readyz waits for Redis (when ``PARLEY_REDIS_URL`` is set) before calling the worker not ready."""
 log = structlog.get_logger("parley.server")
 
 
@@ -147,7 +150,8 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Models loaded and warm, and new sessions accepted."""
+        """Models loaded and warm, new sessions accepted, and the stores answering: the database and,
+        when ``PARLEY_REDIS_URL`` is set, Redis (``degraded``, naming each one down, within ~2 s)."""
         engines = runtime.engines
         if runtime.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
@@ -155,12 +159,10 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
             return JSONResponse({"status": "failed", "error": repr(engines.error)}, status_code=503)
         if not engines.ready.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
-        if runtime.platform is not None:  # calls go on the books: a worker without its database is not ready
-            try:
-                await asyncio.wait_for(runtime.platform.db.ping(), READY_DB_TIMEOUT_S)
-            except (TimeoutError, OSError, DBAPIError) as exc:
-                error = type(exc.__cause__ or exc).__name__
-                return JSONResponse({"status": "degraded", "error": f"database: {error}"}, status_code=503)
+        if runtime.platform is not None:  # calls go on the books: a worker without its stores is not ready
+            down = await _stores_down(runtime.platform.db.ping, runtime.platform.settings.redis_url)
+            if down:
+                return JSONResponse({"status": "degraded", "error": "; ".join(down)}, status_code=503)
         return JSONResponse(
             {
                 "status": "ready",
@@ -191,6 +193,38 @@ def _service_router(runtime: LiveRuntime) -> APIRouter:
         }
 
     return router
+
+
+async def ping_redis(url: str, timeout_s: float = READY_REDIS_TIMEOUT_S) -> None:
+    """One PING on a connection of its own (raises when Redis cannot be reached within ``timeout_s``):
+    the timeline's client may be busy in blocking reads, and a probe must not wait behind them."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def _stores_down(ping_database: Callable[[], Awaitable[None]], redis_url: str | None) -> list[str]:
+    """``"<store>: <error>"`` for each store a worker needs that does not answer in time: the database,
+    and Redis when it carries the timeline. Both are asked at once, so the probe takes at most ~2 s."""
+    checks: dict[str, tuple[Awaitable[None], float]] = {"database": (ping_database(), READY_DB_TIMEOUT_S)}
+    if redis_url:
+        checks["redis"] = (ping_redis(redis_url), READY_REDIS_TIMEOUT_S)
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, timeout) for check, timeout in checks.values()), return_exceptions=True
+    )
+    down = []
+    for name, result in zip(checks, results, strict=True):
+        if isinstance(result, TimeoutError):  # wait_for's, caused by the cancellation: say it timed out
+            down.append(f"{name}: TimeoutError")
+        elif isinstance(result, OSError | DBAPIError | RedisError):
+            down.append(f"{name}: {type(result.__cause__ or result).__name__}")
+        elif isinstance(result, BaseException):  # not an outage: a bug, reported as one
+            raise result
+    return down
 
 
 def with_platform(settings: Settings) -> Lifespan:

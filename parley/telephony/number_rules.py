@@ -5,6 +5,12 @@ it to whoever holds the number: anyone who can make Parley call or text one (a l
 form, a queued call, a business's text number) can turn the operator's Twilio account into their income.
 Such a number is valid, so the E.164 checks pass it; ``phonenumbers`` tells it by its type.
 
+The rule is applied where a number becomes a destination (a callee, a transfer target, a text's
+recipient: ``check_callee``, ``refuse_premium_rate``, ``parley.inputs.dialable``), not to every phone
+number: a number the organization owns (``/v1/phone-numbers``) may be premium-rate, since an inbound
+premium-rate line is what such numbers are for and Parley only ever answers it and shows it as caller id;
+it is never dialed, as no call to one of the organization's own numbers is.
+
 A call to one of the organization's own numbers rings back into ``/twilio/voice``: two agents talk to
 each other, billed both ways. Whether a number is the organization's needs the store, so the caller looks
 that up and this module only words the refusal, the same for the outbound queue and a room's dial-out.

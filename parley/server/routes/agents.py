@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from parley.platform.agents import Conflict, InvalidConfig, NotFound, ProviderError
+from parley.platform.agents import BrokenAgent, Conflict, InvalidConfig, NotFound, ProviderError
 from parley.platform.schemas import (
     AgentCreate,
     AgentOut,
@@ -124,15 +124,22 @@ async def agent_versions(agent_id: Ref, principal: Auth, platform: PlatformDep) 
     "/{agent_id}/sessions",
     status_code=status.HTTP_201_CREATED,
     response_model=WebSession,
-    responses={404: {"description": "no such agent"}},
+    responses={
+        404: {"description": "no such agent"},
+        409: {"description": "the agent's stored configuration no longer loads: fix it with a PATCH first"},
+    },
 )
 async def start_web_session(
     agent_id: Ref, principal: Auth, platform: PlatformDep, body: SessionStart | None = None
 ) -> WebSession:
     """Queue a browser call with this agent's latest version; the voice page then connects its
-    WebSocket with the returned ``session_id``. The optional body fills the agent's prompt variables."""
+    WebSocket with the returned ``session_id``. The optional body fills the agent's prompt variables.
+    An agent whose stored configuration no longer loads (``problem`` in its listing) is a 409 naming it,
+    and no call is queued."""
     metadata = body.call_metadata() if body is not None else None
     try:
         return await platform.start_web_session(principal.org_id, agent_id, metadata)
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except BrokenAgent as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc

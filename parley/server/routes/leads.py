@@ -2,8 +2,9 @@
 ``POST /v1/public/leads/{org}`` (no key; rate-limited per client address).
 
 A lead is answered 201 when it was made, 200 when its ``Idempotency-Key`` named one already there (the
-same lead, nothing sent again) and 409 when that key was used for a different lead. Invalid input is 422
-naming the field (``loc``: ``["body", "phone"]``), never echoing the value.
+same lead, nothing sent again) and 409 when that key was used for a different lead; an empty (or blank)
+``Idempotency-Key`` is a 422 naming the header, never taken as no key. Invalid input is 422 naming the
+field (``loc``: ``["body", "phone"]``), never echoing the value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections import OrderedDict
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from parley.platform.leads import (
     BusinessIn,
@@ -31,22 +32,12 @@ from parley.platform.leads import (
 from parley.platform.runtime import Platform
 from parley.platform.schemas import Page
 from parley.server.auth import Auth, PlatformDep
-from parley.server.routes.params import CursorQ, Limit, Ref
+from parley.server.routes.params import CursorQ, IdempotencyKey, Limit, Ref
 from parley.store.queries import InvalidCursor
 from parley.transports.uplink import TokenBucket
 
 router = APIRouter(tags=["leads"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=128,
-        pattern=r"^[\x21-\x7e]+$",
-        description="the same key again gives back the same lead, and sends nothing again",
-    ),
-]
 LeadStatusQ = Annotated[
     str | None,
     Query(

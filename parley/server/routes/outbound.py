@@ -9,7 +9,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from parley.jobs.outbound import IdempotencyConflict, InvalidOutboundJob, OutboundJobView, OutboundQueue
-from parley.platform.agents import Conflict, NotFound
+from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.schemas import CallSummary, OutboundCallCreate, Page
 from parley.server.auth import Auth, PlatformDep
 from parley.server.routes.params import CursorQ, Limit, Ref
@@ -48,7 +48,10 @@ def _rest(request: Request) -> TwilioRest:
     responses={
         200: {"description": "the idempotency key had queued this same call already: that job"},
         404: {"description": "no such agent"},
-        409: {"description": "the idempotency key was used for a different call"},
+        409: {
+            "description": "the idempotency key was used for a different call, or the agent's stored "
+            "configuration no longer loads (fix it with a PATCH first)"
+        },
         422: {
             "description": "a number, window or time zone that cannot be used; `to` premium-rate or one "
             "of the organization's own numbers"
@@ -57,13 +60,16 @@ def _rest(request: Request) -> TwilioRest:
     },
 )
 async def place_call(
-    body: OutboundCallCreate, request: Request, response: Response, principal: Auth
+    body: OutboundCallCreate, request: Request, response: Response, principal: Auth, platform: PlatformDep
 ) -> OutboundJobView:
     """Queue a phone call by an agent. The job is dialed when due, within the callee's calling hours
     and the organization's concurrency, and retried when busy, unanswered or failed; follow it at
-    ``/v1/outbound-jobs/{id}`` (each attempt is a call: ``last_call_id``)."""
+    ``/v1/outbound-jobs/{id}`` (each attempt is a call: ``last_call_id``). An agent whose stored
+    configuration no longer loads is a 409 naming it, and nothing is queued."""
     _rest(request)  # refuse now rather than queue a call nobody here can place
     try:
+        # Refused now rather than queued to fail at every attempt.
+        await platform.agents.check_runnable(principal.org_id, body.agent)
         queued = await _queue(request).submit(
             principal.org_id,
             agent_ref=body.agent,
@@ -79,7 +85,7 @@ async def place_call(
         )
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except IdempotencyConflict as exc:
+    except (IdempotencyConflict, BrokenAgent) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except (InvalidOutboundJob, RefusedNumber) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
