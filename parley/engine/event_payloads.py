@@ -257,6 +257,16 @@ class Error(Payload):
     code: str | None = None
     max_seconds: float | None = None
 
+    @property
+    def unsaid(self) -> tuple[str, int] | None:
+        """For the voice's failure on a reply's clause (stage ``tts``, with ``reply_id`` and
+        ``segment``): that reply and clause. The clause, and every later clause of the reply announced
+        (``agent.text``) before this event, were never said, nor synthesized whole; a clause announced
+        after it (the agent's error message, said in their place) was. ``None`` for any other error."""
+        if self.stage != "tts" or self.reply_id is None or self.segment is None:
+            return None
+        return self.reply_id, self.segment
+
 
 # --- replies ------------------------------------------------------------------------------------------------
 
@@ -424,6 +434,13 @@ class ProviderFailover(Payload):
     to: str
     reason: str = ""
     after_ms: float | None = None
+    fallback: int | None = None
+    """Which of the role's ``fallbacks`` ``to`` is (0: the first); names may repeat."""
+    reply_id: str | None = None
+    """The reply whose request hopped (a voice's or language model's; none for recognition) …"""
+    segment: int | None = None
+    """… and, for the voice, the clause: the last hop of a clause names the voice that said it (unless
+    an ``error`` says the clause was never said), which is what its characters are priced at."""
 
 
 @dataclass(frozen=True, slots=True)

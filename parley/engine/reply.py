@@ -8,6 +8,7 @@ listener actually heard.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from parley.engine.thinking import Thinker
 from parley.engine.tool_requests import ToolRequests
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import AudioOutput
+from parley.providers.events import ProviderEvent, Reporter, bind_reporter
 from parley.providers.llm.base import ChatMessage, LanguageModel, Usage
 from parley.providers.tts.base import AlignedSynthesizer, CharTiming, SpeechSynthesizer, played_text
 
@@ -147,7 +149,9 @@ class Reply:
         self._apology: int | None = None
         """… except the error message said in their place (when nothing had been said yet)."""
         self.task: asyncio.Task[None] | None = None
-        self.thinker = Thinker(self.id, deps, user_message, self)
+        # The model's failovers name this reply, so its tokens are priced at the model that served them.
+        thinking = dataclasses.replace(deps, llm=bind_reporter(deps.llm, self._reporter()))
+        self.thinker = Thinker(self.id, thinking, user_message, self)
         """What the reply says and does (``engine/thinking.py``); this class voices and plays it."""
 
     # --- control, called by the session -------------------------------------------------------------
@@ -160,9 +164,10 @@ class Reply:
         """The turn really ended: audio may now play, side effects may fire, and text is announced."""
         self.committed.set()
         for index, (text, ready_at) in enumerate(self._unannounced):
-            self.deps.emit(
-                EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=ready_at
-            )
+            if self._said(index):  # a clause the voice failed on while speculating is never announced
+                self.deps.emit(
+                    EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=ready_at
+                )
         self._unannounced.clear()
 
     def pause(self) -> None:
@@ -247,7 +252,7 @@ class Reply:
     async def _chunks(self, index: int, text: str) -> AsyncGenerator[PCM16, None]:
         """The clause's audio from the voice; an aligned voice's character timings are kept, so a cut
         in this clause keeps exactly the characters heard."""
-        tts = self.deps.tts
+        tts = bind_reporter(self.deps.tts, self._reporter(index))
         if isinstance(tts, AlignedSynthesizer):
             aligned = tts.synthesize_aligned(text)
             try:
@@ -279,14 +284,34 @@ class Reply:
         message = self.deps.settings.error_message
         if not message or any(self.segment_samples[:index]):
             return
-        self._apology = len(self.segments)
+        apology = self._apology = len(self.segments)
         self.add_segment(message)
         try:
-            await self._voice(self._apology, message)
+            await self._voice(apology, message)
         except Exception as again:  # the voice is down: the timeline says so, there is nothing to play
             self._apology = None
             log.warning("speaking the error message failed", reply_id=self.id, error=repr(again))
-            self.deps.emit(EventType.ERROR, where="tts", stage="tts", reply_id=self.id, error=repr(again))
+            self.deps.emit(
+                EventType.ERROR,
+                where="tts",
+                stage="tts",
+                reply_id=self.id,
+                segment=apology,
+                error=repr(again),
+            )
+
+    def _reporter(self, segment: int | None = None) -> Reporter:
+        """Where a provider chain reports while it serves this reply (in place of the session's
+        reporter, to the same timeline): each hop names the reply and, for the voice, the clause."""
+
+        def report(event: ProviderEvent) -> None:
+            if event.kind != "failover":
+                self.deps.emit(EventType.PROVIDER_BREAKER, **event.data)
+                return
+            served = {"reply_id": self.id} if segment is None else {"reply_id": self.id, "segment": segment}
+            self.deps.emit(EventType.PROVIDER_FAILOVER, **event.data, **served)
+
+        return report
 
     def _said(self, segment: int) -> bool:
         """Whether the clause was voiced (not lost to a TTS failure)."""
@@ -393,10 +418,10 @@ class Reply:
         index = len(self.segments)
         self.segments.append(text)
         self.segment_samples.append(0)
-        if self.committed.is_set():
-            self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=now())
-        else:  # a speculative reply stays private until its turn is committed
+        if not self.committed.is_set():  # a speculative reply stays private until its turn is committed
             self._unannounced.append((text, now()))
+        elif self._said(index):  # once the voice failed, later clauses are never said: not announced
+            self.deps.emit(EventType.AGENT_TEXT, reply_id=self.id, segment=index, text=text, ready_at=now())
         self._segment_queue.put_nowait((index, text))
 
     def _heard_text(self, cut: float) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from parley.platform.agents import NotFound
-from parley.platform.pricing import Pricing, money, to_currency
+from parley.platform.pricing import Pricing, money, split_kind, to_currency
 from parley.platform.schemas import DailyCost, InvoiceOut, UsageLineOut, UsageSummary
 from parley.store.billing import BillingRepository, UsageTotal
 from parley.store.db import Database
@@ -162,6 +162,10 @@ def render_invoice_html(invoice: InvoiceOut) -> str:
         "telephony_minutes": "Telephony",
         "sms_segments": "Text messages",
     }
+    for line in invoice.lines:  # what a fallback provider served: "Speech synthesis (fallback 1)"
+        kind, fallback = split_kind(line.kind)
+        if fallback is not None and kind in labels:
+            labels[line.kind] = f"{labels[kind]} (fallback {fallback + 1})"
     return _templates.get_template("invoice.html").render(
         invoice=invoice, labels=labels, generated=date.today().isoformat()
     )

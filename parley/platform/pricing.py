@@ -200,6 +200,27 @@ METERS: dict[str, Meter] = {
 }
 
 
+FALLBACK = ".fallbacks."
+"""What joins a metered kind and a fallback's position: ``tts_characters.fallbacks.0`` is what the first
+of the voice's ``fallbacks`` said, priced at that provider and model (a call has one line per kind)."""
+
+
+def fallback_kind(kind: str, fallback: int) -> str:
+    """The kind of what the role's ``fallbacks[fallback]`` served of ``kind``."""
+    return f"{kind}{FALLBACK}{fallback}"
+
+
+def split_kind(kind: str) -> tuple[str, int | None]:
+    """A kind's metered thing and, for a fallback's share, the fallback's position."""
+    base, _, position = kind.partition(FALLBACK)
+    return (base, int(position)) if position.isdigit() else (kind, None)
+
+
+def meter(kind: str) -> Meter:
+    """The meter of a kind, a fallback's share included."""
+    return METERS[split_kind(kind)[0]]
+
+
 @dataclass(frozen=True, slots=True)
 class PricedLine:
     kind: str
@@ -214,7 +235,7 @@ class PricedLine:
 
 def table_price(kind: str, unit_price_micros: float) -> Decimal:
     """A per-unit price back in the table's terms (USD per minute, per 1M tokens …)."""
-    per_unit = Decimal(repr(unit_price_micros)) / MICROS / Decimal(repr(METERS[kind].scale))
+    per_unit = Decimal(repr(unit_price_micros)) / MICROS / Decimal(repr(meter(kind).scale))
     return per_unit.quantize(Decimal("0.000001"))
 
 
@@ -254,12 +275,12 @@ class Pricing:
 
     def unit_price_micros(self, kind: str, provider: str, model: str) -> float:
         """Micro-USD per unit of ``kind`` (per second, token, character or minute)."""
-        meter = METERS[kind]
-        prices: Prices = getattr(self.table, meter.table)
+        metered = meter(kind)
+        prices: Prices = getattr(self.table, metered.table)
         key = price_key(prices, provider, model)
         if key is None:
             return 0.0
-        return prices[key[0]][key[1]] * meter.scale * MICROS
+        return prices[key[0]][key[1]] * metered.scale * MICROS
 
     def price(self, kind: str, provider: str, model: str, quantity: float) -> PricedLine:
         unit_price = self.unit_price_micros(kind, provider, model)
@@ -269,7 +290,7 @@ class Pricing:
             provider,
             model,
             quantity,
-            METERS[kind].unit,
+            meter(kind).unit,
             unit_price,
             cost,
             round(cost * self.markup_percent / 100),

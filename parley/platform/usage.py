@@ -3,7 +3,13 @@ read off its timeline.
 
 Usage is recomputed from the stored events whenever a call ends, so it is exact however often events
 were delivered. LLM tokens count every reply the model produced, including speculative ones that were
-dropped unheard: they were paid for all the same.
+dropped unheard: they were paid for all the same. TTS characters count the clauses the voice said: not
+one it failed on, nor those after it that were never sent to it.
+
+Work a fallback provider did (``provider.failover`` naming the reply, and the voice's clause, whose
+request hopped) is its own line, priced at that provider and model: ``tts_characters.fallbacks.0`` is
+what the voice's first fallback said (``pricing.fallback_kind``). Recognition is not attributed so: its
+hops do not name the turn they served, and all of it is priced at the agent's recogniser.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from parley.engine.agent import AgentConfig
 from parley.engine.event_payloads import (
     AgentReplyDone,
     AgentText,
+    Error,
     LlmCompleted,
+    LlmRequest,
+    ProviderFailover,
     RoomUtterance,
     SessionStarted,
     TranscriptFinal,
@@ -29,7 +38,7 @@ from parley.engine.event_payloads import (
 )
 from parley.engine.events import EventType as E
 from parley.engine.language import AUTO, recognizer_settings, voice_settings
-from parley.platform.pricing import METERS, PricedLine, Pricing, money, table_price
+from parley.platform.pricing import PricedLine, Pricing, fallback_kind, meter, money, table_price
 from parley.platform.schemas import CostBreakdown, CostLine
 from parley.store.agents import AgentRepository
 from parley.store.billing import BillingRepository
@@ -46,11 +55,19 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
 
     A speech-to-speech call (``session.started`` names its ``engine``) is metered by its length, and its
     model's audio tokens apart from its text tokens (a Realtime ``input_tokens`` counts both). A coached
-    room's recognition is its legs' utterances (``room.utterance``)."""
+    room's recognition is its legs' utterances (``room.utterance``). Clauses the voice said and model
+    rounds a fallback served are that fallback's kinds (see the module)."""
     asr = 0.0
-    chars = 0
     speech_to_speech = False
+    clauses: list[tuple[str, int | None, int]] = []
+    """Each clause announced (``agent.text``): its reply, position and characters."""
+    voiced_by: dict[tuple[str, int], int] = {}
+    """A clause whose request hopped, and the fallback its last hop went to."""
     tokens: dict[str, tuple[int, int, int, int]] = {}
+    asking: dict[str, int | None] = {}
+    """Per reply, the fallback its model round in progress went to (None: the primary)."""
+    rounds: dict[str, list[tuple[int | None, int, int]]] = {}
+    """Per reply, each finished round's fallback and the reply's running token totals after it."""
     for r in records:
         if r.type == E.SESSION_STARTED:
             started = payload_or_none(r, SessionStarted)
@@ -63,7 +80,25 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
             asr += (heard.audio_seconds or 0.0) if heard is not None else 0.0
         elif r.type == E.AGENT_TEXT:
             said = payload_or_none(r, AgentText)
-            chars += len(said.text) if said is not None else 0
+            if said is not None:
+                clauses.append((said.reply_id, said.segment, len(said.text)))
+        elif r.type == E.ERROR:
+            error = payload_or_none(r, Error)
+            unsaid = error.unsaid if error is not None else None
+            if unsaid is not None:  # the voice failed: that clause and the rest announced were not said
+                reply, first = unsaid
+                clauses = [c for c in clauses if c[0] != reply or c[1] is None or c[1] < first]
+        elif r.type == E.PROVIDER_FAILOVER:
+            hop = payload_or_none(r, ProviderFailover)
+            if hop is not None and hop.reply_id is not None and hop.fallback is not None:
+                if hop.role == "tts" and hop.segment is not None:
+                    voiced_by[(hop.reply_id, hop.segment)] = hop.fallback
+                elif hop.role == "llm":
+                    asking[hop.reply_id] = hop.fallback
+        elif r.type == E.LLM_REQUEST:
+            request = payload_or_none(r, LlmRequest)
+            if request is not None:  # each round asks the chain anew, from its primary
+                asking[request.reply_id] = None
         elif r.type == E.LLM_COMPLETED:
             llm = payload_or_none(r, LlmCompleted)
             if llm is not None:
@@ -74,25 +109,54 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
                     llm.output_audio_tokens,
                 )
                 _add_tokens(tokens, llm.reply_id, counts)
+                rounds.setdefault(llm.reply_id, []).append(
+                    (asking.get(llm.reply_id), llm.input_tokens, llm.output_tokens)
+                )
         elif r.type == E.AGENT_REPLY_DONE:
             done = payload_or_none(r, AgentReplyDone)
             if done is not None:
                 _add_tokens(tokens, done.reply_id, (done.input_tokens, done.output_tokens, 0, 0))
     audio_in = sum(t[2] for t in tokens.values())
     audio_out = sum(t[3] for t in tokens.values())
+    served = _served_by_fallbacks(rounds)
     usage = {
         "asr_seconds": round(asr, 3),
-        "llm_input_tokens": float(sum(t[0] for t in tokens.values()) - audio_in),
-        "llm_output_tokens": float(sum(t[1] for t in tokens.values()) - audio_out),
+        "llm_input_tokens": float(sum(t[0] for t in tokens.values()) - audio_in - sum(served[0].values())),
+        "llm_output_tokens": float(sum(t[1] for t in tokens.values()) - audio_out - sum(served[1].values())),
         "llm_audio_input_tokens": float(audio_in),
         "llm_audio_output_tokens": float(audio_out),
-        "tts_characters": 0.0 if speech_to_speech else float(chars),  # the engine's voice: in its price
     }
+    for fallback in sorted(served[0].keys() | served[1].keys()):
+        usage[fallback_kind("llm_input_tokens", fallback)] = float(served[0].get(fallback, 0))
+        usage[fallback_kind("llm_output_tokens", fallback)] = float(served[1].get(fallback, 0))
+    if not speech_to_speech:  # a speech-to-speech engine's voice is in its price
+        usage["tts_characters"] = 0.0
+        for reply, segment, chars in clauses:
+            voice = voiced_by.get((reply, segment)) if segment is not None else None
+            kind = "tts_characters" if voice is None else fallback_kind("tts_characters", voice)
+            usage[kind] = usage.get(kind, 0.0) + chars
     if speech_to_speech and duration_s:
         usage["speech_to_speech_seconds"] = round(duration_s, 3)
     if transport in TELEPHONY_TRANSPORTS and duration_s:
         usage["telephony_minutes"] = float(math.ceil(duration_s / 60))  # carriers bill started minutes
     return {kind: quantity for kind, quantity in usage.items() if quantity > 0}
+
+
+def _served_by_fallbacks(
+    rounds: dict[str, list[tuple[int | None, int, int]]],
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Input and output tokens per fallback: what each round a fallback served added to its reply's
+    running totals."""
+    inputs: dict[int, int] = {}
+    outputs: dict[int, int] = {}
+    for finished in rounds.values():
+        before = (0, 0)
+        for fallback, input_tokens, output_tokens in finished:
+            if fallback is not None:
+                inputs[fallback] = inputs.get(fallback, 0) + max(0, input_tokens - before[0])
+                outputs[fallback] = outputs.get(fallback, 0) + max(0, output_tokens - before[1])
+            before = (max(before[0], input_tokens), max(before[1], output_tokens))
+    return inputs, outputs
 
 
 def _add_tokens(
@@ -129,7 +193,7 @@ def providers(config: AgentConfig | None, transport: str, direction: str = "") -
         s2s = (engine.provider, model(engine.options, "model")) if engine is not None else llm
         if getattr(config, "mode", "pipeline") == "speech_to_speech":
             llm = s2s  # its tokens are the speech-to-speech model's
-    return {
+    who = {
         "asr_seconds": asr,
         "llm_input_tokens": llm,
         "llm_output_tokens": llm,
@@ -139,6 +203,18 @@ def providers(config: AgentConfig | None, transport: str, direction: str = "") -
         "speech_to_speech_seconds": s2s,
         "telephony_minutes": (transport, direction),
     }
+    if config is not None:  # what each fallback served is priced at that fallback
+        for index, spare in enumerate(voice.fallbacks):
+            who[fallback_kind("tts_characters", index)] = (
+                spare.provider,
+                model(spare.options, "model", "voice", "model_path"),
+            )
+        if getattr(config, "mode", "pipeline") != "speech_to_speech":
+            for index, spare in enumerate(config.llm.fallbacks):
+                named = (spare.provider, model(spare.options, "model", "model_path"))
+                who[fallback_kind("llm_input_tokens", index)] = named
+                who[fallback_kind("llm_output_tokens", index)] = named
+    return who
 
 
 def price_usage(
@@ -149,7 +225,8 @@ def price_usage(
     direction: str = "",
 ) -> list[PricedLine]:
     who = providers(config, transport, direction)
-    return [pricing.price(kind, *who[kind], quantity) for kind, quantity in quantities.items()]
+    unknown = ("unknown", "")
+    return [pricing.price(kind, *who.get(kind, unknown), quantity) for kind, quantity in quantities.items()]
 
 
 async def agent_version_of(session: AsyncSession, call: Call) -> AgentVersion | None:
@@ -224,7 +301,7 @@ def breakdown(
                 quantity=line.quantity,
                 unit=line.unit,
                 price_usd=table_price(line.kind, line.unit_price_micros),
-                price_unit=METERS[line.kind].price_unit,
+                price_unit=meter(line.kind).price_unit,
                 cost_usd=money(line.cost_micros),
             )
             for line in lines

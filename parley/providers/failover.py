@@ -154,7 +154,7 @@ class _Chain(Generic[E]):
             self._breaker(link, change)
             if permit is None:
                 if index < last:
-                    self._hop(link, self.links[index + 1], "circuit open", started_at)
+                    self._hop(link, index + 1, "circuit open", started_at)
                 continue
             tried = True
             answered = False
@@ -176,7 +176,7 @@ class _Chain(Generic[E]):
                 if answered or index == last:
                     raise
                 failure = error
-                self._hop(link, self.links[index + 1], str(error), started_at)
+                self._hop(link, index + 1, str(error), started_at)
             finally:
                 if not settled:
                     link.breaker.abandon(permit)
@@ -185,11 +185,15 @@ class _Chain(Generic[E]):
         assert failure is not None
         raise failure
 
-    def _hop(self, gone: Link[E], to: Link[E], reason: str, started_at: float) -> None:
+    def _hop(self, gone: Link[E], to: int, reason: str, started_at: float) -> None:
+        """Report a hop from ``gone`` to the chain's provider at position ``to``. ``fallback`` says which
+        of the role's fallbacks that is (0: the first), as names may repeat: what prices the work
+        it serves (``platform/usage.py``)."""
         data = {
             "role": self.role,
             "from": gone.name,
-            "to": to.name,
+            "to": self.links[to].name,
+            "fallback": to - 1,
             "reason": reason[:REASON_CHARS],
             "after_ms": round((time.monotonic() - started_at) * 1000, 1),
         }
@@ -418,7 +422,7 @@ class _FailoverStream:
                 if self._index == len(chain.links) - 1:
                     self._index = -1  # the next utterance starts over from the primary
                     raise
-                chain._hop(link, chain.links[self._index + 1], str(error), started_at)
+                chain._hop(link, self._index + 1, str(error), started_at)
                 continue
             if not self._served:
                 self._served = True  # one success per stream is enough for the breaker
@@ -435,7 +439,7 @@ class _FailoverStream:
             permit, change = link.breaker.acquire(force=self._index == last)
             chain._breaker(link, change)
             if permit is None:
-                chain._hop(link, chain.links[self._index + 1], "circuit open", started_at)
+                chain._hop(link, self._index + 1, "circuit open", started_at)
                 continue
             engine = link.engine
             self._permit, self._served = permit, False

@@ -18,6 +18,7 @@ from parley.engine.event_payloads import (
     AgentReplyDone,
     AgentText,
     BargeIn,
+    Error,
     LlmFirstToken,
     ReplyCancelled,
     SpeechStarted,
@@ -56,9 +57,11 @@ TURN_EVENTS = frozenset(
         E.AGENT_AUDIO_PLAYED,
         E.AGENT_REPLY_DONE,
         E.REPLY_CANCELLED,
+        E.ERROR,
     )
 )
-"""The events a transcript is built from (``agent.audio.played``: see ``unfinished_replies``)."""
+"""The events a transcript is built from (``agent.audio.played``: see ``unfinished_replies``; ``error``:
+the clauses a failed voice never said)."""
 
 TURN_CLOSERS = frozenset(
     str(k) for k in (E.TRANSCRIPT_FINAL, E.AGENT_REPLY_DONE, E.REPLY_CANCELLED, E.AGENT_AUDIO_STOPPED)
@@ -105,7 +108,7 @@ def build_turns(records: Iterable[Record]) -> list[Turn]:
             if stopped is not None:
                 audio_stop[stopped.reply_id] = _at(stopped.at, r)
     turns: list[Turn] = []
-    texts: dict[str, list[str]] = {}
+    texts: dict[str, list[tuple[int | None, str]]] = {}
     speech_start: float | None = None
     previous_start: float | None = None
     speech_stop: float | None = None
@@ -133,11 +136,18 @@ def build_turns(records: Iterable[Record]) -> list[Turn]:
         elif kind == E.AGENT_TEXT:
             said = payload_or_none(r, AgentText)
             if said is not None:
-                texts.setdefault(said.reply_id, []).append(said.text)
+                texts.setdefault(said.reply_id, []).append((said.segment, said.text))
+        elif kind == E.ERROR:
+            error = payload_or_none(r, Error)
+            unsaid = error.unsaid if error is not None else None
+            if unsaid is not None:  # the voice failed: that clause and the rest announced were never said
+                reply, first = unsaid
+                kept = [(n, t) for n, t in texts.get(reply, []) if n is None or n < first]
+                texts[reply] = kept
         elif kind == E.AGENT_REPLY_DONE:
             done = payload_or_none(r, AgentReplyDone)
             if done is not None:
-                text = " ".join(t.strip() for t in texts.get(done.reply_id, []) if t.strip())
+                text = " ".join(t.strip() for _, t in texts.get(done.reply_id, []) if t.strip())
                 _agent_turn(turns, r, done.reply_id, text, False, audio_start, audio_stop, ms)
         elif kind == E.REPLY_CANCELLED:
             cut = payload_or_none(r, ReplyCancelled)
