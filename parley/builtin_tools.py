@@ -20,7 +20,7 @@ from parley.engine.messages import (
 )
 from parley.engine.tools import DTMF_PATTERN, CallContext, Tool, ToolResult, object_schema
 from parley.engine.transport import ControlUnavailable
-from parley.inputs import e164
+from parley.inputs import dialable
 
 
 def _end_call(settings: ToolSettings, _: CallContext) -> Tool:
@@ -172,7 +172,7 @@ def _send_sms(settings: ToolSettings, context: CallContext) -> Tool:
                 "there is no phone number for the caller on this call; tell them you cannot text them"
             )
         try:
-            return e164(context.caller_number)
+            return dialable(context.caller_number)  # a spoofed premium-rate caller id is never texted
         except ValueError as exc:
             raise RuntimeError(
                 "the caller's number cannot get texts; tell them you cannot text them"

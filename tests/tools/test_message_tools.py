@@ -177,6 +177,14 @@ async def test_a_caller_without_a_number_or_an_address_gets_a_sentence_not_a_mes
     assert outbox.texts == [] and outbox.emails == []
 
 
+async def test_a_caller_id_on_a_premium_rate_number_is_never_texted() -> None:
+    """Caller ids can be spoofed: a text to a +1 900 number pays its holder at the tenant's expense."""
+    outbox = Outbox()
+    premium = tools_for(outbox, caller="+19005550123")
+    assert "cannot get texts" in failure(await text(premium, "caller", "Your booking is confirmed."))
+    assert outbox.texts == []
+
+
 # --- bounds, allowance, channels ---------------------------------------------------------------------------
 
 
