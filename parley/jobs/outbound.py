@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.inputs import MAX_INT32, plain_json, to_utc
-from parley.platform.agents import Conflict, NotFound
+from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.schemas import Page
 from parley.store.agents import AgentRepository
 from parley.store.calls import CallRepository
@@ -590,6 +590,10 @@ class OutboundQueue:
         except NotFound:
             await self._unplaceable(job, "agent_deleted")
             return
+        except BrokenAgent as exc:  # its stored version stopped loading after the job was queued
+            bound.warning("the job's agent cannot run", error=str(exc))
+            await self._unplaceable(job, "agent_unloadable")
+            return
         async with self.db.session() as session:
             jobs = OutboundJobRepository(session)
             linked = await jobs.transition(
@@ -635,8 +639,8 @@ class OutboundQueue:
         bound.info("outbound call placed", call_id=call.id, provider_call_id=sid, to=job.to_number)
 
     async def _unplaceable(self, job: OutboundJob, why: str) -> None:
-        """A job no attempt can ever succeed for (its agent was deleted, its number is premium-rate):
-        failed, not retried."""
+        """A job no attempt can ever succeed for (its agent was deleted or no longer loads, its number
+        is premium-rate): failed, not retried."""
         async with self.db.session() as session:
             jobs = OutboundJobRepository(session)
             if await jobs.transition(

@@ -29,7 +29,7 @@ from parley.platform.agents import Conflict, NotFound
 from parley.platform.runtime import Platform
 from parley.platform.schemas import AgentCreate
 from parley.store.lifecycle import CallStatus
-from parley.store.models import Call
+from parley.store.models import AgentVersion, Call
 from parley.store.outbound import Caps, OutboundJobRepository
 from parley.store.tenants import TenantRepository
 from parley.store.types import utcnow
@@ -414,6 +414,26 @@ async def test_a_job_queued_to_a_premium_rate_number_earlier_fails_undialed(plat
     assert dialer.placed == [] and await calls_of(platform, old_id) == []
     view = await queue.get(org, old_id)
     assert (view.status, view.last_outcome) == ("failed", "premium_rate")
+
+
+async def test_a_job_whose_agent_stopped_loading_after_it_was_queued_fails_undialed(
+    platform: Platform,
+) -> None:
+    """Not dialed again and again: every attempt would meet the same stored configuration."""
+    dialer = FakeDialer()
+    queue = queue_of(platform, dialer)
+    org = platform.default_org_id
+    job = await queue.enqueue(org, agent_ref="sales", to=LONDON[0])
+    sales = await platform.agents.get(org, "sales")
+    async with platform.db.session() as session:
+        version = await session.scalar(select(AgentVersion).where(AgentVersion.agent_id == sales.id))
+        assert version is not None
+        cyclic = {"type": "object", "$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}
+        version.config = {**version.config, "tools": [{"name": "x", "kind": "static", "parameters": cyclic}]}
+    assert await queue.dispatch_once(at=NOON) == 1
+    assert dialer.placed == [] and await calls_of(platform, job.id) == []
+    view = await queue.get(org, job.id)
+    assert (view.status, view.last_outcome) == ("failed", "agent_unloadable")
 
 
 async def test_an_answered_call_that_fails_midway_is_not_dialed_again(platform: Platform) -> None:
