@@ -103,3 +103,32 @@ async def test_a_worker_that_cannot_reach_its_database_is_not_ready(
         down = await served.get("/readyz")
         assert down.status_code == 503
         assert down.json() == {"status": "degraded", "error": "database: ConnectionRefusedError"}
+
+
+async def test_a_recording_link_names_the_public_url_behind_a_proxy(tmp_path: Path) -> None:
+    """The request reached the worker by an internal host; the link is for whoever reads the call."""
+    engines = fast_engines(["Hello there."], [ScriptRule.say("Hello", "Hi!")])
+    public = "https://voice.example.com"
+    async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY, public_url=public) as served:
+        client = await served.client()
+        await client.start()
+        async with talking(client) as mic:
+            await mic.say(speech(1.0).pcm)
+            await client.wait_for("agent.audio", 10, status="stopped")
+        await client.send({"type": "end"})
+        await client.wait_closed()
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+            recording = None
+            for _ in range(150):
+                calls = (await http.get("/v1/calls", params={"status": "completed"})).json()["data"]
+                if calls:
+                    recording = (await http.get(f"/v1/calls/{calls[0]['id']}")).json()["recording"]
+                    if recording and recording["status"] == "ready":
+                        break
+                await asyncio.sleep(0.1)
+            assert recording is not None and recording["status"] == "ready"
+            url = recording["url"]
+            assert url == f"{public}/v1/calls/{calls[0]['id']}/recording"
+            wav = await http.get(url.removeprefix(public))
+            assert wav.status_code == 200 and wav.content[:4] == b"RIFF"

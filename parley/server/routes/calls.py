@@ -22,6 +22,7 @@ from parley.server.routes.params import CursorQ, EventId, Limit, Ref, When
 from parley.store.calls import CallFilters
 from parley.store.lifecycle import CallStatus
 from parley.store.queries import InvalidCursor
+from parley.telephony.signatures import public_base_url
 from parley.timeline.bus import FINAL_EVENT
 from parley.timeline.envelope import Envelope
 
@@ -66,7 +67,9 @@ async def get_call(call_id: Ref, request: Request, principal: Auth, platform: Pl
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     if detail.recording is not None and detail.recording.status == "ready" and detail.recording.url is None:
-        detail.recording.url = str(request.url_for("get_recording", call_id=call_id))
+        # Behind a proxy the request's own host is an internal one: PARLEY_PUBLIC_URL names the public.
+        path = request.app.url_path_for("get_recording", call_id=call_id)
+        detail.recording.url = public_base_url(request, platform.settings) + path
     return detail
 
 
