@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import importlib.util
 import inspect
+import json
 import re
 import sys
 import types
@@ -26,11 +27,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
+from pydantic.errors import PydanticUserError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from parley.engine.agent import AgentConfig, AgentConfigError
-from parley.engine.tools import CallContext, Tool, ToolFactory, ToolResult
+from parley.engine.schema_checks import UnsupportedSchema, check_schema, without_patterns
+from parley.engine.tools import BUILTIN_PATTERNS, CallContext, Tool, ToolFactory, ToolResult
 
 __all__ = ["Agent", "AgentConfigError", "CallContext", "ToolResult", "load_agent_target"]
 
@@ -133,6 +136,7 @@ class _PythonToolFactory:
         name: str,
         description: str,
         arguments: type[BaseModel],
+        schema: dict[str, Any],
         context_params: list[str],
         timeout_s: float,
         side_effect: bool,
@@ -143,7 +147,7 @@ class _PythonToolFactory:
         self.description = description
         self.arguments = arguments
         self.context_params = context_params
-        self.schema = _schema(arguments)
+        self.schema = schema
         self.timeout_s = timeout_s
         self.side_effect = side_effect
         self.filler = filler
@@ -216,18 +220,75 @@ def python_tool(
             )
         if param.name not in hints:
             raise AgentConfigError(f"tool {tool_name!r}: parameter {param.name!r} needs a type hint")
+        if param.name.startswith("_"):
+            raise AgentConfigError(
+                f"tool {tool_name!r}: parameter {param.name!r} starts with an underscore, which no argument "
+                f"the model fills in may; rename it (e.g. {param.name.lstrip('_') or 'value'!r})"
+            )
         fields[param.name] = _field(annotation, param.default, documented.get(param.name))
-    model = create_model(f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    model, schema = _arguments(tool_name, fields)
     return _PythonToolFactory(
         function,
         tool_name,
         description if description is not None else summary,
         model,
+        schema,
         context_params,
         timeout_s,
         side_effect,
         filler,
     )
+
+
+def _arguments(tool_name: str, fields: dict[str, Any]) -> tuple[type[BaseModel], dict[str, Any]]:
+    """The arguments' model and JSON schema, checked now as the tool registry checks it for every call:
+    a tool the model could not be told about, or whose arguments could not be checked, fails here, at
+    definition, naming the argument, and never as an agent whose every call fails to start."""
+    try:
+        model = create_model(f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+        schema = _schema(model)
+    except PydanticUserError as exc:
+        raise AgentConfigError(
+            f"tool {tool_name!r}: {_failing_argument(tool_name, fields)}cannot be described to a model: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    problem = _schema_problem(schema)
+    if problem is not None:
+        raise AgentConfigError(f"tool {tool_name!r}: {_failing_argument(tool_name, fields)}{problem}")
+    return model, schema
+
+
+def _failing_argument(tool_name: str, fields: dict[str, Any]) -> str:
+    """``"argument 'x': "`` for the first argument whose schema fails on its own ("" when none does)."""
+    for name, field in fields.items():
+        try:
+            alone = _schema(create_model(f"{tool_name}_{name}", **{name: field}))
+        except PydanticUserError:
+            return f"argument {name!r}: "
+        if _schema_problem(alone) is not None:
+            return f"argument {name!r}: "
+    return ""
+
+
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why the tool registry would refuse ``schema`` (``ToolRegistry.register``), or send a model JSON
+    it cannot read; None when it is fine."""
+    try:
+        json.dumps(schema, allow_nan=False)
+    except ValueError:
+        return "a default or limit is NaN or infinite, which JSON cannot carry: use a finite number or None"
+    checked = without_patterns(schema, BUILTIN_PATTERNS)
+    try:
+        check_schema(checked, allowed_patterns=BUILTIN_PATTERNS)
+    except UnsupportedSchema as exc:
+        hint = (
+            " (a model that contains itself, directly or through another, cannot be checked during a "
+            "call: give the nesting a fixed depth)"
+            if "leads back to itself" in str(exc)
+            else ""
+        )
+        return f"{exc}{hint}"
+    return None
 
 
 def _is_context(annotation: Any) -> bool:

@@ -42,6 +42,19 @@ SpokenLine = Annotated[SafeStr, Field(max_length=1000)]
 DestinationName = Annotated[SafeStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_. -]+$")]
 HeaderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 SecretName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "parley-signature",
+        "parley-call-id",
+    }
+)
+"""Headers of a webhook tool's request that Parley sets (lower case): none may be configured."""
 
 
 def _known_language(code: str) -> str:
@@ -257,6 +270,23 @@ class ToolSettings(BaseModel):
         except UnsupportedSchema as exc:
             raise PydanticCustomError("tool_schema", "{detail}", {"detail": str(exc)}) from None
         return parameters
+
+    @field_validator("headers")
+    @classmethod
+    def _configurable_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        """A header Parley sets itself (the signature, the body's type …) would fail every call: refused
+        when the agent is saved."""
+        reserved = sorted(h for h in headers if h.lower() in RESERVED_HEADERS)
+        if reserved:
+            raise PydanticCustomError(
+                "reserved_header",
+                "{names} set by Parley and cannot be configured (reserved: {all})",
+                {
+                    "names": ", ".join(reserved) + (" is" if len(reserved) == 1 else " are"),
+                    "all": ", ".join(sorted(RESERVED_HEADERS)),
+                },
+            )
+        return headers
 
     @model_validator(mode="after")
     def _recipients_for_messages(self) -> ToolSettings:

@@ -111,6 +111,15 @@ def runnable_config(agent: Agent, version: AgentVersion) -> AgentConfig:
     return config
 
 
+def _refuse_file_record(agent: Agent) -> None:
+    """A file agent's record changes with its file only: neither changed nor removed through the API."""
+    if agent.source == FILE:
+        raise Conflict(
+            f"agent {agent.name!r} is the record of the operator's YAML or Python agent: its calls "
+            "are filed here, and it changes with its file"
+        )
+
+
 def agent_out(agent: Agent, version: AgentVersion) -> AgentOut:
     config, problem = readable_config(version)
     return AgentOut(
@@ -206,11 +215,7 @@ class AgentService:
         async with self.db.session() as session:
             repo = AgentRepository(session)
             agent = await self._find(repo, org_id, ref)
-            if agent.source == FILE:
-                raise Conflict(
-                    f"agent {agent.name!r} is the record of the operator's YAML or Python agent: its calls "
-                    "are filed here, and it changes with its file"
-                )
+            _refuse_file_record(agent)
             if request.name is not None and request.name != agent.name:
                 if await repo.by_name(org_id, request.name) is not None:
                     raise Conflict(f"an agent named {request.name!r} already exists")
@@ -247,9 +252,13 @@ class AgentService:
         return config
 
     async def delete(self, org_id: str, ref: str) -> None:
+        """Remove an API agent. The record of a file agent is refused (``Conflict``): the operator still
+        serves that agent, whose next call would file it again under a new record."""
         async with self.db.session() as session:
             repo = AgentRepository(session)
-            await repo.delete(await self._find(repo, org_id, ref))
+            agent = await self._find(repo, org_id, ref)
+            _refuse_file_record(agent)
+            await repo.delete(agent)
 
     async def ensure(self, org_id: str, config: AgentConfig) -> tuple[Agent, AgentVersion]:
         """The record of a file agent named like ``config``, at a version equal to ``config`` (created as
@@ -265,6 +274,8 @@ class AgentService:
                 return agent, version
             latest = await repo.version(agent.id, agent.latest_version)
             assert latest is not None
-            if readable_config(latest)[0] == config:
+            # Compared as stored: a Python agent's config is a ``PythonAgentConfig`` (its tools are
+            # code), which never equals the ``AgentConfig`` read back, however alike the two are.
+            if readable_config(latest)[0] == AgentConfig.model_validate(_stored(config)):
                 return agent, latest
             return agent, await repo.add_version(agent, _stored(config))

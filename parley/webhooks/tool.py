@@ -8,9 +8,10 @@
         parameters: {type: object, properties: {day: {type: string}}, required: [day]}
 
 The request is JSON (``{"tool", "arguments", "call_id"}``; a GET sends the arguments as its query
-string), signed like every webhook (``signing.py``) with the organization's secret
-``webhook_signing_secret``, and reaches the URL only through the SSRF guard. A 2xx answer's JSON (or
-text) becomes the tool's result; anything else becomes an error the model can put into words.
+string, and signs that query as the HTTP client sends it, percent-encoded), signed like every webhook
+(``signing.py``) with the organization's secret ``webhook_signing_secret``, and reaches the URL only
+through the SSRF guard. A 2xx answer's JSON (or text) becomes the tool's result; anything else becomes
+an error the model can put into words, quoting the start of the answer with no secret in it.
 """
 
 from __future__ import annotations
@@ -23,27 +24,15 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from parley.engine.agent import AgentConfig, ToolSettings
+from parley.engine.agent import RESERVED_HEADERS, AgentConfig, ToolSettings
 from parley.engine.tools import CallContext, Tool
-from parley.redaction import without_secrets
+from parley.redaction import excerpt, without_secrets
 from parley.webhooks.guard import UrlPolicy, UrlRefused, guarded_client, refusal
 from parley.webhooks.signing import SIGNATURE_HEADER, sign
 
 SIGNING_SECRET = "webhook_signing_secret"
 """The organization secret webhook tools sign with (set it with ``PUT /v1/secrets/webhook_signing_secret``
 or generate one with ``POST /v1/webhooks/signing-secret``)."""
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-        SIGNATURE_HEADER.lower(),
-        "parley-call-id",
-    }
-)
 ERROR_TEXT_CHARS = 200
 USER_AGENT = "Parley-Webhook/1"
 
@@ -92,12 +81,15 @@ def webhook_tool(settings: ToolSettings, context: WebhookContext) -> Tool:
         headers = _headers(settings, context)
         call_id = context.call.call_id if context.call is not None else ""
         target, body = _request(url, method, settings.name, arguments, call_id)
-        signed = body if method != "GET" else (urlsplit(target).query.encode())
-        headers[SIGNATURE_HEADER] = sign(_secret(context, SIGNING_SECRET), signed)
+        signing_secret = _secret(context, SIGNING_SECRET)
         headers["Parley-Call-Id"] = call_id
         async with guarded_client(context.policy, timeout_s) as client:
             try:
                 request = client.build_request(method, target, content=body or None, headers=headers)
+                # A GET signs its query exactly as it goes out: the HTTP client percent-encodes what the
+                # configured URL left raw (``?city=München``), and the receiver verifies what it got.
+                signed = body if method != "GET" else request.url.query
+                request.headers[SIGNATURE_HEADER] = sign(signing_secret, signed)
                 response = await client.send(request, stream=True)
                 try:
                     raw = await _read_bounded(response, context.max_response_bytes)
@@ -107,7 +99,8 @@ def webhook_tool(settings: ToolSettings, context: WebhookContext) -> Tool:
                 raise WebhookToolError(f"the service could not be reached: {refusal(exc)}") from exc
         text = raw.decode(response.encoding or "utf-8", errors="replace")
         if not response.is_success:
-            detail = text.strip()[:ERROR_TEXT_CHARS]
+            # Secrets go before the cut, so none halved by it shows its first half.
+            detail = excerpt(text.strip(), ERROR_TEXT_CHARS, context.secrets.values()).rstrip()
             raise WebhookToolError(
                 f"the service answered HTTP {response.status_code}" + (f": {detail}" if detail else "")
             )

@@ -135,7 +135,9 @@ async def test_missing_secrets_and_refused_urls_fail_without_a_request() -> None
         assert "does not call that URL" in (await call(https_only, day="x"))[1]
         private = registry(tool_settings(receiver.url), policy=UrlPolicy(allow_http=True))
         assert "not a public address" in (await call(private, day="x"))[1]
-        reserved = registry(tool_settings(receiver.url, headers={"Host": "booking_token"}))
+        # refused when the agent is saved (test_tool_reserved_headers.py); one stored before still fails
+        stored = tool_settings(receiver.url).model_copy(update={"headers": {"Host": "booking_token"}})
+        reserved = registry(stored)
         assert "set by Parley" in (await call(reserved, day="x"))[1]
     assert receiver.received == []
 

@@ -92,17 +92,21 @@ async def update_agent(agent_id: Ref, body: AgentPatch, principal: Auth, platfor
     response_class=Response,
     responses={
         404: {"description": "no such agent"},
-        409: {"description": "phone numbers or businesses still route to the agent (named): re-route them"},
+        409: {
+            "description": "phone numbers or businesses still route to the agent (named): re-route them; "
+            "or the agent is the record of the operator's YAML or Python agent"
+        },
     },
 )
 async def delete_agent(agent_id: Ref, principal: Auth, platform: PlatformDep) -> Response:
     """Remove an agent from lists; its versions stay for the calls that used them. Refused while a
-    phone number or a business still uses it."""
+    phone number or a business still uses it, and for the record of an operator's YAML or Python agent
+    (``source: file``), which changes with its file only."""
     try:
         await platform.agents.delete(principal.org_id, agent_id)
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except AgentInUse as exc:
+    except (AgentInUse, Conflict) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
