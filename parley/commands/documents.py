@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
+from parley.commands.output import listing
 from parley.commands.records import JsonOpt, _print_json, _run, err, out
 from parley.platform.documents import MAX_UPLOAD_BYTES, DocumentError, DocumentOut
 from parley.platform.runtime import Platform
@@ -75,9 +75,8 @@ def docs_list(agent: AgentArg, as_json: JsonOpt = False) -> None:
     if not documents:
         out.print("no documents")
         return
-    table = Table("id", "name", "type", "words", "pages", "added")
-    for d in documents:
-        table.add_row(
+    rows = [
+        (
             d.id,
             escape(d.name),
             d.content_type,
@@ -85,7 +84,10 @@ def docs_list(agent: AgentArg, as_json: JsonOpt = False) -> None:
             str(d.pages or ""),
             d.created_at.strftime("%Y-%m-%d %H:%M"),
         )
-    out.print(table)
+        for d in documents
+    ]
+    columns = ("id", "name", "type", "words", "pages", "added")
+    out.print(listing(None, columns, rows, ids=("id", "name")))  # `docs rm` takes either
 
 
 @docs_app.command("rm")

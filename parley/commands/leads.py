@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from parley.commands.output import listing
 from parley.config import get_settings
 from parley.platform.leads import (
     WEEKDAYS,
@@ -162,15 +163,15 @@ def businesses_list(
     if as_json:
         _print_json(page)
         return
-    table = Table(title="Businesses")
-    for column in ("id", "name", "category", "area", "time zone", "active"):
-        table.add_column(column)
+    rows = []
     for b in page.data:
         area = f"{b.radius_km:g} km" if b.radius_km is not None else ""
         if b.postal_codes:
             area = ", ".join(filter(None, [area, f"{len(b.postal_codes)} postal codes"]))
-        table.add_row(b.id, escape(b.name), b.category, area, b.time_zone, "yes" if b.active else "no")
-    out.print(table)
+        rows.append(
+            (b.id, escape(b.name), escape(b.category), area, b.time_zone, "yes" if b.active else "no")
+        )
+    out.print(listing("Businesses", ("id", "name", "category", "area", "time zone", "active"), rows))
 
 
 @businesses_app.command("show")
@@ -262,20 +263,20 @@ def leads_list(
     if as_json:
         _print_json(page)
         return
-    table = Table(title="Leads")
-    for column in ("id", "received", "name", "category", "status", "businesses", "consent"):
-        table.add_column(column)
-    for lead in page.data:
-        table.add_row(
+    rows = [
+        (
             lead.id,
             _when(lead.created_at),
             escape(lead.name),
-            lead.category,
+            escape(lead.category),
             lead.status,
             str(len(lead.matches)),
             "yes" if lead.consent_to_call else "no",
         )
-    out.print(table)
+        for lead in page.data
+    ]
+    columns = ("id", "received", "name", "category", "status", "businesses", "consent")
+    out.print(listing("Leads", columns, rows))
 
 
 @leads_app.command("show")

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from parley.commands.output import listing, print_whole
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.platform.agents import Conflict, NotFound
@@ -136,13 +137,17 @@ def agents_list(limit: Annotated[int, typer.Option(min=1, max=200)] = 50, as_jso
     if as_json:
         _print_json(page)
         return
-    table = Table(title="Agents")
-    for column in ("id", "name", "version", "LLM", "updated"):
-        table.add_column(column)
-    for agent in page.data:
-        llm = agent.config.llm.provider if isinstance(agent.config, AgentConfig) else "(invalid: see show)"
-        table.add_row(agent.id, agent.name, str(agent.version), llm, _when(agent.updated_at))
-    out.print(table)
+    rows = [
+        (
+            agent.id,
+            escape(agent.name),
+            str(agent.version),
+            agent.config.llm.provider if isinstance(agent.config, AgentConfig) else "(invalid: see show)",
+            _when(agent.updated_at),
+        )
+        for agent in page.data
+    ]
+    out.print(listing("Agents", ("id", "name", "version", "LLM", "updated"), rows))
 
 
 @agents_app.command("show")
@@ -256,23 +261,37 @@ def calls_list(
             since=_day(since),
             until=_day(until),
         )
-        return await p.calls.page(org, filters, limit)
+        found = await p.calls.page(org, filters, limit)
+        if as_json:
+            return found, {}
+        return found, await _agent_names(p, org, [c.agent_id for c in found.data])
 
-    result = _run(page)
+    result, names = _run(page)
     if as_json:
         _print_json(result)
         return
-    table = Table(title="Calls")
-    for column in ("id", "created", "direction", "transport", "status", "duration", "agent"):
-        table.add_column(column)
+    rows = []
     for call in result.data:
         duration = f"{call.duration_s:.1f} s" if call.duration_s is not None else "-"
-        who = f"{call.agent_id} v{call.agent_version}" if call.agent_id else "-"
+        who = f"{names.get(call.agent_id, call.agent_id)} v{call.agent_version}" if call.agent_id else "-"
         status_text = call.status + (f" ({call.end_reason})" if call.end_reason else "")
-        table.add_row(
-            call.id, _when(call.created_at), call.direction, call.transport, status_text, duration, who
-        )
-    out.print(table)
+        row = (call.id, _when(call.created_at), call.direction, call.transport, status_text, duration, who)
+        rows.append(tuple(escape(cell) for cell in row))
+    columns = ("id", "created", "direction", "transport", "status", "duration", "agent")
+    out.print(listing("Calls", columns, rows))
+
+
+async def _agent_names(p: Platform, org: str, agent_ids: list[str | None]) -> dict[str, str]:
+    """The names of these agents (unique in the organization, and taken wherever an agent is asked
+    for): a listing shows the agent by name, which fits beside the listed ids. A deleted agent keeps
+    its id."""
+    names: dict[str, str] = {}
+    for agent_id in dict.fromkeys(a for a in agent_ids if a is not None):
+        try:
+            names[agent_id] = (await p.agents.get(org, agent_id)).name
+        except NotFound:
+            continue
+    return names
 
 
 @calls_app.command("show")
@@ -323,7 +342,8 @@ def calls_show(
     if detail.recording is not None:
         out.print(
             f"recording: {detail.recording.status}, {detail.recording.duration_ms / 1000:.1f} s stereo"
-            + (f", {detail.recording.url}" if detail.recording.url else "")
+            + (f", {detail.recording.url}" if detail.recording.url else ""),
+            soft_wrap=True,  # a URL to copy, whole
         )
     if detail.analysis is not None:
         _print_analysis(detail.analysis)
@@ -331,7 +351,7 @@ def calls_show(
         _print_messages(detail.messages)
     if events:
         for event in detail.events:
-            out.print(f"  {event.t_ms:>9.1f} ms  {event.type}  {json.dumps(event.data)}", markup=False)
+            print_whole(out, f"  {event.t_ms:>9.1f} ms  {event.type}  {json.dumps(event.data)}")
 
 
 def _print_analysis(analysis: AnalysisOut) -> None:
@@ -416,7 +436,8 @@ def keys_create(
     if as_json:
         sys.stdout.write(json.dumps({"id": key_id, "key": secret}) + "\n")
     else:
-        out.print(f"API key {key_id}: [bold]{secret}[/bold]\n(store it now: it cannot be shown again)")
+        out.print(f"API key {key_id}: [bold]{escape(secret)}[/bold]", soft_wrap=True)
+        out.print("(store it now: it cannot be shown again)")
 
 
 @keys_app.command("revoke")
@@ -508,16 +529,30 @@ def numbers_add(
 @numbers_app.command("list")
 def numbers_list(as_json: JsonOpt = False) -> None:
     """The organization's phone numbers."""
-    rows = _run(lambda p, org: p.phone.numbers(org))
+
+    async def numbers(p: Platform, org: str) -> Any:
+        found = await p.phone.numbers(org)
+        if as_json:
+            return found, {}
+        return found, await _agent_names(p, org, [n.agent_id for n in found])
+
+    rows, names = _run(numbers)
     if as_json:
         _print_json(rows)
         return
-    table = Table(title="Phone numbers")
-    for column in ("id", "number", "agent", "label", "added"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row.id, row.number, row.agent_id or "-", row.label, _when(row.created_at))
-    out.print(table)
+    shown = [
+        (
+            row.id,
+            row.number,
+            escape(names.get(row.agent_id, row.agent_id) if row.agent_id else "-"),
+            escape(row.label),
+            _when(row.created_at),
+        )
+        for row in rows
+    ]
+    out.print(
+        listing("Phone numbers", ("id", "number", "agent", "label", "added"), shown, ids=("id", "number"))
+    )
 
 
 @numbers_app.command("remove")

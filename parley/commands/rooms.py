@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from parley.commands.output import listing, print_whole
+
 rooms_app = typer.Typer(
     help="Coached calls on a running server: open one, invite a rep, a customer or a coach, supervise, end.",
     no_args_is_help=True,
@@ -109,14 +111,11 @@ def _print_json(value: Any) -> None:
 
 
 def _participants(participants: list[dict[str, Any]]) -> Table:
-    table = Table(title="Participants")
-    for column in ("id", "role", "mode", "name", "connected"):
-        table.add_column(column)
-    for p in participants:
-        table.add_row(
-            p["id"], p["role"], p["mode"], escape(p["name"]), "yes" if p["connected"] else "invited"
-        )
-    return table
+    rows = [
+        (p["id"], p["role"], p["mode"], escape(p["name"]), "yes" if p["connected"] else "invited")
+        for p in participants
+    ]
+    return listing("Participants", ("id", "role", "mode", "name", "connected"), rows)
 
 
 @rooms_app.command("create")
@@ -133,7 +132,7 @@ def rooms_create(
         _print_json(room)
         return
     out.print(f"room [bold]{room['id']}[/bold] with agent {escape(room['agent'])} (call {room['call_id']})")
-    out.print(f"invite its participants: parley rooms add {room['id']} --role rep")
+    print_whole(out, f"invite its participants: parley rooms add {room['id']} --role rep")
 
 
 @rooms_app.command("list")
@@ -143,15 +142,18 @@ def rooms_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt =
     if as_json:
         _print_json(rooms)
         return
-    table = Table(title="Live rooms")
-    for column in ("id", "name", "agent", "participants", "call"):
-        table.add_column(column)
-    for room in rooms:
-        connected = sum(1 for p in room["participants"] if p["connected"])
-        table.add_row(
-            room["id"], escape(room["name"]), escape(room["agent"]), str(connected), room["call_id"]
+    rows = [
+        (
+            room["id"],
+            escape(room["name"]),
+            escape(room["agent"]),
+            str(sum(1 for p in room["participants"] if p["connected"])),
+            room["call_id"],
         )
-    out.print(table)
+        for room in rooms
+    ]
+    columns = ("id", "name", "agent", "participants", "call")
+    out.print(listing("Live rooms", columns, rows, ids=("id", "call")))
 
 
 @rooms_app.command("show")
@@ -182,7 +184,8 @@ def rooms_add(
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Invite a participant: prints its single-use join token and, for reps and coaches, the page to open."""
+    """Invite a participant: prints its single-use join token and, for reps and coaches, the page to open
+    (each on a line of its own, unbroken, to copy whole)."""
     body: dict[str, Any] = {"role": role, "name": name}
     if mode is not None:
         body["mode"] = mode
@@ -194,10 +197,11 @@ def rooms_add(
         f"{invitation['role']} [bold]{invitation['participant_id']}[/bold] ({invitation['mode']}); "
         f"the token works once, until {invitation['expires_at']}"
     )
-    out.print(f"token: {invitation['token']}")
+    print_whole(out, f"token: {invitation['token']}")
     if invitation["page_url"]:
-        out.print(f"page: {url.rstrip('/')}{invitation['page_url']}")
-    out.print(f"socket: {invitation['ws_url']}")
+        base = (url or local_server_url()).rstrip("/")  # the server the invitation came from
+        print_whole(out, f"page: {base}{invitation['page_url']}")
+    print_whole(out, f"socket: {invitation['ws_url']}")
 
 
 @rooms_app.command("mode")

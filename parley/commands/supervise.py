@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
+from parley.commands.output import listing, print_whole
 from parley.commands.rooms import DEFAULT_URL, JsonOpt, KeyOpt, UrlOpt, _call, _fail, _print_json, out
 
 supervise_app = typer.Typer(
@@ -58,7 +58,7 @@ def supervise_join(
         f"supervisor [bold]{invitation['participant_id']}[/bold] ({invitation['mode']}) on call "
         f"{invitation['call_id']}; the token works once, until {invitation['expires_at']}"
     )
-    out.print(f"socket: {invitation['ws_url']}")
+    print_whole(out, f"socket: {invitation['ws_url']}")
 
 
 @supervise_app.command("mode")
@@ -108,11 +108,11 @@ def supervise_list(
     if as_json:
         _print_json(listed)
         return
-    table = Table(title=f"Supervisors of {escape(listed['call_id'])}")
-    for column in ("id", "mode", "name", "connected"):
-        table.add_column(column)
-    for s in listed["supervisors"]:
-        table.add_row(s["id"], s["mode"], escape(s["name"]), "yes" if s["connected"] else "invited")
-    out.print(table)
+    rows = [
+        (s["id"], s["mode"], escape(s["name"]), "yes" if s["connected"] else "invited")
+        for s in listed["supervisors"]
+    ]
+    title = f"Supervisors of {escape(listed['call_id'])}"
+    out.print(listing(title, ("id", "mode", "name", "connected"), rows))
     if listed["handed_over"]:
         out.print("a supervisor has the call: the agent listens")

@@ -24,6 +24,12 @@ beside it, with the session's id as its id and its events on the session's timel
     supervision.set_mode(participant.id, Mode.BARGE); await supervision.close("ended")
 
 The room closes when the last supervisor leaves (or every invitation expired), or when the call ends.
+Every leg then leaves with the reason it closed for (``room.left``, reason ``call_ended``,
+``no_supervisors`` …). Once the session has ended, whatever the room still records (those ``room.left``,
+a supervisor's last words) is stamped no later than the session's end: ``server/live.py`` holds the
+call's ``session.ended`` back until the room has closed, so the timeline stays in time order with the
+call's end last. A call that ends while a supervisor barges is not handed back to the agent
+(no ``handover.ended``): it never speaks again.
 """
 
 from __future__ import annotations
@@ -173,6 +179,8 @@ class SupervisedCall:
         """Each supervisor's modes over time (room clock), kept until the room closes."""
         self._took_over = False
         self._ending = False
+        self._session_ended_at: float | None = None
+        """When the session ended (its ``session.ended``): the latest time the room's events may carry."""
         self._closing: asyncio.Future[None] | None = None
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -373,19 +381,31 @@ class SupervisedCall:
             if not member.connected:
                 self._withdraw(member)
         try:
-            await self.room.close()  # everyone leaves (sockets close), their last words transcribed
+            # Everyone leaves saying why (sockets close), their last words transcribed, in parallel; then
+            # the clock stops (``Room.close`` alone would say ``room_closed``, whatever the reason).
+            await asyncio.gather(*(self._leave(p.id, reason) for p in self.room.participants))
+            await self.room.close()
         except Exception:
             log.exception("closing a supervision room failed", session_id=self.id)
         if self._clock is not None:
             await asyncio.gather(self._clock, return_exceptions=True)
         if self._took_over:
             self._took_over = False
-            self._session.take_back()
+            if not self._session_over:
+                self._session.take_back()
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._tap.listener is self:
             self._tap.listener = None
         self._done.set()
+
+    async def _leave(self, participant_id: str, reason: str) -> None:
+        with contextlib.suppress(UnknownParticipant):  # it left on its own meanwhile
+            await self.room.leave(participant_id, reason=reason)
+
+    @property
+    def _session_over(self) -> bool:
+        return self._session_ended_at is not None or self._session.state is SessionState.ENDED
 
     def _close_if_empty(self) -> None:
         if not self._members and not self._ending:
@@ -399,6 +419,9 @@ class SupervisedCall:
     # --- what the room says -------------------------------------------------------------------------
 
     def _room_event(self, event: Event) -> None:
+        ended_at = self._session_ended_at
+        if ended_at is not None and event.t > ended_at:  # recorded before the held session.ended
+            event = dataclasses.replace(event, t=ended_at)
         if event.type is EventType.ERROR:  # in the record, but never on the caller's own channel
             log.warning("supervision room error", session_id=self.id, **event.data)
             if self._record is not None:
@@ -465,7 +488,7 @@ class SupervisedCall:
         if barging and not self._session.handed_over:
             self._session.hand_over(barging[0])
             self._took_over = self._session.handed_over
-        elif not barging and self._took_over:
+        elif not barging and self._took_over and not self._session_over:
             self._took_over = False
             self._session.take_back()
 
@@ -490,7 +513,9 @@ class SupervisedCall:
     def _on_call_event(self, event: Event) -> None:
         """The call's own words and the agent's notes, for the supervisors' pages."""
         kind = event.type
-        if kind is EventType.TRANSCRIPT_FINAL:
+        if kind is EventType.SESSION_ENDED:
+            self._session_ended_at = event.t
+        elif kind is EventType.TRANSCRIPT_FINAL:
             self._send(
                 {"type": "transcript", "role": "customer", "text": event.payload(TranscriptFinal).text}
             )
