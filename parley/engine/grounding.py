@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parley.engine.answer_types import DECISIVE, AnswerKind, affirms_unnamed_place, asked_for, held_by
 from parley.providers.embeddings.base import SentenceEmbedder, Vectors
 
 MIN_SIMILARITY = 0.3
@@ -132,6 +133,9 @@ class UnbackedAnswer:
     answered: bool = False
     """The related facts answer the question (they are that close to it): said as the answer, with no
     hedge before them. Facts only loosely about it are said after ``UNSURE_LEAD``."""
+    repeated: bool = False
+    """The answer was a copy of one the agent gave to another question (``engine/repeats.py``): not an
+    answer to this one, whatever facts are near it, so a request near a tool is still matched to it."""
 
     @property
     def hedged(self) -> bool:
@@ -197,22 +201,34 @@ class GroundingCheck:
         """What the agent's tools do (their descriptions)."""
         self._min = min_similarity
         self._vectors: _Vectors | None = None
+        self._fact_kinds: set[AnswerKind] | None = None
 
     async def off_knowledge(self, text: str) -> bool:
-        """True for a question that nothing the agent knows is about."""
-        if not is_question(text):
+        """True for a question that nothing the agent knows is about. Asked where the business is, with
+        an address among the facts, it is about that, however far the embedding puts them apart (and
+        so for the other ``DECISIVE`` kinds of answer)."""
+        if not is_question(text) or self._kinds_known(text) & DECISIVE:
             return False
         passages = list(self._passages(text)) if self._passages is not None else []
         return await asyncio.to_thread(self._far_from_facts, text, passages)
 
     async def answers(self, question: str) -> bool:
-        """Whether a fact answers ``question``: is at least ``ANSWERED_SIMILARITY`` close to it."""
+        """Whether a fact answers ``question``: is at least ``ANSWERED_SIMILARITY`` close to it, or holds
+        the kind of answer it asks for (an address, an amount: ``engine/answer_types.py``)."""
         if not self._facts or not is_question(question):
             return False
+        if self._kinds_known(question):
+            return True
         closest = await asyncio.to_thread(
             lambda: _closeness(self._known().facts, self._embedder.embed([question]))
         )
         return closest >= ANSWERED_SIMILARITY
+
+    def _kinds_known(self, question: str) -> set[AnswerKind]:
+        """The kinds of answer ``question`` asks for that some fact holds."""
+        if self._fact_kinds is None:
+            self._fact_kinds = {kind for fact in self._facts for kind in held_by(fact)}
+        return asked_for(question) & self._fact_kinds
 
     async def unbacked_answer(
         self, question: str, answer: str, *, any_answer: bool = False
@@ -225,6 +241,20 @@ class GroundingCheck:
         if not any_answer and not is_checked_answer(answer):
             return None
         return await asyncio.to_thread(self._unbacked, question, answer)
+
+    async def in_place_of(self, question: str, answer: str) -> UnbackedAnswer:
+        """What to say instead of ``answer``, a copy of an earlier reply: the facts about ``question``
+        (maybe none: then the unknown answer)."""
+        if not self._facts:
+            return UnbackedAnswer(0.0, (), repeated=True)
+
+        def judge() -> UnbackedAnswer:
+            said, asked = self._embedder.embed([answer, question])
+            support = float(np.max(self._known().facts @ said))
+            closeness = self._known().facts @ asked
+            return self._instead(closeness, support, self._decisive(question), repeated=True)
+
+        return await asyncio.to_thread(judge)
 
     async def backs(self, question: str, answer: str) -> bool:
         """Whether a fact backs ``answer`` (it restates one more than it echoes ``question``)."""
@@ -267,18 +297,41 @@ class GroundingCheck:
     def _unbacked(self, question: str, answer: str) -> UnbackedAnswer | None:
         said, asked = self._embedder.embed([answer, question])
         closeness = self._known().facts @ asked
-        answered = float(np.max(closeness)) >= ANSWERED_SIMILARITY
+        decisive = self._decisive(question)
+        answered = float(np.max(closeness)) >= ANSWERED_SIMILARITY or bool(decisive)
         backed, support = self._backed(said, asked)
         if _ADMITS_NOT_KNOWING.search(answer):
             backed = not answered  # right when no fact answers it
         elif backed:
-            backing = self._facts[int(np.argmax(self._known().facts @ said))]
-            backed = not contradicts(question, answer, backing)
+            # Asked for a kind of answer some facts hold (an address, the towns served), the answer must
+            # come from one of those: "Yes, QuickFix has three licensed plumbers." restates a fact, but
+            # does not answer "Do you also come out to Capital City?".
+            best = int(np.argmax(self._known().facts @ said))
+            fact = self._facts[best]
+            backed = (
+                not contradicts(question, answer, fact)
+                and (not decisive or best in decisive)
+                and not affirms_unnamed_place(question, answer, fact)
+            )
         if backed:
             return None
-        floor = ANSWERED_SIMILARITY if answered else self._min
-        related = [int(i) for i in np.argsort(-closeness)[:RELATED_FACTS] if closeness[i] >= floor]
-        return UnbackedAnswer(round(support, 3), tuple(self._facts[i] for i in related), answered)
+        return self._instead(closeness, support, decisive)
+
+    def _instead(
+        self, closeness: Vectors, support: float, decisive: set[int], *, repeated: bool = False
+    ) -> UnbackedAnswer:
+        """The facts to say in place of an answer, from the question's ``closeness`` to each fact and the
+        facts holding the kind of answer it asks for (``decisive``), closest first."""
+        close = float(np.max(closeness)) >= ANSWERED_SIMILARITY
+        floor = ANSWERED_SIMILARITY if close else self._min
+        ranked = [int(i) for i in np.argsort(-closeness) if closeness[i] >= floor or int(i) in decisive]
+        related = tuple(self._facts[i] for i in ranked[:RELATED_FACTS])
+        return UnbackedAnswer(round(support, 3), related, close or bool(decisive), repeated)
+
+    def _decisive(self, question: str) -> set[int]:
+        """The facts holding a ``DECISIVE`` kind of answer ``question`` asks for (an address for "where")."""
+        kinds = self._kinds_known(question) & DECISIVE
+        return {i for i, fact in enumerate(self._facts) if held_by(fact) & kinds} if kinds else set()
 
 
 MAX_PASSAGE_SENTENCES = 48

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.events import EventType, now
+from parley.engine.farewells import closes_call, is_farewell
 from parley.engine.grounding import (
     OPENING_WORDS,
     UNSURE_LEAD,
@@ -23,6 +24,7 @@ from parley.engine.grounding import (
     is_checked_answer,
     is_question,
 )
+from parley.engine.repeats import EarlierLines, without_line
 from parley.engine.tool_requests import (
     CALLER_TURNS,
     asked_in,
@@ -80,6 +82,8 @@ class Thinker:
         """An action (a side-effect tool) ran and succeeded: what the model says next confirms it …"""
         self._tool_failed = False
         """… unless a tool of this reply failed: then it tells the failure."""
+        self._copied: str | None = None
+        """The first sentence of the last round, when it was a copy of an earlier line of the agent's."""
         self.hedged = False
         """The facts that replaced an unbacked answer were said after ``UNSURE_LEAD``, which the history
         leaves out: a small model copies a hedge it sees there, and goes on with facts of its own making."""
@@ -152,6 +156,8 @@ class Thinker:
                 if not self._voicing.segments:
                     self.say_line(settings.goodbye_message)
                 break
+        if not executed and self._voicing.end_after is None and self._said_goodbye_back():
+            await self._hang_up()
         if not executed and not self._voicing.segments and settings.error_message:
             # Neither words nor a call that ran: the model wrote only markup (a tool call cut off by the
             # token limit, the example's tool asked for by name) or nothing at all. The caller hears the
@@ -195,9 +201,21 @@ class Thinker:
             near_tool=near_tool,
             answered=answered,
         )
+        if unbacked is not None and unbacked.repeated and self._copied is not None:
+            # Asked once more without the exchanges it copied, the model answers this question (or
+            # makes the call it asks for); a second copy gets the facts instead.
+            text, calls, unbacked, withheld = await self._llm_round(
+                round_no,
+                chunker,
+                offer_tools,
+                vet=vet,
+                near_tool=near_tool,
+                answered=answered,
+                forgetting=self._copied,
+            )
         unsaid = (
             (held and first and not calls)
-            or (unbacked is not None and not unbacked.related)
+            or (unbacked is not None and (unbacked.repeated or not unbacked.related))
             or (withheld and not calls)
         )
         if unsaid and tool is not None and (requested := await self._requested_call(chunker, tool)):
@@ -289,6 +307,7 @@ class Thinker:
         answered: bool = False,
         tool_choice: str | None = None,
         strict: bool = False,
+        forgetting: str | None = None,
     ) -> tuple[str, list[ToolCall], UnbackedAnswer | None, bool]:
         """One LLM call: stream text into speakable clauses and collect tool calls. With ``hold_words``
         the round ends at the first word, unsaid: only a tool call would go ahead. With ``vet`` (and a
@@ -298,7 +317,10 @@ class Thinker:
         mechanic call me?"), the whole answer is withheld (the last value returned is True) for the
         caller to hear only if the request does not become its tool's call. With ``answered`` (a fact
         answers the question), any first sentence is checked like a "yes": one no fact backs ("We close
-        on Saturdays.", when the fact says 6 pm) is returned as unbacked, and the facts are said."""
+        on Saturdays.", when the fact says 6 pm) is returned as unbacked, and the facts are said. A first
+        sentence copied from what the agent said to another question (``engine/repeats.py``) is returned
+        as unbacked too, and kept in ``_copied``; with ``forgetting`` (that copy), the exchanges that
+        said it are left out of the request."""
         deps, settings = self.deps, self.deps.settings
         grounding = self._grounding() if vet else None
         vetting = grounding is not None
@@ -309,8 +331,12 @@ class Thinker:
         unbacked: UnbackedAnswer | None = None
         withheld = False
         unsaid = ""
+        copies = self._earlier_lines() if vetting else None
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
+        if forgetting is not None:
+            request = without_line(request, forgetting)
+        self._copied = None
         offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
         if any(m.tool_calls for m in self.messages):
             # After an action the caller must hear what it did: a hang-up now would be dropped anyway
@@ -362,6 +388,16 @@ class Thinker:
                         at = unsaid.find(sentence)
                         if sentence and at >= 0:
                             unsaid = self._confirmed(sentence) + unsaid[at + len(sentence) :]
+                    if copies is not None and grounding is not None:
+                        copied = copies.verdict(text)
+                        if copied is None:
+                            continue
+                        copies = None
+                        if copied:
+                            vetting = False
+                            unbacked = await grounding[0].in_place_of(grounding[1], copied)
+                            self._copied = None if forgetting is not None else copied
+                            break
                     if vetting:
                         decided = _first_sentence(text, whole=near_tool or answered)
                         if decided is None:
@@ -395,7 +431,15 @@ class Thinker:
             text = ""
         if confirming and unsaid.strip():
             unsaid = self._confirmed(unsaid.strip())
-        if vetting and text and grounding is not None:
+        if (
+            copies is not None
+            and text
+            and grounding is not None
+            and (copied := copies.verdict(text, finished=True))
+        ):
+            unbacked = await grounding[0].in_place_of(grounding[1], copied)
+            self._copied = None if forgetting is not None else copied
+        elif vetting and text and grounding is not None:
             unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip(), any_answer=answered)
             withheld = (
                 unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())
@@ -413,6 +457,31 @@ class Thinker:
             output_tokens=self.usage.output_tokens,
         )
         return text.strip(), calls, unbacked, withheld
+
+    def _said_goodbye_back(self) -> bool:
+        """The caller closed the call and the agent's whole reply is a farewell (``engine/farewells.py``)."""
+        said = self.user_message
+        return (
+            said is not None and closes_call(said.content) and is_farewell(" ".join(self._voicing.segments))
+        )
+
+    async def _hang_up(self) -> None:
+        """Call the agent's closing tool, if it has one, as the model should have with its goodbye."""
+        tools = self.deps.tools
+        name = next((spec.name for spec in tools.specs() if tools.closes_call(spec.name)), None)
+        if name is None:
+            return
+        call = ToolCall(f"goodbye_{self.reply_id}", name, {}, "{}")
+        self.messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
+        self.messages.extend(await self._call_tools([call]))
+
+    def _earlier_lines(self) -> EarlierLines | None:
+        """What the agent said earlier to other questions, when this reply is to a question."""
+        said, settings = self.user_message, self.deps.settings
+        if said is None or not is_question(said.content):
+            return None
+        own = [settings.unknown_answer, settings.error_message, settings.goodbye_message or ""]
+        return EarlierLines.of(self.deps.context.messages, said.content, own)
 
     def _actions_taken(self) -> set[str]:
         """Calls of side-effect tools made in earlier replies of this call."""
