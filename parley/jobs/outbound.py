@@ -11,6 +11,9 @@ because it forgot it already had.
 
 An attempt ends when the carrier reports the call's final status (the status webhook calls
 ``outcome``) or when the carrier refuses to place it (a failed attempt, with its error code recorded).
+Before the carrier is asked, the attempt's agent version is made ready (``warm``: its models, prompt and
+greeting), so the callee never picks up to silence; an agent that cannot be made ready in time fails the
+attempt undialed (``agent_not_ready``), retried like a busy line.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
+from parley.engine.agent import AgentConfig
 from parley.inputs import MAX_INT32, plain_json, to_utc
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.schemas import Page
@@ -59,6 +63,11 @@ request takes seconds)."""
 RECOVER_EVERY_S = 60.0
 """``run`` settles finished attempts this often too: a status callback sent while no server was up is
 never resent, and recovery marks such calls failed only minutes later."""
+WARM_LIMIT_S = 60.0
+"""How long an attempt waits for its agent to be ready before it fails undialed (``agent_not_ready``): a
+first load of models the server has not used yet takes seconds; far longer means it will not come. Well
+under ``STALE_CLAIM``, after which recovery takes an attempt with no carrier call id for dead."""
+AGENT_NOT_READY = "agent_not_ready"
 MAX_METADATA_BYTES = 16_384
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -87,6 +96,11 @@ class Dialer(Protocol):
         self, *, to: str, from_: str, url: str, status_callback: str, amd_callback: str, timeout_s: int
     ) -> str: ...
 
+
+AgentWarmer = Callable[[str, AgentConfig], Awaitable[None]]
+"""Makes the agent version an attempt runs ready to talk for an organization (its models loaded and
+warm, its prompt primed, its greeting synthesized), so the callee hears it the moment they answer; raises
+when it cannot. The server's is its live runtime's (``server/telephony.py``)."""
 
 SettledHook = Callable[[AsyncSession, OutboundJob, Call | None], Awaitable[None]]
 """Runs in the transaction that settles a job for good (completed, failed, exhausted, canceled), with the
@@ -258,14 +272,25 @@ def _call_status(status: CallStatus | str) -> CallStatus | None:
 
 class OutboundQueue:
     def __init__(
-        self, platform: Platform, settings: Settings, dialer: Dialer, *, on_settled: SettledHook | None = None
+        self,
+        platform: Platform,
+        settings: Settings,
+        dialer: Dialer,
+        *,
+        on_settled: SettledHook | None = None,
+        warm: AgentWarmer | None = None,
+        warm_limit_s: float = WARM_LIMIT_S,
     ) -> None:
-        """``on_settled``: default the platform's lead call-backs (``platform.callbacks.job_settled``)."""
+        """``on_settled``: default the platform's lead call-backs (``platform.callbacks.job_settled``).
+        ``warm``: awaited (up to ``warm_limit_s``) before each attempt is dialed; None where no agent
+        runs in this process (the queue is only read and canceled)."""
         self.platform = platform
         self.db = platform.db
         self.settings = settings
         self.dialer = dialer
         self.on_settled = on_settled if on_settled is not None else platform.callbacks.job_settled
+        self.warm = warm
+        self.warm_limit_s = warm_limit_s
         self._claiming = asyncio.Lock()
         self._wake = asyncio.Event()
         """Set when this process queues a job: ``run`` dispatches at once instead of at its next poll."""
@@ -577,7 +602,7 @@ class OutboundQueue:
             await self._unplaceable(job, "premium_rate")
             return
         try:
-            call, _ = await self.platform.calls.create(
+            call, agent = await self.platform.calls.create(
                 job.org_id,
                 direction="outbound",
                 transport="twilio",
@@ -611,6 +636,8 @@ class OutboundQueue:
             bound.error(PUBLIC_URL_REQUIRED, call_id=call.id)
             await self._end_attempt(call.id, CallStatus.FAILED, PUBLIC_URL_REQUIRED, now)
             return
+        if not await self._agent_ready(job, call.id, agent, now):
+            return
         base = self.settings.public_url.rstrip("/")
         try:
             sid = await self.dialer.place_call(
@@ -637,6 +664,37 @@ class OutboundQueue:
         async with self.db.session() as session:
             await session.execute(update(Call).where(Call.id == call.id).values(provider_call_id=sid))
         bound.info("outbound call placed", call_id=call.id, provider_call_id=sid, to=job.to_number)
+
+    async def _agent_ready(
+        self, job: OutboundJob, call_id: str, agent: AgentConfig | None, now: datetime
+    ) -> bool:
+        """Make the attempt's agent ready before its call is placed: a callee who answers while the models
+        warm hears silence and hangs up (a machine records it). False when the attempt ended instead:
+        the agent could not be made ready in time (failed, retried), or the job was canceled meanwhile."""
+        if self.warm is None or agent is None:
+            return True
+        bound = log.bind(job_id=job.id, call_id=call_id, agent=agent.name)
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self.warm_limit_s):
+                await self.warm(job.org_id, agent)
+        except TimeoutError:
+            bound.error("the call's agent was not ready in time: not dialed", limit_s=self.warm_limit_s)
+            await self._end_attempt(call_id, CallStatus.FAILED, AGENT_NOT_READY, now)
+            return False
+        except Exception as exc:  # models that failed to load: the log says why
+            bound.error("the call's agent could not be made ready: not dialed", error=repr(exc), exc_info=exc)
+            await self._end_attempt(call_id, CallStatus.FAILED, AGENT_NOT_READY, now)
+            return False
+        waited = asyncio.get_running_loop().time() - started
+        if waited > 1.0:
+            bound.info("the call's agent is ready", waited_s=round(waited, 2))
+        async with self.db.session() as session:
+            current = await OutboundJobRepository(session).get(job.id)
+        if current is None or current.last_outcome == CANCEL_REQUESTED:  # canceled while it warmed
+            await self._end_attempt(call_id, CallStatus.CANCELED, "job_canceled", now)
+            return False
+        return True
 
     async def _unplaceable(self, job: OutboundJob, why: str) -> None:
         """A job no attempt can ever succeed for (its agent was deleted or no longer loads, its number

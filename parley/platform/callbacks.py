@@ -110,8 +110,11 @@ def callback_key(lead_id: str) -> str:
     return f"lead-callback:{lead_id}"
 
 
-def call_result(call: Call | None) -> Result:
-    """What became of the last attempt, as the business would say it."""
+def call_result(call: Call | None, job_status: str | None = None) -> Result:
+    """What became of the call-back, as the business would say it: ``canceled`` when its job was canceled
+    (before a call, or while the callee was on the line), else what the last attempt's call came to."""
+    if job_status == "canceled":
+        return "canceled"
     if call is None:
         return "failed"
     answered_by = call.answered_by or ""
@@ -260,7 +263,7 @@ class CallbackService:
             lead.updated_at = utcnow()
             log.info("call-back ended; its analysis is awaited", lead_id=lead.id, job_id=job.id)
             return
-        await self._finish(session, lead, job, outcome)
+        await self._finish(session, lead, job, call, outcome)
 
     async def call_analyzed(self, session: AsyncSession, org_id: str, payload: dict[str, Any]) -> None:
         """A call's post-call analysis was stored (or given up): if the call was a lead's call-back whose
@@ -282,16 +285,17 @@ class CallbackService:
             return
         analysis = await _analysis(session, call.id)
         if lead.status == "callback_queued" and job.status in JOB_FINAL and job.last_call_id == call.id:
-            await self._finish(session, lead, job, await _outcome(session, job, call, analysis))
+            await self._finish(session, lead, job, call, await _outcome(session, job, call, analysis))
         elif lead.status in ("called", "callback_failed") and (lead.outcome or {}).get("call_id") == call.id:
             lead.outcome = {**(lead.outcome or {}), **_analysis_parts(analysis)}
             lead.updated_at = utcnow()
 
     async def _finish(
-        self, session: AsyncSession, lead: Lead, job: OutboundJob, outcome: dict[str, Any]
+        self, session: AsyncSession, lead: Lead, job: OutboundJob, call: Call | None, outcome: dict[str, Any]
     ) -> None:
         lead.outcome = outcome
-        lead.status = "called" if outcome["result"] in REACHED else "callback_failed"
+        # Reached is what the call came to: a call-back canceled while the lead talked still reached them.
+        lead.status = "called" if call_result(call) in REACHED else "callback_failed"
         lead.updated_at = utcnow()
         business_id = job.metadata_.get("business_id")
         business = await session.get(Business, business_id) if isinstance(business_id, str) else None
@@ -375,7 +379,7 @@ def _iso(moment: datetime | None) -> str | None:
 async def _outcome(
     session: AsyncSession, job: OutboundJob, call: Call | None, analysis: CallAnalysisRecord | None
 ) -> dict[str, Any]:
-    result = call_result(call)
+    result = call_result(call, job.status)
     transcript: list[dict[str, str]] = []
     if call is not None and call.started_at is not None:
         size = 0
@@ -394,7 +398,7 @@ async def _outcome(
     return {
         "result": result,
         "status": "voicemail left"
-        if call is not None and call.end_reason == "voicemail_left"
+        if result == "voicemail" and call is not None and call.end_reason == "voicemail_left"
         else RESULT_WORDS[result],
         "job_id": job.id,
         "job_status": job.status,

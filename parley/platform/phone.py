@@ -6,6 +6,12 @@ Carrier callbacks arrive late, twice, or out of order. Each is applied at the ti
 stragglers; so whatever order the callbacks of one call come in, the call ends with the same history.
 Twilio's status values (https://www.twilio.com/docs/voice/api/call-resource#call-status-values) map onto
 ``CallStatus`` in ``TWILIO_STATUS``.
+
+Twilio stamps a callback to the second. The call's telephony cost is the ``CallDuration`` Twilio reports
+when an answered call ends (the seconds it bills,
+https://www.twilio.com/docs/voice/api/call-resource#statuscallback), not a difference of such stamps; and
+the session's own end, known to the microsecond, refines an end that Twilio's stamp set when it comes
+within that second or the next (``CallRepository.set_status``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from parley.engine.agent import AgentConfig
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.calls import CallService, summarize
 from parley.platform.schemas import CallSummary, PhoneNumberOut
-from parley.platform.usage import agent_config_of
+from parley.platform.usage import CARRIER_DURATION, agent_config_of, carrier_duration_s, finish_call
 from parley.store.agents import AgentRepository
 from parley.store.calls import CallRepository
 from parley.store.db import Database
@@ -78,7 +84,8 @@ class MachineVerdict:
     agent: AgentConfig | None
     """The agent version the call runs (its ``telephony`` settings say what to do about a machine)."""
     repeated: bool
-    """This verdict was already on the books (a redelivered callback): it was acted on before."""
+    """The call already had this verdict, or one that says the same (a redelivered callback, another
+    wording): it was acted on when that came."""
 
 
 def is_machine(answered_by: str) -> bool:
@@ -234,10 +241,27 @@ class PhoneService:
                 refreshed = await CallRepository(session).get(ident)
                 assert refreshed is not None
                 summary = await summarize(session, refreshed)
+        if status.terminal and duration_s is not None:
+            summary = await self._bill_carrier_duration(ident, duration_s) or summary
         log.info(
             "call status", call_id=ident, call_sid=call_sid, status=twilio_status, decision=decision.value
         )
         return StatusUpdate(summary, status, decision)
+
+    async def _bill_carrier_duration(self, call_id: str, seconds: int) -> CallSummary | None:
+        """An answered call that ended is billed for the seconds the carrier reported (``CallDuration``),
+        whichever witness of the hang-up ended it on the books: its usage is priced again with them.
+        None when nothing changed (not answered, not ended, or that figure is already kept)."""
+        async with self.db.session() as session:
+            call = await CallRepository(session).get(call_id)
+            if call is None or call.started_at is None or call.ended_at is None:
+                return None
+            if carrier_duration_s(call) == seconds:
+                return None  # a repeated callback
+            call.metrics = {**(call.metrics or {}), CARRIER_DURATION: seconds}
+            await finish_call(session, call, self.calls.pricing)
+            log.info("telephony billed as the carrier reported it", call_id=call_id, call_duration_s=seconds)
+            return await summarize(session, call)
 
     async def phone_call(self, org_id: str | None, call_id: str) -> CallSummary:
         """A phone call (of the organization, when given); ``NotFound`` for any other id."""
@@ -265,13 +289,33 @@ class PhoneService:
     async def machine(
         self, call_sid: str, answered_by: str, *, call_id: str | None = None
     ) -> MachineVerdict | None:
-        """Record answering-machine detection's verdict on the call; None for an unknown call."""
+        """Record answering-machine detection's verdict on the call; None for an unknown call.
+
+        The first verdict decides (AMD gives one per call). A later one is ignored (logged, None) when
+        the call has ended, as nothing is left to act on, or when it contradicts the first (a machine after
+        a person, or a person after a machine). One that agrees with it (``human`` then ``unknown``, both a
+        person) is recorded, ``repeated``: what it asks for was done when the first came."""
         async with self.db.session() as session:
             call = await self._find(CallRepository(session), call_sid, call_id)
             if call is None:
                 log.info("AMD callback for an unknown call", call_sid=call_sid)
                 return None
-            repeated = call.answered_by == answered_by
+            known = call.answered_by
+            ended = call.ended_at is not None or CallStatus(call.status).terminal
+            if known != answered_by and (
+                ended or (known is not None and is_machine(known) != is_machine(answered_by))
+            ):
+                log.warning(
+                    "ignored a late answering machine detection verdict",
+                    call_id=call.id,
+                    call_sid=call_sid,
+                    answered_by=answered_by,
+                    kept=known,
+                    status=call.status,
+                    reason="the call has ended" if ended else "it contradicts the call's first verdict",
+                )
+                return None
+            repeated = known is not None
             call.answered_by = answered_by
             call.updated_at = utcnow()
             agent = await agent_config_of(session, call)

@@ -6,6 +6,10 @@ were delivered. LLM tokens count every reply the model produced, including specu
 dropped unheard: they were paid for all the same. TTS characters count the clauses the voice said: not
 one it failed on, nor those after it that were never sent to it.
 
+Telephony is billed as the carrier bills it: each started minute of the time Twilio reports in the
+completed call's ``CallDuration`` (kept as ``metrics.carrier_duration_s``), else of the call's own
+duration; an answered call is at least one minute (Twilio rounds a sub-second call up).
+
 Work a fallback provider did (``provider.failover`` naming the reply, and the voice's clause, whose
 request hopped) is its own line, priced at that provider and model: ``tts_characters.fallbacks.0`` is
 what the voice's first fallback said (``pricing.fallback_kind``). Recognition is not attributed so: its
@@ -48,10 +52,15 @@ from parley.store.types import utcnow
 from parley.timeline.digest import Record, latency_summary
 
 TELEPHONY_TRANSPORTS = frozenset({"twilio", "telephony", "sip", "phone"})
+CARRIER_DURATION = "carrier_duration_s"
+"""The key in a call's ``metrics`` of the seconds the carrier reported for it (Twilio's ``CallDuration``)."""
 
 
-def measure(records: Iterable[Record], *, transport: str, duration_s: float | None) -> dict[str, float]:
-    """Quantities per metered kind (kinds that were not used are left out).
+def measure(
+    records: Iterable[Record], *, transport: str, duration_s: float | None, billed_s: int | None = None
+) -> dict[str, float]:
+    """Quantities per metered kind (kinds that were not used are left out). ``duration_s`` is None for a
+    call nobody answered; ``billed_s`` is the carrier's own figure for an answered phone call, if known.
 
     A speech-to-speech call (``session.started`` names its ``engine``) is metered by its length, and its
     model's audio tokens apart from its text tokens (a Realtime ``input_tokens`` counts both). A coached
@@ -137,8 +146,9 @@ def measure(records: Iterable[Record], *, transport: str, duration_s: float | No
             usage[kind] = usage.get(kind, 0.0) + chars
     if speech_to_speech and duration_s:
         usage["speech_to_speech_seconds"] = round(duration_s, 3)
-    if transport in TELEPHONY_TRANSPORTS and duration_s:
-        usage["telephony_minutes"] = float(math.ceil(duration_s / 60))  # carriers bill started minutes
+    if transport in TELEPHONY_TRANSPORTS and duration_s is not None:  # answered: the carrier bills it
+        seconds = duration_s if billed_s is None else billed_s
+        usage["telephony_minutes"] = float(max(1, math.ceil(seconds / 60)))  # carriers bill started minutes
     return {kind: quantity for kind, quantity in usage.items() if quantity > 0}
 
 
@@ -246,6 +256,12 @@ async def agent_config_of(session: AsyncSession, call: Call) -> AgentConfig | No
         return None
 
 
+def carrier_duration_s(call: Call) -> int | None:
+    """The seconds the carrier reported for the call (what it bills), if it did."""
+    value = (call.metrics or {}).get(CARRIER_DURATION)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def duration_s(call: Call, end: datetime | None = None) -> float | None:
     finish = call.ended_at or end
     if call.started_at is None or finish is None:
@@ -256,11 +272,12 @@ def duration_s(call: Call, end: datetime | None = None) -> float | None:
 async def finish_call(session: AsyncSession, call: Call, pricing: Pricing) -> None:
     """When a call ends: latency figures, then usage priced at today's prices (kept with the call)."""
     events = await CallRepository(session).events(call.id)
-    call.metrics = latency_summary(events)
+    billed = carrier_duration_s(call)
+    call.metrics = latency_summary(events) | ({CARRIER_DURATION: billed} if billed is not None else {})
     config = await agent_config_of(session, call)
     lines = price_usage(
         pricing,
-        measure(events, transport=call.transport, duration_s=duration_s(call)),
+        measure(events, transport=call.transport, duration_s=duration_s(call), billed_s=billed),
         config,
         call.transport,
         call.direction,

@@ -219,7 +219,7 @@ class LiveRuntime:
         for agent in self.engines.catalog.agents():
             await self.platform.agents.ensure(self.platform.default_org_id, agent)
 
-    def _served_as_filed(self, agent: AgentConfig) -> AgentConfig:
+    def served_as_filed(self, agent: AgentConfig) -> AgentConfig:
         """The operator's own agent in place of its record, when the record is what the file says: a
         Python agent's tools are code, which no record holds. Anything else runs as it was stored."""
         served = self.engines.catalog.get(agent.name)
@@ -319,11 +319,11 @@ class LiveRuntime:
         try:
             call, agent = await platform.calls.claim(session_id)
             if agent is not None:
-                await self.engines.stack_for(agent, await self._secrets_for(agent, call.org_id))
+                await self.engines.stack_for(agent, await self.secrets_for(agent, call.org_id))
         except Exception as exc:  # the session's own admission reports a real failure to the caller
             log.warning("warming a phone call's agent failed", session_id=session_id, error=repr(exc))
 
-    async def _secrets_for(self, agent: AgentConfig, org_id: str | None) -> dict[str, str]:
+    async def secrets_for(self, agent: AgentConfig, org_id: str | None) -> dict[str, str]:
         from parley.webhooks.tool import secret_names
 
         key = agent.llm.options.get("api_key_secret")
@@ -370,8 +370,8 @@ class LiveRuntime:
         elif stored is not None:
             call = await self._public_call(stored, client)
         if call is not None:
-            agent = self._served_as_filed(call.agent)
-            secrets = await self._secrets_for(agent, call.call.org_id)
+            agent = self.served_as_filed(call.agent)
+            secrets = await self.secrets_for(agent, call.call.org_id)
         assert agent is not None
         try:
             if call is not None:

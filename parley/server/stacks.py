@@ -1,7 +1,9 @@
 """Agents offered for live sessions, and their loaded, warmed model stacks.
 
-Models are loaded once and shared (``parley.stack`` caches them); each agent's prompt prefix is primed
-once. The default agent is warmed at startup, and the server reports ready when it is.
+Models are loaded once and shared (``parley.stack`` caches them), and warmed once: a new agent, or a new
+version of one (each edit is one), only primes what is its own, its prompt prefix and its greeting, so
+its first caller does not wait for models that are already warm. The default agent is warmed at startup,
+and the server reports ready when it is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.engine.session import EngineStack
@@ -72,14 +75,14 @@ class Engines:
     def __init__(self, catalog: AgentCatalog, factory: StackFactory | None = None) -> None:
         self._build: Callable[[AgentConfig, Mapping[str, str]], Awaitable[EngineStack]]
         if factory is None:
-            from parley.stack import prepare_stack
-
-            self._build = prepare_stack
+            self._build = self._prepare
         else:
             custom = factory  # test and benchmark engines need no secrets
             self._build = lambda agent, _secrets: custom(agent)
         self.catalog = catalog
         self._stacks: dict[str, asyncio.Task[EngineStack]] = {}
+        self._warm_models: dict[int, tuple[object, asyncio.Task[None]]] = {}
+        """Each shared model's warm-up, by identity (the model is kept, so its id is never reused)."""
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
 
@@ -105,7 +108,43 @@ class Engines:
             self._stacks[key] = task
         return await asyncio.shield(task)
 
+    async def _prepare(self, agent: AgentConfig, secrets: Mapping[str, str]) -> EngineStack:
+        """``parley.stack.prepare_stack``, except that a model another agent's stack already warmed is
+        not warmed again: models are shared, so only the agent's prompt prefix and greeting are new."""
+        import numpy as np
+
+        from parley.stack import build_stack, prime_agent
+
+        stack = await asyncio.to_thread(build_stack, agent, secrets)
+        if stack.s2s is not None:  # the remote engine needs no warming; the recogniser serves supervisors
+            return stack
+        await self._warm_once(stack.recognizer, stack.recognizer.warm_up)
+        await self._warm_once(stack.tts, stack.tts.warm_up)
+        await self._warm_once(stack.llm, stack.llm.warm_up)
+        await prime_agent(stack, agent)
+
+        async def probe_vad() -> None:
+            vad = stack.vad_factory()
+            vad.probability(np.zeros(vad.frame_samples, np.int16))
+
+        await self._warm_once(stack.vad_factory, probe_vad)
+        return stack
+
+    async def _warm_once(self, model: object, warm: Callable[[], Awaitable[Any]]) -> None:
+        """Warm a shared model the first time a stack has it (a failed warm-up is tried again)."""
+        known = self._warm_models.get(id(model))
+        task = known[1] if known is not None and known[0] is model else None
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+
+            async def run() -> None:
+                await warm()
+
+            task = asyncio.ensure_future(run())
+            self._warm_models[id(model)] = (model, task)
+        await asyncio.shield(task)
+
     async def close(self) -> None:
-        for task in self._stacks.values():
+        warming = [warm for _, warm in self._warm_models.values()]
+        for task in [*self._stacks.values(), *warming]:
             task.cancel()
-        await asyncio.gather(*self._stacks.values(), return_exceptions=True)
+        await asyncio.gather(*self._stacks.values(), *warming, return_exceptions=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -15,6 +15,14 @@ from parley.store.models import Call, CallEvent, Recording, TranscriptTurn
 from parley.store.queries import insert_ignore, page_newest_first, upsert
 from parley.store.types import new_id, utcnow
 from parley.store.webhooks import enqueue_call_status
+
+CARRIER_END_WINDOW = timedelta(seconds=2)
+"""Twilio stamps its callbacks to the second: a call it says ended at 12:00:05 ended within that second,
+and the session hears of it a moment later (the media stream's stop crosses the network), so by 12:00:07."""
+
+
+def _whole_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +116,41 @@ class CallRepository:
     async def set_status(
         self, call: Call, status: CallStatus | str, *, reason: str | None = None, at: datetime | None = None
     ) -> Decision:
-        """Apply a status update under a row lock; duplicates and late updates change nothing."""
-        locked = await self.session.scalar(
-            select(Call).where(Call.id == call.id).with_for_update().execution_options(populate_existing=True)
-        )
-        assert locked is not None
+        """Apply a status update under a row lock; duplicates and late updates change nothing.
+
+        SQLite takes no row lock: two writers (the carrier's callback, the session's end) may both read the
+        call in progress. The move itself is conditional on the status read, so the one that comes second
+        finds the call moved, and is decided again on what the first wrote (a duplicate, not a second end
+        that overwrites the first's time)."""
         new = CallStatus(status)
-        decision = decide(locked.status, new)
-        if decision is Decision.DUPLICATE and new.terminal and reason and locked.end_reason is None:
+        for _ in range(len(CallStatus)):  # each lost race finds the call further along its lifecycle
+            locked = await self.session.scalar(
+                select(Call)
+                .where(Call.id == call.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            assert locked is not None
+            decision = decide(locked.status, new)
+            if decision is not Decision.APPLY or await self._move(locked, new):
+                break
+        else:
+            raise RuntimeError(f"call {call.id} kept changing status while {new} was applied")
+        if decision is Decision.DUPLICATE and new.terminal:
             # Two witnesses of one hang-up (the carrier's callback, the session's end): whichever lands
-            # first sets the time; a reason only the other knows still fills the gap.
-            locked.end_reason = reason
+            # first sets the time; a reason only the other knows still fills the gap. The carrier's time
+            # is to the second: a later witness of that same moment (the session's end, to the
+            # microsecond) is when it really ended, so the call is not cut short by up to a second.
+            if reason and locked.end_reason is None:
+                locked.end_reason = reason
+            ended = locked.ended_at
+            if (
+                at is not None
+                and ended is not None
+                and ended < at < _whole_second(ended) + CARRIER_END_WINDOW
+            ):
+                locked.ended_at = at
+                locked.updated_at = utcnow()
         if decision is not Decision.APPLY:
             return decision
         when = at or utcnow()
@@ -134,6 +166,13 @@ class CallRepository:
         if new is CallStatus.IN_PROGRESS or new.terminal:  # the outbox, in this very transaction
             await enqueue_call_status(self.session, locked, started=not new.terminal)
         return decision
+
+    async def _move(self, call: Call, new: CallStatus) -> bool:
+        """Set the status ``call`` was read with to ``new``, unless another writer changed it since."""
+        moved = await self.session.execute(
+            update(Call).where(Call.id == call.id, Call.status == call.status).values(status=new.value)
+        )
+        return getattr(moved, "rowcount", 0) == 1
 
     async def note_ringing(self, call_id: str, at: datetime) -> None:
         """When the call rang, learned after its status moved past ringing (a carrier's callbacks arrive in

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "docs/webhooks.md", "docs/leads.md", "docs/coaching.md"]
+DOCS = ["README.md", "docs/webhooks.md", "docs/leads.md", "docs/coaching.md", "docs/telephony.md"]
 FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 FORM = "application/x-www-form-urlencoded"  # what curl -d sends without a Content-Type
 

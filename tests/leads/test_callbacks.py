@@ -324,7 +324,7 @@ async def test_a_canceled_callback_is_reported_too(platform: Platform, queue: Ou
     await queue.cancel(org, made.job_id)
     lead = await platform.leads.lead(org, lead_id)
     assert lead.status == "callback_failed" and lead.outcome is not None
-    assert lead.outcome["result"] == "failed" and lead.outcome["job_status"] == "canceled"
+    assert lead.outcome["result"] == "canceled" and lead.outcome["job_status"] == "canceled"
 
 
 def test_each_way_a_call_can_end_is_named_for_the_business() -> None:
