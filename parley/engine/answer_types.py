@@ -40,7 +40,8 @@ _ASKS: dict[AnswerKind, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     AnswerKind.PRICE: re.compile(
-        r"\b(?:how much|cost|costs|price|prices|pricing|charge|charges|fee|fees|rate|rates)\b",
+        r"\bhow much(?:\s+(?:is|are|does|do|did|for|to|would|will|should|money)\b|'s)"
+        r"|\b(?:cost|costs|price|prices|pricing|charge|charges|fee|fees|rate|rates)\b",
         re.IGNORECASE,
     ),
     AnswerKind.ALWAYS_OPEN: re.compile(
@@ -112,7 +113,7 @@ def affirms_unnamed_place(question: str, answer: str, fact: str) -> bool:
     return _YES.match(answer) is not None or place.lower() in answer.lower()
 
 
-_YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|absolutely|certainly|of course|we do|we can)\b", re.IGNORECASE)
+_YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|absolutely|certainly|of course)\b", re.IGNORECASE)
 _DENIES = re.compile(r"\b(?:no|not|only|don'?t|doesn'?t|outside|unfortunately|sorry)\b", re.IGNORECASE)
 
 

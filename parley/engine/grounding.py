@@ -312,25 +312,43 @@ class GroundingCheck:
                 not contradicts(question, answer, fact)
                 and (not decisive or best in decisive)
                 and not affirms_unnamed_place(question, answer, fact)
+                and not self._no_amount(question, answer)
             )
         if backed:
             return None
-        return self._instead(closeness, support, decisive)
+        return self._instead(closeness, support, decisive, kinds=self._holding(question))
 
     def _instead(
-        self, closeness: Vectors, support: float, decisive: set[int], *, repeated: bool = False
+        self,
+        closeness: Vectors,
+        support: float,
+        decisive: set[int],
+        *,
+        kinds: set[int] | None = None,
+        repeated: bool = False,
     ) -> UnbackedAnswer:
         """The facts to say in place of an answer, from the question's ``closeness`` to each fact and the
-        facts holding the kind of answer it asks for (``decisive``), closest first."""
+        facts holding the kind of answer it asks for (``decisive``, said as the answer; ``kinds``, a
+        price, said after the hedge), closest first."""
         close = float(np.max(closeness)) >= ANSWERED_SIMILARITY
         floor = ANSWERED_SIMILARITY if close else self._min
-        ranked = [int(i) for i in np.argsort(-closeness) if closeness[i] >= floor or int(i) in decisive]
+        held = decisive | (kinds or set())
+        ranked = [int(i) for i in np.argsort(-closeness) if closeness[i] >= floor or int(i) in held]
         related = tuple(self._facts[i] for i in ranked[:RELATED_FACTS])
         return UnbackedAnswer(round(support, 3), related, close or bool(decisive), repeated)
 
+    def _no_amount(self, question: str, answer: str) -> bool:
+        """A price asked, with prices among the facts, and an answer that names none: "You can call
+        Citywide Locksmith to get into your house." to "How much to get into my house?"."""
+        return AnswerKind.PRICE in self._kinds_known(question) and AnswerKind.PRICE not in held_by(answer)
+
     def _decisive(self, question: str) -> set[int]:
         """The facts holding a ``DECISIVE`` kind of answer ``question`` asks for (an address for "where")."""
-        kinds = self._kinds_known(question) & DECISIVE
+        return self._holding(question, DECISIVE)
+
+    def _holding(self, question: str, among: frozenset[AnswerKind] | None = None) -> set[int]:
+        """The facts holding a kind of answer ``question`` asks for (of the kinds ``among``)."""
+        kinds = self._kinds_known(question) & (among if among is not None else set(AnswerKind))
         return {i for i, fact in enumerate(self._facts) if held_by(fact) & kinds} if kinds else set()
 
 
