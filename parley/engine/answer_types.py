@@ -53,8 +53,9 @@ _ASKS: dict[AnswerKind, re.Pattern[str]] = {
         re.IGNORECASE,
     ),
     AnswerKind.AREA: re.compile(
-        r"(?i:\b(?:cover|serve|service|come (?:out )?to|travel to|deliver to|work in|operate in|go to"
-        r"|do (?:jobs|work|moves?) (?:in|to)|moves? to)\b)(?:\s+(?i:the|also|out|to|in))*\s+[A-Z]"
+        r"(?i:\b(?:cover|serve|service|work in|operate in)\b)(?:\s+(?i:the|also|out|to|in))*\s+[A-Z]"
+        r"|(?i:\b(?:come (?:out )?to|travel to|deliver to|go to|do (?:jobs|work|moves?) (?:in|to)|moves? to)"
+        r"\s+(?:the\s+)?(?!(?:my|your|our|his|her|their|a|an|me|us|you|it|him|them)\b)[a-z]\w+)"
     ),
 }
 
@@ -95,12 +96,11 @@ _PLACE_NAME = re.compile(r"[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
 
 def asked_place(question: str) -> str | None:
     """The place a question asks whether the business serves ("Capital City" of "Do you also come out
-    to Capital City?"), if it asks that."""
-    asks = _ASKS[AnswerKind.AREA].search(question)
-    if asks is None:
+    to Capital City?"), if it asks that and the name is written as one (speech recognition may not)."""
+    if _ASKS[AnswerKind.AREA].search(question) is None:
         return None
-    name = _PLACE_NAME.match(question, asks.end() - 1)
-    return name.group() if name else None
+    names = [name.group() for name in _PLACE_NAME.finditer(question) if name.start() > 0]
+    return names[-1] if names else None
 
 
 def affirms_unnamed_place(question: str, answer: str, fact: str) -> bool:

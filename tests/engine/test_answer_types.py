@@ -39,6 +39,8 @@ FACTS = [
         ("Do you board pets over the holidays?", set()),
         ("Do you cover Denver?", {AREA}),
         ("Do you also come out to Capital City?", {AREA}),
+        ("Do you also come out to capital city?", {AREA}),  # as speech recognition may write it
+        ("Can you come to my house?", set()),
         ("Do you service window units?", set()),
         # Where something else is, and how to pay, are not about the business's place or a price.
         ("How much notice do you need?", set()),
