@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -643,19 +643,34 @@ def _voices(agent: AgentConfig, host: Settings, secrets: Secrets) -> Callable[[s
     return voice
 
 
-async def prepare_stack(agent: AgentConfig, secrets: Secrets | None = None) -> EngineStack:
-    """Load and warm every model so the first turn is as fast as the rest."""
+WarmModel = Callable[[object, Callable[[], Awaitable[Any]]], Awaitable[None]]
+"""Runs a shared model's warm-up (``model``, ``warm``); a server warms each model once for all agents."""
+
+
+async def _warm_now(_model: object, warm: Callable[[], Awaitable[Any]]) -> None:
+    await warm()
+
+
+async def prepare_stack(
+    agent: AgentConfig, secrets: Secrets | None = None, *, warm_model: WarmModel = _warm_now
+) -> EngineStack:
+    """Load and warm every model so the first turn is as fast as the rest; the agent's own prompt is
+    primed every time, the shared models through ``warm_model``."""
     stack = await asyncio.to_thread(build_stack, agent, secrets)
     if stack.s2s is not None:  # the remote engine needs no warming; the recogniser serves supervisors
         return stack
-    await stack.recognizer.warm_up()
-    await stack.tts.warm_up()
-    await stack.llm.warm_up()
+    await warm_model(stack.recognizer, stack.recognizer.warm_up)
+    await warm_model(stack.tts, stack.tts.warm_up)
+    await warm_model(stack.llm, stack.llm.warm_up)
     await prime_agent(stack, agent)
-    vad = stack.vad_factory()
-    import numpy as np
 
-    vad.probability(np.zeros(vad.frame_samples, np.int16))
+    async def probe_vad() -> None:
+        import numpy as np
+
+        vad = stack.vad_factory()
+        vad.probability(np.zeros(vad.frame_samples, np.int16))
+
+    await warm_model(stack.vad_factory, probe_vad)
     return stack
 
 

@@ -111,24 +111,9 @@ class Engines:
     async def _prepare(self, agent: AgentConfig, secrets: Mapping[str, str]) -> EngineStack:
         """``parley.stack.prepare_stack``, except that a model another agent's stack already warmed is
         not warmed again: models are shared, so only the agent's prompt prefix and greeting are new."""
-        import numpy as np
+        from parley.stack import prepare_stack
 
-        from parley.stack import build_stack, prime_agent
-
-        stack = await asyncio.to_thread(build_stack, agent, secrets)
-        if stack.s2s is not None:  # the remote engine needs no warming; the recogniser serves supervisors
-            return stack
-        await self._warm_once(stack.recognizer, stack.recognizer.warm_up)
-        await self._warm_once(stack.tts, stack.tts.warm_up)
-        await self._warm_once(stack.llm, stack.llm.warm_up)
-        await prime_agent(stack, agent)
-
-        async def probe_vad() -> None:
-            vad = stack.vad_factory()
-            vad.probability(np.zeros(vad.frame_samples, np.int16))
-
-        await self._warm_once(stack.vad_factory, probe_vad)
-        return stack
+        return await prepare_stack(agent, secrets, warm_model=self._warm_once)
 
     async def _warm_once(self, model: object, warm: Callable[[], Awaitable[Any]]) -> None:
         """Warm a shared model the first time a stack has it (a failed warm-up is tried again)."""
