@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from parley.providers.errors import ProviderCallError, ProviderRejected, ProviderUnavailable
+from parley.redaction import excerpt
 
 PROVIDER = "deepgram"
 DEFAULT_BASE_URL = "https://api.deepgram.com"
@@ -56,13 +57,15 @@ def flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _detail(text: str) -> str:
-    return " ".join(text.split())[:DETAIL_CHARS]
+def _detail(text: str, api_key: str) -> str:
+    """What Deepgram said, on one line, without the key: redacted before it is cut, as a key cut first
+    would no longer match and its first characters would be shown."""
+    return excerpt(" ".join(text.split()), DETAIL_CHARS, [api_key])
 
 
-def status_error(what: str, status: int, reason: str) -> ProviderCallError:
+def status_error(what: str, status: int, reason: str, api_key: str) -> ProviderCallError:
     """A refused request by its HTTP status: the key or the service (fail over) or the request itself."""
-    detail = f": {_detail(reason)}" if reason.strip() else ""
+    detail = f": {_detail(reason, api_key)}" if reason.strip() else ""
     if status in AUTH_STATUSES:
         return ProviderUnavailable(
             f"Deepgram refused the API key for {what} (HTTP {status}{detail}); check the secret named by "
@@ -95,7 +98,7 @@ async def open_socket(
     except InvalidStatus as exc:
         response = exc.response
         reason = response.headers.get("dg-error", "") or response.body.decode("utf-8", "replace")
-        raise status_error(what, response.status_code, reason) from exc
+        raise status_error(what, response.status_code, reason, api_key) from exc
     except InvalidURI as exc:  # the operator's base URL: not a network failure
         raise ProviderRejected(f"bad Deepgram URL for {what}: {exc}", provider=PROVIDER) from exc
     except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -104,14 +107,14 @@ async def open_socket(
         ) from exc
 
 
-def close_error(what: str, exc: ConnectionClosed) -> ProviderCallError:
+def close_error(what: str, exc: ConnectionClosed, api_key: str) -> ProviderCallError:
     """The typed failure for a socket Deepgram closed on us (its close frame names the reason)."""
     frame = exc.rcvd
     if frame is None:
         return ProviderUnavailable(
             f"Deepgram's {what} socket dropped without a close frame", provider=PROVIDER
         )
-    reason = _detail(frame.reason)
+    reason = _detail(frame.reason, api_key)
     message = f"Deepgram closed the {what} socket ({frame.code} {reason})".rstrip()
     if frame.code in DATA_CLOSE_CODES or reason.startswith("DATA-"):
         return ProviderRejected(message, provider=PROVIDER, status=frame.code)

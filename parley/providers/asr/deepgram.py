@@ -53,6 +53,7 @@ from parley.providers.deepgram_wire import (
     ws_url,
 )
 from parley.providers.errors import ProviderCallError, ProviderRejected, ProviderUnavailable
+from parley.redaction import excerpt
 
 log = structlog.get_logger("parley.providers.asr.deepgram")
 
@@ -497,7 +498,7 @@ class DeepgramStream:
         except ConnectionClosed as exc:
             if self._closing and exc.rcvd is not None and exc.rcvd.code == 1000:
                 return None
-            failure = close_error("live transcription", exc)
+            failure = close_error("live transcription", exc, self._api_key)
             if isinstance(failure, ProviderRejected):
                 raise failure from exc
             return failure
@@ -530,14 +531,19 @@ class DeepgramStream:
         try:
             message: dict[str, Any] = json.loads(text)
         except json.JSONDecodeError:
-            log.warning("deepgram sent a message that is not JSON", excerpt=text[:200])
+            log.warning(
+                "deepgram sent a message that is not JSON", excerpt=excerpt(text, 200, [self._api_key])
+            )
             return
         kind = message.get("type")
         if kind == "Results":
             try:
                 self._on_results(WireResults.model_validate(message))
             except ValidationError as exc:
-                log.warning("deepgram sent Results of an unknown shape", error=str(exc)[:300])
+                log.warning(
+                    "deepgram sent Results of an unknown shape",
+                    error=excerpt(str(exc), 300, [self._api_key]),
+                )
             return
         if kind == "Metadata":
             request_id = message.get("request_id")
@@ -548,7 +554,9 @@ class DeepgramStream:
         elif kind == "UtteranceEnd":
             self._note_time(self.stats.utterance_ends, message.get("last_word_end"))
         elif kind == "Error":
-            description = str(message.get("description") or message.get("variant") or "")[:300]
+            description = excerpt(
+                str(message.get("description") or message.get("variant") or ""), 300, [self._api_key]
+            )
             self._fail(ProviderRejected(f"Deepgram reported an error: {description}", provider=PROVIDER))
         self._answered_on_socket = True
         self._notify()

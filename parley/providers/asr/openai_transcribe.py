@@ -84,7 +84,7 @@ class OpenAITranscriber:
                 prompt=prompt or openai.omit,
             )
         except (openai.OpenAIError, httpx2.TransportError) as exc:
-            raise provider_error(exc, PROVIDER, "OpenAI transcription") from exc
+            raise provider_error(exc, PROVIDER, "OpenAI transcription", self._client.api_key) from exc
         text: str = result.text
         return text.strip()
 

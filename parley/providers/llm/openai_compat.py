@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from parley.providers.errors import ProviderCallError, ProviderRejected, ProviderUnavailable
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolCall, ToolSpec, Usage
-from parley.redaction import without_secrets
+from parley.redaction import excerpt, without_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -286,12 +286,12 @@ class OpenAICompatibleModel:
         if "text/event-stream" not in content_type:
             # A server that ignored "stream": true would otherwise look like an empty reply.
             try:
-                body = (await stream.response.aread())[:BODY_EXCERPT].decode("utf-8", "replace")
+                body = (await stream.response.aread()).decode("utf-8", "replace")
             finally:
                 await stream.close()
             raise ProviderUnavailable(
                 f"{self.base_url} answered {content_type or 'without a content type'}, "
-                f"expected a text/event-stream reply: {body}",
+                f"expected a text/event-stream reply: {_cut(body, self._api_key)}",
                 provider=self.provider,
                 status=stream.response.status_code,
             )
@@ -324,7 +324,7 @@ class OpenAICompatibleModel:
             raise self._typed(error, streaming=True) from error
         except json.JSONDecodeError as error:
             raise ProviderUnavailable(
-                f"malformed stream chunk from {self.base_url}: {error.doc[:BODY_EXCERPT]}",
+                f"malformed stream chunk from {self.base_url}: {_cut(error.doc, self._api_key)}",
                 provider=self.provider,
             ) from error
         finally:
@@ -359,7 +359,13 @@ def _excerpt(error: openai.APIError, api_key: str | None) -> str:
     """The start of the server's error body, without the key if the server quoted it."""
     body = error.body
     text = body if isinstance(body, str) else json.dumps(body) if body is not None else error.message
-    return without_secrets(text, [api_key] if api_key else [])[:BODY_EXCERPT]
+    return _cut(text, api_key)
+
+
+def _cut(text: str, api_key: str | None) -> str:
+    """The start of what the server sent, redacted before it is cut: a key cut first would no longer
+    match and its first characters would be shown."""
+    return excerpt(text, BODY_EXCERPT, [api_key] if api_key else [])
 
 
 def _merge(calls: dict[int, _PartialCall], index: int | None, call_id: str | None, function: Any) -> None:

@@ -45,6 +45,7 @@ from parley.providers.deepgram_wire import (
     ws_url,
 )
 from parley.providers.errors import ProviderCallError, ProviderRejected, ProviderUnavailable
+from parley.redaction import excerpt
 
 log = structlog.get_logger("parley.providers.tts.deepgram")
 
@@ -226,7 +227,7 @@ class DeepgramSynthesizer:
             self._discard(socket)
             if reused and not spoken:
                 raise _StaleSocket from exc
-            raise close_error("speech synthesis", exc) from exc
+            raise close_error("speech synthesis", exc, self._api_key) from exc
         except TimeoutError as exc:
             done = True
             self._discard(socket)
@@ -245,17 +246,23 @@ class DeepgramSynthesizer:
         try:
             message: dict[str, Any] = json.loads(text)
         except json.JSONDecodeError:
-            log.warning("deepgram sent a message that is not JSON", excerpt=text[:200])
+            log.warning(
+                "deepgram sent a message that is not JSON", excerpt=excerpt(text, 200, [self._api_key])
+            )
             return ""
         kind = str(message.get("type", ""))
         if kind == "Metadata" and isinstance(message.get("request_id"), str):
             self.stats.request_ids.append(message["request_id"])
         elif kind == "Warning":
-            warning = f"{message.get('code', '')}: {message.get('description', '')}"[:300]
+            warning = excerpt(
+                f"{message.get('code', '')}: {message.get('description', '')}", 300, [self._api_key]
+            )
             self.stats.warnings.append(warning)
             log.warning("deepgram voice warning", warning=warning)
         elif kind == "Error":
-            description = str(message.get("description") or message.get("err_msg") or "")[:300]
+            description = excerpt(
+                str(message.get("description") or message.get("err_msg") or ""), 300, [self._api_key]
+            )
             raise ProviderRejected(f"Deepgram reported an error: {description}", provider=PROVIDER)
         return kind
 
@@ -386,7 +393,9 @@ class DeepgramSynthesizer:
                 if pcm.size:
                     yield pcm
         except ApiError as exc:
-            raise status_error("speech synthesis", exc.status_code or 0, _api_reason(exc.body)) from exc
+            raise status_error(
+                "speech synthesis", exc.status_code or 0, _api_reason(exc.body), self._api_key
+            ) from exc
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(
                 f"Deepgram's speech request timed out: {exc!r}", provider=PROVIDER

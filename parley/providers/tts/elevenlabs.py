@@ -38,6 +38,7 @@ from websockets.exceptions import (
 from parley.audio.frame import PCM16
 from parley.providers.errors import ProviderRejected, ProviderUnavailable
 from parley.providers.tts.base import AlignedChunk, CharTiming
+from parley.redaction import excerpt
 
 log = structlog.get_logger("parley.providers.tts.elevenlabs")
 
@@ -110,7 +111,7 @@ class ElevenLabsSynthesizer:
                     yield piece
         except InvalidStatus as exc:
             status = exc.response.status_code
-            detail = _excerpt(exc.response.body)
+            detail = _excerpt(exc.response.body, self._api_key)
             if status in UNAVAILABLE_STATUSES or status >= 500:
                 raise ProviderUnavailable(
                     f"ElevenLabs refused the connection (HTTP {status}): {detail}",
@@ -152,7 +153,9 @@ class ElevenLabsSynthesizer:
             except ConnectionClosedOK:
                 return  # closed normally after the last audio
             except ConnectionClosed as exc:
-                reason = exc.rcvd.reason if exc.rcvd is not None else "no close frame"
+                reason = (
+                    _excerpt(exc.rcvd.reason, self._api_key) if exc.rcvd is not None else "no close frame"
+                )
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 raise ProviderUnavailable(
                     f"ElevenLabs closed the stream (code {code}): {reason}", provider=PROVIDER
@@ -172,7 +175,7 @@ class ElevenLabsSynthesizer:
                 samples += len(pcm)
                 yield AlignedChunk(pcm, chars)
             elif "message" in message or "error" in message:
-                _raise_for(message)
+                _raise_for(message, self._api_key)
             if message.get("isFinal"):
                 return
 
@@ -234,17 +237,19 @@ def _timings(alignment: object, offset_s: float) -> tuple[CharTiming, ...]:
     return tuple(timings)
 
 
-def _raise_for(message: Mapping[str, Any]) -> None:
+def _raise_for(message: Mapping[str, Any], api_key: str) -> None:
     """An in-band error (``{"message", "error", "code"}``, then the socket closes with 1008)."""
     error = str(message.get("error") or "error")
-    text = _excerpt(str(message.get("message") or ""))
+    text = _excerpt(str(message.get("message") or ""), api_key)
     if error in REJECTED_ERRORS:
         raise ProviderRejected(f"ElevenLabs rejected the request ({error}): {text}", provider=PROVIDER)
     raise ProviderUnavailable(f"ElevenLabs refused to synthesize ({error}): {text}", provider=PROVIDER)
 
 
-def _excerpt(body: bytes | bytearray | str | None, limit: int = 300) -> str:
+def _excerpt(body: bytes | bytearray | str | None, api_key: str, limit: int = 300) -> str:
+    """The start of what ElevenLabs said, redacted before it is cut: a key cut first would no longer
+    match and its first characters would be shown."""
     if body is None:
         return ""
     text = body if isinstance(body, str) else bytes(body).decode("utf-8", "replace")
-    return text[:limit]
+    return excerpt(text, limit, [api_key])

@@ -71,7 +71,7 @@ class OpenAISynthesizer:
                     if usable:
                         yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
-            raise provider_error(exc, PROVIDER, "OpenAI speech") from exc
+            raise provider_error(exc, PROVIDER, "OpenAI speech", self._client.api_key) from exc
 
     async def warm_up(self) -> None:
         """Nothing to load; the phrase cache's greeting is the first request."""
