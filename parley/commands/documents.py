@@ -26,6 +26,10 @@ def docs_add(
     agent: AgentArg,
     files: Annotated[list[Path], typer.Argument(help="text (.txt), markdown (.md) or PDF files")],
     name: Annotated[str | None, typer.Option(help="store under this name (one file only)")] = None,
+    charset: Annotated[
+        str | None,
+        typer.Option(help="the text files' character set when it is not UTF-8 (e.g. windows-1252)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add documents to an agent; a document with the same name is replaced."""
@@ -41,7 +45,10 @@ def docs_add(
             err.print(f"[red]error:[/red] {escape(str(file))} is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
             raise typer.Exit(2)
         content_type = "text/markdown" if file.suffix.lower() in (".md", ".markdown") else None
-        uploads.append((name or file.name, file.read_bytes(), content_type or mimetypes.guess_type(file)[0]))
+        content_type = content_type or mimetypes.guess_type(file)[0]
+        if charset is not None:  # as an upload's Content-Type says it; a PDF's own encoding wins
+            content_type = f"{content_type or 'text/plain'}; charset={charset}"
+        uploads.append((name or file.name, file.read_bytes(), content_type))
 
     async def action(platform: Platform, org_id: str) -> list[DocumentOut]:
         added: list[DocumentOut] = []

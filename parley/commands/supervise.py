@@ -85,7 +85,7 @@ def supervise_whisper(
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
 ) -> None:
-    """Type guidance to the agent."""
+    """Type guidance to the agent, once joined: the socket that join printed must be connected."""
     _call("POST", url, key, _path(call_id, supervisor_id, "whisper"), {"text": text})
     out.print("whispered to the agent")
 

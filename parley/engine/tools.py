@@ -114,11 +114,15 @@ class CallContext:
     caller_number: str | None = None
     """The caller's phone number (E.164) on a phone call; ``None`` in the browser."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """What the call was started with (``POST /v1/calls`` metadata, an outbound job's)."""
+    """The call's metadata as the integrator gave it (``POST /v1/agents/{id}/sessions``, an outbound
+    job's); the caller's name is not one of its keys: it is ``caller_name``."""
     controls: CallControls = field(default_factory=CallControls)
     """What the line can do (transfer, keypad tones)."""
     messages: CallMessages = field(default_factory=NoMessages)
     """Where texts and emails go (the notification outbox of a call on the books; none by default)."""
+    caller_name: str | None = None
+    """The caller's name (``{{caller.name}}``) when the call was started with one; last, so that
+    positional construction keeps working."""
 
     async def say(self, text: str) -> None:
         """Speak ``text`` now, while the tool goes on working (it is queued after what is being said)."""

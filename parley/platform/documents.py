@@ -1,13 +1,15 @@
 """Agents' knowledge documents: upload (text, markdown, PDF), list, remove, and the search index a call uses.
 
 The upload is tenant input: its size, page count, document count and total text are bounded, the text
-is extracted once (PDF with ``pypdf``, in a worker thread) and only the text is kept. The BM25 index is
+is extracted once (PDF with ``pypdf``, in a worker thread) and only the text is kept. Text is read in the
+``charset`` its Content-Type declares (UTF-8 when none is). The BM25 index is
 built when a call's agent is loaded and reused by later calls until the agent's documents change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import io
 import unicodedata
@@ -140,15 +142,72 @@ def kind_of(name: str, content_type: str | None, data: bytes) -> Kind:
     raise DocumentError(f"unsupported document type {media!r}: upload text, markdown or PDF", 415)
 
 
-def extract_text(kind: Kind, data: bytes) -> tuple[str, int | None]:
-    """The document's text and, for a PDF, its page count. Blocking for PDFs: run it in a thread."""
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined"})
+"""Python text codecs that are transformations, not character sets a file is written in."""
+_SHOWN_CHARSET_CHARS = 40
+
+
+def declared_charset(content_type: str | None) -> str | None:
+    """The ``charset`` parameter of a Content-Type (``text/plain; charset="iso-8859-1"``), unquoted;
+    None when there is none."""
+    for parameter in (content_type or "").split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"').strip() or None
+    return None
+
+
+def _unknown_charset(charset: str) -> DocumentError:
+    return DocumentError(
+        f"unknown charset {charset[:_SHOWN_CHARSET_CHARS]!r}: declare one such as utf-8, iso-8859-1 or "
+        "windows-1252",
+        415,
+    )
+
+
+def _codec(charset: str) -> str:
+    """The Python codec of a declared charset, or a 415 naming it: a file said to be in a character set
+    we cannot read must not be read as another one (its text would be stored garbled)."""
+    try:
+        name = codecs.lookup(charset).name
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        raise _unknown_charset(charset) from None
+    if name in _NOT_CHARSETS:
+        raise _unknown_charset(charset)
+    return "utf-8-sig" if name == "utf-8" else name  # a UTF-8 byte order mark is not text
+
+
+def _decoded(data: bytes, charset: str | None) -> str:
+    """The text of a text upload, in its declared charset (UTF-8 when it declares none)."""
+    if charset is None:
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DocumentError(
+                "the document is not UTF-8 text; if it is in another encoding, declare it in the "
+                "Content-Type (e.g. text/plain; charset=windows-1252)",
+                415,
+            ) from exc
+    codec = _codec(charset)
+    try:
+        return data.decode(codec)
+    except LookupError:  # a bytes-to-bytes codec (base64, zlib …): no character set
+        raise _unknown_charset(charset) from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise DocumentError(
+            f"the document is not valid {charset[:_SHOWN_CHARSET_CHARS]!r} text: byte 0x{byte} at "
+            f"offset {exc.start} cannot be read in that charset",
+            422,
+        ) from exc
+
+
+def extract_text(kind: Kind, data: bytes, charset: str | None = None) -> tuple[str, int | None]:
+    """The document's text and, for a PDF, its page count (``charset`` is a text upload's declared
+    one; a PDF says its own). Blocking for PDFs: run it in a thread."""
     if kind == "pdf":
         return _pdf_text(data)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError("the document is not UTF-8 text", 415) from exc
-    return _bounded(text), None
+    return _bounded(_decoded(data, charset)), None
 
 
 def _pdf_text(data: bytes) -> tuple[str, int]:
@@ -212,7 +271,7 @@ class DocumentService:
         if not data:
             raise DocumentError("the document is empty", 422)
         kind = kind_of(name, content_type, data)
-        text, pages = await asyncio.to_thread(extract_text, kind, data)
+        text, pages = await asyncio.to_thread(extract_text, kind, data, declared_charset(content_type))
         digest = hashlib.sha256(data).hexdigest()
         return await self._store(org_id, agent_ref, name, kind, text, len(data), pages, digest)
 

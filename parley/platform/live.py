@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,7 +27,7 @@ from parley.engine.events import TimelineSink
 from parley.engine.knowledge import KnowledgeIndex
 from parley.engine.transport import AudioOutput
 from parley.engine.variables import CallVariables
-from parley.platform.schemas import CallSummary
+from parley.platform.schemas import CALLER_NAME_KEY, CallSummary
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus, InvalidStatusTransition
 from parley.timeline.recorder import RecordingOutput, StereoRecorder
@@ -69,7 +69,7 @@ class LiveCall:
         The caller is whoever the agent talks to: the callee of an outbound call."""
         call, metadata = self.call, self.call.metadata
         outbound = call.direction == "outbound"
-        name, zone = metadata.get("caller_name"), metadata.get("time_zone")
+        name, zone = metadata.get(CALLER_NAME_KEY), metadata.get("time_zone")
         return CallVariables(
             call_id=call.id,
             direction=call.direction,
@@ -80,6 +80,12 @@ class LiveCall:
             started_at=call.started_at or call.created_at,
             time_zone=zone if isinstance(zone, str) else None,
         )
+
+    def tool_metadata(self) -> dict[str, Any]:
+        """The call's metadata as its tools see it (``CallContext.metadata``): as the integrator gave it.
+        ``caller_name`` is kept in the stored metadata only to fill ``{{caller.name}}``; tools get it as
+        ``CallContext.caller_name``, so a handler reading its own keys finds no key it never set."""
+        return {key: value for key, value in self.call.metadata.items() if key != CALLER_NAME_KEY}
 
     async def knowledge(self) -> KnowledgeIndex | None:
         """The search index over the agent's documents (None when it has none). A store failure here

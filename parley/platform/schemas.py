@@ -278,6 +278,8 @@ class WebSession(BaseModel):
 
 
 MAX_CALL_METADATA_BYTES = 16_384
+CALLER_NAME_KEY = "caller_name"
+"""The key of a call's stored metadata that carries the caller's name (``{{caller.name}}``)."""
 
 
 class SessionStart(BaseModel):
@@ -300,7 +302,7 @@ class SessionStart(BaseModel):
     def call_metadata(self) -> dict[str, Any]:
         """Stored with the call; the caller's name rides along as ``caller_name``."""
         if self.caller_name:
-            return {**self.metadata, "caller_name": self.caller_name}
+            return {**self.metadata, CALLER_NAME_KEY: self.caller_name}
         return dict(self.metadata)
 
 

@@ -93,6 +93,10 @@ MODE_HISTORY = 64
 """Mode changes kept per supervisor, to tell which mode an utterance was spoken in."""
 
 
+class NotJoined(Exception):
+    """A supervisor invited but not on the call yet (its socket never connected) tried to act on it."""
+
+
 class SupervisionUnavailable(Exception):
     """This call cannot be supervised now: it has ended, or its recogniser cannot hear a room."""
 
@@ -322,10 +326,18 @@ class SupervisedCall:
         self._close_if_empty()
 
     def whisper(self, participant_id: str, text: str) -> None:
-        """Typed guidance from a supervisor: the agent hears it as a note from its next reply on."""
-        self._member(participant_id)
+        """Typed guidance from a supervisor: the agent hears it as a note from its next reply on.
+
+        Only from a supervisor who joined (connected its socket): an invitation is a right to join, not
+        to steer the call unheard; until then, ``NotJoined``."""
+        member = self._member(participant_id)
         if self._ending:
             raise RoomClosed(f"the supervision of call session {self.id} is closing")
+        if not member.connected:
+            raise NotJoined(
+                f"supervisor {participant_id} has not joined this call: join first (connect the "
+                "invitation's ws_url), then whisper"
+            )
         if len(text) > MAX_WHISPER_CHARS:
             raise ValueError(f"a whisper is at most {MAX_WHISPER_CHARS} characters")
         self._session.add_note(text, kind="whisper", by=participant_id)
@@ -602,6 +614,7 @@ __all__ = [
     "MAX_SUPERVISORS",
     "MAX_WHISPER_CHARS",
     "SUPERVISOR_MODES",
+    "NotJoined",
     "SupervisedCall",
     "SupervisionTap",
     "SupervisionUnavailable",

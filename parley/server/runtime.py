@@ -406,8 +406,9 @@ class LiveRuntime:
         context = CallContext(controls=controls)  # what the agent's tools learn of the call
         if call is not None:
             known = call.variables()
-            context.call_id, context.metadata = known.call_id, dict(known.metadata)
+            context.call_id, context.metadata = known.call_id, call.tool_metadata()
             context.caller_number = known.caller_number or None
+            context.caller_name = known.caller_name or None
             if self.platform is not None and call.call.org_id is not None:  # send_sms/send_email: the outbox
                 context.messages = CallOutbox.of(self.platform, org_id=call.call.org_id, call_id=call.call_id)
         live = LiveSession(

@@ -21,6 +21,7 @@ from parley.engine.state import SessionState
 from parley.inputs import SafeStr
 from parley.platform.supervision import (
     MAX_WHISPER_CHARS,
+    NotJoined,
     SupervisedCall,
     SupervisionUnavailable,
 )
@@ -246,7 +247,10 @@ async def remove_supervisor(
 @router.post(
     "/{call_id}/supervisors/{participant_id}/whisper",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=_NOT_FOUND,
+    responses={
+        **_NOT_FOUND,
+        409: {"description": "not live here, a room's call, or the supervisor has not joined yet"},
+    },
 )
 async def whisper(
     call_id: Ref,
@@ -256,13 +260,14 @@ async def whisper(
     principal: Auth,
     platform: PlatformDep,
 ) -> None:
-    """Typed guidance: the agent gets it as a note from its next reply on; the caller hears nothing."""
+    """Typed guidance: the agent gets it as a note from its next reply on; the caller hears nothing. Only
+    a supervisor who joined (its socket connected) may whisper: 409 before."""
     supervision = await _supervised(request, platform, principal.org_id, call_id)
     try:
         supervision.whisper(participant_id, body.text)
     except UnknownParticipant as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except RoomClosed as exc:
+    except (RoomClosed, NotJoined) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
 

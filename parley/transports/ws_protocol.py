@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from parley.audio.frame import AudioFrame
 from parley.engine import event_payloads as ev
@@ -77,11 +78,20 @@ class _ClientMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+def _mono(channels: int) -> int:
+    """Mono only: ``2`` was always refused, in these words (now after the strict integer check)."""
+    if channels != 1:
+        raise PydanticCustomError("literal_error", "Input should be 1 (audio is mono)")
+    return channels
+
+
 class AudioFormat(_ClientMessage):
     encoding: Literal["pcm16"] = "pcm16"
     sample_rate: int = Field(16000, strict=True)
     """Strict: ``"16000"`` or ``true`` (which Python takes for 1) is a client bug to report, not guess."""
-    channels: Literal[1] = 1
+    channels: Annotated[int, Field(strict=True), AfterValidator(_mono)] = 1
+    """Strict like ``sample_rate``: ``true`` or ``1.0`` is refused, not taken for mono (``Literal[1]``
+    alone let pydantic coerce them)."""
 
 
 class OutputFormat(_ClientMessage):

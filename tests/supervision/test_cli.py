@@ -12,7 +12,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from parley.cli import app
-from tests.coaching.kit import KEY, api
+from tests.coaching.kit import KEY, api, join
 from tests.supervision.kit import ai_server, call_record, events_of, make_ai_agent, start_call
 
 
@@ -33,6 +33,8 @@ async def test_a_supervisor_works_a_live_call_from_the_command_line(tmp_path: Pa
         assert found is not None, out
         pid = found.group(1)
         assert f"/v1/calls/{call_id}/supervisors/ws?token=" in out
+        socket = re.search(r"socket: (\S+)", out)
+        assert socket is not None, out
 
         code, out, _ = await _parley(served.base, "list", call_id, "--json")
         listed: dict[str, Any] = json.loads(out)
@@ -43,10 +45,14 @@ async def test_a_supervisor_works_a_live_call_from_the_command_line(tmp_path: Pa
         assert code == 0 and "barge" in out
         code, _, err = await _parley(served.base, "mode", call_id, pid, "speak")
         assert code == 2 and "mode must be one of" in err
+        code, _, err = await _parley(served.base, "whisper", call_id, pid, "Not yet joined.")
+        assert code == 1 and "join first" in err, "a whisper needs the supervisor on the call"
+        supervisor, _ = await join({"ws_url": socket.group(1)})  # the socket `join` printed
         code, out, _ = await _parley(served.base, "whisper", call_id, pid, "Offer the yearly plan.")
         assert code == 0 and "whispered" in out
         code, out, _ = await _parley(served.base, "leave", call_id, pid)
         assert code == 0
+        await supervisor.wait_closed()
         code, out, _ = await _parley(served.base, "list", call_id)
         assert code == 0 and pid not in out
         code, _, err = await _parley(served.base, "join", "call_nope")

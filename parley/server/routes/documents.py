@@ -1,8 +1,9 @@
 """``/v1/agents/{id}/documents``: the documents an agent answers from (text, markdown, PDF).
 
 Upload a file as the raw body (``Content-Type: application/pdf``, ``text/markdown`` or ``text/plain``,
-``?name=`` the file name), or text as JSON ``{"name": …, "text": …, "kind": "markdown"}``. A multipart
-form (``curl -F``) is refused with 415 and a hint, not stored with its boundary lines as the text.
+``?name=`` the file name), or text as JSON ``{"name": …, "text": …, "kind": "markdown"}``. Text is read
+in the Content-Type's ``charset`` (``text/plain; charset=windows-1252``; UTF-8 when none is given). A
+multipart form (``curl -F``) is refused with 415 and a hint, not stored with its boundary lines as the text.
 """
 
 from __future__ import annotations
@@ -57,8 +58,14 @@ def _is_json(content_type: str | None) -> bool:
         404: {"description": "no such agent"},
         409: {"description": "the agent has as many documents as it may hold"},
         413: {"description": f"over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB, too many pages or too much text"},
-        415: {"description": "not text, markdown or PDF, or a multipart form instead of the raw file"},
-        422: {"description": "no text in it, a broken or password-protected PDF, or a bad name"},
+        415: {
+            "description": "not text, markdown or PDF, a multipart form instead of the raw file, an unknown "
+            "charset, or text that is not UTF-8 and declares no charset"
+        },
+        422: {
+            "description": "no text in it, text not valid in its declared charset, a broken or "
+            "password-protected PDF, or a bad name"
+        },
     },
 )
 async def add_document(
