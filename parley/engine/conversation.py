@@ -6,6 +6,7 @@ speaks) both satisfy ``ConversationEngine``; ``open_session`` picks the class by
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from parley.audio.frame import AudioFrame
@@ -17,7 +18,16 @@ from parley.engine.state import SessionState, TurnState
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import AudioOutput
 
-__all__ = ["ConversationEngine", "open_session"]
+__all__ = ["Answering", "ConversationEngine", "open_session"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answering:
+    """The reply under way and the caller's words it answers (``None``: a line the agent says of its
+    own, such as the greeting): what a client that comes back mid-answer is told is still coming."""
+
+    reply_id: str
+    text: str | None = None
 
 
 class ConversationEngine(Protocol):
@@ -41,6 +51,11 @@ class ConversationEngine(Protocol):
 
     @property
     def handed_over(self) -> bool: ...
+
+    @property
+    def answering(self) -> Answering | None:
+        """The reply under way, if the agent is answering (its audio may be held, not yet heard)."""
+        ...
 
     def feed_audio(self, frame: AudioFrame) -> None: ...
 

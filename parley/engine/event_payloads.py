@@ -120,6 +120,21 @@ class SessionStarted(Payload):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionResumed(Payload):
+    """``session.resumed``: a client whose connection dropped came back and took the session up again.
+    The agent's playout held while it was away, so a reply under way is still to come, from where the
+    client stopped hearing it: the fields say which, so the client can tell it apart from the next one."""
+
+    EVENT = EventType.SESSION_RESUMED
+    reply_id: str | None = None
+    """The reply being answered when the client came back (none: the agent was not answering) …"""
+    answering: str | None = None
+    """… and the caller's words it answers (none for a line the agent said of its own, the greeting)."""
+    away_ms: float | None = None
+    """How long the session had no client (none when it moved from a connection still open)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnded(Payload):
     EVENT = EventType.SESSION_ENDED
     reason: str
@@ -161,6 +176,9 @@ class TranscriptFinal(Payload):
     source: str | None = None
     """``speech``, ``text`` (typed), ``keypad`` …"""
     audio_seconds: float | None = None
+    recognition: int | None = None
+    """Which hearing of the caller's speech made it (the session numbers them): recognition hops that
+    name the same number say which recogniser heard ``audio_seconds``, which is what they are priced at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +459,9 @@ class ProviderFailover(Payload):
     segment: int | None = None
     """… and, for the voice, the clause: the last hop of a clause names the voice that said it (unless
     an ``error`` says the clause was never said), which is what its characters are priced at."""
+    recognition: int | None = None
+    """For recognition, the hearing whose stream hopped (``transcript.final`` names it too): its last hop
+    names the recogniser that heard the turn, which is what its seconds are priced at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +550,7 @@ PAYLOADS: Mapping[EventType, type[Payload]] = {
     cls.EVENT: cls
     for cls in (
         SessionStarted,
+        SessionResumed,
         SessionEnded,
         StateChanged,
         SpeechStarted,

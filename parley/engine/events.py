@@ -27,6 +27,8 @@ _P = TypeVar("_P", bound="Payload")
 
 class EventType(StrEnum):
     SESSION_STARTED = "session.started"
+    SESSION_RESUMED = "session.resumed"
+    """A client whose connection dropped came back (``resume``): the reply still to come, if any."""
     SESSION_ENDED = "session.ended"
     STATE_CHANGED = "state.changed"
     SPEECH_STARTED = "speech.started"
@@ -78,7 +80,8 @@ class EventType(StrEnum):
     voice and answers follow it from now on (``language``, ``probability``, ``voice``)."""
     PROVIDER_FAILOVER = "provider.failover"
     """A provider was unavailable (or its circuit open) before answering: the next of its role's chain
-    was asked (``role``, ``from``, ``to``, ``reason``, ``after_ms``)."""
+    was asked (``role``, ``from``, ``to``, ``reason``, ``after_ms``; what it served: ``reply_id`` and
+    ``segment``, or ``recognition``)."""
     PROVIDER_BREAKER = "provider.breaker"
     """A provider's circuit breaker changed state (``role``, ``provider``, ``previous``, ``state``)."""
     AUDIO_UNDERRUN = "audio.underrun"

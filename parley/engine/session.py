@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from parley.audio.rechunk import Rechunker
 from parley.audio.resample import Resampler
 from parley.engine.agent import AgentConfig
 from parley.engine.context import ConversationContext, grounding_examples
+from parley.engine.conversation import Answering
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.grounding import GroundingCheck
 from parley.engine.keypad import KeypadEntry, check_digit
@@ -59,6 +62,22 @@ __all__ = ["EngineStack", "Session", "SessionOptions"]
 
 
 @dataclass(slots=True)
+class _Hearing:
+    """What one recognition stream is hearing: a number for its utterance, which the stream's failovers
+    name and so does the turn's ``transcript.final``, so the turn's seconds are priced at the recogniser
+    that heard them. A stream hears one utterance per ``finalize``; the next one is numbered anew, as the
+    failover chain starts it again from its primary."""
+
+    number: int
+    numbers: Iterator[int]
+
+    def finish(self) -> int:
+        """The finalized utterance's number; the stream's next utterance gets the next one."""
+        done, self.number = self.number, next(self.numbers)
+        return done
+
+
+@dataclass(slots=True)
 class _Candidate:
     """A pause that may end the user's turn, with the reply prepared speculatively for it."""
 
@@ -66,6 +85,8 @@ class _Candidate:
     task: asyncio.Task[None] | None = None
     text: str = ""
     audio_seconds: float = 0.0
+    recognition: int | None = None
+    """The hearing whose transcript is ``text`` (see ``_Hearing``)."""
     reply: Reply | None = None
     required_silence: float | None = None
     completeness: float | None = None
@@ -150,7 +171,8 @@ class Session:
         self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
         self._turn = TurnState.IDLE
         """Who holds the floor; changed only by ``_turn_to`` (see ``engine/state.py``)."""
-        self._asr: RecognitionStream = self._open_asr()
+        self._hearings = itertools.count(1)
+        self._asr, self._hearing = self._open_asr()
         self._preroll: deque[tuple[PCM16, float]] = deque(
             maxlen=max(1, int(SOFT_PREROLL_S * ASR_RATE / self._vad.frame_samples))
         )
@@ -199,6 +221,15 @@ class Session:
     def idle(self) -> bool:
         """Nobody is talking and nothing is pending: no user speech, no turn being judged, no reply."""
         return self._turn in (TurnState.LISTENING, TurnState.ENDED)
+
+    @property
+    def answering(self) -> Answering | None:
+        """The committed reply under way (a speculative one is not: it may be dropped unheard)."""
+        reply = self._reply
+        if reply is None:
+            return None
+        asked = reply.user_message
+        return Answering(reply.id, asked.content if asked is not None else None)
 
     def feed_audio(self, frame: AudioFrame) -> None:
         """Queue inbound audio without blocking; on overflow the oldest frame is dropped and reported."""
@@ -261,7 +292,8 @@ class Session:
         self._drop_candidate()
         self._reset_turn()
         if self._endpointer.in_speech:
-            old, self._asr = self._asr, self._open_asr()
+            old = self._asr
+            self._asr, self._hearing = self._open_asr()
             self._spawn(old.aclose())
 
     def interrupt(self) -> None:
@@ -511,11 +543,12 @@ class Session:
             if self._asr_behind:  # a merge since the last chunk: the stream lacks the turn's front
                 self._asr_behind = False
                 await self._restart_asr()
-            final = await self._finalize_turn()
-            if final is None:
+            heard = await self._finalize_turn()
+            if heard is None:
                 self._candidate = None
                 self._ask_to_repeat(candidate.speech_end)
                 return
+            final, candidate.recognition = heard
             text = final.text.strip()
             if self._language is None and text and final.language:
                 await self._adopt_language(final.language, final.language_probability)
@@ -530,8 +563,8 @@ class Session:
                     self._asr_behind = False
                     await self._restart_asr()
                     whole = await self._finalize_turn()
-                    if whole is not None and whole.text.strip():
-                        text = whole.text.strip()
+                    if whole is not None and whole[0].text.strip():
+                        text, candidate.recognition = whole[0].text.strip(), whole[1]
             if not text:
                 self._candidate = None
                 self._reset_turn()
@@ -565,6 +598,7 @@ class Session:
             text=candidate.text,
             audio_seconds=round(candidate.audio_seconds, 3),
             source="speech",
+            recognition=candidate.recognition,
         )
         self._emit(
             EventType.TURN_ENDED,
@@ -583,14 +617,17 @@ class Session:
             return
         self._commit_reply(candidate.reply, candidate.speech_end)
 
-    async def _finalize_turn(self) -> Transcript | None:
-        """The turn's final transcript. A recogniser that fails is tried once more, on a fresh stream
-        holding the same audio; ``None`` when that fails too. Each failure is on the timeline."""
+    async def _finalize_turn(self) -> tuple[Transcript, int] | None:
+        """The turn's final transcript and the number of the hearing that made it. A recogniser that
+        fails is tried once more, on a fresh stream holding the same audio; ``None`` when that fails
+        too. Each failure is on the timeline."""
         for attempt in (1, 2):
             try:
                 if attempt == 2:
                     await self._restart_asr()
-                return await self._asr.finalize()
+                hearing = self._hearing
+                final = await self._asr.finalize()
+                return final, hearing.finish()
             except Exception as exc:  # a broken recogniser must not swallow the caller's turn
                 log.warning("speech recognition failed", session_id=self.id, attempt=attempt, error=repr(exc))
                 self._emit(
@@ -769,17 +806,21 @@ class Session:
 
     async def _restart_asr(self) -> None:
         """A fresh stream holding the turn so far (the old one was finalized at the pause)."""
-        old, self._asr = self._asr, self._open_asr()
+        old = self._asr
+        self._asr, self._hearing = self._open_asr()
         self._spawn(old.aclose())
         for pcm in list(self._turn_audio):  # a merge may grow the list while a push awaits
             await self._asr.push(pcm)
 
-    def _open_asr(self) -> RecognitionStream:
-        """A recognition stream for the next words, in the caller's language once it is known."""
-        stream = self.stack.recognizer.open_stream()
+    def _open_asr(self) -> tuple[RecognitionStream, _Hearing]:
+        """A recognition stream for the next words, in the caller's language once it is known, and what
+        it hears: its failovers name that (a stream of its own reporter, as a reply's requests have)."""
+        hearing = _Hearing(next(self._hearings), self._hearings)
+        recognizer = bind_reporter(self.stack.recognizer, lambda event: self._heard_event(hearing, event))
+        stream = recognizer.open_stream()
         if self._language is not None and isinstance(stream, SetsLanguage):
             stream.set_language(self._language)
-        return stream
+        return stream, hearing
 
     async def _adopt_language(self, language: str, probability: float | None) -> None:
         """The caller's first words were in ``language``: hear, answer and speak it for the rest of the
@@ -844,6 +885,13 @@ class Session:
     def _provider_event(self, event: ProviderEvent) -> None:
         kind = EventType.PROVIDER_FAILOVER if event.kind == "failover" else EventType.PROVIDER_BREAKER
         self._emit(kind, **event.data)
+
+    def _heard_event(self, hearing: _Hearing, event: ProviderEvent) -> None:
+        """A recognition stream's failover names the utterance it was hearing."""
+        if event.kind == "failover":
+            self._emit(EventType.PROVIDER_FAILOVER, **event.data, recognition=hearing.number)
+        else:
+            self._provider_event(event)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

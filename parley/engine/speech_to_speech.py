@@ -29,6 +29,7 @@ from parley.audio.resample import Resampler
 from parley.engine.agent import AgentConfig
 from parley.engine.chunker import ClauseChunker
 from parley.engine.context import ConversationContext
+from parley.engine.conversation import Answering
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.keypad import KeypadEntry, check_digit
 from parley.engine.options import EngineStack, SessionOptions
@@ -254,6 +255,15 @@ class SpeechToSpeechSession:
     @property
     def handed_over(self) -> bool:
         return self._handed_over_to is not None
+
+    @property
+    def answering(self) -> Answering | None:
+        """The reply under way; the caller's words it answers when they are not in the history yet (the
+        provider's transcript of a turn may come after its answer started)."""
+        reply = self._reply
+        if reply is None:
+            return None
+        return Answering(reply.id, self._pending_users[-1] if self._pending_users else None)
 
     def feed_audio(self, frame: AudioFrame) -> None:
         """Queue inbound audio without blocking; on overflow the oldest frame is dropped and reported."""

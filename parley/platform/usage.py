@@ -11,9 +11,10 @@ completed call's ``CallDuration`` (kept as ``metrics.carrier_duration_s``), else
 duration; an answered call is at least one minute (Twilio rounds a sub-second call up).
 
 Work a fallback provider did (``provider.failover`` naming the reply, and the voice's clause, whose
-request hopped) is its own line, priced at that provider and model: ``tts_characters.fallbacks.0`` is
-what the voice's first fallback said (``pricing.fallback_kind``). Recognition is not attributed so: its
-hops do not name the turn they served, and all of it is priced at the agent's recogniser.
+request hopped; or the hearing of the caller's turn, ``recognition``, whose stream hopped) is its own
+line, priced at that provider and model: ``tts_characters.fallbacks.0`` is what the voice's first
+fallback said, ``asr_seconds.fallbacks.0`` what the recogniser's first fallback heard
+(``pricing.fallback_kind``). A coached room's legs are priced at the agent's recogniser.
 """
 
 from __future__ import annotations
@@ -64,10 +65,14 @@ def measure(
 
     A speech-to-speech call (``session.started`` names its ``engine``) is metered by its length, and its
     model's audio tokens apart from its text tokens (a Realtime ``input_tokens`` counts both). A coached
-    room's recognition is its legs' utterances (``room.utterance``). Clauses the voice said and model
-    rounds a fallback served are that fallback's kinds (see the module)."""
+    room's recognition is its legs' utterances (``room.utterance``). Clauses the voice said, model
+    rounds and spoken turns a fallback served are that fallback's kinds (see the module)."""
     asr = 0.0
     speech_to_speech = False
+    spoken: list[tuple[int, float]] = []
+    """Each spoken turn's hearing (``recognition``) and seconds, for those that name their hearing."""
+    heard_by: dict[int, int] = {}
+    """A hearing whose stream hopped, and the fallback its last hop went to."""
     clauses: list[tuple[str, int | None, int]] = []
     """Each clause announced (``agent.text``): its reply, position and characters."""
     voiced_by: dict[tuple[str, int], int] = {}
@@ -83,7 +88,10 @@ def measure(
             speech_to_speech = speech_to_speech or bool(started is not None and started.engine)
         elif r.type == E.TRANSCRIPT_FINAL:
             final = payload_or_none(r, TranscriptFinal)
-            asr += (final.audio_seconds or 0.0) if final is not None else 0.0
+            if final is not None and final.recognition is not None:
+                spoken.append((final.recognition, final.audio_seconds or 0.0))
+            else:
+                asr += (final.audio_seconds or 0.0) if final is not None else 0.0
         elif r.type == E.ROOM_UTTERANCE:  # each leg of a coached room is transcribed
             heard = payload_or_none(r, RoomUtterance)
             asr += (heard.audio_seconds or 0.0) if heard is not None else 0.0
@@ -99,7 +107,10 @@ def measure(
                 clauses = [c for c in clauses if c[0] != reply or c[1] is None or c[1] < first]
         elif r.type == E.PROVIDER_FAILOVER:
             hop = payload_or_none(r, ProviderFailover)
-            if hop is not None and hop.reply_id is not None and hop.fallback is not None:
+            if hop is not None and hop.role == "asr" and hop.recognition is not None:
+                if hop.fallback is not None:
+                    heard_by[hop.recognition] = hop.fallback
+            elif hop is not None and hop.reply_id is not None and hop.fallback is not None:
                 if hop.role == "tts" and hop.segment is not None:
                     voiced_by[(hop.reply_id, hop.segment)] = hop.fallback
                 elif hop.role == "llm":
@@ -125,6 +136,14 @@ def measure(
             done = payload_or_none(r, AgentReplyDone)
             if done is not None:
                 _add_tokens(tokens, done.reply_id, (done.input_tokens, done.output_tokens, 0, 0))
+    recognized: dict[int, float] = {}
+    """Seconds each of the recogniser's fallbacks heard."""
+    for recognition, seconds in spoken:
+        ear = heard_by.get(recognition)
+        if ear is None:
+            asr += seconds
+        else:
+            recognized[ear] = recognized.get(ear, 0.0) + seconds
     audio_in = sum(t[2] for t in tokens.values())
     audio_out = sum(t[3] for t in tokens.values())
     served = _served_by_fallbacks(rounds)
@@ -135,6 +154,8 @@ def measure(
         "llm_audio_input_tokens": float(audio_in),
         "llm_audio_output_tokens": float(audio_out),
     }
+    for fallback, seconds in sorted(recognized.items()):
+        usage[fallback_kind("asr_seconds", fallback)] = round(seconds, 3)
     for fallback in sorted(served[0].keys() | served[1].keys()):
         usage[fallback_kind("llm_input_tokens", fallback)] = float(served[0].get(fallback, 0))
         usage[fallback_kind("llm_output_tokens", fallback)] = float(served[1].get(fallback, 0))
@@ -214,6 +235,11 @@ def providers(config: AgentConfig | None, transport: str, direction: str = "") -
         "telephony_minutes": (transport, direction),
     }
     if config is not None:  # what each fallback served is priced at that fallback
+        for index, ear in enumerate(hearing.fallbacks):
+            who[fallback_kind("asr_seconds", index)] = (
+                ear.provider,
+                model(ear.options, "model", "model_size", "model_path"),
+            )
         for index, spare in enumerate(voice.fallbacks):
             who[fallback_kind("tts_characters", index)] = (
                 spare.provider,

@@ -3,13 +3,15 @@
 The conversation (engine ``Session``), its timeline, the numbered outbound audio and message streams,
 and the watchdog (idle timeout, maximum duration, reconnect grace) belong here; a connection only
 attaches to it. When a socket drops, the session waits ``reconnect_grace_s`` for the client to come back
-with its token; the agent's playout holds meanwhile, and the client gets exactly what it missed.
+with its token; the agent's playout holds meanwhile (no underrun: the listener was away, not starved),
+and the client gets exactly what it missed, and is told which reply is still to come.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -21,8 +23,8 @@ import structlog
 from parley.audio.frame import PCM16, AudioFrame
 from parley.engine.agent import AgentConfig
 from parley.engine.conversation import open_session
-from parley.engine.event_payloads import SessionEnded
-from parley.engine.events import Event, EventType, Timeline, now
+from parley.engine.event_payloads import AudioUnderrun, SessionEnded, SessionResumed
+from parley.engine.events import Event, EventType, Timeline, TimelineSink, now
 from parley.engine.session import EngineStack, SessionOptions
 from parley.engine.tools import ToolRegistry
 from parley.engine.transport import CallControls
@@ -74,6 +76,33 @@ class BoundedTimeline(Timeline):
             del self.events[: len(self.events) - self.keep // 2]
 
 
+class _EngineEvents:
+    """Where the engine's events enter the session's timeline. A gap the engine's playout clock measured
+    across a hold (the downlink's write waited for a client that had dropped) is the listener's absence,
+    not a starved playout: it is no ``audio.underrun``, and only what the hold does not explain, if more
+    than the engine's tolerance, is reported. Every consumer (the call's record and counts, the client's
+    ``metrics``, ``/metrics``) then sees the same."""
+
+    def __init__(self, timeline: TimelineSink, downlink: Downlink, tolerance_s: float) -> None:
+        self.timeline = timeline
+        self.downlink = downlink
+        self.tolerance_s = tolerance_s
+
+    def emit(self, event: Event) -> None:
+        if event.type is EventType.AUDIO_UNDERRUN:
+            gap_ms = event.payload(AudioUnderrun).gap_ms
+            if gap_ms is not None:
+                gap_s = gap_ms / 1000
+                starved_s = gap_s - self.downlink.held_during(event.t - gap_s, event.t)
+                if starved_s <= self.tolerance_s:
+                    return
+                if starved_s < gap_s:
+                    event = dataclasses.replace(
+                        event, data={**event.data, "gap_ms": round(starved_s * 1000, 1)}
+                    )
+        self.timeline.emit(event)
+
+
 class LiveSession:
     def __init__(
         self,
@@ -105,7 +134,8 @@ class LiveSession:
         self.tap = SupervisionTap(output)
         """Where supervisors listen in (``platform/supervision.py``): a None check while nobody does."""
         session_id = call.session_id if call is not None else None
-        self.engine = open_session(agent, stack, self.tap, self.timeline, tools, options, session_id)
+        events = _EngineEvents(self.timeline, self.downlink, options.reply.underrun_tolerance_s)
+        self.engine = open_session(agent, stack, self.tap, events, tools, options, session_id)
         """The conversation: a pipeline ``Session``, or a ``SpeechToSpeechSession`` by the agent's mode."""
         self._held_end: Event | None = None
         if call is not None:
@@ -129,15 +159,9 @@ class LiveSession:
         self.timeline.subscribe(self._on_event)
 
     def subscribe_metrics(self, observe: Callable[[Event], None]) -> None:
-        """Feed a metrics consumer, leaving out the gap the engine reports after a reconnect's hold."""
-
-        def filtered(event: Event) -> None:
-            held = self.downlink.last_hold_end
-            if event.type is EventType.AUDIO_UNDERRUN and held is not None and abs(event.t - held) <= 1.0:
-                return
-            observe(event)
-
-        self.timeline.subscribe(filtered)
+        """Feed a metrics consumer every event of the session (a reconnect's hold is no underrun in any
+        of them: see ``_EngineEvents``)."""
+        self.timeline.subscribe(observe)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -303,6 +327,22 @@ class LiveSession:
         self._sent.append(message)
         if self.connection is not None:
             self.connection.send_message(message)
+
+    def resumed(self) -> SessionResumed:
+        """A client came back (``resume``): on the timeline, with the reply still to come and the caller's
+        words it answers (they are in no ``history`` yet: a turn is remembered once answered)."""
+        answering = self.engine.answering
+        away = None if self.detached_at is None else round((now() - self.detached_at) * 1000, 1)
+        data = {
+            "reply_id": answering.reply_id if answering is not None else None,
+            "answering": answering.text if answering is not None else None,
+            "away_ms": away,
+        }
+        event = Event(
+            EventType.SESSION_RESUMED, self.id, now(), {k: v for k, v in data.items() if v is not None}
+        )
+        self.timeline.emit(event)
+        return event.payload(SessionResumed)
 
     def history(self) -> list[dict[str, str]]:
         """The conversation so far as the agent remembers it (what the user heard), for a resumed UI."""

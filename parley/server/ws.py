@@ -217,6 +217,7 @@ class ConnectionHandler:
                 "have ended or its reconnect grace expired); start a new one",
             )
         self._bind(live)
+        resumed = live.resumed()
         self.connection.send_message(
             server_message(
                 "session.resumed",
@@ -224,6 +225,10 @@ class ConnectionHandler:
                 agent=live.agent.name,
                 state=str(live.engine.state),
                 history=live.history(),
+                # the reply still to come (its messages and audio follow), and the turn it answers
+                answering=None
+                if resumed.reply_id is None
+                else {"reply_id": resumed.reply_id, "text": resumed.answering},
                 last_audio_seq=live.downlink.last_seq,
                 last_inbound_seq=live.last_inbound_seq,
                 audio_in={"encoding": "pcm16", "sample_rate": live.input_rate},

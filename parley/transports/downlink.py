@@ -2,8 +2,9 @@
 
 While no peer is attached, ``write`` waits: the reply's playout clock stops with the listener, so the
 context keeps only what was heard and a side-effect tool (hang up) waits until its words were played.
-Frames are numbered; the last ones sent are kept so a peer that reconnects gets exactly the frames it
-missed, once, and never the ones it already has.
+Such holds are remembered (``held_during``): the engine's clock sees the frame after one as late, but
+the listener was away, not starved. Frames are numbered; the last ones sent are kept so a peer that
+reconnects gets exactly the frames it missed, once, and never the ones it already has.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ class Downlink:
         self.frames_sent = 0
         self.clears = 0
         self.holds = 0
-        self.last_hold_end: float | None = None
-        """When the last write that waited for a peer went out: the engine reports that gap as an
-        underrun, but the listener was away, not starved."""
+        self._held: deque[tuple[float, float]] = deque(maxlen=16)
+        """Recent writes that waited for a peer: when each began waiting and when its frame went out
+        (after what a reconnect resends ahead of it)."""
 
     @property
     def attached(self) -> bool:
@@ -77,16 +78,25 @@ class Downlink:
             self._attached.clear()
 
     async def write(self, frame: AudioFrame) -> None:
+        held_from: float | None = None
         if self._peer is None:
             self.holds += 1
+            held_from = now()
             while self._peer is None:
                 await self._attached.wait()
-            self.last_hold_end = now()
         seq = self._next_seq
         self._next_seq += 1
         self._recent.append((seq, frame))
         self.frames_sent += 1
         await self._peer.send_audio(seq, frame)
+        if held_from is not None:
+            self._held.append((held_from, now()))
+
+    def held_during(self, start: float, end: float) -> float:
+        """Seconds of ``start``…``end`` (the monotonic clock) during which a write waited for a peer
+        (at most the span: two writers may have waited at once)."""
+        held = sum(max(0.0, min(end, until) - max(start, since)) for since, until in self._held)
+        return min(held, max(0.0, end - start))
 
     def heard_until(self, cut: float) -> float:
         """What the current peer confirmed its listener heard (phone lines echo marks); else ``cut``."""

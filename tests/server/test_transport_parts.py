@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from parley.audio.frame import AudioFrame
+from parley.engine.events import now
 from parley.transports.downlink import Downlink
 from parley.transports.uplink import InboundClock, TokenBucket
 
@@ -37,6 +38,7 @@ async def test_playout_holds_while_no_one_listens_and_resumes_on_attach() -> Non
     downlink.attach(first)
     await downlink.write(frame())
     downlink.detach(first)
+    detached = now()
     writing = asyncio.create_task(downlink.write(frame()))
     await asyncio.sleep(0.05)
     assert not writing.done(), "a write waits for a listener instead of playing into the void"
@@ -44,7 +46,10 @@ async def test_playout_holds_while_no_one_listens_and_resumes_on_attach() -> Non
     downlink.attach(second, last_received_seq=0)
     await asyncio.wait_for(writing, 1)
     assert first.audio == [0] and second.audio == [1]
-    assert downlink.holds == 1 and downlink.last_hold_end is not None
+    assert downlink.holds == 1
+    # the hold is remembered, so the late frame it makes is not taken for an underrun
+    assert 0.04 <= downlink.held_during(detached - 10, now()) <= now() - detached
+    assert downlink.held_during(detached - 10, detached - 5) == 0
 
 
 async def test_a_reconnecting_peer_gets_exactly_the_frames_it_missed() -> None:
