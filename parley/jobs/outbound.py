@@ -13,7 +13,9 @@ An attempt ends when the carrier reports the call's final status (the status web
 ``outcome``) or when the carrier refuses to place it (a failed attempt, with its error code recorded).
 Before the carrier is asked, the attempt's agent version is made ready (``warm``: its models, prompt and
 greeting), so the callee never picks up to silence; an agent that cannot be made ready in time fails the
-attempt undialed (``agent_not_ready``), retried like a busy line.
+attempt undialed (``agent_not_ready``), retried like a busy line. Each attempt runs as a task of its own,
+apart from the dispatcher's loop: one whose agent is still warming holds up only its own job (and its
+place in the caps), never the dialing of other due jobs.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ WARM_LIMIT_S = 60.0
 first load of models the server has not used yet takes seconds; far longer means it will not come. Well
 under ``STALE_CLAIM``, after which recovery takes an attempt with no carrier call id for dead."""
 AGENT_NOT_READY = "agent_not_ready"
+MAX_ATTEMPTS_IN_FLIGHT = 100
+"""Attempts one queue runs at once (their agents warming, or the carrier being asked): the most one claim
+took when the dispatcher still waited for each pass's attempts, and its bound still, now that it does not.
+Due jobs beyond it stay ``pending`` for a later pass."""
 MAX_METADATA_BYTES = 16_384
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -294,6 +300,9 @@ class OutboundQueue:
         self._claiming = asyncio.Lock()
         self._wake = asyncio.Event()
         """Set when this process queues a job: ``run`` dispatches at once instead of at its next poll."""
+        self._attempts: dict[asyncio.Task[None], str] = {}
+        """Attempts under way, with their job's id (``MAX_ATTEMPTS_IN_FLIGHT`` at most): ``run`` does not
+        wait for them, and ``recover`` leaves their jobs alone."""
 
     # --- the API's side -------------------------------------------------------------------------------
 
@@ -572,26 +581,51 @@ class OutboundQueue:
     # --- the dispatcher -------------------------------------------------------------------------------
 
     async def dispatch_once(self, at: datetime | None = None) -> int:
-        """One pass: claim the due jobs the caps and calling windows allow and place an attempt for each.
+        """One pass: claim the due jobs the caps and calling windows allow and place an attempt for each,
+        returning once every one of them is placed or ended (``run`` does not wait: see ``_start_due``).
         Returns how many attempts were started."""
+        started = await self._start_due(at)
+        await asyncio.gather(*started)  # each attempt logs its own failure (``_attempt_logged``)
+        return len(started)
+
+    async def _start_due(self, at: datetime | None = None) -> list[asyncio.Task[None]]:
+        """Claim the due jobs and start an attempt for each as a task of its own: an attempt whose agent
+        takes long to warm then delays no other job, since the next pass claims and dials those while it
+        waits. The caps count it as dialing meanwhile, and ``MAX_ATTEMPTS_IN_FLIGHT`` bounds the tasks."""
         now = at or utcnow()
         caps = Caps(self.settings.outbound_org_concurrency, self.settings.outbound_number_concurrency)
-        async with self._claiming, self.db.session() as session:
-            claim = await OutboundJobRepository(session).claim(now, caps, window_check)
+        started: list[asyncio.Task[None]] = []
+        async with self._claiming:  # the room left and the tasks started are counted under one lock
+            room = MAX_ATTEMPTS_IN_FLIGHT - len(self._attempts)
+            if room <= 0:
+                return started
+            async with self.db.session() as session:
+                claim = await OutboundJobRepository(session).claim(now, caps, window_check, limit=room)
+            for job in claim.claimed:
+                task = asyncio.create_task(self._attempt_logged(job, now), name=f"outbound-attempt-{job.id}")
+                self._attempts[task] = job.id
+                task.add_done_callback(self._attempt_done)
+                started.append(task)
         for job in claim.postponed:
             log.info("outside the callee's calling hours", job_id=job.id, next_attempt_at=job.next_attempt_at)
-        results = await asyncio.gather(
-            *(self._attempt(job, now) for job in claim.claimed), return_exceptions=True
-        )
-        for job, result in zip(claim.claimed, results, strict=True):
-            if isinstance(result, Exception):
-                log.error(
-                    "placing an outbound attempt failed",
-                    job_id=job.id,
-                    call_id=job.last_call_id,
-                    exc_info=result,
-                )
-        return len(claim.claimed)
+        return started
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        """A full queue passed over due jobs: look again now that there is room."""
+        full = len(self._attempts) >= MAX_ATTEMPTS_IN_FLIGHT
+        self._attempts.pop(task, None)
+        if full:
+            self._wake.set()
+
+    async def _attempt_logged(self, job: OutboundJob, now: datetime) -> None:
+        """``_attempt``, as a task nobody awaits for its result: a failure is logged (the job stays
+        ``dialing`` until recovery settles it)."""
+        try:
+            await self._attempt(job, now)
+        except Exception as exc:
+            log.error(
+                "placing an outbound attempt failed", job_id=job.id, call_id=job.last_call_id, exc_info=exc
+            )
 
     async def _attempt(self, job: OutboundJob, now: datetime) -> None:
         bound = log.bind(job_id=job.id, org_id=job.org_id, attempt=job.attempts)
@@ -727,13 +761,17 @@ class OutboundQueue:
         call, or whose call never got a carrier id (the process died around the REST request), is
         abandoned after ``STALE_CLAIM``: unlinked claims go back to ``pending`` (the carrier never heard
         of them), unconfirmed calls end ``failed: interrupted`` (no stream can attach to a call without
-        a carrier id, so nobody is talking to the agent) and are retried."""
+        a carrier id, so nobody is talking to the agent) and are retried. Jobs this queue is still
+        placing (``run`` no longer waits for its attempts) are left to their attempt."""
         now = at or utcnow()
         stale_before = now - STALE_CLAIM
         async with self.db.session() as session:
             dialing = await OutboundJobRepository(session).dialing()
         settled = 0
+        attempting = set(self._attempts.values())
         for job in dialing:
+            if job.id in attempting:  # still being placed by this process: not abandoned
+                continue
             try:
                 if await self._recover_one(job, now, stale_before):
                     settled += 1
@@ -781,18 +819,26 @@ class OutboundQueue:
 
     async def run(self) -> None:
         """Dispatch every ``outbound_poll_s`` (and as soon as this process queues a job) until cancelled,
-        after settling what a previous process left."""
+        after settling what a previous process left. A pass starts its attempts and moves on without
+        waiting for them (an agent may take up to ``warm_limit_s`` to warm); cancelling ``run`` cancels
+        those still under way, which recovery then settles like any attempt a stopped process left."""
         loop = asyncio.get_running_loop()
-        await self._step("recover", self.recover)
-        recovered_at = loop.time()
-        while True:
-            await self._step("dispatch", self.dispatch_once)
-            if loop.time() - recovered_at >= RECOVER_EVERY_S:
-                await self._step("recover", self.recover)
-                recovered_at = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.outbound_poll_s)
-            self._wake.clear()
+        try:
+            await self._step("recover", self.recover)
+            recovered_at = loop.time()
+            while True:
+                await self._step("dispatch", self._start_due)
+                if loop.time() - recovered_at >= RECOVER_EVERY_S:
+                    await self._step("recover", self.recover)
+                    recovered_at = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.outbound_poll_s)
+                self._wake.clear()
+        finally:
+            under_way = list(self._attempts)
+            for task in under_way:
+                task.cancel()
+            await asyncio.gather(*under_way, return_exceptions=True)
 
     async def _step(self, name: str, action: Callable[[], Awaitable[object]]) -> None:
         try:

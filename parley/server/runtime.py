@@ -54,6 +54,8 @@ class Client:
 
 LOCAL_CLIENT = Client("local")
 """In-process callers (tests, tools): one address like any other."""
+MAX_SAVED_WARMS = 8
+"""Agents at most waiting to be prepared after a save (``LiveRuntime.warm_saved``)."""
 
 SessionHook = Callable[[LiveSession], None]
 """Called with every new session before it runs, e.g. to subscribe a store to its timeline."""
@@ -123,6 +125,10 @@ class LiveRuntime:
         self.caps = ClientCaps(settings.max_connections_per_ip, settings.max_sessions_per_ip)
         self._client_of: dict[str, str] = {}
         self._warming: set[asyncio.Future[None]] = set()
+        self._warming_saved: dict[str, asyncio.Task[None]] = {}
+        """Agents whose version just saved is being prepared ahead of its first call (``warm_saved``)."""
+        self._saved_warms = asyncio.Semaphore(1)
+        """One such preparation at a time: saves must not take the CPU from calls under way."""
         self._opening_calls: set[str] = set()
         """Phone calls being connected right now: a second stream for one of them is refused."""
         self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []
@@ -323,6 +329,46 @@ class LiveRuntime:
         except Exception as exc:  # the session's own admission reports a real failure to the caller
             log.warning("warming a phone call's agent failed", session_id=session_id, error=repr(exc))
 
+    def warm_saved(self, org_id: str, agent_id: str, agent: AgentConfig) -> None:
+        """Prepare an agent version just saved (created or edited through the API) in the background, so
+        its first call, phone or web, does not wait for its prompt and greeting to be primed. It is the
+        stack that call's admission asks for (the agent as served, with the organization's secrets), and
+        ``engines.stack_for`` runs one preparation per stack: a call arriving meanwhile waits for this one
+        instead of warming again. Never fails the save: a failure is logged; the first call tries again.
+
+        Bounded, as a tenant may save in a loop: they run one at a time, an agent's newer version
+        replaces its older one still waiting, and with ``MAX_SAVED_WARMS`` agents waiting a save is left
+        to its first call."""
+        if self.draining or not self.settings.realtime_enabled:
+            return  # no call will be admitted here to use it
+        earlier = self._warming_saved.pop(agent_id, None)
+        if earlier is not None:
+            earlier.cancel()
+        if len(self._warming_saved) >= MAX_SAVED_WARMS:
+            log.info("not warming a saved agent: too many waiting", agent_id=agent_id, org_id=org_id)
+            return
+        task = asyncio.create_task(self._warm_saved(org_id, agent_id, agent), name=f"warm-agent-{agent_id}")
+        self._warming_saved[agent_id] = task
+        task.add_done_callback(lambda done: self._forget_saved_warm(agent_id, done))
+
+    def _forget_saved_warm(self, agent_id: str, task: asyncio.Task[None]) -> None:
+        if self._warming_saved.get(agent_id) is task:
+            del self._warming_saved[agent_id]
+
+    async def _warm_saved(self, org_id: str, agent_id: str, agent: AgentConfig) -> None:
+        bound = log.bind(agent_id=agent_id, org_id=org_id, agent=agent.name)
+        try:
+            # After the default agent: models are loaded once, and two loads at once would load them twice.
+            await self.engines.ready.wait()
+            served = self.served_as_filed(agent)
+            async with self._saved_warms:
+                started = asyncio.get_running_loop().time()
+                await self.engines.stack_for(served, await self.secrets_for(served, org_id))
+        except Exception as exc:  # the first call's admission loads it again and reports to its caller
+            bound.error("warming a saved agent failed", error=repr(exc), exc_info=exc)
+            return
+        bound.info("saved agent is ready", waited_s=round(asyncio.get_running_loop().time() - started, 2))
+
     async def secrets_for(self, agent: AgentConfig, org_id: str | None) -> dict[str, str]:
         from parley.webhooks.tool import secret_names
 
@@ -479,6 +525,8 @@ class LiveRuntime:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self.draining = True
         self.registry.accepting = False
+        for warming in list(self._warming_saved.values()):  # ahead of calls this server no longer takes
+            warming.cancel()
         hooks = [asyncio.ensure_future(hook(grace)) for hook in self.drain_hooks]
         sessions = self.registry.sessions()
         for live in sessions:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.engine.session import EngineStack
 
 StackFactory = Callable[[AgentConfig], Awaitable[EngineStack]]
+MAX_STACKS = 64
+"""Prepared stacks kept for agents' next calls. Each edit of an agent is a new version with a stack of
+its own (its primed prompt and greeting; the models are shared), and tenants edit at will: the least
+recently used are dropped, and prepared again if called."""
 BUILTIN_AGENTS = Path(__file__).resolve().parent.parent / "agents"
 
 
@@ -80,7 +85,8 @@ class Engines:
             custom = factory  # test and benchmark engines need no secrets
             self._build = lambda agent, _secrets: custom(agent)
         self.catalog = catalog
-        self._stacks: dict[str, asyncio.Task[EngineStack]] = {}
+        self._stacks: OrderedDict[str, asyncio.Task[EngineStack]] = OrderedDict()
+        """Prepared stacks, least recently asked for first (at most ``MAX_STACKS`` kept)."""
         self._warm_models: dict[int, tuple[object, asyncio.Task[None]]] = {}
         """Each shared model's warm-up, by identity (the model is kept, so its id is never reused)."""
         self.ready = asyncio.Event()
@@ -103,9 +109,12 @@ class Engines:
         digest = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
         key = agent.model_dump_json() + digest
         task = self._stacks.get(key)
-        if task is None or (task.done() and task.exception() is not None):
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             task = asyncio.ensure_future(self._build(agent, found))
             self._stacks[key] = task
+        self._stacks.move_to_end(key)
+        while len(self._stacks) > MAX_STACKS:  # calls under way keep theirs; only the cache forgets it
+            self._stacks.popitem(last=False)
         return await asyncio.shield(task)
 
     async def _prepare(self, agent: AgentConfig, secrets: Mapping[str, str]) -> EngineStack:

@@ -107,8 +107,14 @@ class FakeRuntime:
     warmed: list[str] = field(default_factory=list)
     """Sessions whose agent the voice webhook asked to load ahead of the media stream."""
 
+    saved: list[str] = field(default_factory=list)
+    """Agents whose saved version the agent routes asked to prepare ahead of their first call."""
+
     def warm_for_call(self, session_id: str) -> None:
         self.warmed.append(session_id)
+
+    def warm_saved(self, org_id: str, agent_id: str, agent: AgentConfig) -> None:
+        self.saved.append(agent_id)
 
     @property
     def registry(self) -> FakeRuntime:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from parley.engine.agent import AgentConfig
 from parley.platform.agents import BrokenAgent, Conflict, InvalidConfig, NotFound, ProviderError
 from parley.platform.schemas import (
     AgentCreate,
@@ -20,7 +23,19 @@ from parley.server.routes.params import CursorQ, Limit, Ref, Version
 from parley.store.agent_use import AgentInUse
 from parley.store.queries import InvalidCursor
 
+if TYPE_CHECKING:
+    from parley.server.runtime import LiveRuntime
+
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+
+def _warm(request: Request, org_id: str, saved: AgentOut) -> None:
+    """Have this server prepare the version just saved while nobody waits for it, so its first call
+    does not (``LiveRuntime.warm_saved``; the response is not held for it). A version that does not load
+    is left alone: no call can run it."""
+    runtime: LiveRuntime | None = getattr(request.app.state, "runtime", None)
+    if runtime is not None and saved.problem is None and isinstance(saved.config, AgentConfig):
+        runtime.warm_saved(org_id, saved.id, saved.config)
 
 
 @router.post(
@@ -29,14 +44,18 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
     response_model=AgentOut,
     responses={409: {"description": "an agent with this name exists"}},
 )
-async def create_agent(body: AgentCreate, principal: Auth, platform: PlatformDep) -> AgentOut:
-    """Create an agent; its configuration becomes version 1."""
+async def create_agent(
+    body: AgentCreate, principal: Auth, platform: PlatformDep, request: Request
+) -> AgentOut:
+    """Create an agent; its configuration becomes version 1 (this server starts preparing it for calls)."""
     try:
-        return await platform.agents.create(principal.org_id, body)
+        created = await platform.agents.create(principal.org_id, body)
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except ProviderError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    _warm(request, principal.org_id, created)
+    return created
 
 
 @router.get("", response_model=Page[AgentOut])
@@ -69,11 +88,14 @@ async def get_agent(
     response_model=AgentOut,
     responses={404: {"description": "no such agent"}, 409: {"description": "name taken"}},
 )
-async def update_agent(agent_id: Ref, body: AgentPatch, principal: Auth, platform: PlatformDep) -> AgentOut:
+async def update_agent(
+    agent_id: Ref, body: AgentPatch, principal: Auth, platform: PlatformDep, request: Request
+) -> AgentOut:
     """Change an agent: only what is sent changes (``config`` is merged into the latest configuration).
-    A different configuration becomes a new version; calls keep theirs."""
+    A different configuration becomes a new version (this server starts preparing it for calls); calls
+    keep theirs."""
     try:
-        return await platform.agents.update(principal.org_id, agent_id, body)
+        updated = await platform.agents.update(principal.org_id, agent_id, body)
     except InvalidConfig as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", "config", *error["loc"])} for error in exc.errors]
@@ -84,6 +106,8 @@ async def update_agent(agent_id: Ref, body: AgentPatch, principal: Auth, platfor
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except ProviderError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    _warm(request, principal.org_id, updated)
+    return updated
 
 
 @router.delete(
