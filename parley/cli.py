@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 import typer.core
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from parley.bench.leads import bench_leads
@@ -20,6 +19,7 @@ from parley.commands.callbacks import businesses_page_link, leads_callback
 from parley.commands.documents import docs_app
 from parley.commands.leads import businesses_app, leads_app
 from parley.commands.mailbox import mailbox
+from parley.commands.output import shown
 from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
 from parley.commands.rooms import rooms_app
 from parley.commands.serve import bench_live, bench_load, serve
@@ -31,8 +31,8 @@ from parley.store.db import DatabaseUnavailable
 
 configure_logging()
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, emoji=False)  # ":name:" in a transcript is text, not an emoji
+out = Console(emoji=False)
 
 
 class ParleyCommands(typer.core.TyperGroup):
@@ -44,7 +44,7 @@ class ParleyCommands(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except DatabaseUnavailable as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}", soft_wrap=True)
             raise typer.Exit(1) from exc
 
 
@@ -83,8 +83,8 @@ class Transport(StrEnum):
 def _agent(path: Path | None) -> AgentConfig:
     try:
         return load_agent(path) if path else default_agent()
-    except AgentConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except AgentConfigError as exc:  # the file's own text may hold brackets or control characters
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
         raise typer.Exit(2) from exc
 
 
@@ -119,7 +119,7 @@ def simulate(
     config = _agent(agent)
     for path in say or []:
         if not path.is_file():
-            err.print(f"[red]error:[/red] no such WAV file: {path}")
+            err.print(f"[red]error:[/red] no such WAV file: {shown(str(path))}")
             raise typer.Exit(2)
     try:
         if transport is Transport.TWILIO:
@@ -131,7 +131,7 @@ def simulate(
 
             summary = asyncio.run(run_simulation(config, say or [], out_dir, barge_in_at, progress=err))
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
         raise typer.Exit(2) from exc
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -142,7 +142,7 @@ def simulate(
     turns: list[dict[str, Any]] = summary["turns"]
     for i, turn in enumerate(turns, 1):
         agent_text = turn["agent_text"] + (" [interrupted]" if turn["interrupted"] else "")
-        table.add_row(str(i), escape(turn["user_text"]), escape(agent_text), _ms(turn["v2v_ms"]))
+        table.add_row(str(i), shown(turn["user_text"]), shown(agent_text), _ms(turn["v2v_ms"]))  # model text
     out.print(table)
     out.print(f"voice-to-voice p50 {_ms(summary['v2v_p50_ms'])} ms, p90 {_ms(summary['v2v_p90_ms'])} ms")
 
@@ -238,7 +238,7 @@ def bench_wer(
     try:
         report = asyncio.run(run_wer_bench(err.print, clips=clips, seed=seed))
     except RecordingsMissing as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
         raise typer.Exit(2) from exc
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")

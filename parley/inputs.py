@@ -1,7 +1,11 @@
 """Types for values that come from outside (the REST API, agent YAML), refused early with the field named.
 
 A NUL character is refused in every string: PostgreSQL cannot store one in text or JSONB, so it would
-otherwise fail only at the database, as a server error (no name, prompt or id needs one). JSON has no
+otherwise fail only at the database, as a server error (no name, prompt or id needs one). ``SafeStr``
+text also refuses the other control characters but tab, line feed and carriage return (what typed text
+holds; an HTML form sends line breaks as CRLF): an escape sequence stored in a name, a description or
+a prompt reaches every terminal and log viewer that shows it, and no honest text holds one. A name
+(``PlainName``) is one line: no control character at all, nor a Unicode line separator. JSON has no
 NaN or Infinity, yet Python's parser accepts both and reads ``1e400`` as Infinity: a stored one could
 not be served back as JSON. Datetimes are made aware and moved to UTC here, where a value at the edge of
 the calendar (year 1 east of UTC, year 9999 west of it) fails as a validation error, not later.
@@ -31,8 +35,45 @@ def refuse_nul(value: str) -> str:
 
 
 NoNul = AfterValidator(refuse_nul)
-SafeStr = Annotated[str, NoNul]
-"""A string without NUL characters; add ``Field(max_length=...)`` for a cap."""
+
+_TEXT_CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_NAME_BREAKERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _code_point(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+def refuse_controls(value: str) -> str:
+    """``refuse_nul``, and the control characters text has no use for (ESC, BEL, backspace, C1 …),
+    which would drive the terminal of whoever is shown the text. Tab, LF and CR stay."""
+    refuse_nul(value)
+    if (found := _TEXT_CONTROLS.search(value)) is not None:
+        raise PydanticCustomError(
+            "control_character",
+            "control characters ({char}) are not allowed; tab and line breaks are",
+            {"char": _code_point(found.group())},
+        )
+    return value
+
+
+def plain_name(value: str) -> str:
+    """A name on one line, as document names are: no control character (tab and line breaks included)
+    and no Unicode line separator, so it cannot pass for something else in a listing or a log line."""
+    refuse_nul(value)
+    if (found := _NAME_BREAKERS.search(value)) is not None:
+        raise PydanticCustomError(
+            "control_character",
+            "a name cannot hold control characters or line breaks ({char})",
+            {"char": _code_point(found.group())},
+        )
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(refuse_controls)]
+"""Text without NUL or other control characters but tab, LF and CR; add ``Field(max_length=...)``."""
+PlainName = Annotated[str, AfterValidator(plain_name)]
+"""A name or label shown on one line: no control character at all; add ``Field(...)`` for lengths."""
 
 
 def plain_json(value: Any) -> Any:

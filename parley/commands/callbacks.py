@@ -15,16 +15,16 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from parley.commands.output import safe_json, shown
 from parley.config import get_settings
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.callbacks import CallbackOut
 from parley.platform.links import business_path
 from parley.platform.runtime import Platform
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":name:" in stored text is text, not an emoji
+err = Console(stderr=True, emoji=False)
 T = TypeVar("T")
 
 
@@ -39,7 +39,7 @@ def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (NotFound, Conflict) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
         raise typer.Exit(1) from exc
 
 
@@ -62,16 +62,16 @@ def leads_callback(
 
     made = _run(ask)
     if as_json:
-        sys.stdout.write(made.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(safe_json(made.model_dump_json(indent=2)) + "\n")
     elif made.created:
         out.print(
-            f"call-back of {escape(made.lead_id)} queued for business {escape(made.business_id)}: "
-            f"outbound job [bold]{escape(made.job_id)}[/bold] (a server with Twilio places it)"
+            f"call-back of {shown(made.lead_id)} queued for business {shown(made.business_id)}: "
+            f"outbound job [bold]{shown(made.job_id)}[/bold] (a server with Twilio places it)"
         )
     else:
         out.print(
-            f"a call-back of {escape(made.lead_id)} was asked for already: outbound job "
-            f"[bold]{escape(made.job_id)}[/bold], lead {escape(made.status)}"
+            f"a call-back of {shown(made.lead_id)} was asked for already: outbound job "
+            f"[bold]{shown(made.job_id)}[/bold], lead {shown(made.status)}"
         )
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from parley.commands.output import listing
+from parley.commands.output import listing, shown
 from parley.commands.records import JsonOpt, _print_json, _run, err, out
 from parley.platform.documents import MAX_UPLOAD_BYTES, DocumentError, DocumentOut
 from parley.platform.runtime import Platform
@@ -39,10 +38,10 @@ def docs_add(
     uploads: list[tuple[str, bytes, str | None]] = []
     for file in files:
         if not file.is_file():
-            err.print(f"[red]error:[/red] not a file: {escape(str(file))}")
+            err.print(f"[red]error:[/red] not a file: {shown(str(file))}")
             raise typer.Exit(2)
         if file.stat().st_size > MAX_UPLOAD_BYTES:
-            err.print(f"[red]error:[/red] {escape(str(file))} is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+            err.print(f"[red]error:[/red] {shown(str(file))} is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
             raise typer.Exit(2)
         content_type = "text/markdown" if file.suffix.lower() in (".md", ".markdown") else None
         content_type = content_type or mimetypes.guess_type(file)[0]
@@ -65,7 +64,7 @@ def docs_add(
         return
     for document in added:
         pages = f", {document.pages} pages" if document.pages else ""
-        out.print(f"added {escape(document.name)} ({document.id}): {document.words:,} words{pages}")
+        out.print(f"added {shown(document.name)} ({document.id}): {document.words:,} words{pages}")
 
 
 @docs_app.command("list")
@@ -85,7 +84,7 @@ def docs_list(agent: AgentArg, as_json: JsonOpt = False) -> None:
     rows = [
         (
             d.id,
-            escape(d.name),
+            shown(d.name),
             d.content_type,
             f"{d.words:,}",
             str(d.pages or ""),
@@ -105,4 +104,4 @@ def docs_rm(agent: AgentArg, document: Annotated[str, typer.Argument(help="docum
         await platform.documents.remove(org_id, agent, document)
 
     _run(action)
-    out.print(f"removed {escape(document)}")
+    out.print(f"removed {shown(document)}")

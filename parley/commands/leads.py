@@ -2,7 +2,9 @@
 
 Like ``parley agents …`` they work on the store directly (``PARLEY_DATABASE_URL``, or the SQLite file in
 ``PARLEY_DATA_DIR``), in the default organization (``PARLEY_DEFAULT_ORG``). A lead submitted here is
-matched and its notifications are written like one from the API; the server's workers send them.
+matched and its notifications are written like one from the API; the server's workers send them. A
+lead comes from a public form, so all it holds is printed through ``shown`` (markup and control
+characters as text).
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from parley.commands.output import listing
+from parley.commands.output import listing, safe_json, shown
 from parley.config import get_settings
 from parley.platform.leads import (
     WEEKDAYS,
@@ -39,8 +40,8 @@ leads_app = typer.Typer(
     help="Leads: submit one, list them, show one with its notifications.", no_args_is_help=True
 )
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":name:" in stored text is text, not an emoji
+err = Console(stderr=True, emoji=False)
 T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -57,23 +58,23 @@ def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (NotFound, Conflict) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
         raise typer.Exit(1) from exc
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"]) or "input"
-            err.print(f"[red]error:[/red] {escape(where)}: {escape(error['msg'])}")
+            err.print(f"[red]error:[/red] {shown(where)}: {shown(error['msg'])}")
         raise typer.Exit(2) from exc
     except InvalidInput as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
         raise typer.Exit(2) from exc
 
 
 def _print_json(value: BaseModel | list[BaseModel]) -> None:
     if isinstance(value, BaseModel):
-        sys.stdout.write(value.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(safe_json(value.model_dump_json(indent=2)) + "\n")
     else:
-        sys.stdout.write(json.dumps([v.model_dump(mode="json") for v in value], indent=2) + "\n")
+        sys.stdout.write(safe_json(json.dumps([v.model_dump(mode="json") for v in value], indent=2)) + "\n")
 
 
 def _when(value: datetime | None) -> str:
@@ -146,7 +147,9 @@ def businesses_add(
     if as_json:
         _print_json(made)
     else:
-        out.print(f"added business [bold]{escape(made.name)}[/bold] ({made.id}), category {made.category}")
+        out.print(
+            f"added business [bold]{shown(made.name)}[/bold] ({made.id}), category {shown(made.category)}"
+        )
 
 
 @businesses_app.command("list")
@@ -169,7 +172,7 @@ def businesses_list(
         if b.postal_codes:
             area = ", ".join(filter(None, [area, f"{len(b.postal_codes)} postal codes"]))
         rows.append(
-            (b.id, escape(b.name), escape(b.category), area, b.time_zone, "yes" if b.active else "no")
+            (b.id, shown(b.name), shown(b.category), area, shown(b.time_zone), "yes" if b.active else "no")
         )
     out.print(listing("Businesses", ("id", "name", "category", "area", "time zone", "active"), rows))
 
@@ -181,16 +184,18 @@ def businesses_show(business_id: Annotated[str, typer.Argument()], as_json: Json
     if as_json:
         _print_json(b)
         return
-    out.print(f"[bold]{escape(b.name)}[/bold] ({b.id}) {b.category}, {'active' if b.active else 'inactive'}")
+    out.print(
+        f"[bold]{shown(b.name)}[/bold] ({b.id}) {shown(b.category)}, {'active' if b.active else 'inactive'}"
+    )
     if b.radius_km is not None:
         out.print(f"area: {b.radius_km:g} km around {b.latitude}, {b.longitude}")
     if b.postal_codes:
-        out.print(f"postal codes: {', '.join(b.postal_codes)}")
+        out.print(f"postal codes: {shown(', '.join(b.postal_codes))}")
     opening = "; ".join(
         f"{day} {', '.join(f'{s}-{e}' for s, e in b.hours[day])}" for day in WEEKDAYS if day in b.hours
     )
-    out.print(f"hours ({b.time_zone}): {opening or 'always open'}")
-    out.print(f"notify: {escape(b.notify_email)}, {b.notify_phone}; agent: {b.agent_id or '-'}")
+    out.print(f"hours ({shown(b.time_zone)}): {shown(opening) or 'always open'}")
+    out.print(f"notify: {shown(b.notify_email)}, {shown(b.notify_phone)}; agent: {shown(b.agent_id or '-')}")
 
 
 @businesses_app.command("deactivate")
@@ -200,7 +205,7 @@ def businesses_deactivate(business_id: Annotated[str, typer.Argument()], as_json
     if as_json:
         _print_json(b)
     else:
-        out.print(f"deactivated business {escape(b.name)} ({b.id})")
+        out.print(f"deactivated business {shown(b.name)} ({b.id})")
 
 
 # --- leads ----------------------------------------------------------------------------------------------
@@ -246,7 +251,7 @@ def leads_submit(
         return
     lead = result.lead
     verb = "submitted" if result.created else "already had"
-    out.print(f"{verb} lead {lead.id}: {lead.status}, {len(lead.matches)} business(es)")
+    out.print(f"{verb} lead {lead.id}: {shown(lead.status)}, {len(lead.matches)} business(es)")
 
 
 @leads_app.command("list")
@@ -267,9 +272,9 @@ def leads_list(
         (
             lead.id,
             _when(lead.created_at),
-            escape(lead.name),
-            escape(lead.category),
-            lead.status,
+            shown(lead.name),
+            shown(lead.category),
+            shown(lead.status),
             str(len(lead.matches)),
             "yes" if lead.consent_to_call else "no",
         )
@@ -291,28 +296,29 @@ def leads_show(lead_id: Annotated[str, typer.Argument()], as_json: JsonOpt = Fal
         payload = lead.model_dump(mode="json") | {
             "notifications": [n.model_dump(mode="json") for n in notifications]
         }
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.write(safe_json(json.dumps(payload, indent=2)) + "\n")
         return
-    out.print(f"[bold]{escape(lead.name)}[/bold] ({lead.id}) {lead.category}: {lead.status}")
+    out.print(f"[bold]{shown(lead.name)}[/bold] ({lead.id}) {shown(lead.category)}: {shown(lead.status)}")
     out.print(
-        f"phone {lead.phone}, email {escape(lead.email or '-')}, consent to call: {lead.consent_to_call}"
+        f"phone {shown(lead.phone)}, email {shown(lead.email or '-')}, "
+        f"consent to call: {lead.consent_to_call}"
     )
     if lead.description:
-        out.print(escape(lead.description))
+        out.print(shown(lead.description, lines=True))
     for m in lead.matches:
         distance = f"{m.distance_km:g} km" if m.distance_km is not None else "by postal code"
-        out.print(f"  → {m.business_id} ({distance}{'' if m.open_at_submit else ', was closed'})")
+        out.print(f"  → {shown(m.business_id)} ({distance}{'' if m.open_at_submit else ', was closed'})")
     table = Table(title="Notifications")
     for column in ("kind", "channel", "to", "status", "attempts", "sent", "last error"):
         table.add_column(column)
     for n in notifications:  # the last error says why a notice is still pending (the SMTP server is down)
         table.add_row(
-            n.kind,
-            n.channel,
-            escape(n.recipient),
-            n.status,
+            shown(n.kind),
+            shown(n.channel),
+            shown(n.recipient),
+            shown(n.status),
             str(n.attempts),
             _when(n.sent_at),
-            escape(n.last_error or "") if n.status != "sent" else "",
+            shown(n.last_error or "") if n.status != "sent" else "",
         )
     out.print(table)

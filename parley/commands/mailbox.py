@@ -2,7 +2,8 @@
 
 Run it, point the server at it (``PARLEY_SMTP_HOST=127.0.0.1 PARLEY_SMTP_PORT=8025
 PARLEY_SMTP_STARTTLS=false``) and every lead email lands as an ``.eml`` file in the folder, with a line
-here. The function is a plain Typer command; ``parley/cli.py`` registers it.
+here (through ``shown``: sender and subject are whatever the SMTP client sent). The function is a plain
+Typer command; ``parley/cli.py`` registers it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+
+from parley.commands.output import shown
 
 if TYPE_CHECKING:
     from parley.notifications.mailbox import ReceivedMail
 
-out = Console(highlight=False)
-err = Console(stderr=True)
+out = Console(highlight=False, emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def mailbox(
@@ -34,19 +36,19 @@ def mailbox(
     try:
         from parley.notifications.mailbox import Mailbox, serve
     except ImportError as exc:  # aiosmtpd is a development dependency
-        err.print(f"[red]error:[/red] {escape(str(exc))}; install the dev extra (pip install aiosmtpd)")
+        err.print(f"[red]error:[/red] {shown(str(exc))}; install the dev extra (pip install aiosmtpd)")
         raise typer.Exit(2) from exc
 
     def show(mail: ReceivedMail) -> None:
         to = ", ".join(mail.rcpt_tos)
         where = f" → {mail.path}" if mail.path else ""
-        out.print(escape(f"{mail.mail_from} → {to}: {mail.subject} {mail.message_id}{where}"), soft_wrap=True)
+        out.print(shown(f"{mail.mail_from} → {to}: {mail.subject} {mail.message_id}{where}"), soft_wrap=True)
 
     async def run() -> None:
         try:
             server = await serve(Mailbox(directory, on_message=show), host, port)
         except OSError as exc:
-            err.print(f"[red]error:[/red] cannot listen on {escape(host)}:{port}: {escape(str(exc))}")
+            err.print(f"[red]error:[/red] cannot listen on {shown(host)}:{port}: {shown(str(exc))}")
             raise typer.Exit(2) from exc
         out.print(f"Mailbox listening on {host}:{port}, writing to {directory}/ (Ctrl-C stops)")
         out.print(

@@ -4,6 +4,10 @@ command line.
 They read and write the same store as the server (``PARLEY_DATABASE_URL``, or the SQLite file in
 ``PARLEY_DATA_DIR``), in the default organization (``PARLEY_DEFAULT_ORG``). A database URL that cannot
 be used, or a database that cannot be reached, is one error line naming the setting (exit 1).
+
+Names, descriptions, transcripts and the rest of what they print are tenant or caller text: each goes
+through ``shown`` (``parley.commands.output``), so neither Rich markup nor a terminal escape sequence in
+it does anything but print.
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from parley.commands.output import listing, print_whole
+from parley.commands.output import listing, print_whole, safe_json, shown
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.platform.agents import Conflict, NotFound
@@ -46,8 +49,8 @@ calls_app = typer.Typer(help="Calls: list them, show one whole.", no_args_is_hel
 keys_app = typer.Typer(help="API keys of the default organization.", no_args_is_help=True)
 numbers_app = typer.Typer(help="Phone numbers and the agents that answer them.", no_args_is_help=True)
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # emoji=False: ":name:" in stored text is text, not an emoji to swap in
+err = Console(stderr=True, emoji=False)
 T = TypeVar("T")
 MESSAGE_PREVIEW = 120
 """Characters of a call's text or email shown by ``calls show``."""
@@ -68,15 +71,16 @@ def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (NotFound, Conflict, DatabaseUnavailable, AgentConfigError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line, read as text
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}", soft_wrap=True)  # read as text
         raise typer.Exit(1 if isinstance(exc, NotFound | Conflict | DatabaseUnavailable) else 2) from exc
 
 
 def _print_json(value: BaseModel | list[Any]) -> None:
+    """The data exactly, as JSON with no raw control character (``safe_json``)."""
     if isinstance(value, BaseModel):
-        sys.stdout.write(value.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(safe_json(value.model_dump_json(indent=2)) + "\n")
     else:
-        sys.stdout.write(json.dumps([v.model_dump(mode="json") for v in value], indent=2) + "\n")
+        sys.stdout.write(safe_json(json.dumps([v.model_dump(mode="json") for v in value], indent=2)) + "\n")
 
 
 def _config(
@@ -127,7 +131,7 @@ def agents_create(
     if as_json:
         _print_json(agent)
     else:
-        out.print(f"created agent [bold]{agent.name}[/bold] ({agent.id}), version {agent.version}")
+        out.print(f"created agent [bold]{shown(agent.name)}[/bold] ({agent.id}), version {agent.version}")
 
 
 @agents_app.command("list")
@@ -140,7 +144,7 @@ def agents_list(limit: Annotated[int, typer.Option(min=1, max=200)] = 50, as_jso
     rows = [
         (
             agent.id,
-            escape(agent.name),
+            shown(agent.name),
             str(agent.version),
             agent.config.llm.provider if isinstance(agent.config, AgentConfig) else "(invalid: see show)",
             _when(agent.updated_at),
@@ -162,14 +166,15 @@ def agents_show(
         _print_json(agent)
         return
     out.print(
-        f"[bold]{agent.name}[/bold] ({agent.id}) version {agent.version}, updated {_when(agent.updated_at)}"
+        f"[bold]{shown(agent.name)}[/bold] ({agent.id}) version {agent.version}, "
+        f"updated {_when(agent.updated_at)}"
     )
     if agent.description:
-        out.print(agent.description)
+        out.print(shown(agent.description, lines=True))
     if agent.problem:
-        err.print(f"[yellow]this version no longer loads:[/yellow] {escape(agent.problem)}", soft_wrap=True)
+        err.print(f"[yellow]this version no longer loads:[/yellow] {shown(agent.problem)}", soft_wrap=True)
     config = agent.config.model_dump(mode="json") if isinstance(agent.config, AgentConfig) else agent.config
-    out.print(yaml.safe_dump(config, sort_keys=False).rstrip(), markup=False)
+    out.print(shown(yaml.safe_dump(config, sort_keys=False).rstrip(), lines=True))
 
 
 @agents_app.command("update")
@@ -192,7 +197,7 @@ def agents_update(
     if as_json:
         _print_json(agent)
     else:
-        out.print(f"agent [bold]{agent.name}[/bold] ({agent.id}) is at version {agent.version}")
+        out.print(f"agent [bold]{shown(agent.name)}[/bold] ({agent.id}) is at version {agent.version}")
 
 
 @agents_app.command("delete")
@@ -213,7 +218,7 @@ def agents_delete(
     if as_json:
         sys.stdout.write(json.dumps({"deleted": ref}) + "\n")
     else:
-        out.print(f"deleted agent {ref}")
+        out.print(f"deleted agent {shown(ref)}")
 
 
 def _when(value: datetime | None) -> str:
@@ -276,7 +281,7 @@ def calls_list(
         who = f"{names.get(call.agent_id, call.agent_id)} v{call.agent_version}" if call.agent_id else "-"
         status_text = call.status + (f" ({call.end_reason})" if call.end_reason else "")
         row = (call.id, _when(call.created_at), call.direction, call.transport, status_text, duration, who)
-        rows.append(tuple(escape(cell) for cell in row))
+        rows.append(tuple(shown(cell) for cell in row))
     columns = ("id", "created", "direction", "transport", "status", "duration", "agent")
     out.print(listing("Calls", columns, rows))
 
@@ -306,43 +311,44 @@ def calls_show(
         _print_json(detail)
         return
     out.print(
-        f"[bold]{detail.id}[/bold] {detail.direction} via {detail.transport}: {detail.status}"
-        + (f" ({detail.end_reason})" if detail.end_reason else "")
+        f"[bold]{shown(detail.id)}[/bold] {shown(detail.direction)} via {shown(detail.transport)}: "
+        + shown(detail.status)
+        + (f" ({shown(detail.end_reason)})" if detail.end_reason else "")
         + (f", {detail.duration_s:.1f} s" if detail.duration_s is not None else "")
     )
     if detail.provider_call_id or detail.from_number or detail.to_number:
-        out.print(
-            f"{detail.from_number or '?'} → {detail.to_number or '?'}"
-            + (f", Twilio call {detail.provider_call_id}" if detail.provider_call_id else "")
-            + (f", answered by {detail.answered_by}" if detail.answered_by else "")
-            + (f", outbound job {detail.job_id}" if detail.job_id else ""),
-            markup=False,
+        out.print(  # caller id is the caller's to choose (a SIP From), so shown too
+            f"{shown(detail.from_number or '?')} → {shown(detail.to_number or '?')}"
+            + (f", Twilio call {shown(detail.provider_call_id)}" if detail.provider_call_id else "")
+            + (f", answered by {shown(detail.answered_by)}" if detail.answered_by else "")
+            + (f", outbound job {shown(detail.job_id)}" if detail.job_id else ""),
         )
     transcript = Table(title="Transcript")
     for column in ("at", "who", "said"):
         transcript.add_column(column, overflow="fold")
-    for turn in detail.transcript:
+    for turn in detail.transcript:  # what a caller typed into a live session: anything at all
         transcript.add_row(
             f"{turn.start_ms / 1000:.1f} s",
-            turn.speaker,
-            escape(turn.text + (" [interrupted]" if turn.interrupted else "")),
+            shown(turn.speaker),
+            shown(turn.text + (" [interrupted]" if turn.interrupted else ""), lines=True),
         )
     out.print(transcript)
     costs = detail.costs
     for line in costs.lines:
         out.print(
-            f"  {line.kind:<18} {line.provider:<10} {line.quantity:>10g} {line.unit:<6} ${line.cost_usd}"
+            f"  {shown(line.kind):<18} {shown(line.provider):<10} {line.quantity:>10g} {shown(line.unit):<6} "
+            f"${line.cost_usd}"
         )
     out.print(
-        f"cost: ${costs.total_usd} (markup ${costs.markup_usd}) = {costs.total} {costs.currency}"
+        f"cost: ${costs.total_usd} (markup ${costs.markup_usd}) = {costs.total} {shown(costs.currency)}"
         + (" (provisional)" if costs.provisional else "")
     )
     for name, figures in detail.metrics.get("latency", {}).items():
         out.print(f"  {name}: p50 {figures['p50']} ms, p90 {figures['p90']} ms (n={figures['count']})")
     if detail.recording is not None:
         out.print(
-            f"recording: {detail.recording.status}, {detail.recording.duration_ms / 1000:.1f} s stereo"
-            + (f", {detail.recording.url}" if detail.recording.url else ""),
+            f"recording: {shown(detail.recording.status)}, {detail.recording.duration_ms / 1000:.1f} s stereo"
+            + (f", {shown(detail.recording.url)}" if detail.recording.url else ""),
             soft_wrap=True,  # a URL to copy, whole
         )
     if detail.analysis is not None:
@@ -350,45 +356,48 @@ def calls_show(
     if detail.messages:
         _print_messages(detail.messages)
     if events:
-        for event in detail.events:
+        for event in detail.events:  # json.dumps escapes every control character (ensure_ascii)
             print_whole(out, f"  {event.t_ms:>9.1f} ms  {event.type}  {json.dumps(event.data)}")
 
 
 def _print_analysis(analysis: AnalysisOut) -> None:
-    """Tenant and model text is printed as data (markup=False): a summary may hold square brackets."""
+    """Tenant and model text is printed as data (``shown``): a summary may hold square brackets, and
+    the model may repeat a caller's escape sequences."""
     out.print(
-        f"[bold]analysis[/bold]: {analysis.status}"
-        + (f" ({escape(analysis.model)})" if analysis.model else "")
+        f"[bold]analysis[/bold]: {shown(analysis.status)}"
+        + (f" ({shown(analysis.model)})" if analysis.model else "")
     )
     if analysis.error:
-        out.print(f"  {analysis.error}", markup=False)
+        out.print(f"  {shown(analysis.error, lines=True)}")
     if analysis.summary:
-        out.print(f"  summary: {analysis.summary}", markup=False)
+        out.print(f"  summary: {shown(analysis.summary, lines=True)}")
     if analysis.success is not None:
         verdict = "pass" if analysis.success else "fail"
-        out.print(f"  success: {verdict}: {analysis.success_reason or ''}", markup=False)
+        out.print(f"  success: {verdict}: {shown(analysis.success_reason or '', lines=True)}")
     if analysis.structured_data is not None:
-        out.print(f"  data: {json.dumps(analysis.structured_data, ensure_ascii=False)}", markup=False)
+        out.print(f"  data: {shown(json.dumps(analysis.structured_data, ensure_ascii=False))}")
     for part, problem in analysis.errors.items():
-        out.print(f"  {part} failed: {problem}", markup=False)
+        out.print(f"  {shown(part)} failed: {shown(problem, lines=True)}")
 
 
 def _print_messages(messages: list[CallMessageOut]) -> None:
     """One line per text or email the agent sent, then what it said (shortened; ``--json`` has it whole).
-    The agent's words and the recipient are printed as data (markup=False)."""
+    The agent's words and the recipient are printed as data (``shown``)."""
     out.print(f"[bold]messages[/bold]: {len(messages)}")
     for message in messages:
         attempts = f"{message.attempts} attempt" + ("" if message.attempts == 1 else "s")
-        line = f"  {message.channel} to {message.to}: {message.status}, {attempts}"
+        line = f"  {shown(message.channel)} to {shown(message.to)}: {shown(message.status)}, {attempts}"
         if message.sent_at is not None:
             line += f", sent {_when(message.sent_at)}"
         if message.error:
-            line += f": {message.error}"
-        out.print(line, markup=False)
+            line += f": {shown(message.error)}"
+        out.print(line)
         words = " ".join(message.body.split())
         if len(words) > MESSAGE_PREVIEW:
             words = words[: MESSAGE_PREVIEW - 1] + "…"
-        out.print(f"    {message.subject}: {words}" if message.subject else f"    {words}", markup=False)
+        out.print(
+            f"    {shown(message.subject)}: {shown(words)}" if message.subject else f"    {shown(words)}"
+        )
 
 
 def _analysis_failure(analysis: AnalysisOut) -> str | None:
@@ -417,7 +426,7 @@ def calls_analyze(call_id: Annotated[str, typer.Argument()], as_json: JsonOpt = 
         _print_analysis(result)
     failure = _analysis_failure(result)
     if failure is not None:
-        err.print(f"[red]error:[/red] {escape(failure)}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {shown(failure, lines=True)}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -436,7 +445,7 @@ def keys_create(
     if as_json:
         sys.stdout.write(json.dumps({"id": key_id, "key": secret}) + "\n")
     else:
-        out.print(f"API key {key_id}: [bold]{escape(secret)}[/bold]", soft_wrap=True)
+        out.print(f"API key {key_id}: [bold]{shown(secret)}[/bold]", soft_wrap=True)
         out.print("(store it now: it cannot be shown again)")
 
 
@@ -449,9 +458,9 @@ def keys_revoke(key_id: Annotated[str, typer.Argument()]) -> None:
             return await TenantRepository(session).revoke_key(org, key_id)
 
     if not _run(revoke):
-        err.print(f"[red]error:[/red] no API key {key_id}")
+        err.print(f"[red]error:[/red] no API key {shown(key_id)}")
         raise typer.Exit(1)
-    out.print(f"revoked {key_id}")
+    out.print(f"revoked {shown(key_id)}")
 
 
 @calls_app.command("dial")
@@ -499,10 +508,11 @@ def calls_dial(
     if as_json:
         _print_json(job)
     else:
-        verb = "queued" if queued.created else f"already queued with key {escape(repr(key))}:"
+        verb = "queued" if queued.created else f"already queued with key {shown(repr(key))}:"
         out.print(
-            f"{verb} outbound job [bold]{job.id}[/bold]: {job.from_number} → {job.to_number}, "
-            f"{job.window} ({job.time_zone}), due {_when(job.next_attempt_at)}"
+            f"{verb} outbound job [bold]{shown(job.id)}[/bold]: {shown(job.from_number)} → "
+            f"{shown(job.to_number)}, {shown(job.window)} ({shown(job.time_zone)}), "
+            f"due {_when(job.next_attempt_at)}"
         )
 
 
@@ -517,13 +527,17 @@ def numbers_add(
     try:
         request = PhoneNumberCreate.model_validate({"number": number, "agent": agent, "label": label})
     except ValidationError as exc:
-        err.print(f"[red]error:[/red] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+        err.print(
+            f"[red]error:[/red] {shown(str(exc.errors()[0]['loc'][0]))}: {shown(exc.errors()[0]['msg'])}"
+        )
         raise typer.Exit(2) from exc
     row = _run(lambda p, org: p.phone.add_number(org, request.number, request.agent, request.label))
     if as_json:
         _print_json(row)
     else:
-        out.print(f"added [bold]{row.number}[/bold] ({row.id}) answered by {row.agent_id}")
+        out.print(
+            f"added [bold]{shown(row.number)}[/bold] ({row.id}) answered by {shown(row.agent_id or '-')}"
+        )
 
 
 @numbers_app.command("list")
@@ -540,18 +554,18 @@ def numbers_list(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    shown = [
+    listed = [
         (
             row.id,
             row.number,
-            escape(names.get(row.agent_id, row.agent_id) if row.agent_id else "-"),
-            escape(row.label),
+            shown(names.get(row.agent_id, row.agent_id) if row.agent_id else "-"),
+            shown(row.label),
             _when(row.created_at),
         )
         for row in rows
     ]
     out.print(
-        listing("Phone numbers", ("id", "number", "agent", "label", "added"), shown, ids=("id", "number"))
+        listing("Phone numbers", ("id", "number", "agent", "label", "added"), listed, ids=("id", "number"))
     )
 
 
@@ -564,4 +578,4 @@ def numbers_remove(
     if as_json:
         sys.stdout.write(json.dumps({"removed": ref}) + "\n")
     else:
-        out.print(f"removed {ref}")
+        out.print(f"removed {shown(ref)}")

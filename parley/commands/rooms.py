@@ -2,7 +2,8 @@
 
 Rooms live in the server process that runs them, so unlike ``parley agents`` these commands talk to the
 server (``--url``, or ``PARLEY_URL``) with an API key (``--key``, or ``PARLEY_API_KEY``), never to the
-store directly. The key is only ever sent to the server, never printed.
+store directly. The key is only ever sent to the server, never printed. Names, hints and the server's
+error messages (which may quote a request) are printed through ``shown``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,17 @@ from urllib.parse import quote
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from parley.commands.output import listing, print_whole
+from parley.commands.output import listing, print_whole, shown
 
 rooms_app = typer.Typer(
     help="Coached calls on a running server: open one, invite a rep, a customer or a coach, supervise, end.",
     no_args_is_help=True,
 )
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":name:" in a name or hint is text, not an emoji
+err = Console(stderr=True, emoji=False)
 
 UrlOpt = Annotated[
     str,
@@ -102,7 +102,7 @@ def _detail(answer: httpx.Response) -> str:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}")
+    err.print(f"[red]error:[/red] {shown(message, lines=True)}")
     raise typer.Exit(code)
 
 
@@ -112,7 +112,13 @@ def _print_json(value: Any) -> None:
 
 def _participants(participants: list[dict[str, Any]]) -> Table:
     rows = [
-        (p["id"], p["role"], p["mode"], escape(p["name"]), "yes" if p["connected"] else "invited")
+        (
+            shown(p["id"]),
+            shown(p["role"]),
+            shown(p["mode"]),
+            shown(p["name"]),
+            "yes" if p["connected"] else "invited",
+        )
         for p in participants
     ]
     return listing("Participants", ("id", "role", "mode", "name", "connected"), rows)
@@ -131,7 +137,10 @@ def rooms_create(
     if as_json:
         _print_json(room)
         return
-    out.print(f"room [bold]{room['id']}[/bold] with agent {escape(room['agent'])} (call {room['call_id']})")
+    out.print(
+        f"room [bold]{shown(room['id'])}[/bold] with agent {shown(room['agent'])} "
+        f"(call {shown(room['call_id'])})"
+    )
     print_whole(out, f"invite its participants: parley rooms add {room['id']} --role rep")
 
 
@@ -144,11 +153,11 @@ def rooms_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt =
         return
     rows = [
         (
-            room["id"],
-            escape(room["name"]),
-            escape(room["agent"]),
+            shown(room["id"]),
+            shown(room["name"]),
+            shown(room["agent"]),
             str(sum(1 for p in room["participants"] if p["connected"])),
-            room["call_id"],
+            shown(room["call_id"]),
         )
         for room in rooms
     ]
@@ -165,13 +174,13 @@ def rooms_show(
     if as_json:
         _print_json(room)
         return
-    out.print(f"room [bold]{room['id']}[/bold] {escape(room['name'])} — agent {escape(room['agent'])}")
+    out.print(f"room [bold]{shown(room['id'])}[/bold] {shown(room['name'])} — agent {shown(room['agent'])}")
     out.print(_participants(room["participants"]))
     for hint in room["hints"]:
-        out.print(f"  hint [{escape(hint['trigger'])}] {escape(hint['text'])}")
+        out.print(f"  hint \\[{shown(hint['trigger'])}] {shown(hint['text'])}")  # a bracket, not a markup tag
     talk = {role: stats.get("talk_ratio") for role, stats in room["metrics"].get("roles", {}).items()}
     if talk:
-        out.print("  talk ratio: " + ", ".join(f"{role} {ratio}" for role, ratio in talk.items()))
+        out.print("  talk ratio: " + ", ".join(f"{shown(str(role))} {ratio}" for role, ratio in talk.items()))
 
 
 @rooms_app.command("add")
@@ -194,8 +203,8 @@ def rooms_add(
         _print_json(invitation)
         return
     out.print(
-        f"{invitation['role']} [bold]{invitation['participant_id']}[/bold] ({invitation['mode']}); "
-        f"the token works once, until {invitation['expires_at']}"
+        f"{shown(invitation['role'])} [bold]{shown(invitation['participant_id'])}[/bold] "
+        f"({shown(invitation['mode'])}); the token works once, until {shown(invitation['expires_at'])}"
     )
     print_whole(out, f"token: {invitation['token']}")
     if invitation["page_url"]:
@@ -216,7 +225,7 @@ def rooms_mode(
     if mode not in MODES:
         _fail(f"mode must be one of {', '.join(MODES)}, got {mode!r}", 2)
     changed = _call("PATCH", url, key, _path(room_id, "participants", participant_id), {"mode": mode})
-    out.print(f"{changed['id']} ({changed['role']}) is now in {changed['mode']} mode")
+    out.print(f"{shown(changed['id'])} ({shown(changed['role'])}) is now in {shown(changed['mode'])} mode")
 
 
 @rooms_app.command("remove")
@@ -225,11 +234,11 @@ def rooms_remove(
 ) -> None:
     """Take a participant out of the call (or withdraw its invitation)."""
     _call("DELETE", url, key, _path(room_id, "participants", participant_id))
-    out.print(f"removed {participant_id} from {room_id}")
+    out.print(f"removed {shown(participant_id)} from {shown(room_id)}")
 
 
 @rooms_app.command("end")
 def rooms_end(room_id: RoomArg, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
     """End the call for everyone; it stays on the books (parley calls show CALL_ID)."""
     room = _call("POST", url, key, _path(room_id, "end"))
-    out.print(f"ended {room['id']}; the call is {room['call_id']}")
+    out.print(f"ended {shown(room['id'])}; the call is {shown(room['call_id'])}")

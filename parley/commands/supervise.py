@@ -12,9 +12,8 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.markup import escape
 
-from parley.commands.output import listing, print_whole
+from parley.commands.output import listing, print_whole, shown
 from parley.commands.rooms import DEFAULT_URL, JsonOpt, KeyOpt, UrlOpt, _call, _fail, _print_json, out
 
 supervise_app = typer.Typer(
@@ -55,8 +54,9 @@ def supervise_join(
         _print_json(invitation)
         return
     out.print(
-        f"supervisor [bold]{invitation['participant_id']}[/bold] ({invitation['mode']}) on call "
-        f"{invitation['call_id']}; the token works once, until {invitation['expires_at']}"
+        f"supervisor [bold]{shown(str(invitation['participant_id']))}[/bold] "
+        f"({shown(str(invitation['mode']))}) on call {shown(str(invitation['call_id']))}; "
+        f"the token works once, until {shown(str(invitation['expires_at']))}"
     )
     print_whole(out, f"socket: {invitation['ws_url']}")
 
@@ -72,7 +72,7 @@ def supervise_mode(
     """Switch live: listen (heard by nobody), whisper (the agent hears it as guidance), barge (take over)."""
     _check_mode(mode)
     changed = _call("PATCH", url, key, _path(call_id, supervisor_id), {"mode": mode})
-    out.print(f"{changed['id']} is now in {changed['mode']} mode")
+    out.print(f"{shown(str(changed['id']))} is now in {shown(str(changed['mode']))} mode")
 
 
 @supervise_app.command("whisper")
@@ -96,7 +96,7 @@ def supervise_leave(
 ) -> None:
     """Leave the call (or withdraw an invitation not used yet)."""
     _call("DELETE", url, key, _path(call_id, supervisor_id))
-    out.print(f"{supervisor_id} left call {call_id}")
+    out.print(f"{shown(supervisor_id)} left call {shown(call_id)}")
 
 
 @supervise_app.command("list")
@@ -109,10 +109,10 @@ def supervise_list(
         _print_json(listed)
         return
     rows = [
-        (s["id"], s["mode"], escape(s["name"]), "yes" if s["connected"] else "invited")
+        (s["id"], s["mode"], shown(s["name"]), "yes" if s["connected"] else "invited")
         for s in listed["supervisors"]
     ]
-    title = f"Supervisors of {escape(listed['call_id'])}"
+    title = f"Supervisors of {shown(listed['call_id'])}"
     out.print(listing(title, ("id", "mode", "name", "connected"), rows))
     if listed["handed_over"]:
         out.print("a supervisor has the call: the agent listens")

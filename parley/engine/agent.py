@@ -29,14 +29,14 @@ from parley.engine.messages import (
 )
 from parley.engine.schema_checks import UnsupportedSchema, check_schema, without_patterns
 from parley.engine.variables import PromptTemplateError, check_template
-from parley.inputs import CallTarget, JsonObject, PlainJson, SafeStr
+from parley.inputs import CallTarget, JsonObject, PlainJson, PlainName, SafeStr
 from parley.providers.languages import LANGUAGES
 from parley.providers.options import OptionsError, Role, validate_options
 
 # Caps on what an agent may say and hold. An agent is tenant input (POST /v1/agents) and goes whole into
 # every prompt, so each text has a ceiling, generous for hand-written agents; numbers are finite.
 MAX_MS = 60_000
-AgentName = Annotated[SafeStr, Field(min_length=1, max_length=100)]
+AgentName = Annotated[PlainName, Field(min_length=1, max_length=100)]
 Fact = Annotated[SafeStr, Field(max_length=4000)]
 SpokenLine = Annotated[SafeStr, Field(max_length=1000)]
 DestinationName = Annotated[SafeStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_. -]+$")]
@@ -217,7 +217,7 @@ class S2sSettings(ProviderSettings):
 class ToolSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: SafeStr = Field(min_length=1, max_length=64)
+    name: PlainName = Field(min_length=1, max_length=64)
     description: SafeStr = Field("", max_length=2000)
     parameters: JsonObject = Field(default_factory=lambda: {"type": "object", "properties": {}})
     timeout_s: float = Field(5.0, gt=0, le=300)

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Val
 from pydantic_core import PydanticCustomError
 
 from parley.config import Settings
-from parley.inputs import SafeStr, refuse_nul
+from parley.inputs import PlainName, SafeStr, refuse_nul
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.schemas import Page
 from parley.store.agents import AgentRepository
@@ -171,7 +171,7 @@ def _check_point(latitude: float | None, longitude: float | None) -> None:
 
 
 class BusinessIn(_In):
-    name: SafeStr = Field(min_length=1, max_length=200)
+    name: PlainName = Field(min_length=1, max_length=200)
     category: Category
     latitude: Latitude | None = None
     longitude: Longitude | None = None
@@ -205,7 +205,7 @@ class BusinessIn(_In):
 class BusinessUpdate(_In):
     """Only the fields given change; the result must still be a valid business."""
 
-    name: SafeStr | None = Field(None, min_length=1, max_length=200)
+    name: PlainName | None = Field(None, min_length=1, max_length=200)
     category: Category | None = None
     latitude: Latitude | None = None
     longitude: Longitude | None = None
@@ -220,7 +220,7 @@ class BusinessUpdate(_In):
 
 
 class LeadIn(_In):
-    name: SafeStr = Field(min_length=1, max_length=200)
+    name: PlainName = Field(min_length=1, max_length=200)
     phone: Phone
     email: Email | None = None
     category: Category

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.config import Settings
 from parley.engine.events import EventType
-from parley.inputs import E164, SafeStr
+from parley.inputs import E164, PlainName
 from parley.jobs.outbound import PERMANENT_REFUSALS
 from parley.platform.coached_room import CoachedRoom, JoinRefused, LiveRooms, RoomNotFound
 from parley.rooms import Mode, RoomError, UnknownParticipant
@@ -75,7 +75,7 @@ class RoomCallCreate(BaseModel):
         description="caller id: one of the organization's numbers; default PARLEY_TWILIO_CALLER_ID, "
         "else the organization's first phone number",
     )
-    name: SafeStr = Field("", max_length=120, description="shown to the others in the room")
+    name: PlainName = Field("", max_length=120, description="shown to the others in the room")
 
 
 class RoomCallOut(BaseModel):

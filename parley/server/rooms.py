@@ -32,7 +32,7 @@ from parley.engine.agent import AgentConfig
 from parley.engine.events import now
 from parley.engine.options import EngineStack
 from parley.engine.transport import AudioOutput
-from parley.inputs import JsonObject, SafeStr
+from parley.inputs import JsonObject, PlainName, SafeStr
 from parley.platform.agents import NotFound
 from parley.platform.coached_room import (
     RESERVED_METADATA,
@@ -58,7 +58,7 @@ router = APIRouter(prefix="/v1/rooms", tags=["rooms"])
 
 RoomId = Annotated[SafeStr, Path(min_length=1, max_length=64, description="a room id (`room_…`)")]
 ParticipantId = Annotated[SafeStr, Path(min_length=1, max_length=64, description="a participant id")]
-Name = Annotated[SafeStr, Field(max_length=MAX_NAME_CHARS)]
+Name = Annotated[PlainName, Field(max_length=MAX_NAME_CHARS)]
 
 
 # --- bodies and answers ----------------------------------------------------------------------------------

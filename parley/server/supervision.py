@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, WebSocket, s
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.engine.state import SessionState
-from parley.inputs import SafeStr
+from parley.inputs import PlainName, SafeStr
 from parley.platform.supervision import (
     MAX_WHISPER_CHARS,
     NotJoined,
@@ -48,7 +48,9 @@ class SupervisorCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: SupervisorMode = Field("listen", description="how the supervisor comes in")
-    name: Annotated[SafeStr, Field(max_length=MAX_NAME_CHARS)] = Field("", description="shown to supervisors")
+    name: Annotated[PlainName, Field(max_length=MAX_NAME_CHARS)] = Field(
+        "", description="shown to supervisors"
+    )
 
 
 class SupervisorModeChange(BaseModel):

@@ -23,6 +23,7 @@ from parley.audio.frame import AudioFrame
 from parley.engine import event_payloads as ev
 from parley.engine.event_payloads import MalformedPayload
 from parley.engine.events import Event, EventType
+from parley.inputs import SafeStr
 
 log = structlog.get_logger("parley.transports")
 
@@ -123,7 +124,7 @@ class Resume(_ClientMessage):
 
 class Text(_ClientMessage):
     type: Literal["text"]
-    text: str = Field(min_length=1, max_length=4000)
+    text: SafeStr = Field(min_length=1, max_length=4000)
 
 
 class Interrupt(_ClientMessage):
