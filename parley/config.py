@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -250,6 +251,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="host names or IP addresses that tenants' webhooks may reach although they resolve to "
         "private, loopback or link-local addresses (e.g. an internal service); others are refused",
+    )
+    webhook_allow_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list,
+        description="ports tenants' webhook URLs may name besides 443 and 80 (e.g. [8443]); any other is "
+        "refused, so a tenant cannot probe SSH, database or admin ports from this server's address",
     )
     webhook_max_response_bytes: int = Field(
         65536, ge=1024, le=8 * 1024 * 1024, description="largest webhook response read; longer is an error"

@@ -8,12 +8,14 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from parley.config import get_settings
 from parley.engine.agent import AgentConfig
 from parley.platform.schemas import AgentCreate, AgentOut, AgentPatch, AgentUpdate, AgentVersionOut, Page
 from parley.stack import ProviderError, check_operator_policy
 from parley.store.agents import FILE, AgentRepository
 from parley.store.db import Database
 from parley.store.models import Agent, AgentVersion
+from parley.webhooks.guard import UrlPolicy, UrlRefused
 
 __all__ = ["AgentService", "BrokenAgent", "Conflict", "InvalidConfig", "NotFound", "ProviderError"]
 
@@ -54,6 +56,20 @@ class InvalidConfig(ValueError):
     def __init__(self, error: ValidationError) -> None:
         super().__init__(f"invalid agent configuration: {error.error_count()} error(s)")
         self.errors = error.errors(include_input=False, include_url=False)
+
+
+def _check_policy(config: AgentConfig) -> None:
+    """The operator's policy for a configuration being saved: ``check_operator_policy``, and a webhook
+    tool's port (refused now, naming the tool, rather than at every call). The rest of a tool's URL is
+    checked at each call, so an operator who tightens the policy need not edit agents."""
+    check_operator_policy(config)
+    policy = UrlPolicy.from_settings(get_settings())  # the policy the tool is called under (stack.py)
+    for index, tool in enumerate(config.tools):
+        if tool.kind == "webhook" and tool.url is not None:
+            try:
+                policy.check_url_port(tool.url)
+            except UrlRefused as exc:
+                raise ProviderError(f"tools.{index}.url: {exc}") from exc
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -151,7 +167,7 @@ class AgentService:
         self.db = db
 
     async def create(self, org_id: str, request: AgentCreate) -> AgentOut:
-        check_operator_policy(request.config)
+        _check_policy(request.config)
         name = request.name or request.config.name
         config = request.config.model_copy(update={"name": name})
         async with self.db.session() as session:
@@ -211,7 +227,7 @@ class AgentService:
     async def update(self, org_id: str, ref: str, request: AgentUpdate | AgentPatch) -> AgentOut:
         """``AgentUpdate`` replaces the configuration; ``AgentPatch`` changes only what it sends."""
         if isinstance(request, AgentUpdate) and request.config is not None:
-            check_operator_policy(request.config)
+            _check_policy(request.config)
         async with self.db.session() as session:
             repo = AgentRepository(session)
             agent = await self._find(repo, org_id, ref)
@@ -248,7 +264,7 @@ class AgentService:
             config = AgentConfig.model_validate(merge_patch(stored, request.config))
         except ValidationError as exc:
             raise InvalidConfig(exc) from exc
-        check_operator_policy(config)
+        _check_policy(config)
         return config
 
     async def delete(self, org_id: str, ref: str) -> None:

@@ -3,7 +3,9 @@
 A body over ``max_request_body_bytes`` gets 413, whether its ``Content-Length`` says so up front or it
 streams (chunked) past the cap: it is never buffered whole nor parsed. A JSON body that holds NaN,
 Infinity or a number too large for a float (``1e400``) gets 422: JSON has no such values, yet Python's
-parser accepts them, and one that reached a route would be stored or fail to serialize (a 500).
+parser accepts them, and one that reached a route would be stored or fail to serialize (a 500). So does
+one whose arrays and objects nest more than ``MAX_BODY_NESTING`` deep: the parser recurses once per level,
+and a 2 KB body of a thousand ``[`` would exhaust it inside the route, a 400 that names nothing.
 
 The WebRTC offer endpoint speaks the live protocol, not the REST API: its refusals here are that
 protocol's ``error`` message (and bad JSON a 400), as are those of the route itself.
@@ -15,6 +17,7 @@ import json
 import math
 import re
 
+import numpy as np
 from fastapi import FastAPI, status
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -28,6 +31,25 @@ from parley.transports.ws_protocol import ErrorCode, error_message
 _UPLOADS = re.compile(r"^/v1/agents/[^/]+/documents/?$")
 UPLOAD_MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
 """A document upload's body: the file itself (``parley.platform.documents``) plus room for JSON quoting."""
+
+
+MAX_BODY_NESTING = 64
+"""Deepest ``[``/``{`` nesting a JSON body may have: an agent with a tool's JSON schema needs a few levels
+more than the 32 free-form JSON may have inside it (``parley.inputs.MAX_JSON_DEPTH``)."""
+# A JSON string (possibly unterminated: the route reports that), matched without backtracking so a hostile
+# body costs linear time; brackets inside strings are text, not nesting.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\[\s\S])*+"?')
+_DEPTH_STEP = np.zeros(256, np.int32)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+
+
+def _nesting(body: bytes) -> int:
+    """How deeply ``body``'s arrays and objects nest, in linear time and without recursion."""
+    if body.count(b"[") + body.count(b"{") <= MAX_BODY_NESTING:
+        return 0  # too few brackets to nest too deep: the common case, no scan
+    steps = _DEPTH_STEP[np.frombuffer(_JSON_STRING.sub(b"", body), np.uint8)]
+    return int(np.cumsum(steps).max(initial=0))
 
 
 class _NotFinite(ValueError):
@@ -111,16 +133,17 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body and _is_json(headers.get("content-type")) and _has_non_finite_number(body):
-            detail = [{"type": "finite_number", "loc": ["body"], "msg": _NOT_FINITE}]
+        problem = _json_problem(body) if body and _is_json(headers.get("content-type")) else None
+        if problem is not None:
+            kind, words = problem
             await _refuse(
                 scope,
                 receive,
                 send,
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail,
+                [{"type": kind, "loc": ["body"], "msg": words}],
                 code=ErrorCode.BAD_JSON,
-                message=_NOT_FINITE,
+                message=words,
             )
             return
         delivered = False
@@ -148,6 +171,19 @@ class RequestLimits:
 
 
 _NOT_FINITE = "JSON numbers must be finite: NaN, Infinity and numbers as large as 1e400 are not JSON"
+
+
+def _json_problem(body: bytes) -> tuple[str, str] | None:
+    """The error type and words for a JSON body no route should parse, or None (malformed JSON too: the
+    route reports it, naming the body). Depth first: the parser below must not run out of stack."""
+    depth = _nesting(body)
+    if depth > MAX_BODY_NESTING:
+        return "json_too_deep", (
+            f"JSON arrays and objects nest {depth} levels deep here; at most {MAX_BODY_NESTING} are accepted"
+        )
+    if _has_non_finite_number(body):
+        return "finite_number", _NOT_FINITE
+    return None
 
 
 async def _refuse(

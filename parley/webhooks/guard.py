@@ -3,8 +3,15 @@
 A tenant names the URL of a webhook tool or endpoint, and the request leaves from inside the operator's
 network: without a guard it could read cloud metadata (169.254.169.254), an admin port on localhost or
 any private service. The rules: ``https`` only (``http`` when the operator allows it), no credentials in
-the URL, and every address the host resolves to must be public, unless the operator lists the host (or
-the address) in ``webhook_allow_private_hosts``.
+the URL, port 443 or 80 (or one the operator adds in ``webhook_allow_ports``), and every address the host
+resolves to must be public, unless the operator lists the host (or the address) in
+``webhook_allow_private_hosts`` (such a host is the operator's own service: any port).
+
+What a tenant reads of a refusal or a failed connection tells it nothing about the operator's network:
+never an address the operator's resolver answered (a name like ``metadata.google.internal`` would map the
+inside), the same words for a name that does not resolve and one that resolves to a private address, and
+the same "could not connect" for a port that refuses and one that drops packets. The operator's log keeps
+the detail.
 
 The address check runs when the connection is made, on the addresses actually dialed (a network backend
 under httpx), so a name that resolves to a public address when checked and to a private one when
@@ -28,11 +35,19 @@ from urllib.parse import urlsplit
 import certifi
 import httpcore
 import httpx
+import structlog
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 
 from parley.config import Settings
 
+log = structlog.get_logger("parley.webhooks.guard")
+
 MAX_URL_LENGTH = 2000
+DEFAULT_PORTS = frozenset({443, 80})
+"""The ports of the web: anything else (SSH, databases, admin consoles) only when the operator adds it."""
+_SCHEME_PORTS = {"https": 443, "http": 80}
+NOT_PERMITTED = "the host does not resolve to a permitted address"
+"""A tenant's words for a host refused when dialed: whether it resolved, and to what, is the operator's."""
 
 _EMBEDDING_V4 = (
     ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated)
@@ -46,20 +61,31 @@ _INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 
 
 class UrlRefused(ValueError):
-    """A URL (or the address it resolves to) that tenants may not send requests to."""
+    """A URL (or the address it resolves to) that tenants may not send requests to. The message is for
+    the tenant; ``detail`` (what the resolver answered) is for the operator's log only."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail if detail is not None else message
+
+
+class DestinationRefused(httpcore.ConnectError):
+    """The guard's refusal at dial time, told apart from a connection that failed (``refusal``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class UrlPolicy:
     allow_http: bool = False
     allow_private_hosts: frozenset[str] = frozenset()
-    """Lower-case host names or IP addresses exempt from the private-address rule."""
+    """Lower-case host names or IP addresses exempt from the private-address and port rules."""
+    allowed_ports: frozenset[int] = DEFAULT_PORTS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UrlPolicy:
         return cls(
             allow_http=settings.webhook_allow_http,
             allow_private_hosts=frozenset(h.strip().lower() for h in settings.webhook_allow_private_hosts),
+            allowed_ports=DEFAULT_PORTS | frozenset(settings.webhook_allow_ports),
         )
 
     def check_url(self, url: str) -> str:
@@ -73,7 +99,8 @@ class UrlPolicy:
             raise UrlRefused(f"not a valid URL: {exc}") from exc
         _check_characters(url)
         try:  # the client must be able to send it: httpx parses it, IDNA-encodes and decodes its host
-            client_host = httpx.URL(url).host
+            client_url = httpx.URL(url)
+            client_host = client_url.host
         except (httpx.InvalidURL, ValueError) as exc:  # idna.IDNAError is a ValueError
             raise UrlRefused(f"not a valid URL: {exc}") from exc
         schemes = ("https", "http") if self.allow_http else ("https",)
@@ -84,24 +111,51 @@ class UrlPolicy:
             raise UrlRefused("the URL has no host")
         if parts.username is not None or parts.password is not None:
             raise UrlRefused("the URL may not carry credentials (use headers from secrets)")
-        for host in dict.fromkeys((parts.hostname.lower(), client_host.lower())):  # both parsers' view
+        hosts = tuple(dict.fromkeys((parts.hostname.lower(), client_host.lower())))  # both parsers' view
+        for host in hosts:
             if host in self.allow_private_hosts:
                 continue
             literal = address_literal(host)
             if literal is not None and not public(literal):
                 raise UrlRefused(f"{host} is not a public address")
+        for port in dict.fromkeys((parts.port, client_url.port)):
+            for host in hosts:
+                self.check_port(host, _SCHEME_PORTS[parts.scheme] if port is None else port)
         return url
 
+    def check_url_port(self, url: str) -> None:
+        """Only the port rule (and that the port is a number): what a webhook tool's URL is held to when
+        its agent is saved; the other rules are checked at every call, under the policy of the day."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise UrlRefused(f"not a valid URL: {exc}") from exc
+        default = _SCHEME_PORTS.get(parts.scheme, 443)
+        self.check_port((parts.hostname or "").lower(), default if port is None else port)
+
+    def check_port(self, host: str, port: int) -> None:
+        """Raise ``UrlRefused`` for a port tenants may not reach on ``host``: a tenant's URL must not
+        probe SSH, databases or admin consoles from the operator's address. A host the operator lists in
+        ``allow_private_hosts`` is its own service, on whatever port it listens."""
+        if port in self.allowed_ports or host.lower() in self.allow_private_hosts:
+            return
+        permitted = ", ".join(str(p) for p in sorted(self.allowed_ports))
+        raise UrlRefused(f"port {port} is not permitted (permitted ports: {permitted})")
+
     def check_addresses(self, host: str, addresses: Iterable[str]) -> list[str]:
-        """The addresses to dial for ``host``: all of them, once every one is allowed."""
+        """The addresses to dial for ``host``: all of them, once every one is allowed. The message of a
+        refusal names no address (``NOT_PERMITTED``); ``detail`` does, for the operator's log."""
         found = list(dict.fromkeys(addresses))
         if not found:
-            raise UrlRefused(f"{host} does not resolve")
+            raise UrlRefused(NOT_PERMITTED, f"{host} resolves to no address")
         if host.lower() in self.allow_private_hosts:
             return found
         for address in found:
             if address.lower() not in self.allow_private_hosts and not public(ipaddress.ip_address(address)):
-                raise UrlRefused(f"{host} resolves to {address}, which is not a public address")
+                raise UrlRefused(
+                    NOT_PERMITTED, f"{host} resolves to {address}, which is not a public address"
+                )
         return found
 
 
@@ -170,21 +224,26 @@ class GuardedBackend(AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout  # resolving and every address
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
-        try:
-            addresses = self.policy.check_addresses(host, [str(info[4][0]) for info in infos])
+            self.policy.check_port(host, port)  # the URL's check ran before; this is what is dialed
+            async with asyncio.timeout_at(deadline):
+                resolved = await _resolve(host, port)
+            addresses = self.policy.check_addresses(host, resolved)
         except UrlRefused as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        error: Exception | None = None
+            log.warning("webhook destination refused", host=host, port=port, reason=exc.detail)
+            raise DestinationRefused(str(exc)) from exc  # its message: the tenant's words, no address
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} took too long") from exc
+        error: Exception = httpcore.ConnectTimeout("no time was left to connect")
         for address in addresses:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
             try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+                return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
-        assert error is not None
         raise error
 
     async def connect_unix_socket(
@@ -197,6 +256,17 @@ class GuardedBackend(AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to; a name that does not resolve is refused in the same words as
+    one that resolves to a private address, so a tenant cannot tell which internal names exist."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UrlRefused(NOT_PERMITTED, f"{host} does not resolve: {exc}") from exc
+    return [str(info[4][0]) for info in infos]
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
@@ -213,20 +283,45 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def guarded_client(policy: UrlPolicy, timeout_s: float) -> httpx.AsyncClient:
-    """An HTTP client for tenant URLs: guarded, no redirects, no environment proxies or netrc."""
+def guarded_client(
+    policy: UrlPolicy, timeout_s: float, connect_timeout_s: float | None = None
+) -> httpx.AsyncClient:
+    """An HTTP client for tenant URLs: guarded, no redirects, no environment proxies or netrc.
+    ``connect_timeout_s`` (default ``timeout_s``) bounds resolving and connecting, all addresses together."""
     return httpx.AsyncClient(
         transport=GuardedTransport(policy),
-        timeout=httpx.Timeout(timeout_s),
+        timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s),
         follow_redirects=False,
         trust_env=False,
     )
 
 
 def refusal(exc: httpx.HTTPError) -> str:
-    """Words for a failed request (the guard's refusal included), with no URL secrets in them."""
+    """Words for a failed request (the guard's refusal included), with no URL secrets in them. Every
+    failure to connect reads alike: a refused port and a filtered one (a timeout) must not tell a tenant
+    scanning from the operator's address which is which. A refused TLS certificate is named: the port
+    answered, and a tenant needs to know what to fix."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        causes = list(_causes(exc))
+        refused = next((c for c in causes if isinstance(c, DestinationRefused)), None)
+        if refused is not None:
+            return f"could not connect: {refused}"
+        certificate = next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None)
+        if certificate is not None:
+            return f"could not connect: the TLS certificate was not accepted ({certificate.verify_message})"
+        if any(isinstance(c, ssl.SSLError) for c in causes):
+            return "could not connect: the TLS handshake failed"
+        return "could not connect"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        return f"could not connect ({exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """``exc`` and what raised it, down the chain (httpx's error wraps httpcore's, which wraps the OS's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

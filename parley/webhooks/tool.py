@@ -35,6 +35,9 @@ SIGNING_SECRET = "webhook_signing_secret"
 or generate one with ``POST /v1/webhooks/signing-secret``)."""
 ERROR_TEXT_CHARS = 200
 USER_AGENT = "Parley-Webhook/1"
+CONNECT_SHARE = 0.8
+"""Of a tool's timeout, how long connecting may take: a port that drops packets then fails as "could not
+connect", like one that refuses, before the tool's own timeout would say "timed out" (a port scan)."""
 
 
 class WebhookToolError(RuntimeError):
@@ -83,7 +86,7 @@ def webhook_tool(settings: ToolSettings, context: WebhookContext) -> Tool:
         target, body = _request(url, method, settings.name, arguments, call_id)
         signing_secret = _secret(context, SIGNING_SECRET)
         headers["Parley-Call-Id"] = call_id
-        async with guarded_client(context.policy, timeout_s) as client:
+        async with guarded_client(context.policy, timeout_s, timeout_s * CONNECT_SHARE) as client:
             try:
                 request = client.build_request(method, target, content=body or None, headers=headers)
                 # A GET signs its query exactly as it goes out: the HTTP client percent-encodes what the

@@ -92,8 +92,9 @@ def test_urls_of_unusual_but_public_form_pass(url: str) -> None:
 
 def test_nat64_and_6to4_addresses_of_private_ones_are_refused_when_dialed() -> None:
     for address in ("64:ff9b::a00:1", "2002:a9fe:a9fe::1", "64:ff9b:1::a00:1"):
-        with pytest.raises(UrlRefused, match="not a public address"):
+        with pytest.raises(UrlRefused, match="permitted address") as refused:
             UrlPolicy().check_addresses("nat64.example", [address])
+        assert address not in str(refused.value), "the operator's log has it, the tenant does not"
     assert UrlPolicy().check_addresses("nat64.example", ["64:ff9b::808:808"]) == ["64:ff9b::808:808"]
 
 
@@ -103,8 +104,9 @@ def test_the_operator_may_allow_http_and_named_private_hosts() -> None:
     )
     assert policy.check_url("http://127.0.0.1:9000/x") == "http://127.0.0.1:9000/x"
     assert policy.check_addresses("billing.internal", ["10.1.2.3"]) == ["10.1.2.3"]
-    with pytest.raises(UrlRefused, match=r"10\.9\.9\.9"):
+    with pytest.raises(UrlRefused) as refused:
         policy.check_addresses("other.internal", ["10.9.9.9"])
+    assert "10.9.9.9" in refused.value.detail and "10.9.9.9" not in str(refused.value)
     with pytest.raises(UrlRefused, match="not a public"):
         policy.check_url("http://10.0.0.1/")
     assert UrlPolicy().check_addresses("example.com", ["93.184.215.14"]) == ["93.184.215.14"]
@@ -117,10 +119,10 @@ async def test_a_name_that_resolves_to_loopback_is_refused_when_connecting() -> 
     async with receiving(Receiver()) as receiver:
         port = receiver.url.rsplit(":", 1)[1]
         url = f"http://localhost:{port}/hook"
-        open_policy = UrlPolicy(allow_http=True)
+        open_policy = UrlPolicy(allow_http=True, allowed_ports=frozenset({int(port)}))
         open_policy.check_url(url)
         async with guarded_client(open_policy, 5.0) as client:
-            with pytest.raises(httpx.ConnectError, match="not a public address"):
+            with pytest.raises(httpx.ConnectError, match="not resolve to a permitted address"):
                 await client.post(url, content=b"{}")
         allowed = UrlPolicy(allow_http=True, allow_private_hosts=frozenset({"localhost"}))
         async with guarded_client(allowed, 5.0) as client:

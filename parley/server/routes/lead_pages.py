@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import parley.platform
 from parley.platform.agents import Conflict, NotFound
-from parley.platform.callbacks import CallQueue
+from parley.platform.callbacks import CallQueue, NoAgent, NoConsent
 from parley.platform.lead_pages import CallbackTarget, LeadPages
 from parley.platform.links import LinkRefused, verify_business, verify_callback
 from parley.server.auth import PlatformDep
@@ -92,6 +92,15 @@ def _queue(request: Request) -> CallQueue | None:
 
 ALREADY = "A call-back of this lead was asked for already; you will get its outcome by email."
 NO_CALLS = "This server cannot place calls right now; please call the person yourself or try later."
+REFUSALS: dict[str, str] = {
+    "no_calls": NO_CALLS,
+    "no_consent": "This person did not agree to be called, so our assistant will not call; reply by email.",
+    "no_agent": "No AI agent is set up to call your leads back yet.",
+    "no_lead": "That lead is not among this business's leads.",
+    "not_queued": "The call-back could not be queued; please call the person yourself or try later.",
+}
+"""What the leads page says after a refused "Request AI call", by the code its redirect carries. The
+page's URL names a code, never text: a link with made-up words must not show them as the page's alert."""
 
 
 # --- the consumer lead form -----------------------------------------------------------------------------
@@ -199,7 +208,7 @@ async def business_leads(
     token: Token = "",
     cursor: CursorQ = None,
     queued: Annotated[str | None, Query(max_length=64)] = None,
-    refused: Annotated[str | None, Query(max_length=300)] = None,
+    refused: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HTMLResponse:
     try:
         expires = verify_business(platform.settings, business_id, token)
@@ -222,8 +231,8 @@ async def business_leads(
     if queued is not None:
         name = next((lead.name for lead in page.data if lead.id == queued), "the lead")
         flash = f"AI call-back of {name} queued: you will get an email with the outcome."
-    elif refused is not None:
-        flash, flash_ok = refused, False
+    elif refused is not None and refused in REFUSALS:  # an unknown code shows nothing
+        flash, flash_ok = REFUSALS[refused], False
     return _page(
         "business_leads.html",
         business=business,
@@ -235,6 +244,17 @@ async def business_leads(
         flash=flash,
         flash_ok=flash_ok,
     )
+
+
+def _refusal_code(exc: NotFound | Conflict) -> str:
+    """The ``REFUSALS`` code for why a call-back was not queued (the full reason goes to the log)."""
+    if isinstance(exc, NoConsent):
+        return "no_consent"
+    if isinstance(exc, NoAgent):
+        return "no_agent"
+    if isinstance(exc, NotFound):
+        return "no_lead"
+    return "not_queued"
 
 
 @router.post("/business/{business_id}/leads/{lead_id}/callback")
@@ -254,7 +274,7 @@ async def business_callback(
     back: dict[str, str] = {"token": token}
     queue = _queue(request)
     if queue is None:
-        back["refused"] = NO_CALLS
+        back["refused"] = "no_calls"
     else:
         try:
             await platform.callbacks.request(
@@ -262,7 +282,10 @@ async def business_callback(
             )
             back["queued"] = lead_id
         except (NotFound, Conflict) as exc:
-            back["refused"] = str(exc)[:300]
+            back["refused"] = _refusal_code(exc)
+            log.info(
+                "business page call-back refused", business_id=business.id, lead_id=lead_id, why=str(exc)
+            )
     return RedirectResponse(
         f"/business/{business.id}/leads?{urlencode(back)}", status_code=status.HTTP_303_SEE_OTHER
     )
