@@ -19,6 +19,7 @@ from parley.commands.callbacks import businesses_page_link, leads_callback
 from parley.commands.documents import docs_app
 from parley.commands.leads import businesses_app, leads_app
 from parley.commands.mailbox import mailbox
+from parley.commands.numbers import numbers_assign, numbers_unassign
 from parley.commands.output import shown
 from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
 from parley.commands.rooms import rooms_app
@@ -67,6 +68,8 @@ agents_app.add_typer(docs_app, name="docs")
 app.add_typer(calls_app, name="calls")
 app.add_typer(keys_app, name="keys")
 app.add_typer(numbers_app, name="numbers")
+numbers_app.command("assign")(numbers_assign)
+numbers_app.command("unassign")(numbers_unassign)
 app.add_typer(rooms_app, name="rooms")
 app.add_typer(supervise_app, name="supervise")
 app.add_typer(businesses_app, name="businesses")

@@ -21,11 +21,12 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.engine.agent import AgentConfig
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.calls import CallService, summarize
-from parley.platform.schemas import CallSummary, PhoneNumberOut
+from parley.platform.schemas import CallSummary, PhoneNumberOut, PhoneNumberUpdate
 from parley.platform.usage import CARRIER_DURATION, agent_config_of, carrier_duration_s, finish_call
 from parley.store.agents import AgentRepository
 from parley.store.calls import CallRepository
@@ -33,6 +34,7 @@ from parley.store.db import Database
 from parley.store.lifecycle import CallStatus, Decision, InvalidStatusTransition
 from parley.store.models import Call, PhoneNumber
 from parley.store.numbers import NumberTaken, PhoneNumberRepository
+from parley.store.tenants import TenantRepository
 from parley.store.types import utcnow
 
 log = structlog.get_logger("parley.platform.phone")
@@ -57,6 +59,18 @@ TWILIO_STATUS: dict[str, CallStatus] = {
 class UnknownNumber(LookupError):
     """An inbound call to a number no agent of any organization answers (or whose agent cannot run: its
     stored configuration no longer loads)."""
+
+
+class NotAssigned(PermissionError):
+    """A tenant asked for a number the operator has not assigned to it. The message is the same whether
+    the number is free or another organization's: which numbers others hold is not a tenant's to learn."""
+
+    def __init__(self, number: str) -> None:
+        super().__init__(
+            f"{number} is not one of the organization's numbers: numbers are assigned by the operator "
+            "of this Parley server"
+        )
+        self.number = number
 
 
 class CallMismatch(LookupError):
@@ -106,18 +120,69 @@ class PhoneService:
         self.calls = calls
 
     # --- numbers ------------------------------------------------------------------------------------
+    #
+    # One Twilio account may carry every organization, and an inbound call goes to whoever holds the
+    # ``To`` number: a number an organization could take for itself would take another's callers (and
+    # let it show their number). So numbers are given by the operator (``assign_number``; ``add_number``
+    # on the host, or the operator's own organization); a tenant only routes the numbers it was given
+    # (``route_number``, ``update_number``), and is told the same about a free number as about another
+    # organization's.
 
     async def add_number(self, org_id: str, number: str, agent_ref: str, label: str = "") -> PhoneNumberOut:
-        """Route ``number`` (already E.164) to an agent of the organization; ``Conflict`` if it is taken."""
+        """The operator's way in (``parley numbers add`` on the host; the API keys of the operator's own
+        organization): ``number`` (E.164) becomes the organization's if no organization has it, or an
+        unrouted number of the organization gets an agent. ``Conflict`` if another organization has it
+        (not named: an API key is asking) or an agent already answers it."""
+        return await self._route(org_id, number, agent_ref, label, claim=True)
+
+    async def route_number(self, org_id: str, number: str, agent_ref: str, label: str = "") -> PhoneNumberOut:
+        """A tenant's way in: an agent of the organization answers a number the operator assigned to it.
+        ``NotAssigned`` for any other number, worded the same whether it is free or another
+        organization's; ``Conflict`` if an agent already answers it (``update_number`` changes that)."""
+        return await self._route(org_id, number, agent_ref, label, claim=False)
+
+    async def _route(
+        self, org_id: str, number: str, agent_ref: str, label: str, *, claim: bool
+    ) -> PhoneNumberOut:
         async with self.db.session() as session:
-            agents = AgentRepository(session)
-            agent = await agents.by_ref(org_id, agent_ref)
-            if agent is None:
+            agent = await AgentRepository(session).by_ref(org_id, agent_ref)
+            if agent is None:  # asked first: the answer must not depend on who holds the number
                 raise NotFound(f"no agent {agent_ref!r}")
-            try:
-                row = await PhoneNumberRepository(session).add(org_id, number, agent.id, label)
-            except NumberTaken as exc:
-                raise Conflict(str(exc)) from exc
+            numbers = PhoneNumberRepository(session)
+            row = await numbers.by_number(number)
+            if row is None and claim:
+                try:
+                    return number_out(await numbers.add(org_id, number, agent.id, label))
+                except NumberTaken as exc:
+                    raise Conflict(f"{number} was assigned meanwhile: try again") from exc
+            if row is None or row.org_id != org_id:
+                if claim:
+                    raise Conflict(
+                        f"{number} is assigned to another organization (on the host: parley numbers unassign)"
+                    )
+                raise NotAssigned(number)
+            if row.agent_id is not None:
+                hint = f"PATCH /v1/phone-numbers/{row.id} changes it"
+                if claim:
+                    hint += f"; on the host, parley numbers assign {number} --org ORG --agent OTHER"
+                raise Conflict(f"{number} is already answered by agent {row.agent_id}: {hint}")
+            row.agent_id = agent.id
+            row.label = label or row.label
+            await session.flush()
+            return number_out(row)
+
+    async def update_number(self, org_id: str, ref: str, change: PhoneNumberUpdate) -> PhoneNumberOut:
+        """Change which agent answers one of the organization's numbers (by id or E.164), or its label.
+        ``NotFound`` for a number that is not the organization's, as for any number nobody has."""
+        async with self.db.session() as session:
+            row = await PhoneNumberRepository(session).get(org_id, ref)
+            if row is None:
+                raise NotFound(f"no phone number {ref!r}")
+            if "agent" in change.model_fields_set:
+                row.agent_id = await self._agent_id(session, org_id, change.agent)
+            if change.label is not None:
+                row.label = change.label
+            await session.flush()
             return number_out(row)
 
     async def numbers(self, org_id: str) -> list[PhoneNumberOut]:
@@ -125,12 +190,67 @@ class PhoneService:
             return [number_out(row) for row in await PhoneNumberRepository(session).list(org_id)]
 
     async def remove_number(self, org_id: str, ref: str) -> None:
+        """Give a number of the organization back: it stops answering, and only the operator can assign it
+        again (its calls stay on the books)."""
         async with self.db.session() as session:
             repo = PhoneNumberRepository(session)
             row = await repo.get(org_id, ref)
             if row is None:
                 raise NotFound(f"no phone number {ref!r}")
             await repo.remove(row)
+
+    async def assign_number(
+        self, org_id: str, number: str, agent_ref: str | None = None, label: str | None = None
+    ) -> PhoneNumberOut:
+        """The operator gives ``number`` (E.164) to an organization, optionally with the agent that answers
+        it; assigning it again to the same organization changes the agent or label given. ``Conflict``
+        naming the organization that has it (only the operator calls this), ``NotFound`` for an agent the
+        organization does not have."""
+        async with self.db.session() as session:
+            numbers = PhoneNumberRepository(session)
+            row = await numbers.by_number(number)
+            if row is not None and row.org_id != org_id:
+                owner = await TenantRepository(session).get_org(row.org_id)
+                raise Conflict(
+                    f"{number} is assigned to organization {owner.slug if owner else row.org_id!r}: "
+                    f"parley numbers unassign {number} first"
+                )
+            agent_id = await self._agent_id(session, org_id, agent_ref)
+            if row is None:
+                try:
+                    row = await numbers.add(org_id, number, agent_id, label or "")
+                except NumberTaken as exc:
+                    raise Conflict(f"{number} was assigned meanwhile: try again") from exc
+                log.info("phone number assigned", number=number, org_id=org_id)
+                return number_out(row)
+            if agent_id is not None:
+                row.agent_id = agent_id
+            if label is not None:
+                row.label = label
+            await session.flush()
+            return number_out(row)
+
+    async def unassign_number(self, number: str) -> str:
+        """The operator takes ``number`` back from whichever organization has it (its calls stay on the
+        books); returns that organization's slug. ``NotFound`` when nobody has it."""
+        async with self.db.session() as session:
+            numbers = PhoneNumberRepository(session)
+            row = await numbers.by_number(number)
+            if row is None:
+                raise NotFound(f"no organization has {number}")
+            owner = await TenantRepository(session).get_org(row.org_id)
+            await numbers.remove(row)
+            log.info("phone number unassigned", number=number, org_id=row.org_id)
+            return owner.slug if owner is not None else row.org_id
+
+    @staticmethod
+    async def _agent_id(session: AsyncSession, org_id: str, agent_ref: str | None) -> str | None:
+        if agent_ref is None:
+            return None
+        agent = await AgentRepository(session).by_ref(org_id, agent_ref)
+        if agent is None:
+            raise NotFound(f"no agent {agent_ref!r}")
+        return agent.id
 
     async def caller_id(self, org_id: str) -> str | None:
         """The organization's first number (the From of its outbound calls when none is configured)."""

@@ -315,14 +315,27 @@ class PhoneNumberCreate(BaseModel):
 
 
 class PhoneNumberOut(BaseModel):
-    """A number the organization owns at its carrier; inbound calls to it run ``agent_id``'s latest
-    version. ``agent_id`` is null once that agent was deleted (calls to the number are then refused)."""
+    """A number the operator assigned to the organization; inbound calls to it run ``agent_id``'s latest
+    version. ``agent_id`` is null while no agent answers it (assigned without one, or that agent was
+    deleted): calls to the number are then refused."""
 
     id: str
     number: str
     agent_id: str | None
     label: str
     created_at: datetime
+
+
+class PhoneNumberUpdate(BaseModel):
+    """Which agent answers one of the organization's numbers (null: none, its calls are refused), and
+    its label. Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: SafeStr | None = Field(
+        None, min_length=1, max_length=200, description="the agent (id or name) that answers it; null: none"
+    )
+    label: SafeStr | None = Field(None, max_length=200)
 
 
 class OutboundCallCreate(BaseModel):

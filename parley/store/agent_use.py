@@ -38,7 +38,7 @@ class AgentInUse(ValueError):
         if numbers:
             hints.append(
                 "a number: parley numbers remove NUMBER, then parley numbers add NUMBER --agent OTHER "
-                "(or DELETE, then POST /v1/phone-numbers)"
+                '(or PATCH /v1/phone-numbers/{id} {"agent": "OTHER"})'
             )
         if businesses:
             hints.append('a business: PATCH /v1/businesses/{id} {"agent_id": "OTHER"} or null')

@@ -1,4 +1,10 @@
-"""Phone numbers an organization owns at its carrier, and the agent each one answers with."""
+"""Phone numbers assigned to organizations, and the agent each one answers with.
+
+A row is the assignment: the number is the organization's (its inbound calls are its calls, and its
+outbound calls may show it), whether or not an agent answers it yet (``agent_id`` null: calls are
+refused). Who may create a row is the platform's to decide (``platform.phone``): one Twilio account can
+carry every organization, so a tenant never takes a number the operator did not give it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ from parley.store.types import new_id, utcnow
 
 
 class NumberTaken(ValueError):
-    """The number is already on the books (numbers are unique across organizations: one routes to one)."""
+    """The number is already on the books (numbers are unique across organizations: one routes to one).
+    Its message names no organization: whether it may be told which is the caller's to judge."""
 
 
 class PhoneNumberRepository:
@@ -24,12 +31,12 @@ class PhoneNumberRepository:
             id=new_id("pn"), org_id=org_id, number=number, agent_id=agent_id, label=label, created_at=utcnow()
         )
         if await self.by_number(number) is not None:
-            raise NumberTaken(f"{number} is already registered")
+            raise NumberTaken(f"{number} is assigned")
         self.session.add(row)
         try:
             await self.session.flush()
         except IntegrityError as exc:  # added by someone else meanwhile; the unit of work rolls back
-            raise NumberTaken(f"{number} is already registered") from exc
+            raise NumberTaken(f"{number} is assigned") from exc
         return row
 
     async def by_number(self, number: str) -> PhoneNumber | None:
