@@ -202,6 +202,7 @@ class GroundingCheck:
         self._min = min_similarity
         self._vectors: _Vectors | None = None
         self._fact_kinds: set[AnswerKind] | None = None
+        self._fact_words: set[str] | None = None
 
     async def off_knowledge(self, text: str) -> bool:
         """True for a question that nothing the agent knows is about. Asked where the business is, with
@@ -224,6 +225,10 @@ class GroundingCheck:
         )
         return closest >= ANSWERED_SIMILARITY
 
+    def asks_known(self, question: str, kind: AnswerKind) -> bool:
+        """Whether ``question`` asks for a ``kind`` of answer some fact holds (a price, an address)."""
+        return is_question(question) and kind in self._kinds_known(question)
+
     def _kinds_known(self, question: str) -> set[AnswerKind]:
         """The kinds of answer ``question`` asks for that some fact holds."""
         if self._fact_kinds is None:
@@ -240,7 +245,7 @@ class GroundingCheck:
             return None
         if not any_answer and not is_checked_answer(answer):
             return None
-        return await asyncio.to_thread(self._unbacked, question, answer)
+        return await asyncio.to_thread(self._unbacked, question, answer, self._words(question))
 
     async def in_place_of(self, question: str, answer: str) -> UnbackedAnswer:
         """What to say instead of ``answer``, a copy of an earlier reply: the facts about ``question``
@@ -294,7 +299,7 @@ class GroundingCheck:
             and near_action < ACTION_SIMILARITY
         )
 
-    def _unbacked(self, question: str, answer: str) -> UnbackedAnswer | None:
+    def _unbacked(self, question: str, answer: str, known: set[str]) -> UnbackedAnswer | None:
         said, asked = self._embedder.embed([answer, question])
         closeness = self._known().facts @ asked
         decisive = self._decisive(question)
@@ -310,6 +315,7 @@ class GroundingCheck:
             fact = self._facts[best]
             backed = (
                 not contradicts(question, answer, fact)
+                and not echoes_question(question, answer, known)
                 and (not decisive or best in decisive)
                 and not affirms_unnamed_place(question, answer, fact)
                 and not self._no_amount(question, answer)
@@ -336,6 +342,14 @@ class GroundingCheck:
         ranked = [int(i) for i in np.argsort(-closeness) if closeness[i] >= floor or int(i) in held]
         related = tuple(self._facts[i] for i in ranked[:RELATED_FACTS])
         return UnbackedAnswer(round(support, 3), related, close or bool(decisive), repeated)
+
+    def _words(self, question: str) -> set[str]:
+        """The content words of the facts, of what the tools do and of the document passages retrieved
+        for ``question``: what the agent may say without echoing the caller."""
+        if self._fact_words is None:
+            self._fact_words = _content_words(" ".join([*self._facts, *self._actions]))
+        passages = self._passages(question) if self._passages is not None else ()
+        return self._fact_words | _content_words(" ".join(passages))
 
     def _no_amount(self, question: str, answer: str) -> bool:
         """A price asked, with prices among the facts, and an answer that names none: "You can call
@@ -388,6 +402,20 @@ def contradicts(question: str, answer: str, fact: str) -> bool:
     shared = [sum(_shares(word, about) for word in _content_words(clause)) for clause in clauses]
     best = max(shared, default=0)
     return best > 0 and any(_NEGATED.search(c) for c, n in zip(clauses, shared, strict=True) if n == best)
+
+
+def echoes_question(question: str, answer: str, known: set[str]) -> bool:
+    """Whether an answer's claim takes a word from the question that nothing the agent knows has.
+
+    Asked "Do you board pets over the holidays?", the model said "Yes, Harbor Veterinary Clinic is open
+    on holidays.": close to "Harbor Veterinary Clinic is open weekdays …" in the embedding, so it passed
+    as that fact restated, while "holidays", the very thing asked, came from the question alone. A "no"
+    is not judged here (it claims nothing the caller may act on), nor an admission of not knowing."""
+    if _NEGATIVE.match(answer) is not None and not opens_with_yes(answer):
+        return False
+    claim = _content_words(_AFFIRMATIVE.sub("", answer, count=1))
+    asked = _content_words(question)
+    return any(_shares(word, asked) and not _shares(word, known) for word in claim)
 
 
 def _content_words(text: str) -> set[str]:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from parley.engine.answer_types import AnswerKind
 from parley.engine.chunker import ClauseChunker, fixed_clauses, sentence_end
 from parley.engine.events import EventType, now
 from parley.engine.farewells import closes_call, is_farewell
@@ -191,7 +192,9 @@ class Thinker:
             return "", requested, None
         vet = not held and first
         near_tool = vet and not stated and tool is not None  # a statement's call was asked for above
-        answered = vet and not near_tool and await self._answered()
+        # Near a tool, a fact in place of the model's words would cost the call; a price asked is
+        # answered by the price, though ("How much to get into my house, I'm locked out?").
+        answered = vet and (self._asks_price() if near_tool else await self._answered())
         text, calls, unbacked, withheld = await self._llm_round(
             round_no,
             chunker,
@@ -290,6 +293,11 @@ class Thinker:
     async def _answered(self) -> bool:
         grounding = self._grounding()
         return grounding is not None and await grounding[0].answers(grounding[1])
+
+    def _asks_price(self) -> bool:
+        """The caller asks what something costs, and the facts name prices."""
+        grounding = self._grounding()
+        return grounding is not None and grounding[0].asks_known(grounding[1], AnswerKind.PRICE)
 
     async def _off_knowledge(self) -> bool:
         grounding = self._grounding()

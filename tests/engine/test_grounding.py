@@ -15,6 +15,7 @@ from parley.engine.grounding import (
     UNSURE_LEAD,
     GroundingCheck,
     contradicts,
+    echoes_question,
     is_checked_answer,
     is_question,
     opens_with_yes,
@@ -337,6 +338,29 @@ def test_contradiction_is_judged_against_the_clause_the_answer_is_about(
     question: str, answer: str, fact: str, contradiction: bool
 ) -> None:
     assert contradicts(question, answer, fact) is contradiction
+
+
+VET_FACTS = [
+    "Harbor Veterinary Clinic is open weekdays 7 am to 7 pm and Saturday 9 am to noon.",
+    "We treat dogs, cats and rabbits; we do not treat birds or reptiles.",
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "echo"),
+    [
+        ("Do you board pets over the holidays?", "Yes, Harbor Veterinary Clinic is open on holidays.", True),
+        ("Can I bring my dog in at 8 pm on a Tuesday?", "Sure, we are open at 8 pm on weekdays.", True),
+        ("Are you open on Saturday?", "Yes, we are open Saturday 9 am to noon.", False),
+        ("Do you see rabbits?", "Yes, we treat dogs, cats and rabbits.", False),
+        ("Do you board pets over the holidays?", "No, we do not board pets.", False),
+    ],
+)
+def test_a_claim_taking_the_questions_word_that_no_fact_has_is_an_echo(
+    question: str, answer: str, echo: bool
+) -> None:
+    known = {w for fact in VET_FACTS for w in fact.lower().replace(",", " ").replace(";", " ").split()}
+    assert echoes_question(question, answer, known) is echo
 
 
 async def test_a_passage_counts_only_when_it_is_about_the_question() -> None:

@@ -391,3 +391,18 @@ async def test_a_call_with_a_made_up_name_is_not_run_and_the_caller_is_asked(lin
     else:
         assert result.turns[0].agent_text == "You're booked for Tuesday."
         assert outcome["ok"] is True
+
+
+async def test_a_price_asked_near_a_tool_is_answered_by_the_price() -> None:
+    """ "How much to fix my leak?" is close to what the plumber's visit does, yet it asks a price: the
+    model's "You can call QuickFix to fix your leak." names none, so the price is said."""
+    rules = [ScriptRule.say("", "You can call QuickFix to fix your leak.")]
+    said, calls, _, _ = await call("How much to send a plumber to fix my leak?", rules)
+    assert "95 dollars" in said and "You can call" not in said
+    assert calls == []
+
+
+async def test_a_price_named_near_a_tool_is_said_as_the_model_put_it() -> None:
+    rules = [ScriptRule.say("", "A service visit costs 95 dollars, and a plumber can come today.")]
+    said, _, _, _ = await call("How much to send a plumber to fix my leak?", rules)
+    assert said == "A service visit costs 95 dollars, and a plumber can come today."
