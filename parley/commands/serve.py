@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from parley.commands.output import shown
 
 if TYPE_CHECKING:
     from parley.config import Settings
@@ -54,7 +55,7 @@ def serve(
     try:
         listener = listen_socket(bind, settings.port if port is None else port)
     except ListenError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
     with listener:
         _serve_on(listener, settings, bind, agent, log_level)
@@ -84,7 +85,7 @@ def _serve_on(
         try:
             extra.append(load_served_agent(agent))
         except AgentConfigError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(f"[red]error:[/red] {shown(str(exc), lines=True)}")
             raise typer.Exit(2) from exc
     default = extra[0].name if extra else None
     catalog = AgentCatalog(extra_dir=settings.agents_dir, extra=extra, default=default)
@@ -142,7 +143,7 @@ def bench_load(
     try:
         levels = [int(x) for x in sweep.split(",")] if sweep else [sessions]
     except ValueError as exc:
-        err.print(f"[red]error:[/red] --sweep takes comma-separated integers, got {sweep!r}")
+        err.print(f"[red]error:[/red] --sweep takes comma-separated integers, got {shown(repr(sweep))}")
         raise typer.Exit(2) from exc
     report = _run_fast(run_load(levels, measure_s=seconds, progress=err.print))
     if as_json:

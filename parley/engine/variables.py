@@ -105,6 +105,8 @@ def _compiled(text: str) -> Template:
         tree = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise PromptTemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from exc
+    except RecursionError as exc:  # jinja2's parser recurses once per bracket: "{{ ((((…" is a tenant's
+        raise PromptTemplateError("the template nests brackets too deeply") from exc
     for node in tree.find_all(nodes.Node):
         if not isinstance(node, _ALLOWED_NODES):
             raise PromptTemplateError(
@@ -123,7 +125,10 @@ def _compiled(text: str) -> Template:
             raise PromptTemplateError(
                 f"test '{node.name}' is not allowed (allowed: {', '.join(sorted(TESTS))})"
             )
-    return _ENV.from_string(tree)
+    try:
+        return _ENV.from_string(tree)
+    except RecursionError as exc:  # the code generator walks the same tree
+        raise PromptTemplateError("the template nests brackets too deeply") from exc
 
 
 def _check_field(node: nodes.Getattr | nodes.Getitem) -> None:

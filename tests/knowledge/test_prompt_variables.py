@@ -69,6 +69,8 @@ def test_missing_values_render_empty_and_if_blocks_work() -> None:
         ("{{ caller | attr('__class__') }}", "filter 'attr' is not allowed"),
         ("{{ caller.name ", "syntax error"),
         ("{% include 'x' %}", "not allowed"),
+        ("{" * 5000, "nests brackets too deeply"),  # jinja2 recursed to a 500 on this
+        ("{{ " + "(" * 3000 + "caller.name" + ")" * 3000 + " }}", "nests brackets too deeply"),
     ],
 )
 def test_what_is_not_plain_data_is_refused_at_validation(template: str, complaint: str) -> None:

@@ -279,3 +279,10 @@ def test_a_plain_name_is_one_line_without_control_characters(name: str) -> None:
     with pytest.raises(ValidationError, match="control characters or line breaks"):
         TypeAdapter(PlainName).validate_python(name)
     assert TypeAdapter(PlainName).validate_python("[red]x[/red] – ok") == "[red]x[/red] – ok"
+
+
+def test_serve_prints_a_bad_agent_reference_as_written() -> None:
+    """An ``--agent`` reference with brackets crashed ``serve`` with Rich's MarkupError."""
+    refused = CliRunner().invoke(app, ["serve", "--agent", "no_such_mod_[/x]:agent"])
+    assert refused.exit_code == 2, (refused.output, refused.exception)
+    assert "no_such_mod_[/x]" in refused.output
