@@ -61,7 +61,9 @@ async def test_talking_over_the_agent_stops_it_and_trims_the_context(
     answering = next(e.t for e in result.events if e.type is EventType.AGENT_AUDIO_STARTED)
     spoke_up = [e.t for e in result.events if e.type is EventType.SPEECH_STARTED and answering < e.t <= cut.t]
     assert spoke_up, [(e.type.value, round(e.t - answering, 3)) for e in result.events]
-    assert cut.t - spoke_up[-1] < 1.0, "the agent went on talking over the caller"
+    # A barge-in waits for a real word from the recogniser (about 0.1 s idle; seconds on a loaded CPU).
+    # 80 tokens are some 20 s of speech, so 2.5 s still tells stopping from talking on.
+    assert cut.t - spoke_up[-1] < 2.5, "the agent went on talking over the caller"
     spoken = " ".join(
         e.data["text"]
         for e in result.events
