@@ -6,11 +6,14 @@ import asyncio
 from collections.abc import Sequence
 
 from parley.audio.frame import AudioFrame
+from parley.config import Settings
+from parley.engine.agent import AgentConfig
 from parley.engine.events import now
-from parley.engine.session import Session, SessionOptions
+from parley.engine.session import EngineStack, Session, SessionOptions
 from parley.engine.state import SessionState
 from parley.platform.live import LiveCall
 from parley.platform.runtime import Platform
+from parley.platform.schemas import AgentCreate, CallDetail
 from parley.providers.llm.scripted import ScriptRule
 from parley.simulation import Loudspeaker, Microphone
 from parley.stack import build_tools
@@ -52,14 +55,16 @@ async def run_live_call(
     *,
     reason: str = "hangup",
     live: LiveCall | None = None,
+    engines: EngineStack | None = None,
 ) -> LiveCall:
-    """One call, as a WebSocket transport would run it: greeting, the user's turns, hang-up."""
+    """One call, as a WebSocket transport would run it: greeting, the user's turns, hang-up (on
+    ``engines``, else scripted ones from ``lines`` and ``rules``)."""
     live = live or await platform.live_call(agent_ref=agent_ref, transport="websocket")
     async with live:
         speaker = Loudspeaker(RATE)
         session = Session(
             live.agent,
-            stack(lines, rules, ms_per_char=15),
+            engines or stack(lines, rules, ms_per_char=15),
             live.output(speaker),
             live.timeline,
             build_tools(live.agent),
@@ -75,3 +80,19 @@ async def run_live_call(
         session.end(reason)
         await runner
     return live
+
+
+async def call_record(
+    settings: Settings, config: AgentConfig, engines: EngineStack, turns: Sequence[AudioFrame]
+) -> CallDetail:
+    """One call of an agent ``support`` made of ``config`` (``run_live_call`` on ``engines``), and its
+    record as the API shows it once the call has ended and been settled."""
+    platform = await Platform.open(settings)
+    try:
+        org = platform.default_org_id
+        await platform.agents.create(org, AgentCreate(name="support", config=config))
+        live = await run_live_call(platform, "support", [], [], turns, engines=engines)
+        await platform.settle()
+        return await platform.calls.detail(org, live.call_id)
+    finally:
+        await platform.close()

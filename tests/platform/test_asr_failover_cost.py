@@ -3,7 +3,6 @@ turn whose recognition failed over is not priced at the agent's primary recognis
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -11,20 +10,17 @@ from typing import Any
 
 from parley.config import Settings
 from parley.engine.agent import AgentConfig
-from parley.engine.session import EngineStack, Session, SessionOptions
-from parley.platform.runtime import Platform
-from parley.platform.schemas import AgentCreate, CallDetail
+from parley.engine.session import EngineStack
+from parley.platform.schemas import CallDetail
 from parley.platform.usage import measure
 from parley.providers.asr.base import Transcript
 from parley.providers.asr.scripted import ScriptedRecognizer, ScriptedStream
 from parley.providers.errors import ProviderUnavailable
 from parley.providers.failover import FailoverRecognizer, Link
 from parley.providers.llm.scripted import ScriptRule
-from parley.simulation import Loudspeaker, Microphone
-from parley.stack import build_tools
 from parley.timeline.envelope import Envelope
-from tests.engine.harness import RATE, agent, speech, stack
-from tests.platform.live import Tap, wait_quiet
+from tests.engine.harness import agent, speech, stack
+from tests.platform.live import call_record
 
 FIRST, SECOND = "When do you open?", "And on Sunday?"
 
@@ -52,36 +48,8 @@ class DownForTheFirstTurn(ScriptedRecognizer):
 
 
 async def two_turns(settings: Settings, config: AgentConfig, engines: EngineStack) -> CallDetail:
-    """One call through the platform as a WebSocket transport runs it (greeting, two spoken turns,
-    hang-up); the call's record as the API shows it once the call has ended."""
-    platform = await Platform.open(settings)
-    try:
-        org = platform.default_org_id
-        await platform.agents.create(org, AgentCreate(name="support", config=config))
-        live = await platform.live_call(agent_ref="support", transport="websocket")
-        async with live:
-            session = Session(
-                live.agent,
-                engines,
-                live.output(Loudspeaker(RATE)),
-                live.timeline,
-                build_tools(live.agent),
-                SessionOptions(interim_interval_s=None),
-                session_id=live.session_id,
-            )
-            runner = asyncio.create_task(session.run())
-            async with Microphone(Tap(live, session), RATE) as mic:  # type: ignore[arg-type]
-                await wait_quiet(session)
-                for seconds in (1.0, 1.5):
-                    audio = speech(seconds)
-                    await mic.say(audio.pcm, audio.sample_rate)
-                    await wait_quiet(session)
-            session.end("hangup")
-            await runner
-        await platform.settle()
-        return await platform.calls.detail(org, live.call_id)
-    finally:
-        await platform.close()
+    """One call through the platform (greeting, two spoken turns, hang-up); its record."""
+    return await call_record(settings, config, engines, [speech(1.0), speech(1.5)])
 
 
 async def test_the_turn_a_fallback_recogniser_heard_is_billed_at_its_price(

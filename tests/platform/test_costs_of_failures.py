@@ -3,31 +3,27 @@ in the transcript, and what a fallback did is billed at the fallback's price."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from parley.audio.frame import PCM16, AudioFrame
+from parley.audio.frame import PCM16
 from parley.config import Settings
 from parley.engine.agent import AgentConfig
-from parley.engine.session import EngineStack, Session, SessionOptions
+from parley.engine.session import EngineStack
 from parley.platform.billing import render_invoice_html
-from parley.platform.runtime import Platform
-from parley.platform.schemas import AgentCreate, CallDetail, InvoiceOut, UsageLineOut
+from parley.platform.schemas import CallDetail, InvoiceOut, UsageLineOut
 from parley.platform.usage import measure
 from parley.providers.errors import ProviderUnavailable
 from parley.providers.failover import FailoverLanguageModel, FailoverSynthesizer, Link
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.providers.tts.tone import ToneSynthesizer
-from parley.simulation import Loudspeaker, Microphone
-from parley.stack import build_tools
 from parley.timeline.digest import build_turns
 from parley.timeline.envelope import Envelope
 from tests.engine.harness import RATE, agent, speech, stack
-from tests.platform.live import Tap, wait_quiet
+from tests.platform.live import call_record
 
 QUESTION = "What is the capital of France?"
 
@@ -82,35 +78,8 @@ class ModelUnavailable(ScriptedModel):
 async def live_call(
     settings: Settings, config: AgentConfig, engines: EngineStack, rules: Sequence[ScriptRule]
 ) -> CallDetail:
-    """One call through the platform, as a WebSocket transport runs it (greeting, one question,
-    hang-up), on ``engines``; the call's record as the API shows it once the call has ended."""
-    platform = await Platform.open(settings)
-    try:
-        org = platform.default_org_id
-        await platform.agents.create(org, AgentCreate(name="support", config=config))
-        live = await platform.live_call(agent_ref="support", transport="websocket")
-        async with live:
-            session = Session(
-                live.agent,
-                engines,
-                live.output(Loudspeaker(RATE)),
-                live.timeline,
-                build_tools(live.agent),
-                SessionOptions(interim_interval_s=None),
-                session_id=live.session_id,
-            )
-            runner = asyncio.create_task(session.run())
-            async with Microphone(Tap(live, session), RATE) as mic:  # type: ignore[arg-type]
-                await wait_quiet(session)
-                audio: AudioFrame = speech(1.0)
-                await mic.say(audio.pcm, audio.sample_rate)
-                await wait_quiet(session)
-            session.end("hangup")
-            await runner
-        await platform.settle()
-        return await platform.calls.detail(org, live.call_id)
-    finally:
-        await platform.close()
+    """One call through the platform (greeting, one question, hang-up) on ``engines``; its record."""
+    return await call_record(settings, config, engines, [speech(1.0)])
 
 
 async def test_what_the_voice_failed_to_say_is_neither_billed_nor_in_the_transcript(
