@@ -73,8 +73,9 @@ class AgentChoice:
 
 
 def _stored_choice(stored: StoredAgent, ref: str) -> AgentChoice:
-    description = stored.description or stored.config.system_prompt.split(".")[0][:120]
-    return AgentChoice(ref, stored.name, description, "store")
+    """A tenant's public agent as anyone may see it: its description, never a word of its prompt (which
+    may hold instructions meant for the model only)."""
+    return AgentChoice(ref, stored.name, stored.description or "", "store")
 
 
 def _refuse_unless_public(found: AgentConfig | StoredAgent) -> None:

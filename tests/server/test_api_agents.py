@@ -9,6 +9,7 @@ name nobody has is an error that lists what does exist.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -239,7 +240,8 @@ async def test_the_voice_page_config_offers_api_agents_and_explains_a_bad_one(tm
             ("assistant", "assistant", "file"),
             ("desk", "desk", "store"),
         ]
-        assert config["agents"][1]["description"] == "You answer the front desk"
+        assert config["agents"][1]["description"] == "", "a stored agent's prompt is not shown to anyone"
+        assert "front desk" not in json.dumps(config)
         assert config["selected"] is None and config["default_agent"] == "assistant"
 
         picked = (await served.get("/v1/realtime/config?agent=desk")).json()
