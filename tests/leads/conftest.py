@@ -13,10 +13,13 @@ import pytest
 from fastapi import FastAPI
 
 from parley.config import Settings
+from parley.jobs.outbound import OutboundQueue
 from parley.platform.runtime import Platform
 from parley.server.errors import install_error_handlers
 from parley.server.routes import platform_routers
 from tests.store.fixtures import *  # noqa: F403  (databases of both dialects, Redis)
+
+CALLBACK_PUBLIC_URL = "https://leads.example.com"
 
 BOOT_KEY = "pk_leads-bootstrap-key-for-tests"
 OPERATOR = "ops@parley.test"
@@ -75,14 +78,39 @@ async def platform(settings: Settings) -> AsyncIterator[Platform]:
     await opened.close()
 
 
-@pytest.fixture
-def app(platform: Platform) -> FastAPI:
+def callback_settings(db_url: str, tmp_path: Path, **changes: Any) -> Settings:
+    """Settings of a server that calls leads back: pages linked from ``CALLBACK_PUBLIC_URL`` and signed,
+    a caller id for the outbound queue (plus ``changes``)."""
+    return Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        api_key=BOOT_KEY,
+        operator_email=OPERATOR,
+        public_url=CALLBACK_PUBLIC_URL,
+        twilio_caller_id="+12125550199",
+        link_secret="test-link-secret-0123456789",
+        **changes,
+    )
+
+
+def platform_app(platform: Platform, queue: OutboundQueue | None = None, carrier: Any = None) -> FastAPI:
+    """The platform's routers as the server has them; with the outbound queue and a (fake) carrier when
+    they are given."""
     made = FastAPI(title="Parley")
     install_error_handlers(made)
     for router in platform_routers():
         made.include_router(router)
     made.state.platform = platform
+    if queue is not None:
+        made.state.outbound = queue
+    if carrier is not None:
+        made.state.twilio_rest = carrier
     return made
+
+
+@pytest.fixture
+def app(platform: Platform) -> FastAPI:
+    return platform_app(platform)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from parley.platform.runtime import Platform
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus
 from tests.jobs.test_outbound import FakeDialer
-from tests.leads.conftest import BOOT_KEY, OPERATOR, TUESDAY_NOON_NEW_YORK
+from tests.leads.conftest import TUESDAY_NOON_NEW_YORK, callback_settings
 from tests.leads.test_callbacks import outcome_emails, plumber, submit, turn
 
 LEAD_PHONE = "+12015550123"
@@ -22,17 +22,7 @@ LEAD_PHONE = "+12015550123"
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        database_url=db_url,
-        api_key=BOOT_KEY,
-        operator_email=OPERATOR,
-        public_url="https://leads.example.com",
-        twilio_caller_id="+12125550199",
-        link_secret="test-link-secret-0123456789",
-        outbound_max_attempts=2,
-        outbound_retry_backoff_s=[60.0],
-    )
+    return callback_settings(db_url, tmp_path, outbound_max_attempts=2, outbound_retry_backoff_s=[60.0])
 
 
 @pytest.fixture

@@ -35,16 +35,21 @@ from parley.platform.runtime import Platform
 from parley.platform.schemas import AgentCreate
 from parley.providers.llm.base import LanguageModel
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
-from parley.server.errors import install_error_handlers
-from parley.server.routes import platform_routers
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus
 from parley.store.models import Call, Lead, LeadNotification, OutboundJob
 from tests.engine.harness import agent
 from tests.jobs.test_outbound import FakeDialer
-from tests.leads.conftest import BOOT_KEY, OPERATOR, TUESDAY_NOON_NEW_YORK, business_body, lead_body
+from tests.leads.conftest import (
+    CALLBACK_PUBLIC_URL,
+    TUESDAY_NOON_NEW_YORK,
+    business_body,
+    callback_settings,
+    lead_body,
+    platform_app,
+)
 
-PUBLIC = "https://leads.example.com"
+PUBLIC = CALLBACK_PUBLIC_URL
 ANALYSIS = {
     "summary": True,
     "structured_data_schema": {
@@ -61,17 +66,7 @@ ANALYST = [
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        database_url=db_url,
-        api_key=BOOT_KEY,
-        operator_email=OPERATOR,
-        public_url=PUBLIC,
-        twilio_caller_id="+12125550199",
-        link_secret="test-link-secret-0123456789",
-        outbound_max_attempts=2,
-        outbound_retry_backoff_s=[60.0],
-    )
+    return callback_settings(db_url, tmp_path, outbound_max_attempts=2, outbound_retry_backoff_s=[60.0])
 
 
 @pytest.fixture
@@ -87,14 +82,7 @@ def queue(platform: Platform, dialer: FakeDialer) -> OutboundQueue:
 @pytest.fixture
 def app(platform: Platform, queue: OutboundQueue, dialer: FakeDialer) -> FastAPI:
     """The platform's routers, with the outbound queue and a (fake) carrier, as the server has them."""
-    made = FastAPI(title="Parley")
-    install_error_handlers(made)
-    for router in platform_routers():
-        made.include_router(router)
-    made.state.platform = platform
-    made.state.outbound = queue
-    made.state.twilio_rest = dialer
-    return made
+    return platform_app(platform, queue, dialer)
 
 
 @pytest.fixture

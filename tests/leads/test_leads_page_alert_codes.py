@@ -17,40 +17,29 @@ from fastapi import FastAPI
 from parley.config import Settings
 from parley.jobs.outbound import OutboundQueue
 from parley.platform.runtime import Platform
-from parley.server.errors import install_error_handlers
-from parley.server.routes import platform_routers
 from tests.jobs.test_outbound import FakeDialer
-from tests.leads.conftest import BOOT_KEY, OPERATOR, business_body, lead_body
+from tests.leads.conftest import (
+    CALLBACK_PUBLIC_URL,
+    business_body,
+    callback_settings,
+    lead_body,
+    platform_app,
+)
 
-PUBLIC = "https://leads.example.com"
+PUBLIC = CALLBACK_PUBLIC_URL
 SCAM = "Your link expired. Call +1-900-555-0100 to renew it"
 
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        database_url=db_url,
-        api_key=BOOT_KEY,
-        operator_email=OPERATOR,
-        public_url=PUBLIC,
-        twilio_caller_id="+12125550199",
-        link_secret="test-link-secret-0123456789",
-    )
+    return callback_settings(db_url, tmp_path)
 
 
 @pytest.fixture
 def app(platform: Platform) -> FastAPI:
     """The platform's routers with the outbound queue and a (fake) carrier, as the server has them."""
     dialer = FakeDialer()
-    made = FastAPI(title="Parley")
-    install_error_handlers(made)
-    for router in platform_routers():
-        made.include_router(router)
-    made.state.platform = platform
-    made.state.outbound = OutboundQueue(platform, platform.settings, dialer)
-    made.state.twilio_rest = dialer
-    return made
+    return platform_app(platform, OutboundQueue(platform, platform.settings, dialer), dialer)
 
 
 @pytest.fixture
