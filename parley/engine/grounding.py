@@ -203,6 +203,8 @@ class GroundingCheck:
         self._vectors: _Vectors | None = None
         self._fact_kinds: set[AnswerKind] | None = None
         self._fact_words: set[str] | None = None
+        self._retrieval: tuple[str, list[str]] | None = None
+        """The last question retrieved for, and its passages (``_retrieved``)."""
 
     async def off_knowledge(self, text: str) -> bool:
         """True for a question that nothing the agent knows is about. Asked where the business is, with
@@ -210,8 +212,7 @@ class GroundingCheck:
         so for the other ``DECISIVE`` kinds of answer)."""
         if not is_question(text) or self._kinds_known(text) & DECISIVE:
             return False
-        passages = list(self._passages(text)) if self._passages is not None else []
-        return await asyncio.to_thread(self._far_from_facts, text, passages)
+        return await asyncio.to_thread(self._far_from_facts, text, self._retrieved(text))
 
     async def answers(self, question: str) -> bool:
         """Whether a fact answers ``question``: is at least ``ANSWERED_SIMILARITY`` close to it, or holds
@@ -348,8 +349,16 @@ class GroundingCheck:
         for ``question``: what the agent may say without echoing the caller."""
         if self._fact_words is None:
             self._fact_words = _content_words(" ".join([*self._facts, *self._actions]))
-        passages = self._passages(question) if self._passages is not None else ()
-        return self._fact_words | _content_words(" ".join(passages))
+        return self._fact_words | _content_words(" ".join(self._retrieved(question)))
+
+    def _retrieved(self, question: str) -> list[str]:
+        """The document passages retrieved for ``question``, once: the question's check and its answer's
+        both read them."""
+        if self._passages is None:
+            return []
+        if self._retrieval is None or self._retrieval[0] != question:
+            self._retrieval = (question, list(self._passages(question)))
+        return self._retrieval[1]
 
     def _no_amount(self, question: str, answer: str) -> bool:
         """A price asked, with prices among the facts, and an answer that names none: "You can call
