@@ -127,6 +127,9 @@ class ConversationContext:
         )
         self._count = count_tokens
         self._turns: list[Turn] = []
+        self._retrieval: tuple[str, list[Passage]] | None = None
+        """The last query searched for and its passages: a reply's rounds and its checks all ask for the
+        passages of the same caller message."""
         self.grounded = grounded and bool(self.knowledge or self.documents)
         self.examples = list(examples or []) if self.grounded else []
 
@@ -170,7 +173,9 @@ class ConversationContext:
         """The document passages for ``query`` within the retrieval budget (none without documents)."""
         if self.documents is None or not query.strip():
             return []
-        return self.documents.search(query, self.retrieval_budget, self._count)
+        if self._retrieval is None or self._retrieval[0] != query:
+            self._retrieval = (query, self.documents.search(query, self.retrieval_budget, self._count))
+        return list(self._retrieval[1])
 
     def retrieval_message(self, query: str) -> ChatMessage | None:
         passages = self.retrieve(query)

@@ -203,8 +203,6 @@ class GroundingCheck:
         self._vectors: _Vectors | None = None
         self._fact_kinds: set[AnswerKind] | None = None
         self._fact_words: set[str] | None = None
-        self._retrieval: tuple[str, list[str]] | None = None
-        """The last question retrieved for, and its passages (``_retrieved``)."""
 
     async def off_knowledge(self, text: str) -> bool:
         """True for a question that nothing the agent knows is about. Asked where the business is, with
@@ -352,13 +350,9 @@ class GroundingCheck:
         return self._fact_words | _content_words(" ".join(self._retrieved(question)))
 
     def _retrieved(self, question: str) -> list[str]:
-        """The document passages retrieved for ``question``, once: the question's check and its answer's
-        both read them."""
-        if self._passages is None:
-            return []
-        if self._retrieval is None or self._retrieval[0] != question:
-            self._retrieval = (question, list(self._passages(question)))
-        return self._retrieval[1]
+        """The document passages retrieved for ``question`` (the session's context keeps the last
+        search, so the question's check, its answer's and the model's request share one)."""
+        return [] if self._passages is None else list(self._passages(question))
 
     def _no_amount(self, question: str, answer: str) -> bool:
         """A price asked, with prices among the facts, and an answer that names none: "You can call

@@ -194,3 +194,29 @@ def test_an_agent_whose_tools_act_is_shown_a_tool_result_told_to_the_caller() ->
     assert called(grounding_examples("end_call")) == ["end_call"], "no tool acts: no action shown"
     # The example's action never shares a name with one of the agent's tools.
     assert EXAMPLE_ACTION not in called(grounding_examples(None, [EXAMPLE_ACTION]))
+
+
+def test_one_caller_message_is_searched_once_however_often_its_passages_are_read() -> None:
+    """A reply reads the passages for its request, each tool round and the grounding checks; the
+    documents are searched once per caller message, and a new message is searched afresh."""
+    documents = _documents()
+    searched: list[str] = []
+    search = documents.search
+
+    def counting(query: str, *args: object, **kwargs: object) -> object:
+        searched.append(query)
+        return search(query, *args, **kwargs)  # type: ignore[arg-type]
+
+    documents.search = counting  # type: ignore[method-assign]
+    context = ConversationContext("sys", [], 500, words, documents=documents)
+    sunday = [ChatMessage("user", "Are you open on Sunday?")]
+    first = context.for_request(sunday)
+    assert context.for_request(sunday) == first
+    assert [p.text for p in context.retrieve("Are you open on Sunday?")] == [
+        p.text for p in context.retrieve("Are you open on Sunday?")
+    ]
+    assert searched == ["Are you open on Sunday?"]
+    assert "closed on Sundays" in first[-2].content
+    cleaning = context.for_request([ChatMessage("user", "How much does a cleaning cost?")])
+    assert searched == ["Are you open on Sunday?", "How much does a cleaning cost?"]
+    assert "90 dollars" in cleaning[-2].content
