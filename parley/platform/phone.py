@@ -12,6 +12,12 @@ when an answered call ends (the seconds it bills,
 https://www.twilio.com/docs/voice/api/call-resource#statuscallback), not a difference of such stamps; and
 the session's own end, known to the microsecond, refines an end that Twilio's stamp set when it comes
 within that second or the next (``CallRepository.set_status``).
+
+A call this server lost mid-flight (killed, then closed by start-up recovery as ``failed``, reason
+``interrupted``) still ended on the carrier's line: Twilio's ``completed`` for it comes later and is the
+carrier's word on that end. It is taken as a second witness of an end already on the books: the call keeps
+its status, reason and end (when this side was last alive, so nothing is billed for the time it was dead),
+and telephony is billed for the carrier's ``CallDuration``, as for any other ended call.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.engine.agent import AgentConfig
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.calls import CallService, summarize
+from parley.platform.recovery import INTERRUPTED
 from parley.platform.schemas import CallSummary, PhoneNumberOut, PhoneNumberUpdate
 from parley.platform.usage import CARRIER_DURATION, agent_config_of, carrier_duration_s, finish_call
 from parley.store.agents import AgentRepository
@@ -87,7 +94,8 @@ class StatusUpdate:
     """The call as it is now; None when no call is known by that CallSid."""
     status: CallStatus
     decision: Decision | None
-    """What the lifecycle made of it; None when it refused the change (it contradicts the history)."""
+    """What the lifecycle made of it; None when it refused the change (it contradicts the history).
+    ``DUPLICATE`` for the carrier's end of a call recovery closed as interrupted (see the module)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +344,9 @@ class PhoneService:
                 log.info("status callback for an unknown call", call_sid=call_sid, status=twilio_status)
                 return StatusUpdate(None, status, None)
             ident, current = call.id, CallStatus(call.status)
+            interrupted = current is CallStatus.FAILED and call.end_reason == INTERRUPTED
+        if interrupted and status is CallStatus.COMPLETED:
+            return await self._carrier_end_of_interrupted(ident, call_sid, when, duration_s)
         reason = None
         if status is CallStatus.FAILED:
             reason = f"carrier_sip_{sip_code}" if sip_code else "carrier_failed"
@@ -367,6 +378,27 @@ class PhoneService:
             "call status", call_id=ident, call_sid=call_sid, status=twilio_status, decision=decision.value
         )
         return StatusUpdate(summary, status, decision)
+
+    async def _carrier_end_of_interrupted(
+        self, call_id: str, call_sid: str, at: datetime, duration_s: int | None
+    ) -> StatusUpdate:
+        """Twilio's ``completed`` for a call recovery closed as interrupted: not a contradiction (this side
+        failed, the line itself ended normally) but a second witness of the end. The record keeps that it
+        was interrupted here and when this side was last alive; the carrier's duration is billed."""
+        summary = None
+        if duration_s is not None:
+            summary = await self._bill_carrier_duration(call_id, duration_s)
+        log.info(
+            "carrier ended a call this server had lost",
+            call_id=call_id,
+            call_sid=call_sid,
+            carrier_ended_at=at.isoformat(),
+            call_duration_s=duration_s,
+            billed=summary is not None,
+        )
+        return StatusUpdate(
+            summary or await self.phone_call(None, call_id), CallStatus.COMPLETED, Decision.DUPLICATE
+        )
 
     async def _bill_carrier_duration(self, call_id: str, seconds: int) -> CallSummary | None:
         """An answered call that ended is billed for the seconds the carrier reported (``CallDuration``),

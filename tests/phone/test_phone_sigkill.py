@@ -22,6 +22,7 @@ from parley.bench.server_process import READY
 from parley.config import Settings
 from parley.engine.events import now
 from parley.platform.runtime import Platform
+from parley.store.lifecycle import Decision
 from parley.twilio_sim.callee import SAMPLE_RATE, CalleeScript
 from parley.twilio_sim.caller import SimulatedCaller
 from parley.twilio_sim.server import TwilioSim, serving
@@ -185,7 +186,8 @@ async def test_a_phone_call_killed_mid_answer_is_on_the_books_as_it_happened(
     platform = await Platform.open(Settings(data_dir=tmp_path, database_url=db_url))
     try:
         detail = await platform.calls.detail(platform.default_org_id, call_id)
-        # Straight through the phone service, as the webhook does: found, and refused.
+        # Straight through the phone service, as the webhook does: found, and taken as a second witness of
+        # the end already on the books (its CallDuration billed; the call's history kept).
         update = await platform.phone.status(
             call.sid,
             "completed",
@@ -224,7 +226,8 @@ async def test_a_phone_call_killed_mid_answer_is_on_the_books_as_it_happened(
     assert {line.kind for line in detail.costs.lines} >= {"asr_seconds", "tts_characters"}
     assert not list((tmp_path / "timeline").glob("*.jsonl")), "the journal was replayed and removed"
 
-    assert update.call is not None and update.call.id == call_id and update.decision is None
+    assert update.call is not None and update.call.id == call_id
+    assert update.decision is Decision.DUPLICATE
     assert (unchanged.status, unchanged.end_reason, unchanged.ended_at) == (
         detail.status,
         detail.end_reason,
