@@ -2,7 +2,8 @@
 lead and business a signed call-back link names, and a business's leads page.
 
 The pages are reached without an API key: the form by an organization's slug (what it shows is public
-anyway: the organization's name and the categories it takes leads in), the others by signed links
+anyway: the organization's name and the categories it takes leads in; an organization without an active
+business has no form, and its slug answers exactly as an unknown one does), the others by signed links
 (``platform/links.py``), whose signature vouches for the ids they carry, so these reads are not scoped
 by an organization the way API reads are. They read; acting (asking for a call-back) goes through
 ``platform/callbacks.py``.
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from parley.platform.agents import NotFound
+from parley.platform.leads import NO_LEAD_FORM, lead_form_org
 from parley.store.db import Database
 from parley.store.models import Business, Lead, LeadMatch, Organization
-from parley.store.tenants import TenantRepository
 
 MAX_CATEGORIES = 200
 
@@ -28,7 +29,8 @@ class FormView:
     org_slug: str
     org_name: str
     categories: list[str]
-    """Categories the organization's active businesses take (the form offers these); may be empty."""
+    """Categories the organization's active businesses take (the form offers these); never empty, since
+    an organization without an active business has no form."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +45,12 @@ class LeadPages:
         self.db = db
 
     async def form(self, org_ref: str) -> FormView:
-        """The form of the organization with this slug (or id); ``NotFound`` otherwise."""
+        """The form of the organization with this slug (or id), which exists only while it has an active
+        business (``leads.lead_form_org``); ``NotFound`` otherwise, the same whichever the reason."""
         async with self.db.session() as session:
-            tenants = TenantRepository(session)
-            org = await tenants.org_by_slug(org_ref) or await tenants.get_org(org_ref)
+            org = await lead_form_org(session, org_ref)
             if org is None:
-                raise NotFound(f"no organization {org_ref}")
+                raise NotFound(NO_LEAD_FORM)
             categories = await session.scalars(
                 select(Business.category)
                 .where(Business.org_id == org.id, Business.active.is_(True))

@@ -25,6 +25,8 @@ import structlog
 from phonenumbers import timezone as number_time_zones
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.inputs import PlainName, SafeStr, refuse_nul
@@ -33,7 +35,7 @@ from parley.platform.schemas import Page
 from parley.store.agents import AgentRepository
 from parley.store.db import Database
 from parley.store.leads import LeadRepository
-from parley.store.models import Business, Lead, LeadMatch, LeadNotification
+from parley.store.models import Business, Lead, LeadMatch, LeadNotification, Organization
 from parley.store.tenants import TenantRepository
 from parley.store.types import utcnow
 from parley.telephony.number_rules import RefusedNumber, refuse_premium_rate
@@ -384,6 +386,28 @@ def lead_time_zone(phone: str, matches: Sequence[Match]) -> str | None:
     return matches[0].business.time_zone if matches else None
 
 
+# --- the public surface ---------------------------------------------------------------------------------
+
+NO_LEAD_FORM = "there is no such lead form"
+"""Why a public form or its endpoint is refused: one text whether the organization is unknown or takes no
+leads, so an anonymous visitor cannot tell the two apart (nor probe which slugs exist)."""
+
+
+async def lead_form_org(session: AsyncSession, ref: str) -> Organization | None:
+    """The organization with this slug (or id) when it has a public lead form: at least one **active**
+    business, the only kind ``match`` ever picks (``LeadRepository.candidates``). Without one, a lead
+    posted anonymously could reach no business, so the form does not exist; None, as for no organization.
+    """
+    tenants = TenantRepository(session)
+    org = await tenants.org_by_slug(ref) or await tenants.get_org(ref)
+    if org is None:
+        return None
+    active = await session.scalar(
+        select(Business.id).where(Business.org_id == org.id, Business.active.is_(True)).limit(1)
+    )
+    return org if active is not None else None
+
+
 # --- views ----------------------------------------------------------------------------------------------
 
 
@@ -500,12 +524,12 @@ class LeadService:
     # --- leads ------------------------------------------------------------------------------------------
 
     async def public_org(self, ref: str) -> str:
-        """The organization a public form names, by slug or id."""
+        """The organization a public form names, by slug or id, when it takes leads (``lead_form_org``);
+        else ``NotFound``, the same for an unknown organization and one without such a business."""
         async with self.db.session() as session:
-            tenants = TenantRepository(session)
-            org = await tenants.org_by_slug(ref) or await tenants.get_org(ref)
+            org = await lead_form_org(session, ref)
         if org is None:
-            raise NotFound(f"no organization {ref}")
+            raise NotFound(NO_LEAD_FORM)
         return org.id
 
     async def submit(

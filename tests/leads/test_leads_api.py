@@ -181,6 +181,7 @@ async def test_a_failure_writing_the_outbox_leaves_no_lead(
 async def test_bad_input_is_422_naming_the_field(
     client: httpx.AsyncClient, anon: httpx.AsyncClient, changes: dict[str, Any], field: str
 ) -> None:
+    await _add_business(client)  # an organization without one has no public form
     for http, url in ((client, "/v1/leads"), (anon, "/v1/public/leads/default")):
         refused = await http.post(url, json=lead_body(**changes))
         assert refused.status_code == 422, refused.text
@@ -244,8 +245,9 @@ async def test_the_agent_that_calls_back_is_one_of_the_organization(
 
 
 async def test_the_public_form_takes_leads_by_organization_and_limits_each_address(
-    anon: httpx.AsyncClient, platform: Platform
+    client: httpx.AsyncClient, anon: httpx.AsyncClient, platform: Platform
 ) -> None:
+    await _add_business(client)  # an organization without one has no public form
     made = await anon.post("/v1/public/leads/default", json=lead_body(), headers={"Idempotency-Key": "k1"})
     assert made.status_code == 201, made.text
     assert set(made.json()) == {"id", "received_at"}, "a visitor learns nothing of the businesses"
@@ -292,6 +294,7 @@ async def test_premium_rate_numbers_are_refused_for_leads_and_businesses(
     client: httpx.AsyncClient, anon: httpx.AsyncClient, platform: Platform
 ) -> None:
     premium = "+19005550177"
+    await _add_business(client)  # an organization without one has no public form
     for http, url in ((anon, "/v1/public/leads/default"), (client, "/v1/leads")):
         for spelling in (premium, "(900) 555-0177"):  # national numbers are read in the default region
             refused = await http.post(url, json=lead_body(phone=spelling))

@@ -1,7 +1,9 @@
 """The lead pages, server-rendered (Jinja2, ``platform/templates``), for people without API keys:
 
 - ``GET /leads/form/{org}``: the consumer lead form; its script posts to the public endpoint
-  ``POST /v1/public/leads/{org}`` and shows each field's error next to that field.
+  ``POST /v1/public/leads/{org}`` and shows each field's error next to that field. Only an organization
+  with an active business has one: for any other, as for an unknown slug, the page is the same 404 (the
+  endpoint too), so neither tells which organizations exist.
 - ``GET /leads/{lead_id}/callback?b=&exp=&sig=``: the signed link of a new-lead email. It only shows a
   confirmation (mail scanners follow links: a GET never places a call); its button POSTs the same
   values to ``/leads/{lead_id}/callback``, which asks for the call-back.
@@ -106,12 +108,16 @@ page's URL names a code, never text: a link with made-up words must not show the
 # --- the consumer lead form -----------------------------------------------------------------------------
 
 
+NO_FORM = "There is no such form."
+
+
 @router.get("/leads/form/{org}", response_class=HTMLResponse)
 async def lead_form(org: Ref, platform: PlatformDep) -> HTMLResponse:
+    """The form, or one 404 page (never naming the organization) whether it is unknown or takes no leads."""
     try:
         form = await LeadPages(platform.db).form(org)
     except NotFound:
-        return _page("lead_callback.html", 404, state="refused", message="There is no such form.", lead=None)
+        return _page("lead_callback.html", 404, state="refused", message=NO_FORM, lead=None)
     return _page("lead_form.html", form=form, endpoint=f"/v1/public/leads/{form.org_slug}")
 
 

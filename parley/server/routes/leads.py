@@ -260,7 +260,7 @@ def _public_rate(request: Request, platform: Platform) -> AddressRate:
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "the Idempotency-Key named this lead already"},
-        404: {"description": "no such organization"},
+        404: {"description": "no such lead form: the organization is unknown or has no active business"},
         409: {"description": "the Idempotency-Key was used for a different lead"},
         422: {"description": "invalid field (named)"},
         429: {"description": "too many leads from this address; see Retry-After"},
