@@ -326,25 +326,31 @@ class DeepgramStream:
                 waiter.set_result(None)
 
     async def aclose(self) -> None:
+        """Close the socket (politely, unless the stream failed) and wait for it. A failed stream's
+        failure stays where ``interim``/``finalize`` report it; only a cancellation of the caller's own
+        task is raised from here."""
         if self._closing:
             return
         self._closing = True
         runner = self._runner
         if runner is None or runner.done():
             return
-        if self._failure is not None:
-            runner.cancel()
-        else:
-            self._outbox.append(_Control(CLOSE_STREAM))
-            self._wake.set()
         try:
-            async with asyncio.timeout(self._rec.connect_timeout + self._rec.finalize_timeout):
-                await asyncio.shield(runner)
-        except TimeoutError:
-            log.info("deepgram stream did not close in time; cutting it", url=self._redacted_url)
+            if self._failure is None:
+                self._outbox.append(_Control(CLOSE_STREAM))
+                self._wake.set()
+                timeout = self._rec.connect_timeout + self._rec.finalize_timeout
+                done, _ = await asyncio.wait({runner}, timeout=timeout)
+                if not done:
+                    log.info("deepgram stream did not close in time; cutting it", url=self._redacted_url)
             runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
             await runner
+        except asyncio.CancelledError:
+            runner.cancel()  # the caller goes away: the socket does not outlive it
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Otherwise it was the runner's own end, cancelled here (or by the loop shutting down).
 
     # --- audio in ------------------------------------------------------------------------------
 

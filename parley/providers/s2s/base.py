@@ -26,20 +26,26 @@ The Protocol, in short (an adapter implements exactly this; ``SpeechToSpeechSess
   (words of that audio, a delta), ``ToolCallRequest``, ``ResponseDone`` (status and token usage),
   ``Interrupted`` (the provider itself decided the agent was talked over), ``EngineError``.
 
+Errors: whatever a provider's server says reaches logs, the timeline and the API, and a server may quote
+the credentials it was sent. ``EngineError`` cleans its text itself and needs the adapter's key to do so;
+an adapter that puts server text in an exception passes it through ``server_text`` first.
+
 Ids (``item_id``, ``response_id``, ``call_id``) are whatever the provider uses, or stable ones the adapter
 makes up where it has none.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import KW_ONLY, InitVar, dataclass
 from typing import Literal, Protocol
 
 from parley.audio.frame import PCM16
 from parley.providers.llm.base import ToolSpec
+from parley.redaction import excerpt
 
 __all__ = [
+    "ERROR_CHARS",
     "AgentAudio",
     "AgentTranscript",
     "EngineError",
@@ -54,7 +60,19 @@ __all__ = [
     "SpeechToSpeechEngine",
     "ToolCallRequest",
     "UserTranscript",
+    "server_text",
 ]
+
+ERROR_CHARS = 300
+"""How much of a provider's error text is passed on (an error code: ``CODE_CHARS``)."""
+CODE_CHARS = 100
+
+
+def server_text(text: str, secrets: Iterable[str | None], limit: int = ERROR_CHARS) -> str:
+    """What a provider's server said, fit to pass on: the known ``secrets`` (the adapter's key) and
+    anything shaped like a credential removed, and only then cut to ``limit`` — cut first, a key across
+    the limit would no longer match and its first characters would be shown."""
+    return excerpt(text, limit, [secret for secret in secrets if secret])
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +157,22 @@ class Interrupted:
 
 @dataclass(frozen=True, slots=True)
 class EngineError:
+    """An error the provider reported on a live connection. Its text is the server's, so it is cleaned
+    here, where every adapter's errors pass, rather than by each adapter."""
+
     message: str
     code: str = ""
     fatal: bool = False
     """The connection is unusable: the session ends the call (or the failover layer takes over)."""
+    _: KW_ONLY
+    secrets: InitVar[Iterable[str | None]]
+    """The credentials the adapter sent (its API key; ``()`` with none), kept out of ``message`` and
+    ``code``. Required, so that no adapter can forget them."""
+
+    def __post_init__(self, secrets: Iterable[str | None]) -> None:
+        known = tuple(secrets)
+        object.__setattr__(self, "message", server_text(self.message, known))
+        object.__setattr__(self, "code", server_text(self.code, known, CODE_CHARS))
 
 
 S2SEvent = (

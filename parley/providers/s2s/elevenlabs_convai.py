@@ -82,6 +82,7 @@ from parley.providers.s2s.base import (
     SpeechStopped,
     ToolCallRequest,
     UserTranscript,
+    server_text,
 )
 
 log = structlog.get_logger("parley.providers.s2s.elevenlabs_convai")
@@ -240,7 +241,7 @@ class ElevenLabsConvaiEngine:
             ) from exc
         except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
             raise ProviderUnavailable(
-                f"ElevenLabs Conversational AI is unreachable: {exc!r}", provider=self.name
+                f"ElevenLabs Conversational AI is unreachable: {self.clean(repr(exc))}", provider=self.name
             ) from exc
         connection = ElevenLabsConvaiConnection(self, socket, setup)
         try:
@@ -251,7 +252,7 @@ class ElevenLabsConvaiEngine:
             if isinstance(exc, ProviderUnavailable | asyncio.CancelledError):
                 raise
             raise ProviderUnavailable(
-                f"ElevenLabs conversation setup failed: {exc!r}", provider=self.name
+                f"ElevenLabs conversation setup failed: {self.clean(repr(exc))}", provider=self.name
             ) from exc
         if setup.tools:
             log.debug(
@@ -260,6 +261,15 @@ class ElevenLabsConvaiEngine:
                 tools=[tool.name for tool in setup.tools],
             )
         return connection
+
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """What this engine sends that no error text may show."""
+        return (self._api_key,)
+
+    def clean(self, text: str) -> str:
+        """Server text (or an exception quoting it), fit for an error: without the key, cut short."""
+        return server_text(text, self.secrets)
 
     async def _conversation_url(self) -> str:
         """The signed URL of one conversation, or the public agent's URL when there is no key."""
@@ -290,7 +300,7 @@ class ElevenLabsConvaiEngine:
             ) from exc
         except (httpx.HTTPError, OSError, ValueError) as exc:
             raise ProviderUnavailable(
-                f"ElevenLabs could not sign the conversation: {exc!r}", provider=self.name
+                f"ElevenLabs could not sign the conversation: {self.clean(repr(exc))}", provider=self.name
             ) from exc
         url = str(signed.signed_url)
         if urlsplit(url).scheme not in ("wss", "ws"):
@@ -361,7 +371,7 @@ class ElevenLabsConvaiConnection:
                 reason = problem or (exc.rcvd.reason if exc.rcvd is not None else "") or str(exc)
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 raise ProviderUnavailable(
-                    f"ElevenLabs closed the conversation during setup: {reason}",
+                    f"ElevenLabs closed the conversation during setup: {self._engine.clean(reason)}",
                     provider=self._engine.name,
                     status=code,
                 ) from exc
@@ -502,8 +512,9 @@ class ElevenLabsConvaiConnection:
                 return
             except ConnectionClosed as exc:
                 frame = exc.rcvd
+                reason = frame.reason if frame is not None else str(exc)
                 raise ProviderUnavailable(
-                    f"ElevenLabs conversation lost: {frame.reason if frame is not None else exc}",
+                    f"ElevenLabs conversation lost: {self._engine.clean(reason)}",
                     provider=self._engine.name,
                     status=frame.code if frame is not None else None,
                 ) from exc
@@ -559,6 +570,7 @@ class ElevenLabsConvaiConnection:
                 EngineError(
                     str(error.get("message") or error.get("reason") or "error"),
                     str(error.get("error_type") or error.get("code") or ""),
+                    secrets=self._engine.secrets,
                 )
             )
 
@@ -758,7 +770,8 @@ class ElevenLabsConvaiConnection:
                 await self._socket.send(json.dumps(message))
         except ConnectionClosed as exc:
             raise ProviderUnavailable(
-                f"ElevenLabs conversation closed: {exc}", provider=self._engine.name
+                f"ElevenLabs conversation closed: {self._engine.clean(str(exc))}",
+                provider=self._engine.name,
             ) from exc
 
     async def _read(self) -> dict[str, Any]:

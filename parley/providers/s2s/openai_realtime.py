@@ -43,6 +43,7 @@ from parley.providers.s2s.base import (
     SpeechStopped,
     ToolCallRequest,
     UserTranscript,
+    server_text,
 )
 
 log = structlog.get_logger("parley.providers.s2s.openai_realtime")
@@ -146,10 +147,14 @@ class OpenAIRealtimeEngine:
         except InvalidHandshake as exc:  # a refused key (401/403), a 5xx, a 429: all mean "not here"
             status = getattr(getattr(exc, "response", None), "status_code", None)
             raise ProviderUnavailable(
-                f"OpenAI Realtime refused the connection: {exc}", provider=self.name, status=status
+                f"OpenAI Realtime refused the connection: {self.clean(str(exc))}",
+                provider=self.name,
+                status=status,
             ) from exc
         except (OSError, TimeoutError, WebSocketException, OpenAIError) as exc:
-            raise ProviderUnavailable(f"OpenAI Realtime is unreachable: {exc!r}", provider=self.name) from exc
+            raise ProviderUnavailable(
+                f"OpenAI Realtime is unreachable: {self.clean(repr(exc))}", provider=self.name
+            ) from exc
         connection = OpenAIRealtimeConnection(self, socket, setup)
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -159,9 +164,18 @@ class OpenAIRealtimeEngine:
             if isinstance(exc, ProviderUnavailable | asyncio.CancelledError):
                 raise
             raise ProviderUnavailable(
-                f"OpenAI Realtime session setup failed: {exc!r}", provider=self.name
+                f"OpenAI Realtime session setup failed: {self.clean(repr(exc))}", provider=self.name
             ) from exc
         return connection
+
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """What this engine sends that no error text may show."""
+        return (self._api_key,)
+
+    def clean(self, text: str) -> str:
+        """Server text (or an exception quoting it), fit for an error: without the key, cut short."""
+        return server_text(text, self.secrets)
 
 
 class OpenAIRealtimeConnection:
@@ -204,7 +218,8 @@ class OpenAIRealtimeConnection:
             if kind == "error":
                 error = event.get("error") or {}
                 raise ProviderUnavailable(
-                    f"OpenAI Realtime refused the session: {error.get('message', error)}",
+                    "OpenAI Realtime refused the session: "
+                    + self._engine.clean(str(error.get("message", error))),
                     provider=self._engine.name,
                 )
             if kind != "session.created":
@@ -325,7 +340,7 @@ class OpenAIRealtimeConnection:
             if code in _BENIGN_ERRORS:
                 log.debug("openai realtime: benign error", code=code)
                 return []
-            return [EngineError(str(error.get("message", "")), code)]
+            return [EngineError(str(error.get("message", "")), code, secrets=self._engine.secrets)]
         return []
 
     def _response_done(self, response: dict[str, Any]) -> ResponseDone:
@@ -379,7 +394,8 @@ class OpenAIRealtimeConnection:
                 await sending()
         except ConnectionClosed as exc:
             raise ProviderUnavailable(
-                f"OpenAI Realtime connection closed: {exc}", provider=self._engine.name
+                f"OpenAI Realtime connection closed: {self._engine.clean(str(exc))}",
+                provider=self._engine.name,
             ) from exc
 
     async def _recv(self) -> dict[str, Any] | None:
@@ -391,7 +407,8 @@ class OpenAIRealtimeConnection:
             return None
         except ConnectionClosed as exc:
             raise ProviderUnavailable(
-                f"OpenAI Realtime connection lost: {exc}", provider=self._engine.name
+                f"OpenAI Realtime connection lost: {self._engine.clean(str(exc))}",
+                provider=self._engine.name,
             ) from exc
         try:
             event = json.loads(raw)
