@@ -16,30 +16,31 @@ greeting), so the callee never picks up to silence; an agent that cannot be made
 attempt undialed (``agent_not_ready``), retried like a busy line. Each attempt runs as a task of its own,
 apart from the dispatcher's loop: one whose agent is still warming holds up only its own job (and its
 place in the caps), never the dialing of other due jobs.
+
+What the queue checks on the way in has modules of its own: the rules a request must meet
+(``job_input``), calling hours and time zones (``calling_window``), whether a repeated idempotency key
+asks for the same call (``idempotency``); the job as callers see it is ``job_views``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 import structlog
-from phonenumbers import timezone as number_time_zones
-from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.engine.agent import AgentConfig
-from parley.inputs import MAX_INT32, plain_json, to_utc
+from parley.inputs import MAX_INT32, to_utc
+from parley.jobs.calling_window import CallingWindow, checked_zone, window_check, zone_of
+from parley.jobs.idempotency import refuse_a_different_call
+from parley.jobs.job_input import InvalidOutboundJob, checked_metadata, e164, formatted
+from parley.jobs.job_views import OutboundJobView, Queued, job_view
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.schemas import Page
 from parley.store.agents import AgentRepository
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("parley.jobs.outbound")
 
 PUBLIC_URL_REQUIRED = "PARLEY_PUBLIC_URL is required to place calls"
-DEFAULT_TIME_ZONE = "UTC"
-"""Where a number's local time is unknown (a toll-free or mobile range spanning zones): the organization's
-default, which is UTC until organizations carry a zone of their own."""
 STALE_CLAIM = timedelta(minutes=2)
 """An attempt with no carrier call id this long after it was written died with its process (the REST
 request takes seconds)."""
@@ -74,8 +72,6 @@ MAX_ATTEMPTS_IN_FLIGHT = 100
 """Attempts one queue runs at once (their agents warming, or the carrier being asked): the most one claim
 took when the dispatcher still waited for each pass's attempts, and its bound still, now that it does not.
 Due jobs beyond it stay ``pending`` for a later pass."""
-MAX_METADATA_BYTES = 16_384
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
 PERMANENT_REFUSALS = frozenset(
@@ -112,156 +108,6 @@ SettledHook = Callable[[AsyncSession, OutboundJob, Call | None], Awaitable[None]
 """Runs in the transaction that settles a job for good (completed, failed, exhausted, canceled), with the
 job as settled and its last attempt's call (None when no call was made): a lead's call-back records its
 outcome there (``platform/callbacks.py``). An exception rolls the settling back (recovery tries again)."""
-
-
-class InvalidOutboundJob(ValueError):
-    """A call that cannot be queued as asked (a number that is not E.164, an unknown time zone …)."""
-
-
-class IdempotencyConflict(Conflict):
-    """The idempotency key already queued a different call: answering with that job would tell the
-    caller their call was queued when it was not (409; use a new key, or send the first request again)."""
-
-
-class OutboundJobView(BaseModel):
-    id: str
-    org_id: str
-    agent_id: str | None = Field(description="null once the agent was deleted (the job then fails)")
-    to_number: str
-    from_number: str | None
-    status: JobStatus
-    priority: int = Field(description="higher is dialed first")
-    idempotency_key: str | None
-    attempts: int = Field(description="attempts placed so far (the one dialing included)")
-    max_attempts: int
-    next_attempt_at: datetime = Field(description="when a pending job is due (UTC)")
-    window: str = Field(description="calling hours in the callee's local time, e.g. 09:00-20:00")
-    time_zone: str = Field(description="the callee's IANA time zone the window is read in")
-    last_call_id: str | None = Field(description="the call of the latest attempt")
-    last_outcome: str | None = Field(
-        description="how the latest attempt ended: the call's status, and its reason (`failed:twilio:21211`)"
-    )
-    cancel_requested: bool = Field(description="canceled while dialing: canceled once that call ends")
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
-def job_view(job: OutboundJob) -> OutboundJobView:
-    return OutboundJobView(
-        id=job.id,
-        org_id=job.org_id,
-        agent_id=job.agent_id,
-        to_number=job.to_number,
-        from_number=job.from_number,
-        status=JobStatus(job.status),
-        priority=job.priority,
-        idempotency_key=job.idempotency_key,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        next_attempt_at=job.next_attempt_at,
-        window=f"{job.window_start}-{job.window_end}",
-        time_zone=job.time_zone,
-        last_call_id=job.last_call_id,
-        last_outcome=None if job.last_outcome == CANCEL_REQUESTED else job.last_outcome,
-        cancel_requested=job.status == JobStatus.DIALING and job.last_outcome == CANCEL_REQUESTED,
-        metadata=job.metadata_,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    job: OutboundJobView
-    created: bool
-    """False: the idempotency key had queued this job already (the same request, sent again)."""
-
-
-# --- numbers, zones and calling hours ---------------------------------------------------------------
-
-
-def e164(value: str, what: str) -> phonenumbers.PhoneNumber:
-    try:
-        number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidOutboundJob(
-            f"{what} {value!r} is not a phone number in E.164 form (+14155550100)"
-        ) from exc
-    if not phonenumbers.is_valid_number(number):
-        raise InvalidOutboundJob(f"{what} {value!r} is not a valid phone number")
-    return number
-
-
-def formatted(number: phonenumbers.PhoneNumber) -> str:
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def zone_of(number: phonenumbers.PhoneNumber) -> str:
-    """The callee's time zone when the number maps to exactly one, else ``DEFAULT_TIME_ZONE``."""
-    zones = number_time_zones.time_zones_for_number(number)
-    if len(zones) == 1 and zones[0] != number_time_zones.UNKNOWN_TIMEZONE:
-        try:
-            ZoneInfo(zones[0])
-        except (ZoneInfoNotFoundError, ValueError):
-            return DEFAULT_TIME_ZONE
-        return str(zones[0])
-    return DEFAULT_TIME_ZONE
-
-
-def checked_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "America" is a folder
-        raise InvalidOutboundJob(f"unknown time zone {name!r} (an IANA name such as Europe/London)") from exc
-    return name
-
-
-@dataclass(frozen=True, slots=True)
-class CallingWindow:
-    """Calling hours, minutes after local midnight; ``end`` before ``start`` crosses midnight."""
-
-    start: int
-    end: int
-
-    @classmethod
-    def parse(cls, text: str) -> CallingWindow:
-        match = _WINDOW.match(text)
-        if match is None:
-            raise InvalidOutboundJob(f"calling window {text!r} is not HH:MM-HH:MM (e.g. 09:00-20:00)")
-        h1, m1, h2, m2 = (int(g) for g in match.groups())
-        window = cls(h1 * 60 + m1, h2 * 60 + m2)
-        if h2 == 24 and m2 != 0:
-            raise InvalidOutboundJob(f"calling window {text!r} ends after 24:00")
-        if window.start == window.end:
-            raise InvalidOutboundJob(f"calling window {text!r} is empty (use 00:00-24:00 for all day)")
-        return window
-
-    @property
-    def bounds(self) -> tuple[str, str]:
-        return f"{self.start // 60:02d}:{self.start % 60:02d}", f"{self.end // 60:02d}:{self.end % 60:02d}"
-
-    def contains(self, minute: int) -> bool:
-        if self.start < self.end:
-            return self.start <= minute < self.end
-        return minute >= self.start or minute < self.end
-
-    def next_opening(self, now: datetime, zone: ZoneInfo) -> datetime | None:
-        """None when ``now`` is within the window, else when it next opens (UTC)."""
-        local = now.astimezone(zone)
-        minute = local.hour * 60 + local.minute
-        if self.contains(minute):
-            return None
-        day = local.date()
-        if self.start < self.end and minute >= self.end:
-            day += timedelta(days=1)  # closed for today: tomorrow morning
-        opening = datetime.combine(day, time(self.start // 60, self.start % 60), tzinfo=zone)
-        return opening.astimezone(UTC)
-
-
-def window_check(job: OutboundJob, now: datetime) -> datetime | None:
-    window = CallingWindow.parse(f"{job.window_start}-{job.window_end}")
-    return window.next_opening(now, ZoneInfo(job.time_zone))
 
 
 def _call_status(status: CallStatus | str) -> CallStatus | None:
@@ -379,7 +225,7 @@ class OutboundQueue:
             raise InvalidOutboundJob("idempotency_key must be 1 to 200 characters, without NUL")
         hours = CallingWindow.parse(window or self.settings.outbound_calling_window)
         zone = checked_zone(time_zone) if time_zone is not None else zone_of(callee)
-        data = _checked_metadata(metadata or {})
+        data = checked_metadata(metadata or {})
         try:
             due = utcnow() if not_before is None else to_utc(not_before)
         except ValueError as exc:  # a time UTC cannot hold (year 1 east of Greenwich)
@@ -421,15 +267,7 @@ class OutboundQueue:
                 asked = {"agent": agent.id, "to": to_number, "from": caller, "priority": priority,
                          "max_attempts": attempts, "window": f"{start}-{end}", "time_zone": zone,
                          "metadata": data}  # fmt: skip
-                queued_with = _queued_with(job)
-                differ = [name for name, value in asked.items() if queued_with[name] != value]
-                if not _same_start(job, None if not_before is None else due):
-                    differ.append("not_before")
-                if differ:
-                    raise IdempotencyConflict(
-                        f"idempotency_key {idempotency_key!r} was used for a different call (job {job.id}; "
-                        f"{', '.join(differ)} differ): use a new key, or send that request again"
-                    )
+                refuse_a_different_call(job, idempotency_key, asked, None if not_before is None else due)
             view = job_view(job)
         if created:
             log.info("outbound call queued", job_id=view.id, org_id=org_id, to=view.to_number, time_zone=zone)
@@ -845,33 +683,3 @@ class OutboundQueue:
             await action()
         except Exception:  # a database hiccup must not stop the queue; the next pass tries again
             log.exception("outbound queue step failed", step=name)
-
-
-def _queued_with(job: OutboundJob) -> dict[str, Any]:
-    """What ``job`` was queued with, named as a request names it (to compare a repeat of its key)."""
-    return {"agent": job.agent_id, "to": job.to_number, "from": job.from_number, "priority": job.priority,
-            "max_attempts": job.max_attempts, "window": f"{job.window_start}-{job.window_end}",
-            "time_zone": job.time_zone, "metadata": job.metadata_}  # fmt: skip
-
-
-def _same_start(job: OutboundJob, not_before: datetime | None) -> bool:
-    """Whether ``not_before`` (UTC; None: at once) is what ``job`` was queued with. The row keeps only when
-    the next attempt is due, which the dispatcher moves (calling hours, retries); once it has, the time
-    first asked for is no longer known and any ``not_before`` is taken as the same."""
-    if job.attempts or job.updated_at != job.created_at:
-        return True
-    queued_for_now = job.next_attempt_at <= job.created_at
-    if not_before is None or not_before <= job.created_at:
-        return queued_for_now  # a time already past when the job was queued means at once, too
-    return job.next_attempt_at == not_before
-
-
-def _checked_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    try:
-        plain_json(metadata)
-        size = len(json.dumps(metadata, allow_nan=False))
-    except (ValueError, TypeError) as exc:
-        raise InvalidOutboundJob(f"metadata must be plain JSON: {exc}") from exc
-    if size > MAX_METADATA_BYTES:
-        raise InvalidOutboundJob(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    return metadata

@@ -18,13 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from parley.config import Settings
-from parley.jobs.outbound import (
-    PUBLIC_URL_REQUIRED,
-    CallingWindow,
-    InvalidOutboundJob,
-    OutboundJobView,
-    OutboundQueue,
-)
+from parley.jobs.calling_window import CallingWindow
+from parley.jobs.job_input import InvalidOutboundJob
+from parley.jobs.job_views import OutboundJobView
+from parley.jobs.outbound import PUBLIC_URL_REQUIRED, OutboundQueue
 from parley.platform.agents import Conflict, NotFound
 from parley.platform.runtime import Platform
 from parley.platform.schemas import AgentCreate

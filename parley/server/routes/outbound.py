@@ -8,7 +8,10 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from parley.jobs.outbound import IdempotencyConflict, InvalidOutboundJob, OutboundJobView, OutboundQueue
+from parley.jobs.idempotency import IdempotencyConflict
+from parley.jobs.job_input import InvalidOutboundJob
+from parley.jobs.job_views import OutboundJobView
+from parley.jobs.outbound import OutboundQueue
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.schemas import CallSummary, OutboundCallCreate, Page
 from parley.server.auth import Auth, PlatformDep
