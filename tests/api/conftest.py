@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -42,10 +43,17 @@ def make_app(platform: Platform) -> FastAPI:
     return app
 
 
-@pytest.fixture
-async def client(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def api_client(platform: Platform, key: str = BOOT_KEY) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``platform``'s routes on a bare app (``make_app``), authenticated with ``key``."""
     transport = httpx.ASGITransport(app=make_app(platform))
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://parley.test", headers={"Authorization": f"Bearer {BOOT_KEY}"}
+        transport=transport, base_url="http://parley.test", headers={"Authorization": f"Bearer {key}"}
     ) as http:
+        yield http
+
+
+@pytest.fixture
+async def client(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(platform) as http:
         yield http

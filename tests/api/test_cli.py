@@ -8,32 +8,20 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner, Result
 
 from parley.commands.records import agents_app, calls_app, keys_app
-from parley.config import get_settings
 from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType
 from parley.platform.simulation import record_simulation
+from tests.api.cli import command_line, run, temporary_store
 from tests.store.fixtures import run_sync
 from tests.timeline.samples import events
 
 
 @pytest.fixture
 def parley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, Path]]:
-    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("PARLEY_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    root = typer.Typer()
-    root.add_typer(agents_app, name="agents")
-    root.add_typer(calls_app, name="calls")
-    root.add_typer(keys_app, name="keys")
-    yield root, tmp_path / "data"
-    get_settings.cache_clear()
-
-
-def run(app: typer.Typer, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
+    with temporary_store(tmp_path / "data", monkeypatch) as data:
+        yield command_line(agents=agents_app, calls=calls_app, keys=keys_app), data
 
 
 def test_agents_from_the_command_line(parley: tuple[typer.Typer, Path], tmp_path: Path) -> None:

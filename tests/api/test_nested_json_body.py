@@ -16,12 +16,7 @@ import httpx
 import pytest
 
 from parley.config import Settings
-from parley.engine.agent import AgentConfig
-from parley.engine.session import EngineStack
-from parley.server.app import create_platform_app
-from parley.server.stacks import AgentCatalog
-from tests.engine.harness import agent as harness_agent
-from tests.engine.harness import stack
+from tests.api.server_app import server_app_client
 
 KEY = "pk_nested-json-body-key"
 DEEP = b"[" * 1000 + b"]" * 1000
@@ -31,19 +26,8 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture
 async def api(db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(_env_file=None, data_dir=tmp_path, database_url=db_url, api_key=KEY)
-
-    async def engines(_: AgentConfig) -> EngineStack:
-        return stack([], [])
-
-    app = create_platform_app(
-        settings, catalog=AgentCatalog([harness_agent(name="assistant")]), stack_factory=engines
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://parley.test", headers={"Authorization": f"Bearer {KEY}"}
-        ) as http:
-            yield http
+    async with server_app_client(settings, KEY) as http:
+        yield http
 
 
 def assert_names_the_body(response: httpx.Response) -> None:

@@ -8,13 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from parley.commands.serve import load_served_agent
 from parley.providers.llm.scripted import ScriptRule
 from parley.stack import build_tools
-from tests.server.conftest import fast_engines, serving
+from tests.server.conftest import ask_by_token, fast_engines, hang_up, serving
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -62,9 +61,7 @@ async def test_the_readme_agent_works_as_printed(dental: Path) -> None:
         assert "Booked Ana for a cleaning on Tuesday at 10 am (call " in answer["text"]
         call_id = answer["text"].split("(call ")[1].split(")")[0]
         assert call_id == started["session_id"], "the tool's context names the call it runs in"
-        await client.send({"type": "end"})
-        await client.wait_for("session.ended", 5)
-        await client.close()
+        await hang_up(client)
 
 
 async def test_the_readme_agent_takes_a_token_call_with_its_tools(dental: Path, tmp_path: Path) -> None:
@@ -78,20 +75,12 @@ async def test_the_readme_agent_takes_a_token_call_with_its_tools(dental: Path, 
     key = "pk_readme-python-agent"
     served_with = {"platform": True, "data_dir": tmp_path / "data", "api_key": key}
     async with serving(fast_engines([], rules), agents=[config], **served_with) as served:
-        async with httpx.AsyncClient(
-            base_url=served.base, headers={"Authorization": f"Bearer {key}"}
-        ) as http:
+        async with served.api(key) as http:
             record = (await http.get("/v1/agents/smile-dental")).json()
             assert record["source"] == "file", "on record before anyone called it"
             minted = await http.post("/v1/agents/smile-dental/sessions")
             assert minted.status_code == 201, minted.text
-        client = await served.client()
-        assert (await client.start(token=minted.json()["token"]))["type"] == "session.started"
-        await client.wait_for("agent.text", 10)
-        mark = len(client.messages)
-        await client.send({"type": "text", "text": "Can I book a cleaning on Tuesday? I'm Ana."})
-        answer = await client.wait_for("agent.text", 10, since=mark)
+        asked = "Can I book a cleaning on Tuesday? I'm Ana."
+        client, answer = await ask_by_token(served, minted.json()["token"], asked)
         assert "Booked Ana for a cleaning on Tuesday" in answer["text"]
-        await client.send({"type": "end"})
-        await client.wait_for("session.ended", 5)
-        await client.close()
+        await hang_up(client)

@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import typer
-from typer.testing import CliRunner, Result
 
-from parley.commands.documents import docs_app
-from parley.commands.records import agents_app
-from parley.config import get_settings
+from tests.api.cli import run
 from tests.knowledge.pdfs import pdf_with_pages
-
-
-@pytest.fixture
-def parley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[typer.Typer]:
-    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("PARLEY_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    root = typer.Typer()
-    agents = typer.Typer()
-    agents.registered_commands = list(agents_app.registered_commands)
-    agents.add_typer(docs_app, name="docs")
-    root.add_typer(agents, name="agents")
-    yield root
-    get_settings.cache_clear()
-
-
-def run(app: typer.Typer, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def test_documents_from_the_command_line(parley: typer.Typer, tmp_path: Path) -> None:

@@ -4,19 +4,15 @@ are not valid in the declared one, are refused naming it, and nothing is stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import typer
-from typer.testing import CliRunner, Result
 
-from parley.commands.documents import docs_app
-from parley.commands.records import agents_app
-from parley.config import get_settings
 from parley.platform.runtime import Platform
+from tests.api.cli import run
 
 CP1252 = "\u201cCaf\u00e9 cr\u00e8me\u201d costs 9 \u20ac on Sundays.".encode("cp1252")
 """Curly quotes and the euro sign are single bytes in windows-1252 that are not UTF-8."""
@@ -98,24 +94,6 @@ async def test_an_unknown_charset_or_undecodable_text_is_refused_and_nothing_is_
 
 
 # --- the command line ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def parley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[typer.Typer]:
-    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("PARLEY_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    root = typer.Typer()
-    agents = typer.Typer()
-    agents.registered_commands = list(agents_app.registered_commands)
-    agents.add_typer(docs_app, name="docs")
-    root.add_typer(agents, name="agents")
-    yield root
-    get_settings.cache_clear()
-
-
-def run(app: typer.Typer, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def test_the_command_line_takes_the_files_charset(parley: typer.Typer, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
 from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
@@ -33,9 +32,10 @@ from parley.platform.runtime import Platform
 from parley.platform.simulation import record_simulation
 from parley.providers.llm.base import LanguageModel
 from parley.providers.llm.scripted import ScriptedModel, ScriptRule
-from parley.server.errors import install_error_handlers
-from parley.server.routes import platform_routers
 from parley.store.agents import AgentRepository
+from tests.analysis.test_cli_analyze_outcome import ANALYSIS
+from tests.api.cli import temporary_store
+from tests.api.conftest import api_client
 from tests.store.fixtures import run_sync
 from tests.timeline.samples import events
 
@@ -49,12 +49,9 @@ RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("PARLEY_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    with capture_logs():  # the CLI logs to stderr; unconfigured structlog would print to stdout
-        yield tmp_path / "data"
-    get_settings.cache_clear()
+    # the CLI logs to stderr; unconfigured structlog would print to stdout
+    with temporary_store(tmp_path / "data", monkeypatch) as data, capture_logs():
+        yield data
 
 
 def parley(*args: str) -> Result:
@@ -186,20 +183,7 @@ def test_a_models_analysis_repeating_the_callers_escapes_prints_inert(
         )
 
     monkeypatch.setattr("parley.platform.analysis.stack_model", echoing)
-    config = AgentConfig.model_validate(
-        {
-            "name": "sim",
-            "analysis": {
-                "summary": True,
-                "structured_data_schema": {
-                    "type": "object",
-                    "properties": {"greeting": {"type": "string"}},
-                    "required": ["greeting"],
-                },
-                "success_rubric": "The agent greeted the caller.",
-            },
-        }
-    )
+    config = AgentConfig.model_validate({"name": "sim", "analysis": ANALYSIS})
     call_id = run_sync(record_simulation(agent=config, events=events("analysed")))
     ran = parley("calls", "analyze", call_id)
     assert ran.exit_code == 0, ran.output
@@ -216,17 +200,8 @@ async def client(db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient
     platform = await Platform.open(
         Settings(_env_file=None, data_dir=tmp_path, database_url=db_url, api_key=KEY)
     )
-    api = FastAPI()
-    install_error_handlers(api)
-    for router in platform_routers():
-        api.include_router(router)
-    api.state.platform = platform
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=api),
-            base_url="http://parley.test",
-            headers={"Authorization": f"Bearer {KEY}"},
-        ) as http:
+        async with api_client(platform, KEY) as http:
             yield http
     finally:
         await platform.close()

@@ -22,12 +22,8 @@ import httpx
 import pytest
 
 from parley.config import Settings
-from parley.engine.agent import AgentConfig, default_agent, load_agent
-from parley.engine.session import EngineStack
-from parley.server.app import create_platform_app
-from parley.server.stacks import AgentCatalog
-from tests.engine.harness import agent as harness_agent
-from tests.engine.harness import stack
+from parley.engine.agent import default_agent, load_agent
+from tests.api.server_app import server_app_client
 
 KEY = "pk_security-http-input-key"
 HUGE = "99999999999999999999999"
@@ -55,23 +51,13 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
         _env_file=None, data_dir=tmp_path, database_url=db_url, api_key=KEY, max_request_body_bytes=CAP
     )
 
-    async def engines(_: AgentConfig) -> EngineStack:
-        return stack([], [])
-
-    app = create_platform_app(
-        settings, catalog=AgentCatalog([harness_agent(name="assistant")]), stack_factory=engines
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://parley.test", headers={"Authorization": f"Bearer {KEY}"}
-        ) as http:
-            made = await http.post("/v1/agents", json={"name": "seed"})
-            assert made.status_code == 201, made.text
-            agent_id = made.json()["id"]
-            session = await http.post(f"/v1/agents/{agent_id}/sessions")
-            assert session.status_code == 201, session.text
-            yield Api(http, agent_id, session.json()["call_id"])
+    async with server_app_client(settings, KEY) as http:
+        made = await http.post("/v1/agents", json={"name": "seed"})
+        assert made.status_code == 201, made.text
+        agent_id = made.json()["id"]
+        session = await http.post(f"/v1/agents/{agent_id}/sessions")
+        assert session.status_code == 201, session.text
+        yield Api(http, agent_id, session.json()["call_id"])
 
 
 def _field_named(response: httpx.Response, field: str) -> bool:

@@ -32,7 +32,7 @@ from parley.store.webhooks import enqueue_event
 from parley.webhooks.dispatcher import WebhookDispatcher
 from parley.webhooks.guard import UrlPolicy
 from parley.webhooks.tool import SIGNING_SECRET, WebhookContext, webhook_tool
-from tests.api.conftest import BOOT_KEY, make_app
+from tests.api.conftest import BOOT_KEY
 
 LOOPBACK = ("127.0.0.1", "::1", "resolves to")
 PERMITTED = "does not resolve to a permitted address"
@@ -47,19 +47,9 @@ async def platform(db_url: str, tmp_path: Path) -> AsyncIterator[Platform]:
     await opened.close()
 
 
-@pytest.fixture
-async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=make_app(platform)),
-        base_url="http://parley.test",
-        headers={"Authorization": f"Bearer {BOOT_KEY}"},
-    ) as client:
-        yield client
-
-
-async def delivery_errors(api: httpx.AsyncClient, platform: Platform, url: str) -> list[str]:
+async def delivery_errors(client: httpx.AsyncClient, platform: Platform, url: str) -> list[str]:
     """What the organization reads in the delivery log of an endpoint at ``url`` after a call ended."""
-    made = await api.post("/v1/webhooks", json={"url": url, "events": ["call.ended"]})
+    made = await client.post("/v1/webhooks", json={"url": url, "events": ["call.ended"]})
     assert made.status_code == 201, made.text  # a name is judged when dialed
     endpoint_id = made.json()["id"]
     async with platform.db.session() as session:
@@ -69,18 +59,18 @@ async def delivery_errors(api: httpx.AsyncClient, platform: Platform, url: str) 
         assert await dispatcher.step() >= 1
     finally:
         await dispatcher.close()
-    (delivery,) = (await api.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
+    (delivery,) = (await client.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
     return [delivery["last_error"], *(attempt["error"] for attempt in delivery["log"])]
 
 
 async def test_the_delivery_log_names_no_address_the_operators_resolver_answered(
-    api: httpx.AsyncClient, platform: Platform
+    client: httpx.AsyncClient, platform: Platform
 ) -> None:
-    for error in await delivery_errors(api, platform, "https://localhost/"):
+    for error in await delivery_errors(client, platform, "https://localhost/"):
         assert PERMITTED in error, error
         assert not any(word in error for word in LOOPBACK), error
-    unresolvable = await delivery_errors(api, platform, "https://no-such-host.invalid/")
-    localhost = await delivery_errors(api, platform, "https://localhost/hook")
+    unresolvable = await delivery_errors(client, platform, "https://no-such-host.invalid/")
+    localhost = await delivery_errors(client, platform, "https://localhost/hook")
     assert unresolvable == localhost, "a name that does not resolve reads like one that resolves inside"
 
 
@@ -88,27 +78,27 @@ async def test_the_delivery_log_names_no_address_the_operators_resolver_answered
     "url", ["https://1.1.1.1:22/", "https://hooks.example.com:5432/in", "http://hooks.example.com:8080/"]
 )
 async def test_an_endpoint_on_another_port_is_refused_when_saved(
-    api: httpx.AsyncClient, platform: Platform, url: str
+    client: httpx.AsyncClient, platform: Platform, url: str
 ) -> None:
     platform.settings.webhook_allow_http = True
-    refused = await api.post("/v1/webhooks", json={"url": url, "events": ["call.ended"]})
+    refused = await client.post("/v1/webhooks", json={"url": url, "events": ["call.ended"]})
     assert refused.status_code == 422, refused.text
     assert refused.json()["detail"].startswith("url: port ") and "not permitted" in refused.json()["detail"]
-    made = await api.post(
+    made = await client.post(
         "/v1/webhooks", json={"url": "https://hooks.example.com/", "events": ["call.ended"]}
     )
     assert made.status_code == 201, made.text
-    changed = await api.patch(f"/v1/webhooks/{made.json()['id']}", json={"url": url})
+    changed = await client.patch(f"/v1/webhooks/{made.json()['id']}", json={"url": url})
     assert changed.status_code == 422 and changed.json()["detail"].startswith("url: port ")
 
 
-async def test_the_operator_may_allow_more_ports(api: httpx.AsyncClient, platform: Platform) -> None:
+async def test_the_operator_may_allow_more_ports(client: httpx.AsyncClient, platform: Platform) -> None:
     platform.settings.webhook_allow_ports = [8443]
     url = "https://hooks.example.com:8443/in"
-    made = await api.post("/v1/webhooks", json={"url": url, "events": ["call.ended"]})
+    made = await client.post("/v1/webhooks", json={"url": url, "events": ["call.ended"]})
     assert made.status_code == 201, made.text
     for port_of_the_web in ("https://hooks.example.com:443/", "https://hooks.example.com/"):
-        made = await api.post("/v1/webhooks", json={"url": port_of_the_web, "events": ["call.ended"]})
+        made = await client.post("/v1/webhooks", json={"url": port_of_the_web, "events": ["call.ended"]})
         assert made.status_code == 201, made.text
 
 
@@ -118,15 +108,15 @@ def webhook_agent(url: str) -> dict[str, object]:
 
 
 async def test_a_webhook_tool_on_another_port_is_refused_when_its_agent_is_saved(
-    api: httpx.AsyncClient,
+    client: httpx.AsyncClient,
 ) -> None:
-    refused = await api.post("/v1/agents", json=webhook_agent("https://1.1.1.1:22/book"))
+    refused = await client.post("/v1/agents", json=webhook_agent("https://1.1.1.1:22/book"))
     assert refused.status_code == 422, refused.text
     assert refused.json()["detail"].startswith("tools.0.url: port 22 is not permitted")
-    made = await api.post("/v1/agents", json=webhook_agent("https://api.example.com/book"))
+    made = await client.post("/v1/agents", json=webhook_agent("https://api.example.com/book"))
     assert made.status_code == 201, made.text
     tool = {"name": "book", "description": "Book.", "kind": "webhook", "url": "https://api.example.com:6379/"}
-    patched = await api.patch(f"/v1/agents/{made.json()['id']}", json={"config": {"tools": [tool]}})
+    patched = await client.patch(f"/v1/agents/{made.json()['id']}", json={"config": {"tools": [tool]}})
     assert patched.status_code == 422 and patched.json()["detail"].startswith("tools.0.url: port 6379")
 
 

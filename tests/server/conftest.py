@@ -20,7 +20,7 @@ from parley.server.lifecycle import DrainingServer, bound_port
 from parley.server.runtime import LiveRuntime
 from parley.server.stacks import AgentCatalog
 from parley.transports.ws_client import LiveClient, StreamingMic
-from tests.engine.harness import agent, stack
+from tests.engine.harness import agent, speech, stack
 
 
 class QuietServer(DrainingServer):
@@ -44,6 +44,10 @@ class Served:
 
     async def client(self) -> LiveClient:
         return await LiveClient.connect(self.ws)
+
+    def api(self, key: str) -> httpx.AsyncClient:
+        """A client of the REST API authenticated with ``key``, to use as ``async with``."""
+        return httpx.AsyncClient(base_url=self.base, headers={"Authorization": f"Bearer {key}"})
 
 
 def settings(**overrides: Any) -> Settings:
@@ -110,3 +114,47 @@ async def talking(client: LiveClient, rate: int = 16000) -> AsyncIterator[Stream
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def say_until(
+    served: Served, status: str, *, then_s: float = 0.0, limit_s: float = 10.0
+) -> tuple[LiveClient, dict[str, Any]]:
+    """A new client starts a call and says a second of speech, its microphone open until the agent's
+    audio has ``status`` and ``then_s`` longer; returns the client and that ``agent.audio`` message."""
+    client = await served.client()
+    await client.start()
+    async with talking(client) as mic:
+        await mic.say(speech(1.0).pcm)
+        reached = await client.wait_for("agent.audio", limit_s, status=status)
+        if then_s:
+            await asyncio.sleep(then_s)
+    return client, reached
+
+
+async def reconnect(served: Served, dropped: LiveClient) -> tuple[LiveClient, dict[str, Any]]:
+    """A new client resumes ``dropped``'s session from what it last heard; returns it and the server's
+    reply (``session.resumed`` or an error)."""
+    client = await served.client()
+    assert dropped.session_id and dropped.token
+    reply = await client.resume(
+        dropped.session_id, dropped.token, dropped.last_audio_seq, dropped.last_event_seq
+    )
+    return client, reply
+
+
+async def ask_by_token(served: Served, token: str, text: str) -> tuple[LiveClient, dict[str, Any]]:
+    """A call started with a session ``token``: after the agent's greeting the caller types ``text``;
+    returns the client and the agent's answer."""
+    client = await served.client()
+    assert (await client.start(token=token))["type"] == "session.started"
+    await client.wait_for("agent.text", 10)
+    mark = len(client.messages)
+    await client.send({"type": "text", "text": text})
+    return client, await client.wait_for("agent.text", 10, since=mark)
+
+
+async def hang_up(client: LiveClient) -> None:
+    """End the call as a client does, wait until the server says it ended, and close."""
+    await client.send({"type": "end"})
+    await client.wait_for("session.ended", 5)
+    await client.close()

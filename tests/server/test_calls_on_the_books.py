@@ -7,13 +7,12 @@ import asyncio
 import io
 from pathlib import Path
 
-import httpx
 import pytest
 import soundfile as sf
 
 from parley.providers.llm.scripted import ScriptRule
 from tests.engine.harness import speech
-from tests.server.conftest import fast_engines, serving, talking
+from tests.server.conftest import fast_engines, say_until, serving, talking
 
 KEY = "pk_wiring-test-key"
 
@@ -23,15 +22,10 @@ async def test_a_websocket_conversation_is_stored_as_a_call(tmp_path: Path) -> N
         ["What is the capital of France?"], [ScriptRule.say("capital", "Paris, of course.")]
     )
     async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY) as served:
-        client = await served.client()
-        await client.start()
-        async with talking(client) as mic:
-            await mic.say(speech(1.0).pcm)
-            await client.wait_for("agent.audio", 10, status="stopped")
+        client, _ = await say_until(served, "stopped")
         await client.send({"type": "end"})
         await client.wait_closed()
-        headers = {"Authorization": f"Bearer {KEY}"}
-        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+        async with served.api(KEY) as http:
             for _ in range(100):  # the persister finishes the call just after hang-up
                 calls = (await http.get("/v1/calls", params={"status": "completed"})).json()["data"]
                 if calls:
@@ -61,8 +55,7 @@ async def test_a_call_created_through_the_api_is_run_by_the_websocket(tmp_path: 
     rules = [ScriptRule.say("hours", "We open at nine.")]
     engines = fast_engines(["What are your hours?"], rules)
     async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY) as served:
-        headers = {"Authorization": f"Bearer {KEY}"}
-        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+        async with served.api(KEY) as http:
             made = await http.post(
                 "/v1/agents", json={"name": "front-desk", "config": {"name": "front-desk"}}
             )
@@ -81,7 +74,7 @@ async def test_a_call_created_through_the_api_is_run_by_the_websocket(tmp_path: 
         refused = await again.start(token=web["token"])
         assert refused["type"] == "error" and refused["code"] == "unauthorized"
         assert "already used" in refused["message"]
-        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+        async with served.api(KEY) as http:
             detail = (await http.get(f"/v1/calls/{web['call_id']}")).json()
         assert detail["agent_id"] == made.json()["id"]
         assert [t["text"] for t in detail["transcript"]] == ["What are your hours?", "We open at nine."]
@@ -110,15 +103,10 @@ async def test_a_recording_link_names_the_public_url_behind_a_proxy(tmp_path: Pa
     engines = fast_engines(["Hello there."], [ScriptRule.say("Hello", "Hi!")])
     public = "https://voice.example.com"
     async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY, public_url=public) as served:
-        client = await served.client()
-        await client.start()
-        async with talking(client) as mic:
-            await mic.say(speech(1.0).pcm)
-            await client.wait_for("agent.audio", 10, status="stopped")
+        client, _ = await say_until(served, "stopped")
         await client.send({"type": "end"})
         await client.wait_closed()
-        headers = {"Authorization": f"Bearer {KEY}"}
-        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+        async with served.api(KEY) as http:
             recording = None
             for _ in range(150):
                 calls = (await http.get("/v1/calls", params={"status": "completed"})).json()["data"]

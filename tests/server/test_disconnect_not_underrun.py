@@ -9,14 +9,12 @@ import re
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-import httpx
-
 from parley.audio.frame import PCM16
 from parley.engine.events import EventType
 from parley.providers.llm.scripted import ScriptRule
 from parley.providers.tts.tone import ToneSynthesizer
-from tests.engine.harness import RATE, speech
-from tests.server.conftest import Served, fast_engines, serving, talking
+from tests.engine.harness import RATE
+from tests.server.conftest import Served, fast_engines, reconnect, say_until, serving
 
 KEY = "pk_underrun-test-key"
 ANSWER = "Paris is lovely in the spring and the autumn, and the food is good."
@@ -33,20 +31,13 @@ async def underruns_counted(served: Served) -> float:
 async def test_a_client_that_drops_and_resumes_mid_answer_causes_no_underrun(tmp_path: Path) -> None:
     engines = fast_engines(["Tell me about Paris."], [ScriptRule.say("Paris", ANSWER)])
     async with serving(engines, platform=True, data_dir=tmp_path, api_key=KEY) as served:
-        first = await served.client()
-        await first.start()
-        async with talking(first) as mic:
-            await mic.say(speech(1.0).pcm)
-            await first.wait_for("agent.audio", 10, status="started")
-            await asyncio.sleep(0.3)
+        first, _ = await say_until(served, "started", then_s=0.3)
         first.abort()  # the network goes away mid-answer; the playout holds
         await asyncio.sleep(1.5)
         live = served.runtime.registry.get(first.session_id or "")
         assert live is not None and live.downlink.holds > 0, "the playout held for the absent client"
 
-        second = await served.client()
-        assert first.session_id and first.token
-        await second.resume(first.session_id, first.token, first.last_audio_seq, first.last_event_seq)
+        second, _ = await reconnect(served, first)
         await second.wait_for("agent.audio", 10, status="stopped")
         assert not live.timeline.of_type(EventType.AUDIO_UNDERRUN)
         reported = [m for m in first.messages + second.messages if "underrun_ms" in m]
@@ -55,8 +46,7 @@ async def test_a_client_that_drops_and_resumes_mid_answer_causes_no_underrun(tmp
         await second.send({"type": "end"})
         await second.wait_closed()
 
-        headers = {"Authorization": f"Bearer {KEY}"}
-        async with httpx.AsyncClient(base_url=served.base, headers=headers) as http:
+        async with served.api(KEY) as http:
             detail: dict[str, object] = {}
             for _ in range(100):  # the persister finishes the call just after hang-up
                 calls = (await http.get("/v1/calls", params={"status": "completed"})).json()["data"]
@@ -85,11 +75,7 @@ async def test_a_voice_that_stalls_while_the_client_listens_is_still_an_underrun
     engines = fast_engines(["Tell me about Paris."], [ScriptRule.say("Paris", ANSWER)])
     engines.tts = StallingVoice(sample_rate=RATE, ms_per_char=40)
     async with serving(engines) as served:
-        client = await served.client()
-        await client.start()
-        async with talking(client) as mic:
-            await mic.say(speech(1.0).pcm)
-            await client.wait_for("agent.audio", 15, status="stopped")
+        client, _ = await say_until(served, "stopped", limit_s=15)
         live = served.runtime.registry.get(client.session_id or "")
         assert live is not None and live.downlink.holds == 0
         gaps = [m["underrun_ms"] for m in client.messages if "underrun_ms" in m]

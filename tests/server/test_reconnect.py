@@ -8,7 +8,7 @@ from parley.providers.llm.scripted import ScriptedModel, ScriptRule
 from parley.providers.tts.tone import ToneSynthesizer
 from parley.transports.ws_client import LiveClient
 from tests.engine.harness import speech
-from tests.server.conftest import fast_engines, serving, talking
+from tests.server.conftest import fast_engines, reconnect, say_until, serving, talking
 
 ANSWER = "Paris is lovely in the spring and the autumn, and the food is good."
 
@@ -18,22 +18,13 @@ async def test_reconnect_continues_the_conversation_without_repeating_or_losing_
     rules = [ScriptRule.say("Rome", "Rome is in Italy."), ScriptRule.say("Paris", ANSWER)]
     engines = fast_engines(lines, rules)
     async with serving(engines) as served:
-        first = await served.client()
-        await first.start()
-        async with talking(first) as mic:
-            await mic.say(speech(1.0).pcm)
-            await first.wait_for("agent.audio", 10, status="started")
-            await asyncio.sleep(0.6)
+        first, _ = await say_until(served, "started", then_s=0.6)
         first.abort()  # the network goes away mid-answer
         await asyncio.sleep(1.0)
         live = served.runtime.registry.get(first.session_id or "")
         assert live is not None and not live.closed and live.connection is None
 
-        second = await served.client()
-        assert first.session_id and first.token
-        resumed = await second.resume(
-            first.session_id, first.token, first.last_audio_seq, first.last_event_seq
-        )
+        second, resumed = await reconnect(served, first)
         assert resumed["type"] == "session.resumed" and resumed["session_id"] == first.session_id
         await second.wait_for("agent.audio", 10, status="stopped")
 

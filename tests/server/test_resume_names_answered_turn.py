@@ -8,8 +8,7 @@ import asyncio
 from parley.engine.event_payloads import SessionResumed
 from parley.engine.events import EventType
 from parley.providers.llm.scripted import ScriptRule
-from tests.engine.harness import speech
-from tests.server.conftest import fast_engines, serving, talking
+from tests.server.conftest import fast_engines, reconnect, say_until, serving
 
 QUESTION = "Tell me about Paris."
 ANSWER = "Paris is lovely in the spring and the autumn, and the food is good."
@@ -18,22 +17,13 @@ ANSWER = "Paris is lovely in the spring and the autumn, and the food is good."
 async def test_resuming_mid_answer_names_the_reply_still_coming_and_the_turn_it_answers() -> None:
     engines = fast_engines([QUESTION], [ScriptRule.say("Paris", ANSWER)])
     async with serving(engines) as served:
-        first = await served.client()
-        await first.start()
-        async with talking(first) as mic:
-            await mic.say(speech(1.0).pcm)
-            started = await first.wait_for("agent.audio", 10, status="started")
-            await asyncio.sleep(0.3)
+        first, started = await say_until(served, "started", then_s=0.3)
         first.abort()  # the network goes away mid-answer
         await asyncio.sleep(1.0)
         live = served.runtime.registry.get(first.session_id or "")
         assert live is not None and live.connection is None
 
-        second = await served.client()
-        assert first.session_id and first.token
-        resumed = await second.resume(
-            first.session_id, first.token, first.last_audio_seq, first.last_event_seq
-        )
+        second, resumed = await reconnect(served, first)
         assert resumed["type"] == "session.resumed"
         assert QUESTION not in [m["text"] for m in resumed["history"]], "not answered yet: not in history"
         assert resumed["answering"] == {"reply_id": started["reply_id"], "text": QUESTION}
@@ -50,18 +40,10 @@ async def test_resuming_mid_answer_names_the_reply_still_coming_and_the_turn_it_
 async def test_resuming_between_turns_names_no_reply() -> None:
     engines = fast_engines([QUESTION], [ScriptRule.say("Paris", "Paris is in France.")])
     async with serving(engines) as served:
-        first = await served.client()
-        await first.start()
-        async with talking(first) as mic:
-            await mic.say(speech(1.0).pcm)
-            await first.wait_for("agent.audio", 10, status="stopped")
+        first, _ = await say_until(served, "stopped")
         first.abort()
         await asyncio.sleep(0.3)
-        second = await served.client()
-        assert first.session_id and first.token
-        resumed = await second.resume(
-            first.session_id, first.token, first.last_audio_seq, first.last_event_seq
-        )
+        second, resumed = await reconnect(served, first)
         assert resumed["answering"] is None
         assert [(m["role"], m["text"]) for m in resumed["history"]] == [
             ("user", QUESTION),

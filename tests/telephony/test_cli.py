@@ -8,30 +8,18 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from parley.commands.records import agents_app, calls_app, numbers_app
-from parley.config import get_settings
 from parley.logs import configure_logging
+from tests.api.cli import command_line, run, temporary_store
 
 
 @pytest.fixture
 def parley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[typer.Typer]:
-    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path / "data"))
-    for name in ("PARLEY_DATABASE_URL", "PARLEY_TWILIO_CALLER_ID"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    configure_logging()  # as the CLI does: logs on stderr, stdout is the command's output
-    root = typer.Typer()
-    root.add_typer(agents_app, name="agents")
-    root.add_typer(calls_app, name="calls")
-    root.add_typer(numbers_app, name="numbers")
-    yield root
-    get_settings.cache_clear()
-
-
-def run(app: typer.Typer, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
+    with temporary_store(tmp_path / "data", monkeypatch, "PARLEY_TWILIO_CALLER_ID"):
+        configure_logging()  # as the CLI does: logs on stderr, stdout is the command's output
+        yield command_line(agents=agents_app, calls=calls_app, numbers=numbers_app)
 
 
 def test_numbers_and_dialing_from_the_command_line(parley: typer.Typer) -> None:

@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from parley.agent_api import Agent, CallContext
 from parley.providers.llm.scripted import ScriptRule
-from tests.server.conftest import fast_engines, serving
+from tests.server.conftest import ask_by_token, fast_engines, hang_up, serving
 
 KEY = "pk_ctx-metadata-key"
 
@@ -40,21 +38,12 @@ async def _tool_context(tmp_path: Path, session: dict[str, Any]) -> tuple[str | 
     served_with = {"platform": True, "data_dir": tmp_path / "data", "api_key": KEY}
     config = front_desk(seen).config
     async with serving(fast_engines([], rules), agents=[config], **served_with) as served:
-        async with httpx.AsyncClient(
-            base_url=served.base, headers={"Authorization": f"Bearer {KEY}"}
-        ) as http:
+        async with served.api(KEY) as http:
             minted = await http.post("/v1/agents/front-desk/sessions", json=session)
             assert minted.status_code == 201, minted.text
-        client = await served.client()
-        assert (await client.start(token=minted.json()["token"]))["type"] == "session.started"
-        await client.wait_for("agent.text", 10)
-        mark = len(client.messages)
-        await client.send({"type": "text", "text": "Where is my order?"})
-        answer = await client.wait_for("agent.text", 10, since=mark)
+        client, answer = await ask_by_token(served, minted.json()["token"], "Where is my order?")
         assert "ships today" in answer["text"], answer
-        await client.send({"type": "end"})
-        await client.wait_for("session.ended", 5)
-        await client.close()
+        await hang_up(client)
     assert len(seen) == 1, seen
     return seen[0]
 

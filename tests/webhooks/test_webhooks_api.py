@@ -31,18 +31,8 @@ async def platform(db_url: str, tmp_path: Path) -> AsyncIterator[Platform]:
     await opened.close()
 
 
-@pytest.fixture
-async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=make_app(platform)),
-        base_url="http://parley.test",
-        headers={"Authorization": f"Bearer {BOOT_KEY}"},
-    ) as client:
-        yield client
-
-
-async def test_endpoints_are_managed_and_their_secret_is_shown_once(api: httpx.AsyncClient) -> None:
-    made = await api.post(
+async def test_endpoints_are_managed_and_their_secret_is_shown_once(client: httpx.AsyncClient) -> None:
+    made = await client.post(
         "/v1/webhooks",
         json={
             "url": "https://hooks.example.com/parley",
@@ -52,20 +42,20 @@ async def test_endpoints_are_managed_and_their_secret_is_shown_once(api: httpx.A
     assert made.status_code == 201, made.text
     endpoint = made.json()
     assert endpoint["secret"].startswith("whsec_") and endpoint["events"] == ["call.ended", "tool.called"]
-    shown = (await api.get(f"/v1/webhooks/{endpoint['id']}")).json()
+    shown = (await client.get(f"/v1/webhooks/{endpoint['id']}")).json()
     assert "secret" not in shown and shown["enabled"] is True
-    assert [e["id"] for e in (await api.get("/v1/webhooks")).json()] == [endpoint["id"]]
+    assert [e["id"] for e in (await client.get("/v1/webhooks")).json()] == [endpoint["id"]]
 
-    patched = await api.patch(
+    patched = await client.patch(
         f"/v1/webhooks/{endpoint['id']}", json={"enabled": False, "events": ["call.started"]}
     )
     assert patched.json()["enabled"] is False and patched.json()["events"] == ["call.started"]
-    rotated = (await api.post(f"/v1/webhooks/{endpoint['id']}/rotate-secret")).json()
+    rotated = (await client.post(f"/v1/webhooks/{endpoint['id']}/rotate-secret")).json()
     assert rotated["secret"] != endpoint["secret"]
 
-    assert (await api.delete(f"/v1/webhooks/{endpoint['id']}")).status_code == 204
-    assert (await api.get(f"/v1/webhooks/{endpoint['id']}")).status_code == 404
-    assert (await api.delete(f"/v1/webhooks/{endpoint['id']}")).status_code == 404
+    assert (await client.delete(f"/v1/webhooks/{endpoint['id']}")).status_code == 204
+    assert (await client.get(f"/v1/webhooks/{endpoint['id']}")).status_code == 404
+    assert (await client.delete(f"/v1/webhooks/{endpoint['id']}")).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -85,31 +75,33 @@ async def test_endpoints_are_managed_and_their_secret_is_shown_once(api: httpx.A
     ],
 )
 async def test_urls_and_events_the_server_refuses(
-    api: httpx.AsyncClient, body: dict[str, object], status: int
+    client: httpx.AsyncClient, body: dict[str, object], status: int
 ) -> None:
-    response = await api.post("/v1/webhooks", json=body)
+    response = await client.post("/v1/webhooks", json=body)
     assert response.status_code == status, response.text
 
 
-async def test_a_changed_url_is_checked_like_a_new_one(api: httpx.AsyncClient) -> None:
+async def test_a_changed_url_is_checked_like_a_new_one(client: httpx.AsyncClient) -> None:
     made = (
-        await api.post("/v1/webhooks", json={"url": "https://hooks.example.com/", "events": ["call.ended"]})
+        await client.post(
+            "/v1/webhooks", json={"url": "https://hooks.example.com/", "events": ["call.ended"]}
+        )
     ).json()
     for url in ("https://hooks.example.com/\r\nX: y", "https://2130706433/", "https://[2002:a00:1::]/"):
-        changed = await api.patch(f"/v1/webhooks/{made['id']}", json={"url": url})
+        changed = await client.patch(f"/v1/webhooks/{made['id']}", json={"url": url})
         assert changed.status_code == 422, changed.text
-    assert (await api.get(f"/v1/webhooks/{made['id']}")).json()["url"] == "https://hooks.example.com/"
+    assert (await client.get(f"/v1/webhooks/{made['id']}")).json()["url"] == "https://hooks.example.com/"
 
 
 async def test_the_delivery_log_shows_every_attempt_and_a_delivery_can_be_retried(
-    api: httpx.AsyncClient, platform: Platform
+    client: httpx.AsyncClient, platform: Platform
 ) -> None:
     receiver = Receiver(statuses=[500])
     async with receiving(receiver):
         # The operator allows the local receiver (over http) for this test only.
         platform.settings.webhook_allow_http = True
         endpoint = (
-            await api.post("/v1/webhooks", json={"url": receiver.url + "/in", "events": ["call.analyzed"]})
+            await client.post("/v1/webhooks", json={"url": receiver.url + "/in", "events": ["call.analyzed"]})
         ).json()
         async with platform.db.session() as session:
             await enqueue_event(
@@ -118,32 +110,34 @@ async def test_the_delivery_log_shows_every_attempt_and_a_delivery_can_be_retrie
         dispatcher = WebhookDispatcher(platform.db, platform.secrets, platform.settings)
         try:
             assert await dispatcher.step() == 1
-            (pending,) = (await api.get(f"/v1/webhooks/{endpoint['id']}/deliveries")).json()["data"]
+            (pending,) = (await client.get(f"/v1/webhooks/{endpoint['id']}/deliveries")).json()["data"]
             assert pending["status"] == "pending" and pending["event_type"] == "call.analyzed"
             assert [(a["attempt"], a["status_code"]) for a in pending["log"]] == [(1, 500)]
             assert pending["payload"] == {"summary": "ok"}
-            retried = await api.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{pending['id']}/retry")
+            retried = await client.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{pending['id']}/retry")
             assert retried.status_code == 200 and retried.json()["status"] == "pending"
             assert await dispatcher.step() == 1
         finally:
             await dispatcher.close()
-    page = (await api.get(f"/v1/webhooks/{endpoint['id']}/deliveries", params={"status": "delivered"})).json()
+    page = (
+        await client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", params={"status": "delivered"})
+    ).json()
     (delivered,) = page["data"]
     assert [a["status_code"] for a in delivered["log"]] == [500, 200] and page["next_cursor"] is None
     verify(endpoint["secret"], receiver.received[-1].headers["parley-signature"], receiver.received[-1].body)
-    missing = await api.post(f"/v1/webhooks/{endpoint['id']}/deliveries/whd_nope/retry")
+    missing = await client.post(f"/v1/webhooks/{endpoint['id']}/deliveries/whd_nope/retry")
     assert missing.status_code == 404
     assert (
-        await api.get(f"/v1/webhooks/{endpoint['id']}/deliveries", params={"status": "lost"})
+        await client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", params={"status": "lost"})
     ).status_code == 422
 
 
 async def test_the_tool_signing_secret_is_generated_into_the_organization_secrets(
-    api: httpx.AsyncClient,
+    client: httpx.AsyncClient,
 ) -> None:
-    made = (await api.post("/v1/webhooks/signing-secret")).json()
+    made = (await client.post("/v1/webhooks/signing-secret")).json()
     assert made["name"] == "webhook_signing_secret" and made["secret"].startswith("whsec_")
-    names = [s["name"] for s in (await api.get("/v1/secrets")).json()]
+    names = [s["name"] for s in (await client.get("/v1/secrets")).json()]
     assert names == ["webhook_signing_secret"]
 
 
