@@ -11,7 +11,9 @@ on these objects.
 Every room and coach event goes to the platform's timeline under the call's session id, so the persister
 stores it and ``GET /v1/calls/{id}/events`` streams it; ``session.started``/``session.ended`` move the
 call's status as a live session's do. At the end the recording (customer left, everyone else right, and
-each leg on its own) and the coach's summary (``metadata.coaching``) are kept with the call.
+each leg on its own) and the coach's summary (``metadata.coaching``) are kept with the call. A leg Parley
+dialed through a carrier is kept too (``metadata.phone_legs``: its CallSid, the number dialed, how the
+call ended and how long the carrier billed), and its minutes are the call's telephony (``usage``).
 
 Each connected participant has a message channel (a callback the server turns into WebSocket JSON). What
 goes on it depends on the role: reps and coaches see everything (transcripts, hint cards, metrics, who is
@@ -35,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.analysis.coach import Hint, LiveCoach
 from parley.audio.frame import PCM16, AudioFrame
@@ -49,6 +53,7 @@ from parley.engine.transport import AudioOutput
 from parley.platform.agents import NotFound
 from parley.platform.calls import hash_token
 from parley.platform.schemas import CallSummary
+from parley.platform.usage import PHONE_LEGS, ROOM_TRANSPORT, finish_call, phone_leg_minutes
 from parley.rooms import (
     ROOM_RATE,
     TICK_S,
@@ -71,6 +76,7 @@ from parley.rooms.room import MAX_PARTICIPANTS
 from parley.rooms.transcriber import LegTranscriber
 from parley.store.calls import CallRepository
 from parley.store.lifecycle import CallStatus, InvalidStatusTransition
+from parley.store.models import Call
 from parley.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -90,8 +96,10 @@ WHISPER_QUEUE = 4
 """Hints waiting to be whispered; past it a hint is shown, not said (a whisper minutes late helps no one)."""
 STAFF = frozenset({Role.REP, Role.COACH})
 """Who sees coaching (hints, metrics, every transcript line): reps, coaches and supervisors."""
-RESERVED_METADATA = ("room", "coaching")
-"""Keys of the call's metadata the room writes at the end; a request may not set them."""
+RESERVED_METADATA = ("room", "coaching", PHONE_LEGS)
+"""Keys of the call's metadata the room writes; a request may not set them (its phone legs are billed)."""
+LEG_ENDED = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+"""Twilio's final statuses of a dialed call; only ``completed`` was answered (and costs minutes)."""
 
 StackFor = Callable[[AgentConfig, str], Awaitable[EngineStack]]
 """The agent's loaded models for an organization (the server's ``Engines``, with the org's secrets)."""
@@ -243,7 +251,7 @@ class CoachedRoom:
         call, config = await platform.calls.create(
             org_id,
             direction="inbound",
-            transport="room",
+            transport=ROOM_TRANSPORT,
             agent_ref=agent_ref,
             access="token",
             metadata=dict(metadata) if metadata else None,
@@ -746,11 +754,26 @@ class CoachedRoom:
         try:
             summary = self.coach.summary()
             async with self._platform.db.session() as session:
-                row = await CallRepository(session).get(self.call.id)
+                row = await _locked_call(session, self.call.id)  # a phone leg's end may be written meanwhile
                 if row is not None:
                     row.metadata_ = {**(row.metadata_ or {}), "room": room, "coaching": summary}
         except Exception:  # the call still completes; its timeline holds every trigger and hint
             log.exception("storing a coached room's summary failed", room_id=self.id, call_id=self.call.id)
+
+
+async def _locked_call(session: AsyncSession, call_id: str) -> Call | None:
+    """The call's row, read to change its metadata (the room's end and its phone legs' callbacks write it
+    at the same moment): written first, so SQLite gives this transaction the one write lock and PostgreSQL
+    the row's lock, and read after, so neither writer loses the other's keys."""
+    await CallRepository(session).touch([call_id])
+    return await session.scalar(
+        select(Call).where(Call.id == call_id).with_for_update().execution_options(populate_existing=True)
+    )
+
+
+def _phone_legs(row: Call) -> list[dict[str, Any]]:
+    legs = (row.metadata_ or {}).get(PHONE_LEGS)
+    return [dict(leg) for leg in legs if isinstance(leg, dict)] if isinstance(legs, list) else []
 
 
 def _may_read(speaker: Participant | None, role: str, speaker_id: str, listener: Participant) -> bool:
@@ -876,6 +899,84 @@ class LiveRooms:
 
     def list(self, org_id: str) -> list[CoachedRoom]:
         return [room for room in self._rooms.values() if room.org_id == org_id]
+
+    # --- phone legs on the books ----------------------------------------------------------------------
+
+    async def phone_leg_dialed(
+        self, call_id: str, participant: Participant, *, call_sid: str, to: str, from_: str
+    ) -> None:
+        """Keep a call Parley dialed into a room on the room's call (``metadata.phone_legs``): who it
+        brings in, the number dialed and the caller id (as the organization gave them), and the carrier's
+        id of it, which its status callbacks name. What a callback that came first said is kept."""
+        async with self.platform.db.session() as session:
+            row = await _locked_call(session, call_id)
+            if row is None:
+                log.warning("a dialed phone leg's room call is gone", call_id=call_id, call_sid=call_sid)
+                return
+            legs = _phone_legs(row)
+            known = next((leg for leg in legs if leg.get("call_sid") == call_sid), None)
+            record = {
+                "call_sid": call_sid,
+                "participant_id": participant.id,
+                "role": str(participant.role),
+                "to": to,
+                "from": from_,
+                "status": known.get("status") if known is not None else "queued",
+                "duration_s": known.get("duration_s") if known is not None else None,
+            }
+            if known is None:
+                legs.append(record)
+            else:
+                legs[legs.index(known)] = record
+            row.metadata_ = {**(row.metadata_ or {}), PHONE_LEGS: legs}
+
+    async def phone_leg_ended(
+        self, call_id: str, participant_id: str, *, call_sid: str, status: str, duration_s: int | None
+    ) -> bool:
+        """A room's phone leg ended (Twilio's final status callback): how, and the seconds the carrier
+        bills (``CallDuration``), are kept on the room's call, and a call already priced is priced again
+        with them. Twilio reports a call's end once: a redelivered callback, or any later one for the same
+        call, changes nothing (False); so does one naming a leg of another participant or another call."""
+        if status not in LEG_ENDED:
+            raise ValueError(f"{status!r} is not how a call ends")
+        async with self.platform.db.session() as session:
+            row = await _locked_call(session, call_id)
+            if row is None or row.transport != ROOM_TRANSPORT:
+                log.warning(
+                    "a phone leg's end names no coached room's call", call_id=call_id, call_sid=call_sid
+                )
+                return False
+            legs = _phone_legs(row)
+            leg = next((leg for leg in legs if leg.get("call_sid") == call_sid), None)
+            if leg is None:  # it overtook the dial's own record, which fills in the rest
+                leg = {"call_sid": call_sid, "participant_id": participant_id, "status": None}
+                legs.append(leg)
+            elif leg.get("participant_id") != participant_id:
+                log.warning(
+                    "a phone leg's end names another participant",
+                    call_id=call_id,
+                    call_sid=call_sid,
+                    participant_id=participant_id,
+                )
+                return False
+            if leg.get("status") in LEG_ENDED and (leg.get("duration_s") is not None or duration_s is None):
+                return False  # the carrier said so already
+            billed = phone_leg_minutes(row)
+            leg["status"], leg["duration_s"] = status, duration_s
+            row.metadata_ = {**(row.metadata_ or {}), PHONE_LEGS: legs}
+            repriced = row.ended_at is not None and phone_leg_minutes(row) != billed
+            if repriced:  # the room's call was priced without this leg
+                await finish_call(session, row, self.platform.pricing)
+        log.info(
+            "a room's phone leg ended",
+            call_id=call_id,
+            call_sid=call_sid,
+            participant_id=participant_id,
+            status=status,
+            call_duration_s=duration_s,
+            repriced=repriced,
+        )
+        return True
 
     def _ended(self, room: CoachedRoom) -> None:
         self._rooms.pop(room.id, None)

@@ -15,6 +15,11 @@ request hopped; or the hearing of the caller's turn, ``recognition``, whose stre
 line, priced at that provider and model: ``tts_characters.fallbacks.0`` is what the voice's first
 fallback said, ``asr_seconds.fallbacks.0`` what the recogniser's first fallback heard
 (``pricing.fallback_kind``). A coached room's legs are priced at the agent's recogniser.
+
+A coached room's phone legs (the calls Parley dialed through Twilio to bring people in, kept in the
+room call's ``metadata.phone_legs``) are its telephony: each answered leg is billed as an outbound phone
+call is, for the started minutes of the ``CallDuration`` Twilio reported when it ended, and the legs'
+minutes are the room call's one ``telephony_minutes`` line (``phone_leg_lines``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig
@@ -55,6 +62,15 @@ from parley.timeline.digest import Record, latency_summary
 TELEPHONY_TRANSPORTS = frozenset({"twilio", "telephony", "sip", "phone"})
 CARRIER_DURATION = "carrier_duration_s"
 """The key in a call's ``metrics`` of the seconds the carrier reported for it (Twilio's ``CallDuration``)."""
+ROOM_TRANSPORT = "room"
+"""The transport of a coached room's call (its legs are browsers and phones)."""
+PHONE_LEGS = "phone_legs"
+"""The key in a coached room call's ``metadata`` of its phone legs: one object per call Parley dialed
+into the room (``call_sid``, ``participant_id``, ``role``, ``to``, ``from``, ``status``, ``duration_s``)."""
+PHONE_LEG_CARRIER = ("twilio", "outbound")
+"""The transport and direction a room's phone legs are priced as: Parley dials each through Twilio."""
+ANSWERED = "completed"
+"""Twilio's final status of a call that was answered (busy, no-answer, failed and canceled were not)."""
 
 
 def measure(
@@ -308,6 +324,9 @@ async def finish_call(session: AsyncSession, call: Call, pricing: Pricing) -> No
         call.transport,
         call.direction,
     )
+    if call.transport == ROOM_TRANSPORT:  # a phone leg's end may have been written since ``call`` was read
+        set_committed_value(call, "metadata_", await stored_metadata(session, call.id))
+    lines += phone_leg_lines(pricing, call)
     at = call.ended_at or utcnow()
     await BillingRepository(session).replace_usage(
         call.id,
@@ -368,4 +387,46 @@ async def call_costs(session: AsyncSession, call: Call, pricing: Pricing) -> Cos
     quantities = measure(events, transport=call.transport, duration_s=duration_s(call, utcnow()))
     config = await agent_config_of(session, call)
     lines = price_usage(pricing, quantities, config, call.transport, call.direction)
-    return breakdown(pricing, lines, provisional=True)
+    return breakdown(pricing, lines + phone_leg_lines(pricing, call), provisional=True)
+
+
+async def stored_metadata(session: AsyncSession, call_id: str) -> dict[str, Any] | None:
+    """The call's metadata as stored now (this transaction's own changes flushed first). Read once the
+    transaction writes (holds SQLite's write lock, or the row's in PostgreSQL), no other writer's phone
+    leg can slip in between this read and the usage priced from it."""
+    value = await session.scalar(select(Call.metadata_).where(Call.id == call_id))
+    return value if isinstance(value, dict) else None
+
+
+def phone_leg_seconds(leg: Any) -> int | None:
+    """The seconds the carrier billed for one phone leg of a room: its ``CallDuration`` if it was answered
+    and has ended; None for a leg still ringing or talking, or one nobody answered (it costs nothing)."""
+    if not isinstance(leg, dict) or leg.get("status") != ANSWERED:
+        return None
+    seconds = leg.get("duration_s")
+    return seconds if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0 else None
+
+
+def phone_leg_minutes(call: Call) -> float:
+    """The telephony minutes of a coached room's phone legs: each leg is a carrier call of its own, so
+    each is rounded as a phone call is (``measure``), then they are added up. Only a room's call has
+    legs: another call's metadata is its creator's, and billing is not read from it."""
+    legs = (call.metadata_ or {}).get(PHONE_LEGS) if call.transport == ROOM_TRANSPORT else None
+    if not isinstance(legs, list):
+        return 0.0
+    transport, _direction = PHONE_LEG_CARRIER
+    minutes = 0.0
+    for leg in legs:
+        seconds = phone_leg_seconds(leg)
+        if seconds is not None:
+            carrier = measure((), transport=transport, duration_s=float(seconds), billed_s=seconds)
+            minutes += carrier.get("telephony_minutes", 0.0)
+    return minutes
+
+
+def phone_leg_lines(pricing: Pricing, call: Call) -> list[PricedLine]:
+    """The priced telephony line of a coached room's answered phone legs (none when there are none)."""
+    minutes = phone_leg_minutes(call)
+    if not minutes:
+        return []
+    return price_usage(pricing, {"telephony_minutes": minutes}, None, *PHONE_LEG_CARRIER)

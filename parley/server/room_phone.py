@@ -13,6 +13,12 @@
   without its stream in the room (busy, no answer, failed) withdraws the invitation, and one that ends
   with it takes the participant out (``hangup``).
 
+Each dialed call is a phone leg on the room's call (``metadata.phone_legs``, kept by ``LiveRooms``): its
+CallSid, the number dialed and the caller id when it is placed; how it ended and Twilio's
+``CallDuration`` when its final status callback comes, even after the room has ended (the callback URL
+names the room's call). An answered leg's minutes are the room call's telephony, priced as an outbound
+phone call's (``usage.phone_leg_lines``).
+
 A stream's signature covers only its URL, so the join token (made for this call, known to Twilio and
 Parley only, spent on use) is what decides which room and participant a stream may be.
 """
@@ -31,7 +37,7 @@ from parley.config import Settings
 from parley.engine.events import EventType
 from parley.inputs import E164, PlainName
 from parley.jobs.outbound import PERMANENT_REFUSALS
-from parley.platform.coached_room import CoachedRoom, JoinRefused, LiveRooms, RoomNotFound
+from parley.platform.coached_room import LEG_ENDED, CoachedRoom, JoinRefused, LiveRooms, RoomNotFound
 from parley.rooms import Mode, RoomError, UnknownParticipant
 from parley.server.auth import Auth, PlatformDep, get_platform
 from parley.server.rooms import get_rooms, invite
@@ -54,9 +60,12 @@ ROOM_STREAM_PATH = "/v1/rooms/twilio-stream"
 ROOM_STATUS_PATH = "/v1/rooms/twilio-status"
 ROOM_ID = re.compile(r"^room_[0-9a-f]{1,32}$")
 PARTICIPANT_ID = re.compile(r"^p_[0-9a-f]{1,32}$")
+CALL_ID = re.compile(r"^call_[0-9a-f]{1,32}$")
+CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
+CALL_DURATION = re.compile(r"^[0-9]{1,7}$")
 MAX_TOKEN_CHARS = 128
-NOT_ANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
-ENDED = NOT_ANSWERED | {"completed"}
+ENDED = LEG_ENDED
+NOT_ANSWERED = ENDED - {"completed"}
 
 router = APIRouter(tags=["rooms"])
 
@@ -138,7 +147,7 @@ async def dial_into_room(
     participant, token = invite(room, body.role, body.mode, body.name)
     base = public_base_url(request, settings)
     twiml = stream_twiml(room_stream_url(base), {"room": room.id, "token": token})
-    callback = f"{base}{ROOM_STATUS_PATH}?room={room.id}&participant={participant.id}"
+    callback = f"{base}{ROOM_STATUS_PATH}?room={room.id}&participant={participant.id}&call={room.call.id}"
     bound = log.bind(room_id=room.id, participant_id=participant.id, org_id=principal.org_id)
     try:
         sid = await rest.place_call(
@@ -154,6 +163,12 @@ async def dial_into_room(
         bound.warning("dialing into a room failed", code=exc.code, error=exc.message)
         raise _refusal(exc) from exc
     bound.info("dialed into a room", call_sid=sid, role=body.role)
+    try:
+        await get_rooms(request).phone_leg_dialed(
+            room.call.id, participant, call_sid=sid, to=body.to, from_=caller
+        )
+    except Exception:  # the phone rings all the same; its final status callback still records the leg
+        bound.exception("keeping a dialed phone leg on the room's call failed", call_sid=sid)
     return RoomCallOut(
         participant_id=participant.id, call_sid=sid, role=str(participant.role), mode=str(participant.mode)
     )
@@ -193,28 +208,46 @@ async def room_call_status(
     hook: Webhook,
     room: Annotated[str, Query(max_length=40, pattern=ROOM_ID.pattern)],
     participant: Annotated[str, Query(max_length=40, pattern=PARTICIPANT_ID.pattern)],
+    call: Annotated[str | None, Query(max_length=40, pattern=CALL_ID.pattern)] = None,
 ) -> Response:
-    """A dialed participant's call progress (Twilio's status callback). Only the end matters here."""
+    """A dialed participant's call progress (Twilio's status callback). Only the end matters here: the
+    participant leaves a room still live, and the leg's end is kept on the room's call (and billed)."""
     call_status = hook.get("CallStatus") or ""
     if call_status not in ENDED:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    live = get_rooms(request).find(room)
-    if live is None or live.ended:
+    rooms = get_rooms(request)
+    live = rooms.find(room)
+    call_sid = hook.get("CallSid") or ""
+    bound = log.bind(room_id=room, participant_id=participant, call_id=call, call_sid=call_sid[:40])
+    if live is not None and call is not None and live.call.id != call:
+        bound.warning("a room's status callback names another call", room_call_id=live.call.id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+    if live is not None and not live.ended:
+        await _leave(live, participant, call_status)
+    call_id = call or (live.call.id if live is not None else None)  # URLs of calls dialed before ``call``
+    if call_id is None or not CALL_SID.match(call_sid):
+        bound.warning("a room's phone leg ended with no call to keep it on")
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    duration = hook.get("CallDuration")
+    seconds = int(duration) if duration is not None and CALL_DURATION.match(duration) else None
+    if duration is not None and seconds is None:
+        bound.warning("a room's phone leg ended with a CallDuration that is no duration", value=duration[:40])
+    await rooms.phone_leg_ended(
+        call_id, participant, call_sid=call_sid, status=call_status, duration_s=seconds
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _leave(live: CoachedRoom, participant: str, call_status: str) -> None:
+    """The participant whose phone call ended leaves the room (its invitation withdrawn if it never
+    joined); nothing to do if it left already (the stream stopped)."""
     member = next((p for p in live.participants() if p["id"] == participant), None)
     if member is None:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)  # it left already (the stream stopped)
+        return
     reason = HANGUP if member["connected"] else call_status.replace("-", "_")
     with contextlib.suppress(UnknownParticipant):
         await live.remove(participant, reason=reason)
-    log.info(
-        "a room's phone call ended",
-        room_id=room,
-        participant_id=participant,
-        call_sid=hook.get("CallSid"),
-        status=call_status,
-    )
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    log.info("a room's phone call ended", room_id=live.id, participant_id=participant, status=call_status)
 
 
 @router.websocket(ROOM_STREAM_PATH)
