@@ -72,7 +72,9 @@ class RoomCreate(BaseModel):
     )
     name: Name = Field("", description="shown on the participants' pages")
     metadata: JsonObject = Field(
-        default_factory=dict, description="kept with the call (at most 16 KB as JSON; not `room`, `coaching`)"
+        default_factory=dict,
+        description="kept with the call (at most 16 KB as JSON; not `room`, `coaching` or `phone_legs`, "
+        "which the room writes)",
     )
 
     @model_validator(mode="after")
