@@ -8,31 +8,33 @@ barge-in clears the output and tells the provider where the listener stopped hea
 ``conversation.item.truncate``), so its memory of the call holds only what was heard. It runs the agent's
 Parley tools for the provider's function calls, and puts every step on the timeline with the pipeline's
 event types, so persistence, costs, the monitor and recordings work unchanged.
+
+The session holds the control flow (turns, barge-in, tools, the provider's events); its parts live apart:
+``s2s_reply`` (a reply's audio items and what of them was heard), ``s2s_playout`` (pacing the audio out),
+``s2s_history`` (the history in the order heard) and ``s2s_inbound`` (the caller's audio to the provider).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import structlog
 
 from parley.audio.frame import PCM16, AudioFrame
-from parley.audio.resample import Resampler
 from parley.engine.agent import AgentConfig
-from parley.engine.chunker import ClauseChunker
 from parley.engine.context import ConversationContext
 from parley.engine.conversation import Answering
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.keypad import KeypadEntry, check_digit
 from parley.engine.options import EngineStack, SessionOptions
+from parley.engine.s2s_history import S2SHistory
+from parley.engine.s2s_inbound import InboundAudio
+from parley.engine.s2s_playout import S2SPlayout
+from parley.engine.s2s_reply import S2SReply
 from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
 from parley.engine.tools import ToolRegistry, ToolScope
 from parley.engine.transport import AudioOutput, ConfirmsPlayout
@@ -58,8 +60,6 @@ from parley.providers.s2s.base import (
 
 log = structlog.get_logger("parley.engine.speech_to_speech")
 
-_reply_ids = itertools.count(1)
-
 __all__ = ["NotInPipeline", "SpeechToSpeechSession"]
 
 
@@ -72,107 +72,6 @@ def _language(agent: AgentConfig) -> str | None:
 def _approx_tokens(text: str) -> int:
     """The provider keeps its own context: ours only mirrors it (history, notes), so a rough count does."""
     return max(1, len(text) // 4)
-
-
-@dataclass(slots=True)
-class _Written:
-    start: float
-    samples: int
-
-
-@dataclass(slots=True)
-class _Item:
-    """One audio item of a response (OpenAI's ``item_id``): its words and what of it was played."""
-
-    id: str
-    transcript: str = ""
-    received: int = 0
-    """Samples received, at the output rate."""
-    written: list[_Written] = field(default_factory=list)
-
-    def heard_samples(self, cut: float, rate: int) -> int:
-        return sum(min(w.samples, max(0, round((cut - w.start) * rate))) for w in self.written)
-
-    def heard_text(self, cut: float, rate: int, complete: bool) -> str:
-        words = self.transcript.split()
-        if not words or not self.received:
-            return ""
-        heard = self.heard_samples(cut, rate)
-        if heard >= self.received and complete:
-            return " ".join(words)
-        return " ".join(words[: int(len(words) * min(1.0, heard / self.received))])
-
-
-@dataclass(slots=True)
-class _Reply:
-    """Parley's reply: one provider response, or several when tool results continue it (as one pipeline
-    reply holds its tool rounds); its audio, words, tool calls and cost."""
-
-    response_ids: list[str]
-    id: str = field(default_factory=lambda: f"s{next(_reply_ids)}")
-    speech_end: float | None = None
-    items: dict[str, _Item] = field(default_factory=dict)
-    chunker: ClauseChunker = field(default_factory=ClauseChunker)
-    segments: int = 0
-    first_audio_at: float | None = None
-    audio_done_at: float | None = None
-    done: bool = False
-    """The provider finished the response (``ResponseDone``)."""
-    awaiting_tools: bool = False
-    """The latest response called tools: the response their results start continues this reply."""
-    usage: S2SUsage = field(default_factory=S2SUsage)
-    """Running totals over the reply's responses."""
-    tools: set[asyncio.Task[None]] = field(default_factory=set)
-    end_after: str | None = None
-    resampler: Resampler | None = None
-    pending: PCM16 = field(default_factory=lambda: np.zeros(0, np.int16))
-    """Received audio short of a whole frame, of item ``pending_item``."""
-    pending_item: str = ""
-    queued: int = 0
-    """Frames of this reply waiting in the play queue."""
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while none of its frames wait to be played."""
-
-    @property
-    def response_id(self) -> str:
-        return self.response_ids[-1]
-
-    def item(self, item_id: str) -> _Item:
-        if item_id not in self.items:
-            self.items[item_id] = _Item(item_id)
-        return self.items[item_id]
-
-    def heard(self, cut: float, rate: int) -> tuple[str, _Item | None, int]:
-        """What was heard by ``cut``: the words, the item being played then, and how far into it (ms)."""
-        words: list[str] = []
-        current: _Item | None = None
-        heard_ms = 0
-        for item in self.items.values():
-            samples = item.heard_samples(cut, rate)
-            if samples <= 0:
-                if current is None:
-                    current = item
-                break
-            text = item.heard_text(cut, rate, complete=self.done)
-            if text:
-                words.append(text)
-            current, heard_ms = item, round(samples * 1000 / rate)
-        return " ".join(words), current, heard_ms
-
-    def full_text(self) -> str:
-        return " ".join(i.transcript.strip() for i in self.items.values() if i.transcript.strip())
-
-
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    reply: _Reply
-    item_id: str
-    pcm: PCM16
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    reply: _Reply
 
 
 class SpeechToSpeechSession:
@@ -207,29 +106,32 @@ class SpeechToSpeechSession:
             _approx_tokens,
             grounded=agent.grounded,
         )
-        self._frame_ms = self.options.reply.frame_ms
-        self._lead_s = self.options.reply.lead_s
-        self._tolerance_s = self.options.reply.underrun_tolerance_s
+        self._history = S2SHistory(self.context)
         self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
-        self._playout: asyncio.Queue[_Chunk | _End] = asyncio.Queue()
+        self._caller_audio = InboundAudio(self.engine.input_rate)
+        settings = self.options.reply
+        self._playout = S2SPlayout(
+            output,
+            source_rate=self.engine.output_rate,
+            frame_ms=settings.frame_ms,
+            lead_s=settings.lead_s,
+            underrun_tolerance_s=settings.underrun_tolerance_s,
+            current=lambda: self._reply,
+            started=self._on_audio_started,
+            done=lambda reply: self._finish(reply, reason="completed"),
+            emit=self._emit,
+        )
         self._outbox: asyncio.Queue[tuple[str, Callable[[S2SConnection], Awaitable[None]]]] = asyncio.Queue()
         self._player: asyncio.Task[None] | None = None
         self._conn: S2SConnection | None = None
         self._turn = TurnState.IDLE
-        self._reply: _Reply | None = None
+        self._reply: S2SReply | None = None
         """The response the caller hears (or is about to)."""
         self._dropped: dict[str, str] = {}
         """Responses cancelled here (to their reply id): whatever of them still arrives is not played."""
-        self._input_rate: int | None = None
-        self._sent: deque[tuple[float, float]] = deque(maxlen=3000)
-        """(position in ms of the audio sent, its frame's timestamp) for the last minute or so of frames:
-        where the provider's voice activity positions fall on our clock."""
-        self._sent_ms = 0.0
-        self._resampler: Resampler | None = None
         self._in_speech = False
         self._speech_end: float | None = None
         """When the caller last stopped speaking (or typed): the next reply's voice-to-voice origin."""
-        self._pending_users: list[str] = []
         self._next_end_after: str | None = None
         self._end_reason: str | None = None
         self._dropped_frames = 0
@@ -263,7 +165,7 @@ class SpeechToSpeechSession:
         reply = self._reply
         if reply is None:
             return None
-        return Answering(reply.id, self._pending_users[-1] if self._pending_users else None)
+        return Answering(reply.id, self._history.latest_held)
 
     def feed_audio(self, frame: AudioFrame) -> None:
         """Queue inbound audio without blocking; on overflow the oldest frame is dropped and reported."""
@@ -378,7 +280,7 @@ class SpeechToSpeechSession:
             self._emit(EventType.ERROR, where="s2s.connect", stage="s2s", error=repr(exc))
             self.end("provider_unavailable")
             return False
-        self._player = self._spawn(self._play())
+        self._player = self._spawn(self._playout.play())
         self._spawn(self._receive(self._conn))
         self._spawn(self._send_controls(self._conn))
         first = self.agent.first_message
@@ -394,13 +296,7 @@ class SpeechToSpeechSession:
         conn = self._conn
         assert conn is not None
         while (frame := await self._inbound.get()) is not None:
-            if frame.sample_rate != self._input_rate:
-                self._input_rate = frame.sample_rate
-                rate = self.engine.input_rate
-                self._resampler = Resampler(frame.sample_rate, rate) if frame.sample_rate != rate else None
-            pcm = self._resampler.process(frame.pcm) if self._resampler else frame.pcm
-            self._sent.append((self._sent_ms, frame.timestamp))
-            self._sent_ms += len(frame.pcm) * 1000 / frame.sample_rate
+            pcm = self._caller_audio.convert(frame)
             if len(pcm):
                 try:
                     await conn.send_audio(pcm)
@@ -449,9 +345,9 @@ class SpeechToSpeechSession:
         elif isinstance(event, AgentTranscript):
             self._on_agent_words(event)
         elif isinstance(event, SpeechStarted):
-            await self._on_speech_started(self._when(event.at_ms))
+            await self._on_speech_started(self._caller_audio.when(event.at_ms))
         elif isinstance(event, SpeechStopped):
-            self._on_speech_stopped(self._when(event.at_ms))
+            self._on_speech_stopped(self._caller_audio.when(event.at_ms))
         elif isinstance(event, UserTranscript):
             self._on_user_transcript(event.text)
         elif isinstance(event, ToolCallRequest):
@@ -471,7 +367,7 @@ class SpeechToSpeechSession:
             if event.fatal:
                 self.end("provider_error")
 
-    def _reply_for(self, response_id: str) -> _Reply | None:
+    def _reply_for(self, response_id: str) -> S2SReply | None:
         """The reply a response's output belongs to; a new response becomes the current reply."""
         if response_id in self._dropped or self._end_reason is not None:
             return None
@@ -491,7 +387,7 @@ class SpeechToSpeechSession:
             if speech_end is None and reply.first_audio_at is None:
                 speech_end = reply.speech_end  # nothing was heard yet: the caller still waits since then
             self._finish(reply, reason="superseded")
-        reply = _Reply([response_id], speech_end=speech_end)
+        reply = S2SReply([response_id], speech_end=speech_end)
         reply.end_after, self._next_end_after = self._next_end_after, None
         self._reply = reply
         if self._turn in (TurnState.USER_PAUSED, TurnState.LISTENING, TurnState.INTERRUPTED):
@@ -502,18 +398,7 @@ class SpeechToSpeechSession:
         reply = self._reply_for(event.response_id)
         if reply is None or not len(event.pcm):
             return
-        rate = self.output.sample_rate
-        if reply.resampler is None:
-            reply.resampler = Resampler(self.engine.output_rate, rate)
-        pcm = reply.resampler.process(event.pcm)
-        reply.item(event.item_id).received += len(pcm)
-        frame = rate * self._frame_ms // 1000
-        pcm = np.concatenate([reply.pending, pcm])
-        whole = len(pcm) // frame * frame
-        for offset in range(0, whole, frame):
-            self._playout.put_nowait(_Chunk(reply, event.item_id, pcm[offset : offset + frame]))
-        self._queue_more(reply, whole // frame)
-        reply.pending, reply.pending_item = pcm[whole:], event.item_id
+        self._playout.push(reply, event.item_id, event.pcm)
 
     def _on_agent_words(self, event: AgentTranscript) -> None:
         reply = self._reply_for(event.response_id)
@@ -523,18 +408,9 @@ class SpeechToSpeechSession:
         for piece in reply.chunker.push(event.text):
             self._agent_text(reply, piece)
 
-    def _agent_text(self, reply: _Reply, text: str) -> None:
+    def _agent_text(self, reply: S2SReply, text: str) -> None:
         self._emit(EventType.AGENT_TEXT, reply_id=reply.id, segment=reply.segments, text=text, ready_at=now())
         reply.segments += 1
-
-    def _when(self, at_ms: int | None) -> float:
-        """The time on our clock of a position (ms) in the audio sent to the provider; now if unknown."""
-        if at_ms is None:
-            return now()
-        for start_ms, stamp in reversed(self._sent):
-            if start_ms <= at_ms:
-                return min(now(), stamp + (at_ms - start_ms) / 1000)
-        return now()
 
     async def _on_speech_started(self, onset: float) -> None:
         self._in_speech = True
@@ -573,10 +449,10 @@ class SpeechToSpeechSession:
             self._turn_to(TurnState.LISTENING)
 
     def _remember_user(self, text: str) -> None:
-        """The history keeps the provider's order as heard: a transcript arriving while a reply is being
-        played joins the history once that reply is recorded (it was the turn the reply answers)."""
+        """A transcript arriving while a reply is prepared joins the history once that reply starts to be
+        heard or is recorded (it was the turn the reply answers)."""
         if self._reply is not None and self._reply.first_audio_at is None:
-            self._pending_users.append(text)
+            self._history.hold_user(text)
         else:
             self.context.add_user(text)
 
@@ -610,7 +486,7 @@ class SpeechToSpeechSession:
         task.add_done_callback(reply.tools.discard)
         task.add_done_callback(self._tool_tasks.discard)
 
-    async def _run_tool(self, reply: _Reply, event: ToolCallRequest) -> None:
+    async def _run_tool(self, reply: S2SReply, event: ToolCallRequest) -> None:
         try:
             arguments = json.loads(event.arguments or "{}")
         except json.JSONDecodeError:
@@ -620,7 +496,7 @@ class SpeechToSpeechSession:
         )
         tool = self.tools.get(event.name)
         if tool is not None and tool.side_effect:
-            await self._wait_heard(reply)  # a side effect follows only words the caller heard
+            await self._playout.wait_played(reply)  # a side effect follows only words the caller heard
         self._emit(
             EventType.TOOL_CALL, reply_id=reply.id, tool=call.name, arguments=call.arguments, call_id=call.id
         )
@@ -639,43 +515,15 @@ class SpeechToSpeechSession:
             result=content,
             latency_ms=round((now() - started) * 1000, 1),
         )
-        self._remember_tool(call, content)
+        self._history.add_tool(call, content)
         if end_call:
-            await self._wait_heard(self._reply or reply)
+            await self._playout.wait_played(self._reply or reply)
             self.end("agent_ended_call")
             return
         if self._end_reason is None and event.response_id not in self._dropped:
             conn = self._conn
             assert conn is not None
             await conn.tool_result(call.id, content, is_error=not ok)
-
-    def _remember_tool(self, call: ToolCall, content: str) -> None:
-        self._flush_users()
-        self.context.add_turn(
-            [
-                ChatMessage("assistant", "", tool_calls=(call,)),
-                ChatMessage("tool", content, tool_call_id=call.id, name=call.name),
-            ]
-        )
-
-    async def _wait_heard(self, reply: _Reply) -> None:
-        """Until everything of ``reply`` received so far was played (or it was stopped)."""
-        if self._reply is reply:
-            await reply.drained.wait()
-        written = [w for item in reply.items.values() for w in item.written]
-        if written:
-            last = max(w.start + w.samples / self.output.sample_rate for w in written)
-            delay = last - now()
-            if delay > 0:
-                await asyncio.sleep(delay)
-
-    @staticmethod
-    def _queue_more(reply: _Reply, frames: int) -> None:
-        reply.queued += frames
-        if reply.queued > 0:
-            reply.drained.clear()
-        else:
-            reply.drained.set()
 
     def _busy_tools(self) -> bool:
         return bool(self._tool_tasks)
@@ -687,7 +535,7 @@ class SpeechToSpeechSession:
         current = self._reply
         reply = current if current is not None and event.response_id in current.response_ids else None
         if reply is not None:
-            usage = reply.usage = _add(reply.usage, usage)
+            usage = reply.add_usage(usage)
         reply_id = (
             reply.id if reply is not None else self._dropped.get(event.response_id) or event.response_id
         )
@@ -708,25 +556,19 @@ class SpeechToSpeechSession:
         reply.done = True
         for piece in reply.chunker.flush():
             self._agent_text(reply, piece)
-        if reply.resampler is not None:
-            rest = np.concatenate([reply.pending, reply.resampler.flush()])
-            reply.pending, reply.resampler = np.zeros(0, np.int16), None
-            item_id = reply.pending_item or next(reversed(reply.items), "")
-            if len(rest) and item_id:
-                self._queue_more(reply, 1)
-                self._playout.put_nowait(_Chunk(reply, item_id, rest))
+        self._playout.flush(reply)
         if reply.awaiting_tools and event.status == "completed":
             return  # the tools' results start the response that carries this reply on
         if reply.first_audio_at is None and not reply.queued:
             self._finish(reply, reason="completed")
             return
-        self._playout.put_nowait(_End(reply))
+        self._playout.end(reply)
 
-    def _finish(self, reply: _Reply, reason: str) -> None:
+    def _finish(self, reply: S2SReply, reason: str) -> None:
         """The reply was played to the end: record it, as the pipeline records a completed reply."""
         if self._reply is reply:
             self._reply = None
-        self._record(reply, reply.full_text())
+        self._history.add_reply(reply.full_text())
         if reply.first_audio_at is not None:
             self._emit(
                 EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=reply.audio_done_at, reason="completed"
@@ -742,18 +584,6 @@ class SpeechToSpeechSession:
             self._turn_to(self._floor())
         if reply.end_after is not None:
             self.end(reply.end_after)
-
-    def _flush_users(self) -> None:
-        """Caller turns transcribed while their reply was being prepared go in before it."""
-        for text in self._pending_users:
-            self.context.add_user(text)
-        self._pending_users.clear()
-
-    def _record(self, reply: _Reply, heard: str) -> None:
-        self._flush_users()
-        if heard:
-            self.context.add_turn([ChatMessage("assistant", heard)])
-        self.context.prune()
 
     # --- barge-in -----------------------------------------------------------------------------------
 
@@ -791,7 +621,7 @@ class SpeechToSpeechSession:
         if tell_provider:
             item_id = item.id if item is not None else None
             self._call_provider("interrupt", lambda conn: conn.interrupt(item_id, heard_ms))
-        self._record(reply, heard)
+        self._history.add_reply(heard)
         self._emit(
             EventType.REPLY_CANCELLED,
             reply_id=reply.id,
@@ -803,59 +633,18 @@ class SpeechToSpeechSession:
         if reply.first_audio_at is not None:
             self._emit(EventType.AGENT_AUDIO_STOPPED, reply_id=reply.id, at=cut, reason=reason)
 
+    # --- playout ------------------------------------------------------------------------------------
+
     def _restart_player(self) -> None:
         """Drop every queued frame and flush the output; the play loop starts afresh."""
         if self._player is not None:
             self._player.cancel()
-        while not self._playout.empty():
-            self._playout.get_nowait()
+        self._playout.drop_queued()
         self._spawn(self.output.clear())
         if self._conn is not None and self._end_reason is None:
-            self._player = self._spawn(self._play())
+            self._player = self._spawn(self._playout.play())
 
-    # --- playout ------------------------------------------------------------------------------------
-
-    async def _play(self) -> None:
-        """Write the provider's audio to the output on the playout clock, and note what was written when."""
-        rate = self.output.sample_rate
-        next_t: float | None = None
-        last: _Reply | None = None
-        while True:
-            item = await self._playout.get()
-            reply = item.reply
-            if reply is not last:  # each reply starts on its own clock: a gap between two is no underrun
-                next_t, last = None, reply
-            if isinstance(item, _End):
-                if next_t is not None:
-                    await _sleep_until(next_t)
-                reply.audio_done_at = next_t if next_t is not None else now()
-                next_t = last = None
-                if self._reply is reply:
-                    self._finish(reply, reason="completed")
-                continue
-            try:
-                if reply is not self._reply:
-                    continue
-                t = now()
-                if next_t is None:
-                    next_t = t
-                elif t > next_t + self._tolerance_s:
-                    gap = round((t - next_t) * 1000, 1)
-                    self._emit(EventType.AUDIO_UNDERRUN, reply_id=reply.id, gap_ms=gap)
-                    next_t = t
-                await _sleep_until(next_t - self._lead_s)
-                if reply is not self._reply:
-                    continue
-                if reply.first_audio_at is None:
-                    reply.first_audio_at = next_t
-                    self._on_audio_started(reply)
-                await self.output.write(AudioFrame(item.pcm, rate, next_t))
-                reply.item(item.item_id).written.append(_Written(next_t, len(item.pcm)))
-                next_t += len(item.pcm) / rate
-            finally:
-                self._queue_more(reply, -1)
-
-    def _on_audio_started(self, reply: _Reply) -> None:
+    def _on_audio_started(self, reply: S2SReply) -> None:
         assert reply.first_audio_at is not None
         speech_end = reply.speech_end if reply.speech_end is not None else reply.first_audio_at
         self._emit(
@@ -865,7 +654,7 @@ class SpeechToSpeechSession:
             v2v_ms=round((reply.first_audio_at - speech_end) * 1000, 1),
         )
         self._speech_end = None
-        self._flush_users()
+        self._history.flush()
         if self._turn in (TurnState.THINKING, TurnState.USER_PAUSED, TurnState.LISTENING):
             if self._turn is not TurnState.THINKING:
                 self._turn_to(TurnState.THINKING)
@@ -925,12 +714,6 @@ class SpeechToSpeechSession:
             self._emit(EventType.ERROR, where="session", error=repr(error))
 
 
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - now()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 class NotInPipeline:
     """The stack's ``llm`` and ``tts`` in speech-to-speech mode: the remote engine thinks and speaks, so
     these are never asked (the few places that look at a stack's LLM or voice get a clear answer)."""
@@ -958,13 +741,3 @@ class NotInPipeline:
 
     async def warm_up(self, *_: Any, **__: Any) -> None:
         return None
-
-
-def _add(a: S2SUsage, b: S2SUsage) -> S2SUsage:
-    return S2SUsage(
-        a.input_tokens + b.input_tokens,
-        a.output_tokens + b.output_tokens,
-        a.input_audio_tokens + b.input_audio_tokens,
-        a.output_audio_tokens + b.output_audio_tokens,
-        a.cached_tokens + b.cached_tokens,
-    )
