@@ -60,11 +60,19 @@ FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="agent config
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override one setting: llm.options.model=x")]
 
 
-def _run(action: Callable[[Platform, str], Awaitable[T]]) -> T:
+OrgOpt = Annotated[
+    str | None, typer.Option("--org", help="the organization's slug (default: the operator's own)")
+]
+
+
+def _run(action: Callable[[Platform, str], Awaitable[T]], org: str | None = None) -> T:
+    """``action`` for organization ``org`` (a slug; the operator's own by default): the CLI runs on the
+    host, with its store, and the operator may read any organization's records."""
+
     async def main() -> T:
         platform = await Platform.open(get_settings(), consume=False, recover=False)
         try:
-            return await action(platform, platform.default_org_id)
+            return await action(platform, await platform.org_id(org))
         finally:
             await platform.close()
 
@@ -135,9 +143,11 @@ def agents_create(
 
 
 @agents_app.command("list")
-def agents_list(limit: Annotated[int, typer.Option(min=1, max=200)] = 50, as_json: JsonOpt = False) -> None:
+def agents_list(
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50, as_json: JsonOpt = False, org: OrgOpt = None
+) -> None:
     """Agents, newest first."""
-    page = _run(lambda p, org: p.agents.page(org, limit))
+    page = _run(lambda p, org_id: p.agents.page(org_id, limit), org)
     if as_json:
         _print_json(page)
         return
@@ -159,9 +169,10 @@ def agents_show(
     ref: Annotated[str, typer.Argument(help="agent id or name")],
     version: Annotated[int | None, typer.Option(help="default: the latest")] = None,
     as_json: JsonOpt = False,
+    org: OrgOpt = None,
 ) -> None:
     """An agent's configuration (YAML), at its latest or a given version."""
-    agent = _run(lambda p, org: p.agents.get(org, ref, version))
+    agent = _run(lambda p, org_id: p.agents.get(org_id, ref, version), org)
     if as_json:
         _print_json(agent)
         return
@@ -254,6 +265,7 @@ def calls_list(
     until: Annotated[str | None, typer.Option(help="created before (ISO date/time)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
     as_json: JsonOpt = False,
+    org: OrgOpt = None,
 ) -> None:
     """Calls, newest first."""
 
@@ -271,7 +283,7 @@ def calls_list(
             return found, {}
         return found, await _agent_names(p, org, [c.agent_id for c in found.data])
 
-    result, names = _run(page)
+    result, names = _run(page, org)
     if as_json:
         _print_json(result)
         return
@@ -304,9 +316,10 @@ def calls_show(
     call_id: Annotated[str, typer.Argument()],
     as_json: JsonOpt = False,
     events: Annotated[bool, typer.Option("--events", help="also print the timeline")] = False,
+    org: OrgOpt = None,
 ) -> None:
     """A call whole: transcript, costs, latency, recording, the texts and emails its agent sent."""
-    detail = _run(lambda p, org: p.calls.detail(org, call_id))
+    detail = _run(lambda p, org_id: p.calls.detail(org_id, call_id), org)
     if as_json:
         _print_json(detail)
         return
@@ -416,10 +429,12 @@ def _analysis_failure(analysis: AnalysisOut) -> str | None:
 
 
 @calls_app.command("analyze")
-def calls_analyze(call_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False) -> None:
+def calls_analyze(
+    call_id: Annotated[str, typer.Argument()], as_json: JsonOpt = False, org: OrgOpt = None
+) -> None:
     """Run the post-call analysis of an ended call again, here and now, with its agent's current model.
     Exits 1, saying why, unless every part of the analysis completed."""
-    result = _run(lambda p, org: p.analysis.analyze_now(org, call_id))
+    result = _run(lambda p, org_id: p.analysis.analyze_now(org_id, call_id), org)
     if as_json:
         _print_json(result)
     else:

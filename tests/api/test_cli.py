@@ -10,9 +10,12 @@ import pytest
 import typer
 
 from parley.commands.records import agents_app, calls_app, keys_app
+from parley.config import get_settings
 from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType
+from parley.platform.runtime import Platform
 from parley.platform.simulation import record_simulation
+from parley.store.tenants import TenantRepository
 from tests.api.cli import command_line, run, temporary_store
 from tests.store.fixtures import run_sync
 from tests.timeline.samples import events
@@ -96,3 +99,33 @@ def test_calls_show_prints_what_was_said_as_said(parley: tuple[typer.Typer, Path
     human = run(app, "calls", "show", call_id)
     assert human.exit_code == 0
     assert said in " ".join(human.stdout.split())
+
+
+def test_the_operator_reads_another_organizations_records_with_org(parley: tuple[typer.Typer, Path]) -> None:
+    """The CLI acts for the operator's own organization unless ``--org`` names another (by slug)."""
+    app, _ = parley
+
+    async def other_org() -> None:
+        platform = await Platform.open(get_settings(), consume=False, recover=False)
+        try:
+            async with platform.db.session() as session:
+                await TenantRepository(session).ensure_org("acme", "Acme")
+        finally:
+            await platform.close()
+
+    run_sync(other_org())
+    call_id = run_sync(
+        record_simulation(agent=AgentConfig(name="sim"), events=events("acme-session"), org="acme")
+    )
+    assert run(app, "calls", "show", call_id).exit_code == 1, "not the operator's own call"
+    detail = json.loads(run(app, "calls", "show", call_id, "--json", "--org", "acme").stdout)
+    assert detail["id"] == call_id
+    listed = json.loads(run(app, "calls", "list", "--json", "--org", "acme").stdout)
+    assert [c["id"] for c in listed["data"]] == [call_id]
+    assert json.loads(run(app, "calls", "list", "--json").stdout)["data"] == []
+    assert [
+        a["name"] for a in json.loads(run(app, "agents", "list", "--json", "--org", "acme").stdout)["data"]
+    ] == ["sim"]
+    assert "sim" in run(app, "agents", "show", "sim", "--org", "acme").stdout
+    unknown = run(app, "calls", "list", "--org", "nobody")
+    assert unknown.exit_code == 1 and "no organization 'nobody'" in unknown.output
