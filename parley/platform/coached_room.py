@@ -528,9 +528,11 @@ class CoachedRoom:
         self._send_participants()
 
     def _utterance(self, said: RoomUtterance) -> None:
+        """A final line to everyone who may read it. A transcript is final after its words were mixed,
+        often after the speaker's mode changed or it left: who heard the words is the room's record of
+        the modes it spoke them in, not its mode (or absence) now."""
         speaker_id = said.participant_id
-        member = self._members.get(speaker_id)
-        speaker = member.participant if member is not None else None
+        speaker = self.room.known(speaker_id)
         message = {
             "type": "utterance",
             "participant_id": speaker_id,
@@ -540,9 +542,16 @@ class CoachedRoom:
             "start_ms": round((said.start - self._origin) * 1000),
             "end_ms": round((said.end - self._origin) * 1000),
         }
-        for listener in self._connected():
-            if _may_read(speaker, said.role, speaker_id, listener.participant):
-                self._deliver(listener, message)
+        for member in self._connected():
+            if self._may_read(member.participant, said):
+                self._deliver(member, message)
+
+    def _may_read(self, listener: Participant, said: RoomUtterance) -> bool:
+        """Staff read every line; anyone reads their own; a customer reads only what it heard, all of it
+        (a line spoken partly while muted or whispering is not the customer's)."""
+        if listener.role in STAFF or listener.id == said.participant_id:
+            return True
+        return self.room.heard(said.participant_id, listener, said.start, said.end)
 
     async def _on_hint(self, hint: Hint) -> None:
         self._send_staff({"type": "hint", **hint_view(hint)})
@@ -774,15 +783,6 @@ async def _locked_call(session: AsyncSession, call_id: str) -> Call | None:
 def _phone_legs(row: Call) -> list[dict[str, Any]]:
     legs = (row.metadata_ or {}).get(PHONE_LEGS)
     return [dict(leg) for leg in legs if isinstance(leg, dict)] if isinstance(legs, list) else []
-
-
-def _may_read(speaker: Participant | None, role: str, speaker_id: str, listener: Participant) -> bool:
-    """Staff read every line; anyone reads their own; a customer reads only what it could hear."""
-    if listener.role in STAFF or listener.id == speaker_id:
-        return True
-    if speaker is None:  # gone since: its last words were heard if it was a party to the call
-        return role in (str(Role.CUSTOMER), str(Role.REP))
-    return audible(speaker, listener)
 
 
 async def _playbook(platform: Platform, call: CallSummary) -> KnowledgeIndex | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -52,6 +53,8 @@ OUTBOUND_MAX_S = 1.0
 """Mixed audio a listener's sink may fall behind by; beyond it the oldest frames go."""
 MAX_LAG_S = 0.2
 """How far ``run`` may fall behind its schedule and still catch up tick by tick; beyond it, it skips."""
+MODE_HISTORY = 256
+"""Mode changes kept per participant; words spoken before the oldest one kept count as heard by nobody."""
 
 
 class Leg:
@@ -262,6 +265,10 @@ class Room:
         self.prebuffer_s = prebuffer_s
         self.recording = RoomRecording(max_seconds=max_recording_s, emit=self._emit) if record else None
         self._legs: dict[str, Leg] = {}
+        self._history: dict[str, list[tuple[float, Participant]]] = {}
+        """Everyone who ever joined, as they were from when on (room clock), kept after they left: who
+        heard a line is decided by the modes its words were spoken in, which may be final after a
+        mode change or after the speaker left."""
         self._origin = now()
         self.ticks = 0
         """Ticks done so far; the room clock is ``origin + ticks * 20 ms``."""
@@ -285,6 +292,38 @@ class Room:
         except KeyError:
             raise UnknownParticipant(f"no participant {participant_id!r} in room {self.id}") from None
 
+    def known(self, participant_id: str) -> Participant | None:
+        """Who a participant is, or was when it left (role, mode, name); None if it never joined."""
+        history = self._history.get(participant_id)
+        return history[-1][1] if history else None
+
+    def heard(self, speaker_id: str, listener: Participant, start: float, end: float) -> bool:
+        """Whether ``listener`` heard all of what ``speaker_id`` said from ``start`` to ``end`` (room clock).
+
+        Judged by every mode the speaker was in over that span (kept after it left), not by its mode now:
+        a transcript is final well after its words were mixed. Words spoken partly in a mode the
+        listener cannot hear, or before the oldest mode kept, count as not heard.
+        """
+        history = self._history.get(speaker_id)
+        if not history or start < history[0][0]:
+            return False
+        first = 0
+        for i, (since, _) in enumerate(history):
+            if since > start:
+                break
+            first = i
+        in_force = [p for since, p in history[first + 1 :] if since < end]
+        return all(audible(p, listener) for p in [history[first][1], *in_force])
+
+    def _remember(self, participant: Participant) -> None:
+        """``participant`` as it is from the next tick on (the room clock's ``time``)."""
+        history = self._history.get(participant.id)
+        if history is None:  # nothing it says can come before its first tick
+            self._history[participant.id] = [(-math.inf, participant)]
+            return
+        history.append((self.time, participant))
+        del history[:-MODE_HISTORY]
+
     def join(self, participant: Participant, sink: AudioOutput) -> Leg:
         """Add a leg: from the next tick it hears (and is heard) as its mode says."""
         if self._closed:
@@ -300,6 +339,7 @@ class Room:
         if self._transcriber_factory is not None:
             leg.transcriber = self._transcriber_factory(participant, self._emit)
         self._legs[participant.id] = leg
+        self._remember(participant)
         self._emit(
             EventType.ROOM_JOINED,
             participant_id=participant.id,
@@ -316,6 +356,9 @@ class Room:
         if mode is old:
             return
         leg.participant = dataclasses.replace(leg.participant, mode=mode)
+        self._remember(leg.participant)
+        if leg.transcriber is not None:  # what was said before is no pre-roll of what is said now
+            leg.transcriber.fence(self.time)
         self._emit(EventType.ROOM_MODE_CHANGED, participant_id=participant_id, old=str(old), new=str(mode))
 
     async def leave(self, participant_id: str, *, reason: str = "left") -> None:

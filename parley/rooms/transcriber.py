@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -83,7 +84,11 @@ class LegTranscriber:
             ep.start_threshold, ep.stop_threshold, ep.min_speech_ms / 1000, ep.pause_ms / 1000
         )
         self._rechunker = Rechunker(vad.frame_samples)
-        self._preroll: deque[PCM16] = deque(maxlen=max(1, int(PREROLL_S * ROOM_RATE / vad.frame_samples)))
+        self._preroll: deque[AudioFrame] = deque(
+            maxlen=max(1, int(PREROLL_S * ROOM_RATE / vad.frame_samples))
+        )
+        self._fence = -math.inf
+        """Room time before which audio is no pre-roll (the participant's mode changed then)."""
         self._stream: RecognitionStream = recognizer.open_stream(self.vocabulary)
         self._start: float | None = None
         self._end = 0.0
@@ -115,6 +120,12 @@ class LegTranscriber:
         self._inbox.put_nowait(frame)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def fence(self, at: float) -> None:
+        """Audio from before room time ``at`` is never the pre-roll of an utterance that starts later:
+        the participant's mode changed at ``at``, and words it said softly before (muted, say) must not
+        be transcribed into a line judged by the mode it is in after."""
+        self._fence = max(self._fence, at)
 
     async def drain(self) -> None:
         """Returns once every fed frame was heard and every finished utterance was emitted."""
@@ -167,15 +178,15 @@ class LegTranscriber:
         if boundary is not None and boundary.kind is Boundary.STARTED:
             if self._start is None:
                 self._start = boundary.at
-            self._preroll.append(chunk.pcm)
-            await self._push(list(self._preroll))
+            self._preroll.append(chunk)  # the onset's own chunk is heard whatever the fence
+            await self._push([c.pcm for c in self._preroll if c.timestamp >= self._fence or c is chunk])
             self._preroll.clear()
         elif self._endpointer.in_speech or boundary is not None:
             await self._push([chunk.pcm])
             if boundary is not None:
                 self._end = boundary.at
         else:
-            self._preroll.append(chunk.pcm)
+            self._preroll.append(chunk)
             if self._start is not None and self._endpointer.silence >= self.silence_s:
                 self._finish()
 
