@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 import structlog
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
 from parley.engine.knowledge import KnowledgeIndex
@@ -47,9 +47,13 @@ _SUFFIXES: dict[str, Kind] = {".txt": "text", ".text": "text", ".md": "markdown"
 
 def _plain_name(value: str) -> str:
     """Refuse names that are paths or break a line: the name is shown in listings, logs and the CLI, and
-    one of ``.``/``..`` or with a CR/LF (or any control character) would pass for something it is not."""
+    one of ``.``/``..`` or with a CR/LF (or any control character) would pass for something it is not.
+    A blank one (spaces, or only invisible format characters) shows as nothing there, and cannot be told
+    apart from another blank one when a document is removed by name."""
     if value in (".", ".."):
         raise PydanticCustomError("document_name", "a document name cannot be . or ..")
+    if all(c.isspace() or unicodedata.category(c) == "Cf" for c in value):
+        raise PydanticCustomError("document_name", "a document name cannot be blank")
     if any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in value):
         raise PydanticCustomError(
             "document_name", "a document name cannot hold control characters or line breaks"
@@ -68,6 +72,24 @@ class DocumentError(ValueError):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
+
+
+_NAMES: TypeAdapter[str] = TypeAdapter(DocumentName)
+
+
+def checked_name(name: str) -> str:
+    """``name`` if it is a ``DocumentName``, else a ``DocumentError`` saying why: for callers that do not
+    validate it themselves (``parley agents docs add --name``, or a file's own name)."""
+    try:
+        return _NAMES.validate_python(name)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        why = (
+            "a document name cannot hold / or \\ (give the file name, without folders)"
+            if error["type"] == "string_pattern_mismatch"
+            else str(error["msg"])
+        )
+        raise DocumentError(why, 422) from exc
 
 
 class DocumentOut(BaseModel):
@@ -266,6 +288,7 @@ class DocumentService:
         self, org_id: str, agent_ref: str, name: str, data: bytes, content_type: str | None = None
     ) -> DocumentOut:
         """Store an uploaded file's text as a document of the agent (replacing one of the same name)."""
+        name = checked_name(name)
         if len(data) > MAX_UPLOAD_BYTES:
             raise DocumentError(f"the document is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", 413)
         if not data:

@@ -124,8 +124,10 @@ class UrlPolicy:
         return url
 
     def check_url_port(self, url: str) -> None:
-        """Only the port rule (and that the port is a number): what a webhook tool's URL is held to when
-        its agent is saved; the other rules are checked at every call, under the policy of the day."""
+        """Only the port rule (and that the port is a number, and the URL holds no space, control or
+        invisible character, which no policy allows): what a webhook tool's URL is held to when its agent
+        is saved; the other rules are checked at every call, under the policy of the day."""
+        _check_characters(url)
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -159,12 +161,22 @@ class UrlPolicy:
         return found
 
 
+_UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Control characters, and format ones (bidi overrides and isolates, zero-width spaces and joiners,
+soft hyphen): the latter show as nothing, or reorder the text around them."""
+
+
 def _check_characters(url: str) -> None:
-    """No control character or white space anywhere: ``urlsplit`` silently drops CR, LF and tab, so a
-    URL it passed would fail in the HTTP client at every delivery instead of here."""
+    """No control character, white space or invisible format character anywhere: ``urlsplit`` silently
+    drops CR, LF and tab, so a URL it passed would fail in the HTTP client at every delivery instead of
+    here; and a bidi override (U+202E) or a zero-width space makes the URL read, in a listing or the CLI,
+    as one it is not."""
     for position, char in enumerate(url):
-        if char.isspace() or unicodedata.category(char) == "Cc":
-            raise UrlRefused(f"the URL holds a space or control character ({char!r} at position {position})")
+        if char.isspace() or unicodedata.category(char) in _UNSEEN_CATEGORIES:
+            raise UrlRefused(
+                "the URL holds a space, a control character or an invisible format character "
+                f"(U+{ord(char):04X} at position {position})"
+            )
 
 
 def address_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

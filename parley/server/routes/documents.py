@@ -94,8 +94,8 @@ async def add_document(
         except ValidationError as exc:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "`name` (the file name, without folders, line breaks or control characters; not . or ..) "
-                "is required for a raw upload",
+                "`name` (the file name: not blank, without folders, line breaks or control characters; "
+                "not . or ..) is required for a raw upload",
             ) from exc
         return await platform.documents.add(principal.org_id, agent_id, file_name, data, content_type)
     except NotFound as exc:
