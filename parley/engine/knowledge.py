@@ -2,13 +2,15 @@
 
 Pure: text in, passages out. Extraction (PDF), storage and upload limits live in the platform; the
 session only asks ``search(question, max_tokens)`` once per turn. Retrieval is lexical (``bm25s``), so it
-runs offline, in microseconds per query, and needs no model.
+runs offline, in microseconds per query, and needs no model. Text in a script written without spaces
+(Chinese, Japanese) is compared by overlapping pairs of characters, the usual dictionary-free way.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import bm25s  # type: ignore[import-untyped]
@@ -17,11 +19,63 @@ from bm25s.stopwords import STOPWORDS_EN  # type: ignore[import-untyped]
 TARGET_WORDS = 80
 """A passage closes at the end of a paragraph once it has this many words."""
 MAX_WORDS = 150
-"""…and never grows past this many (a longer sentence is cut at word boundaries)."""
+"""…and never grows past this many (a longer sentence is cut at word boundaries). In a script written
+without spaces (Chinese, Japanese, Thai) each character counts as a word: 150 of them are about as many
+tokens as 150 English words, where the whole run between two spaces would be one "word"."""
+MAX_CHARS = 1200
+"""…nor past this many characters: 300 tokens at 4 characters a token (a remote model's estimate), the
+whole retrieval budget of an agent with the default context (``min(400, context_token_budget / 4)``), so
+a passage of any text (a long URL, a table without spaces) can be given to the model. English prose
+reaches 150 words first."""
+MAX_HEADING = 100
+"""A section title longer than this is shortened where it starts a passage (it counts in MAX_CHARS)."""
 DEFAULT_TOP_K = 4
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+def _range(first: int, last: int) -> str:
+    return f"{chr(first)}-{chr(last)}"
+
+
+_HAN = _range(0x3005, 0x3007) + _range(0x3400, 0x4DBF) + _range(0x4E00, 0x9FFF) + _range(0xF900, 0xFAFF)
+_HAN += _range(0x20000, 0x3134F)
+_HIRAGANA = _range(0x3041, 0x309F)
+_KATAKANA = _range(0x30A1, 0x30FA) + _range(0x30FC, 0x30FF) + _range(0x31F0, 0x31FF) + _range(0xFF66, 0xFF9F)
+_HANGUL = _range(0x1100, 0x11FF) + _range(0x3131, 0x318E) + _range(0xAC00, 0xD7A3)
+_SOUTHEAST_ASIAN = _range(0x0E01, 0x0E5B) + _range(0x0E81, 0x0EDF) + _range(0x1000, 0x109F)
+_SOUTHEAST_ASIAN += _range(0x1780, 0x17FF)
+"""Thai, Lao, Myanmar and Khmer: written without spaces between words, like Chinese."""
+_CJK_PUNCTUATION = _range(0x3001, 0x303F) + _range(0xFE30, 0xFE4F) + _range(0xFF01, 0xFF65)
+_UNSPACED = _HAN + _HIRAGANA + _KATAKANA + _SOUTHEAST_ASIAN + _CJK_PUNCTUATION
+"""Scripts written without spaces between words (and their punctuation): each character is a unit of size."""
+_MARKS = "".join(
+    chr(c)
+    for c in range(0x10000)
+    if unicodedata.category(chr(c)).startswith("M") and not 0xD800 <= c < 0xE000
+)
+"""Combining marks, which ``\\w`` misses: without them a Hindi word breaks at each vowel sign."""
+
+_UNIT = re.compile(rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+")
+_UNSPACED_CHAR = re.compile(rf"[{_UNSPACED}]")
+_ASCII_WORD = re.compile(r"\w+")
+_LETTERS = rf"[^\W{_HAN}{_HIRAGANA}{_KATAKANA}{_HANGUL}{_SOUTHEAST_ASIAN}]"
+_TERM = re.compile(
+    rf"(?P<han>[{_HAN}]+)|(?P<katakana>[{_KATAKANA}]+)|(?P<hangul>[{_HANGUL}]+)"
+    rf"|(?P<southeast_asian>[{_SOUTHEAST_ASIAN}]+)|(?P<hiragana>[{_HIRAGANA}]+)"
+    rf"|(?P<word>{_LETTERS}+(?:[{_MARKS}]+{_LETTERS}*)*)"
+)
+_HAN_STOPWORDS = re.compile(
+    "什么|怎么|怎样|如何|多少|哪里|哪儿|哪些|可以|请问|是否|我们|你们|您们|[吗呢吧啊呀嘛的我你您何]"
+)
+"""Question words, pronouns and particles: what the English stop words are to a Chinese (or Japanese)
+question, so "洗牙多少钱" does not also find every other answer that has a price."""
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?;:])\s+"
+    rf"|(?<=[!?])(?=[{_UNSPACED}])"
+    r"|(?<=[。！？｡；])(?![」』）〕】｣”’。！？｡；])\s*"
+    r"|(?<=[。！？｡][」』）〕】｣”’])\s*"
+)
+"""After ``.!?;:`` and a space; after the full-width ``。！？；``, which no space follows (a closing quote
+or bracket stays with its sentence)."""
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MARKUP = re.compile(
@@ -45,7 +99,24 @@ class Passage:
 
     @property
     def words(self) -> int:
-        return len(self.text.split())
+        """Its size in words, a character of Chinese or Japanese counting as one."""
+        return _units(self.text)
+
+
+def _units(text: str) -> int:
+    """Words, each character of a script written without spaces being one: the same as
+    ``len(text.split())`` for English."""
+    return len(text.split()) if text.isascii() else len(_UNIT.findall(text))
+
+
+def _join(parts: Iterable[str]) -> str:
+    """Parts joined by a space, except between two characters of a script written without spaces."""
+    out = ""
+    for part in parts:
+        if out and part and not (_UNSPACED_CHAR.match(out[-1]) and _UNSPACED_CHAR.match(part[0])):
+            out += " "
+        out += part
+    return out
 
 
 def _clean(line: str) -> str:
@@ -61,7 +132,7 @@ def _paragraphs(text: str) -> Iterable[tuple[str | None, str]]:
         match = _HEADING.match(raw)
         if match or not raw.strip():
             if block:
-                yield heading, " ".join(block)
+                yield heading, _join(block)
                 block = []
             if match:
                 heading = _clean(match.group(1)) or heading
@@ -71,14 +142,38 @@ def _paragraphs(text: str) -> Iterable[tuple[str | None, str]]:
             block.append(cleaned)
 
 
-def _sentences(paragraph: str) -> list[str]:
-    """Sentences of a paragraph; one longer than ``MAX_WORDS`` is cut into word runs."""
+def _spans(sentence: str, room: int) -> Iterator[tuple[int, int]]:
+    """Where the sentence's units are; one longer than ``room`` characters is cut into pieces of it."""
+    for match in _UNIT.finditer(sentence):
+        for start in range(match.start(), match.end(), room):
+            yield start, min(start + room, match.end())
+
+
+def _sentences(paragraph: str, room: int = MAX_CHARS) -> list[str]:
+    """Sentences of a paragraph; one longer than ``MAX_WORDS`` words or ``room`` characters is cut
+    into runs of words."""
     out: list[str] = []
-    for sentence in _SENTENCE_END.split(paragraph):
-        words = sentence.split()
-        for start in range(0, len(words), MAX_WORDS):
-            out.append(" ".join(words[start : start + MAX_WORDS]))
-    return [s for s in out if s]
+    for sentence in _SENTENCE_END.split(" ".join(paragraph.split())):
+        if len(sentence) <= room and _units(sentence) <= MAX_WORDS:
+            out.append(sentence)
+            continue
+        start = end = units = 0
+        for first, last in _spans(sentence, room):
+            if units and (units == MAX_WORDS or last - start > room):
+                out.append(sentence[start:end])
+                units = 0
+            if not units:
+                start = first
+            end, units = last, units + 1
+        if units:
+            out.append(sentence[start:end])
+    return [s for s in (s.strip() for s in out) if s]
+
+
+def _shortened(title: str) -> str:
+    """A section title as it starts a passage: a "heading" of hundreds of characters (a comment line in
+    pasted code) would leave no room in the passage."""
+    return title if len(title) <= MAX_HEADING else title[: MAX_HEADING - 1] + "…"
 
 
 def chunk_text(text: str, source: str = "") -> list[Passage]:
@@ -86,28 +181,32 @@ def chunk_text(text: str, source: str = "") -> list[Passage]:
 
     Short paragraphs are joined (one FAQ answer alone is often too small to match a question's words);
     a passage inside a markdown section starts with the section's title, so "Opening hours" still
-    matches when the paragraph itself only lists days."""
+    matches when the paragraph itself only lists days. No passage has more than ``MAX_CHARS``
+    characters."""
     passages: list[str] = []
     current: list[str] = []
-    count = 0
+    count = chars = 0
     section: str | None = None
 
     def close() -> None:
-        nonlocal current, count
+        nonlocal current, count, chars
         if current:
-            passages.append(" ".join(current))
-        current, count = [], 0
+            passages.append(_join(current))
+        current, count, chars = [], 0, 0
 
     for heading, paragraph in _paragraphs(text):
         if heading != section:
             close()
             section = heading
-        for sentence in _sentences(paragraph):
-            size = len(sentence.split())
-            if current and count + size > MAX_WORDS:
+        prefix = f"{_shortened(section)}:" if section else ""
+        for sentence in _sentences(paragraph, MAX_CHARS - len(prefix) - 1 if prefix else MAX_CHARS):
+            size = _units(sentence)
+            if current and (count + size > MAX_WORDS or chars + 1 + len(sentence) > MAX_CHARS):
                 close()
-            if not current and section:
-                current.append(f"{section}:")
+            if not current and prefix:
+                current.append(prefix)
+                chars = len(prefix)
+            chars += len(sentence) + (1 if current else 0)
             current.append(sentence)
             count += size
         if count >= TARGET_WORDS:
@@ -129,14 +228,38 @@ def _stem(word: str) -> str:
     return word
 
 
+def _bigrams(run: str) -> list[str]:
+    """Overlapping pairs of characters, the usual BM25 terms for text without spaces ("洗牙费用" → 洗牙, 牙费,
+    费用): no dictionary needed, and a question shares the pairs of the words it shares with a passage.
+    A single character stands for itself."""
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
 def terms(text: str) -> list[str]:
-    """The words BM25 compares: lower-cased, stop words out, lightly stemmed."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
+    """The words BM25 compares: lower-cased, stop words out, lightly stemmed; in Chinese, Japanese,
+    Korean and the Southeast Asian scripts, pairs of characters of each run of one script.
+
+    Japanese hiragana is left out: between kanji and katakana (which carry the meaning) it is particles
+    and endings ("の", "は", "ですか"), which every passage has."""
+    if text.isascii():  # most English passages: the same terms, three times faster
+        return [_stem(w) for w in _ASCII_WORD.findall(text.lower()) if w not in _STOPWORDS]
+    found: list[str] = []
+    for match in _TERM.finditer(unicodedata.normalize("NFKC", text).lower()):
+        run, script = match.group(), match.lastgroup
+        if script == "word":
+            if run not in _STOPWORDS:
+                found.append(_stem(run))
+        elif script == "han":
+            found.extend(term for piece in _HAN_STOPWORDS.split(run) if piece for term in _bigrams(piece))
+        elif script != "hiragana":
+            found.extend(_bigrams(run))
+    return found
 
 
 def estimate_tokens(text: str) -> int:
-    """About 4/3 tokens per English word: for callers without the model's own tokenizer."""
-    return (len(text.split()) * 4 + 2) // 3
+    """About 4/3 tokens per English word (or character of Chinese or Japanese): for callers without the
+    model's own tokenizer."""
+    return (_units(text) * 4 + 2) // 3
 
 
 class KnowledgeIndex:
