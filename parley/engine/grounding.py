@@ -113,12 +113,15 @@ _ASKS = re.compile(
     rf"|do\W+(?!(?:it|that|this)\b){_SUBJECT}\b"  # "Do it." is an order, "Do you …" a question
     r"|(?:what|when|where|who|why|how)\W+(?:s|re|is|are|was|were|do|does|did|can|could|will|would|should"
     r"|time|day|much|many|long|often|far|kind|about)\b"
-    r"|which\W+(?!(?:is|was)\b)[a-z]+\b)",
+    r"|which\W+(?!(?:is|was)\b)[a-z]+\b"
+    r"|(?:i\W+(?:was|am|m)\W+wondering|i\W+wonder|i\W+(?:d|would)\W+like\W+to\W+know|i\W+(?:want|need)\W+to\W+know"
+    r"|(?:please\W+)?tell\W+me|just\W+(?:checking|wondering))\W+(?:if|whether|what|when|where|who|why|how|which)\b)",
     re.IGNORECASE,
 )
-"""An English question's opening: a verb before its subject ("is there", "can the mechanic"), or a
-question word before a verb or what it asks about ("what time", "how much"). A statement cut short
-("Would be great", "Will do") or a clause ("What I need is …", "Which is fine") does not ask."""
+"""An English question's opening: a verb before its subject ("is there", "can the mechanic"), a
+question word before a verb or what it asks about ("what time", "how much"), or a question asked
+indirectly ("I was wondering if you …", "I'd like to know whether …"). A statement cut short ("Would be
+great", "Will do") or a clause ("What I need is …", "Which is fine") does not ask."""
 _MIN_QUESTION_WORDS = 3
 
 

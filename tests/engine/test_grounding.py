@@ -97,6 +97,13 @@ async def test_off_when_not_grounded_or_no_unknown_answer() -> None:
         ("What's the price of a visit", True),
         ("Which day suits the dentist best.", True),
         ("My car makes a noise. Can a mechanic call me", True),
+        # Asked indirectly: a statement in form, a question to answer from the facts.
+        ("I was wondering if you have gluten-free bread.", True),
+        ("Hi, I'm wondering whether you take walk-ins.", True),
+        ("I'd like to know what a filling costs.", True),
+        ("Just checking if you're open late tonight.", True),
+        ("I want to know how long it takes.", True),
+        ("Tell me if the shop is open on Sunday.", True),
         # Statements, orders and clipped replies that start with the same words do not.
         ("Would be great, thanks.", False),
         ("Will do.", False),
@@ -109,6 +116,9 @@ async def test_off_when_not_grounded_or_no_unknown_answer() -> None:
         ("Have a nice day.", False),
         ("Great, that's all I needed. Thanks. Goodbye.", False),
         ("Please send someone to 42 Maple Street, my sink is leaking.", False),
+        ("I was wondering about it all week.", False),
+        ("I want to know more, so book me in for Tuesday.", False),
+        ("Tell me about your history.", False),
     ],
 )
 def test_only_questions_are_checked(text: str, question: bool) -> None:
