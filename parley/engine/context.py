@@ -28,9 +28,11 @@ GROUNDING_RULES = (
 )
 """How a grounded agent (one with knowledge) answers: said once, after its facts, in every prompt."""
 EXAMPLE_FACTS = (
-    "Pine Street Bakery is open Tuesday to Sunday, 7 am to 2 pm.",
-    "Pine Street Bakery is closed on Mondays.",
+    "The shop is open Tuesday to Sunday, 7 am to 2 pm.",
+    "The shop is closed on Mondays.",
 )
+"""Facts of a business with no name: a named one (it was "Pine Street Bakery") lent its name to the
+answers of a real bakery closed on Mondays ("Yes, Pine Street Bakery is open on Monday.")."""
 
 
 EXAMPLE_ACTION = "book_pickup"
