@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from parley.engine.chunker import sentence_end
 from parley.providers.llm.base import ChatMessage
@@ -38,6 +38,32 @@ def plain(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
+_ANSWER_LEAD = re.compile(
+    r"^(?:(?:yes|yeah|yep|no|nope|sorry|unfortunately|okay|ok|sure|well|absolutely|certainly)(?:\s+|$))+"
+)
+"""Words an answer opens with that say nothing of what it claims: "No, Bright Smile does not accept
+MetLife." copied as "Bright Smile does not accept MetLife." to another question is the same line."""
+
+
+def _claim(text: str) -> str:
+    """The plain form of ``text`` without its answer's lead ("yes", "no, sorry" …)."""
+    return _ANSWER_LEAD.sub("", plain(text))
+
+
+_PLAIN_WORDS = frozenset(
+    """a an the of at on in for to by from with and or is are was were be am do does did can could will
+    would we you i it they he she there this that these those our your my its their me us them have has
+    had s re ll ve d m""".split()  # noqa: SIM905
+)
+MIN_CLAIM_WORDS = 2
+"""A line restated in other words must name at least this many things ("accept", "MetLife")."""
+
+
+def _claim_words(text: str) -> frozenset[str]:
+    """The words of a line that say what it claims (negations included: "not" keeps a "no" apart)."""
+    return frozenset(word for word in _claim(text).split() if word not in _PLAIN_WORDS)
+
+
 def _overlap(a: str, b: str) -> float:
     left, right = set(plain(a).split()), set(plain(b).split())
     return len(left & right) / len(left | right) if left and right else 0.0
@@ -48,12 +74,14 @@ class EarlierLines:
     """The statements the agent made earlier in the call to other questions (their plain forms)."""
 
     lines: frozenset[str]
+    restating: frozenset[str] = frozenset()
+    """The claim words of a line the reply was already asked again without (``again``)."""
 
     @classmethod
     def of(cls, history: Sequence[ChatMessage], asked: str, own_lines: Iterable[str] = ()) -> EarlierLines:
         """From the call's messages, for the caller's message ``asked``. ``own_lines`` (the agent's fixed
         lines: its unknown answer, goodbye …) are said again by design and never count."""
-        fixed = {plain(piece) for line in own_lines for piece in _pieces(line)}
+        fixed = {_claim(piece) for line in own_lines for piece in _pieces(line)}
         found: set[str] = set()
         question = ""
         for message in history:
@@ -63,31 +91,43 @@ class EarlierLines:
                 message.role == "assistant" and message.content and _overlap(question, asked) < SAME_QUESTION
             ):
                 for piece in _pieces(message.content):
-                    line = plain(piece)
+                    line = _claim(piece)
                     if piece.endswith("?") or len(line.split()) < MIN_WORDS or line in fixed:
                         continue
                     found.add(line)
         return cls(frozenset(found))
 
+    def again(self, copied: str) -> EarlierLines:
+        """For the request asked once more without the exchanges that said ``copied``: a first sentence
+        that says the same thing in other words is a copy too. Without the exchange the model may still
+        restate its fact ("We do not accept MetLife." came back as "BrightSmile Orthodontics does not
+        accept MetLife." to "Do you do teeth whitening?"), and that fact answers another question."""
+        words = _claim_words(copied)
+        return replace(self, restating=words if len(words) >= MIN_CLAIM_WORDS else frozenset())
+
     def verdict(self, text: str, *, finished: bool = False) -> str | None:
         """For a reply's text so far: None while it may still be copying an earlier line, "" once it is
-        not, and its first sentence once that is a copy. ``finished``: the reply ends here."""
-        if not self.lines:
+        not, and its first sentence once that is a copy. ``finished``: the reply ends here. Asked
+        ``again``, the first sentence is held until it ends, to be judged by what it says."""
+        if not self.lines and not self.restating:
             return ""
         end = sentence_end(text)
         first = text[: end.end()] if end else text
-        said = plain(first)
+        said = _claim(first)
         if not said:
             return "" if finished else None
         if end or finished:
-            return first.strip() if said in self.lines else ""
+            copied = said in self.lines or bool(self.restating and self.restating <= _claim_words(first))
+            return first.strip() if copied else ""
+        if self.restating:
+            return None
         return None if any(line.startswith(said) for line in self.lines) else ""
 
 
 def without_line(messages: Sequence[ChatMessage], copied: str) -> list[ChatMessage]:
     """``messages`` without the exchanges (a caller's message and the agent's answer to it) whose answer
     said ``copied``; the last message, the one being answered, always stays."""
-    line = plain(copied)
+    line = _claim(copied)
     dropped: set[int] = set()
     for i in range(1, len(messages) - 1):
         answer, question = messages[i], messages[i - 1]

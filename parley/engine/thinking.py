@@ -340,6 +340,8 @@ class Thinker:
         withheld = False
         unsaid = ""
         copies = self._earlier_lines() if vetting else None
+        if copies is not None and forgetting is not None:
+            copies = copies.again(forgetting)
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
         request = deps.context.for_request([*pending, *self.messages])
         if forgetting is not None:

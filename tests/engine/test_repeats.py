@@ -7,7 +7,7 @@ import dataclasses
 
 from parley.engine.agent import AgentConfig
 from parley.engine.events import EventType
-from parley.engine.repeats import EarlierLines
+from parley.engine.repeats import EarlierLines, without_line
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.base import ChatMessage
 from parley.providers.llm.scripted import ScriptRule
@@ -89,3 +89,43 @@ def test_a_clause_of_an_earlier_line_counts_as_a_copy() -> None:
     lines = EarlierLines.of(history, "Do you do teeth whitening?")
     assert lines.verdict("We do not accept MetLife.", finished=True)
     assert lines.verdict("We do not service window units. We", finished=True)
+
+
+def test_a_copy_with_or_without_a_yes_or_no_before_it_is_the_same_line() -> None:
+    """The model copied "No, BrightSmile Orthodontics does not accept MetLife." to "Do you do teeth
+    whitening?" without its "No,"; a "Yes, sorry," before a copy does not hide it either."""
+    history = _history(
+        ("I have MetLife, is that okay?", "No, BrightSmile Orthodontics does not accept MetLife."),
+        ("Is breakfast included?", BREAKFAST),
+    )
+    lines = EarlierLines.of(history, "Do you do teeth whitening?")
+    assert lines.verdict("BrightSmile Orthodontics does not accept MetLife.", finished=True)
+    assert lines.verdict("Yes, sorry, breakfast is included with every room.", finished=True)
+    assert lines.verdict("No,") is None, "only a lead so far: it may still be a copy"
+    assert lines.verdict("No, we do not do teeth whitening.", finished=True) == ""
+    kept = without_line(
+        [*history, ChatMessage("user", "Do you do teeth whitening?")],
+        "No, breakfast is included with every room.",
+    )
+    assert [m.content for m in kept] == [
+        "I have MetLife, is that okay?",
+        "No, BrightSmile Orthodontics does not accept MetLife.",
+        "Do you do teeth whitening?",
+    ]
+
+
+def test_asked_again_a_sentence_that_restates_the_copied_line_is_a_copy_too() -> None:
+    """Asked once more without the exchange it copied, the model may say the same fact in other words;
+    an answer that claims something else is said as it comes."""
+    history = _history(
+        ("I have MetLife, is that okay?", "We accept Delta Dental and Cigna; we do not accept MetLife."),
+    )
+    lines = EarlierLines.of(history, "Do you do teeth whitening?").again("We do not accept MetLife.")
+    restated = "BrightSmile Orthodontics does not accept MetLife."
+    assert lines.verdict("BrightSmile Orthodontics does not") is None, "held until the sentence ends"
+    assert lines.verdict(restated, finished=True) == restated
+    assert lines.verdict("Yes, we accept MetLife.", finished=True) == "", "the opposite claim is not a copy"
+    assert lines.verdict("I'm sorry, I don't know that. Can I", finished=False) == ""
+    assert lines.verdict("We offer teeth whitening for 300 dollars. It", finished=False) == ""
+    short = EarlierLines.of(history, "Do you do teeth whitening?").again("Yes, sure.")
+    assert short.verdict("Sure, teeth", finished=False) == "", "too little said to be restated: not held"
