@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import uuid
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import structlog
 
 from parley.audio.endpointing import Boundary, Endpointer
-from parley.audio.frame import PCM16, AudioFrame
+from parley.audio.frame import AudioFrame
 from parley.audio.rechunk import Rechunker
 from parley.audio.resample import Resampler
 from parley.engine.agent import AgentConfig
@@ -28,6 +24,7 @@ from parley.engine.context import ConversationContext, grounding_examples
 from parley.engine.conversation import Answering
 from parley.engine.events import Event, EventType, TimelineSink, now
 from parley.engine.grounding import GroundingCheck
+from parley.engine.hearing import ASR_RATE, Hearing
 from parley.engine.keypad import KeypadEntry, check_digit
 from parley.engine.language import AUTO, language_note
 from parley.engine.options import EngineStack, SessionOptions
@@ -39,42 +36,13 @@ from parley.engine.transport import AudioOutput, ConfirmsPlayout
 from parley.engine.turn_text import real_words
 from parley.engine.turns import TurnPolicy
 from parley.engine.variables import render_agent
-from parley.providers.asr.base import RecognitionStream, SetsLanguage, Transcript
 from parley.providers.embeddings.recent import RecentEmbeddings
 from parley.providers.events import ProviderEvent, bind_reporter
 from parley.providers.llm.base import ChatMessage
 
 log = structlog.get_logger("parley.engine.session")
 
-ASR_RATE = 16000
-PREROLL_S = 0.3
-"""Audio kept from before the VAD's onset: the first sound of a word scores low."""
-SOFT_PREROLL_S = 1.0
-"""…and up to this much when the frames before the onset sound faintly like speech: soft first words
-score below the VAD's start threshold, yet one batch pass over the recording hears them. (Not a second
-of every turn: a cloud recogniser bills each second it is sent.)"""
-SOFT_SPEECH = 0.15
-"""VAD probability of a faintly voiced frame (line noise scores a few hundredths)."""
-SOFT_GAP_FRAMES = 3
-"""Unvoiced frames allowed between soft words while walking back from the onset."""
-
 __all__ = ["EngineStack", "Session", "SessionOptions"]
-
-
-@dataclass(slots=True)
-class _Hearing:
-    """What one recognition stream is hearing: a number for its utterance, which the stream's failovers
-    name and so does the turn's ``transcript.final``, so the turn's seconds are priced at the recogniser
-    that heard them. A stream hears one utterance per ``finalize``; the next one is numbered anew, as the
-    failover chain starts it again from its primary."""
-
-    number: int
-    numbers: Iterator[int]
-
-    def finish(self) -> int:
-        """The finalized utterance's number; the stream's next utterance gets the next one."""
-        done, self.number = self.number, next(self.numbers)
-        return done
 
 
 @dataclass(slots=True)
@@ -86,7 +54,7 @@ class _Candidate:
     text: str = ""
     audio_seconds: float = 0.0
     recognition: int | None = None
-    """The hearing whose transcript is ``text`` (see ``_Hearing``)."""
+    """The number of the utterance whose transcript is ``text`` (see ``engine/hearing.py``)."""
     reply: Reply | None = None
     required_silence: float | None = None
     completeness: float | None = None
@@ -138,8 +106,6 @@ class Session:
             examples=grounding_examples(self.tools.closing_tool(), self.tools.actions()),
             language_note=language_note(agent.language),
         )
-        self._language: str | None = None if agent.language == AUTO else agent.language
-        """The caller's language: the agent's, or for ``auto`` the one heard on the first turn."""
         self._tts = stack.tts
         """The voice replies speak with: the stack's, until a detected language brings its own."""
         # The checks embed the caller's message and the tool descriptions more than once: share them.
@@ -171,30 +137,25 @@ class Session:
         self._inbound: asyncio.Queue[AudioFrame | None] = asyncio.Queue(self.options.inbound_max_frames)
         self._turn = TurnState.IDLE
         """Who holds the floor; changed only by ``_turn_to`` (see ``engine/state.py``)."""
-        self._hearings = itertools.count(1)
-        self._asr, self._hearing = self._open_asr()
-        self._preroll: deque[tuple[PCM16, float]] = deque(
-            maxlen=max(1, int(SOFT_PREROLL_S * ASR_RATE / self._vad.frame_samples))
+        self._hearing = Hearing(
+            stack.recognizer,
+            # The caller's language: the agent's, or for ``auto`` the one heard on the first turn.
+            language=None if agent.language == AUTO else agent.language,
+            frame_samples=self._vad.frame_samples,
+            interim_interval_s=self.options.interim_interval_s,
+            emit=self._emit,
+            report=self._provider_event,
+            spawn=self._spawn,
+            on_interim=self._on_interim,
+            session_id=self.id,
         )
-        """Recent frames outside the turn, with their VAD probability."""
-        self._turn_audio: list[PCM16] = []
-        self._since_interim = 0.0
-        self._interim_task: asyncio.Task[None] | None = None
         self._candidate: _Candidate | None = None
         self._reply: Reply | None = None
         self._barge_in_continues_turn = False
         self._barge_in_pause = 0.0
         """Set at a barge-in: the caller only paused, so their words join the turn the agent cut in on."""
-        self._turn_prefix = ""
-        """Words of an earlier turn this one continues (the agent cut in on a pause), when its audio is
-        not at hand to be heard again with the new words."""
-        self._committed_audio: list[PCM16] = []
-        """The last committed turn's audio, until the caller's next onset: a turn the agent cut in on is
-        decoded again whole, with its continuation, rather than in two pieces."""
         self._committed_completeness: float | None = None
         """How finished the last committed turn was judged (``turn.resumed`` reports it on a cut-in)."""
-        self._asr_behind = False
-        """The turn's audio grew at its front (a merge): the recognition stream must hear it all again."""
         self._end_reason: str | None = None
         self._dropped_frames = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -278,7 +239,8 @@ class Session:
         self._emit(EventType.TRANSCRIPT_FINAL, text=text, source=source)
         # The last user turn is now typed, not spoken: speech that continues it joins its text, and the
         # audio of an earlier spoken turn must not be heard again in its place, nor its verdict reported.
-        self._committed_audio, self._committed_completeness = [], None
+        self._hearing.forget_committed()
+        self._committed_completeness = None
         self._commit_reply(Reply(self._reply_deps(), ChatMessage("user", text)), speech_end=now())
 
     def _take_the_floor(self, reason: str) -> None:
@@ -290,11 +252,9 @@ class Session:
         """
         self._stop_reply(reason=reason)
         self._drop_candidate()
-        self._reset_turn()
+        self._hearing.clear_turn()
         if self._endpointer.in_speech:
-            old = self._asr
-            self._asr, self._hearing = self._open_asr()
-            self._spawn(old.aclose())
+            self._hearing.start_afresh()
 
     def interrupt(self) -> None:
         """An explicit interrupt (a button): the agent stops, keeps only what was heard, and listens."""
@@ -385,14 +345,11 @@ class Session:
         self._drop_candidate()
         if self._reply is not None:
             self._stop_reply(reason="session_ended")
-        tasks = [t for t in (*self._tasks, *self._reply_tasks, self._interim_task) if t is not None]
+        tasks = [*self._tasks, *self._reply_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await self._asr.aclose()
-        except Exception as exc:  # the session ends all the same; a recogniser that cannot close is news
-            log.warning("closing the speech recogniser failed", session_id=self.id, error=repr(exc))
+        await self._hearing.aclose()
         self._turn_to(TurnState.ENDED)
         self._emit(EventType.SESSION_ENDED, reason=self._end_reason or "closed")
 
@@ -413,20 +370,18 @@ class Session:
         probability = self._vad.probability(chunk.pcm)
         boundary = self._endpointer.update(probability, chunk.timestamp, chunk.duration)
         if boundary is not None and boundary.kind is Boundary.STARTED:
-            self._preroll.append((chunk.pcm, probability))
+            self._hearing.keep_outside(chunk.pcm, probability)
             await self._on_speech_started(boundary.at)
         elif self._endpointer.in_speech or boundary is not None:
             if self._turn.hears_turn:
-                await self._add_turn_audio(chunk.pcm)
+                await self._hearing.add(chunk.pcm)
             if boundary is not None:
                 self._on_pause(boundary.at)
         elif self._candidate is not None:  # the caller paused; their turn is not over yet
-            # A pause inside a turn is part of it: should the caller go on, the turn is decoded again
-            # whole, with the quiet ends of words the VAD called silence (as one batch pass would).
-            self._turn_audio.append(chunk.pcm)
+            self._hearing.add_pause(chunk.pcm)
             self._maybe_commit()
         else:
-            self._preroll.append((chunk.pcm, probability))
+            self._hearing.keep_outside(chunk.pcm, probability)
             self._maybe_commit()
 
     async def _on_speech_started(self, onset: float) -> None:
@@ -442,7 +397,7 @@ class Session:
                 pause_ms=round(paused * 1000),
                 completeness=None if judged is None else round(judged, 3),
             )
-            await self._restart_asr()
+            await self._hearing.restart()
             if self._turn is TurnState.USER_PAUSED:
                 self._turn_to(TurnState.USER_SPEAKING)
         elif self._turn.agent_holds_floor and self._reply is not None:
@@ -458,7 +413,7 @@ class Session:
                 paused_for <= settings.merge_window_ms / 1000 and heard <= settings.merge_heard_ms / 1000
             )
             if not self._barge_in_continues_turn:
-                self._committed_audio = []
+                self._hearing.forget_committed()
             self._emit(
                 EventType.BARGE_IN,
                 at=onset,
@@ -469,59 +424,17 @@ class Session:
             self._turn_to(TurnState.INTERRUPTED)
             await self.output.clear()
         elif self._turn is TurnState.LISTENING:
-            self._committed_audio = []
+            self._hearing.forget_committed()
             self._turn_to(TurnState.USER_SPEAKING)
         # A turn the agent cut in on keeps all of the pause since (it is heard again whole); over the
         # agent's voice, faint frames may be its echo, so only the plain pre-roll joins.
         barging = self._turn is TurnState.INTERRUPTED
-        for pcm in self._take_preroll(whole=barging and self._barge_in_continues_turn, soft=not barging):
-            await self._add_turn_audio(pcm)
+        await self._hearing.add_preroll(whole=barging and self._barge_in_continues_turn, soft=not barging)
 
-    def _take_preroll(self, *, whole: bool, soft: bool) -> list[PCM16]:
-        """The frames before the onset that join the turn: ``PREROLL_S``, or (``soft``) back through
-        faintly voiced frames (soft first words) up to ``SOFT_PREROLL_S``, with ``PREROLL_S`` before
-        those; or all of them (``whole``)."""
-        frames = list(self._preroll)
-        self._preroll.clear()
-        if whole:
-            return [pcm for pcm, _ in frames]
-        per_second = ASR_RATE / self._vad.frame_samples
-        margin = max(1, int(PREROLL_S * per_second))
-        soft_start, gap = len(frames), 0
-        for i in range(len(frames) - 1, -1, -1) if soft else ():
-            if frames[i][1] >= SOFT_SPEECH:
-                soft_start, gap = i, 0
-            else:
-                gap += 1
-                if gap > SOFT_GAP_FRAMES:
-                    break
-        begin = max(0, min(len(frames) - margin, soft_start - margin))
-        return [pcm for pcm, _ in frames[begin:]]
-
-    async def _add_turn_audio(self, pcm: PCM16) -> None:
-        self._turn_audio.append(pcm)
-        if self._asr_behind:
-            self._asr_behind = False
-            await self._restart_asr()  # holds all of the turn's audio, this chunk included
-        else:
-            await self._asr.push(pcm)
-        self._since_interim += len(pcm) / ASR_RATE
-        interval = self.options.interim_interval_s
-        if interval is not None and self._since_interim >= interval and self._interim_task is None:
-            self._since_interim = 0.0
-            self._interim_task = asyncio.create_task(self._interim(self._asr))
-
-    async def _interim(self, stream: RecognitionStream) -> None:
-        try:
-            result = await stream.interim()
-            if stream is self._asr and result.text.strip():
-                self._emit(EventType.TRANSCRIPT_INTERIM, text=result.text.strip())
-                if self._turn is TurnState.INTERRUPTED and self._has_real_words(result.text):
-                    self._confirm_barge_in()
-        except Exception as exc:  # interims are a nicety: the final transcript still decides the turn
-            self._emit(EventType.ERROR, where="asr.interim", stage="asr", error=repr(exc))
-        finally:
-            self._interim_task = None
+    def _on_interim(self, text: str) -> None:
+        """Words heard over a held reply confirm the barge-in before the caller even pauses."""
+        if self._turn is TurnState.INTERRUPTED and self._has_real_words(text):
+            self._confirm_barge_in()
 
     def _on_pause(self, speech_end: float) -> None:
         self._emit(EventType.SPEECH_STOPPED, at=speech_end)
@@ -537,20 +450,18 @@ class Session:
 
     async def _evaluate(self, candidate: _Candidate) -> None:
         """Finalize the transcript at a pause, start the reply speculatively, and size the silence."""
-        audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
+        audio = self._hearing.audio()
         acoustic = asyncio.ensure_future(self._policy.acoustic(audio))  # in parallel with the ASR
         try:
-            if self._asr_behind:  # a merge since the last chunk: the stream lacks the turn's front
-                self._asr_behind = False
-                await self._restart_asr()
-            heard = await self._finalize_turn()
+            await self._hearing.catch_up()  # a merge since the last chunk: the stream lacks the turn's front
+            heard = await self._hearing.finalize()
             if heard is None:
                 self._candidate = None
                 self._ask_to_repeat(candidate.speech_end)
                 return
             final, candidate.recognition = heard
             text = final.text.strip()
-            if self._language is None and text and final.language:
+            if self._hearing.language is None and text and final.language:
                 await self._adopt_language(final.language, final.language_probability)
             candidate.text, candidate.audio_seconds = text, len(audio) / ASR_RATE
             if self._turn is TurnState.INTERRUPTED:
@@ -559,18 +470,16 @@ class Session:
                     self._candidate = None
                     return
                 self._confirm_barge_in()
-                if self._asr_behind:  # it continues the turn the agent cut in on: hear it again whole
-                    self._asr_behind = False
-                    await self._restart_asr()
-                    whole = await self._finalize_turn()
+                if await self._hearing.catch_up():  # it continues the turn the agent cut in on: hear it whole
+                    whole = await self._hearing.finalize()
                     if whole is not None and whole[0].text.strip():
                         text, candidate.recognition = whole[0].text.strip(), whole[1]
             if not text:
                 self._candidate = None
-                self._reset_turn()
+                self._hearing.clear_turn()
                 self._turn_to(TurnState.LISTENING)
                 return
-            text = f"{self._turn_prefix} {text}".strip()
+            text = self._hearing.with_earlier_words(text)
             candidate.text = text
             self._emit(EventType.TRANSCRIPT_INTERIM, text=text, stable=True)
             if self._handed_over_to is None:  # nothing is answered while a person has the call
@@ -608,32 +517,13 @@ class Session:
             required_silence_ms=round(candidate.required_silence * 1000),
             waited_ms=round((now() - candidate.speech_end) * 1000, 1),
         )
-        self._committed_audio = self._turn_audio
+        self._hearing.commit_turn()
         self._committed_completeness = candidate.completeness
-        self._reset_turn()
         if candidate.reply is None:  # a person has the call: the turn is remembered, not answered
             self.context.add_user(candidate.text)
             self._turn_to(self._floor_without_reply())
             return
         self._commit_reply(candidate.reply, candidate.speech_end)
-
-    async def _finalize_turn(self) -> tuple[Transcript, int] | None:
-        """The turn's final transcript and the number of the hearing that made it. A recogniser that
-        fails is tried once more, on a fresh stream holding the same audio; ``None`` when that fails
-        too. Each failure is on the timeline."""
-        for attempt in (1, 2):
-            try:
-                if attempt == 2:
-                    await self._restart_asr()
-                hearing = self._hearing
-                final = await self._asr.finalize()
-                return final, hearing.finish()
-            except Exception as exc:  # a broken recogniser must not swallow the caller's turn
-                log.warning("speech recognition failed", session_id=self.id, attempt=attempt, error=repr(exc))
-                self._emit(
-                    EventType.ERROR, where="asr.finalize", stage="asr", attempt=attempt, error=repr(exc)
-                )
-        return None
 
     def _ask_to_repeat(self, speech_end: float) -> None:
         """The turn could not be heard: ask the caller to say it again rather than go silent."""
@@ -642,7 +532,7 @@ class Session:
             if self._turn is TurnState.INTERRUPTED:
                 self._dismiss_barge_in("")
             else:
-                self._reset_turn()
+                self._hearing.clear_turn()
                 self._turn_to(self._floor_without_reply())
             return
         self._take_the_floor(reason="asr_failed")
@@ -663,12 +553,7 @@ class Session:
             # The agent started answering during what was only a pause: the user's words so far and
             # these new ones are one turn, and the barely started answer is forgotten.
             earlier = self.context.take_back_last_user_turn() or ""
-            if self._committed_audio:  # heard again whole with the new words at the next pause
-                self._turn_audio[:0] = self._committed_audio
-                self._asr_behind = True
-            else:
-                self._turn_prefix = earlier
-            self._committed_audio = []
+            self._hearing.rejoin_committed(earlier)  # heard again whole with the new words at the next pause
             judged = self._committed_completeness
             self._policy.observe_pause(self._barge_in_pause)
             self._emit(
@@ -680,7 +565,7 @@ class Session:
 
     def _dismiss_barge_in(self, text: str) -> None:
         """Noise or a backchannel: the agent carries on where it stopped."""
-        self._reset_turn()
+        self._hearing.clear_turn()
         self._emit(EventType.BARGE_IN_DISMISSED, text=text)
         if self._reply is not None:
             self._reply.resume()
@@ -804,30 +689,10 @@ class Session:
         if candidate.reply is not None and candidate.reply.task is not None:
             candidate.reply.task.cancel()
 
-    async def _restart_asr(self) -> None:
-        """A fresh stream holding the turn so far (the old one was finalized at the pause)."""
-        old = self._asr
-        self._asr, self._hearing = self._open_asr()
-        self._spawn(old.aclose())
-        for pcm in list(self._turn_audio):  # a merge may grow the list while a push awaits
-            await self._asr.push(pcm)
-
-    def _open_asr(self) -> tuple[RecognitionStream, _Hearing]:
-        """A recognition stream for the next words, in the caller's language once it is known, and what
-        it hears: its failovers name that (a stream of its own reporter, as a reply's requests have)."""
-        hearing = _Hearing(next(self._hearings), self._hearings)
-        recognizer = bind_reporter(self.stack.recognizer, lambda event: self._heard_event(hearing, event))
-        stream = recognizer.open_stream()
-        if self._language is not None and isinstance(stream, SetsLanguage):
-            stream.set_language(self._language)
-        return stream, hearing
-
     async def _adopt_language(self, language: str, probability: float | None) -> None:
         """The caller's first words were in ``language``: hear, answer and speak it for the rest of the
         call. Without a voice for it (none configured, or it failed to load) the agent's voice stays."""
-        self._language = language
-        if isinstance(self._asr, SetsLanguage):
-            self._asr.set_language(language)
+        self._hearing.hear_in(language)
         self.context.language_note = language_note(language)
         voice = self.stack.voice
         if self.stack.voices is not None:
@@ -849,12 +714,6 @@ class Session:
             probability=None if probability is None else round(probability, 3),
             voice=voice,
         )
-
-    def _reset_turn(self) -> None:
-        self._turn_audio = []
-        self._asr_behind = False
-        self._turn_prefix = ""
-        self._since_interim = 0.0
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -885,13 +744,6 @@ class Session:
     def _provider_event(self, event: ProviderEvent) -> None:
         kind = EventType.PROVIDER_FAILOVER if event.kind == "failover" else EventType.PROVIDER_BREAKER
         self._emit(kind, **event.data)
-
-    def _heard_event(self, hearing: _Hearing, event: ProviderEvent) -> None:
-        """A recognition stream's failover names the utterance it was hearing."""
-        if event.kind == "failover":
-            self._emit(EventType.PROVIDER_FAILOVER, **event.data, recognition=hearing.number)
-        else:
-            self._provider_event(event)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
