@@ -43,6 +43,19 @@ async def settled(client: LiveClient) -> None:
     await client.wait_for("pong", LINE_WAIT_S, since=mark, id=1)
 
 
+async def _with_muted_rep(
+    http: httpx.AsyncClient,
+) -> tuple[dict[str, Any], LiveClient, LiveClient, dict[str, Any], LiveClient]:
+    """A room with a customer, a coach and a rep in ``listen`` mode, all connected: the room, the
+    customer's and coach's clients, the rep's invitation and its client."""
+    room = await open_room(http, enabled=False)
+    customer, _ = await join(await invite(http, room["id"], "customer"))
+    coach, _ = await join(await invite(http, room["id"], "coach"))
+    invitation = await invite(http, room["id"], "rep", mode="listen")
+    rep, _ = await join(invitation)
+    return room, customer, coach, invitation, rep
+
+
 def not_final_yet(observer: LiveClient) -> None:
     """The step just taken came before the line was final (else this test would test nothing)."""
     assert observer.of_type("utterance") == [], "the line was final before the step; nothing was tested"
@@ -52,10 +65,7 @@ async def test_a_muted_rep_who_leaves_right_after_speaking_is_not_read_by_the_cu
     tmp_path: Path,
 ) -> None:
     async with room_server(tmp_path, [SECRET]) as served, api(served) as http:
-        room = await open_room(http, enabled=False)
-        customer, _ = await join(await invite(http, room["id"], "customer"))
-        coach, _ = await join(await invite(http, room["id"], "coach"))
-        rep, _ = await join(await invite(http, room["id"], "rep", mode="listen"))
+        _, customer, coach, _, rep = await _with_muted_rep(http)
         async with talking(rep) as mic:
             await mic.say(tone(1.0, REP_HZ))
             not_final_yet(coach)
@@ -71,11 +81,7 @@ async def test_a_muted_rep_who_leaves_right_after_speaking_is_not_read_by_the_cu
 
 async def test_a_muted_rep_taken_out_while_speaking_is_not_read_by_the_customer(tmp_path: Path) -> None:
     async with room_server(tmp_path, [SECRET]) as served, api(served) as http:
-        room = await open_room(http, enabled=False)
-        customer, _ = await join(await invite(http, room["id"], "customer"))
-        coach, _ = await join(await invite(http, room["id"], "coach"))
-        invitation = await invite(http, room["id"], "rep", mode="listen")
-        rep, _ = await join(invitation)
+        room, customer, coach, invitation, rep = await _with_muted_rep(http)
         async with talking(rep) as mic:
             speaking = asyncio.create_task(mic.say(tone(2.0, REP_HZ)))
             await asyncio.sleep(0.6)  # well into the 2 s of speech
@@ -94,11 +100,7 @@ async def test_a_muted_rep_taken_out_while_speaking_is_not_read_by_the_customer(
 async def test_a_rep_unmuted_right_after_speaking_muted_is_read_only_from_then_on(tmp_path: Path) -> None:
     said_in_speak = "so shall we book the pilot for next week"
     async with room_server(tmp_path, [SECRET, said_in_speak]) as served, api(served) as http:
-        room = await open_room(http, enabled=False)
-        customer, _ = await join(await invite(http, room["id"], "customer"))
-        coach, _ = await join(await invite(http, room["id"], "coach"))
-        invitation = await invite(http, room["id"], "rep", mode="listen")
-        rep, _ = await join(invitation)
+        room, customer, coach, invitation, rep = await _with_muted_rep(http)
         async with talking(rep) as mic:
             await mic.say(tone(1.0, REP_HZ))
             unmuted = await _set_mode(http, room["id"], invitation["participant_id"], "speak")
@@ -117,11 +119,7 @@ async def test_a_rep_unmuted_right_after_speaking_muted_is_read_only_from_then_o
 
 async def test_a_line_the_rep_began_muted_and_finished_unmuted_is_not_the_customers(tmp_path: Path) -> None:
     async with room_server(tmp_path, [SECRET]) as served, api(served) as http:
-        room = await open_room(http, enabled=False)
-        customer, _ = await join(await invite(http, room["id"], "customer"))
-        coach, _ = await join(await invite(http, room["id"], "coach"))
-        invitation = await invite(http, room["id"], "rep", mode="listen")
-        rep, _ = await join(invitation)
+        room, customer, coach, invitation, rep = await _with_muted_rep(http)
         async with talking(rep) as mic:
             speaking = asyncio.create_task(mic.say(tone(2.0, REP_HZ)))
             await asyncio.sleep(0.6)  # well into the 2 s of speech
