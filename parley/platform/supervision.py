@@ -61,7 +61,7 @@ from parley.engine.events import Event, EventType, Timeline, now
 from parley.engine.state import SessionState
 from parley.engine.transport import AudioOutput
 from parley.platform.calls import hash_token
-from parley.platform.coached_room import Channel, Closer, JoinRefused, participant_view
+from parley.platform.room_roster import Channel, Closer, JoinRefused, participant_view
 from parley.rooms import (
     ROOM_RATE,
     InvalidParticipant,

@@ -37,7 +37,9 @@ from parley.config import Settings
 from parley.engine.events import EventType
 from parley.inputs import E164, PlainName
 from parley.jobs.outbound import PERMANENT_REFUSALS
-from parley.platform.coached_room import LEG_ENDED, CoachedRoom, JoinRefused, LiveRooms, RoomNotFound
+from parley.platform.coached_room import CoachedRoom
+from parley.platform.live_rooms import LEG_ENDED, LiveRooms, RoomNotFound
+from parley.platform.room_roster import JoinRefused
 from parley.rooms import Mode, RoomError, UnknownParticipant
 from parley.server.auth import Auth, PlatformDep, get_platform
 from parley.server.rooms import get_rooms, invite

@@ -34,15 +34,10 @@ from parley.engine.options import EngineStack
 from parley.engine.transport import AudioOutput
 from parley.inputs import JsonObject, PlainName, SafeStr
 from parley.platform.agents import NotFound
-from parley.platform.coached_room import (
-    RESERVED_METADATA,
-    CoachedRoom,
-    JoinRefused,
-    LiveRooms,
-    RoomNotFound,
-    RoomUnavailable,
-    TooManyRooms,
-)
+from parley.platform.coached_room import CoachedRoom, RoomUnavailable
+from parley.platform.live_rooms import LiveRooms, RoomNotFound, TooManyRooms
+from parley.platform.room_record import RESERVED_METADATA
+from parley.platform.room_roster import JoinRefused
 from parley.platform.schemas import MAX_CALL_METADATA_BYTES, Page
 from parley.rooms import InvalidParticipant, Leg, Mode, Participant, RoomClosed, RoomFull, UnknownParticipant
 from parley.rooms.model import MAX_NAME_CHARS, Role

@@ -18,7 +18,8 @@ import numpy as np
 
 from parley.audio.frame import PCM16
 from parley.audio.mixer import tone_dbfs
-from parley.platform.coached_room import CoachedRoom, LiveRooms
+from parley.platform.coached_room import CoachedRoom
+from parley.platform.live_rooms import LiveRooms
 from parley.platform.runtime import Platform
 from parley.providers.llm.scripted import ScriptRule
 from parley.store.tenants import TenantRepository
