@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from parley.platform.runtime import Platform
 
 HEARTBEAT_S = 30.0
+TRANSPORT_ERROR = "transport_error"
+"""End reason of a call whose transport (a phone call's media WebSocket) failed on this side: the
+carrier's line may have gone on, and ends on its own."""
 
 
 class LiveCall:
@@ -142,6 +145,4 @@ class LiveCall:
         await self.platform.bus.flush()
         if failed:
             with contextlib.suppress(InvalidStatusTransition):
-                await self.platform.calls.set_status(
-                    self.call_id, CallStatus.FAILED, reason="transport_error"
-                )
+                await self.platform.calls.set_status(self.call_id, CallStatus.FAILED, reason=TRANSPORT_ERROR)

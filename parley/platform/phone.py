@@ -13,11 +13,20 @@ https://www.twilio.com/docs/voice/api/call-resource#statuscallback), not a diffe
 the session's own end, known to the microsecond, refines an end that Twilio's stamp set when it comes
 within that second or the next (``CallRepository.set_status``).
 
-A call this server lost mid-flight (killed, then closed by start-up recovery as ``failed``, reason
-``interrupted``) still ended on the carrier's line: Twilio's ``completed`` for it comes later and is the
-carrier's word on that end. It is taken as a second witness of an end already on the books: the call keeps
-its status, reason and end (when this side was last alive, so nothing is billed for the time it was dead),
-and telephony is billed for the carrier's ``CallDuration``, as for any other ended call.
+A call that failed on this side (``SERVER_SIDE_FAILURES``: the server was killed and start-up recovery
+closed it as ``interrupted``, or its media WebSocket dropped, ``transport_error``) still ended on the
+carrier's line: Twilio's ``completed`` for it comes later and is the carrier's word on that end. It is
+taken as a second witness of an end already on the books, not as a contradiction: the call keeps its
+status, reason and end (when this side was last alive), and telephony is billed for the carrier's
+``CallDuration``, as for any other ended call, since that is what Twilio charges. A call the carrier
+itself failed (``carrier_failed``, ``carrier_sip_*``) cannot have completed: that ``completed`` is refused.
+
+Such a call may have failed here before this side saw it answered (still queued or ringing on the books,
+no ``started_at``). A ``completed`` says it was answered ``CallDuration`` seconds before the carrier's
+stamp, so ``started_at`` is set to that, as the "answered" callback would have set it; but never after the
+end on the books (a call that had not been answered when this side lost it starts and ends there, lasting
+nothing on this side). That makes it an answered call on the books, and answered calls are what telephony
+bills. Without a ``CallDuration`` nothing says when it was answered, and nothing is billed.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.engine.agent import AgentConfig
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
 from parley.platform.calls import CallService, summarize
+from parley.platform.live import TRANSPORT_ERROR
 from parley.platform.recovery import INTERRUPTED
 from parley.platform.schemas import CallSummary, PhoneNumberOut, PhoneNumberUpdate
 from parley.platform.usage import CARRIER_DURATION, agent_config_of, carrier_duration_s, finish_call
@@ -61,6 +71,11 @@ TWILIO_STATUS: dict[str, CallStatus] = {
     "canceled": CallStatus.CANCELED,
 }
 """Twilio's ``CallStatus`` (and ``answered``, the event name of ``in-progress``) → Parley's."""
+
+SERVER_SIDE_FAILURES = frozenset({INTERRUPTED, TRANSPORT_ERROR})
+"""End reasons of a ``failed`` call that failed on this server's side (it was killed; its media stream
+dropped), not on the carrier's line: Twilio's later ``completed`` is a second witness of its end, and its
+``CallDuration`` is billed. Any other failed call's ``completed`` contradicts its history."""
 
 
 class UnknownNumber(LookupError):
@@ -95,7 +110,7 @@ class StatusUpdate:
     status: CallStatus
     decision: Decision | None
     """What the lifecycle made of it; None when it refused the change (it contradicts the history).
-    ``DUPLICATE`` for the carrier's end of a call recovery closed as interrupted (see the module)."""
+    ``DUPLICATE`` for the carrier's end of a call that failed on this side (``SERVER_SIDE_FAILURES``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,10 +358,13 @@ class PhoneService:
             if call is None:
                 log.info("status callback for an unknown call", call_sid=call_sid, status=twilio_status)
                 return StatusUpdate(None, status, None)
-            ident, current = call.id, CallStatus(call.status)
-            interrupted = current is CallStatus.FAILED and call.end_reason == INTERRUPTED
-        if interrupted and status is CallStatus.COMPLETED:
-            return await self._carrier_end_of_interrupted(ident, call_sid, when, duration_s)
+            ident, current, ended_why = call.id, CallStatus(call.status), call.end_reason
+        if (
+            status is CallStatus.COMPLETED
+            and current is CallStatus.FAILED
+            and ended_why in SERVER_SIDE_FAILURES
+        ):
+            return await self._carrier_end_after_server_failure(ident, call_sid, when, duration_s, ended_why)
         reason = None
         if status is CallStatus.FAILED:
             reason = f"carrier_sip_{sip_code}" if sip_code else "carrier_failed"
@@ -379,19 +397,22 @@ class PhoneService:
         )
         return StatusUpdate(summary, status, decision)
 
-    async def _carrier_end_of_interrupted(
-        self, call_id: str, call_sid: str, at: datetime, duration_s: int | None
+    async def _carrier_end_after_server_failure(
+        self, call_id: str, call_sid: str, at: datetime, duration_s: int | None, reason: str
     ) -> StatusUpdate:
-        """Twilio's ``completed`` for a call recovery closed as interrupted: not a contradiction (this side
-        failed, the line itself ended normally) but a second witness of the end. The record keeps that it
-        was interrupted here and when this side was last alive; the carrier's duration is billed."""
+        """Twilio's ``completed`` for a call that failed on this side: not a contradiction (this side
+        failed, the line itself ended normally) but a second witness of the end. The record keeps how and
+        when it failed here; the carrier's duration is billed, from the answer it implies when this side
+        never saw one (see the module)."""
         summary = None
         if duration_s is not None:
-            summary = await self._bill_carrier_duration(call_id, duration_s)
+            answered = at - timedelta(seconds=duration_s)
+            summary = await self._bill_carrier_duration(call_id, duration_s, answered=answered)
         log.info(
-            "carrier ended a call this server had lost",
+            "carrier ended a call that failed on this side",
             call_id=call_id,
             call_sid=call_sid,
+            end_reason=reason,
             carrier_ended_at=at.isoformat(),
             call_duration_s=duration_s,
             billed=summary is not None,
@@ -400,15 +421,23 @@ class PhoneService:
             summary or await self.phone_call(None, call_id), CallStatus.COMPLETED, Decision.DUPLICATE
         )
 
-    async def _bill_carrier_duration(self, call_id: str, seconds: int) -> CallSummary | None:
+    async def _bill_carrier_duration(
+        self, call_id: str, seconds: int, *, answered: datetime | None = None
+    ) -> CallSummary | None:
         """An answered call that ended is billed for the seconds the carrier reported (``CallDuration``),
         whichever witness of the hang-up ended it on the books: its usage is priced again with them.
-        None when nothing changed (not answered, not ended, or that figure is already kept)."""
+        ``answered`` (the carrier's, from a ``completed``) starts a call that ended on the books unanswered,
+        never after its end. None when nothing changed (not answered, not ended, or that figure is
+        already kept)."""
         async with self.db.session() as session:
             call = await CallRepository(session).get(call_id)
-            if call is None or call.started_at is None or call.ended_at is None:
+            if call is None or call.ended_at is None:
                 return None
-            if carrier_duration_s(call) == seconds:
+            if call.started_at is None:
+                if answered is None:
+                    return None
+                call.started_at = min(answered, call.ended_at)
+            elif carrier_duration_s(call) == seconds:
                 return None  # a repeated callback
             call.metrics = {**(call.metrics or {}), CARRIER_DURATION: seconds}
             await finish_call(session, call, self.calls.pricing)
