@@ -15,13 +15,16 @@ from rich.console import Console
 from rich.table import Table
 
 from parley.bench.leads import bench_leads
+from parley.commands.agents import agents_app
+from parley.commands.api_keys import keys_app
 from parley.commands.callbacks import businesses_page_link, leads_callback
+from parley.commands.calls import calls_app
 from parley.commands.documents import docs_app
 from parley.commands.leads import businesses_app, leads_app
 from parley.commands.mailbox import mailbox
+from parley.commands.number_routing import numbers_app
 from parley.commands.numbers import numbers_assign, numbers_unassign
 from parley.commands.output import shown
-from parley.commands.records import agents_app, calls_app, keys_app, numbers_app
 from parley.commands.rooms import rooms_app
 from parley.commands.serve import bench_live, bench_load, serve
 from parley.commands.supervise import supervise_app

@@ -1,7 +1,8 @@
 """What every live transport shares: settings, the session registry, metrics, agents and their models.
 
 Opening a session (admission, agent lookup, models, limits) is the same for every wire; a transport
-only attaches a connection to the ``LiveSession`` it gets back.
+only attaches a connection to the ``LiveSession`` it gets back. Which agent a client may have is
+``agent_lookup``'s to say; preparing agents ahead of their first call, ``agent_warming``'s.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from parley.engine.reply import ReplySettings
 from parley.engine.session import SessionOptions
 from parley.engine.tools import CallContext
 from parley.engine.transport import CallControls
-from parley.platform.directory import AgentDirectory, StoredAgent
+from parley.platform.directory import StoredAgent
 from parley.platform.messages import CallOutbox
+from parley.server.agent_lookup import AgentLookup, check_pinned
+from parley.server.agent_warming import AgentWarming
 from parley.server.guard import ClientCaps
 from parley.server.live import LiveLimits, LiveSession
 from parley.server.metrics import ServerMetrics
@@ -54,53 +57,9 @@ class Client:
 
 LOCAL_CLIENT = Client("local")
 """In-process callers (tests, tools): one address like any other."""
-MAX_SAVED_WARMS = 8
-"""Agents at most waiting to be prepared after a save (``LiveRuntime.warm_saved``)."""
 
 SessionHook = Callable[[LiveSession], None]
 """Called with every new session before it runs, e.g. to subscribe a store to its timeline."""
-
-
-@dataclass(frozen=True, slots=True)
-class AgentChoice:
-    """An agent a client may pick: ``ref`` is what it sends as ``start {agent}`` (a name, or a stored
-    agent's id when its name would not find it); ``source`` is ``file`` (the operator's) or ``store``."""
-
-    ref: str
-    name: str
-    description: str
-    source: str
-
-
-def _stored_choice(stored: StoredAgent, ref: str) -> AgentChoice:
-    """A tenant's public agent as anyone may see it: its description, never a word of its prompt (which
-    may hold instructions meant for the model only)."""
-    return AgentChoice(ref, stored.name, stored.description or "", "store")
-
-
-def _refuse_unless_public(found: AgentConfig | StoredAgent) -> None:
-    """Without a token only public agents answer (the operator's or an organization's)."""
-    config = found.config if isinstance(found, StoredAgent) else found
-    if config.public:
-        return
-    if isinstance(found, StoredAgent):
-        how = "start with a session token from POST /v1/agents/{id}/sessions"
-    else:  # the operator's own agent: its file decides
-        how = "the operator can set `public: true` in its file (YAML, or Agent(public=True) in Python)"
-    raise AdmissionError(ErrorCode.UNAUTHORIZED, f"agent '{config.name}' is not public: {how}")
-
-
-def _check_pinned(call: LiveCall, named: str | None, stored: StoredAgent | None) -> None:
-    """The call's pinned version decides, so check it: a token's call must be the agent the client
-    named (if it named one), and a public agent made private since it was looked up no longer answers."""
-    agent = call.agent
-    if named is not None and named not in (agent.name, call.call.agent_id):
-        raise AdmissionError(
-            ErrorCode.UNKNOWN_AGENT,
-            f"this session token is for agent '{agent.name}', not {named!r}; send the token alone",
-        )
-    if stored is not None:
-        _refuse_unless_public(agent)
 
 
 class LiveRuntime:
@@ -125,11 +84,7 @@ class LiveRuntime:
         """Open client connections, so shutdown can wait for their last messages to go out."""
         self.caps = ClientCaps(settings.max_connections_per_ip, settings.max_sessions_per_ip)
         self._client_of: dict[str, str] = {}
-        self._warming: set[asyncio.Future[None]] = set()
-        self._warming_saved: dict[str, asyncio.Task[None]] = {}
-        """Agents whose version just saved is being prepared ahead of its first call (``warm_saved``)."""
-        self._saved_warms = asyncio.Semaphore(1)
-        """One such preparation at a time: saves must not take the CPU from calls under way."""
+        self.warming = AgentWarming(self)
         self._opening_calls: set[str] = set()
         """Phone calls being connected right now: a second stream for one of them is refused."""
         self.drain_hooks: list[Callable[[float], Awaitable[None]]] = []
@@ -162,7 +117,7 @@ class LiveRuntime:
         agent: AgentConfig | None = None
         stored: StoredAgent | None = None
         if token is None:
-            found = await self.find_public_agent(agent_name)
+            found = await self.agent_lookup.find_public_agent(agent_name)
             agent, stored = (None, found) if isinstance(found, StoredAgent) else (found, None)
         self.caps.take_session(client.address)
         admitted = False
@@ -234,74 +189,25 @@ class LiveRuntime:
             return agent
         return served if AgentConfig.model_validate(served.model_dump(mode="json")) == agent else agent
 
-    async def find_agent(self, ref: str | None) -> AgentConfig | StoredAgent:
-        """The agent ``start {agent: ref}`` names without a token, or ``AdmissionError(unknown_agent)``
-        listing what this caller could pick instead. Whether it may talk to it is checked apart.
-
-        The operator's agents (YAML files, ``serve --agent``) come first; then, with the store open, the
-        operator's organization's stored agents by name or id, then any organization's agent by id (an
-        id is unguessable: it is the link a tenant shares to its public agent). Never a fallback."""
-        found: AgentConfig | StoredAgent | None = self.engines.catalog.get(ref)
-        if found is None and ref is not None and self.platform is not None:
-            directory = AgentDirectory(self.platform.db)
-            found = await directory.find(self.platform.default_org_id, ref) or await directory.find_by_id(ref)
-        if found is None:
-            raise await self._unknown_agent(ref)
-        return found
-
-    async def find_public_agent(self, ref: str | None) -> AgentConfig | StoredAgent:
-        """``find_agent``, for a client without a token: only a public agent is admitted. A stored agent
-        that is not public, looked up by name, is ``unknown_agent`` word for word like a name nobody has:
-        a stranger may not learn by asking which names an organization uses (docs/security.md)."""
-        found = await self.find_agent(ref)
-        if isinstance(found, StoredAgent) and not found.config.public and ref != found.id:
-            raise await self._unknown_agent(ref)
-        _refuse_unless_public(found)
-        return found
-
-    async def _unknown_agent(self, ref: str | None) -> AdmissionError:
-        names = ", ".join(choice.ref for choice in await self.agent_choices()) or "none"
-        return AdmissionError(ErrorCode.UNKNOWN_AGENT, f"no agent named {ref!r} (available: {names})")
-
-    async def agent_choices(self) -> list[AgentChoice]:
-        """What an anonymous client may pick by name: the operator's agents, then the operator's
-        organization's public stored agents that no file shadows."""
-        catalog = self.engines.catalog
-        choices = [AgentChoice(s.name, s.name, s.description, "file") for s in catalog.summaries()]
-        if self.platform is not None:
-            taken = {choice.name for choice in choices}
-            for stored in await AgentDirectory(self.platform.db).public(self.platform.default_org_id):
-                if stored.name not in taken:
-                    choices.append(_stored_choice(stored, stored.name))
-        return choices
+    @property
+    def agent_lookup(self) -> AgentLookup:
+        """The agents a client can name now: the operator's, and the store's while it is open."""
+        return AgentLookup(self.engines.catalog, self.platform)
 
     async def agent_offer(self, ref: str | None) -> dict[str, Any]:
-        """The voice page's agent list, and what became of the agent it was asked to select (``?agent=``):
-        ``selected`` (the choice's ``ref``) or ``agent_error`` ``{code, message}``, as ``start`` would say."""
-        choices = await self.agent_choices()
-        offer: dict[str, Any] = {"default_agent": self.engines.catalog.default, "selected": None}
-        if ref:
-            try:
-                found = await self.find_public_agent(ref)
-            except AdmissionError as exc:
-                offer["agent_error"] = {"code": str(exc.code), "message": exc.message}
-            else:
-                listed = {choice.ref for choice in choices if choice.source == "store"}
-                if isinstance(found, StoredAgent):
-                    if found.name in listed and found.org_id == self._default_org():
-                        offer["selected"] = found.name
-                    else:  # reached by its id: offered under it, so ``start`` finds the same agent
-                        choices.append(_stored_choice(found, found.id))
-                        offer["selected"] = found.id
-                else:
-                    offer["selected"] = found.name
-        offer["agents"] = [
-            {"name": c.name, "ref": c.ref, "description": c.description, "source": c.source} for c in choices
-        ]
-        return offer
+        """The voice page's agent list, and what became of the agent it asked to select
+        (``AgentLookup.agent_offer``)."""
+        return await self.agent_lookup.agent_offer(ref)
 
-    def _default_org(self) -> str | None:
-        return None if self.platform is None else self.platform.default_org_id
+    def warm_for_call(self, session_id: str) -> None:
+        """Load the call's agent while the carrier connects its media stream
+        (``AgentWarming.warm_for_call``). Never fails the call."""
+        self.warming.warm_for_call(session_id)
+
+    def warm_saved(self, org_id: str, agent_id: str, agent: AgentConfig) -> None:
+        """Prepare an agent version just saved, in the background (``AgentWarming.warm_saved``). Never
+        fails the save."""
+        self.warming.warm_saved(org_id, agent_id, agent)
 
     @staticmethod
     async def _phone_call(platform: Platform, call_id: str, call_sid: str | None) -> str:
@@ -312,63 +218,6 @@ class LiveRuntime:
             return await platform.phone.stream_session(call_id, call_sid)
         except CallMismatch as exc:
             raise AdmissionError(ErrorCode.UNKNOWN_CALL, str(exc)) from exc
-
-    def warm_for_call(self, session_id: str) -> None:
-        """Load the call's agent (models, prompt, greeting) now, while the carrier sets up the media
-        stream, so the caller hears the greeting as soon as it connects. Never fails the call."""
-        if self.platform is None:
-            return
-        task = asyncio.ensure_future(self._warm_for_call(self.platform, session_id))
-        self._warming.add(task)
-        task.add_done_callback(self._warming.discard)
-
-    async def _warm_for_call(self, platform: Platform, session_id: str) -> None:
-        try:
-            call, agent = await platform.calls.claim(session_id)
-            if agent is not None:
-                await self.engines.stack_for(agent, await self.secrets_for(agent, call.org_id))
-        except Exception as exc:  # the session's own admission reports a real failure to the caller
-            log.warning("warming a phone call's agent failed", session_id=session_id, error=repr(exc))
-
-    def warm_saved(self, org_id: str, agent_id: str, agent: AgentConfig) -> None:
-        """Prepare an agent version just saved (created or edited through the API) in the background, so
-        its first call, phone or web, does not wait for its prompt and greeting to be primed. It is the
-        stack that call's admission asks for (the agent as served, with the organization's secrets), and
-        ``engines.stack_for`` runs one preparation per stack: a call arriving meanwhile waits for this one
-        instead of warming again. Never fails the save: a failure is logged; the first call tries again.
-
-        Bounded, as a tenant may save in a loop: they run one at a time, an agent's newer version
-        replaces its older one still waiting, and with ``MAX_SAVED_WARMS`` agents waiting a save is left
-        to its first call."""
-        if self.draining or not self.settings.realtime_enabled:
-            return  # no call will be admitted here to use it
-        earlier = self._warming_saved.pop(agent_id, None)
-        if earlier is not None:
-            earlier.cancel()
-        if len(self._warming_saved) >= MAX_SAVED_WARMS:
-            log.info("not warming a saved agent: too many waiting", agent_id=agent_id, org_id=org_id)
-            return
-        task = asyncio.create_task(self._warm_saved(org_id, agent_id, agent), name=f"warm-agent-{agent_id}")
-        self._warming_saved[agent_id] = task
-        task.add_done_callback(lambda done: self._forget_saved_warm(agent_id, done))
-
-    def _forget_saved_warm(self, agent_id: str, task: asyncio.Task[None]) -> None:
-        if self._warming_saved.get(agent_id) is task:
-            del self._warming_saved[agent_id]
-
-    async def _warm_saved(self, org_id: str, agent_id: str, agent: AgentConfig) -> None:
-        bound = log.bind(agent_id=agent_id, org_id=org_id, agent=agent.name)
-        try:
-            # After the default agent: models are loaded once, and two loads at once would load them twice.
-            await self.engines.ready.wait()
-            served = self.served_as_filed(agent)
-            async with self._saved_warms:
-                started = asyncio.get_running_loop().time()
-                await self.engines.stack_for(served, await self.secrets_for(served, org_id))
-        except Exception as exc:  # the first call's admission loads it again and reports to its caller
-            bound.error("warming a saved agent failed", error=repr(exc), exc_info=exc)
-            return
-        bound.info("saved agent is ready", waited_s=round(asyncio.get_running_loop().time() - started, 2))
 
     async def secrets_for(self, agent: AgentConfig, org_id: str | None) -> dict[str, str]:
         from parley.webhooks.tool import secret_names
@@ -422,7 +271,7 @@ class LiveRuntime:
         assert agent is not None
         try:
             if call is not None:
-                _check_pinned(call, named, stored)
+                check_pinned(call, named, stored)
             try:
                 stack = await self.engines.stack_for(agent, secrets)
             except Exception as exc:  # the operator reads why in the log; the client, that it failed
@@ -526,8 +375,7 @@ class LiveRuntime:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self.draining = True
         self.registry.accepting = False
-        for warming in list(self._warming_saved.values()):  # ahead of calls this server no longer takes
-            warming.cancel()
+        self.warming.cancel_saved()  # ahead of calls this server no longer takes
         hooks = [asyncio.ensure_future(hook(grace)) for hook in self.drain_hooks]
         sessions = self.registry.sessions()
         for live in sessions:

@@ -262,7 +262,7 @@ async def test_the_command_line_shows_and_reruns_the_analysis(
     import typer
     from typer.testing import CliRunner
 
-    from parley.commands.records import calls_app
+    from parley.commands.calls import calls_app
     from parley.config import get_settings
 
     config = AgentConfig.model_validate(
@@ -376,7 +376,7 @@ async def test_the_command_line_says_in_one_line_why_a_call_cannot_be_analysed(
     import typer
     from typer.testing import CliRunner
 
-    from parley.commands.records import calls_app
+    from parley.commands.calls import calls_app
     from parley.config import get_settings
 
     monkeypatch.setenv("PARLEY_DATABASE_URL", db_url)

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from parley.commands.records import calls_app
+from parley.commands.calls import calls_app
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig
 from parley.platform.simulation import record_simulation

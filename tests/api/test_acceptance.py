@@ -15,7 +15,8 @@ import soundfile as sf
 import typer
 from typer.testing import CliRunner
 
-from parley.commands.records import agents_app, calls_app
+from parley.commands.agents import agents_app
+from parley.commands.calls import calls_app
 from parley.config import get_settings
 from parley.platform.runtime import Platform
 from parley.providers.llm.scripted import ScriptRule

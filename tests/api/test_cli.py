@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import typer
 
-from parley.commands.records import agents_app, calls_app, keys_app
+from parley.commands.agents import agents_app
+from parley.commands.api_keys import keys_app
+from parley.commands.calls import calls_app
 from parley.config import get_settings
 from parley.engine.agent import AgentConfig
 from parley.engine.events import Event, EventType

@@ -15,7 +15,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from parley.cli import app as parley_app
-from parley.commands.records import calls_app
+from parley.commands.calls import calls_app
 from parley.config import get_settings
 from tests.store import services
 

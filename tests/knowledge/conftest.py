@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import typer
 
+from parley.commands.agents import agents_app
 from parley.commands.documents import docs_app
-from parley.commands.records import agents_app
 from tests.api.cli import command_line, temporary_store
 from tests.api.conftest import client, platform  # noqa: F401  (fixtures)
 from tests.store.fixtures import *  # noqa: F403  (databases of both dialects)

@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from parley.commands.records import calls_app
+from parley.commands.calls import calls_app
 from parley.config import Settings, get_settings
 from parley.engine.agent import AgentConfig
 from parley.engine.tools import CallContext, ToolOutcome, ToolRegistry

@@ -21,7 +21,7 @@ import typer
 from aiortc import RTCPeerConnection
 from typer.testing import CliRunner
 
-from parley.commands.records import agents_app
+from parley.commands.agents import agents_app
 from parley.config import get_settings
 from parley.store.tenants import TenantRepository
 from parley.transports.ws_client import LiveClient

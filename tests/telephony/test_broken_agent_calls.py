@@ -13,7 +13,9 @@ import typer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from parley.commands.records import agents_app, calls_app, numbers_app
+from parley.commands.agents import agents_app
+from parley.commands.calls import calls_app
+from parley.commands.number_routing import numbers_app
 from parley.config import get_settings
 from parley.platform.agents import BrokenAgent
 from parley.platform.phone import UnknownNumber

@@ -10,7 +10,9 @@ import pytest
 import typer
 from typer.testing import Result
 
-from parley.commands.records import agents_app, calls_app, numbers_app
+from parley.commands.agents import agents_app
+from parley.commands.calls import calls_app
+from parley.commands.number_routing import numbers_app
 from parley.logs import configure_logging
 from tests.api.cli import command_line, run, temporary_store
 
