@@ -386,7 +386,7 @@ async def test_a_passage_counts_only_when_it_is_about_the_question() -> None:
 
 def test_a_long_first_sentence_is_checked_on_its_first_words_not_held_to_its_end() -> None:
     """The caller waits while the answer is held: a claim is clear well before a long sentence ends."""
-    from parley.engine.thinking import MAX_VETTED_WORDS, _first_sentence
+    from parley.engine.model_rounds import MAX_VETTED_WORDS, _first_sentence
 
     long = "Parley is an open-source platform for real-time voice AI agents that runs fully offline"
     words = long.split()
