@@ -22,7 +22,9 @@ Chicago.", copied from the example call), and says "I don't know" to what a fact
 you groom my cat?", when it knows "We groom dogs only, not cats."). So an answer that opens with "no" or
 "sorry" is checked like a "yes", and an admission of not knowing is replaced by the facts when one is as
 close to the question as a fact that answers it. When a fact is that close, any answer's first sentence
-is checked ("What time do you close on Saturday?" → "We close on Saturdays."). The word lists are
+is checked ("What time do you close on Saturday?" → "We close on Saturdays."). A checked answer that
+states a figure nothing the agent was told holds ("open from 7 am to 2 pm" for a fact saying 8 pm) is
+not backed either, however close it sits to the fact (``engine/figures.py``). The word lists are
 English: in other languages only answers to questions a fact answers are checked.
 """
 
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parley.engine.answer_types import DECISIVE, AnswerKind, affirms_unnamed_place, asked_for, held_by
+from parley.engine.figures import made_up, told
 from parley.providers.embeddings.base import SentenceEmbedder, Vectors
 
 MIN_SIMILARITY = 0.3
@@ -203,6 +206,7 @@ class GroundingCheck:
         self._actions = [a for a in actions if a.strip()]
         """What the agent's tools do (their descriptions)."""
         self._min = min_similarity
+        self._figures: set[str] | None = None
         self._vectors: _Vectors | None = None
         self._fact_kinds: set[AnswerKind] | None = None
         self._fact_words: set[str] | None = None
@@ -238,16 +242,17 @@ class GroundingCheck:
         return asked_for(question) & self._fact_kinds
 
     async def unbacked_answer(
-        self, question: str, answer: str, *, any_answer: bool = False
+        self, question: str, answer: str, *, any_answer: bool = False, given: Sequence[str] = ()
     ) -> UnbackedAnswer | None:
         """For a question's answer (its first sentence) that opens with "yes" or "no" (with
         ``any_answer``, whatever it opens with; never a question back): None when the facts back it (or
-        it is no such answer), else what to say instead."""
+        it is no such answer), else what to say instead. ``given``: what else the agent was told (its
+        prompt, the caller's words, tool results), whose figures it may repeat."""
         if not self._facts or not is_question(question) or answer.rstrip().endswith("?"):
             return None
         if not any_answer and not is_checked_answer(answer):
             return None
-        return await asyncio.to_thread(self._unbacked, question, answer, self._words(question))
+        return await asyncio.to_thread(self._unbacked, question, answer, self._words(question), given)
 
     async def in_place_of(self, question: str, answer: str) -> UnbackedAnswer:
         """What to say instead of ``answer``, a copy of an earlier reply: the facts about ``question``
@@ -301,7 +306,9 @@ class GroundingCheck:
             and near_action < ACTION_SIMILARITY
         )
 
-    def _unbacked(self, question: str, answer: str, known: set[str]) -> UnbackedAnswer | None:
+    def _unbacked(
+        self, question: str, answer: str, known: set[str], given: Sequence[str] = ()
+    ) -> UnbackedAnswer | None:
         said, asked = self._embedder.embed([answer, question])
         closeness = self._known().facts @ asked
         decisive = self._decisive(question)
@@ -321,6 +328,7 @@ class GroundingCheck:
                 and (not decisive or best in decisive)
                 and not affirms_unnamed_place(question, answer, fact)
                 and not self._no_amount(question, answer)
+                and not self._made_up_figures(question, answer, given)
             )
         if backed:
             return None
@@ -356,6 +364,12 @@ class GroundingCheck:
         """The document passages retrieved for ``question`` (the session's context keeps the last
         search, so the question's check, its answer's and the model's request share one)."""
         return [] if self._passages is None else list(self._passages(question))
+
+    def _made_up_figures(self, question: str, answer: str, given: Sequence[str]) -> set[str]:
+        """The figures ``answer`` states that nothing the agent was told holds (``engine/figures.py``)."""
+        if self._figures is None:
+            self._figures = told([*self._facts, *self._actions])
+        return made_up(answer, self._figures | told([question, *self._retrieved(question), *given]))
 
     def _no_amount(self, question: str, answer: str) -> bool:
         """A price asked, with prices among the facts, and an answer that names none: "You can call

@@ -196,7 +196,7 @@ class ModelRounds:
                         vetting = False
                         if decided and grounding is not None:
                             unbacked = await grounding[0].unbacked_answer(
-                                grounding[1], decided, any_answer=answered
+                                grounding[1], decided, any_answer=answered, given=self.given(calls=False)
                             )
                             if unbacked is not None:
                                 break
@@ -231,7 +231,9 @@ class ModelRounds:
             unbacked = await grounding[0].in_place_of(grounding[1], copied)
             self.copied = None if forgetting is not None else copied
         elif vetting and text and grounding is not None:
-            unbacked = await grounding[0].unbacked_answer(grounding[1], text.strip(), any_answer=answered)
+            unbacked = await grounding[0].unbacked_answer(
+                grounding[1], text.strip(), any_answer=answered, given=self.given(calls=False)
+            )
             withheld = (
                 unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())
             )
