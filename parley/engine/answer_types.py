@@ -24,6 +24,10 @@ class AnswerKind(StrEnum):
     AREA = "area"
     """Asked whether the business serves a place ("Do you cover Denver?", "Do you also come out to
     Capital City?"), which the fact naming the places it serves answers, yes or no."""
+    HOURS = "hours"
+    """Asked when the business opens or closes ("How late are you open tonight?", "What are your
+    hours?"), which the facts holding times of day answer: the model made up "7 am to 2 pm" for a shop
+    open to 8 pm, in a sentence the embedding put as close to the fact as the right one."""
 
 
 DECISIVE = frozenset({AnswerKind.PLACE, AnswerKind.ALWAYS_OPEN, AnswerKind.AREA})
@@ -52,6 +56,12 @@ _ASKS: dict[AnswerKind, re.Pattern[str]] = {
         r"|after hours)\b)",
         re.IGNORECASE,
     ),
+    AnswerKind.HOURS: re.compile(
+        r"\b(?:how (?:late|early)|until when|till when|(?:opening|business|office|store|shop) hours"
+        r"|hours of operation|your hours|(?:what|which) hours)\b"
+        r"|\b(?:what time|when)\b.*\b(?:open|opens|opening|close|closes|closing|shut)\b",
+        re.IGNORECASE,
+    ),
     AnswerKind.AREA: re.compile(
         r"(?i:\b(?:cover|serve|service|work in|operate in)\b)(?:\s+(?i:the|also|out|to|in))*\s+[A-Z]"
         r"|(?i:\b(?:come (?:out )?to|travel to|deliver to|go to|do (?:jobs|work|moves?) (?:in|to)|moves? to)"
@@ -77,6 +87,9 @@ _HOLDS: dict[AnswerKind, re.Pattern[str]] = {
         r"\b(?:24 hours|24/7|24-7|twenty-four hours|(?:a)?round the clock|any time of (?:the )?(?:day|night)"
         r"|(?:7|seven) days a week|every day of the year|365 days)\b",
         re.IGNORECASE,
+    ),
+    AnswerKind.HOURS: re.compile(
+        r"\b\d{1,2}(?::\d\d)?\s*(?:am|pm|a\.m\.|p\.m\.)(?!\w)|\b(?:noon|midnight|o'clock)\b", re.IGNORECASE
     ),
     AnswerKind.AREA: re.compile(
         r"\b(?:serves?|serving|covers?)\s+(?:(?i:the|all of|only)\s+)?[A-Z]|(?i:\b(?:service area"

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parley.engine.answer_types import DECISIVE, AnswerKind, affirms_unnamed_place, asked_for, held_by
-from parley.engine.figures import made_up, told
+from parley.engine.figures import made_up, stated, told
 from parley.providers.embeddings.base import SentenceEmbedder, Vectors
 
 MIN_SIMILARITY = 0.3
@@ -198,6 +198,7 @@ class GroundingCheck:
         *,
         passages: Callable[[str], Sequence[str]] | None = None,
         actions: Sequence[str] = (),
+        instructions: str = "",
         min_similarity: float = MIN_SIMILARITY,
     ) -> None:
         self._embedder = embedder
@@ -205,6 +206,9 @@ class GroundingCheck:
         self._passages = passages
         self._actions = [a for a in actions if a.strip()]
         """What the agent's tools do (their descriptions)."""
+        self._instructions = instructions
+        """The agent's prompt: its figures in digits are the agent's to say (its words are not figures:
+        "answer in one or two sentences")."""
         self._min = min_similarity
         self._figures: set[str] | None = None
         self._vectors: _Vectors | None = None
@@ -246,8 +250,8 @@ class GroundingCheck:
     ) -> UnbackedAnswer | None:
         """For a question's answer (its first sentence) that opens with "yes" or "no" (with
         ``any_answer``, whatever it opens with; never a question back): None when the facts back it (or
-        it is no such answer), else what to say instead. ``given``: what else the agent was told (its
-        prompt, the caller's words, tool results), whose figures it may repeat."""
+        it is no such answer), else what to say instead. ``given``: what else the agent was told (the
+        caller's words, tool results), whose figures it may repeat."""
         if not self._facts or not is_question(question) or answer.rstrip().endswith("?"):
             return None
         if not any_answer and not is_checked_answer(answer):
@@ -368,7 +372,7 @@ class GroundingCheck:
     def _made_up_figures(self, question: str, answer: str, given: Sequence[str]) -> set[str]:
         """The figures ``answer`` states that nothing the agent was told holds (``engine/figures.py``)."""
         if self._figures is None:
-            self._figures = told([*self._facts, *self._actions])
+            self._figures = told([*self._facts, *self._actions]) | stated(self._instructions)
         return made_up(answer, self._figures | told([question, *self._retrieved(question), *given]))
 
     def _no_amount(self, question: str, answer: str) -> bool:

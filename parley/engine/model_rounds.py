@@ -70,11 +70,12 @@ class ModelRounds:
             return None
         return check, said.content
 
-    def given(self, *, calls: bool = True) -> list[str]:
-        """What the agent was told: its prompt and facts, the caller's words, tool results and (with
-        ``calls``) the arguments of the calls made, which the model wrote itself."""
+    def given(self, *, calls: bool = True, prompt: bool = True) -> list[str]:
+        """What the agent was told: its prompt (with ``prompt``) and facts, the caller's words, tool
+        results and (with ``calls``) the arguments of the calls made, which the model wrote itself."""
         context = self.deps.context
-        given = [context.system_prompt, *context.knowledge]
+        given = [context.system_prompt] if prompt else []
+        given.extend(context.knowledge)
         for message in [*context.messages, *self._messages]:
             if message.role in ("user", "tool"):
                 given.append(message.content)
@@ -196,7 +197,10 @@ class ModelRounds:
                         vetting = False
                         if decided and grounding is not None:
                             unbacked = await grounding[0].unbacked_answer(
-                                grounding[1], decided, any_answer=answered, given=self.given(calls=False)
+                                grounding[1],
+                                decided,
+                                any_answer=answered,
+                                given=self.given(calls=False, prompt=False),
                             )
                             if unbacked is not None:
                                 break
@@ -232,7 +236,7 @@ class ModelRounds:
             self.copied = None if forgetting is not None else copied
         elif vetting and text and grounding is not None:
             unbacked = await grounding[0].unbacked_answer(
-                grounding[1], text.strip(), any_answer=answered, given=self.given(calls=False)
+                grounding[1], text.strip(), any_answer=answered, given=self.given(calls=False, prompt=False)
             )
             withheld = (
                 unbacked is None and near_tool and not await grounding[0].backs(grounding[1], text.strip())

@@ -116,6 +116,7 @@ class Session:
                 agent.knowledge,
                 passages=self._passages,
                 actions=[spec.description for spec in self.tools.specs()],
+                instructions=agent.system_prompt,
             )
             if embedder is not None and self.context.grounded
             else None

@@ -17,6 +17,7 @@ from tests.engine.harness import agent as harness_agent
 from tests.engine.harness import converse, speech, stack
 
 PLACE, PRICE, ALWAYS, AREA = AnswerKind.PLACE, AnswerKind.PRICE, AnswerKind.ALWAYS_OPEN, AnswerKind.AREA
+HOURS = AnswerKind.HOURS
 FACTS = [
     "The office is at 12 Birch Road, next to the public library.",
     "A first consultation is free.",
@@ -47,7 +48,12 @@ FACTS = [
         ("Where can I park?", set()),
         ("Where is the nearest bus stop?", set()),
         ("Can I pay by card?", set()),
-        ("What time do you close?", set()),
+        ("What time do you close?", {HOURS}),
+        ("How late are you open tonight?", {HOURS, ALWAYS}),
+        ("What are your hours on Saturday?", {HOURS}),
+        ("When does the office open?", {HOURS}),
+        ("What time would suit you for the visit?", set()),
+        ("When can a plumber come out?", set()),
     ],
 )
 def test_what_a_question_asks_for(question: str, kinds: set[AnswerKind]) -> None:
@@ -63,7 +69,8 @@ def test_what_a_question_asks_for(question: str, kinds: set[AnswerKind]) -> None
         (FACTS[1], {PRICE}),
         (FACTS[2], {PRICE}),
         ("A wellness exam costs $68.", {PRICE}),
-        ("We are open weekdays 7 am to 7 pm.", set()),
+        ("We are open weekdays 7 am to 7 pm.", {HOURS}),
+        ("The bistro closes at midnight on Fridays.", {HOURS}),
         ("We charge 3 dollars per drive.", {PRICE}),
         ("QuickFix serves Springfield and Shelbyville only.", {AREA}),
         ("Ridgeline Movers does local moves within Denver and Boulder.", {AREA}),
@@ -158,3 +165,12 @@ async def test_an_answer_to_a_price_question_that_names_no_price_gives_way_to_th
         "How much is a lockout call to my home?", "You can call Citywide Locksmith for a lockout.", facts
     )
     assert "95 dollars" in said
+
+
+async def test_asked_how_late_it_is_open_a_made_up_closing_time_gives_way_to_the_hours() -> None:
+    facts = ["Sparkle Car Wash is open every day from 7 am to 8 pm.", "A full detail costs 180 dollars."]
+    question = "How late is Sparkle Car Wash open tonight?"
+    said = await ask(question, "The shop is open from 7 am to 2 pm.", facts)
+    assert "2 pm" not in said and facts[0] in said
+    right = "We are open until 8 pm."
+    assert "8 pm" in await ask(question, right, facts)

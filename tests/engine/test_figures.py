@@ -67,23 +67,18 @@ async def test_an_answer_restating_a_fact_with_a_made_up_figure_is_not_backed() 
 
 
 async def test_figures_the_caller_a_tool_or_the_prompt_gave_are_not_made_up() -> None:
-    given = [
-        "You answer for the car wash; our phone number is 555-0199.",
-        "My address is 42 Maple Street.",
-        '{"booked": "Tuesday at 3 pm"}',
-    ]
-    check = GroundingCheck(HashingEmbedder(), HOURS)
+    given = ["My address is 42 Maple Street.", '{"booked": "Tuesday at 3 pm"}']
+    prompt = "Answer in one or two sentences. Our phone number is 555-0199."
+    check = GroundingCheck(HashingEmbedder(), HOURS, instructions=prompt)
     question = "Are you open every day?"
     opening = "Yes, the car wash is open every day from 7 am to 8 pm"
-    for answer in (
-        f"{opening}, see you at 42 Maple Street.",
-        f"{opening}; booked at 3 pm.",
-        f"{opening}; call 555-0199.",
-    ):
+    for answer in (f"{opening}, see you at 42 Maple Street.", f"{opening}; booked at 3 pm."):
         assert await check.unbacked_answer(question, answer, given=given) is None, answer
         assert await check.unbacked_answer(question, answer), "without them, the figure is made up"
-    assert await check.unbacked_answer(
-        question, "Yes, the car wash is open every day from 7 am to 11 pm.", given=given
+    assert await check.unbacked_answer(question, f"{opening}; call 555-0199.") is None
+    made_up_hours = "Yes, the car wash is open every day from 7 am to 2 pm."
+    assert await check.unbacked_answer(question, made_up_hours, given=given), (
+        "the prompt's words are no figures"
     )
 
 
