@@ -38,6 +38,13 @@ class RequestedCalls:
         requests, said = self.deps.requests, self.user_message
         return None if requests is None or said is None else await requests.nearest(said.content)
 
+    def sole_action(self) -> ToolSpec | None:
+        """The agent's only tool that takes required arguments, if it has just one: what a statement
+        the model answered with an unusable call was asking for (it wrote the example call's tool,
+        which the agent does not have: "Book me for Monday at 7 Birch Road." → ``book_pickup``)."""
+        requests = self.deps.requests
+        return requests.specs[0] if requests is not None and len(requests.specs) == 1 else None
+
     def stated(self) -> bool:
         """The caller's words are a statement (a request may be one), not a question."""
         said = self.user_message

@@ -82,6 +82,12 @@ class Thinker:
                 self.say_line(instead)
                 self.hedged = unbacked is not None and unbacked.hedged
                 break
+            sole = self._requested.sole_action() if round_no == 0 and not text and not calls else None
+            if sole is not None and self._requested.stated():
+                # Neither words nor a call it has: a small model copies the example call's tool. A
+                # statement to an agent with one action is that action's request, its arguments the
+                # caller's own words (or nothing comes of it).
+                calls = await self._requested.call_for(chunker, sole)
             # A small model may ask again for what it was just given: a call it already made in this
             # reply is not run twice; the model answers from the result it has, without tools. Nor is an
             # action it already took earlier in the call, copied from the history ("Goodbye" → the same

@@ -406,3 +406,19 @@ async def test_a_price_named_near_a_tool_is_said_as_the_model_put_it() -> None:
     rules = [ScriptRule.say("", "A service visit costs 95 dollars, and a plumber can come today.")]
     said, _, _, _ = await call("How much to send a plumber to fix my leak?", rules)
     assert said == "A service visit costs 95 dollars, and a plumber can come today."
+
+
+async def test_a_request_written_as_a_call_to_a_tool_the_agent_lacks_reaches_its_one_tool() -> None:
+    """The 0.5B model answered "Book me for Monday at 7 Birch Road." with the example call's tool,
+    which the agent does not have: nothing was done, and the caller heard the error line."""
+    misnamed = '{"name": "book_pickup", "arguments": {"address": "42 Maple Street", "problem": "leak"}}'
+    line = "The kitchen sink at 42 Maple Street has a leak."
+    rules = [ScriptRule.say("maple", misnamed), template("42 Maple Street"), DONE]
+    said, calls, _, llm = await call(line, rules)
+    assert llm.tool_choices[:2] == [None, "schedule_visit"], "asked for the call after the misnamed one"
+    assert [(c.tool, c.arguments["address"]) for c in calls] == [("schedule_visit", "42 Maple Street")]
+    assert said == "A plumber is on the way."
+
+    made_up = [ScriptRule.say("maple", misnamed), template("123 Elm Street"), DONE]
+    said, calls, _, _ = await call(line, made_up)
+    assert calls == [], "the call still takes only the caller's own words"
