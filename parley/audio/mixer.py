@@ -69,11 +69,39 @@ def tone_dbfs(pcm: PCM16, sample_rate: int, frequency: float) -> float:
         return SILENCE_DBFS
     if not 0 < frequency < sample_rate / 2:
         raise ValueError(f"frequency {frequency} Hz is not below Nyquist at {sample_rate} Hz")
+    return _to_dbfs(_tone_power(pcm.astype(np.float64) / 32768.0, sample_rate, frequency))
+
+
+def heard_tone_dbfs(pcm: PCM16, sample_rate: int, frequency: float, block_s: float = 0.02) -> float:
+    """Level in dBFS of the sinusoid at ``frequency`` as a listener on a packet line hears it.
+
+    ``tone_dbfs`` adds the whole span up in phase: when a late or lost packet shifts the tone's phase
+    halfway through, the two halves partly cancel, and a tone that was plainly heard reads several dB
+    low. Here each ``block_s`` block (one packet by default) is measured on its own and the powers are
+    averaged, so only missing audio lowers the level. The price is a higher floor under other sounds:
+    use ``tone_dbfs`` to show that a tone is absent.
+    """
+    if pcm.size == 0:
+        return SILENCE_DBFS
+    if not 0 < frequency < sample_rate / 2:
+        raise ValueError(f"frequency {frequency} Hz is not below Nyquist at {sample_rate} Hz")
+    size = max(2, round(block_s * sample_rate))
     samples = pcm.astype(np.float64) / 32768.0
+    blocks = [samples[i : i + size] for i in range(0, samples.size, size)]
+    if len(blocks) > 1 and blocks[-1].size < size:
+        blocks.pop()  # a short tail has a wider bin: it would read other sounds as the tone
+    return _to_dbfs(sum(_tone_power(block, sample_rate, frequency) for block in blocks) / len(blocks))
+
+
+def _tone_power(samples: npt.NDArray[np.float64], sample_rate: int, frequency: float) -> float:
+    """Mean square of the sinusoid at ``frequency`` in ``samples`` (Hann-windowed single-bin DFT)."""
     window = np.hanning(samples.size) if samples.size > 1 else np.ones(1)
     phase = np.exp(-2j * np.pi * frequency * np.arange(samples.size) / sample_rate)
     amplitude = 2.0 * abs(np.dot(samples * window, phase)) / float(window.sum())
-    mean_square = amplitude * amplitude / 2.0
+    return float(amplitude * amplitude / 2.0)
+
+
+def _to_dbfs(mean_square: float) -> float:
     if mean_square <= 0.0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 10.0 * math.log10(mean_square))

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from parley.audio.frame import PCM16
-from parley.audio.mixer import tone_dbfs
+from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.platform.coached_room import CoachedRoom
 from parley.platform.live_rooms import LiveRooms
 from parley.platform.runtime import Platform
@@ -141,7 +141,12 @@ class Ear:
         return np.concatenate(chosen) if chosen else np.zeros(0, np.int16)
 
     def level(self, start: float, end: float, frequency: float) -> float:
+        """The tone's level, measured to show that it is absent (``tone_dbfs``)."""
         return tone_dbfs(self.between(start, end), RATE, frequency)
+
+    def heard(self, start: float, end: float, frequency: float) -> float:
+        """The tone's level as heard packet by packet (``heard_tone_dbfs``), to show that it is there."""
+        return heard_tone_dbfs(self.between(start, end), RATE, frequency)
 
 
 async def join(invitation: dict[str, Any], rate: int = RATE) -> tuple[LiveClient, Ear]:

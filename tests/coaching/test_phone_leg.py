@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 
 from parley.audio.codecs import ulaw_decode, ulaw_encode
 from parley.audio.frame import PCM16, AudioFrame
-from parley.audio.mixer import tone_dbfs
+from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.engine.events import EventType, Timeline, now
 from parley.platform.coached_room import AI_COACH_ID
 from parley.rooms import Leg, Mode, Participant, Role, Room
@@ -415,10 +415,10 @@ async def test_the_rep_hears_the_whisper_and_the_phone_customer_never_does(tmp_p
         await rep.heard_until(whisper_until)
         await customer.press("7")
 
-        assert tone_dbfs(rep.audio(hint_at, whisper_until), 16000, WHISPER_HZ) > WHISPER_HEARD
+        assert heard_tone_dbfs(rep.audio(hint_at, whisper_until), 16000, WHISPER_HZ) > WHISPER_HEARD
         heard = customer.heard_audio(hint_at - 0.5, whisper_until + 0.5)
         assert tone_dbfs(heard, ULAW_RATE, WHISPER_HZ) < SILENT, "no whisper on the phone line"
-        assert tone_dbfs(customer.heard_audio(hint_at + 0.3, whisper_until), ULAW_RATE, REP_HZ) > HEARD
+        assert heard_tone_dbfs(customer.heard_audio(hint_at + 0.3, whisper_until), ULAW_RATE, REP_HZ) > HEARD
 
         call_id = (await lab.api.get(f"/v1/rooms/{room_id}")).json()["call_id"]
         ended = await lab.api.post(f"/v1/rooms/{room_id}/end")
@@ -447,7 +447,7 @@ async def test_a_coach_on_the_phone_whispers_to_the_rep_only_until_barging_in(tm
         start = await coach.say(voice.next(1.5).pcm, ULAW_RATE)
         end = start + 1.5
         await rep.heard_until(end + 0.3)
-        assert tone_dbfs(rep.audio(start, end + 0.3), 16000, COACH_HZ) > HEARD
+        assert heard_tone_dbfs(rep.audio(start, end + 0.3), 16000, COACH_HZ) > HEARD
         heard = customer.heard_audio(start - 0.2, end + 0.3)
         assert tone_dbfs(heard, ULAW_RATE, COACH_HZ) < SILENT, "the customer does not hear the whisper"
 
@@ -456,7 +456,7 @@ async def test_a_coach_on_the_phone_whispers_to_the_rep_only_until_barging_in(tm
         start = await coach.say(voice.next(1.0).pcm, ULAW_RATE)
         await rep.heard_until(start + 1.3)
         await until(lambda: customer.heard_audio(start + 0.9, start + 1.0).any())
-        assert tone_dbfs(customer.heard_audio(start + 0.2, start + 1.0), ULAW_RATE, COACH_HZ) > HEARD
+        assert heard_tone_dbfs(customer.heard_audio(start + 0.2, start + 1.0), ULAW_RATE, COACH_HZ) > HEARD
 
         hung_up = now()
         await coach.hang_up()  # the coach leaves the room with the phone

@@ -53,7 +53,7 @@ async def test_the_ai_coach_whispers_a_hint_to_the_rep_alone(tmp_path: Path) -> 
             start, end = hint["_arrival"], hint["_arrival"] + whisper_s + 0.3
             await rep_ear.until(end)
             await customer_ear.until(end)
-            assert rep_ear.level(start, end, WHISPER_HZ) > HEARD_DBFS, "the rep did not hear the whisper"
+            assert rep_ear.heard(start, end, WHISPER_HZ) > HEARD_DBFS, "the rep did not hear the whisper"
             assert customer_ear.level(start - 0.5, end, WHISPER_HZ) < LEAK_DBFS, "the whisper leaked"
 
             answered_from = now()
@@ -63,8 +63,8 @@ async def test_the_ai_coach_whispers_a_hint_to_the_rep_alone(tmp_path: Path) -> 
             await coach_ear.until(answered_until)
 
         # A coach who listens hears both sides (their middles: the room's 40 ms prebuffer aside).
-        assert coach_ear.level(said_from + 0.3, said_until - 0.3, CUSTOMER_HZ) > HEARD_DBFS
-        assert coach_ear.level(answered_from + 0.3, answered_until - 0.3, REP_HZ) > HEARD_DBFS
+        assert coach_ear.heard(said_from + 0.3, said_until - 0.3, CUSTOMER_HZ) > HEARD_DBFS
+        assert coach_ear.heard(answered_from + 0.3, answered_until - 0.3, REP_HZ) > HEARD_DBFS
         assert coach_ear.level(start, end, WHISPER_HZ) < LEAK_DBFS, "a whisper is for the rep only"
         # Only reps and coaches get coaching on their channel.
         assert customer.of_type("hint") == [] and customer.of_type("metrics") == []
@@ -96,7 +96,7 @@ async def test_a_human_coach_whispers_to_the_rep_then_barges_in(tmp_path: Path) 
             end = now()
             await rep_ear.until(end)
             await customer_ear.until(end)
-            assert rep_ear.level(start + 0.2, end - 0.2, COACH_HZ) > HEARD_DBFS, "the rep missed the whisper"
+            assert rep_ear.heard(start + 0.2, end - 0.2, COACH_HZ) > HEARD_DBFS, "the rep missed the whisper"
             assert customer_ear.level(start, end + 0.2, COACH_HZ) < LEAK_DBFS, "the whisper leaked"
 
             switched = await http.patch(
@@ -110,7 +110,7 @@ async def test_a_human_coach_whispers_to_the_rep_then_barges_in(tmp_path: Path) 
             await coach_mic.say(tone(1.0, COACH_HZ))
             end = now()
             await customer_ear.until(end)
-            assert customer_ear.level(start + 0.2, end - 0.2, COACH_HZ) > HEARD_DBFS, (
+            assert customer_ear.heard(start + 0.2, end - 0.2, COACH_HZ) > HEARD_DBFS, (
                 "the barge was not heard"
             )
         assert customer.of_type("mode") == [], "a customer is not told how others are heard"

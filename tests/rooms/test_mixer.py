@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from parley.audio.energy import rms_dbfs
-from parley.audio.mixer import FULL_SCALE, KNEE, mix, tone_dbfs
+from parley.audio.mixer import FULL_SCALE, KNEE, heard_tone_dbfs, mix, tone_dbfs
 
 
 def _pcm(*values: int) -> np.ndarray:
@@ -50,3 +50,16 @@ def test_tone_meter_does_not_hear_a_loud_neighbour() -> None:
     t = np.arange(16000) / 16000
     loud = (0.9 * 32767 * np.sin(2 * np.pi * 500 * t)).astype(np.int16)
     assert tone_dbfs(loud, 16000, 1700) < -80
+
+
+def test_a_phase_jump_from_a_late_packet_does_not_hide_a_heard_tone() -> None:
+    t = np.arange(8000) / 8000
+    sine = 0.3 * 32767 * np.sin(2 * np.pi * 1500 * t)
+    jumped = np.concatenate([sine[:4000], -sine[4000:]]).astype(np.int16)  # half a cycle lost mid-way
+    steady = rms_dbfs(sine.astype(np.int16))
+    assert tone_dbfs(jumped, 8000, 1500) < steady - 10, "the whole-span meter cancels the two halves"
+    assert heard_tone_dbfs(jumped, 8000, 1500) == pytest.approx(steady, abs=0.5)
+    gap = jumped.copy()
+    gap[:4000] = 0  # half the span lost: half the power
+    assert heard_tone_dbfs(gap, 8000, 1500) == pytest.approx(steady - 3.0, abs=0.5)
+    assert heard_tone_dbfs(np.zeros(8000, np.int16), 8000, 1500) < -80

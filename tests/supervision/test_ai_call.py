@@ -65,10 +65,10 @@ async def test_a_listening_supervisor_hears_both_sides_and_the_caller_never_hear
             await caller_ear.until(aside_until + 0.3)
 
         # The supervisor hears the caller, then the agent (the middles: the room's prebuffer aside).
-        assert supervisor_ear.level(asked_from + 0.3, asked_until - 0.3, CALLER_HZ) > HEARD_DBFS
-        assert supervisor_ear.level(aside_from, aside_until, AGENT_HZ) > HEARD_DBFS
+        assert supervisor_ear.heard(asked_from + 0.3, asked_until - 0.3, CALLER_HZ) > HEARD_DBFS
+        assert supervisor_ear.heard(aside_from, aside_until, AGENT_HZ) > HEARD_DBFS
         # The caller heard the agent then, and nothing of the supervisor.
-        assert caller_ear.level(aside_from, aside_until, AGENT_HZ) > HEARD_DBFS
+        assert caller_ear.heard(aside_from, aside_until, AGENT_HZ) > HEARD_DBFS
         assert caller_ear.level(aside_from, aside_until + 0.3, SUPERVISOR_HZ) < LEAK_DBFS
         # The supervisor's page reads the conversation; the caller learns nothing of the supervisor.
         said = [(m["role"], m["text"]) for m in supervisor.of_type("transcript")]
@@ -184,7 +184,7 @@ async def test_a_supervisor_barges_in_takes_the_call_and_hands_it_back(tmp_path:
             await caller.wait_for("agent.audio", 10, since=mark, status="stopped")
 
         # The caller heard the supervisor (the middle of their words), and no agent while they had it.
-        assert caller_ear.level(spoke_from + 0.2, spoke_until - 0.2, SUPERVISOR_HZ) > HEARD_DBFS
+        assert caller_ear.heard(spoke_from + 0.2, spoke_until - 0.2, SUPERVISOR_HZ) > HEARD_DBFS
         assert caller_ear.level(cancelled["_arrival"] + 0.3, spoke_until, AGENT_HZ) < LEAK_DBFS
         # Nothing answered the refund question: the only replies are the first (cut) and the last.
         replies = [m["text"] for m in caller.of_type("agent.text")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parley.audio.mixer import tone_dbfs
+from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.engine.events import now
 from parley.providers.llm.scripted import ScriptRule
 from parley.twilio_sim.caller import SAMPLE_RATE
@@ -49,8 +49,8 @@ async def test_a_supervisor_listens_and_whispers_on_a_phone_call(tmp_path: Path)
             asked_until = now()
             answer = await heard_reply(caller, asked_until)
             await supervisor_ear.until(answer[1])
-            assert supervisor_ear.level(asked + 0.3, asked_until - 0.3, CALLER_HZ) > HEARD_DBFS
-            assert supervisor_ear.level(answer[0] + 0.1, answer[1] - 0.1, AGENT_HZ) > HEARD_DBFS
+            assert supervisor_ear.heard(asked + 0.3, asked_until - 0.3, CALLER_HZ) > HEARD_DBFS
+            assert supervisor_ear.heard(answer[0] + 0.1, answer[1] - 0.1, AGENT_HZ) > HEARD_DBFS
 
             # Whispering while the caller hears the agent's next answer.
             changed = await lab.api.patch(f"/v1/calls/{call_id}/supervisors/{pid}", json={"mode": "whisper"})
@@ -73,11 +73,12 @@ async def test_a_supervisor_listens_and_whispers_on_a_phone_call(tmp_path: Path)
             await supervisor.wait_for("note", 5, kind="said")
 
         on_the_phone = caller.heard_audio(whispered_from, whispered_until)
-        assert tone_dbfs(on_the_phone, SAMPLE_RATE, AGENT_HZ) > HEARD_DBFS, "the caller heard the agent"
+        assert heard_tone_dbfs(on_the_phone, SAMPLE_RATE, AGENT_HZ) > HEARD_DBFS, "the caller heard the agent"
         assert tone_dbfs(on_the_phone, SAMPLE_RATE, SUPERVISOR_HZ) < LEAK_DBFS, "the whisper leaked"
         assert tone_dbfs(caller.heard_audio(asked, barged_from), SAMPLE_RATE, SUPERVISOR_HZ) < LEAK_DBFS
         barged = caller.heard_audio(barged_from + 0.3, barged_until - 0.2)
-        assert tone_dbfs(barged, SAMPLE_RATE, SUPERVISOR_HZ) > HEARD_DBFS, "the caller heard the supervisor"
+        heard_supervisor = heard_tone_dbfs(barged, SAMPLE_RATE, SUPERVISOR_HZ)
+        assert heard_supervisor > HEARD_DBFS, "the caller heard the supervisor"
 
         call.request_stop("callee")  # the caller hangs up
         ended = await supervisor.wait_for("ended", 10)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from parley.audio.mixer import tone_dbfs
+from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.telephony.conference import (
     CoacheeUnavailable,
     ConferenceNotFound,
@@ -65,6 +65,10 @@ def _level(pcm: Any, hz: float) -> float:
     return tone_dbfs(pcm, 8000, hz)
 
 
+def _heard(pcm: Any, hz: float) -> float:
+    return heard_tone_dbfs(pcm, 8000, hz)
+
+
 async def test_a_coach_listens_whispers_barges_and_leaves(
     sim: TwilioSim, conferences: TwilioConferences
 ) -> None:
@@ -83,20 +87,20 @@ async def test_a_coach_listens_whispers_barges_and_leaves(
 
     rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
     assert _level(rep_heard, COACH_HZ) < SILENT and _level(customer_heard, COACH_HZ) < SILENT
-    assert _level(coach_heard, CUSTOMER_HZ) > HEARD and _level(coach_heard, REP_HZ) > HEARD
+    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD and _heard(coach_heard, REP_HZ) > HEARD
 
     whisper = await conferences.set_mode(ROOM, coach.sid, "whisper", coach_call_sid=rep.sid)
     assert (whisper.mode, whisper.call_sid_to_coach) == ("whisper", rep.sid)
     rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
-    assert _level(rep_heard, COACH_HZ) > HEARD
+    assert _heard(rep_heard, COACH_HZ) > HEARD
     assert _level(customer_heard, COACH_HZ) < SILENT  # nothing of the whisper reaches the customer
-    assert _level(customer_heard, REP_HZ) > HEARD
-    assert _level(coach_heard, CUSTOMER_HZ) > HEARD
+    assert _heard(customer_heard, REP_HZ) > HEARD
+    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD
 
     barge = await conferences.set_mode(conference.sid, coach.sid, "barge")
     assert (barge.mode, barge.coaching, barge.call_sid_to_coach) == ("barge", False, None)
     rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _level(rep_heard, COACH_HZ) > HEARD and _level(customer_heard, COACH_HZ) > HEARD
+    assert _heard(rep_heard, COACH_HZ) > HEARD and _heard(customer_heard, COACH_HZ) > HEARD
 
     assert (await conferences.set_mode(ROOM, coach.sid, "listen")).mode == "listen"
     rep_heard, customer_heard = await _heard_next(conference, rep, customer)
@@ -127,7 +131,7 @@ async def test_a_coach_can_join_already_whispering(sim: TwilioSim, conferences: 
     assert (added.mode, added.call_sid_to_coach, added.label) == ("whisper", rep.sid, None)
     coach = await customer.conference.participant(added.call_sid).wait_joined()
     rep_heard, customer_heard = await _heard_next(customer.conference, rep, customer)
-    assert _level(rep_heard, COACH_HZ) > HEARD and _level(customer_heard, COACH_HZ) < SILENT
+    assert _heard(rep_heard, COACH_HZ) > HEARD and _level(customer_heard, COACH_HZ) < SILENT
     assert coach.coaching
 
 

@@ -13,7 +13,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException  # type: ignore[import-untyped, unused-ignore]
 from twilio.rest import Client  # type: ignore[import-untyped, unused-ignore]
 
-from parley.audio.mixer import tone_dbfs
+from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.twilio_sim.conference import SimConference, SimParticipant
 from parley.twilio_sim.server import TwilioSim
 from parley.twilio_sim.twiml import ConferenceNoun, Dial, TwimlError, parse_twiml
@@ -64,6 +64,10 @@ def _level(pcm: Any, hz: float) -> float:
     return tone_dbfs(pcm, 8000, hz)
 
 
+def _heard(pcm: Any, hz: float) -> float:
+    return heard_tone_dbfs(pcm, 8000, hz)
+
+
 async def _customer_and_rep(
     sim: TwilioSim, client: Client, app_side: AppSide
 ) -> tuple[SimConference, SimParticipant, SimParticipant]:
@@ -107,11 +111,11 @@ async def test_whisper_reaches_the_rep_alone_listen_reaches_nobody_barge_reaches
 
     # whisper: the rep hears the coach, the customer does not; the coach hears both of them
     rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
-    assert _level(rep_heard, COACH_HZ) > HEARD
-    assert _level(rep_heard, CUSTOMER_HZ) > HEARD
+    assert _heard(rep_heard, COACH_HZ) > HEARD
+    assert _heard(rep_heard, CUSTOMER_HZ) > HEARD
     assert _level(customer_heard, COACH_HZ) < SILENT
-    assert _level(customer_heard, REP_HZ) > HEARD
-    assert _level(coach_heard, CUSTOMER_HZ) > HEARD and _level(coach_heard, REP_HZ) > HEARD
+    assert _heard(customer_heard, REP_HZ) > HEARD
+    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD and _heard(coach_heard, REP_HZ) > HEARD
 
     # listen: muted, heard by nobody, still hearing everyone
     muted = await _run(
@@ -121,13 +125,13 @@ async def test_whisper_reaches_the_rep_alone_listen_reaches_nobody_barge_reaches
     rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
     assert _level(rep_heard, COACH_HZ) < SILENT
     assert _level(customer_heard, COACH_HZ) < SILENT
-    assert _level(coach_heard, CUSTOMER_HZ) > HEARD and _level(coach_heard, REP_HZ) > HEARD
+    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD and _heard(coach_heard, REP_HZ) > HEARD
 
     # barge: everyone hears the coach
     await _run(twilio_client.conferences(conference.sid).participants("coach").update, muted=False)
     rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _level(rep_heard, COACH_HZ) > HEARD
-    assert _level(customer_heard, COACH_HZ) > HEARD
+    assert _heard(rep_heard, COACH_HZ) > HEARD
+    assert _heard(customer_heard, COACH_HZ) > HEARD
 
     # back to whisper through the update: the customer loses the coach again
     await _run(
@@ -136,7 +140,7 @@ async def test_whisper_reaches_the_rep_alone_listen_reaches_nobody_barge_reaches
         call_sid_to_coach=rep.sid,
     )
     rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _level(rep_heard, COACH_HZ) > HEARD
+    assert _heard(rep_heard, COACH_HZ) > HEARD
     assert _level(customer_heard, COACH_HZ) < SILENT
 
 
@@ -150,8 +154,8 @@ async def test_hold_takes_a_participant_out_of_the_mix_both_ways(
     assert _level(customer_heard, REP_HZ) < SILENT
     await _run(twilio_client.conferences(conference.sid).participants(customer.sid).update, hold=False)
     rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _level(rep_heard, CUSTOMER_HZ) > HEARD
-    assert _level(customer_heard, REP_HZ) > HEARD
+    assert _heard(rep_heard, CUSTOMER_HZ) > HEARD
+    assert _heard(customer_heard, REP_HZ) > HEARD
 
 
 async def test_an_entry_beep_is_heard_by_the_others_unless_turned_off(
