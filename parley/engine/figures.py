@@ -31,6 +31,12 @@ _DIGITS = re.compile(r"(?<![\w.,:])(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:[.:]\d+)?"
 _WORDS = re.compile(r"[a-z]+(?:-[a-z]+)?")
 
 
+def number_word(word: str) -> str | None:
+    """A lone number word as its digits ("three" → "3", "twenty" → "20", "noon" → "12"), else None."""
+    value = _WORD_VALUES.get(word.lower())
+    return None if value is None else str(value)
+
+
 def _number(token: str) -> str:
     """A digit token as a comparable figure: no thousands commas, no ":00" or ".00" tail."""
     plain = token.replace(",", "")

@@ -19,17 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from parley.engine.figures import number_word
 from parley.engine.grounding import ACTION_SIMILARITY, sentences
 from parley.providers.embeddings.base import SentenceEmbedder, Vectors
 from parley.providers.llm.base import ToolSpec
 
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
-_NUMBERS = {
-    word: str(value)
-    for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve".split()  # noqa: SIM905
-    )
-}
 _FILLER = frozenset(
     """a an the of at on in for to by from with and or is are my me our your his her its their am
     pm""".split()  # noqa: SIM905
@@ -42,12 +37,13 @@ CALLER_TURNS = 2
 """Earlier caller messages whose words may fill a call too ("My name is Dana." … "Tuesday at 3, please.")."""
 
 
+def _tokens(text: str) -> list[str]:
+    """Words and digit runs, a number word as its digits ("three" → "3")."""
+    return [number_word(token) or token for token in _TOKEN.findall(text.lower())]
+
+
 def _words(text: str) -> set[str]:
-    out: set[str] = set()
-    for token in _TOKEN.findall(text.lower()):
-        token = _NUMBERS.get(token, token)
-        out.add(str(int(token)) if token.isdigit() else token)
-    return out
+    return {str(int(token)) if token.isdigit() else token for token in _tokens(text)}
 
 
 def _all_words(texts: Iterable[str]) -> set[str]:
@@ -99,8 +95,7 @@ PHONE_TAIL = 10
 
 def _digits(text: str) -> str:
     """The digits said in ``text``, spelled out ones included ("five five five, 0134" → 5550134)."""
-    tokens = _TOKEN.findall(text.lower())
-    return "".join(_NUMBERS.get(t, t) for t in tokens if t.isdigit() or t in _NUMBERS)
+    return "".join(token for token in _tokens(text) if token.isdigit())
 
 
 def made_up_contact(value: Any, known: Sequence[str]) -> bool:
@@ -156,8 +151,7 @@ def unheard_values(text: str, known: Iterable[str]) -> list[str]:
     heard = _all_words(known)
     stems = {word[:_MIN_STEM] for word in heard if _names_a_date(word)}
     unheard: list[str] = []
-    for token in _TOKEN.findall(text.lower()):
-        token = _NUMBERS.get(token, token)
+    for token in _tokens(text):
         if token.isdigit():
             if str(int(token)) not in heard:
                 unheard.append(token)

@@ -321,6 +321,8 @@ def test_a_call_is_asked_in_a_message_that_gives_one_of_its_arguments(
         ("A technician is on the way to 7 Aspen Court.", ["Please send a tech to 12 Aspen Court."], ["7"]),
         ("You may hear from us in March.", ["Call me back."], ["march"]),
         ("See you Friday.", ["You are a friendly receptionist.", "Book me in, please."], ["friday"]),
+        ("Table for twenty at 12.", ["Twenty of us, at noon please."], []),
+        ("Table for 20 at 12.", ["Fifteen of us, at noon please."], ["20"]),
     ],
 )
 def test_a_confirmation_names_only_days_months_and_numbers_someone_gave(
