@@ -13,7 +13,7 @@ test: setup
 	.venv/bin/ruff check parley tests
 	.venv/bin/ruff format --check parley tests
 	.venv/bin/mypy parley
-	PARLEY_STRICT_SKIPS=1 .venv/bin/python -m pytest -q
+	PARLEY_STRICT_SKIPS=1 .venv/bin/python -m pytest -q -n 2
 
 bench: setup
 	.venv/bin/parley bench latency
