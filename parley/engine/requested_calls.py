@@ -31,6 +31,7 @@ class RequestedCalls:
         self.deps = deps
         self.user_message = user_message
         self._rounds = rounds
+        self._asked: set[str] = set()
 
     async def nearest_tool(self) -> ToolSpec | None:
         """The tool whose description the caller's words are close to ("Could someone come out to
@@ -53,10 +54,12 @@ class RequestedCalls:
     async def call_for(self, chunker: ClauseChunker, spec: ToolSpec) -> list[ToolCall]:
         """For a message near what ``spec`` does: its call, asked of the model, when its required
         arguments are all the caller's own words (and with only such arguments); else nothing
-        (``engine/tool_requests.py``)."""
+        (``engine/tool_requests.py``). Asked once per reply: the same messages would get the same call
+        back, a model round later."""
         said = self.user_message
-        if said is None:
+        if said is None or spec.name in self._asked:
             return []
+        self._asked.add(spec.name)
         # A statement near the tool is most likely the request itself ("Please book Biscuit in for
         # Thursday."): its call must come back with arguments to check, not a bare "3" in their place.
         # A question's may come back empty, which is quick, and is the common case.

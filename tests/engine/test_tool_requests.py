@@ -424,3 +424,14 @@ async def test_a_request_written_as_a_call_to_a_tool_the_agent_lacks_reaches_its
     made_up = [ScriptRule.say("maple", misnamed), template("123 Elm Street"), DONE]
     said, calls, _, _ = await call(line, made_up)
     assert calls == [], "the call still takes only the caller's own words"
+
+
+async def test_a_tools_call_is_asked_for_once_in_a_reply() -> None:
+    """A statement near the agent's one tool is asked for its call; when that call's address was made
+    up and the model then writes the example's tool, the call is not asked for again."""
+    misnamed = '{"name": "book_pickup", "arguments": {"address": "42 Maple Street", "problem": "leak"}}'
+    rules = [ScriptRule.say("maple", misnamed), template("123 Elm Street"), DONE]
+    _, calls, asked, llm = await call(REQUEST, rules)
+    assert calls == []
+    assert [(a.tool, a.accepted) for a in asked] == [("schedule_visit", False)]
+    assert llm.tool_choices.count("schedule_visit") == 1, llm.tool_choices
