@@ -6,6 +6,10 @@ import re
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
+_LINE_END = re.compile(r"\S[^\S\n]*\n")
+"""A line the model ended ("Here's a story about a dragon:" then a blank line, an item of a list)."""
+_LIST_MARK = re.compile(r"\s*\d{1,2}")
+"""A line's start that a full stop after it numbers ("1. Red"), not ends."""
 
 
 class ClauseChunker:
@@ -13,7 +17,9 @@ class ClauseChunker:
 
     The first piece is cut at the first clause boundary (comma, colon, dash) once it has ``first_min_words``
     words, so TTS can start while the LLM is still writing. Later pieces are whole sentences unless they
-    grow past ``max_words``, then they are cut at a clause boundary.
+    grow past ``max_words``, then they are cut at a clause boundary. The end of a line ends a piece as a
+    sentence does: a heading or list item has no full stop, and waiting for the next one left the caller
+    in silence while the model wrote a whole paragraph.
     """
 
     def __init__(self, first_min_words: int = 3, max_words: int = 25) -> None:
@@ -44,9 +50,12 @@ class ClauseChunker:
 
     def _find_cut(self) -> int | None:
         text = self._buffer
-        sentence = _SENTENCE_END.search(text)
-        if sentence and len(text[: sentence.end()].split()) >= 1:
-            return sentence.end()
+        sentence = next(
+            (m for m in _SENTENCE_END.finditer(text) if not _LIST_MARK.fullmatch(_line(text, m))), None
+        )
+        ends = [match.end() for match in (sentence, _LINE_END.search(text)) if match]
+        if ends:
+            return min(ends)
         words = len(text.split())
         want_clause = (self._emitted == 0 and words > self.first_min_words) or words > self.max_words
         if want_clause:
@@ -54,6 +63,11 @@ class ClauseChunker:
                 if len(text[: match.end()].split()) >= self.first_min_words:
                     return match.end()
         return None
+
+
+def _line(text: str, match: re.Match[str]) -> str:
+    """The text of ``match``'s line before it."""
+    return text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
 
 
 def sentence_end(text: str) -> re.Match[str] | None:

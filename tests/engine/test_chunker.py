@@ -35,3 +35,13 @@ def test_long_run_on_sentence_is_split_at_a_clause() -> None:
 
 def test_decimal_numbers_do_not_end_a_sentence() -> None:
     assert feed(ClauseChunker(), "It costs 3.50 dollars today.") == ["It costs 3.50 dollars today."]
+
+
+def test_a_line_the_model_ends_is_spoken_without_waiting_for_a_full_stop() -> None:
+    chunker = ClauseChunker()
+    assert chunker.push("Sure! ") == ["Sure!"]
+    assert chunker.push("Here's a long story about a dragon:") == []
+    assert chunker.push("\n\nOnce upon a time") == ["Here's a long story about a dragon:"]
+    assert chunker.push(" there was a dragon.\n1") == ["Once upon a time there was a dragon."]
+    assert chunker.push(". Red\n2. Blue") == ["1. Red"]
+    assert chunker.flush() == ["2. Blue"]
