@@ -22,7 +22,8 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from parley.analysis.conversation_metrics import ConversationMetrics, Crossing
-from parley.analysis.triggers import NextStepWatch, TriggerMatcher, describe, speaks_for
+from parley.analysis.trigger_catalog import describe
+from parley.analysis.triggers import NextStepWatch, TriggerMatcher, speaks_for
 from parley.engine.coaching import CoachingSettings, TriggerSettings
 from parley.engine.events import EventType, now
 from parley.engine.knowledge import KnowledgeIndex

@@ -16,7 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from parley.analysis.triggers import BUILTIN_TRIGGERS
+from parley.analysis.trigger_catalog import BUILTIN_TRIGGERS
 from parley.engine import event_payloads as ev
 from parley.engine.event_payloads import MalformedPayload, payload_or_none
 from parley.engine.events import Event, EventType

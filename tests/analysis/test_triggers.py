@@ -11,14 +11,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from parley.analysis.triggers import (
-    BUILTIN_TRIGGERS,
-    DEFAULT_NEXT_STEPS,
-    NEXT_STEP_WINDOW_S,
-    NextStepWatch,
-    TriggerMatcher,
-    words_of,
-)
+from parley.analysis.phrases import words_of
+from parley.analysis.trigger_catalog import BUILTIN_TRIGGERS, DEFAULT_NEXT_STEPS
+from parley.analysis.triggers import NEXT_STEP_WINDOW_S, NextStepWatch, TriggerMatcher
 from parley.engine.agent import AgentConfig, AgentConfigError, load_agent
 from parley.engine.coaching import CoachingSettings, TriggerSettings
 
