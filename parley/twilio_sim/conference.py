@@ -65,7 +65,8 @@ from parley.twilio_sim.resources import (
 from parley.twilio_sim.twiml import BEEPS, CONFERENCE_EVENTS, ConferenceNoun, Dial, DialTarget
 
 if TYPE_CHECKING:
-    from parley.twilio_sim.server import Form, TwilioSim
+    from parley.twilio_sim.rest_app import Form
+    from parley.twilio_sim.server import TwilioSim
 
 log = structlog.get_logger("parley.twilio_sim")
 
@@ -800,7 +801,7 @@ def _join_twiml(name: str) -> str:
 def register_routes(app: FastAPI, sim: TwilioSim) -> None:
     """The Conference and Participant REST paths, and ``GET /sim/conferences`` for inspection."""
     # the server imports this module: bind at call time
-    from parley.twilio_sim.server import Form, fetch_and_update, newest_first
+    from parley.twilio_sim.rest_app import Form, fetch_and_update, newest_first
 
     conferences = sim.conferences
     prefix = f"/{API_VERSION}/Accounts/{{account}}/Conferences"

@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse
 from parley.twilio_sim.resources import API_VERSION, RestError, SimMessage, list_page, phone_number
 
 if TYPE_CHECKING:
-    from parley.twilio_sim.server import Form, TwilioSim
+    from parley.twilio_sim.rest_app import Form
+    from parley.twilio_sim.server import TwilioSim
 
 MAX_BODY_CHARS = 1600
 """Longest SMS body Twilio accepts (error 21617)."""
@@ -112,7 +113,7 @@ class SimMessages:
 def register_message_routes(app: FastAPI, sim: TwilioSim) -> None:
     """The Messages REST paths, and ``GET /sim/messages`` (every message with its callbacks)."""
     # the server imports this module: bind at call time
-    from parley.twilio_sim.server import Form
+    from parley.twilio_sim.rest_app import Form
 
     prefix = f"/{API_VERSION}/Accounts/{{account}}"
     texts = sim.sms

@@ -30,7 +30,7 @@ from parley.engine.events import now
 if TYPE_CHECKING:
     from parley.twilio_sim.callee import CalleePlan
     from parley.twilio_sim.caller import SimulatedCaller
-    from parley.twilio_sim.server import Form
+    from parley.twilio_sim.rest_app import Form
 
 log = structlog.get_logger("parley.twilio_sim")
 

@@ -4,7 +4,8 @@ REST (``/2010-04-01/Accounts/{AccountSid}/…``, HTTP basic auth ``AccountSid:Au
 bodies, JSON answers) — https://www.twilio.com/docs/voice/api/call-resource and
 https://www.twilio.com/docs/messaging/api/message-resource:
 ``POST Calls.json`` places a call, ``GET``/``POST Calls/{Sid}.json`` fetch and update it (hang up,
-cancel, redirect to new ``Url``/``Twiml``); texts (``Messages.json``) are in ``messages.py``.
+cancel, redirect to new ``Url``/``Twiml``); texts (``Messages.json``) are in ``messages.py``, and the
+HTTP routes over all of it in ``rest_app.py``.
 
 For each call it does what Twilio does (https://www.twilio.com/docs/voice/api/call-resource#statuscallback
 and https://www.twilio.com/docs/voice/twiml): rings the scripted callee (``callee.py``), sends signed
@@ -29,20 +30,16 @@ import contextlib
 import hmac
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Generator, Iterable
+from collections.abc import AsyncIterator, Collection, Coroutine, Generator
 from dataclasses import replace
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import numpy as np
 import structlog
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.datastructures import QueryParams
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Request
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped, unused-ignore]
 from websockets.exceptions import WebSocketException
 
@@ -59,8 +56,8 @@ from parley.twilio_sim.callee import (
     normalize_number,
 )
 from parley.twilio_sim.caller import CallEnded, SimulatedCaller
-from parley.twilio_sim.conference import SimConferences, register_routes
-from parley.twilio_sim.messages import SimMessages, register_message_routes
+from parley.twilio_sim.conference import SimConferences
+from parley.twilio_sim.messages import SimMessages
 from parley.twilio_sim.network import NetworkProfile
 from parley.twilio_sim.resources import (
     API_VERSION,
@@ -75,12 +72,12 @@ from parley.twilio_sim.resources import (
     Webhook,
     WebhookKind,
     dialed_numbers,
-    list_page,
     new_sid,
     phone_number,
     rfc2822,
     utcnow,
 )
+from parley.twilio_sim.rest_app import build_app
 from parley.twilio_sim.twiml import (
     Connect,
     Dial,
@@ -97,6 +94,9 @@ from parley.twilio_sim.twiml import (
     parse_twiml,
 )
 
+if TYPE_CHECKING:
+    from parley.twilio_sim.rest_app import Form
+
 log = structlog.get_logger("parley.twilio_sim")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -110,31 +110,6 @@ class _Interrupted:
 INTERRUPTED = _Interrupted()
 Outcome = Source | str | None
 """A verb's result: the next TwiML to fetch, a final call status, or None to go on."""
-
-
-class Form:
-    """A form-encoded body; a name can repeat (``StatusCallbackEvent``)."""
-
-    def __init__(self, body: bytes) -> None:
-        self._values: dict[str, list[str]] = {}
-        for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
-            self._values.setdefault(key, []).append(value)
-
-    def one(self, name: str) -> str | None:
-        values = self._values.get(name)
-        return values[0] if values else None
-
-    def many(self, name: str) -> list[str]:
-        return list(self._values.get(name, []))
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.one(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            return min(max(int(raw), low), high)
-        except ValueError as exc:
-            raise RestError(400, 20001, f"{name} must be an integer, got {raw!r}") from exc
 
 
 def _method(value: str | None) -> str:
@@ -789,130 +764,6 @@ class TwilioSim:
             "DialCallDuration": str(transfer.duration_s),
         }
         return Source("action", url=verb.action, method=verb.method, extra=extra)
-
-
-class _Resource(Protocol):
-    def resource(self) -> dict[str, Any]: ...
-
-
-class _Dated(_Resource, Protocol):
-    date_created: datetime
-
-
-_R = TypeVar("_R", bound=_Resource)
-_D = TypeVar("_D", bound=_Dated)
-
-
-def newest_first(
-    app: FastAPI,
-    sim: TwilioSim,
-    path: str,
-    key: str,
-    every: Callable[[], Iterable[_D]],
-    wanted: Callable[[_D, QueryParams], bool],
-) -> None:
-    """``GET`` a list of one kind of resource (calls, conferences), newest first and on one page, with
-    the ones ``wanted`` by the query's filters."""
-
-    @app.get(path)
-    async def list_all(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        query = request.query_params
-        newest = sorted(every(), key=lambda r: r.date_created, reverse=True)
-        items = [r.resource() for r in newest if wanted(r, query)]
-        return JSONResponse(list_page(key, items, request.url.path))
-
-
-def fetch_and_update(
-    app: FastAPI,
-    sim: TwilioSim,
-    path: str,
-    find: Callable[[Request], _R],
-    update: Callable[[_R, Form], None],
-) -> None:
-    """``GET`` and ``POST`` on one resource's path, as Twilio has them for each kind (a call, a
-    conference, a participant): fetch it, or update it with a form and answer with what it is now.
-    ``find`` reads the resource's ids from the path (an unknown one raises Twilio's 404)."""
-
-    @app.get(path)
-    async def fetch(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        return JSONResponse(find(request).resource())
-
-    @app.post(path)
-    async def change(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        resource = find(request)
-        update(resource, Form(await request.body()))
-        return JSONResponse(resource.resource())
-
-
-def build_app(sim: TwilioSim) -> FastAPI:
-    """The HTTP face of ``sim``: Twilio's REST paths, plus ``/sim/…`` for inspection."""
-    app = FastAPI(title="Local Twilio (Parley)", docs_url=None, redoc_url=None, openapi_url=None)
-    prefix = f"/{API_VERSION}/Accounts/{{account}}"
-
-    @app.exception_handler(RestError)
-    async def rest_error(_: Request, exc: RestError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if exc.status == 401 else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 405:
-            error = RestError(405, 20004, "Method not allowed")
-        elif exc.status_code == 404:
-            error = RestError(404, 20404, f"The requested resource {request.url.path} was not found")
-        else:
-            error = RestError(exc.status_code, exc.status_code, str(exc.detail))
-        return JSONResponse(error.body(), status_code=error.status)
-
-    @app.post(prefix + "/Calls.json")
-    async def create_call(account: str, request: Request) -> JSONResponse:
-        sim.authenticate(request, account)
-        call = sim.create_call(Form(await request.body()))
-        return JSONResponse(call.resource(), status_code=201)
-
-    def call_wanted(call: SimCall, query: QueryParams) -> bool:
-        return (
-            (not query.get("To") or call.to == phone_number(query["To"]))
-            and (not query.get("From") or call.from_ == phone_number(query["From"]))
-            and (not query.get("Status") or call.status == query["Status"])
-        )
-
-    newest_first(app, sim, prefix + "/Calls.json", "calls", lambda: sim.calls.values(), call_wanted)
-
-    def call_in_path(request: Request) -> SimCall:
-        return sim.find_call(request.path_params["sid"], request.url.path)
-
-    fetch_and_update(app, sim, prefix + "/Calls/{sid}.json", call_in_path, sim.update_call)
-
-    @app.get("/sim/calls")
-    async def sim_calls() -> JSONResponse:
-        return JSONResponse({"calls": [call.record() for call in sim.calls.values()]})
-
-    @app.get("/sim/calls/{sid}")
-    async def sim_call(sid: str, request: Request) -> JSONResponse:
-        return JSONResponse(sim.find_call(sid, request.url.path).record())
-
-    @app.post("/sim/inbound")
-    async def sim_inbound(request: Request) -> JSONResponse:
-        """Place an inbound call: ``{"from": …, "to": …, "url": …, "status_callback": …}``."""
-        try:
-            body = await request.json()
-            call = sim.place_inbound(
-                str(body["from"]),
-                str(body["to"]),
-                str(body["url"]),
-                status_callback=body.get("status_callback"),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RestError(400, 20001, f"need JSON with from, to and url: {exc}") from exc
-        return JSONResponse(call.resource(), status_code=201)
-
-    register_routes(app, sim)
-    register_message_routes(app, sim)
-    return app
 
 
 class _InProcessServer(uvicorn.Server):
