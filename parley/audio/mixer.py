@@ -67,9 +67,8 @@ def tone_dbfs(pcm: PCM16, sample_rate: int, frequency: float) -> float:
     """
     if pcm.size == 0:
         return SILENCE_DBFS
-    if not 0 < frequency < sample_rate / 2:
-        raise ValueError(f"frequency {frequency} Hz is not below Nyquist at {sample_rate} Hz")
-    return _to_dbfs(_tone_power(pcm.astype(np.float64) / 32768.0, sample_rate, frequency))
+    samples = _samples(pcm, sample_rate, frequency)
+    return _to_dbfs(_tone_power(samples, sample_rate, frequency))
 
 
 def heard_tone_dbfs(pcm: PCM16, sample_rate: int, frequency: float, block_s: float = 0.02) -> float:
@@ -83,14 +82,19 @@ def heard_tone_dbfs(pcm: PCM16, sample_rate: int, frequency: float, block_s: flo
     """
     if pcm.size == 0:
         return SILENCE_DBFS
-    if not 0 < frequency < sample_rate / 2:
-        raise ValueError(f"frequency {frequency} Hz is not below Nyquist at {sample_rate} Hz")
+    samples = _samples(pcm, sample_rate, frequency)
     size = max(2, round(block_s * sample_rate))
-    samples = pcm.astype(np.float64) / 32768.0
     blocks = [samples[i : i + size] for i in range(0, samples.size, size)]
     if len(blocks) > 1 and blocks[-1].size < size:
         blocks.pop()  # a short tail has a wider bin: it would read other sounds as the tone
     return _to_dbfs(sum(_tone_power(block, sample_rate, frequency) for block in blocks) / len(blocks))
+
+
+def _samples(pcm: PCM16, sample_rate: int, frequency: float) -> npt.NDArray[np.float64]:
+    """``pcm`` as floats in [-1, 1), once ``frequency`` is known to be measurable at ``sample_rate``."""
+    if not 0 < frequency < sample_rate / 2:
+        raise ValueError(f"frequency {frequency} Hz is not below Nyquist at {sample_rate} Hz")
+    return pcm.astype(np.float64) / 32768.0
 
 
 def _tone_power(samples: npt.NDArray[np.float64], sample_rate: int, frequency: float) -> float:
