@@ -153,7 +153,25 @@ def _start_postgres() -> _Server:
     server = _Server(f"postgresql+asyncpg://parley@127.0.0.1:{port}/postgres", process, workdir, log)
     atexit.register(server.stop)
     _wait_port(port, process, "postgres")
+    _wait_postgres_ready(bindir, port, process)
     return server
+
+
+def _wait_postgres_ready(bindir: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+    """PostgreSQL listens before it has finished starting and refuses sessions until then ("the
+    database system is starting up"); on a busy machine that window is long enough for a test to hit it."""
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"postgres exited with {process.returncode} during start-up")
+        ready = subprocess.run(
+            [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "parley", "-q"],
+            check=False,
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"postgres on port {port} did not accept sessions in 30 s")
 
 
 def redis_url() -> str:
