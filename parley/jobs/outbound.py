@@ -42,6 +42,7 @@ from parley.jobs.idempotency import refuse_a_different_call
 from parley.jobs.job_input import InvalidOutboundJob, checked_metadata, e164, formatted
 from parley.jobs.job_views import OutboundJobView, Queued, job_view
 from parley.platform.agents import BrokenAgent, Conflict, NotFound
+from parley.platform.phone import SERVER_UNAVAILABLE
 from parley.platform.schemas import Page
 from parley.store.agents import AgentRepository
 from parley.store.calls import CallRepository
@@ -359,7 +360,8 @@ class OutboundQueue:
         self, call_id: str, status: CallStatus | str, *, at: datetime | None = None
     ) -> OutboundJobView | None:
         """An attempt's final status (the status webhook, a refused REST request, recovery) settles its
-        job: completed → ``completed``; canceled → ``canceled``; busy, no answer or failed → retried
+        job: completed or answered → ``completed`` (but not one this server hung up on as it was answered,
+        ``server_unavailable``); canceled → ``canceled``; busy, no answer or failed → retried
         ``outbound_retry_backoff_s[attempt-1]`` after ``at`` (the last figure repeats) until
         ``max_attempts``, then ``exhausted``. The call's stored final status wins over ``status``.
 
@@ -386,8 +388,11 @@ class OutboundQueue:
             changes: dict[str, Any] = {"last_outcome": recorded[:64]}
             if job.last_outcome == CANCEL_REQUESTED or final is CallStatus.CANCELED:
                 changes["status"] = JobStatus.CANCELED
-            elif final is CallStatus.COMPLETED or call.started_at is not None:
+            elif (final is CallStatus.COMPLETED or call.started_at is not None) and (
+                call.end_reason != SERVER_UNAVAILABLE
+            ):
                 # Answered: the callee was reached, even if the line then failed (the outcome says so).
+                # One this server hung up on as it answered (draining) heard nobody: that is retried.
                 changes["status"] = JobStatus.COMPLETED
             elif (call.end_reason or "") in PERMANENT_REFUSALS:
                 changes["status"] = JobStatus.FAILED  # another attempt cannot go differently

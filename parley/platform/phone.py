@@ -14,12 +14,13 @@ the session's own end, known to the microsecond, refines an end that Twilio's st
 within that second or the next (``CallRepository.set_status``).
 
 A call that failed on this side (``SERVER_SIDE_FAILURES``: the server was killed and start-up recovery
-closed it as ``interrupted``, or its media WebSocket dropped, ``transport_error``) still ended on the
-carrier's line: Twilio's ``completed`` for it comes later and is the carrier's word on that end. It is
-taken as a second witness of an end already on the books, not as a contradiction: the call keeps its
-status, reason and end (when this side was last alive), and telephony is billed for the carrier's
-``CallDuration``, as for any other ended call, since that is what Twilio charges. A call the carrier
-itself failed (``carrier_failed``, ``carrier_sip_*``) cannot have completed: that ``completed`` is refused.
+closed it as ``interrupted``, its media WebSocket dropped, ``transport_error``, or a draining server hung up
+an outbound call the callee had just answered, ``server_unavailable``) still ended on the carrier's line:
+Twilio's ``completed`` for it comes later and is the carrier's word on that end. It is taken as a second
+witness of an end already on the books, not as a contradiction: the call keeps its status, reason and end
+(when this side was last alive), and telephony is billed for the carrier's ``CallDuration``, as for any
+other ended call, since that is what Twilio charges. A call the carrier itself failed (``carrier_failed``,
+``carrier_sip_*``) cannot have completed: that ``completed`` is refused.
 
 Such a call may have failed here before this side saw it answered (still queued or ringing on the books,
 no ``started_at``). A ``completed`` says it was answered ``CallDuration`` seconds before the carrier's
@@ -72,10 +73,15 @@ TWILIO_STATUS: dict[str, CallStatus] = {
 }
 """Twilio's ``CallStatus`` (and ``answered``, the event name of ``in-progress``) → Parley's."""
 
-SERVER_SIDE_FAILURES = frozenset({INTERRUPTED, TRANSPORT_ERROR})
+SERVER_UNAVAILABLE = "server_unavailable"
+"""End reason of a call this server refused to connect (draining, or live sessions disabled): an inbound
+call is rejected unanswered; an outbound call was already answered when Twilio asked, and is hung up."""
+
+SERVER_SIDE_FAILURES = frozenset({INTERRUPTED, TRANSPORT_ERROR, SERVER_UNAVAILABLE})
 """End reasons of a ``failed`` call that failed on this server's side (it was killed; its media stream
-dropped), not on the carrier's line: Twilio's later ``completed`` is a second witness of its end, and its
-``CallDuration`` is billed. Any other failed call's ``completed`` contradicts its history."""
+dropped; it refused an answered outbound call), not on the carrier's line: Twilio's later ``completed`` is
+a second witness of its end, and its ``CallDuration`` is billed. Any other failed call's ``completed``
+contradicts its history."""
 
 
 class UnknownNumber(LookupError):

@@ -23,6 +23,7 @@ from parley.jobs.job_input import InvalidOutboundJob
 from parley.jobs.job_views import OutboundJobView
 from parley.jobs.outbound import PUBLIC_URL_REQUIRED, OutboundQueue
 from parley.platform.agents import Conflict, NotFound
+from parley.platform.phone import SERVER_UNAVAILABLE
 from parley.platform.runtime import Platform
 from parley.platform.schemas import AgentCreate
 from parley.store.lifecycle import CallStatus
@@ -444,6 +445,24 @@ async def test_an_answered_call_that_fails_midway_is_not_dialed_again(platform: 
     await platform.calls.set_status(call.id, "failed", reason="interrupted")
     view = await queue.outcome(call.id, "failed", at=NOON)
     assert view is not None and (view.status, view.last_outcome) == ("completed", "failed:interrupted")
+
+
+async def test_an_answered_call_a_draining_server_hung_up_on_is_dialed_again(platform: Platform) -> None:
+    """The callee picked up as this server began to drain, and it hung up on them: Twilio bills the
+    answered seconds, but nobody spoke, so the job rings them again."""
+    dialer = FakeDialer()
+    queue = queue_of(platform, dialer)
+    job = await queue.enqueue(platform.default_org_id, agent_ref="sales", to=LONDON[0])
+    assert await queue.dispatch_once(at=NOON) == 1
+    [call] = await calls_of(platform, job.id)
+    assert call.provider_call_id is not None
+    await platform.calls.set_status(call.id, "failed", reason=SERVER_UNAVAILABLE)
+    ended = utcnow()
+    update = await platform.phone.status(call.provider_call_id, "completed", ended, duration_s=2)
+    assert update.call is not None and update.call.started_at is not None, "answered on the books: billed"
+    view = await queue.outcome(call.id, "completed", at=NOON)
+    assert view is not None and (view.status, view.last_outcome) == ("pending", "failed:server_unavailable")
+    assert view.next_attempt_at is not None and view.next_attempt_at > NOON
 
 
 async def test_without_a_public_url_no_call_is_placed_and_the_error_says_why(platform: Platform) -> None:

@@ -1,5 +1,6 @@
 """Twilio's callbacks for a call that failed on this side (killed, then closed by start-up recovery as
-``failed``, reason ``interrupted``; or its media WebSocket dropped, ``transport_error``): the carrier's
+``failed``, reason ``interrupted``; its media WebSocket dropped, ``transport_error``; or a draining server
+hung up on it as it was answered, ``server_unavailable``): the carrier's
 ``completed`` still bills what the carrier reports, even when this side never saw the call answered, the
 record keeps how the call failed here, and the callbacks that do contradict it change nothing (nor does a
 ``completed`` after the carrier's own failure)."""
@@ -16,9 +17,9 @@ from parley.platform.live import TRANSPORT_ERROR
 from parley.platform.recovery import recover_interrupted
 from parley.store.models import Call
 from parley.store.types import utcnow
-from tests.telephony.conftest import Phone, call_sid
+from tests.telephony.conftest import CALLER, NUMBER, Phone, call_sid
 from tests.telephony.test_carrier_durations_and_late_verdicts import costs
-from tests.telephony.test_webhooks import outbound_call, progress
+from tests.telephony.test_webhooks import outbound_call, progress, verbs
 
 ALIVE_S = 40
 """How long the call ran on this server before it died (its last heartbeat)."""
@@ -189,3 +190,29 @@ async def test_twilios_completed_after_its_own_failure_is_still_refused(
     assert after == before
     assert (after["status"], after["end_reason"], after["started_at"]) == ("failed", reason, None)
     assert "telephony_minutes" not in await costs(phone, call_id)
+
+
+async def test_twilios_completed_bills_an_outbound_call_a_draining_server_hung_up_on(phone: Phone) -> None:
+    """The callee answered as this server began to drain: it hung up at once, and nobody spoke. Twilio
+    still bills the answered call (a minute at least), so the books must too."""
+    sid = call_sid(1)
+    call_id = await outbound_call(phone, sid, agent_id=await phone.agent())
+    phone.runtime.draining = True
+    answered = {"CallSid": sid, "From": NUMBER, "To": CALLER, "CallStatus": "in-progress"}
+    assert verbs(await phone.webhook(f"/twilio/voice?call_id={call_id}", answered)) == ["Hangup"]
+    before = await record(phone, call_id)
+    assert (before["status"], before["end_reason"], before["started_at"]) == (
+        "failed",
+        "server_unavailable",
+        None,
+    )
+    assert "telephony_minutes" not in await costs(phone, call_id)
+
+    ended = datetime.fromisoformat(before["ended_at"]).replace(microsecond=0) + timedelta(seconds=1)
+    completed = progress(sid, "completed", ended, CallDuration="2")
+    assert (await phone.webhook("/twilio/status", completed)).status_code == 204
+    assert (await costs(phone, call_id))["telephony_minutes"] == 1.0, "Twilio bills the started minute"
+    after = await record(phone, call_id)
+    kept = ("status", "end_reason", "ended_at")
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+    assert after["metrics"]["carrier_duration_s"] == 2

@@ -29,7 +29,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 
 from parley.config import Settings
 from parley.engine.agent import TelephonySettings
-from parley.platform.phone import CallMismatch, MachineVerdict, UnknownNumber, UnknownStatus
+from parley.platform.phone import (
+    SERVER_UNAVAILABLE,
+    CallMismatch,
+    MachineVerdict,
+    UnknownNumber,
+    UnknownStatus,
+)
 from parley.server.auth import PlatformDep, get_platform
 from parley.store.lifecycle import CallStatus, InvalidStatusTransition
 from parley.telephony.rest import TwilioRest, TwilioRestError
@@ -120,7 +126,7 @@ async def voice(request: Request, hook: Webhook, platform: PlatformDep, call_id:
         return _twiml(hangup_twiml())
     if runtime is not None and (runtime.draining or not platform.settings.realtime_enabled):
         try:
-            await platform.calls.set_status(call.id, CallStatus.FAILED, reason="server_unavailable")
+            await platform.calls.set_status(call.id, CallStatus.FAILED, reason=SERVER_UNAVAILABLE)
         except InvalidStatusTransition:
             log.info("call ended while being refused", call_id=call.id)
         log.warning("refused a phone call: this server takes no new sessions", call_id=call.id, call_sid=sid)
