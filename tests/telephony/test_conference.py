@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.telephony.conference import (
     CoacheeUnavailable,
     ConferenceNotFound,
@@ -18,17 +16,15 @@ from parley.telephony.conference import (
     mode_fields,
 )
 from parley.telephony.rest import TwilioRest
-from parley.twilio_sim.conference import SimConference, SimParticipant
+from parley.twilio_sim.conference import SimParticipant
 from parley.twilio_sim.server import TwilioSim, serving
 from tests.telephony.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.twilio_sim.listening import HEARD, SILENT, heard_level, heard_next, tone_level
 
 NUMBER = "+14155550100"
 CUSTOMER, REP, COACH = "+12025550111", "+14155550122", "+14155550133"
 CUSTOMER_HZ, REP_HZ, COACH_HZ, BEEP_HZ = 440.0, 700.0, 1900.0, 1000.0
 ROOM = "coached-call-7"
-HEARD, SILENT = -30.0, -60.0
-WINDOW = 25
-"""Ticks (20 ms) of audio measured after each change."""
 
 
 @pytest.fixture
@@ -55,20 +51,6 @@ async def _call_in(sim: TwilioSim, conferences: TwilioConferences, to: str) -> S
     return await conference.participant(created.call_sid).wait_joined()
 
 
-async def _heard_next(conference: SimConference, *listeners: SimParticipant) -> list[Any]:
-    mark = conference.tick  # every tick from here on was mixed after the change
-    await conference.wait_tick(mark + WINDOW)
-    return [listener.heard_audio(mark, mark + WINDOW) for listener in listeners]
-
-
-def _level(pcm: Any, hz: float) -> float:
-    return tone_dbfs(pcm, 8000, hz)
-
-
-def _heard(pcm: Any, hz: float) -> float:
-    return heard_tone_dbfs(pcm, 8000, hz)
-
-
 async def test_a_coach_listens_whispers_barges_and_leaves(
     sim: TwilioSim, conferences: TwilioConferences
 ) -> None:
@@ -83,28 +65,28 @@ async def test_a_coach_listens_whispers_barges_and_leaves(
     assert coach.joined_tick is not None
     arrival = (coach.joined_tick, coach.joined_tick + 10)
     await conference.wait_tick(arrival[1])
-    assert _level(customer.heard_audio(*arrival), BEEP_HZ) < SILENT  # the coach arrives unannounced
+    assert tone_level(customer.heard_audio(*arrival), BEEP_HZ) < SILENT  # the coach arrives unannounced
 
-    rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
-    assert _level(rep_heard, COACH_HZ) < SILENT and _level(customer_heard, COACH_HZ) < SILENT
-    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD and _heard(coach_heard, REP_HZ) > HEARD
+    rep_heard, customer_heard, coach_heard = await heard_next(conference, rep, customer, coach)
+    assert tone_level(rep_heard, COACH_HZ) < SILENT and tone_level(customer_heard, COACH_HZ) < SILENT
+    assert heard_level(coach_heard, CUSTOMER_HZ) > HEARD and heard_level(coach_heard, REP_HZ) > HEARD
 
     whisper = await conferences.set_mode(ROOM, coach.sid, "whisper", coach_call_sid=rep.sid)
     assert (whisper.mode, whisper.call_sid_to_coach) == ("whisper", rep.sid)
-    rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
-    assert _heard(rep_heard, COACH_HZ) > HEARD
-    assert _level(customer_heard, COACH_HZ) < SILENT  # nothing of the whisper reaches the customer
-    assert _heard(customer_heard, REP_HZ) > HEARD
-    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD
+    rep_heard, customer_heard, coach_heard = await heard_next(conference, rep, customer, coach)
+    assert heard_level(rep_heard, COACH_HZ) > HEARD
+    assert tone_level(customer_heard, COACH_HZ) < SILENT  # nothing of the whisper reaches the customer
+    assert heard_level(customer_heard, REP_HZ) > HEARD
+    assert heard_level(coach_heard, CUSTOMER_HZ) > HEARD
 
     barge = await conferences.set_mode(conference.sid, coach.sid, "barge")
     assert (barge.mode, barge.coaching, barge.call_sid_to_coach) == ("barge", False, None)
-    rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _heard(rep_heard, COACH_HZ) > HEARD and _heard(customer_heard, COACH_HZ) > HEARD
+    rep_heard, customer_heard = await heard_next(conference, rep, customer)
+    assert heard_level(rep_heard, COACH_HZ) > HEARD and heard_level(customer_heard, COACH_HZ) > HEARD
 
     assert (await conferences.set_mode(ROOM, coach.sid, "listen")).mode == "listen"
-    rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _level(rep_heard, COACH_HZ) < SILENT and _level(customer_heard, COACH_HZ) < SILENT
+    rep_heard, customer_heard = await heard_next(conference, rep, customer)
+    assert tone_level(rep_heard, COACH_HZ) < SILENT and tone_level(customer_heard, COACH_HZ) < SILENT
 
     assert (await conferences.participant(ROOM, "coach")).call_sid == coach.sid
     await conferences.remove(ROOM, coach.sid)
@@ -130,8 +112,8 @@ async def test_a_coach_can_join_already_whispering(sim: TwilioSim, conferences: 
     )
     assert (added.mode, added.call_sid_to_coach, added.label) == ("whisper", rep.sid, None)
     coach = await customer.conference.participant(added.call_sid).wait_joined()
-    rep_heard, customer_heard = await _heard_next(customer.conference, rep, customer)
-    assert _heard(rep_heard, COACH_HZ) > HEARD and _level(customer_heard, COACH_HZ) < SILENT
+    rep_heard, customer_heard = await heard_next(customer.conference, rep, customer)
+    assert heard_level(rep_heard, COACH_HZ) > HEARD and tone_level(customer_heard, COACH_HZ) < SILENT
     assert coach.coaching
 
 

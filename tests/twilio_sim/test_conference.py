@@ -13,11 +13,11 @@ import pytest
 from twilio.base.exceptions import TwilioRestException  # type: ignore[import-untyped, unused-ignore]
 from twilio.rest import Client  # type: ignore[import-untyped, unused-ignore]
 
-from parley.audio.mixer import heard_tone_dbfs, tone_dbfs
 from parley.twilio_sim.conference import SimConference, SimParticipant
 from parley.twilio_sim.server import TwilioSim
 from parley.twilio_sim.twiml import ConferenceNoun, Dial, TwimlError, parse_twiml
 from tests.twilio_sim.conftest import ACCOUNT_SID, AppSide, until
+from tests.twilio_sim.listening import HEARD, SILENT, heard_level, heard_next, tone_level
 
 NUMBER = "+14155550100"
 CUSTOMER = "+12025550111"
@@ -25,12 +25,6 @@ REP = "+14155550122"
 COACH = "+14155550133"
 ROOM = "deal-42"
 CUSTOMER_HZ, REP_HZ, COACH_HZ, BEEP_HZ = 440.0, 700.0, 1900.0, 1000.0
-HEARD = -30.0
-"""A voice that reached the ear reads well above this (each tone is about -15 dBFS)."""
-SILENT = -60.0
-"""… and one that did not, below this."""
-WINDOW = 25
-"""Ticks (20 ms each) measured after each change: half a second of audio."""
 
 
 def _room_twiml(app_side: AppSide, **attributes: str) -> str:
@@ -51,21 +45,6 @@ def _script_tones(sim: TwilioSim) -> None:
 
 async def _run(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(function, *args, **kwargs)
-
-
-async def _heard_next(conference: SimConference, *listeners: SimParticipant) -> list[Any]:
-    """What each listener hears over the next WINDOW ticks, all of them mixed after this moment."""
-    mark = conference.tick
-    await conference.wait_tick(mark + WINDOW)
-    return [listener.heard_audio(mark, mark + WINDOW) for listener in listeners]
-
-
-def _level(pcm: Any, hz: float) -> float:
-    return tone_dbfs(pcm, 8000, hz)
-
-
-def _heard(pcm: Any, hz: float) -> float:
-    return heard_tone_dbfs(pcm, 8000, hz)
 
 
 async def _customer_and_rep(
@@ -110,28 +89,28 @@ async def test_whisper_reaches_the_rep_alone_listen_reaches_nobody_barge_reaches
     coach = await conference.participant(created.call_sid).wait_joined()
 
     # whisper: the rep hears the coach, the customer does not; the coach hears both of them
-    rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
-    assert _heard(rep_heard, COACH_HZ) > HEARD
-    assert _heard(rep_heard, CUSTOMER_HZ) > HEARD
-    assert _level(customer_heard, COACH_HZ) < SILENT
-    assert _heard(customer_heard, REP_HZ) > HEARD
-    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD and _heard(coach_heard, REP_HZ) > HEARD
+    rep_heard, customer_heard, coach_heard = await heard_next(conference, rep, customer, coach)
+    assert heard_level(rep_heard, COACH_HZ) > HEARD
+    assert heard_level(rep_heard, CUSTOMER_HZ) > HEARD
+    assert tone_level(customer_heard, COACH_HZ) < SILENT
+    assert heard_level(customer_heard, REP_HZ) > HEARD
+    assert heard_level(coach_heard, CUSTOMER_HZ) > HEARD and heard_level(coach_heard, REP_HZ) > HEARD
 
     # listen: muted, heard by nobody, still hearing everyone
     muted = await _run(
         twilio_client.conferences(conference.sid).participants(coach.sid).update, muted=True, coaching=False
     )
     assert (muted.muted, muted.coaching, muted.call_sid_to_coach) == (True, False, None)
-    rep_heard, customer_heard, coach_heard = await _heard_next(conference, rep, customer, coach)
-    assert _level(rep_heard, COACH_HZ) < SILENT
-    assert _level(customer_heard, COACH_HZ) < SILENT
-    assert _heard(coach_heard, CUSTOMER_HZ) > HEARD and _heard(coach_heard, REP_HZ) > HEARD
+    rep_heard, customer_heard, coach_heard = await heard_next(conference, rep, customer, coach)
+    assert tone_level(rep_heard, COACH_HZ) < SILENT
+    assert tone_level(customer_heard, COACH_HZ) < SILENT
+    assert heard_level(coach_heard, CUSTOMER_HZ) > HEARD and heard_level(coach_heard, REP_HZ) > HEARD
 
     # barge: everyone hears the coach
     await _run(twilio_client.conferences(conference.sid).participants("coach").update, muted=False)
-    rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _heard(rep_heard, COACH_HZ) > HEARD
-    assert _heard(customer_heard, COACH_HZ) > HEARD
+    rep_heard, customer_heard = await heard_next(conference, rep, customer)
+    assert heard_level(rep_heard, COACH_HZ) > HEARD
+    assert heard_level(customer_heard, COACH_HZ) > HEARD
 
     # back to whisper through the update: the customer loses the coach again
     await _run(
@@ -139,9 +118,9 @@ async def test_whisper_reaches_the_rep_alone_listen_reaches_nobody_barge_reaches
         coaching=True,
         call_sid_to_coach=rep.sid,
     )
-    rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _heard(rep_heard, COACH_HZ) > HEARD
-    assert _level(customer_heard, COACH_HZ) < SILENT
+    rep_heard, customer_heard = await heard_next(conference, rep, customer)
+    assert heard_level(rep_heard, COACH_HZ) > HEARD
+    assert tone_level(customer_heard, COACH_HZ) < SILENT
 
 
 async def test_hold_takes_a_participant_out_of_the_mix_both_ways(
@@ -149,13 +128,13 @@ async def test_hold_takes_a_participant_out_of_the_mix_both_ways(
 ) -> None:
     conference, customer, rep = await _customer_and_rep(twilio_sim, twilio_client, app_side)
     await _run(twilio_client.conferences(conference.sid).participants(customer.sid).update, hold=True)
-    rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _level(rep_heard, CUSTOMER_HZ) < SILENT
-    assert _level(customer_heard, REP_HZ) < SILENT
+    rep_heard, customer_heard = await heard_next(conference, rep, customer)
+    assert tone_level(rep_heard, CUSTOMER_HZ) < SILENT
+    assert tone_level(customer_heard, REP_HZ) < SILENT
     await _run(twilio_client.conferences(conference.sid).participants(customer.sid).update, hold=False)
-    rep_heard, customer_heard = await _heard_next(conference, rep, customer)
-    assert _heard(rep_heard, CUSTOMER_HZ) > HEARD
-    assert _heard(customer_heard, REP_HZ) > HEARD
+    rep_heard, customer_heard = await heard_next(conference, rep, customer)
+    assert heard_level(rep_heard, CUSTOMER_HZ) > HEARD
+    assert heard_level(customer_heard, REP_HZ) > HEARD
 
 
 async def test_an_entry_beep_is_heard_by_the_others_unless_turned_off(
@@ -173,9 +152,9 @@ async def test_an_entry_beep_is_heard_by_the_others_unless_turned_off(
         beep_ticks = (leg.joined_tick, leg.joined_tick + 10)  # 200 ms from the tick it joined on
         await conference.wait_tick(beep_ticks[1])
         for listener in (customer, rep):
-            level = _level(listener.heard_audio(*beep_ticks), BEEP_HZ)
+            level = tone_level(listener.heard_audio(*beep_ticks), BEEP_HZ)
             assert (level > HEARD) is expected and (level < SILENT) is not expected
-        assert _level(leg.heard_audio(*beep_ticks), BEEP_HZ) < SILENT  # the one who joins never hears it
+        assert tone_level(leg.heard_audio(*beep_ticks), BEEP_HZ) < SILENT  # the one who joins never hears it
 
 
 async def test_conference_status_callbacks_are_signed_and_in_order(
