@@ -5,7 +5,9 @@ same models, queries and migrations serve both.
 
 A URL that cannot be used (it does not parse, names a database or driver Parley does not have) and a
 database that cannot be reached when migrations start are ``DatabaseUnavailable``, whose message names
-the setting to fix and never repeats the URL (it may hold a password).
+the setting to fix and never repeats the URL (it may hold a password). A PostgreSQL that answers "the
+database system is starting up" (it listens a moment before it takes sessions, and while it replays its
+log after a crash) is waited for, up to ``STARTUP_WAIT_S``: Parley and its database often start together.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -30,12 +33,19 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_fixed
 
 from parley.config import Settings
 
 _HERE = Path(__file__).resolve().parent
 MIGRATION_LOCK = 0x7061726C6579  # "parley": the advisory lock key migrations take on PostgreSQL
 URL_FORM = "postgresql://user:password@host:5432/database or sqlite:///path/to/parley.db"
+CANNOT_CONNECT_NOW = "57P03"
+"""PostgreSQL's SQLSTATE for a server that is starting up, shutting down or recovering."""
+STARTUP_WAIT_S = 30.0
+STARTUP_POLL_S = 0.25
+
+log = structlog.get_logger(__name__)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -168,7 +178,7 @@ class Database:
         """A transaction on a connection of its own; failing to connect is ``DatabaseUnavailable``
         (what failed in the transaction itself is raised as it is)."""
         try:
-            connection = await self.engine.connect()
+            connection = await self._connect_when_started()
         except (OSError, TimeoutError, DBAPIError) as exc:
             raise DatabaseUnavailable(
                 self.setting, f"names a database Parley cannot connect to ({_reason(exc)})"
@@ -178,6 +188,21 @@ class Database:
                 yield connection
         finally:
             await connection.close()
+
+    async def _connect_when_started(self) -> AsyncConnection:
+        """A connection, waiting out a PostgreSQL that is still starting up (``STARTUP_WAIT_S`` at most);
+        any other failure is raised at once."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_starting_up),
+            stop=stop_after_delay(STARTUP_WAIT_S),
+            wait=wait_fixed(STARTUP_POLL_S),
+            before_sleep=_log_first_wait,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.engine.connect()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def downgrade(self, revision: str) -> None:
         async with self.engine.begin() as connection:
@@ -189,6 +214,15 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _starting_up(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == CANNOT_CONNECT_NOW
+
+
+def _log_first_wait(state: RetryCallState) -> None:
+    if state.attempt_number == 1:
+        log.warning("the database is starting up; waiting for it", wait_at_most_s=STARTUP_WAIT_S)
 
 
 def _reason(exc: BaseException) -> str:
