@@ -1,9 +1,10 @@
 """Providers by role and name: how an agent's ``provider: whisper`` becomes an engine.
 
-Built-ins are registered by ``parley.stack``. Others come from the operator, never from an agent: a
-package's entry point in the group ``parley.providers`` (its object a ``ProviderEntry``), or a call to
-``register_provider`` in the operator's own code (the module ``parley serve --agent module:agent``
-imports). An agent only ever picks one of the registered names, with options its ``options`` model allows.
+Built-ins are registered by ``parley.builtin_providers`` (``parley.stack`` imports it). Others come from
+the operator, never from an agent: a package's entry point in the group ``parley.providers`` (its object
+a ``ProviderEntry``), or a call to ``register_provider`` in the operator's own code (the module
+``parley serve --agent module:agent`` imports). An agent only ever picks one of the registered names,
+with options its ``options`` model allows.
 """
 
 from __future__ import annotations
