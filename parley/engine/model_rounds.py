@@ -25,7 +25,7 @@ from parley.engine.repeats import EarlierLines, without_line
 from parley.engine.tool_requests import unheard_values
 from parley.engine.tool_runner import ToolRunner
 from parley.engine.voicing import Voicing
-from parley.providers.llm.base import ChatMessage, ToolCall, Usage
+from parley.providers.llm.base import ChatMessage, ToolCall, Usage, takes_allowed_tools
 from parley.providers.llm.chat_template import opens_with_markup
 
 if TYPE_CHECKING:
@@ -129,11 +129,19 @@ class ModelRounds:
         if forgetting is not None:
             request = without_line(request, forgetting)
         self.copied = None
-        offered = deps.tools.specs() if offer_tools and round_no < settings.max_tool_rounds else []
+        forced_tools: dict[str, Any] = {}
+        specs = deps.tools.specs() if offer_tools else []
+        callable_now = {spec.name for spec in specs} if round_no < settings.max_tool_rounds else set()
         if any(m.tool_calls for m in self._messages):
             # After an action the caller must hear what it did: a hang-up now would be dropped anyway
-            # (``ToolRunner.not_hanging_up_over``), and offered, it is what a small model picks.
-            offered = [spec for spec in offered if not deps.tools.closes_call(spec.name)]
+            # (``ToolRunner.not_hanging_up_over``), and allowed, it is what a small model picks.
+            callable_now = {name for name in callable_now if not deps.tools.closes_call(name)}
+        offered = specs
+        if len(callable_now) < len(specs):
+            if takes_allowed_tools(deps.llm):  # the same tools in the prompt: its cached prefix holds
+                forced_tools["allowed_tools"] = frozenset(callable_now)
+            else:
+                offered = [spec for spec in specs if spec.name in callable_now]
         deps.emit(
             EventType.LLM_REQUEST,
             reply_id=self.reply_id,
@@ -152,6 +160,7 @@ class ModelRounds:
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             **forced,
+            **forced_tools,
         )
         try:
             async for chunk in stream:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec
-from parley.providers.llm.llamacpp import LlamaCppModel
+from parley.providers.llm.llamacpp import LlamaCppModel, _calls_unallowed
 from tests.helpers.llm_assets import qwen_gguf
 from tests.helpers.llm_streams import cancel_after
 
@@ -31,6 +31,8 @@ BOOK = ToolSpec(
         "required": ["pet", "day"],
     },
 )
+
+END = ToolSpec("end_call", "End the call when the caller says goodbye or has nothing else.")
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,50 @@ async def test_warm_up_caches_the_agent_prefix_for_its_first_turn(model: LlamaCp
     stats = model.last_stats
     assert stats is not None and stats.cached_tokens > 100
     assert stats.prompt_tokens - stats.cached_tokens < 20, "only the caller's turn should be evaluated"
+
+
+async def test_after_a_call_the_tools_stay_in_the_prompt_and_only_the_allowed_may_be_called(
+    model: LlamaCppModel,
+) -> None:
+    """The round after a tool's result may not hang up. The hang-up stays in the prompt (taking it out
+    made the model read the prompt again from the tools on); it is just not callable."""
+    system = ChatMessage("system", f"{CLINIC.content}\nSession {uuid.uuid4().hex}.")
+    asked = [system, ChatMessage("user", "Please book a visit for my dog Rex on Thursday.")]
+    chunks = await ask(model, asked, [BOOK, END])
+    calls = tuple(c.tool_call for c in chunks if c.tool_call)
+    assert [c.name for c in calls] == ["book_visit"]
+    done = ChatMessage(
+        "tool", '{"ok": true, "confirmation": "done"}', tool_call_id=calls[0].id, name="book_visit"
+    )
+    answered = [*asked, ChatMessage("assistant", "", tool_calls=calls), done]
+    before = model.last_stats
+    assert before is not None
+    chunks = [
+        c async for c in model.stream(answered, [BOOK, END], max_tokens=48, allowed_tools={"book_visit"})
+    ]
+    assert not [c for c in chunks if c.tool_call and c.tool_call.name == "end_call"]
+    stats = model.last_stats
+    assert stats is not None and stats.cached_tokens >= before.prompt_tokens - 2, (
+        "the first round's prompt is reused"
+    )
+
+    # Nothing allowed: no call at all, even to a request.
+    chunks = [c async for c in model.stream(asked, [BOOK, END], max_tokens=48, allowed_tools=set())]
+    assert not [c for c in chunks if c.tool_call]
+    assert chunks[-1].finish_reason != "tool_calls"
+
+
+def test_a_call_is_refused_as_soon_as_its_name_cannot_be_an_allowed_one() -> None:
+    opened = '<tool_call>\n{"name": "'
+    assert not _calls_unallowed("Sure, one moment.", {"book_visit"})
+    assert _calls_unallowed(opened, set()), "nothing may be called"
+    assert not _calls_unallowed(opened, {"book_visit"}), "no name yet"
+    assert not _calls_unallowed(opened + "book_v", {"book_visit"})
+    assert _calls_unallowed(opened + "end_", {"book_visit"})
+    assert not _calls_unallowed(opened + 'book_visit", "arguments": {', {"book_visit"})
+    assert _calls_unallowed(opened + 'book"', {"book_visit"}), "a whole name that is not allowed"
+    assert _calls_unallowed('{"name": "end_call"', {"book_visit"}), "a call written bare"
+    assert not _calls_unallowed('{"name": "book_', {"book_visit"})
 
 
 async def test_cancelling_the_consumer_stops_generation(model: LlamaCppModel) -> None:

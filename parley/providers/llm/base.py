@@ -52,6 +52,14 @@ class LLMChunk:
     finish_reason: str | None = None
 
 
+def takes_allowed_tools(model: object) -> bool:
+    """Whether ``model.stream`` also takes ``allowed_tools``: the tools a reply may call, a subset of those
+    offered, which all stay in the prompt (as OpenAI's ``allowed_tools`` tool choice keeps a cached
+    prompt prefix). A model says so with ``takes_allowed_tools = True``; for any other the engine
+    offers only the tools that may be called."""
+    return getattr(model, "takes_allowed_tools", False) is True
+
+
 class LanguageModel(Protocol):
     name: str
 

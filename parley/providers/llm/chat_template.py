@@ -158,9 +158,13 @@ class ChatReplyParser:
         new_id: Callable[[], str],
         *,
         single_call: bool = False,
+        in_prompt: set[str] | None = None,
     ) -> None:
-        """``single_call``: the reply is complete with its first tool call (a required call)."""
+        """``single_call``: the reply is complete with its first tool call (a required call).
+        ``in_prompt``: the tools the model was shown, when more than ``offered`` (those it may call):
+        markup it writes is a call all the same, never speech."""
         self._offered = offered
+        self._shown = offered if in_prompt is None else offered | in_prompt
         self._emit = emit
         self._new_id = new_id
         self._single_call = single_call
@@ -207,14 +211,14 @@ class ChatReplyParser:
         return bool(calls)
 
     def _call_start(self) -> int | None:
-        marks = [TOOL_OPEN, FENCE] if self._offered else [TOOL_OPEN]
+        marks = [TOOL_OPEN, FENCE] if self._shown else [TOOL_OPEN]
         found = [at for mark in marks if (at := self._raw.find(mark)) >= 0]
         if found:
             return min(found)
         head = self._raw.lstrip()
         # A reply that opens with JSON or markup is a tool call, or a small model inventing tool
         # definitions (``<tools>{"type": "function"…``): either way nothing in it is speakable.
-        if self._offered and opens_with_markup(head):
+        if self._shown and opens_with_markup(head):
             return len(self._raw) - len(head)
         return None
 
@@ -222,10 +226,10 @@ class ChatReplyParser:
         """How far text may be spoken: not into what could still become ``<tool_call>``, a code fence
         or a ``{``."""
         raw = self._raw
-        if self._offered and not raw.strip():
+        if self._shown and not raw.strip():
             return 0
         for n in range(min(len(TOOL_OPEN), len(raw)), 0, -1):
-            if TOOL_OPEN.startswith(raw[-n:]) or (self._offered and FENCE.startswith(raw[-n:])):
+            if TOOL_OPEN.startswith(raw[-n:]) or (self._shown and FENCE.startswith(raw[-n:])):
                 return len(raw) - n
         return len(raw)
 

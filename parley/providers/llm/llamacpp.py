@@ -12,10 +12,11 @@ import asyncio
 import codecs
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from parley.providers.llm.chat_template import (
     ChatReplyParser,
     ChatTemplate,
     first_json_value,
+    opens_with_markup,
 )
 from parley.providers.llm.prompting import (
     CALL,
@@ -114,6 +116,8 @@ class LlamaCppModel:
                 bos_token=self._token_text(self._llm.token_bos()),
                 eos_token=self._token_text(self._llm.token_eos()),
             )
+        self.takes_allowed_tools = self._chat is not None
+        """``stream`` takes ``allowed_tools`` (``parley.providers.llm.base.takes_allowed_tools``)."""
 
     @classmethod
     async def open(cls, model_path: str | Path, **options: Any) -> LlamaCppModel:
@@ -154,9 +158,14 @@ class LlamaCppModel:
         temperature: float = 0.0,
         tool_choice: str | None = None,
         strict: bool = False,
+        allowed_tools: Collection[str] | None = None,
     ) -> AsyncIterator[LLMChunk]:
+        """``allowed_tools`` (chat models, ``takes_allowed_tools``): the tools this reply may call; the
+        others stay in the prompt, so the KV cache of a round before still holds (see ``_Request``)."""
         prompt = self._chat.prompt(messages, tools) if self._chat else build_prompt(messages, tools)
-        offered = {tool.name for tool in tools or ()}
+        prompted = {tool.name for tool in tools or ()}
+        allowed = set(allowed_tools) if allowed_tools is not None and self._chat is not None else prompted
+        offered = prompted & allowed
         # A required call is the reply's opening, written for the model: it only fills in the arguments.
         forced = ""
         if tool_choice is not None and tool_choice in offered:
@@ -174,8 +183,9 @@ class LlamaCppModel:
                 cancel.set()
 
         schema = next((t.parameters for t in tools or () if t.name == tool_choice), None) if strict else None
+        created = time.perf_counter()
         request = _Request(
-            prompt, offered, max_tokens, temperature, cancel, emit, time.perf_counter(), forced, schema
+            prompt, offered, max_tokens, temperature, cancel, emit, created, forced, schema, prompted
         )
         job = self._worker.submit(partial(self._run, request), URGENT)
         try:
@@ -250,7 +260,13 @@ class LlamaCppModel:
             if self._chat
             else _ReplyState(request, self._llm)
         )
-        produced, finish, first_at = self._sample(request, tokens, reply)
+        no_calls = request.restricted and not request.offered
+        produced, finish, first_at = self._sample(request, tokens, reply, no_calls=no_calls)
+        if isinstance(reply, _ChatReplyState) and reply.refused and not reply.spoke and finish != "cancelled":
+            log.info("a call not allowed now was begun; sampling the reply again without calls")
+            reply = _ChatReplyState(request, self._llm, self._call_ids)
+            more, finish, _ = self._sample(request, tokens, reply, no_calls=True)
+            produced += more
         schema = request.forced_schema
         if (
             finish != "cancelled"
@@ -285,8 +301,11 @@ class LlamaCppModel:
         tokens: list[int],
         reply: _ReplyState | _ChatReplyState,
         grammar: Any = None,
+        *,
+        no_calls: bool = False,
     ) -> tuple[int, str, float]:
-        """Sample the reply into ``reply``: (tokens produced, finish reason, when the first came)."""
+        """Sample the reply into ``reply``: (tokens produced, finish reason, when the first came).
+        ``no_calls``: the token that opens a tool call is never sampled."""
         first_at = time.perf_counter()
         produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
         if finish == "cancelled":
@@ -298,6 +317,7 @@ class LlamaCppModel:
             top_p=0.95,
             repeat_penalty=1.0,
             grammar=grammar,
+            logits_processor=self._without_calls(len(tokens)) if no_calls else None,
         )
         try:
             for token in generator:
@@ -317,6 +337,25 @@ class LlamaCppModel:
         finally:
             generator.close()
         return produced, finish, first_at
+
+    def _without_calls(self, prompt_length: int) -> Any:
+        """A logits processor that keeps a reply from becoming a tool call: never the token that opens
+        one, and no first token that starts JSON or markup (the model writes the call bare instead)."""
+        from llama_cpp import LogitsProcessorList
+
+        anywhere = self._single_tokens([TOOL_OPEN])
+        first = anywhere + self._single_tokens(_CALL_OPENINGS)
+
+        def rule_out(input_ids: Any, scores: Any) -> Any:
+            scores[first if len(input_ids) <= prompt_length else anywhere] = -float("inf")
+            return scores
+
+        return LogitsProcessorList([rule_out])
+
+    def _single_tokens(self, texts: list[str]) -> list[int]:
+        """The tokens of those ``texts`` the vocabulary holds as one token."""
+        found = [self._llm.tokenize(text.encode(), add_bos=False, special=True) for text in texts]
+        return [tokens[0] for tokens in found if len(tokens) == 1]
 
     def _is_end(self, token: int) -> bool:
         from llama_cpp import llama_vocab_is_eog
@@ -383,16 +422,31 @@ class _ChatReplyState:
         self._forced = request.forced
         self._constrained = constrained
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._emit = request.emit
+        self._allowed = request.offered if request.restricted else None
+        self.spoke = False
+        """Some of the reply was already given out as text."""
+        self.refused = False
+        """It began a call to a tool it may not call now (``_Request.restricted``) and was stopped."""
         self._parser = ChatReplyParser(
             request.offered,
-            request.emit,
+            self._give,
             lambda: f"call_{next(serials)}_{uuid.uuid4().hex[:8]}",
             single_call=bool(request.forced),
+            in_prompt=request.prompted,
         )
         self._parser.add(request.forced)
 
     def add(self, token: int) -> bool:
-        return self._parser.add(self._decoder.decode(self._llm.detokenize([token])))
+        done = self._parser.add(self._decoder.decode(self._llm.detokenize([token])))
+        if self._allowed is not None and not done and _calls_unallowed(self._parser.text, self._allowed):
+            self.refused = True
+            return True
+        return done
+
+    def _give(self, chunk: LLMChunk) -> None:
+        self.spoke = self.spoke or bool(chunk.text)
+        self._emit(chunk)
 
     def forced_call_fits(self, schema: dict[str, Any] | None) -> bool:
         """Whether a required call's arguments are an object with ``schema``'s required properties
@@ -407,6 +461,28 @@ class _ChatReplyState:
         if self._constrained:
             self._parser.add("}\n" + TOOL_CLOSE)
         return self._parser.finish()
+
+
+_CALL_OPENINGS = ["{", '{"', " {", ' {"', "{\n", "[", "[{", " [", "`", "```", "```json", " ```", "<"]
+"""How a reply that is a call written bare begins: never the first token of one that may not call."""
+_CALLED_NAME = re.compile(r'"name"\s*:\s*"([^"]*)("?)')
+
+
+def _calls_unallowed(text: str, allowed: set[str]) -> bool:
+    """Whether ``text`` has begun a tool call (after ``<tool_call>``, or written bare from its start)
+    whose name, as far as it is written, is none of ``allowed``."""
+    at = text.find(TOOL_OPEN)
+    if at < 0:
+        if not opens_with_markup(text):
+            return False
+        at = 0
+    if not allowed:
+        return True
+    named = _CALLED_NAME.search(text, at)
+    if named is None:
+        return False
+    name, closed = named.group(1), bool(named.group(2))
+    return name not in allowed if closed else not any(tool.startswith(name) for tool in allowed)
 
 
 def _arguments_grammar(schema: dict[str, Any] | None) -> Any:
@@ -434,6 +510,15 @@ class _Request:
     """The reply's opening, already written: a required tool call up to its arguments."""
     forced_schema: dict[str, Any] | None = None
     """The required tool's parameters (JSON schema), when its arguments must follow it (``strict``)."""
+    prompted: set[str] | None = None
+    """The tools in the prompt, of which only ``offered`` may be called now. The others are not taken
+    out of the prompt: the tools come first in a chat prompt, and a change there made the model read
+    everything after it again, about 7 s on 2 cores after a tool call. A call to one of them is stopped
+    as soon as its name shows, and the reply sampled again with no call allowed."""
+
+    @property
+    def restricted(self) -> bool:
+        return self.prompted is not None and not self.prompted <= self.offered
 
 
 # ggml's log levels (ggml.h). llama-cpp-python's own callback still uses an older numbering, so it
