@@ -305,7 +305,7 @@ class LlamaCppModel:
         no_calls: bool = False,
     ) -> tuple[int, str, float]:
         """Sample the reply into ``reply``: (tokens produced, finish reason, when the first came).
-        ``no_calls``: the token that opens a tool call is never sampled."""
+        ``no_calls``: no tool call can begin (``_without_calls``)."""
         first_at = time.perf_counter()
         produced, finish = 0, "cancelled" if request.cancel.is_set() else "stop"
         if finish == "cancelled":
