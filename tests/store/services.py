@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,16 +39,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+def _wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, not_yet: str, timeout: float
+) -> None:
+    """Poll ``ready`` until it holds; a server that exits or is ``not_yet`` ready in ``timeout`` s fails."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode} during start-up")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if ready():
+            return
         time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start listening on port {port} in {timeout} s")
+    raise RuntimeError(f"{what} {not_yet} in {timeout} s")
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    _wait_until(listening, process, what, f"did not start listening on port {port}", timeout)
 
 
 class ServiceMissing(RuntimeError):
@@ -160,18 +171,14 @@ def _start_postgres() -> _Server:
 def _wait_postgres_ready(bindir: Path, port: int, process: subprocess.Popen[bytes]) -> None:
     """PostgreSQL listens before it has finished starting and refuses sessions until then ("the
     database system is starting up"); on a busy machine that window is long enough for a test to hit it."""
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"postgres exited with {process.returncode} during start-up")
-        ready = subprocess.run(
-            [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "parley", "-q"],
-            check=False,
-        )
-        if ready.returncode == 0:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"postgres on port {port} did not accept sessions in 30 s")
+    probe = [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "parley", "-q"]
+    _wait_until(
+        lambda: subprocess.run(probe, check=False).returncode == 0,
+        process,
+        "postgres",
+        f"on port {port} did not accept sessions",
+        30.0,
+    )
 
 
 def redis_url() -> str:
