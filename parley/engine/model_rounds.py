@@ -129,7 +129,7 @@ class ModelRounds:
         if forgetting is not None:
             request = without_line(request, forgetting)
         self.copied = None
-        forced_tools: dict[str, Any] = {}
+        allowed: dict[str, Any] = {}
         specs = deps.tools.specs() if offer_tools else []
         callable_now = {spec.name for spec in specs} if round_no < settings.max_tool_rounds else set()
         if any(m.tool_calls for m in self._messages):
@@ -139,7 +139,7 @@ class ModelRounds:
         offered = specs
         if len(callable_now) < len(specs):
             if takes_allowed_tools(deps.llm):  # the same tools in the prompt: its cached prefix holds
-                forced_tools["allowed_tools"] = frozenset(callable_now)
+                allowed["allowed_tools"] = frozenset(callable_now)
             else:
                 offered = [spec for spec in specs if spec.name in callable_now]
         deps.emit(
@@ -160,7 +160,7 @@ class ModelRounds:
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             **forced,
-            **forced_tools,
+            **allowed,
         )
         try:
             async for chunk in stream:

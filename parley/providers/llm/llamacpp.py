@@ -116,6 +116,8 @@ class LlamaCppModel:
                 bos_token=self._token_text(self._llm.token_bos()),
                 eos_token=self._token_text(self._llm.token_eos()),
             )
+        self._call_openings: tuple[list[int], list[int]] | None = None
+        """The tokens ``_without_calls`` rules out: anywhere, and as a reply's first token."""
         self.takes_allowed_tools = self._chat is not None
         """``stream`` takes ``allowed_tools`` (``parley.providers.llm.base.takes_allowed_tools``)."""
 
@@ -343,8 +345,10 @@ class LlamaCppModel:
         one, and no first token that starts JSON or markup (the model writes the call bare instead)."""
         from llama_cpp import LogitsProcessorList
 
-        anywhere = self._single_tokens([TOOL_OPEN])
-        first = anywhere + self._single_tokens(_CALL_OPENINGS)
+        if self._call_openings is None:  # the vocabulary does not change: looked up once
+            anywhere = self._single_tokens([TOOL_OPEN])
+            self._call_openings = (anywhere, anywhere + self._single_tokens(_CALL_OPENINGS))
+        anywhere, first = self._call_openings
 
         def rule_out(input_ids: Any, scores: Any) -> Any:
             scores[first if len(input_ids) <= prompt_length else anywhere] = -float("inf")
