@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -47,6 +47,9 @@ from parley.providers.registry import (
 )
 from parley.providers.s2s.base import SpeechToSpeechEngine
 from parley.providers.tts.base import SpeechSynthesizer
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 Secrets = Mapping[str, str]
 """An organization's secrets by name, already decrypted: what ``api_key_secret`` options refer to."""
@@ -283,16 +286,24 @@ def _elevenlabs_tts(request: BuildRequest) -> SpeechSynthesizer:
     )
 
 
-def _openai_tts(request: BuildRequest) -> SpeechSynthesizer:
+def _openai_audio(request: BuildRequest, role: str, offered: list[str]) -> AsyncOpenAI:
+    """The OpenAI audio client for a ``role`` whose model the operator offers (``offered``), with the
+    key the agent names or the operator's."""
     from parley.providers.openai_audio import audio_client
+
+    options: OpenAITtsOptions | OpenAITranscribeOptions = request.options
+    host = request.host
+    _offered(role, options.model, offered)
+    key = _api_key(options.api_key_secret, host.openai_api_key, request.secrets, role)
+    return audio_client(host.openai_base_url, key, host.openai_timeout_s)
+
+
+def _openai_tts(request: BuildRequest) -> SpeechSynthesizer:
     from parley.providers.tts.openai_tts import OpenAISynthesizer
 
     options: OpenAITtsOptions = request.options
-    host = request.host
-    _offered("tts", options.model, host.openai_tts_models)
-    key = _api_key(options.api_key_secret, host.openai_api_key, request.secrets, "tts")
     return OpenAISynthesizer(
-        audio_client(host.openai_base_url, key, host.openai_timeout_s),
+        _openai_audio(request, "tts", request.host.openai_tts_models),
         options.model,
         options.voice,
         speed=options.speed,
@@ -302,14 +313,10 @@ def _openai_tts(request: BuildRequest) -> SpeechSynthesizer:
 
 def _openai_asr(request: BuildRequest) -> SpeechRecognizer:
     from parley.providers.asr.openai_transcribe import OpenAITranscriber
-    from parley.providers.openai_audio import audio_client
 
     options: OpenAITranscribeOptions = request.options
-    host = request.host
-    _offered("asr", options.model, host.openai_transcription_models)
-    key = _api_key(options.api_key_secret, host.openai_api_key, request.secrets, "asr")
     return OpenAITranscriber(
-        audio_client(host.openai_base_url, key, host.openai_timeout_s),
+        _openai_audio(request, "asr", request.host.openai_transcription_models),
         options.model,
         language=options.language,
         prompt=options.prompt,
