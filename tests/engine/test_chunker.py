@@ -45,3 +45,22 @@ def test_a_line_the_model_ends_is_spoken_without_waiting_for_a_full_stop() -> No
     assert chunker.push(" there was a dragon.\n1") == ["Once upon a time there was a dragon."]
     assert chunker.push(". Red\n2. Blue") == ["1. Red"]
     assert chunker.flush() == ["2. Blue"]
+
+
+def test_a_long_first_sentence_is_cut_before_a_phrase_so_its_start_is_heard_sooner() -> None:
+    text = "Parley is an open-source platform for voice agents that runs fully offline. It is free for all."
+    pieces = feed(ClauseChunker(), text)
+    assert pieces[0] == "Parley is an open-source platform"
+    # Only the first piece: the rest is spoken in whole sentences while the first one plays.
+    assert pieces[1:] == ["for voice agents that runs fully offline.", "It is free for all."]
+
+
+def test_a_phrase_cut_needs_enough_words_before_it_and_a_whole_word() -> None:
+    assert feed(ClauseChunker(), "We open from nine to five.") == ["We open from nine to five."]
+    chunker = ClauseChunker()
+    assert chunker.push("The sky is blue bec") == []  # "bec…" may be any word yet
+    assert chunker.push("ause it scatters") == ["The sky is blue"]
+    # "of" and "to" join what comes before: no cut inside "the capital of France".
+    assert feed(ClauseChunker(), "The capital city of France is Paris.") == [
+        "The capital city of France is Paris."
+    ]
