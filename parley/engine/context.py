@@ -186,6 +186,13 @@ class ConversationContext:
         notes = "\n".join(f"- {p.text}" for p in passages)
         return ChatMessage("system", f"{RETRIEVAL_HEADER}\n{notes}")
 
+    def ahead(self) -> list[ChatMessage]:
+        """What the next request starts with, before the caller's words: the system messages and the
+        history that fits (the passages a question retrieves are not known until it is asked)."""
+        head = [self.system_message(), *self.examples]
+        history = self._fitting(self._tokens(head), self._turns)
+        return [*head, *(m for turn in history for m in turn.messages)]
+
     def for_request(self, pending: list[ChatMessage] | None = None) -> list[ChatMessage]:
         """Messages for the next LLM call: system, the history that fits, then ``pending`` (never cut).
 

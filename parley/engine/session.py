@@ -28,6 +28,7 @@ from parley.engine.hearing import ASR_RATE, Hearing
 from parley.engine.keypad import KeypadEntry, check_digit
 from parley.engine.language import AUTO, language_note
 from parley.engine.options import EngineStack, SessionOptions
+from parley.engine.read_ahead import PromptReader
 from parley.engine.reply import Reply, ReplyDeps
 from parley.engine.state import TURN_TRANSITIONS, InvalidTransition, SessionState, TurnState
 from parley.engine.tool_requests import ToolRequests
@@ -106,6 +107,8 @@ class Session:
             examples=grounding_examples(self.tools.closing_tool(), self.tools.actions()),
             language_note=language_note(agent.language),
         )
+        self._reader = PromptReader(stack.llm, self.context, self.tools, self._spawn, self.id)
+        """Reads the next request's prompt while the caller talks (``engine/read_ahead.py``)."""
         self._tts = stack.tts
         """The voice replies speak with: the stack's, until a detected language brings its own."""
         # The checks embed the caller's message and the tool descriptions more than once: share them.
@@ -433,9 +436,12 @@ class Session:
         await self._hearing.add_preroll(whole=barging and self._barge_in_continues_turn, soft=not barging)
 
     def _on_interim(self, text: str) -> None:
-        """Words heard over a held reply confirm the barge-in before the caller even pauses."""
+        """Words heard over a held reply confirm the barge-in before the caller even pauses. Words of a
+        turn on an open floor are read ahead into the model's prompt."""
         if self._turn is TurnState.INTERRUPTED and self._has_real_words(text):
             self._confirm_barge_in()
+        elif self._turn is TurnState.USER_SPEAKING and self._handed_over_to is None:
+            self._reader.read(self._hearing.with_earlier_words(text.strip()))
 
     def _on_pause(self, speech_end: float) -> None:
         self._emit(EventType.SPEECH_STOPPED, at=speech_end)
@@ -644,6 +650,8 @@ class Session:
         self._turn_to(self._floor_without_reply())
         if reply.end_after is not None:
             self.end(reply.end_after)
+        elif self._handed_over_to is None:
+            self._reader.read()
 
     def _stop_reply(self, reason: str) -> None:
         """Cancel the current reply in one move; the context keeps only what the user heard.

@@ -28,7 +28,7 @@ from parley.audio.resample import Resampler
 from parley.providers.asr.base import RecognitionStream, SpeechRecognizer, Transcript
 from parley.providers.errors import ProviderUnavailable
 from parley.providers.events import ProviderEvent, Reporter
-from parley.providers.llm.base import ChatMessage, LanguageModel, LLMChunk, ToolSpec
+from parley.providers.llm.base import ChatMessage, LanguageModel, LLMChunk, ReadsAhead, ToolSpec
 from parley.providers.tts.base import AlignedChunk, AlignedSynthesizer, SpeechSynthesizer
 from parley.providers.tts.phrase_cache import WarmsPhrases
 
@@ -263,6 +263,13 @@ class FailoverLanguageModel(_Chain[LanguageModel]):
         self, messages: list[ChatMessage] | None = None, tools: list[ToolSpec] | None = None
     ) -> None:
         await self._warm_all(lambda engine: engine.warm_up(messages, tools))
+
+    async def read_ahead(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None, opening: str = ""
+    ) -> None:
+        """The primary reads ahead (``ReadsAhead``): it answers unless it is failing."""
+        if isinstance(self.primary, ReadsAhead):
+            await self.primary.read_ahead(messages, tools, opening)
 
 
 class FailoverSynthesizer(_Chain[SpeechSynthesizer]):

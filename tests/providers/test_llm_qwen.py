@@ -118,6 +118,29 @@ async def test_warm_up_caches_the_agent_prefix_for_its_first_turn(model: LlamaCp
     assert stats.prompt_tokens - stats.cached_tokens < 20, "only the caller's turn should be evaluated"
 
 
+async def test_reading_ahead_leaves_only_the_last_words_of_a_turn_to_read(model: LlamaCppModel) -> None:
+    system = ChatMessage("system", f"{CLINIC.content}\nSession {uuid.uuid4().hex}.")
+    history = [system, ChatMessage("user", "Hello!"), ChatMessage("assistant", "Hi, how can I help?")]
+    await model.warm_up([system], [BOOK])  # as the reply before would have left it
+    warm = model._llm.n_tokens
+    await model.read_ahead(history, [BOOK], "How much is a")
+    read = model._llm.n_tokens
+    assert read > warm + 10, "the exchange and the words heard were read"
+    chunks = await ask(model, [*history, ChatMessage("user", "How much is a vaccination visit?")], [BOOK])
+    assert "65" in spoken(chunks)
+    stats = model.last_stats
+    assert stats is not None and stats.cached_tokens >= read - 2, "the read-ahead was reused"
+    assert stats.prompt_tokens - stats.cached_tokens < 12, "only the last words and the reply's opening"
+
+
+async def test_a_read_ahead_of_another_conversation_is_skipped(model: LlamaCppModel) -> None:
+    await ask(model, [CLINIC, ChatMessage("user", "Hello!")])
+    held = model._llm.n_tokens
+    other = ChatMessage("system", f"You answer questions about trains. Session {uuid.uuid4().hex}. " * 8)
+    await model.read_ahead([other], None, "When does the")
+    assert model._llm.n_tokens == held, "reading a whole other prompt would hold up the next reply"
+
+
 async def test_after_a_call_the_tools_stay_in_the_prompt_and_only_the_allowed_may_be_called(
     model: LlamaCppModel,
 ) -> None:

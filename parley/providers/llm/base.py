@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -90,4 +90,18 @@ class LanguageModel(Protocol):
         self, messages: list[ChatMessage] | None = None, tools: list[ToolSpec] | None = None
     ) -> None:
         """Load and prime the model; with ``messages`` (an agent's system prompt), prime its prompt cache."""
+        ...
+
+
+@runtime_checkable
+class ReadsAhead(Protocol):
+    """A model with a prompt cache of its own (a local one), which can read the start of its next prompt
+    while the caller is still talking, so that the reply then reads only the rest."""
+
+    async def read_ahead(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None, opening: str = ""
+    ) -> None:
+        """The next request is ``messages`` and then a user message that starts with ``opening`` (the
+        words heard so far): evaluate that much now, at a priority below any request. Best effort: a
+        model may skip it (another conversation holds its cache, or there is too much to read)."""
         ...

@@ -50,6 +50,11 @@ def opens_with_markup(text: str) -> bool:
     return text.lstrip().startswith(("{", "<", "`"))
 
 
+_NEXT_WORDS = "\ue000next\ue000"
+"""Stands for words not heard yet while a prompt is rendered: private-use characters, which no caller says
+(should a typed message hold them, a read-ahead only stops too early)."""
+
+
 def clean_content(text: str) -> str:
     """Message text without special-token markers (they would act as structure, not words)."""
     return _MARKERS.sub("", text)
@@ -92,6 +97,13 @@ class ChatTemplate:
             add_generation_prompt=generation_prompt,
             **self._special,
         )
+
+    def opening(self, messages: list[ChatMessage], tools: list[ToolSpec] | None) -> str:
+        """The prompt of ``messages`` followed by a user message, up to where that message's words go
+        (empty when the template hides where that is)."""
+        rendered = self.render([*messages, ChatMessage("user", _NEXT_WORDS)], tools, generation_prompt=False)
+        cut = rendered.find(_NEXT_WORDS)
+        return rendered[:cut] if cut >= 0 else ""
 
     def prompt(self, messages: list[ChatMessage], tools: list[ToolSpec] | None) -> ChatPrompt:
         leading = 0

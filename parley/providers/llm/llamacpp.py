@@ -31,6 +31,7 @@ from parley.providers.llm.chat_template import (
     ChatPrompt,
     ChatReplyParser,
     ChatTemplate,
+    clean_content,
     first_json_value,
     opens_with_markup,
 )
@@ -46,6 +47,11 @@ from parley.providers.llm.prompting import (
 from parley.providers.serial_worker import BACKGROUND, URGENT, SerialWorker
 
 _DONE = object()
+READ_AHEAD_TOKENS = 64
+"""The most a read-ahead evaluates (about a second on 2 cores): a caller's turn and the template around it."""
+READ_AHEAD_BATCH = 8
+"""Tokens a read-ahead evaluates at a time: a reply waits at most one batch for it (evaluating 8 tokens
+costs about what 16 do, one at a time would cost three times as much)."""
 log = structlog.get_logger("parley.providers.llm.llamacpp")
 
 
@@ -118,6 +124,8 @@ class LlamaCppModel:
             )
         self._call_openings: tuple[list[int], list[int]] | None = None
         """The tokens ``_without_calls`` rules out: anywhere, and as a reply's first token."""
+        self._reply_waiting = threading.Event()
+        """Set while a reply is queued: a read-ahead gives way to it."""
         self.takes_allowed_tools = self._chat is not None
         """``stream`` takes ``allowed_tools`` (``parley.providers.llm.base.takes_allowed_tools``)."""
 
@@ -142,6 +150,26 @@ class LlamaCppModel:
         else:
             prefix = build_prompt(messages, tools).prefix if messages else stable_prefix()
         await self._worker.run(partial(self._prefill, self._tokenize(prefix), threading.Event()), BACKGROUND)
+
+    async def read_ahead(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None, opening: str = ""
+    ) -> None:
+        """Evaluate the next prompt up to the caller's words heard so far (``ReadsAhead``), as a job behind
+        every reply. Only while the cache holds this conversation: the new part is at most
+        ``READ_AHEAD_TOKENS``, else (another call's prompt is in the cache) reading it would only hold up
+        the worker."""
+        if self._chat is None:
+            return
+        start = self._chat.opening(messages, tools)
+        if not start:
+            return
+        text = start + clean_content(opening)
+        await self._worker.run(partial(self._read_ahead, text), BACKGROUND)
+
+    def _read_ahead(self, text: str) -> None:
+        tokens = self._tokenize(text)
+        if len(tokens) < self.n_ctx and len(tokens) - self._cached(tokens) <= READ_AHEAD_TOKENS:
+            self._prefill(tokens, self._reply_waiting, READ_AHEAD_BATCH)
 
     def close(self) -> None:
         """Stop the worker thread once queued replies are done; the weights go with this object."""
@@ -189,6 +217,7 @@ class LlamaCppModel:
         request = _Request(
             prompt, offered, max_tokens, temperature, cancel, emit, created, forced, schema, prompted
         )
+        self._reply_waiting.set()  # a read-ahead under way stops at its next batch
         job = self._worker.submit(partial(self._run, request), URGENT)
         try:
             while (item := await queue.get()) is not _DONE:
@@ -216,21 +245,29 @@ class LlamaCppModel:
             return ""
         return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event) -> int:
-        """Evaluate what the KV cache does not hold yet, batch by batch; returns the reused count."""
+    def _prefill(self, tokens: list[int], cancel: threading.Event, batch: int | None = None) -> int:
+        """Evaluate what the KV cache does not hold yet, batch by batch (``n_batch`` tokens, or ``batch``)
+        until ``cancel`` is set; returns the reused count."""
+        llm = self._llm
+        cached = self._cached(tokens)
+        # Always evaluate at least the last token so the logits belong to this prompt.
+        cached = min(cached, len(tokens) - 1)
+        llm.n_tokens = cached
+        step = batch or self.n_batch
+        for start in range(cached, len(tokens), step):
+            if cancel.is_set():
+                break
+            llm.eval(tokens[start : start + step])
+        return cached
+
+    def _cached(self, tokens: list[int]) -> int:
+        """How many of ``tokens`` the KV cache already holds (their common start)."""
         llm = self._llm
         cached = 0
         for old, new in zip(llm.input_ids[: llm.n_tokens].tolist(), tokens, strict=False):
             if old != new:
                 break
             cached += 1
-        # Always evaluate at least the last token so the logits belong to this prompt.
-        cached = min(cached, len(tokens) - 1)
-        llm.n_tokens = cached
-        for start in range(cached, len(tokens), self.n_batch):
-            if cancel.is_set():
-                break
-            llm.eval(tokens[start : start + self.n_batch])
         return cached
 
     def _fit(self, prompt: Prompt | ChatPrompt, max_tokens: int, opening: str = "") -> list[int]:
@@ -245,6 +282,7 @@ class LlamaCppModel:
         )
 
     def _run(self, request: _Request) -> None:
+        self._reply_waiting.clear()
         try:
             if not request.cancel.is_set():
                 self._generate(request)
