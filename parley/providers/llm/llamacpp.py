@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from parley.providers.foreground import FOREGROUND
 from parley.providers.llm.base import ChatMessage, LLMChunk, ToolSpec, Usage
 from parley.providers.llm.chat_template import (
     TOOL_CLOSE,
@@ -255,6 +256,8 @@ class LlamaCppModel:
         llm.n_tokens = cached
         step = batch or self.n_batch
         for start in range(cached, len(tokens), step):
+            if batch is not None:  # a read-ahead: nobody waits for it
+                FOREGROUND.give_way()
             if cancel.is_set():
                 break
             llm.eval(tokens[start : start + step])
@@ -374,6 +377,7 @@ class LlamaCppModel:
                 if produced >= request.max_tokens:
                     finish = "length"
                     break
+                FOREGROUND.give_way()  # the words before this one are being voiced: that comes first
         finally:
             generator.close()
         return produced, finish, first_at

@@ -17,6 +17,7 @@ from typing import Any
 from parley.audio.frame import PCM16
 from parley.onnx import inference_session
 from parley.providers.assets import piper_voice_files
+from parley.providers.foreground import FOREGROUND
 from parley.providers.serial_worker import URGENT, Job, SerialWorker
 
 
@@ -98,7 +99,8 @@ class PiperSynthesizer:
             nonlocal sentences
             if sentences is None:
                 sentences = self._sentences(text)
-            return next(sentences, None)
+            with FOREGROUND.hold():  # a caller is waiting for this audio; the model's next words are not
+                return next(sentences, None)
 
         job: Job[PCM16 | None] = self._worker.submit(step, URGENT)
         try:
