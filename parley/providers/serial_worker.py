@@ -32,6 +32,8 @@ class Job(Generic[T]):
     loop: asyncio.AbstractEventLoop
     cancelled: bool = field(default=False)
     """Set from the event loop. A job not started yet is then skipped and its future resolves to None."""
+    started: bool = field(default=False)
+    """Set by the worker thread as it begins the job (from then on, cancelling it changes nothing)."""
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -96,6 +98,7 @@ def _serve(jobs: _Queue) -> None:
     while (job := jobs.get()[2]) is not None:
         outcome: object = None
         if not job.cancelled:
+            job.started = True
             try:
                 outcome = job.call()
             except Exception as exc:

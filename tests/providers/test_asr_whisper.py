@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ import soxr
 from parley.audio.frame import PCM16
 from parley.bench.voice import CallerVoice
 from parley.providers.asr.base import SpeechRecognizer
-from parley.providers.asr.whisper import WhisperRecognizer
+from parley.providers.asr.whisper import WhisperRecognizer, WhisperStream
 from parley.providers.tts.piper import PiperSynthesizer
+from tests.helpers.waiting import until
 
 pytestmark = pytest.mark.models
 
@@ -126,6 +128,52 @@ async def test_an_interim_already_running_is_not_queued_twice(
     assert not first.done()  # the second call did not wait for the model
     assert second.text == ""  # it returned the previous guess: there was none yet
     assert "book" in words((await first).text)
+
+
+async def passes_over(
+    whisper: WhisperRecognizer, stream: WhisperStream, audio: PCM16, heard: int
+) -> tuple[str, int]:
+    """Start an interim on the first ``heard`` samples, push the rest while it runs, then finalize:
+    the final's text and how many times the model ran."""
+    runs = 0
+    transcribe = whisper._transcribe_sync
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return transcribe(*args, **kwargs)
+
+    whisper._transcribe_sync = counted  # type: ignore[method-assign]
+    try:
+        await stream.push(audio[:heard])
+        interim = asyncio.create_task(stream.interim())
+        await until(lambda: stream._interim_job is not None and stream._interim_job.started)
+        await stream.push(audio[heard:])
+        final = await stream.finalize()
+        await interim
+    finally:
+        del whisper._transcribe_sync
+    return final.text, runs
+
+
+async def test_an_interim_that_heard_all_the_speech_is_the_final(
+    whisper: WhisperRecognizer, speech: dict[str, PCM16]
+) -> None:
+    # The pause that ends a turn is detected a moment after the last word: an interim begun then heard
+    # every word, and the caller should not wait for the same words to be decoded twice.
+    audio = speech[BOOKING]
+    text, runs = await passes_over(whisper, whisper.open_stream(), audio, len(audio) - 1600)
+    assert runs == 1
+    assert {"book", "table", "tomorrow", "window"} <= set(words(text))
+
+
+async def test_an_interim_that_missed_words_is_not_the_final(
+    whisper: WhisperRecognizer, speech: dict[str, PCM16]
+) -> None:
+    audio = speech[BOOKING]
+    text, runs = await passes_over(whisper, whisper.open_stream(), audio, len(audio) // 2)
+    assert runs == 2
+    assert "window" in words(text)
 
 
 def test_the_operators_model_dir_stands_in_for_the_default_model(tmp_path: Path) -> None:

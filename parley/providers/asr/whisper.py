@@ -31,6 +31,7 @@ import numpy.typing as npt
 from parley.audio.frame import PCM16
 from parley.providers.asr.base import Transcript, Word, check_vocabulary
 from parley.providers.assets import whisper_tiny_en_dir
+from parley.providers.foreground import in_foreground
 from parley.providers.serial_worker import BACKGROUND, URGENT, Job, SerialWorker
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before faster-whisper (and huggingface_hub) is ever imported
@@ -55,6 +56,10 @@ class _Decoded:
 
 
 _EMPTY = _Decoded("", 0.0)
+SILENT_TAIL_S = 0.2
+"""The most audio an interim may have missed and still stand as the final: a pause being detected."""
+SILENT_TAIL_DB = -30.0
+"""…when it is this far below the loudest of the speech (line noise is 30–40 dB below a voice)."""
 
 
 class WhisperRecognizer:
@@ -133,14 +138,17 @@ class WhisperRecognizer:
         language: str | None = None,
     ) -> Job[_Decoded]:
         """``language`` (a stream's, once known) overrides the recogniser's own setting."""
+        final = priority == URGENT
         job = partial(
-            self._transcribe_sync,
-            audio,
-            hotwords or self.hotwords,
-            language or self.language,
-            final=priority == URGENT,
+            self._transcribe_sync, audio, hotwords or self.hotwords, language or self.language, final=final
         )
-        return self._worker.submit(job, priority)
+        return self._worker.submit(in_foreground(job) if final else job, priority)
+
+    def final_as_interim(self, language: str | None) -> bool:
+        """Whether a final transcript decodes as an interim does: unless the language is to be detected
+        (a final detects it on a full window)."""
+        language = language or self.language
+        return language is not None or (self._model is not None and not self._model.model.is_multilingual)
 
     def _load(self) -> Any:
         if self._model is None:
@@ -331,6 +339,20 @@ def _repetitive(text: str) -> bool:
     return False
 
 
+def _only_silence_after(audio: npt.NDArray[np.float32], heard: int) -> bool:
+    """Whether the audio after the first ``heard`` samples is at most ``SILENT_TAIL_S`` of silence: at
+    least ``SILENT_TAIL_DB`` below the loudest 10 ms of the speech before it."""
+    tail, speech = audio[heard:], audio[:heard]
+    if tail.size > SILENT_TAIL_S * _RATE or speech.size < _RATE // 100:
+        return False
+    if tail.size == 0:
+        return True
+    windows = speech[: speech.size // 160 * 160].reshape(-1, 160)
+    loudest = float(np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1)).max())
+    level = float(np.sqrt(np.mean(tail.astype(np.float64) ** 2)))
+    return level <= loudest * 10 ** (SILENT_TAIL_DB / 20)
+
+
 def _transcript(decoded: _Decoded, samples: int, is_final: bool) -> Transcript:
     seconds = samples / _RATE
     confidence = min(1.0, max(0.0, math.exp(decoded.avg_logprob))) if decoded.text else 0.0
@@ -365,6 +387,8 @@ class WhisperStream:
         self._chunks: list[PCM16] = []
         self._samples = 0
         self._interim_job: Job[_Decoded] | None = None
+        self._interim_samples = 0
+        """How much audio the interim under way is hearing."""
         self._last_interim = _transcript(_EMPTY, 0, False)
         self._last_interim_samples = 0
 
@@ -386,7 +410,7 @@ class WhisperStream:
             return self._last_interim
         samples = self._samples
         job = self._recognizer._submit(self._audio(), BACKGROUND, self.hotwords, self.language)
-        self._interim_job = job
+        self._interim_job, self._interim_samples = job, samples
         try:
             decoded = await job.future
         except asyncio.CancelledError:
@@ -398,19 +422,34 @@ class WhisperStream:
         if decoded is None:  # finalize() came first and this guess was dropped unheard
             return _transcript(_EMPTY, 0, False)
         result = _transcript(decoded, samples, is_final=False)
-        if not job.cancelled:  # else it belongs to an utterance that is already final
+        if self._interim_job is None and self._interim_samples == samples:
+            # Still this utterance's (finalize() resets the stream, and a final may have taken this one).
             self._last_interim, self._last_interim_samples = result, samples
         return result
 
     async def finalize(self) -> Transcript:
-        """The transcript of everything pushed; the stream starts a new utterance at once."""
+        """The transcript of everything pushed; the stream starts a new utterance at once.
+
+        An interim under way that heard all of the speech (what it missed is silence: the pause that ended
+        the turn) is the final: the worker is busy with it, and a second pass over the same words would
+        make the caller wait for both."""
         audio, samples = self._audio(), self._samples
-        if self._interim_job is not None:
-            self._interim_job.cancel()  # skipped if it has not started yet
+        interim, heard = self._interim_job, self._interim_samples
+        language = self.language
         self._reset()
         decoded: _Decoded | None = _EMPTY
+        if (
+            interim is not None
+            and interim.started
+            and self._recognizer.final_as_interim(language)
+            and _only_silence_after(audio, heard)
+        ):
+            decoded = await asyncio.shield(interim.future)
+            return _transcript(decoded or _EMPTY, samples, is_final=True)
+        if interim is not None:
+            interim.cancel()  # skipped if it has not started yet
         if samples:
-            job = self._recognizer._submit(audio, URGENT, self.hotwords, self.language)
+            job = self._recognizer._submit(audio, URGENT, self.hotwords, language)
             try:
                 decoded = await job.future
             except asyncio.CancelledError:
