@@ -11,6 +11,7 @@ _LINE_END = re.compile(r"\S[^\S\n]*\n")
 _LIST_MARK = re.compile(r"\s*\d{1,2}")
 """A line's start that a full stop after it numbers ("1. Red"), not ends."""
 _WORD = re.compile(r"\S+")
+_OPENING_QUOTES = '"“«'
 PHRASE_OPENERS = frozenset(
     {
         "and",
@@ -50,12 +51,12 @@ class ClauseChunker:
     """Feed text deltas; get back speakable pieces.
 
     The first piece is cut at the first clause boundary (comma, colon, dash) once it has ``first_min_words``
-    words, so TTS can start while the LLM is still writing; with no punctuation, before a word that opens a
-    phrase ("for", "because", …) once it has ``first_phrase_words`` (a long first sentence is heard about
-    half a second sooner on a small CPU model, which writes a word in about 50 ms). Later pieces are whole
-    sentences unless they grow past ``max_words``, then they are cut at a clause boundary. The end of a
-    line ends a piece as a sentence does: a heading or list item has no full stop, and waiting for the next
-    one left the caller in silence while the model wrote a whole paragraph.
+    words, so TTS can start while the LLM is still writing; with no punctuation, before a quotation, or
+    before a word that opens a phrase ("for", "because", …) once it has ``first_phrase_words`` (a long
+    first sentence is heard about half a second sooner on a small CPU model, which writes a word in about
+    50 ms). Later pieces are whole sentences unless they grow past ``max_words``, then they are cut at a
+    clause boundary. The end of a line ends a piece as a sentence does: a heading or list item has no full
+    stop, and waiting for the next one left the caller in silence while the model wrote a whole paragraph.
     """
 
     def __init__(self, first_min_words: int = 3, max_words: int = 25, first_phrase_words: int = 4) -> None:
@@ -104,12 +105,14 @@ class ClauseChunker:
         return None
 
     def _phrase_cut(self, text: str) -> int | None:
-        """Where a phrase opener starts, after ``first_phrase_words`` words (it must be a whole word: a
-        space follows it)."""
-        words = list(_WORD.finditer(text))
-        for index in range(self.first_phrase_words, len(words)):
-            word = words[index]
-            if word.end() < len(text) and word.group().lower() in PHRASE_OPENERS:
+        """Where a quotation opens, after ``first_min_words`` words ("The joke is | "Why did…"), or a
+        phrase opener, after ``first_phrase_words`` (a whole word: a space follows it)."""
+        for index, word in enumerate(_WORD.finditer(text)):
+            opener = word.group()
+            if opener[0] in _OPENING_QUOTES and index >= self.first_min_words:
+                return word.start()
+            whole = word.end() < len(text)
+            if index >= self.first_phrase_words and whole and opener.lower() in PHRASE_OPENERS:
                 return word.start()
         return None
 

@@ -64,3 +64,13 @@ def test_a_phrase_cut_needs_enough_words_before_it_and_a_whole_word() -> None:
     assert feed(ClauseChunker(), "The capital city of France is Paris.") == [
         "The capital city of France is Paris."
     ]
+
+
+def test_a_quotation_starts_a_piece_of_its_own() -> None:
+    text = 'The joke is "Why did the tomato turn red? Because it saw the salad dressing!"'
+    assert feed(ClauseChunker(), text) == [
+        "The joke is",
+        '"Why did the tomato turn red?',
+        'Because it saw the salad dressing!"',
+    ]
+    assert feed(ClauseChunker(), '"Hello" is what I said.') == ['"Hello" is what I said.']
