@@ -32,6 +32,7 @@ class Job(Generic[T]):
     loop: asyncio.AbstractEventLoop
     cancelled: bool = field(default=False)
     """Set from the event loop. A job not started yet is then skipped and its future resolves to None."""
+    urgent: bool = field(default=False)
     started: bool = field(default=False)
     """Set by the worker thread as it begins the job (from then on, cancelling it changes nothing)."""
 
@@ -48,6 +49,8 @@ class SerialWorker:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._urgent = 0
+        """URGENT jobs submitted and not yet taken up by the thread (run or skipped)."""
 
     def submit(self, call: Callable[[], T], priority: int = URGENT) -> Job[T]:
         """Queue ``call``; await ``job.future`` for its result. Must be called on the event loop."""
@@ -56,11 +59,24 @@ class SerialWorker:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=_serve, args=(self._queue,), name=self._name, daemon=True
+                    target=_serve, args=(self._queue, self._taken), name=self._name, daemon=True
                 )
                 self._thread.start()
+            if priority == URGENT:
+                self._urgent += 1
+                job.urgent = True
             self._queue.put((priority, next(self._order), job))  # type: ignore[arg-type]
         return job
+
+    @property
+    def urgent_waiting(self) -> bool:
+        """Whether an URGENT job is queued: long BACKGROUND work checks this to stop early."""
+        return self._urgent > 0
+
+    def _taken(self, job: Job[object]) -> None:
+        if job.urgent:
+            with self._lock:
+                self._urgent -= 1
 
     async def run(self, call: Callable[[], T], priority: int = URGENT) -> T:
         """Run ``call`` on the worker thread; if the caller is cancelled first, it never starts."""
@@ -94,8 +110,9 @@ class SerialWorker:
 _Queue = queue.PriorityQueue[tuple[int, int, Job[object] | None]]
 
 
-def _serve(jobs: _Queue) -> None:
+def _serve(jobs: _Queue, taken: Callable[[Job[object]], None]) -> None:
     while (job := jobs.get()[2]) is not None:
+        taken(job)
         outcome: object = None
         if not job.cancelled:
             job.started = True

@@ -55,6 +55,24 @@ async def test_a_job_cancelled_before_it_starts_never_runs(worker: SerialWorker)
     worker.close()
 
 
+async def test_long_background_work_sees_urgent_work_waiting_until_it_is_taken_up(
+    worker: SerialWorker,
+) -> None:
+    # A read-ahead checks this between its batches, and stops for a reply.
+    release = await occupy(worker)  # occupy() submits URGENT work: it is taken up already
+    assert not worker.urgent_waiting
+    worker.submit(lambda: None, BACKGROUND)
+    assert not worker.urgent_waiting
+    dropped = worker.submit(lambda: None, URGENT)
+    reply = worker.submit(lambda: None, URGENT)
+    assert worker.urgent_waiting
+    dropped.cancel()  # skipped unrun, but taken up all the same
+    release.set()
+    await reply.future
+    assert not worker.urgent_waiting
+    worker.close()
+
+
 async def test_cancelling_the_caller_drops_its_queued_job(worker: SerialWorker) -> None:
     release = await occupy(worker)
     ran: list[int] = []

@@ -125,8 +125,6 @@ class LlamaCppModel:
             )
         self._call_openings: tuple[list[int], list[int]] | None = None
         """The tokens ``_without_calls`` rules out: anywhere, and as a reply's first token."""
-        self._reply_waiting = threading.Event()
-        """Set while a reply is queued: a read-ahead gives way to it."""
         self.takes_allowed_tools = self._chat is not None
         """``stream`` takes ``allowed_tools`` (``parley.providers.llm.base.takes_allowed_tools``)."""
 
@@ -150,7 +148,7 @@ class LlamaCppModel:
                 return
         else:
             prefix = build_prompt(messages, tools).prefix if messages else stable_prefix()
-        await self._worker.run(partial(self._prefill, self._tokenize(prefix), threading.Event()), BACKGROUND)
+        await self._worker.run(partial(self._prefill, self._tokenize(prefix), lambda: False), BACKGROUND)
 
     async def read_ahead(
         self, messages: list[ChatMessage], tools: list[ToolSpec] | None, opening: str = ""
@@ -170,7 +168,8 @@ class LlamaCppModel:
     def _read_ahead(self, text: str) -> None:
         tokens = self._tokenize(text)
         if len(tokens) < self.n_ctx and len(tokens) - self._cached(tokens) <= READ_AHEAD_TOKENS:
-            self._prefill(tokens, self._reply_waiting, READ_AHEAD_BATCH)
+            # It gives way to a reply queued meanwhile, at its next batch.
+            self._prefill(tokens, lambda: self._worker.urgent_waiting, READ_AHEAD_BATCH)
 
     def close(self) -> None:
         """Stop the worker thread once queued replies are done; the weights go with this object."""
@@ -218,7 +217,6 @@ class LlamaCppModel:
         request = _Request(
             prompt, offered, max_tokens, temperature, cancel, emit, created, forced, schema, prompted
         )
-        self._reply_waiting.set()  # a read-ahead under way stops at its next batch
         job = self._worker.submit(partial(self._run, request), URGENT)
         try:
             while (item := await queue.get()) is not _DONE:
@@ -246,9 +244,9 @@ class LlamaCppModel:
             return ""
         return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event, batch: int | None = None) -> int:
+    def _prefill(self, tokens: list[int], stop: Callable[[], bool], batch: int | None = None) -> int:
         """Evaluate what the KV cache does not hold yet, batch by batch (``n_batch`` tokens, or ``batch``)
-        until ``cancel`` is set; returns the reused count."""
+        until ``stop()``; returns the reused count."""
         llm = self._llm
         cached = self._cached(tokens)
         # Always evaluate at least the last token so the logits belong to this prompt.
@@ -258,7 +256,7 @@ class LlamaCppModel:
         for start in range(cached, len(tokens), step):
             if batch is not None:  # a read-ahead: nobody waits for it
                 FOREGROUND.give_way()
-            if cancel.is_set():
+            if stop():
                 break
             llm.eval(tokens[start : start + step])
         return cached
@@ -285,7 +283,6 @@ class LlamaCppModel:
         )
 
     def _run(self, request: _Request) -> None:
-        self._reply_waiting.clear()
         try:
             if not request.cancel.is_set():
                 self._generate(request)
@@ -297,7 +294,7 @@ class LlamaCppModel:
     def _generate(self, request: _Request) -> None:
         begun = time.perf_counter()
         tokens = self._fit(request.prompt, request.max_tokens, request.forced)
-        cached = self._prefill(tokens, request.cancel)
+        cached = self._prefill(tokens, request.cancel.is_set)
         reply: _ReplyState | _ChatReplyState = (
             _ChatReplyState(request, self._llm, self._call_ids)
             if self._chat
