@@ -21,7 +21,7 @@ from parley.engine.grounding import (
     is_checked_answer,
     is_question,
 )
-from parley.engine.repeats import EarlierLines, without_line
+from parley.engine.repeats import EarlierLines, echo_verdict, without_line
 from parley.engine.tool_requests import unheard_values
 from parley.engine.tool_runner import ToolRunner
 from parley.engine.voicing import Voicing
@@ -110,7 +110,8 @@ class ModelRounds:
         on Saturdays.", when the fact says 6 pm) is returned as unbacked, and the facts are said. A first
         sentence copied from what the agent said to another question (``engine/repeats.py``) is returned
         as unbacked too, and kept in ``copied``; with ``forgetting`` (that copy), the exchanges that
-        said it are left out of the request."""
+        said it are left out of the request. So is one that says the caller's words back (``echo_verdict``),
+        which is held only while it follows them."""
         deps, settings = self.deps, self.deps.settings
         grounding = self.grounding() if vet else None
         vetting = grounding is not None
@@ -122,6 +123,7 @@ class ModelRounds:
         withheld = False
         unsaid = ""
         copies = self._earlier_lines() if vetting else None
+        echoing = vetting  # until the reply is not the caller's words said back (``echo_verdict``)
         if copies is not None and forgetting is not None:
             copies = copies.again(forgetting)
         pending: list[ChatMessage] = [self.user_message] if self.user_message else []
@@ -189,6 +191,15 @@ class ModelRounds:
                         at = unsaid.find(sentence)
                         if sentence and at >= 0:
                             unsaid = self._confirmed(sentence) + unsaid[at + len(sentence) :]
+                    if echoing and grounding is not None:
+                        echo = echo_verdict(text, grounding[1])
+                        if echo is None:
+                            continue
+                        echoing = False
+                        if echo:
+                            vetting, copies = False, None
+                            unbacked = await grounding[0].in_place_of(grounding[1], echo)
+                            break
                     if copies is not None and grounding is not None:
                         copied = copies.verdict(text)
                         if copied is None:
@@ -236,6 +247,13 @@ class ModelRounds:
         if confirming and unsaid.strip():
             unsaid = self._confirmed(unsaid.strip())
         if (
+            echoing
+            and text
+            and grounding is not None
+            and (echo := echo_verdict(text, grounding[1], finished=True))
+        ):
+            unbacked = await grounding[0].in_place_of(grounding[1], echo)
+        elif (
             copies is not None
             and text
             and grounding is not None

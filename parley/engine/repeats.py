@@ -1,10 +1,11 @@
-"""A reply that copies an earlier one word for word.
+"""A reply that copies an earlier one, or the caller's words, word for word.
 
 A small model reads its own earlier turns as the best example of an answer: asked "Do you clean air
 ducts?" after "We do not service window air conditioning units.", the 0.5B model said that sentence
 again, and again to the next request. The copy restates a fact, so the fact check backs it, and the
 caller hears an answer to a question they did not ask. A first sentence that repeats one the agent said
-to a different question is therefore judged like an unbacked answer (``engine/thinking.py``).
+to a different question is therefore judged like an unbacked answer (``engine/thinking.py``). So is a
+reply that says the caller's own words back (``echo_verdict``).
 """
 
 from __future__ import annotations
@@ -122,6 +123,28 @@ class EarlierLines:
         if self.restating:
             return None
         return None if any(line.startswith(said) for line in self.lines) else ""
+
+
+ECHO_MIN_WORDS = 4
+"""Shorter lines are said back by design ("Thank you." — "Thank you!", "Hello." — "Hello!")."""
+
+
+def echo_verdict(text: str, asked: str, *, finished: bool = False) -> str | None:
+    """Whether a reply (its text so far) says the caller's own words back, as a small model does to words
+    it cannot make sense of ("Halond is an oil change take." — "Halond is an oil change take."): None
+    while it may still, "" once it does not, and the echoed sentence once it has (all of the caller's
+    words, its sentence ended). ``finished``: the reply ends here."""
+    words = plain(asked)
+    if len(words.split()) < ECHO_MIN_WORDS:
+        return ""
+    end = sentence_end(text)
+    first = text[: end.end()] if end else text
+    said = plain(first)
+    if not words.startswith(said):
+        return ""
+    if said == words and (end or finished):
+        return first.strip()
+    return "" if finished else None
 
 
 def without_line(messages: Sequence[ChatMessage], copied: str) -> list[ChatMessage]:

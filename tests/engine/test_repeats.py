@@ -7,7 +7,7 @@ import dataclasses
 
 from parley.engine.agent import AgentConfig
 from parley.engine.events import EventType
-from parley.engine.repeats import EarlierLines, without_line
+from parley.engine.repeats import EarlierLines, echo_verdict, without_line
 from parley.providers.embeddings.hashing import HashingEmbedder
 from parley.providers.llm.base import ChatMessage
 from parley.providers.llm.scripted import ScriptRule
@@ -129,3 +129,26 @@ def test_asked_again_a_sentence_that_restates_the_copied_line_is_a_copy_too() ->
     assert lines.verdict("We offer teeth whitening for 300 dollars. It", finished=False) == ""
     short = EarlierLines.of(history, "Do you do teeth whitening?").again("Yes, sure.")
     assert short.verdict("Sure, teeth", finished=False) == "", "too little said to be restated: not held"
+
+
+def test_a_reply_is_held_only_while_it_may_still_be_the_callers_words_said_back() -> None:
+    asked = "Halond is an oil change take."
+    assert echo_verdict("Halond is", asked) is None
+    assert echo_verdict("An oil change takes", asked) == "", "its own words: said at once"
+    assert echo_verdict("Halond is an oil change take", asked) is None, "it may yet go on"
+    assert echo_verdict("Halond is an oil change take. What", asked) == "Halond is an oil change take."
+    assert (
+        echo_verdict("Halond is an oil change take", asked, finished=True) == "Halond is an oil change take"
+    )
+    assert echo_verdict("Halond is an oil change taken care of", asked) == ""
+    assert echo_verdict("Thank you!", "Thank you.", finished=True) == "", "short lines are said back"
+
+
+async def test_the_callers_words_said_back_give_way_to_the_facts_about_them() -> None:
+    garbled = "The inn's check-out time is leaven."
+    rules = [ScriptRule.say("leaven", garbled)]
+    engines = dataclasses.replace(stack([garbled], rules), embedder=HashingEmbedder())
+    _, result = await converse(inn(), engines, [UserTurn(speech(1.0))])
+    assert "11 am" in result.turns[0].agent_text
+    misses = [e.data["withheld"] for e in result.events if e.type is EventType.KNOWLEDGE_MISS]
+    assert misses == [garbled]
