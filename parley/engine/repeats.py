@@ -142,9 +142,9 @@ def echo_verdict(text: str, asked: str, *, finished: bool = False) -> str | None
     said = plain(first)
     if not words.startswith(said):
         return ""
-    if said == words and (end or finished):
-        return first.strip()
-    return "" if finished else None
+    if end or finished:
+        return first.strip() if said == words else ""
+    return None
 
 
 def without_line(messages: Sequence[ChatMessage], copied: str) -> list[ChatMessage]:

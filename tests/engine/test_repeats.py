@@ -142,6 +142,8 @@ def test_a_reply_is_held_only_while_it_may_still_be_the_callers_words_said_back(
     )
     assert echo_verdict("Halond is an oil change taken care of", asked) == ""
     assert echo_verdict("Thank you!", "Thank you.", finished=True) == "", "short lines are said back"
+    two = "My car is noisy. Can a mechanic call me?"
+    assert echo_verdict("My car is noisy. I", two) == "", "decided once its first sentence ends"
 
 
 async def test_the_callers_words_said_back_give_way_to_the_facts_about_them() -> None:
