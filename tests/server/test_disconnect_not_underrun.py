@@ -62,10 +62,10 @@ async def test_a_client_that_drops_and_resumes_mid_answer_causes_no_underrun(tmp
 
 
 class StallingVoice(ToneSynthesizer):
-    """Says the answer's second clause only long after its first one has played out: a real gap."""
+    """Says the answer's last clause only long after the one before has played out: a real gap."""
 
     async def synthesize(self, text: str) -> AsyncGenerator[PCM16, None]:
-        if text.startswith("and the food"):
+        if "the food" in text:
             await asyncio.sleep(2.5)
         async for chunk in super().synthesize(text):
             yield chunk
